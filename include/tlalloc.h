@@ -1,0 +1,6 @@
+/* tlalloc.h: the C core of tlalloc, one header for all of it. */
+#ifndef TLALLOC_H
+#define TLALLOC_H
+#include "tlalloc/arena.h"
+#include "tlalloc/os.h"
+#endif

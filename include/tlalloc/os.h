@@ -1,0 +1,55 @@
+/* tlalloc/os.h: the only door to the operating system's memory calls.
+ *
+ * Everything above this layer (arena, pool) asks for regions here and never
+ * calls mmap, madvise or the memory-policy system calls itself. One
+ * implementation per platform lives in csrc/os_*.c.
+ */
+#ifndef TLALLOC_OS_H
+#define TLALLOC_OS_H
+
+#include <stddef.h>
+#include "tlalloc/arena.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* What a mapping really got. */
+typedef struct tl_os_region {
+    void *base;          /* aligned to `align` given to tl_os_map */
+    size_t size;         /* bytes usable from base (the request rounded up to pages) */
+    tl_page_kind pages;  /* page kind obtained */
+    tl_numa numa;        /* memory policy applied (TL_NUMA_OFF if none) */
+    int numa_node;       /* node of the calling CPU, -1 if unknown */
+    int prefaulted;      /* nonzero if populated at creation */
+    int hugetlb_fell_back; /* nonzero if hugetlb was asked for and thp was used */
+} tl_os_region;
+
+/* Size of an ordinary page (cached after the first call). */
+size_t tl_os_page_size(void);
+/* Size of a (transparent) huge page on this system, or 0 if unknown. */
+size_t tl_os_huge_page_size(void);
+
+/* Map `size` bytes of zeroed, private, read-write memory aligned to at least
+ * `align` (a power of two; the page size if smaller). Returns 0, or -1 with
+ * errno set. */
+int tl_os_map(size_t size, size_t align, tl_page_kind pages, tl_numa numa,
+              int prefault, tl_os_region *out);
+/* Return a region obtained from tl_os_map. */
+void tl_os_unmap(const tl_os_region *r);
+/* Give the pages of [p, p+n) back to the OS (contents lost, range stays mapped). */
+void tl_os_discard(void *p, size_t n);
+
+/* Number of NUMA nodes configured (1 on a single-node machine). */
+int tl_os_numa_nodes(void);
+/* NUMA node of the calling CPU, -1 if unknown. */
+int tl_os_current_numa_node(void);
+/* Memory policy of the page holding p, read back with get_mempolicy:
+ * returns the mode (MPOL_* value) or -1, and stores the node mask's lowest
+ * set node in *node (or -1). */
+int tl_os_get_policy(const void *p, int *node);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

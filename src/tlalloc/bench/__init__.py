@@ -1,0 +1,1 @@
+"""Benchmark suites behind ``tlalloc bench``; each module is one suite."""
