@@ -1,0 +1,209 @@
+/* os_linux.c: the OS layer on Linux (see tlalloc/os.h). Nothing else in the
+ * core calls mmap, madvise or the memory-policy system calls. */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "tlalloc/os.h"
+
+/* Memory-policy modes and flags from <linux/mempolicy.h>, spelled out so that
+ * no libnuma (or kernel header) is needed. */
+#define TL_MPOL_DEFAULT 0
+#define TL_MPOL_PREFERRED 1
+#define TL_MPOL_BIND 2
+#define TL_MPOL_INTERLEAVE 3
+#define TL_MPOL_F_NODE (1 << 0)
+#define TL_MPOL_F_ADDR (1 << 1)
+#define TL_MAX_NODES 1024
+
+static size_t tl_page_size_cached;
+static size_t tl_huge_page_size_cached;
+
+size_t tl_os_page_size(void) {
+    size_t p = __atomic_load_n(&tl_page_size_cached, __ATOMIC_RELAXED);
+    if (!p) {
+        long v = sysconf(_SC_PAGESIZE);
+        p = v > 0 ? (size_t)v : 4096;
+        __atomic_store_n(&tl_page_size_cached, p, __ATOMIC_RELAXED);
+    }
+    return p;
+}
+
+size_t tl_os_huge_page_size(void) {
+    size_t h = __atomic_load_n(&tl_huge_page_size_cached, __ATOMIC_RELAXED);
+    if (!h) {
+        h = (size_t)2 << 20; /* x86-64 and most AArch64 kernels */
+        FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", "r");
+        if (f) {
+            unsigned long long v = 0;
+            if (fscanf(f, "%llu", &v) == 1 && v >= 4096 && tl_is_pow2((size_t)v)) h = (size_t)v;
+            fclose(f);
+        }
+        __atomic_store_n(&tl_huge_page_size_cached, h, __ATOMIC_RELAXED);
+    }
+    return h;
+}
+
+int tl_os_numa_nodes(void) {
+    DIR *d = opendir("/sys/devices/system/node");
+    if (!d) return 1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, "node", 4) == 0 && e->d_name[4] >= '0' && e->d_name[4] <= '9') n++;
+    }
+    closedir(d);
+    return n > 0 ? n : 1;
+}
+
+int tl_os_current_numa_node(void) {
+    unsigned cpu = 0, node = 0;
+    if (syscall(SYS_getcpu, &cpu, &node, NULL) != 0) return -1;
+    return (int)node;
+}
+
+int tl_os_get_policy(const void *p, int *node) {
+    int mode = -1;
+    unsigned long mask[TL_MAX_NODES / (8 * sizeof(unsigned long))];
+    memset(mask, 0, sizeof mask);
+    if (node) *node = -1;
+    if (syscall(SYS_get_mempolicy, &mode, mask, (unsigned long)TL_MAX_NODES, p, TL_MPOL_F_ADDR) != 0)
+        return -1;
+    if (node) {
+        for (int i = 0; i < TL_MAX_NODES; i++) {
+            if (mask[i / (8 * sizeof(unsigned long))] >> (i % (8 * sizeof(unsigned long))) & 1) {
+                *node = i;
+                break;
+            }
+        }
+    }
+    return mode;
+}
+
+/* Map with MAP_HUGETLB from the huge-page pool; fails when the pool is empty. */
+static void *tl_map_hugetlb(size_t size) {
+#ifdef MAP_HUGETLB
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_NORESERVE, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+#else
+    (void)size;
+    return NULL;
+#endif
+}
+
+/* Map size bytes aligned to align (over-map, then trim both ends). */
+static void *tl_map_aligned(size_t size, size_t align) {
+    size_t page = tl_os_page_size();
+    if (align <= page) {
+        void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                       -1, 0);
+        return p == MAP_FAILED ? NULL : p;
+    }
+    if (size > SIZE_MAX - align) return NULL;
+    size_t total = size + align;
+    char *raw = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                     -1, 0);
+    if (raw == MAP_FAILED) return NULL;
+    char *p = (char *)(((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1));
+    if (p > raw) munmap(raw, (size_t)(p - raw));
+    char *end = p + size, *raw_end = raw + total;
+    if (raw_end > end) munmap(end, (size_t)(raw_end - end));
+    return p;
+}
+
+static void tl_apply_numa(tl_os_region *r, tl_numa numa) {
+    r->numa = TL_NUMA_OFF;
+    if (numa == TL_NUMA_OFF) return;
+    unsigned long mask[TL_MAX_NODES / (8 * sizeof(unsigned long))];
+    memset(mask, 0, sizeof mask);
+    int mode;
+    if (numa == TL_NUMA_LOCAL) {
+        int node = r->numa_node >= 0 ? r->numa_node : 0;
+        if (node >= TL_MAX_NODES) return;
+        mask[node / (8 * sizeof(unsigned long))] |= 1ul << (node % (8 * sizeof(unsigned long)));
+        mode = TL_MPOL_BIND;
+    } else {
+        int n = tl_os_numa_nodes();
+        for (int i = 0; i < n && i < TL_MAX_NODES; i++)
+            mask[i / (8 * sizeof(unsigned long))] |= 1ul << (i % (8 * sizeof(unsigned long)));
+        mode = TL_MPOL_INTERLEAVE;
+    }
+    if (syscall(SYS_mbind, r->base, r->size, mode, mask, (unsigned long)TL_MAX_NODES, 0u) == 0)
+        r->numa = numa;
+}
+
+static void tl_prefault(tl_os_region *r) {
+#ifdef MADV_POPULATE_WRITE
+    if (madvise(r->base, r->size, MADV_POPULATE_WRITE) == 0) {
+        r->prefaulted = 1;
+        return;
+    }
+#endif
+    /* Older kernels: touch one byte per page (the region is zero, stay zero). */
+    size_t step = r->pages == TL_PAGES_DEFAULT ? tl_os_page_size() : tl_os_huge_page_size();
+    volatile char *c = r->base;
+    for (size_t i = 0; i < r->size; i += step) c[i] = 0;
+    r->prefaulted = 1;
+}
+
+int tl_os_map(size_t size, size_t align, tl_page_kind pages, tl_numa numa, int prefault,
+              tl_os_region *out) {
+    memset(out, 0, sizeof *out);
+    size_t page = tl_os_page_size();
+    if (size == 0 || !tl_is_pow2(align)) {
+        errno = EINVAL;
+        return -1;
+    }
+    size_t unit = pages == TL_PAGES_DEFAULT ? page : tl_os_huge_page_size();
+    if (size > SIZE_MAX - unit) {
+        errno = ENOMEM;
+        return -1;
+    }
+    size = (size + unit - 1) & ~(unit - 1);
+    out->numa_node = tl_os_current_numa_node();
+    out->pages = TL_PAGES_DEFAULT;
+    if (pages == TL_PAGES_HUGETLB) {
+        void *p = tl_map_hugetlb(size);
+        if (p) {
+            out->base = p;
+            out->pages = TL_PAGES_HUGETLB;
+        } else {
+            out->hugetlb_fell_back = 1;
+            pages = TL_PAGES_THP;
+        }
+    }
+    if (!out->base) {
+        void *p = tl_map_aligned(size, pages == TL_PAGES_THP ? (align > unit ? align : unit) : align);
+        if (!p) {
+            errno = ENOMEM;
+            return -1;
+        }
+        out->base = p;
+        if (pages == TL_PAGES_THP) {
+#ifdef MADV_HUGEPAGE
+            if (madvise(p, size, MADV_HUGEPAGE) == 0) out->pages = TL_PAGES_THP;
+#endif
+        }
+    }
+    out->size = size;
+    tl_apply_numa(out, numa);
+    if (prefault) tl_prefault(out);
+    return 0;
+}
+
+void tl_os_unmap(const tl_os_region *r) {
+    if (r->base) munmap(r->base, r->size);
+}
+
+void tl_os_discard(void *p, size_t n) {
+    size_t page = tl_os_page_size();
+    uintptr_t b = ((uintptr_t)p + page - 1) & ~(uintptr_t)(page - 1);
+    uintptr_t e = ((uintptr_t)p + n) & ~(uintptr_t)(page - 1);
+    if (e > b) madvise((void *)b, e - b, MADV_DONTNEED);
+}

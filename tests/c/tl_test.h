@@ -1,0 +1,31 @@
+/* tl_test.h: a minimal test harness for the C core's unit tests. */
+#ifndef TL_TEST_H
+#define TL_TEST_H
+#include <stdio.h>
+#include <stdlib.h>
+
+static int tl_test_failures;
+static int tl_test_checks;
+
+#define CHECK(cond)                                                                    \
+    do {                                                                               \
+        tl_test_checks++;                                                              \
+        if (!(cond)) {                                                                 \
+            tl_test_failures++;                                                        \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);    \
+        }                                                                              \
+    } while (0)
+
+#define RUN(test)                                                                      \
+    do {                                                                               \
+        int before_ = tl_test_failures;                                                \
+        test();                                                                        \
+        printf("%s %s\n", tl_test_failures == before_ ? "ok  " : "FAIL", #test);      \
+    } while (0)
+
+#define TEST_MAIN_END()                                                                \
+    do {                                                                               \
+        printf("%d checks, %d failed\n", tl_test_checks, tl_test_failures);           \
+        return tl_test_failures ? 1 : 0;                                               \
+    } while (0)
+#endif
