@@ -18,6 +18,7 @@
 #include <numpy/arrayobject.h>
 
 #include "tlalloc.h"
+#include "internal.h"
 
 /* Per-part init functions: add names to the module, return 0 or -1. */
 int tl_py_arena_init(PyObject *m);   /* arena_py.c */

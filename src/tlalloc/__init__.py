@@ -1,0 +1,129 @@
+"""tlalloc: thread-local memory arenas for concurrent NumPy kernels.
+
+Every thread gets its own arena: allocation is a pointer bump that never takes
+a lock, and a scope releases everything allocated inside it at once.
+
+Example:
+    >>> import numpy as np, tlalloc
+    >>> with tlalloc.scratch() as arena:
+    ...     buf = arena.empty((4, 3), np.float32)
+    ...     buf[:] = 1.0
+    ...     total = float(buf.sum())
+    ...     del buf
+    >>> total
+    12.0
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tlalloc import _config, _tlalloc
+from tlalloc._config import Config, configure, get_config, parse_size
+from tlalloc._stats import ArenaStats, GlobalStats, ThreadStats, stats
+
+__version__ = "0.1.0"
+
+ArenaOverflowError = _tlalloc.ArenaOverflowError
+ArenaFallbackWarning = _tlalloc.ArenaFallbackWarning
+
+
+class Arena(_tlalloc.Arena):
+    """A bump arena owned by the thread that creates it.
+
+    ``Arena(capacity=None, *, overflow=None, zero_on_reset=None)``: ``capacity`` in
+    bytes (int) or a string with a unit (``"4MiB"``); ``overflow`` is ``"error"``
+    (raise :class:`ArenaOverflowError`), ``"fallback"`` (serve from the heap, warn
+    once, free at the releasing reset) or ``"panic"`` (print a diagnostic and abort);
+    ``None`` takes the configured default (see :func:`configure`).
+
+    Methods: ``empty(shape, dtype=float, order="C")``, ``zeros``, ``empty_like``,
+    ``alloc(nbytes, align=64)`` (writable memoryview), ``scope()`` (context manager
+    that releases on exit), ``reset(*, force=False)``, ``stats()``.
+
+    Memory is never released while an array from it is referenced: a scope exit or
+    ``reset()`` that meets one raises ``BufferError`` and keeps the memory.
+    ``reset(force=True)`` skips that check and is unsafe (arrays then alias memory
+    that will be reused). Using an arena from a thread other than its owner raises
+    ``RuntimeError``.
+
+    Example:
+        >>> import numpy as np
+        >>> arena = Arena("1MiB")
+        >>> with arena.scope():
+        ...     x = arena.zeros((2, 2), np.int32)
+        ...     int(x.sum()), x.ctypes.data % 64
+        ...     del x
+        (0, 0)
+        >>> arena.used
+        0
+    """
+
+    __slots__ = ()
+
+    def stats(self) -> ArenaStats:
+        """This arena's statistics (any thread may read them).
+
+        Example:
+            >>> a = Arena("64KiB")
+            >>> _ = a.alloc(100)
+            >>> a.stats().num_allocations
+            1
+        """
+        return ArenaStats(self._stats_dict())
+
+    def __repr__(self) -> str:
+        kind = "thread arena" if self.is_thread_arena else "arena"
+        return (
+            f"<tlalloc.Arena ({kind}) capacity={self.capacity} used={self.used} "
+            f"overflow={self.overflow!r} scopes={self.depth}>"
+        )
+
+
+_tlalloc._set_hooks(Arena, parse_size)
+_config.load()
+
+
+def thread_arena() -> Arena:
+    """The calling thread's arena, created on first use with the configured size.
+
+    It is never shared with another thread; it is released after the thread exits
+    and the last array allocated from it is gone.
+
+    Example:
+        >>> import tlalloc
+        >>> tlalloc.thread_arena() is tlalloc.thread_arena()
+        True
+    """
+    return _tlalloc.thread_arena()
+
+
+def scratch() -> Any:
+    """``thread_arena().scope()``: a scope on the calling thread's arena.
+
+    Example:
+        >>> import numpy as np, tlalloc
+        >>> with tlalloc.scratch() as a:
+        ...     v = a.empty(8, np.float64)
+        ...     v.shape
+        ...     del v
+        (8,)
+    """
+    return _tlalloc.scratch()
+
+
+__all__ = [
+    "Arena",
+    "ArenaFallbackWarning",
+    "ArenaOverflowError",
+    "ArenaStats",
+    "Config",
+    "GlobalStats",
+    "ThreadStats",
+    "configure",
+    "get_config",
+    "parse_size",
+    "scratch",
+    "stats",
+    "thread_arena",
+]

@@ -1,0 +1,231 @@
+"""Configuration: environment variables read once at import, and ``configure()``.
+
+Every value is validated; a bad one raises ``ValueError`` naming the variable
+(or argument), the value and what is accepted. It is never silently ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from tlalloc import _tlalloc
+
+MIN_ARENA_SIZE = 4096
+MAX_ARENA_SIZE = 1 << 40  # 1 TiB of address space
+DEFAULT_ARENA_SIZE = 2 << 20
+
+OVERFLOW_POLICIES = ("error", "fallback", "panic")
+HUGE_PAGES = ("off", "thp", "hugetlb")
+NUMA_POLICIES = ("off", "local", "interleave")
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(value: str | int, name: str = "size") -> int:
+    """Parse a byte count: an int, or a string with an optional unit.
+
+    Units: ``KiB``, ``MiB``, ``GiB``, ``TiB`` (powers of 1024) and ``KB``, ``MB``,
+    ``GB``, ``TB`` (powers of 1000), case-insensitive; ``B`` or none for bytes.
+
+    Example:
+        >>> parse_size("4MiB")
+        4194304
+        >>> parse_size("1.5KB")
+        1500
+    """
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a number of bytes or a string such as '4MiB', got {value!r}")
+    if isinstance(value, int):
+        return value
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a number of bytes or a string such as '4MiB', got {value!r}")
+    m = _SIZE_RE.match(value)
+    unit = m.group(2).lower() if m else None
+    if not m or unit not in _UNITS:
+        raise ValueError(
+            f"{name}: cannot read {value!r} as a size; use bytes or a number with a unit "
+            "(KiB, MiB, GiB, TiB as powers of 1024; KB, MB, GB, TB as powers of 1000)"
+        )
+    number = float(m.group(1)) if "." in m.group(1) else int(m.group(1))
+    nbytes = number * _UNITS[unit]
+    if nbytes != int(nbytes):
+        raise ValueError(f"{name}: {value!r} is not a whole number of bytes")
+    return int(nbytes)
+
+
+def _check_arena_size(nbytes: int, name: str, raw: object) -> int:
+    if not MIN_ARENA_SIZE <= nbytes <= MAX_ARENA_SIZE:
+        raise ValueError(
+            f"{name}={raw!r} is out of range: an arena holds between 4KiB ({MIN_ARENA_SIZE} bytes) "
+            f"and 1TiB ({MAX_ARENA_SIZE} bytes)"
+        )
+    return nbytes
+
+
+def _choice(value: object, name: str, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value.strip().lower() not in choices:
+        raise ValueError(f"{name}={value!r} is not accepted; use one of: {', '.join(choices)}")
+    return value.strip().lower()
+
+
+def _flag(value: object, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip() in ("0", "1"):
+        return value.strip() == "1"
+    raise ValueError(f"{name}={value!r} is not accepted; use 0 or 1 (or a bool in configure())")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings for arenas created from now on (see ``tlalloc.get_config()``).
+
+    Example:
+        >>> Config().arena_size
+        2097152
+    """
+
+    arena_size: int = DEFAULT_ARENA_SIZE
+    arena_overflow: str = "error"
+    zero_on_reset: bool = False
+    huge_pages: str = "off"
+    numa: str = "off"
+    prefault: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """The settings as a plain dict.
+
+        Example:
+            >>> Config().as_dict()["arena_overflow"]
+            'error'
+        """
+        return asdict(self)
+
+
+# environment variable -> (field, parser)
+ENV_VARS: dict[str, str] = {
+    "TLALLOC_ARENA_SIZE": "arena_size",
+    "TLALLOC_ARENA_OVERFLOW": "arena_overflow",
+    "TLALLOC_ZERO_ON_RESET": "zero_on_reset",
+    "TLALLOC_HUGE_PAGES": "huge_pages",
+    "TLALLOC_NUMA": "numa",
+    "TLALLOC_PREFAULT": "prefault",
+}
+
+
+def _validate(field: str, value: object, name: str) -> Any:
+    if field == "arena_size":
+        if isinstance(value, str):
+            return _check_arena_size(parse_size(value, name), name, value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int (bytes) or a string such as '4MiB', got {value!r}")
+        return _check_arena_size(value, name, value)
+    if field == "arena_overflow":
+        return _choice(value, name, OVERFLOW_POLICIES)
+    if field == "huge_pages":
+        return _choice(value, name, HUGE_PAGES)
+    if field == "numa":
+        return _choice(value, name, NUMA_POLICIES)
+    if field in ("zero_on_reset", "prefault"):
+        return _flag(value, name)
+    raise TypeError(f"unknown setting {name!r}")  # pragma: no cover
+
+
+def from_environ(environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate every ``TLALLOC_*`` arena variable.
+
+    Example:
+        >>> from_environ({"TLALLOC_ARENA_SIZE": "4MiB"}).arena_size
+        4194304
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for var, field in ENV_VARS.items():
+        raw = env.get(var)
+        if raw is None or raw == "":
+            continue
+        try:
+            values[field] = _validate(field, raw, var)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"bad environment variable: {exc}") from None
+    return Config(**values)
+
+
+_current = Config()
+
+
+def _push(cfg: Config) -> None:
+    _tlalloc._set_defaults(
+        cfg.arena_size,
+        OVERFLOW_POLICIES.index(cfg.arena_overflow),
+        int(cfg.zero_on_reset),
+        HUGE_PAGES.index(cfg.huge_pages),
+        NUMA_POLICIES.index(cfg.numa),
+        int(cfg.prefault),
+    )
+
+
+def load() -> None:
+    """Read the environment (once, at import) and apply it."""
+    global _current
+    _current = from_environ()
+    _push(_current)
+
+
+def configure(**settings: Any) -> Config:
+    """Change the settings for arenas created from now on; returns the new settings.
+
+    Accepted keywords: ``arena_size`` (int bytes or ``"4MiB"``), ``arena_overflow``
+    (``"error"``, ``"fallback"``, ``"panic"``), ``zero_on_reset`` (bool),
+    ``huge_pages`` (``"off"``, ``"thp"``, ``"hugetlb"``), ``numa`` (``"off"``,
+    ``"local"``, ``"interleave"``), ``prefault`` (bool). Existing arenas, including
+    thread arenas already created, keep their settings.
+
+    Example:
+        >>> import tlalloc
+        >>> old = tlalloc.get_config()
+        >>> tlalloc.configure(arena_size="8MiB").arena_size
+        8388608
+        >>> _ = tlalloc.configure(**old.as_dict())
+    """
+    global _current
+    fields = Config.__dataclass_fields__
+    changes: dict[str, Any] = {}
+    for key, value in settings.items():
+        if key not in fields:
+            raise TypeError(
+                f"configure() got an unknown setting {key!r}; accepted: {', '.join(fields)}"
+            )
+        changes[key] = _validate(key, value, key)
+    new = replace(_current, **changes)
+    _push(new)
+    _current = new
+    return new
+
+
+def get_config() -> Config:
+    """The settings that arenas created now would get.
+
+    Example:
+        >>> import tlalloc
+        >>> tlalloc.get_config().arena_overflow in ("error", "fallback", "panic")
+        True
+    """
+    return _current

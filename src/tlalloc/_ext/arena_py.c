@@ -1,0 +1,1088 @@
+/* arena_py.c: the Python binding of arenas (tlalloc.Arena, thread_arena).
+ *
+ * Safety model. Every array or memoryview handed out has, as its NumPy base, a
+ * "region" object: one per open scope (plus one for allocations outside any
+ * scope). The arena holds exactly one reference to each region it tracks, so
+ * the number of live arrays from a region is Py_REFCNT(region) - 1: O(1) per
+ * allocation (one incref) and O(1) to check. A region also retains the C arena,
+ * so arrays keep the memory mapped after the arena object or its thread is gone.
+ *
+ * When a scope ends while arrays from it are alive, the scope's memory is not
+ * rewound: its region joins the parent's list of "escaped" regions, and the
+ * parent's own release checks them too. Nothing is reused while referenced.
+ *
+ * An arena belongs to the thread that created it; every method checks the
+ * caller's thread id (a pthread_self compare) and raises RuntimeError otherwise.
+ */
+#include "binding.h"
+
+#include <string.h>
+
+PyObject *tl_ArenaOverflowError;
+PyObject *tl_ArenaFallbackWarning;
+static PyObject *tl_arena_subtype;     /* Python subclass used for new arenas */
+static PyObject *tl_thread_key;        /* key in the thread-state dict */
+static PyObject *tl_parse_size_func;   /* tlalloc._config.parse_size, set at import */
+
+/* ---------------------------------------------------------------- regions */
+
+typedef struct TlRegion {
+    PyObject_HEAD
+    tl_arena *a;          /* retained */
+    tl_mark mark;         /* where the scope started */
+    struct TlRegion **escaped; /* regions of inner scopes released while in use */
+    Py_ssize_t nescaped, capescaped;
+} TlRegion;
+
+static PyTypeObject TlRegion_Type;
+
+static void region_clear_escaped(TlRegion *r) {
+    for (Py_ssize_t i = 0; i < r->nescaped; i++) Py_DECREF((PyObject *)r->escaped[i]);
+    r->nescaped = 0;
+}
+
+static void region_dealloc(TlRegion *r) {
+    region_clear_escaped(r);
+    PyMem_Free(r->escaped);
+    tl_arena_release(r->a);
+    PyObject_Free(r);
+}
+
+static TlRegion *region_new(tl_arena *a) {
+    TlRegion *r = PyObject_New(TlRegion, &TlRegion_Type);
+    if (!r) return NULL;
+    tl_arena_retain(a);
+    r->a = a;
+    r->mark = tl_arena_mark(a);
+    r->escaped = NULL;
+    r->nescaped = r->capescaped = 0;
+    return r;
+}
+
+/* Live arrays of r, given that the caller's structures hold `held` references
+ * to r itself. Escaped regions that have no more arrays are dropped. */
+static Py_ssize_t region_live(TlRegion *r, Py_ssize_t held) {
+    Py_ssize_t live = Py_REFCNT(r) - held;
+    Py_ssize_t j = 0;
+    for (Py_ssize_t i = 0; i < r->nescaped; i++) {
+        TlRegion *e = r->escaped[i];
+        Py_ssize_t n = region_live(e, 1);
+        if (n == 0) {
+            Py_DECREF((PyObject *)e);
+        } else {
+            live += n;
+            r->escaped[j++] = e;
+        }
+    }
+    r->nescaped = j;
+    return live;
+}
+
+/* Move `child` (one reference, stolen) into parent's escaped list. */
+static int region_adopt(TlRegion *parent, TlRegion *child) {
+    if (parent->nescaped == parent->capescaped) {
+        Py_ssize_t cap = parent->capescaped ? 2 * parent->capescaped : 4;
+        TlRegion **p = PyMem_Realloc(parent->escaped, (size_t)cap * sizeof *p);
+        if (!p) {
+            Py_DECREF((PyObject *)child);
+            PyErr_NoMemory();
+            return -1;
+        }
+        parent->escaped = p;
+        parent->capescaped = cap;
+    }
+    parent->escaped[parent->nescaped++] = child;
+    return 0;
+}
+
+static PyTypeObject TlRegion_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "tlalloc._tlalloc._Region",
+    .tp_basicsize = sizeof(TlRegion),
+    .tp_dealloc = (destructor)region_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Owner of arena memory handed out in one scope (internal).",
+};
+
+/* ---------------------------------------------------------------- arenas */
+
+typedef struct {
+    PyObject_HEAD
+    tl_arena *a;
+    unsigned long owner;   /* PyThread_get_thread_ident() of the creator */
+    int is_thread;
+    int warned_fallback;
+    TlRegion **stack;      /* stack[0]: outside any scope; stack[depth-1]: innermost */
+    Py_ssize_t depth, cap;
+} TlArena;
+
+static PyTypeObject TlArena_Type;
+
+static inline int arena_check_owner(TlArena *self) {
+    if (TL_LIKELY(self->owner == PyThread_get_thread_ident())) return 0;
+    PyErr_Format(PyExc_RuntimeError,
+                 "this arena belongs to another thread (created by thread %lu, used from "
+                 "thread %lu); arenas are not shared between threads: use "
+                 "tlalloc.thread_arena() in each thread or create one Arena per thread",
+                 self->owner, PyThread_get_thread_ident());
+    return -1;
+}
+
+static int arena_push(TlArena *self, TlRegion *r) {
+    if (self->depth == self->cap) {
+        Py_ssize_t cap = self->cap ? 2 * self->cap : 8;
+        TlRegion **p = PyMem_Realloc(self->stack, (size_t)cap * sizeof *p);
+        if (!p) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        self->stack = p;
+        self->cap = cap;
+    }
+    self->stack[self->depth++] = r;
+    return 0;
+}
+
+static PyObject *arena_wrap(PyTypeObject *type, tl_arena *a, int is_thread) {
+    TlArena *self = (TlArena *)type->tp_alloc(type, 0);
+    if (!self) return NULL;
+    self->a = a; /* reference transferred by the caller */
+    self->owner = PyThread_get_thread_ident();
+    self->is_thread = is_thread;
+    TlRegion *root = region_new(a);
+    if (!root || arena_push(self, root) < 0) {
+        Py_XDECREF((PyObject *)root);
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static void arena_dealloc(TlArena *self) {
+    for (Py_ssize_t i = 0; i < self->depth; i++) Py_DECREF((PyObject *)self->stack[i]);
+    PyMem_Free(self->stack);
+    tl_arena_release(self->a);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int parse_overflow(PyObject *v, tl_overflow *out) {
+    if (v == NULL || v == Py_None) return 0;
+    const char *s = PyUnicode_Check(v) ? PyUnicode_AsUTF8(v) : NULL;
+    if (s && strcmp(s, "error") == 0) *out = TL_OVERFLOW_ERROR;
+    else if (s && strcmp(s, "fallback") == 0) *out = TL_OVERFLOW_FALLBACK;
+    else if (s && strcmp(s, "panic") == 0) *out = TL_OVERFLOW_PANIC;
+    else {
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError,
+                     "overflow must be 'error', 'fallback' or 'panic', got %R", v);
+        return -1;
+    }
+    return 0;
+}
+
+/* Capacity: None (default), a positive int, or a string with a unit. */
+static int parse_capacity(PyObject *v, size_t *out) {
+    if (v == NULL || v == Py_None) return 0;
+    PyObject *n;
+    if (PyUnicode_Check(v)) {
+        if (!tl_parse_size_func) {
+            PyErr_SetString(PyExc_RuntimeError, "tlalloc is not initialised");
+            return -1;
+        }
+        n = PyObject_CallFunction(tl_parse_size_func, "Os", v, "capacity");
+        if (!n) return -1;
+    } else if (PyBool_Check(v) || !PyIndex_Check(v)) {
+        PyErr_Format(PyExc_TypeError,
+                     "capacity must be an int (bytes) or a string such as '4MiB', got %R", v);
+        return -1;
+    } else {
+        n = PyNumber_Index(v);
+        if (!n) return -1;
+    }
+    int overflow = 0;
+    long long c = PyLong_AsLongLongAndOverflow(n, &overflow);
+    Py_DECREF(n);
+    if (c == -1 && PyErr_Occurred()) return -1;
+    if (overflow || c < (long long)TL_ARENA_MIN_CAPACITY || (unsigned long long)c > TL_ARENA_MAX_CAPACITY) {
+        PyErr_Format(PyExc_ValueError,
+                     "capacity must be between %zu bytes and %zu bytes (1 TiB), got %R",
+                     (size_t)TL_ARENA_MIN_CAPACITY, (size_t)TL_ARENA_MAX_CAPACITY, v);
+        return -1;
+    }
+    *out = (size_t)c;
+    return 0;
+}
+
+static int parse_zero(PyObject *v, int *out) {
+    if (v == NULL || v == Py_None) return 0;
+    if (!PyBool_Check(v) && !(PyLong_CheckExact(v))) {
+        PyErr_Format(PyExc_TypeError, "zero_on_reset must be a bool, got %R", v);
+        return -1;
+    }
+    int t = PyObject_IsTrue(v);
+    if (t < 0) return -1;
+    *out = t;
+    return 0;
+}
+
+static PyObject *tl_arena_error_from_errno(size_t capacity) {
+    if (errno == EINVAL)
+        return PyErr_Format(PyExc_ValueError, "invalid arena options (capacity %zu bytes)", capacity);
+    return PyErr_Format(PyExc_MemoryError,
+                        "the operating system refused a region of %zu bytes for an arena", capacity);
+}
+
+static PyObject *arena_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"capacity", "overflow", "zero_on_reset", NULL};
+    PyObject *cap = NULL, *ov = NULL, *zr = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O$OO:Arena", kwlist, &cap, &ov, &zr))
+        return NULL;
+    tl_arena_options o;
+    tl_get_thread_arena_options(&o);
+    if (parse_capacity(cap, &o.capacity) < 0 || parse_overflow(ov, &o.overflow) < 0 ||
+        parse_zero(zr, &o.zero_on_reset) < 0)
+        return NULL;
+    tl_arena *a;
+    Py_BEGIN_ALLOW_THREADS
+    a = tl_arena_create(&o);
+    Py_END_ALLOW_THREADS
+    if (!a) return tl_arena_error_from_errno(o.capacity);
+    return arena_wrap(type, a, 0);
+}
+
+/* ------------------------------------------------------------ allocation */
+
+TL_NOINLINE static void *arena_overflowed(TlArena *self, size_t nbytes) {
+    tl_arena *a = self->a;
+    PyErr_Format(tl_ArenaOverflowError,
+                 "arena overflow: request of %zu bytes does not fit (capacity %zu bytes, "
+                 "%zu bytes in use); use a larger arena (TLALLOC_ARENA_SIZE or "
+                 "Arena(capacity=...)) or overflow='fallback'",
+                 nbytes, a->capacity, tl_arena_used(a));
+    return NULL;
+}
+
+/* Allocate for Python: returns the data pointer, or NULL with an exception. */
+static inline void *arena_take(TlArena *self, size_t nbytes, size_t align) {
+    void *p = tl_arena_alloc(self->a, nbytes, align);
+    if (TL_UNLIKELY(p == NULL)) return arena_overflowed(self, nbytes);
+    if (TL_UNLIKELY(!tl_arena_contains(self->a, p)) && nbytes != 0 && !self->warned_fallback) {
+        self->warned_fallback = 1;
+        if (PyErr_WarnFormat(tl_ArenaFallbackWarning, 1,
+                             "arena overflow: %zu bytes served from the heap (policy 'fallback', "
+                             "capacity %zu bytes, %zu in use); warned once per arena",
+                             nbytes, self->a->capacity, tl_arena_used(self->a)) < 0)
+            return NULL; /* warnings as errors: the block is released with its scope */
+    }
+    return p;
+}
+
+/* Shape: an int or a sequence of ints, each >= 0. */
+static int parse_shape(PyObject *shape, npy_intp *dims, int *nd) {
+    if (PyLong_Check(shape)) {
+        Py_ssize_t v = PyLong_AsSsize_t(shape);
+        if (v == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_ValueError, "shape %R is too large", shape);
+            return -1;
+        }
+        if (v < 0) {
+            PyErr_Format(PyExc_ValueError, "negative dimensions are not allowed: shape=%R", shape);
+            return -1;
+        }
+        dims[0] = (npy_intp)v;
+        *nd = 1;
+        return 0;
+    }
+    PyObject *seq = PySequence_Check(shape) && !PyUnicode_Check(shape) && !PyBytes_Check(shape)
+                        ? PySequence_Fast(shape, "shape")
+                        : NULL;
+    if (!seq) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "shape must be an int or a sequence of ints, got %R", shape);
+        return -1;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n > NPY_MAXDIMS) {
+        Py_DECREF(seq);
+        PyErr_Format(PyExc_ValueError, "shape has %zd dimensions, at most %d are allowed", n,
+                     NPY_MAXDIMS);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        if (PyBool_Check(item) || !PyIndex_Check(item)) {
+            Py_DECREF(seq);
+            PyErr_Format(PyExc_TypeError, "shape must be an int or a sequence of ints, got %R",
+                         shape);
+            return -1;
+        }
+        Py_ssize_t v = PyNumber_AsSsize_t(item, NULL);
+        if (v == -1 && PyErr_Occurred()) {
+            Py_DECREF(seq);
+            PyErr_Clear();
+            PyErr_Format(PyExc_ValueError, "shape %R is too large", shape);
+            return -1;
+        }
+        if (v < 0) {
+            Py_DECREF(seq);
+            PyErr_Format(PyExc_ValueError, "negative dimensions are not allowed: shape=%R", shape);
+            return -1;
+        }
+        dims[i] = (npy_intp)v;
+    }
+    *nd = (int)n;
+    Py_DECREF(seq);
+    return 0;
+}
+
+/* Bytes for dims x itemsize, refusing anything beyond NPY_MAX_INTP. */
+static int shape_nbytes(const npy_intp *dims, int nd, size_t itemsize, PyObject *shape,
+                        size_t *out) {
+    size_t n = itemsize;
+    for (int i = 0; i < nd; i++) {
+        if (__builtin_mul_overflow(n, (size_t)dims[i], &n)) goto too_big;
+    }
+    /* A zero dimension makes the product 0 whatever the others are; NumPy still
+     * requires each dimension alone to fit, which parse_shape ensured. */
+    if (n > (size_t)NPY_MAX_INTP) goto too_big;
+    *out = n;
+    return 0;
+too_big:
+    PyErr_Format(PyExc_ValueError,
+                 "array is too big: shape %R with %zu-byte items needs more than %zd bytes",
+                 shape, itemsize, (Py_ssize_t)NPY_MAX_INTP);
+    return -1;
+}
+
+static PyArray_Descr *parse_dtype(PyObject *dtype) {
+    PyArray_Descr *d = NULL;
+    if (dtype == NULL || dtype == Py_None) return PyArray_DescrFromType(NPY_DOUBLE);
+    if (!PyArray_DescrConverter2(dtype, &d)) return NULL;
+    if (d == NULL) return PyArray_DescrFromType(NPY_DOUBLE);
+    if (PyDataType_REFCHK(d)) {
+        PyErr_Format(PyExc_TypeError,
+                     "dtype %R holds Python object references; arena memory can only hold "
+                     "plain data (numbers, bytes, structured types of them)", (PyObject *)d);
+        Py_DECREF(d);
+        return NULL;
+    }
+    if (PyDataType_ELSIZE(d) == 0 && PyDataType_ISFLEXIBLE(d)) {
+        PyErr_Format(PyExc_TypeError,
+                     "dtype %R has no size; give one, for example 'S16' or 'U8'", (PyObject *)d);
+        Py_DECREF(d);
+        return NULL;
+    }
+    return d;
+}
+
+static int parse_order(PyObject *order, int *fortran) {
+    *fortran = 0;
+    if (order == NULL || order == Py_None) return 0;
+    const char *s = PyUnicode_Check(order) ? PyUnicode_AsUTF8(order) : NULL;
+    if (s && (strcmp(s, "C") == 0 || strcmp(s, "c") == 0)) return 0;
+    if (s && (strcmp(s, "F") == 0 || strcmp(s, "f") == 0)) {
+        *fortran = 1;
+        return 0;
+    }
+    PyErr_Clear();
+    PyErr_Format(PyExc_ValueError, "order must be 'C' or 'F', got %R", order);
+    return -1;
+}
+
+/* Make an ndarray over arena memory; steals `descr`. */
+static PyObject *arena_make_array(TlArena *self, PyArray_Descr *descr, int nd, npy_intp *dims,
+                                  int fortran, PyObject *shape_for_errors, int zero) {
+    size_t nbytes;
+    if (shape_nbytes(dims, nd, (size_t)PyDataType_ELSIZE(descr), shape_for_errors, &nbytes) < 0) {
+        Py_DECREF(descr);
+        return NULL;
+    }
+    size_t align = TL_DEFAULT_ALIGN;
+    if ((size_t)PyDataType_ALIGNMENT(descr) > align && tl_is_pow2((size_t)PyDataType_ALIGNMENT(descr)))
+        align = (size_t)PyDataType_ALIGNMENT(descr);
+    void *data = arena_take(self, nbytes, align);
+    if (!data) {
+        Py_DECREF(descr);
+        return NULL;
+    }
+    if (zero && nbytes) memset(data, 0, nbytes);
+    PyObject *arr = PyArray_NewFromDescr(&PyArray_Type, descr, nd, dims, NULL, data,
+                                         NPY_ARRAY_WRITEABLE | (fortran ? NPY_ARRAY_F_CONTIGUOUS : 0),
+                                         NULL);
+    if (!arr) return NULL;
+    TlRegion *r = self->stack[self->depth - 1];
+    Py_INCREF((PyObject *)r);
+    if (PyArray_SetBaseObject((PyArrayObject *)arr, (PyObject *)r) < 0) {
+        Py_DECREF(arr);
+        return NULL;
+    }
+    return arr;
+}
+
+static PyObject *arena_empty_impl(TlArena *self, PyObject *const *args, Py_ssize_t nargs,
+                                  PyObject *kwnames, int zero) {
+    static const char *const names[] = {"shape", "dtype", "order"};
+    PyObject *vals[3] = {NULL, NULL, NULL};
+    if (arena_check_owner(self) < 0) return NULL;
+    if (nargs > 3) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most 3 positional arguments (%zd given)",
+                     zero ? "zeros" : "empty", nargs);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++) vals[i] = args[i];
+    if (kwnames) {
+        Py_ssize_t nk = PyTuple_GET_SIZE(kwnames);
+        for (Py_ssize_t k = 0; k < nk; k++) {
+            PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+            int found = 0;
+            for (int j = 0; j < 3; j++) {
+                if (PyUnicode_CompareWithASCIIString(key, names[j]) == 0) {
+                    if (vals[j]) {
+                        PyErr_Format(PyExc_TypeError, "argument %s given twice", names[j]);
+                        return NULL;
+                    }
+                    vals[j] = args[nargs + k];
+                    found = 1;
+                }
+            }
+            if (!found) {
+                PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument %R",
+                             zero ? "zeros" : "empty", key);
+                return NULL;
+            }
+        }
+    }
+    if (!vals[0]) {
+        PyErr_Format(PyExc_TypeError, "%s() missing required argument 'shape'",
+                     zero ? "zeros" : "empty");
+        return NULL;
+    }
+    npy_intp dims[NPY_MAXDIMS];
+    int nd, fortran;
+    if (parse_shape(vals[0], dims, &nd) < 0 || parse_order(vals[2], &fortran) < 0) return NULL;
+    PyArray_Descr *d = parse_dtype(vals[1]);
+    if (!d) return NULL;
+    return arena_make_array(self, d, nd, dims, fortran, vals[0], zero);
+}
+
+static PyObject *arena_empty(TlArena *self, PyObject *const *args, Py_ssize_t nargs,
+                             PyObject *kwnames) {
+    return arena_empty_impl(self, args, nargs, kwnames, 0);
+}
+
+static PyObject *arena_zeros(TlArena *self, PyObject *const *args, Py_ssize_t nargs,
+                             PyObject *kwnames) {
+    return arena_empty_impl(self, args, nargs, kwnames, 1);
+}
+
+static PyObject *arena_empty_like(TlArena *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"prototype", "dtype", "order", "shape", NULL};
+    PyObject *proto, *dtype = NULL, *order = NULL, *shape = NULL;
+    if (arena_check_owner(self) < 0) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OOO:empty_like", kwlist, &proto, &dtype,
+                                     &order, &shape))
+        return NULL;
+    PyArrayObject *p = (PyArrayObject *)PyArray_FROM_O(proto);
+    if (!p) return NULL;
+    int fortran = 0;
+    const char *o = order && order != Py_None && PyUnicode_Check(order) ? PyUnicode_AsUTF8(order)
+                                                                        : "K";
+    if (o && (strcmp(o, "K") == 0 || strcmp(o, "A") == 0)) {
+        fortran = PyArray_NDIM(p) > 1 && PyArray_IS_F_CONTIGUOUS(p) && !PyArray_IS_C_CONTIGUOUS(p);
+    } else if (parse_order(order, &fortran) < 0) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError, "order must be 'C', 'F', 'A' or 'K', got %R", order);
+        Py_DECREF(p);
+        return NULL;
+    }
+    PyArray_Descr *d;
+    if (dtype && dtype != Py_None) {
+        d = parse_dtype(dtype);
+    } else {
+        d = PyArray_DESCR(p);
+        Py_INCREF(d);
+        if (PyDataType_REFCHK(d)) {
+            Py_DECREF(d);
+            d = parse_dtype((PyObject *)PyArray_DESCR(p)); /* raises the TypeError */
+        }
+    }
+    if (!d) {
+        Py_DECREF(p);
+        return NULL;
+    }
+    npy_intp dims[NPY_MAXDIMS];
+    int nd;
+    PyObject *shape_obj;
+    if (shape && shape != Py_None) {
+        shape_obj = shape;
+        Py_INCREF(shape_obj);
+        if (parse_shape(shape, dims, &nd) < 0) {
+            Py_DECREF(d);
+            Py_DECREF(p);
+            Py_DECREF(shape_obj);
+            return NULL;
+        }
+    } else {
+        nd = PyArray_NDIM(p);
+        memcpy(dims, PyArray_DIMS(p), (size_t)nd * sizeof(npy_intp));
+        shape_obj = PyObject_GetAttrString((PyObject *)p, "shape");
+        if (!shape_obj) {
+            Py_DECREF(d);
+            Py_DECREF(p);
+            return NULL;
+        }
+    }
+    Py_DECREF(p);
+    PyObject *res = arena_make_array(self, d, nd, dims, fortran, shape_obj, 0);
+    Py_DECREF(shape_obj);
+    return res;
+}
+
+static PyObject *arena_alloc(TlArena *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"nbytes", "align", NULL};
+    PyObject *nb_obj, *al_obj = NULL;
+    if (arena_check_owner(self) < 0) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O:alloc", kwlist, &nb_obj, &al_obj))
+        return NULL;
+    if (PyBool_Check(nb_obj) || !PyIndex_Check(nb_obj)) {
+        PyErr_Format(PyExc_TypeError, "nbytes must be an int, got %R", nb_obj);
+        return NULL;
+    }
+    Py_ssize_t nb = PyNumber_AsSsize_t(nb_obj, NULL);
+    if (nb == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError, "nbytes %R is too large", nb_obj);
+        return NULL;
+    }
+    if (nb < 0) {
+        PyErr_Format(PyExc_ValueError, "nbytes must be >= 0, got %R", nb_obj);
+        return NULL;
+    }
+    Py_ssize_t align = TL_DEFAULT_ALIGN;
+    if (al_obj) {
+        if (PyBool_Check(al_obj) || !PyIndex_Check(al_obj)) {
+            PyErr_Format(PyExc_TypeError, "align must be an int, got %R", al_obj);
+            return NULL;
+        }
+        align = PyNumber_AsSsize_t(al_obj, NULL);
+        if (align == -1 && PyErr_Occurred()) PyErr_Clear();
+        if (align <= 0 || !tl_is_pow2((size_t)align) || (size_t)align > TL_MAX_ALIGN) {
+            PyErr_Format(PyExc_ValueError,
+                         "align must be a power of two between 1 and %u, got %R", TL_MAX_ALIGN,
+                         al_obj);
+            return NULL;
+        }
+    }
+    void *data = arena_take(self, (size_t)nb, (size_t)align);
+    if (!data) return NULL;
+    npy_intp dims[1] = {(npy_intp)nb};
+    PyObject *arr = PyArray_NewFromDescr(&PyArray_Type, PyArray_DescrFromType(NPY_UINT8), 1, dims,
+                                         NULL, data, NPY_ARRAY_WRITEABLE, NULL);
+    if (!arr) return NULL;
+    TlRegion *r = self->stack[self->depth - 1];
+    Py_INCREF((PyObject *)r);
+    if (PyArray_SetBaseObject((PyArrayObject *)arr, (PyObject *)r) < 0) {
+        Py_DECREF(arr);
+        return NULL;
+    }
+    PyObject *mv = PyMemoryView_FromObject(arr);
+    Py_DECREF(arr);
+    return mv;
+}
+
+/* ------------------------------------------------------- scopes and reset */
+
+/* Release the innermost scope. `quiet`: an exception is propagating out of the
+ * with-block; if arrays are alive keep the memory and do not raise over it. */
+static int arena_pop_scope(TlArena *self, int quiet) {
+    tl_assert(self->depth >= 2);
+    TlRegion *r = self->stack[self->depth - 1];
+    Py_ssize_t live = region_live(r, 1);
+    self->depth--;
+    TlRegion *parent = self->stack[self->depth - 1];
+    if (live > 0) {
+        /* Keep the memory: the parent now answers for these arrays. */
+        region_adopt(parent, r); /* steals our reference */
+        if (quiet) return 0;
+        PyErr_Format(PyExc_BufferError,
+                     "cannot release the scope: %zd array(s) or memoryview(s) allocated in it "
+                     "are still referenced; their memory stays allocated until the enclosing "
+                     "scope or reset releases it (delete them, or copy what must outlive the "
+                     "scope)", live);
+        return -1;
+    }
+    (void)tl_arena_rewind(self->a, r->mark); /* a mark made stale by a forced reset is a no-op */
+    Py_DECREF((PyObject *)r);
+    return 0;
+}
+
+static PyObject *arena_reset(TlArena *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"force", NULL};
+    int force = 0;
+    if (arena_check_owner(self) < 0) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$p:reset", kwlist, &force)) return NULL;
+    if (!force) {
+        Py_ssize_t live = 0;
+        for (Py_ssize_t i = 0; i < self->depth; i++) live += region_live(self->stack[i], 1);
+        if (live > 0)
+            return PyErr_Format(PyExc_BufferError,
+                                "cannot reset the arena: %zd array(s) or memoryview(s) allocated "
+                                "from it are still referenced (delete them first, or "
+                                "reset(force=True), which is unsafe)", live);
+    }
+    tl_arena_reset(self->a);
+    /* Open scopes now start at the fresh beginning; regions that arrays still
+     * hold (only possible with force) are replaced so they are no longer counted. */
+    for (Py_ssize_t i = 0; i < self->depth; i++) {
+        TlRegion *r = self->stack[i];
+        if (Py_REFCNT(r) > 1 || r->nescaped) {
+            TlRegion *fresh = region_new(self->a);
+            if (!fresh) return NULL;
+            self->stack[i] = fresh;
+            Py_DECREF((PyObject *)r);
+        } else {
+            r->mark = tl_arena_mark(self->a);
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+typedef struct {
+    PyObject_HEAD
+    TlArena *arena;
+    Py_ssize_t depth; /* stack depth after entering; 0 = not entered */
+} TlScope;
+
+static PyTypeObject TlScope_Type;
+
+static PyObject *arena_scope(TlArena *self, PyObject *Py_UNUSED(ignored)) {
+    TlScope *s = PyObject_New(TlScope, &TlScope_Type);
+    if (!s) return NULL;
+    Py_INCREF(self);
+    s->arena = self;
+    s->depth = 0;
+    return (PyObject *)s;
+}
+
+static void scope_dealloc(TlScope *s) {
+    Py_DECREF(s->arena);
+    PyObject_Free(s);
+}
+
+static PyObject *scope_enter(TlScope *s, PyObject *Py_UNUSED(ignored)) {
+    TlArena *self = s->arena;
+    if (arena_check_owner(self) < 0) return NULL;
+    if (s->depth) {
+        PyErr_SetString(PyExc_RuntimeError, "this scope is already open; call arena.scope() again "
+                                            "for a nested scope");
+        return NULL;
+    }
+    TlRegion *r = region_new(self->a);
+    if (!r) return NULL;
+    if (arena_push(self, r) < 0) {
+        Py_DECREF((PyObject *)r);
+        return NULL;
+    }
+    s->depth = self->depth;
+    Py_INCREF(self);
+    return (PyObject *)self;
+}
+
+static PyObject *scope_exit(TlScope *s, PyObject *const *args, Py_ssize_t nargs) {
+    TlArena *self = s->arena;
+    if (arena_check_owner(self) < 0) return NULL;
+    if (s->depth == 0) {
+        PyErr_SetString(PyExc_RuntimeError, "this scope is not open");
+        return NULL;
+    }
+    if (s->depth != self->depth) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "scopes must be closed innermost first (closing depth %zd while depth %zd "
+                     "is open)", s->depth - 1, self->depth - 1);
+        return NULL;
+    }
+    s->depth = 0;
+    int propagating = nargs > 0 && args[0] != Py_None;
+    if (arena_pop_scope(self, propagating) < 0) return NULL;
+    Py_RETURN_FALSE;
+}
+
+static PyMethodDef scope_methods[] = {
+    {"__enter__", (PyCFunction)scope_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)(void (*)(void))scope_exit, METH_FASTCALL, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject TlScope_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "tlalloc._tlalloc.Scope",
+    .tp_basicsize = sizeof(TlScope),
+    .tp_dealloc = (destructor)scope_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_methods = scope_methods,
+    .tp_doc = "Context manager returned by Arena.scope(): releases what was allocated inside.",
+};
+
+/* ------------------------------------------------------------ statistics */
+
+static int dict_set_u64(PyObject *d, const char *k, uint64_t v) {
+    PyObject *o = PyLong_FromUnsignedLongLong(v);
+    if (!o) return -1;
+    int r = PyDict_SetItemString(d, k, o);
+    Py_DECREF(o);
+    return r;
+}
+
+static const char *page_kind_name(tl_page_kind k) {
+    return k == TL_PAGES_THP ? "thp" : k == TL_PAGES_HUGETLB ? "hugetlb" : "default";
+}
+static const char *numa_name(tl_numa n) {
+    return n == TL_NUMA_LOCAL ? "local" : n == TL_NUMA_INTERLEAVE ? "interleave" : "off";
+}
+
+static PyObject *stats_dict(const tl_arena_stats *s) {
+    PyObject *d = PyDict_New();
+    if (!d) return NULL;
+    if (dict_set_u64(d, "capacity_bytes", s->capacity_bytes) < 0 ||
+        dict_set_u64(d, "used_bytes", s->used_bytes) < 0 ||
+        dict_set_u64(d, "peak_bytes", s->peak_bytes) < 0 ||
+        dict_set_u64(d, "num_allocations", s->num_allocations) < 0 ||
+        dict_set_u64(d, "num_overflows", s->num_overflows) < 0 ||
+        dict_set_u64(d, "fallback_bytes", s->fallback_bytes) < 0 ||
+        dict_set_u64(d, "fallback_live_bytes", s->fallback_live_bytes) < 0 ||
+        dict_set_u64(d, "num_resets", s->num_resets) < 0) {
+        Py_DECREF(d);
+        return NULL;
+    }
+    return d;
+}
+
+static int dict_set_str(PyObject *d, const char *k, const char *v) {
+    PyObject *o = PyUnicode_FromString(v);
+    if (!o) return -1;
+    int r = PyDict_SetItemString(d, k, o);
+    Py_DECREF(o);
+    return r;
+}
+
+static int add_placement(PyObject *d, tl_page_kind pages, tl_page_kind requested, tl_numa numa,
+                         int node) {
+    if (dict_set_str(d, "page_kind", page_kind_name(pages)) < 0 ||
+        dict_set_str(d, "page_kind_requested", page_kind_name(requested)) < 0 ||
+        dict_set_str(d, "numa_policy", numa_name(numa)) < 0)
+        return -1;
+    PyObject *n = PyLong_FromLong(node);
+    if (!n) return -1;
+    int r = PyDict_SetItemString(d, "numa_node", n);
+    Py_DECREF(n);
+    return r;
+}
+
+/* Statistics may be read from any thread: no owner check. */
+static PyObject *arena_stats_dict(TlArena *self, PyObject *Py_UNUSED(ignored)) {
+    tl_arena_stats s;
+    tl_arena_get_stats(self->a, &s);
+    PyObject *d = stats_dict(&s);
+    if (d && add_placement(d, self->a->pages, self->a->pages_requested, self->a->numa,
+                           self->a->numa_node) < 0)
+        Py_CLEAR(d);
+    return d;
+}
+
+static PyObject *arena_get_live(TlArena *self, void *Py_UNUSED(c)) {
+    if (arena_check_owner(self) < 0) return NULL;
+    Py_ssize_t live = 0;
+    for (Py_ssize_t i = 0; i < self->depth; i++) live += region_live(self->stack[i], 1);
+    return PyLong_FromSsize_t(live);
+}
+
+static PyObject *arena_get_capacity(TlArena *self, void *Py_UNUSED(c)) {
+    return PyLong_FromSize_t(self->a->capacity);
+}
+static PyObject *arena_get_used(TlArena *self, void *Py_UNUSED(c)) {
+    return PyLong_FromSize_t(tl_arena_used(self->a));
+}
+static PyObject *arena_get_generation(TlArena *self, void *Py_UNUSED(c)) {
+    return PyLong_FromUnsignedLongLong(tl_arena_generation(self->a));
+}
+static PyObject *arena_get_depth(TlArena *self, void *Py_UNUSED(c)) {
+    return PyLong_FromSsize_t(self->depth - 1);
+}
+static PyObject *arena_get_overflow(TlArena *self, void *Py_UNUSED(c)) {
+    return PyUnicode_FromString(self->a->overflow == TL_OVERFLOW_FALLBACK ? "fallback"
+                                : self->a->overflow == TL_OVERFLOW_PANIC  ? "panic"
+                                                                          : "error");
+}
+static PyObject *arena_get_zero(TlArena *self, void *Py_UNUSED(c)) {
+    return PyBool_FromLong(self->a->zero_on_reset);
+}
+static PyObject *arena_get_is_thread(TlArena *self, void *Py_UNUSED(c)) {
+    return PyBool_FromLong(self->is_thread);
+}
+static PyObject *arena_get_owner(TlArena *self, void *Py_UNUSED(c)) {
+    return PyLong_FromUnsignedLong(self->owner);
+}
+
+static PyGetSetDef arena_getset[] = {
+    {"capacity", (getter)arena_get_capacity, NULL, "Size of the arena's region in bytes.", NULL},
+    {"used", (getter)arena_get_used, NULL, "Bytes currently handed out (the bump offset).", NULL},
+    {"generation", (getter)arena_get_generation, NULL,
+     "Counter that changes on every reset and scope release.", NULL},
+    {"depth", (getter)arena_get_depth, NULL, "Number of open scopes.", NULL},
+    {"live_arrays", (getter)arena_get_live, NULL,
+     "Arrays and memoryviews from this arena that are still referenced.", NULL},
+    {"overflow", (getter)arena_get_overflow, NULL, "Overflow policy.", NULL},
+    {"zero_on_reset", (getter)arena_get_zero, NULL, "Whether released memory is zeroed.", NULL},
+    {"is_thread_arena", (getter)arena_get_is_thread, NULL,
+     "True for the arena returned by thread_arena().", NULL},
+    {"owner_thread", (getter)arena_get_owner, NULL,
+     "threading.get_ident() of the thread that owns the arena.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef arena_methods[] = {
+    {"empty", (PyCFunction)(void (*)(void))arena_empty, METH_FASTCALL | METH_KEYWORDS,
+     "empty(shape, dtype=float, order='C')\n--\n\nUninitialised array in the arena."},
+    {"zeros", (PyCFunction)(void (*)(void))arena_zeros, METH_FASTCALL | METH_KEYWORDS,
+     "zeros(shape, dtype=float, order='C')\n--\n\nZero-filled array in the arena."},
+    {"empty_like", (PyCFunction)(void (*)(void))arena_empty_like, METH_VARARGS | METH_KEYWORDS,
+     "empty_like(prototype, dtype=None, order='K', shape=None)\n--\n\n"
+     "Uninitialised array in the arena with the prototype's shape and dtype."},
+    {"alloc", (PyCFunction)(void (*)(void))arena_alloc, METH_VARARGS | METH_KEYWORDS,
+     "alloc(nbytes, align=64)\n--\n\nWritable 1-D memoryview of nbytes in the arena."},
+    {"scope", (PyCFunction)arena_scope, METH_NOARGS,
+     "scope()\n--\n\nContext manager: everything allocated inside is released on exit."},
+    {"reset", (PyCFunction)(void (*)(void))arena_reset, METH_VARARGS | METH_KEYWORDS,
+     "reset(*, force=False)\n--\n\nRelease everything allocated from the arena."},
+    {"_stats_dict", (PyCFunction)arena_stats_dict, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject TlArena_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "tlalloc._tlalloc.Arena",
+    .tp_basicsize = sizeof(TlArena),
+    .tp_dealloc = (destructor)arena_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_methods = arena_methods,
+    .tp_getset = arena_getset,
+    .tp_new = arena_new,
+    .tp_doc = "Arena(capacity=None, *, overflow=None, zero_on_reset=None)\n--\n\n"
+              "A bump arena owned by the thread that creates it.",
+};
+
+/* ----------------------------------------------------- thread arenas */
+
+tl_arena *tl_py_thread_arena(void) {
+    tl_arena *a = tl_thread_arena_peek();
+    if (TL_LIKELY(a != NULL)) return a;
+    /* First use on this thread: name the arena after the Python thread. */
+    char name[64] = "";
+    PyObject *threading = PyImport_ImportModule("threading");
+    if (threading) {
+        PyObject *t = PyObject_CallMethod(threading, "current_thread", NULL);
+        PyObject *n = t ? PyObject_GetAttrString(t, "name") : NULL;
+        const char *s = n && PyUnicode_Check(n) ? PyUnicode_AsUTF8(n) : NULL;
+        if (s) snprintf(name, sizeof name, "%s", s);
+        Py_XDECREF(n);
+        Py_XDECREF(t);
+        Py_DECREF(threading);
+    }
+    PyErr_Clear();
+    a = tl_thread_arena(name);
+    if (!a) {
+        tl_arena_options o;
+        tl_get_thread_arena_options(&o);
+        tl_arena_error_from_errno(o.capacity);
+    }
+    return a;
+}
+
+/* thread_arena(): the Python object for the calling thread's arena, kept in
+ * the thread-state dict (cleared by CPython when the thread ends). */
+static PyObject *py_thread_arena(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
+    PyObject *tdict = PyThreadState_GetDict();
+    if (!tdict) {
+        PyErr_SetString(PyExc_RuntimeError, "no thread state dictionary");
+        return NULL;
+    }
+    PyObject *obj = PyDict_GetItemWithError(tdict, tl_thread_key); /* borrowed */
+    if (TL_LIKELY(obj != NULL)) {
+        Py_INCREF(obj);
+        return obj;
+    }
+    if (PyErr_Occurred()) return NULL;
+    tl_arena *a = tl_py_thread_arena();
+    if (!a) return NULL;
+    tl_arena_retain(a);
+    obj = arena_wrap((PyTypeObject *)tl_arena_subtype, a, 1);
+    if (!obj) return NULL;
+    if (PyDict_SetItem(tdict, tl_thread_key, obj) < 0) {
+        Py_DECREF(obj);
+        return NULL;
+    }
+    return obj;
+}
+
+static PyObject *py_scratch(PyObject *m, PyObject *Py_UNUSED(ignored)) {
+    PyObject *arena = py_thread_arena(m, NULL);
+    if (!arena) return NULL;
+    PyObject *s = arena_scope((TlArena *)arena, NULL);
+    Py_DECREF(arena);
+    return s;
+}
+
+static PyObject *py_registry_stats(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
+    tl_registry_stats rs;
+    tl_registry_get_stats(&rs);
+    PyObject *d = stats_dict(&rs.total);
+    if (!d) return NULL;
+    if (dict_set_u64(d, "num_arenas", rs.num_arenas) < 0 ||
+        dict_set_u64(d, "num_threads", rs.num_threads) < 0) {
+        Py_DECREF(d);
+        return NULL;
+    }
+    return d;
+}
+
+static PyObject *py_registry_list(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
+    size_t cap = 64;
+    tl_thread_stats *buf = NULL;
+    size_t n;
+    for (;;) {
+        tl_thread_stats *nb = PyMem_Realloc(buf, cap * sizeof *buf);
+        if (!nb) {
+            PyMem_Free(buf);
+            return PyErr_NoMemory();
+        }
+        buf = nb;
+        n = tl_registry_list(buf, cap);
+        if (n <= cap) break;
+        cap = n + 16;
+    }
+    PyObject *list = PyList_New(0);
+    for (size_t i = 0; list && i < n; i++) {
+        PyObject *d = stats_dict(&buf[i].stats);
+        if (!d || dict_set_u64(d, "thread_id", buf[i].thread_id) < 0 ||
+            dict_set_str(d, "thread_name", buf[i].thread_name) < 0 ||
+            PyDict_SetItemString(d, "thread_alive", buf[i].alive ? Py_True : Py_False) < 0 ||
+            add_placement(d, buf[i].pages, buf[i].pages_requested, buf[i].numa,
+                          buf[i].numa_node) < 0 ||
+            PyList_Append(list, d) < 0) {
+            Py_XDECREF(d);
+            Py_CLEAR(list);
+            break;
+        }
+        Py_DECREF(d);
+    }
+    PyMem_Free(buf);
+    return list;
+}
+
+/* _set_defaults(capacity, overflow, zero_on_reset, pages, numa, prefault): the
+ * options of arenas created from now on (validated by tlalloc._config). */
+static PyObject *py_set_defaults(PyObject *Py_UNUSED(m), PyObject *args) {
+    unsigned long long cap;
+    int ov, zero, pages, numa, prefault;
+    if (!PyArg_ParseTuple(args, "Kiiiii:_set_defaults", &cap, &ov, &zero, &pages, &numa, &prefault))
+        return NULL;
+    if (cap < TL_ARENA_MIN_CAPACITY || cap > TL_ARENA_MAX_CAPACITY || ov < 0 ||
+        ov > TL_OVERFLOW_PANIC || pages < 0 || pages > TL_PAGES_HUGETLB || numa < 0 ||
+        numa > TL_NUMA_INTERLEAVE)
+        return PyErr_Format(PyExc_ValueError, "invalid arena defaults");
+    tl_arena_options o = {.capacity = (size_t)cap,
+                          .overflow = (tl_overflow)ov,
+                          .zero_on_reset = zero,
+                          .pages = (tl_page_kind)pages,
+                          .numa = (tl_numa)numa,
+                          .prefault = prefault};
+    tl_set_thread_arena_options(&o);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_set_hooks(PyObject *Py_UNUSED(m), PyObject *args) {
+    PyObject *subtype, *parse_size;
+    if (!PyArg_ParseTuple(args, "OO:_set_hooks", &subtype, &parse_size)) return NULL;
+    if (!PyType_Check(subtype) || !PyType_IsSubtype((PyTypeObject *)subtype, &TlArena_Type))
+        return PyErr_Format(PyExc_TypeError, "subtype must be a subclass of Arena");
+    Py_INCREF(subtype);
+    Py_XSETREF(tl_arena_subtype, subtype);
+    Py_INCREF(parse_size);
+    Py_XSETREF(tl_parse_size_func, parse_size);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_numa_nodes(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
+    return PyLong_FromLong(tl_os_numa_nodes());
+}
+
+static PyObject *py_region_policy(PyObject *Py_UNUSED(m), PyObject *arena) {
+    if (!PyObject_TypeCheck(arena, &TlArena_Type))
+        return PyErr_Format(PyExc_TypeError, "expected an Arena, got %R", arena);
+    int node = -1;
+    int mode = tl_os_get_policy(((TlArena *)arena)->a->base, &node);
+    return Py_BuildValue("(ii)", mode, node);
+}
+
+static PyObject *py_region_address(PyObject *Py_UNUSED(m), PyObject *arena) {
+    if (!PyObject_TypeCheck(arena, &TlArena_Type))
+        return PyErr_Format(PyExc_TypeError, "expected an Arena, got %R", arena);
+    TlArena *a = (TlArena *)arena;
+    return Py_BuildValue("(KK)", (unsigned long long)(uintptr_t)a->a->base,
+                         (unsigned long long)a->a->mapped);
+}
+
+static PyMethodDef module_methods[] = {
+    {"thread_arena", (PyCFunction)py_thread_arena, METH_NOARGS,
+     "thread_arena()\n--\n\nThe calling thread's arena, created on first use."},
+    {"scratch", (PyCFunction)py_scratch, METH_NOARGS,
+     "scratch()\n--\n\nthread_arena().scope()"},
+    {"_registry_stats", (PyCFunction)py_registry_stats, METH_NOARGS, NULL},
+    {"_registry_list", (PyCFunction)py_registry_list, METH_NOARGS, NULL},
+    {"_set_defaults", (PyCFunction)py_set_defaults, METH_VARARGS, NULL},
+    {"_set_hooks", (PyCFunction)py_set_hooks, METH_VARARGS, NULL},
+    {"_numa_nodes", (PyCFunction)py_numa_nodes, METH_NOARGS, NULL},
+    {"_region_policy", (PyCFunction)py_region_policy, METH_O, NULL},
+    {"_region_address", (PyCFunction)py_region_address, METH_O, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+int tl_py_arena_init(PyObject *m) {
+    if (PyType_Ready(&TlRegion_Type) < 0 || PyType_Ready(&TlScope_Type) < 0 ||
+        PyType_Ready(&TlArena_Type) < 0)
+        return -1;
+    if (PyModule_AddFunctions(m, module_methods) < 0) return -1;
+    Py_INCREF(&TlArena_Type);
+    if (PyModule_AddObject(m, "Arena", (PyObject *)&TlArena_Type) < 0) {
+        Py_DECREF(&TlArena_Type);
+        return -1;
+    }
+    Py_INCREF(&TlScope_Type);
+    if (PyModule_AddObject(m, "Scope", (PyObject *)&TlScope_Type) < 0) {
+        Py_DECREF(&TlScope_Type);
+        return -1;
+    }
+    if (!tl_arena_subtype) {
+        Py_INCREF(&TlArena_Type);
+        tl_arena_subtype = (PyObject *)&TlArena_Type;
+    }
+    if (!tl_thread_key && !(tl_thread_key = PyUnicode_InternFromString("tlalloc.thread_arena")))
+        return -1;
+    if (!tl_ArenaOverflowError) {
+        tl_ArenaOverflowError = PyErr_NewExceptionWithDoc(
+            "tlalloc.ArenaOverflowError",
+            "A request did not fit in an arena whose overflow policy is 'error'.",
+            PyExc_MemoryError, NULL);
+        if (!tl_ArenaOverflowError) return -1;
+    }
+    if (!tl_ArenaFallbackWarning) {
+        tl_ArenaFallbackWarning = PyErr_NewExceptionWithDoc(
+            "tlalloc.ArenaFallbackWarning",
+            "An arena served a request from the heap (overflow policy 'fallback').",
+            PyExc_RuntimeWarning, NULL);
+        if (!tl_ArenaFallbackWarning) return -1;
+    }
+    Py_INCREF(tl_ArenaOverflowError);
+    if (PyModule_AddObject(m, "ArenaOverflowError", tl_ArenaOverflowError) < 0) return -1;
+    Py_INCREF(tl_ArenaFallbackWarning);
+    if (PyModule_AddObject(m, "ArenaFallbackWarning", tl_ArenaFallbackWarning) < 0) return -1;
+    return 0;
+}
