@@ -16,8 +16,6 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
-
 from tlalloc import _config, _tlalloc
 from tlalloc._config import Config, configure, get_config, parse_size
 from tlalloc._stats import ArenaStats, GlobalStats, ThreadStats, stats
@@ -84,32 +82,9 @@ _tlalloc._set_hooks(Arena, parse_size)
 _config.load()
 
 
-def thread_arena() -> Arena:
-    """The calling thread's arena, created on first use with the configured size.
-
-    It is never shared with another thread; it is released after the thread exits
-    and the last array allocated from it is gone.
-
-    Example:
-        >>> import tlalloc
-        >>> tlalloc.thread_arena() is tlalloc.thread_arena()
-        True
-    """
-    return _tlalloc.thread_arena()
-
-
-def scratch() -> Any:
-    """``thread_arena().scope()``: a scope on the calling thread's arena.
-
-    Example:
-        >>> import numpy as np, tlalloc
-        >>> with tlalloc.scratch() as a:
-        ...     v = a.empty(8, np.float64)
-        ...     v.shape
-        ...     del v
-        (8,)
-    """
-    return _tlalloc.scratch()
+# Both are C functions (no Python frame on the hot path); see their docstrings.
+thread_arena = _tlalloc.thread_arena
+scratch = _tlalloc.scratch
 
 
 __all__ = [

@@ -113,6 +113,7 @@ typedef struct {
     int warned_fallback;
     TlRegion **stack;      /* stack[0]: outside any scope; stack[depth-1]: innermost */
     Py_ssize_t depth, cap;
+    TlRegion *spare;       /* a released region kept for the next scope (owner only) */
 } TlArena;
 
 static PyTypeObject TlArena_Type;
@@ -158,6 +159,7 @@ static PyObject *arena_wrap(PyTypeObject *type, tl_arena *a, int is_thread) {
 }
 
 static void arena_dealloc(TlArena *self) {
+    Py_XDECREF((PyObject *)self->spare);
     for (Py_ssize_t i = 0; i < self->depth; i++) Py_DECREF((PyObject *)self->stack[i]);
     PyMem_Free(self->stack);
     tl_arena_release(self->a);
@@ -612,7 +614,8 @@ static int arena_pop_scope(TlArena *self, int quiet) {
         return -1;
     }
     (void)tl_arena_rewind(self->a, r->mark); /* a mark made stale by a forced reset is a no-op */
-    Py_DECREF((PyObject *)r);
+    if (self->spare == NULL && r->nescaped == 0) self->spare = r; /* reuse: saves an allocation */
+    else Py_DECREF((PyObject *)r);
     return 0;
 }
 
@@ -677,8 +680,13 @@ static PyObject *scope_enter(TlScope *s, PyObject *Py_UNUSED(ignored)) {
                                             "for a nested scope");
         return NULL;
     }
-    TlRegion *r = region_new(self->a);
-    if (!r) return NULL;
+    TlRegion *r = self->spare;
+    if (r) {
+        self->spare = NULL;
+        r->mark = tl_arena_mark(self->a);
+    } else if (!(r = region_new(self->a))) {
+        return NULL;
+    }
     if (arena_push(self, r) < 0) {
         Py_DECREF((PyObject *)r);
         return NULL;
@@ -898,14 +906,29 @@ tl_arena *tl_py_thread_arena(void) {
 
 /* thread_arena(): the Python object for the calling thread's arena, kept in
  * the thread-state dict (cleared by CPython when the thread ends). */
+/* Borrowed: the thread-state dict owns the object until that thread state is
+ * deleted. An OS thread can get several thread states over its life (each
+ * PyGILState_Ensure from a foreign thread may make a new one), so the cache is
+ * valid only for the thread state whose unique id it recorded. */
+static _Thread_local PyObject *tl_thread_arena_obj;
+static _Thread_local uint64_t tl_thread_arena_tsid;
+
 static PyObject *py_thread_arena(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
+    PyObject *obj = tl_thread_arena_obj;
+    uint64_t tsid = PyThreadState_GetID(PyThreadState_Get());
+    if (TL_LIKELY(obj != NULL && tl_thread_arena_tsid == tsid)) {
+        Py_INCREF(obj);
+        return obj;
+    }
     PyObject *tdict = PyThreadState_GetDict();
     if (!tdict) {
         PyErr_SetString(PyExc_RuntimeError, "no thread state dictionary");
         return NULL;
     }
-    PyObject *obj = PyDict_GetItemWithError(tdict, tl_thread_key); /* borrowed */
-    if (TL_LIKELY(obj != NULL)) {
+    obj = PyDict_GetItemWithError(tdict, tl_thread_key); /* borrowed */
+    if (obj != NULL) {
+        tl_thread_arena_obj = obj;
+        tl_thread_arena_tsid = tsid;
         Py_INCREF(obj);
         return obj;
     }
@@ -919,6 +942,8 @@ static PyObject *py_thread_arena(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ign
         Py_DECREF(obj);
         return NULL;
     }
+    tl_thread_arena_obj = obj;
+    tl_thread_arena_tsid = tsid;
     return obj;
 }
 
@@ -1032,9 +1057,24 @@ static PyObject *py_region_address(PyObject *Py_UNUSED(m), PyObject *arena) {
 
 static PyMethodDef module_methods[] = {
     {"thread_arena", (PyCFunction)py_thread_arena, METH_NOARGS,
-     "thread_arena()\n--\n\nThe calling thread's arena, created on first use."},
+     "thread_arena()\n--\n\n"
+     "The calling thread's arena, created on first use with the configured size.\n\n"
+     "It is never shared with another thread; it is released after the thread exits\n"
+     "and the last array allocated from it is gone.\n\n"
+     "Example:\n"
+     "    >>> import tlalloc\n"
+     "    >>> tlalloc.thread_arena() is tlalloc.thread_arena()\n"
+     "    True\n"},
     {"scratch", (PyCFunction)py_scratch, METH_NOARGS,
-     "scratch()\n--\n\nthread_arena().scope()"},
+     "scratch()\n--\n\n"
+     "A scope on the calling thread's arena: ``thread_arena().scope()``.\n\n"
+     "Example:\n"
+     "    >>> import numpy as np, tlalloc\n"
+     "    >>> with tlalloc.scratch() as a:\n"
+     "    ...     v = a.empty(8, np.float64)\n"
+     "    ...     v.shape\n"
+     "    ...     del v\n"
+     "    (8,)\n"},
     {"_registry_stats", (PyCFunction)py_registry_stats, METH_NOARGS, NULL},
     {"_registry_list", (PyCFunction)py_registry_list, METH_NOARGS, NULL},
     {"_set_defaults", (PyCFunction)py_set_defaults, METH_VARARGS, NULL},
