@@ -3,4 +3,5 @@
 #define TLALLOC_H
 #include "tlalloc/arena.h"
 #include "tlalloc/os.h"
+#include "tlalloc/huffman.h"
 #endif
