@@ -359,7 +359,19 @@ too_big:
 static PyArray_Descr *parse_dtype(PyObject *dtype) {
     PyArray_Descr *d = NULL;
     if (dtype == NULL || dtype == Py_None) return PyArray_DescrFromType(NPY_DOUBLE);
-    if (!PyArray_DescrConverter2(dtype, &d)) return NULL;
+    if (!PyArray_DescrConverter2(dtype, &d)) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyObject *type, *value, *tb;
+            PyErr_Fetch(&type, &value, &tb);
+            PyErr_NormalizeException(&type, &value, &tb);
+            PyErr_Format(PyExc_TypeError, "dtype %R is not understood (%S)", dtype,
+                         value ? value : Py_None);
+            Py_XDECREF(type);
+            Py_XDECREF(value);
+            Py_XDECREF(tb);
+        }
+        return NULL;
+    }
     if (d == NULL) return PyArray_DescrFromType(NPY_DOUBLE);
     if (PyDataType_REFCHK(d)) {
         PyErr_Format(PyExc_TypeError,

@@ -1,0 +1,65 @@
+"""Shared test helpers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def run_python(code: str, env: dict[str, str] | None = None, timeout: float = 60):
+    """Run ``code`` in a fresh interpreter with extra environment variables."""
+    full = dict(os.environ)
+    for k in list(full):
+        if k.startswith("TLALLOC_"):
+            del full[k]
+    full.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-c", code], env=full, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture
+def python_subprocess():
+    return run_python
+
+
+def wait_for(cond, timeout: float = 10.0) -> bool:
+    """Poll ``cond`` until it is true or ``timeout`` seconds pass (threads finish
+    their OS-level exit, and so release their arenas, a little after ``join()``)."""
+    import gc
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        gc.collect()
+        if cond():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+
+
+def live_arenas() -> int:
+    import tlalloc
+
+    return tlalloc.stats().num_arenas
+
+
+def settled_live_arenas() -> int:
+    """The live thread-arena count once exiting threads have released theirs."""
+    import time
+
+    last = live_arenas()
+    stable_since = time.monotonic()
+    deadline = stable_since + 10
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+        now = live_arenas()
+        if now != last:
+            last, stable_since = now, time.monotonic()
+        elif time.monotonic() - stable_since > 0.1:
+            break
+    return last
