@@ -32,8 +32,12 @@ tl_arena *tl_arena_create(const tl_arena_options *opts) {
         errno = EINVAL;
         return NULL;
     }
-    tl_arena *a = calloc(1, sizeof *a);
+    /* Own cache lines: two threads' arenas never share one (no false sharing
+     * between their hot offsets and counters). */
+    size_t bytes = (sizeof(tl_arena) + 63) & ~(size_t)63;
+    tl_arena *a = aligned_alloc(64, bytes);
     if (!a) return NULL;
+    memset(a, 0, bytes);
     tl_os_region r;
     size_t align = o.pages != TL_PAGES_DEFAULT && tl_os_huge_page_size() ? tl_os_huge_page_size()
                                                                          : tl_os_page_size();

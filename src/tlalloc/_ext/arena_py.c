@@ -1067,7 +1067,36 @@ static PyObject *py_region_address(PyObject *Py_UNUSED(m), PyObject *arena) {
                          (unsigned long long)a->a->mapped);
 }
 
+/* _bench_alloc(strategy, threads, allocs_per_thread, size) -> dict: the C
+ * allocation micro-benchmark (tlalloc/bench.h), run without the GIL. */
+static PyObject *py_bench_alloc(PyObject *Py_UNUSED(m), PyObject *args) {
+    const char *strategy;
+    int threads;
+    unsigned long long n, size;
+    if (!PyArg_ParseTuple(args, "siKK:_bench_alloc", &strategy, &threads, &n, &size)) return NULL;
+    tl_bench_strategy s;
+    if (strcmp(strategy, "thread") == 0) s = TL_BENCH_THREAD;
+    else if (strcmp(strategy, "shared") == 0) s = TL_BENCH_SHARED;
+    else if (strcmp(strategy, "malloc") == 0) s = TL_BENCH_MALLOC;
+    else return PyErr_Format(PyExc_ValueError, "strategy must be 'thread', 'shared' or 'malloc', "
+                                               "got '%s'", strategy);
+    if (threads < 1 || threads > 4096)
+        return PyErr_Format(PyExc_ValueError, "threads must be between 1 and 4096, got %d", threads);
+    if (size == 0 || size > (1u << 20))
+        return PyErr_Format(PyExc_ValueError, "size must be between 1 and 1048576, got %llu", size);
+    tl_bench_result r;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = tl_bench_alloc(s, threads, (uint64_t)n, (size_t)size, &r);
+    Py_END_ALLOW_THREADS
+    if (rc != 0) return PyErr_SetFromErrno(PyExc_OSError);
+    return Py_BuildValue("{s:d,s:d,s:d,s:K}", "wall_seconds", r.wall_seconds, "ns_per_alloc",
+                         r.ns_per_alloc, "allocs_per_second", r.allocs_per_second,
+                         "total_allocations", (unsigned long long)r.total_allocations);
+}
+
 static PyMethodDef module_methods[] = {
+    {"_bench_alloc", (PyCFunction)py_bench_alloc, METH_VARARGS, NULL},
     {"thread_arena", (PyCFunction)py_thread_arena, METH_NOARGS,
      "thread_arena()\n--\n\n"
      "The calling thread's arena, created on first use with the configured size.\n\n"
