@@ -30,6 +30,9 @@ class Arena:
         *,
         overflow: Literal["error", "fallback", "panic"] | None = None,
         zero_on_reset: bool | None = None,
+        huge_pages: Literal["off", "thp", "hugetlb"] | None = None,
+        numa: Literal["off", "local", "interleave"] | None = None,
+        prefault: bool | None = None,
     ) -> Arena: ...
     def empty(
         self, shape: _Shape, dtype: DTypeLike = float, order: Literal["C", "F"] = "C"
@@ -81,5 +84,25 @@ def _region_address(arena: Arena) -> tuple[int, int]: ...
 def _bench_alloc(
     strategy: Literal["thread", "shared", "malloc"], threads: int, allocs_per_thread: int, size: int
 ) -> dict[str, float]: ...
+
+# ---- Huffman coding (huffman_py.c) -----------------------------------------------
+
+class HuffmanCorruptStreamError(ValueError): ...
+
+def huffman_encode(
+    data: Any,
+    block_size: int = 1024,
+    threads: int = 20,
+    allocator: Literal["global-lock", "pooled", "tlalloc"] = "tlalloc",
+    heap_bytes: int = 0,
+    pool_bytes: int = 0,
+) -> tuple[bytes, dict[str, int]]: ...
+def huffman_decode(
+    data: Any,
+    threads: int = 20,
+    allocator: Literal["global-lock", "pooled", "tlalloc"] = "tlalloc",
+    heap_bytes: int = 0,
+    pool_bytes: int = 0,
+) -> bytes: ...
 
 _ = np  # numpy is used in annotations above
