@@ -1,0 +1,339 @@
+/* kernel_cosine.c: cosine similarity of one query against n candidate rows.
+ *
+ * One fused pass per row computes dot(q, c) and dot(c, c) together, four rows at
+ * a time (eight independent FMA chains, enough to keep two FMA pipes busy) with
+ * the query reused from L1. Every row goes through exactly the same sequence of
+ * operations whether it is in a group of four or in the tail, so a row's score
+ * does not depend on its position: equal rows get bit-identical scores, which is
+ * what makes "ties to the lower index" meaningful.
+ *
+ * Layouts other than contiguous float32 rows (float16, float64, any strides)
+ * are converted block by block into scratch; float64 inputs switch the working
+ * precision to float64.
+ */
+#include <math.h>
+
+#include "kernels_internal.h"
+
+#if TL_HAVE_X86
+#include <immintrin.h>
+#endif
+
+/* dot[r] = q . row_r, nrm[r] = row_r . row_r for nrows rows at rows + r * rs. */
+typedef void (*tl_dotnorm32_fn)(const float *q, const char *rows, ptrdiff_t rs, size_t nrows,
+                                size_t d, float *dot, float *nrm);
+
+static void tl_dotnorm32_portable(const float *q, const char *rows, ptrdiff_t rs, size_t nrows,
+                                  size_t d, float *dot, float *nrm) {
+    for (size_t r = 0; r < nrows; r++) {
+        const float *c = (const float *)(rows + (ptrdiff_t)r * rs);
+        float a = 0.0f, b = 0.0f;
+        for (size_t j = 0; j < d; j++) {
+            a += q[j] * c[j];
+            b += c[j] * c[j];
+        }
+        dot[r] = a;
+        nrm[r] = b;
+    }
+}
+
+#if TL_HAVE_X86
+/* ---- AVX-512: 16 lanes, masked tail ---- */
+#define TL_DN512_STEP(k, qv, ptr, msk)                                   \
+    do {                                                                 \
+        __m512 x_ = _mm512_maskz_loadu_ps((msk), (ptr));                 \
+        d##k = _mm512_fmadd_ps((qv), x_, d##k);                          \
+        n##k = _mm512_fmadd_ps(x_, x_, n##k);                            \
+    } while (0)
+
+TL_TARGET_AVX512 static void tl_dotnorm32_avx512(const float *q, const char *rows, ptrdiff_t rs,
+                                                 size_t nrows, size_t d, float *dot, float *nrm) {
+    const size_t dm = d & ~(size_t)15;
+    const __mmask16 full = (__mmask16)0xFFFF;
+    const __mmask16 tail = (__mmask16)((1u << (d & 15)) - 1u);
+    size_t r = 0;
+    for (; r + 4 <= nrows; r += 4) {
+        const float *c0 = (const float *)(rows + (ptrdiff_t)r * rs);
+        const float *c1 = (const float *)((const char *)c0 + rs);
+        const float *c2 = (const float *)((const char *)c1 + rs);
+        const float *c3 = (const float *)((const char *)c2 + rs);
+        __m512 d0 = _mm512_setzero_ps(), d1 = d0, d2 = d0, d3 = d0;
+        __m512 n0 = d0, n1 = d0, n2 = d0, n3 = d0;
+        for (size_t j = 0; j < dm; j += 16) {
+            __m512 qv = _mm512_loadu_ps(q + j);
+            TL_DN512_STEP(0, qv, c0 + j, full);
+            TL_DN512_STEP(1, qv, c1 + j, full);
+            TL_DN512_STEP(2, qv, c2 + j, full);
+            TL_DN512_STEP(3, qv, c3 + j, full);
+        }
+        if (tail) {
+            __m512 qv = _mm512_maskz_loadu_ps(tail, q + dm);
+            TL_DN512_STEP(0, qv, c0 + dm, tail);
+            TL_DN512_STEP(1, qv, c1 + dm, tail);
+            TL_DN512_STEP(2, qv, c2 + dm, tail);
+            TL_DN512_STEP(3, qv, c3 + dm, tail);
+        }
+        dot[r] = _mm512_reduce_add_ps(d0), nrm[r] = _mm512_reduce_add_ps(n0);
+        dot[r + 1] = _mm512_reduce_add_ps(d1), nrm[r + 1] = _mm512_reduce_add_ps(n1);
+        dot[r + 2] = _mm512_reduce_add_ps(d2), nrm[r + 2] = _mm512_reduce_add_ps(n2);
+        dot[r + 3] = _mm512_reduce_add_ps(d3), nrm[r + 3] = _mm512_reduce_add_ps(n3);
+    }
+    for (; r < nrows; r++) { /* same operations, one row */
+        const float *c0 = (const float *)(rows + (ptrdiff_t)r * rs);
+        __m512 d0 = _mm512_setzero_ps(), n0 = d0;
+        for (size_t j = 0; j < dm; j += 16) {
+            __m512 qv = _mm512_loadu_ps(q + j);
+            TL_DN512_STEP(0, qv, c0 + j, full);
+        }
+        if (tail) {
+            __m512 qv = _mm512_maskz_loadu_ps(tail, q + dm);
+            TL_DN512_STEP(0, qv, c0 + dm, tail);
+        }
+        dot[r] = _mm512_reduce_add_ps(d0), nrm[r] = _mm512_reduce_add_ps(n0);
+    }
+}
+
+/* ---- AVX2 + FMA: 8 lanes, masked tail ---- */
+TL_TARGET_AVX2 static inline float tl_hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    __m128 sh = _mm_movehdup_ps(s);
+    s = _mm_add_ps(s, sh);
+    sh = _mm_movehl_ps(sh, s);
+    s = _mm_add_ss(s, sh);
+    return _mm_cvtss_f32(s);
+}
+
+#define TL_DN256_STEP(k, qv, ptr)                                        \
+    do {                                                                 \
+        __m256 x_ = _mm256_loadu_ps(ptr);                                \
+        d##k = _mm256_fmadd_ps((qv), x_, d##k);                          \
+        n##k = _mm256_fmadd_ps(x_, x_, n##k);                            \
+    } while (0)
+#define TL_DN256_TAIL(k, qv, ptr, m)                                     \
+    do {                                                                 \
+        __m256 x_ = _mm256_maskload_ps((ptr), (m));                      \
+        d##k = _mm256_fmadd_ps((qv), x_, d##k);                          \
+        n##k = _mm256_fmadd_ps(x_, x_, n##k);                            \
+    } while (0)
+
+static const int32_t tl_mask_table[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+
+TL_TARGET_AVX2 static void tl_dotnorm32_avx2(const float *q, const char *rows, ptrdiff_t rs,
+                                             size_t nrows, size_t d, float *dot, float *nrm) {
+    const size_t dm = d & ~(size_t)7;
+    const size_t rem = d & 7;
+    const __m256i m = _mm256_loadu_si256((const __m256i *)(tl_mask_table + 8 - rem));
+    size_t r = 0;
+    for (; r + 4 <= nrows; r += 4) {
+        const float *c0 = (const float *)(rows + (ptrdiff_t)r * rs);
+        const float *c1 = (const float *)((const char *)c0 + rs);
+        const float *c2 = (const float *)((const char *)c1 + rs);
+        const float *c3 = (const float *)((const char *)c2 + rs);
+        __m256 d0 = _mm256_setzero_ps(), d1 = d0, d2 = d0, d3 = d0;
+        __m256 n0 = d0, n1 = d0, n2 = d0, n3 = d0;
+        for (size_t j = 0; j < dm; j += 8) {
+            __m256 qv = _mm256_loadu_ps(q + j);
+            TL_DN256_STEP(0, qv, c0 + j);
+            TL_DN256_STEP(1, qv, c1 + j);
+            TL_DN256_STEP(2, qv, c2 + j);
+            TL_DN256_STEP(3, qv, c3 + j);
+        }
+        if (rem) {
+            __m256 qv = _mm256_maskload_ps(q + dm, m);
+            TL_DN256_TAIL(0, qv, c0 + dm, m);
+            TL_DN256_TAIL(1, qv, c1 + dm, m);
+            TL_DN256_TAIL(2, qv, c2 + dm, m);
+            TL_DN256_TAIL(3, qv, c3 + dm, m);
+        }
+        dot[r] = tl_hsum256(d0), nrm[r] = tl_hsum256(n0);
+        dot[r + 1] = tl_hsum256(d1), nrm[r + 1] = tl_hsum256(n1);
+        dot[r + 2] = tl_hsum256(d2), nrm[r + 2] = tl_hsum256(n2);
+        dot[r + 3] = tl_hsum256(d3), nrm[r + 3] = tl_hsum256(n3);
+    }
+    for (; r < nrows; r++) {
+        const float *c0 = (const float *)(rows + (ptrdiff_t)r * rs);
+        __m256 d0 = _mm256_setzero_ps(), n0 = d0;
+        for (size_t j = 0; j < dm; j += 8) {
+            __m256 qv = _mm256_loadu_ps(q + j);
+            TL_DN256_STEP(0, qv, c0 + j);
+        }
+        if (rem) {
+            __m256 qv = _mm256_maskload_ps(q + dm, m);
+            TL_DN256_TAIL(0, qv, c0 + dm, m);
+        }
+        dot[r] = tl_hsum256(d0), nrm[r] = tl_hsum256(n0);
+    }
+}
+#endif /* TL_HAVE_X86 */
+
+static tl_dotnorm32_fn tl_dotnorm32_pick(void) {
+#if TL_HAVE_X86
+    switch (tl_kernels_isa()) {
+    case TL_ISA_AVX512: return tl_dotnorm32_avx512;
+    case TL_ISA_AVX2: return tl_dotnorm32_avx2;
+    case TL_ISA_PORTABLE: break;
+    }
+#endif
+    return tl_dotnorm32_portable;
+}
+
+/* float64 working precision (any float64 input): portable, one row at a time. */
+static void tl_dotnorm64(const double *q, const double *rows, size_t ld, size_t nrows, size_t d,
+                         double *dot, double *nrm) {
+    for (size_t r = 0; r < nrows; r++) {
+        const double *c = rows + r * ld;
+        double a = 0.0, b = 0.0;
+        for (size_t j = 0; j < d; j++) {
+            a += q[j] * c[j];
+            b += c[j] * c[j];
+        }
+        dot[r] = a;
+        nrm[r] = b;
+    }
+}
+
+/* The score from a dot product and the two norms (not squared). */
+static inline float tl_cos_score(double dot, double qn, double cn) {
+    if (!(qn > 0.0) || !(cn > 0.0) || qn == INFINITY || cn == INFINITY) return 0.0f;
+    double v = dot / qn / cn; /* two divisions: qn * cn could overflow */
+    if (v > 1.0) return 1.0f;
+    if (v < -1.0) return -1.0f;
+    if (v != v) return 0.0f;
+    return (float)v;
+}
+
+/* Where scores go: a strided float32 array, or the top-k heap. */
+typedef struct tl_cos_sink {
+    float *out;
+    ptrdiff_t out_stride;
+    tl_topk_item *heap;
+    size_t heap_size, k;
+} tl_cos_sink;
+
+static inline void tl_cos_emit(tl_cos_sink *sk, size_t i, float score) {
+    if (sk->heap)
+        tl_topk_push(sk->heap, &sk->heap_size, sk->k, score, (int64_t)i);
+    else
+        *(float *)((char *)sk->out + (ptrdiff_t)i * sk->out_stride) = score;
+}
+
+/* Rows per block: a block of converted rows fits TL_BLOCK_BYTES (at least one
+ * row), and never more than 256 rows (the dot/norm buffers). */
+static size_t tl_rows_per_block(size_t d, size_t wsize, size_t n) {
+    size_t row = d * wsize;
+    size_t b = row ? TL_BLOCK_BYTES / row : 256;
+    if (b < 1) b = 1;
+    if (b > 256) b = 256;
+    if (b > n) b = n ? n : 1;
+    return b;
+}
+
+static int tl_cosine_run32(tl_scratch *s, const tl_vec *query, const tl_mat *cand, tl_cos_sink *sk) {
+    const size_t n = cand->rows, d = cand->cols;
+    tl_dotnorm32_fn fn = tl_dotnorm32_pick();
+    const float *q = (const float *)query->data;
+    if (!(query->dtype == TL_F32 && tl_is_contig(query->data, query->stride, 4))) {
+        float *qc = tl_scratch_alloc(s, d * sizeof(float), TL_DEFAULT_ALIGN);
+        if (!qc) return TL_K_ENOMEM;
+        tl_convert_f32(query->data, query->dtype, query->stride, d, qc);
+        q = qc;
+    }
+    float qdot, qq;
+    fn(q, (const char *)q, 0, 1, d, &qdot, &qq);
+    const double qn = sqrt((double)qq);
+
+    /* Rows are read in place when they are contiguous, aligned float32. */
+    const int direct = cand->dtype == TL_F32 && tl_is_contig(cand->data, cand->col_stride, 4) &&
+                       (cand->row_stride % 4 == 0 || n <= 1);
+    const size_t B = tl_rows_per_block(d, sizeof(float), n);
+    float *dot = tl_scratch_alloc(s, 2 * B * sizeof(float), TL_DEFAULT_ALIGN);
+    float *blk = direct ? NULL : tl_scratch_alloc(s, B * d * sizeof(float) + 1, TL_DEFAULT_ALIGN);
+    if (!dot || (!direct && !blk)) return TL_K_ENOMEM;
+    float *nrm = dot + B;
+    for (size_t i0 = 0; i0 < n; i0 += B) {
+        size_t nb = n - i0 < B ? n - i0 : B;
+        const char *rows;
+        ptrdiff_t rs;
+        if (direct) {
+            rows = (const char *)cand->data + (ptrdiff_t)i0 * cand->row_stride;
+            rs = cand->row_stride;
+        } else {
+            for (size_t r = 0; r < nb; r++)
+                tl_convert_f32((const char *)cand->data + (ptrdiff_t)(i0 + r) * cand->row_stride,
+                               cand->dtype, cand->col_stride, d, blk + r * d);
+            rows = (const char *)blk;
+            rs = (ptrdiff_t)(d * sizeof(float));
+        }
+        fn(q, rows, rs, nb, d, dot, nrm);
+        for (size_t r = 0; r < nb; r++)
+            tl_cos_emit(sk, i0 + r, tl_cos_score((double)dot[r], qn, sqrt((double)nrm[r])));
+    }
+    return TL_K_OK;
+}
+
+static int tl_cosine_run64(tl_scratch *s, const tl_vec *query, const tl_mat *cand, tl_cos_sink *sk) {
+    const size_t n = cand->rows, d = cand->cols;
+    double *q = tl_scratch_alloc(s, d * sizeof(double) + 1, TL_DEFAULT_ALIGN);
+    if (!q) return TL_K_ENOMEM;
+    tl_convert_f64(query->data, query->dtype, query->stride, d, q);
+    double qdot, qq;
+    tl_dotnorm64(q, q, 0, 1, d, &qdot, &qq);
+    const double qn = sqrt(qq);
+    const size_t B = tl_rows_per_block(d, sizeof(double), n);
+    double *dot = tl_scratch_alloc(s, 2 * B * sizeof(double), TL_DEFAULT_ALIGN);
+    double *blk = tl_scratch_alloc(s, B * d * sizeof(double) + 1, TL_DEFAULT_ALIGN);
+    if (!dot || !blk) return TL_K_ENOMEM;
+    double *nrm = dot + B;
+    for (size_t i0 = 0; i0 < n; i0 += B) {
+        size_t nb = n - i0 < B ? n - i0 : B;
+        for (size_t r = 0; r < nb; r++)
+            tl_convert_f64((const char *)cand->data + (ptrdiff_t)(i0 + r) * cand->row_stride,
+                           cand->dtype, cand->col_stride, d, blk + r * d);
+        tl_dotnorm64(q, blk, d, nb, d, dot, nrm);
+        for (size_t r = 0; r < nb; r++)
+            tl_cos_emit(sk, i0 + r, tl_cos_score(dot[r], qn, sqrt(nrm[r])));
+    }
+    return TL_K_OK;
+}
+
+static int tl_cosine_check(const tl_vec *query, const tl_mat *cand) {
+    if (!tl_dtype_is_float(query->dtype) || !tl_dtype_is_float(cand->dtype)) return TL_K_EINVAL;
+    if (query->n != cand->cols) return TL_K_EINVAL;
+    return TL_K_OK;
+}
+
+static int tl_cosine_dispatch(tl_scratch *s, const tl_vec *query, const tl_mat *cand,
+                              tl_cos_sink *sk) {
+    if (query->dtype == TL_F64 || cand->dtype == TL_F64) return tl_cosine_run64(s, query, cand, sk);
+    return tl_cosine_run32(s, query, cand, sk);
+}
+
+int tl_cosine_similarity(tl_scratch *s, const tl_vec *query, const tl_mat *cand, float *out,
+                         ptrdiff_t out_stride) {
+    int rc = tl_cosine_check(query, cand);
+    if (rc != TL_K_OK) return rc;
+    if (cand->rows == 0) return TL_K_OK;
+    tl_cos_sink sk = {out, out_stride, NULL, 0, 0};
+    return tl_cosine_dispatch(s, query, cand, &sk);
+}
+
+int tl_cosine_topk(tl_scratch *s, const tl_vec *query, const tl_mat *cand, size_t k, int64_t *idx,
+                   float *scores, size_t *count) {
+    int rc = tl_cosine_check(query, cand);
+    *count = 0;
+    if (rc != TL_K_OK) return rc;
+    if (k > cand->rows) k = cand->rows;
+    if (k == 0) return TL_K_OK;
+    tl_cos_sink sk = {NULL, 0, NULL, 0, k};
+    sk.heap = tl_scratch_alloc(s, k * sizeof(tl_topk_item), TL_DEFAULT_ALIGN);
+    if (!sk.heap) return TL_K_ENOMEM;
+    rc = tl_cosine_dispatch(s, query, cand, &sk);
+    if (rc != TL_K_OK) return rc;
+    tl_topk_finish(sk.heap, sk.heap_size);
+    for (size_t i = 0; i < sk.heap_size; i++) {
+        idx[i] = sk.heap[i].idx;
+        scores[i] = sk.heap[i].val;
+    }
+    *count = sk.heap_size;
+    return TL_K_OK;
+}

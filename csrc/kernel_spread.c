@@ -1,0 +1,354 @@
+/* kernel_spread.c: spreading activation over a CSR graph, frontier-driven.
+ *
+ * Meaning (docs/kernels.md), with f = exp(-decay_rate):
+ *   pulse[seeds] += activation; total = pulse
+ *   max_depth times: new[v] += pulse[u] * w * f for every edge u -> v (weight w)
+ *                    of every u with pulse[u] >= threshold; total += new; pulse = new
+ *
+ * Cost: the work of a call grows with the edges the pulse crosses, never with
+ * the number of nodes n. Only touched nodes have state: a "slot" (pulse, next
+ * pulse, total, node id) in an array in scratch, found through a hash table on
+ * the node id (open addressing, load <= 1/2), or, for graphs of at most
+ * TL_SPREAD_DENSE_MAX nodes, through a direct index of n entries (at most 32 KiB
+ * to clear). Before each step the frontier (slots with pulse >= threshold) is
+ * sorted by node id, so contributions are added in exactly the order of the
+ * reference loop (u ascending, edges in CSR order), in float64: the result is
+ * the reference's, bit for bit, independent of how slots were created.
+ *
+ * Validation is lazy where it must be to stay sublinear: O(1) checks of the
+ * lengths, every seed, and then each row when the pulse first visits it (indptr
+ * order and range), each edge when the pulse crosses it (index in range, weight
+ * finite). Faults in rows the pulse never reaches cannot change the result and
+ * are not looked for.
+ */
+#include <math.h>
+
+#include "kernels_internal.h"
+
+typedef struct tl_slot {
+    double cur;   /* pulse at this step */
+    double next;  /* pulse being accumulated for the next step */
+    double total; /* sum of all pulses */
+    uint32_t node;
+    uint32_t pad;
+} tl_slot;
+
+#define TL_EMPTY UINT64_MAX
+
+typedef struct tl_spread_state {
+    tl_scratch *s;
+    size_t n;
+    tl_slot *slot;
+    size_t count, cap;
+    uint64_t *fr, *fr_tmp; /* frontier keys: node << 32 | slot */
+    int64_t *ra, *rb;      /* row ranges of the frontier */
+    int32_t *dense;        /* direct index (small graphs) or NULL */
+    uint64_t *table;       /* hash index: node << 32 | slot, or TL_EMPTY */
+    size_t tmask;
+    unsigned tshift;
+} tl_spread_state;
+
+/* ---- index: node id -> slot ------------------------------------------------------ */
+
+static inline size_t tl_hash(uint32_t v, unsigned shift) {
+    return (size_t)(((uint64_t)v * 0x9E3779B97F4A7C15ull) >> shift);
+}
+
+/* The slot of node v, -1 if untouched. */
+static inline int64_t tl_slot_find(const tl_spread_state *st, uint32_t v) {
+    if (st->dense) return st->dense[v];
+    for (size_t h = tl_hash(v, st->tshift);; h = (h + 1) & st->tmask) {
+        uint64_t e = st->table[h];
+        if (e == TL_EMPTY) return -1;
+        if ((uint32_t)(e >> 32) == v) return (int64_t)(uint32_t)e;
+    }
+}
+
+static inline uint32_t tl_slot_new(tl_spread_state *st, uint32_t v) {
+    tl_assert(st->count < st->cap);
+    uint32_t sl = (uint32_t)st->count++;
+    tl_slot *p = &st->slot[sl];
+    p->cur = p->next = p->total = 0.0;
+    p->node = v;
+    return sl;
+}
+
+/* The slot of node v, created if needed. Capacity is reserved beforehand, so
+ * this never allocates. Cost: one load (direct) or a hash and ~1.5 probes. */
+static inline uint32_t tl_slot_get(tl_spread_state *st, uint32_t v) {
+    if (st->dense) {
+        int32_t sl = st->dense[v];
+        if (sl >= 0) return (uint32_t)sl;
+        uint32_t ns = tl_slot_new(st, v);
+        st->dense[v] = (int32_t)ns;
+        return ns;
+    }
+    for (size_t h = tl_hash(v, st->tshift);; h = (h + 1) & st->tmask) {
+        uint64_t e = st->table[h];
+        if (e == TL_EMPTY) {
+            uint32_t ns = tl_slot_new(st, v);
+            st->table[h] = ((uint64_t)v << 32) | ns;
+            return ns;
+        }
+        if ((uint32_t)(e >> 32) == v) return (uint32_t)e;
+    }
+}
+
+/* Make room for `need` slots (need <= n). Arrays move to bigger scratch blocks;
+ * the old ones stay until the end of the call (at most as much again). */
+TL_NOINLINE static int tl_spread_reserve(tl_spread_state *st, size_t need) {
+    if (need <= st->cap) return TL_K_OK;
+    size_t cap = st->cap * 2 > need ? st->cap * 2 : need;
+    if (cap > st->n) cap = st->n;
+    tl_assert(cap >= need);
+    tl_scratch *s = st->s;
+    tl_slot *slot = tl_scratch_alloc(s, cap * sizeof(tl_slot), TL_DEFAULT_ALIGN);
+    uint64_t *fr = tl_scratch_alloc(s, 2 * cap * sizeof(uint64_t), TL_DEFAULT_ALIGN);
+    int64_t *ra = tl_scratch_alloc(s, 2 * cap * sizeof(int64_t), TL_DEFAULT_ALIGN);
+    if (!slot || !fr || !ra) return TL_K_ENOMEM;
+    if (st->count) memcpy(slot, st->slot, st->count * sizeof(tl_slot));
+    st->slot = slot;
+    st->fr = fr;
+    st->fr_tmp = fr + cap;
+    st->ra = ra;
+    st->rb = ra + cap;
+    st->cap = cap;
+    if (!st->dense) { /* rebuild the hash table at load <= 1/2 */
+        size_t tsize = 16;
+        unsigned bits = 4;
+        while (tsize < 2 * cap) tsize <<= 1, bits++;
+        uint64_t *table = tl_scratch_alloc(s, tsize * sizeof(uint64_t), TL_DEFAULT_ALIGN);
+        if (!table) return TL_K_ENOMEM;
+        memset(table, 0xFF, tsize * sizeof(uint64_t));
+        st->table = table;
+        st->tmask = tsize - 1;
+        st->tshift = 64 - bits;
+        for (size_t i = 0; i < st->count; i++) {
+            uint32_t v = slot[i].node;
+            size_t h = tl_hash(v, st->tshift);
+            while (table[h] != TL_EMPTY) h = (h + 1) & st->tmask;
+            table[h] = ((uint64_t)v << 32) | i;
+        }
+    }
+    return TL_K_OK;
+}
+
+/* ---- frontier ordering -------------------------------------------------------------
+ * Keys are node << 32 | slot and node ids are unique, so sorting the keys sorts
+ * by node. Insertion sort for short frontiers, else LSD radix sort on the node
+ * bits, 8 bits a pass (a pass whose digit is constant is skipped). */
+static void tl_sort_keys(uint64_t *a, uint64_t *tmp, size_t m, unsigned node_bits) {
+    if (m <= 48) {
+        for (size_t i = 1; i < m; i++) {
+            uint64_t x = a[i];
+            size_t j = i;
+            while (j > 0 && a[j - 1] > x) a[j] = a[j - 1], j--;
+            a[j] = x;
+        }
+        return;
+    }
+    uint64_t *src = a, *dst = tmp;
+    for (unsigned shift = 32; shift < 32 + node_bits; shift += 8) {
+        size_t cnt[256] = {0};
+        for (size_t i = 0; i < m; i++) cnt[(src[i] >> shift) & 255]++;
+        if (cnt[(src[0] >> shift) & 255] == m) continue;
+        size_t sum = 0;
+        for (size_t b = 0; b < 256; b++) {
+            size_t c = cnt[b];
+            cnt[b] = sum;
+            sum += c;
+        }
+        for (size_t i = 0; i < m; i++) dst[cnt[(src[i] >> shift) & 255]++] = src[i];
+        uint64_t *t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != a) memcpy(a, src, m * sizeof(uint64_t));
+}
+
+/* ---- typed access ------------------------------------------------------------------ */
+
+static inline int64_t tl_ld_int(const void *p, int is64, size_t i) {
+    return is64 ? ((const int64_t *)p)[i] : (int64_t)((const int32_t *)p)[i];
+}
+
+/* Spread the pulse of every frontier row. Specialised per index and weight type
+ * by always_inline with constant flags. Returns TL_K_OK or TL_K_EGRAPH. */
+static inline __attribute__((always_inline)) int
+tl_spread_rows(tl_spread_state *st, const tl_csr *g, size_t F, double f, int idx64, int w64,
+               tl_spread_error *err) {
+    const uint64_t n = st->n;
+    for (size_t i = 0; i < F; i++) {
+        if (i + 4 < F) { /* rows of big graphs are cache misses: fetch ahead */
+            __builtin_prefetch((const char *)g->indices + st->ra[i + 4] * (idx64 ? 8 : 4));
+            __builtin_prefetch((const char *)g->data + st->ra[i + 4] * (w64 ? 8 : 4));
+        }
+        const uint32_t su = (uint32_t)st->fr[i];
+        const double p = st->slot[su].cur;
+        for (int64_t e = st->ra[i]; e < st->rb[i]; e++) {
+            int64_t v = tl_ld_int(g->indices, idx64, (size_t)e);
+            double w = w64 ? ((const double *)g->data)[e] : (double)((const float *)g->data)[e];
+            if (TL_UNLIKELY((uint64_t)v >= n || !isfinite(w))) {
+                err->pos = e;
+                if ((uint64_t)v >= n) {
+                    err->fault = TL_FAULT_INDEX;
+                    err->ivalue = v;
+                } else {
+                    err->fault = TL_FAULT_WEIGHT;
+                    err->fvalue = w;
+                }
+                return TL_K_EGRAPH;
+            }
+            uint32_t sv = tl_slot_get(st, (uint32_t)v);
+            st->slot[sv].next += p * w * f;
+        }
+    }
+    return TL_K_OK;
+}
+
+/* ---- output ------------------------------------------------------------------------- */
+
+/* The k best of all n nodes (untouched nodes have total 0), best first, ties to
+ * the lower id. Touched nonzero totals go through a bounded heap; zeros, touched
+ * or not, are enumerated in id order where they fall in the ranking. Cost:
+ * O(touched log k + k). */
+static int tl_spread_topk(tl_spread_state *st, size_t k, int64_t *idx, float *val, size_t *count) {
+    if (k > st->n) k = st->n;
+    *count = 0;
+    if (k == 0) return TL_K_OK;
+    tl_topk_item *h = tl_scratch_alloc(st->s, k * sizeof(tl_topk_item), TL_DEFAULT_ALIGN);
+    if (!h) return TL_K_ENOMEM;
+    size_t hs = 0;
+    for (size_t i = 0; i < st->count; i++) {
+        float v = (float)st->slot[i].total;
+        if (v != 0.0f) tl_topk_push(h, &hs, k, v, (int64_t)st->slot[i].node);
+    }
+    tl_topk_finish(h, hs);
+    size_t out = 0, hi = 0;
+    while (out < k && hi < hs && h[hi].val > 0.0f) { /* positive totals */
+        idx[out] = h[hi].idx;
+        val[out++] = h[hi++].val;
+    }
+    for (uint64_t z = 0; out < k && z < st->n; z++) { /* zeros in id order */
+        int64_t sl = tl_slot_find(st, (uint32_t)z);
+        if (sl >= 0 && (float)st->slot[sl].total != 0.0f) continue;
+        idx[out] = (int64_t)z;
+        val[out++] = 0.0f;
+    }
+    while (out < k && hi < hs) { /* negative totals, then NaN */
+        idx[out] = h[hi].idx;
+        val[out++] = h[hi++].val;
+    }
+    *count = out;
+    return TL_K_OK;
+}
+
+/* ---- the kernel ---------------------------------------------------------------------- */
+
+static int tl_spread_fail(tl_spread_error *err, tl_graph_fault fault, int64_t pos, int64_t a,
+                          int64_t b) {
+    err->fault = fault;
+    err->pos = pos;
+    err->ivalue = a;
+    err->ivalue2 = b;
+    return TL_K_EGRAPH;
+}
+
+int tl_spread_activation(tl_scratch *s, const tl_csr *g, const int64_t *seeds, size_t nseeds,
+                         const double *activation, size_t nact, const tl_spread_params *p,
+                         float *dense, size_t k, int64_t *top_idx, float *top_val,
+                         size_t *count, tl_spread_error *err) {
+    tl_spread_error dummy;
+    if (!err) err = &dummy;
+    memset(err, 0, sizeof *err);
+    if (count) *count = 0;
+    const size_t n = g->n;
+    const int ip64 = g->indptr_dtype == TL_I64, idx64 = g->indices_dtype == TL_I64;
+    const int w64 = g->data_dtype == TL_F64;
+    if ((!ip64 && g->indptr_dtype != TL_I32) || (!idx64 && g->indices_dtype != TL_I32) ||
+        (!w64 && g->data_dtype != TL_F32) || n >= ((size_t)1 << 31) ||
+        (nact != 1 && nact != nseeds) || (nseeds && nact == 0))
+        return TL_K_EINVAL;
+    /* O(1) shape checks, then every seed. */
+    int64_t first = tl_ld_int(g->indptr, ip64, 0), last = tl_ld_int(g->indptr, ip64, n);
+    if (first != 0 || last != (int64_t)g->nnz) return tl_spread_fail(err, TL_FAULT_SHAPE, 0, first, last);
+    for (size_t j = 0; j < nseeds; j++)
+        if (seeds[j] < 0 || (uint64_t)seeds[j] >= n)
+            return tl_spread_fail(err, TL_FAULT_SEED, (int64_t)j, seeds[j], 0);
+    if (n == 0) return TL_K_OK;
+
+    tl_spread_state st;
+    memset(&st, 0, sizeof st);
+    st.s = s;
+    st.n = n;
+    if (n <= TL_SPREAD_DENSE_MAX) {
+        st.dense = tl_scratch_alloc(s, n * sizeof(int32_t), TL_DEFAULT_ALIGN);
+        if (!st.dense) return TL_K_ENOMEM;
+        memset(st.dense, 0xFF, n * sizeof(int32_t)); /* -1: untouched */
+    }
+    size_t cap0 = nseeds > 64 ? nseeds : 64;
+    int rc = tl_spread_reserve(&st, cap0 < n ? cap0 : n);
+    if (rc != TL_K_OK) return rc;
+    for (size_t j = 0; j < nseeds; j++) { /* duplicate seeds add up, in order */
+        uint32_t sl = tl_slot_get(&st, (uint32_t)seeds[j]);
+        st.slot[sl].cur += activation[nact == 1 ? 0 : j];
+    }
+    for (size_t i = 0; i < st.count; i++) st.slot[i].total = st.slot[i].cur;
+
+    unsigned node_bits = 0;
+    while (node_bits < 32 && ((uint64_t)1 << node_bits) < n) node_bits++;
+    const double f = exp(-p->decay_rate);
+    const double thr = p->threshold;
+    for (size_t depth = 0; depth < p->max_depth; depth++) {
+        /* The frontier: O(touched). */
+        size_t F = 0;
+        for (size_t i = 0; i < st.count; i++)
+            if (st.slot[i].cur >= thr) st.fr[F++] = ((uint64_t)st.slot[i].node << 32) | i;
+        if (F == 0) break;
+        tl_sort_keys(st.fr, st.fr_tmp, F, node_bits);
+        /* Visit the rows: check them, note their ranges, count their edges. */
+        uint64_t edges = 0;
+        for (size_t i = 0; i < F; i++) {
+            if (i + 8 < F) __builtin_prefetch((const char *)g->indptr + (st.fr[i + 8] >> 32) * (ip64 ? 8 : 4));
+            size_t u = (size_t)(st.fr[i] >> 32);
+            int64_t a = tl_ld_int(g->indptr, ip64, u), b = tl_ld_int(g->indptr, ip64, u + 1);
+            if (TL_UNLIKELY(a < 0 || a > b || b > (int64_t)g->nnz))
+                return tl_spread_fail(err, TL_FAULT_INDPTR, (int64_t)u, a, b);
+            st.ra[i] = a;
+            st.rb[i] = b;
+            edges += (uint64_t)(b - a);
+        }
+        /* Room for every node this step could touch, so tl_slot_get never allocates. */
+        uint64_t need = st.count + edges;
+        if (need > n) need = n;
+        if (need > st.cap) {
+            /* fr/ra/rb move with the slots: carry this step's frontier over. */
+            uint64_t *ofr = st.fr;
+            int64_t *ora = st.ra, *orb = st.rb;
+            rc = tl_spread_reserve(&st, (size_t)need);
+            if (rc != TL_K_OK) return rc;
+            memcpy(st.fr, ofr, F * sizeof(uint64_t));
+            memcpy(st.ra, ora, F * sizeof(int64_t));
+            memcpy(st.rb, orb, F * sizeof(int64_t));
+        }
+        switch (idx64 * 2 + w64) {
+        case 0: rc = tl_spread_rows(&st, g, F, f, 0, 0, err); break;
+        case 1: rc = tl_spread_rows(&st, g, F, f, 0, 1, err); break;
+        case 2: rc = tl_spread_rows(&st, g, F, f, 1, 0, err); break;
+        default: rc = tl_spread_rows(&st, g, F, f, 1, 1, err); break;
+        }
+        if (rc != TL_K_OK) return rc;
+        for (size_t i = 0; i < st.count; i++) { /* total += new; pulse = new */
+            tl_slot *q = &st.slot[i];
+            q->total += q->next;
+            q->cur = q->next;
+            q->next = 0.0;
+        }
+    }
+
+    if (dense) {
+        for (size_t i = 0; i < st.count; i++) dense[st.slot[i].node] = (float)st.slot[i].total;
+        return TL_K_OK;
+    }
+    return tl_spread_topk(&st, k, top_idx, top_val, count);
+}

@@ -1,0 +1,99 @@
+/* kernels_internal.h: helpers shared by the kernel files (not installed).
+ *
+ * Element conversion (strided, any tl_dtype, to float32 or float64), the
+ * instruction-set target attributes, and the bounded top-k heap.
+ */
+#ifndef TLALLOC_KERNELS_INTERNAL_H
+#define TLALLOC_KERNELS_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "internal.h"
+#include "tlalloc/kernels.h"
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define TL_HAVE_X86 1
+#define TL_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define TL_TARGET_AVX512 __attribute__((target("avx512f,avx2,fma")))
+#else
+#define TL_HAVE_X86 0
+#endif
+
+/* Rows or elements per block when converting through scratch: keeps a block
+ * within L1/L2 while amortising the per-block overhead. */
+#define TL_BLOCK_BYTES ((size_t)64 << 10)
+
+/* Convert n strided elements to contiguous float32 / float64 (exact for every
+ * float16 and float32; integers and float64 round to nearest). */
+void tl_convert_f32(const void *src, tl_dtype t, ptrdiff_t stride, size_t n, float *dst);
+void tl_convert_f64(const void *src, tl_dtype t, ptrdiff_t stride, size_t n, double *dst);
+float tl_half_to_float(uint16_t h);
+
+static inline int tl_dtype_is_float(tl_dtype t) { return t == TL_F16 || t == TL_F32 || t == TL_F64; }
+
+/* Nonzero if `p` can be read as contiguous elements of `size` bytes in place. */
+static inline int tl_is_contig(const void *p, ptrdiff_t stride, size_t size) {
+    return stride == (ptrdiff_t)size && ((uintptr_t)p % size) == 0;
+}
+
+/* ---- bounded top-k heap ---------------------------------------------------------
+ * Keeps the k best (value, index) pairs seen so far. "Better" means a larger
+ * value, or the same value and a lower index; NaN is worse than any number. The
+ * root is the worst kept pair, so a new pair costs one comparison when it does
+ * not qualify and O(log k) when it does. */
+typedef struct tl_topk_item {
+    float val;
+    int64_t idx;
+} tl_topk_item;
+
+static inline int tl_topk_better(float av, int64_t ai, float bv, int64_t bi) {
+    if (av != av) return bv != bv && ai < bi;
+    if (bv != bv) return 1;
+    return av > bv || (av == bv && ai < bi);
+}
+
+static inline void tl_topk_sift_down(tl_topk_item *h, size_t size, size_t i) {
+    tl_topk_item x = h[i];
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= size) break;
+        /* pick the worse child */
+        if (c + 1 < size && tl_topk_better(h[c].val, h[c].idx, h[c + 1].val, h[c + 1].idx)) c++;
+        if (!tl_topk_better(x.val, x.idx, h[c].val, h[c].idx)) break;
+        h[i] = h[c];
+        i = c;
+    }
+    h[i] = x;
+}
+
+static inline void tl_topk_push(tl_topk_item *h, size_t *size, size_t k, float val, int64_t idx) {
+    if (*size < k) {
+        size_t i = (*size)++;
+        while (i > 0) { /* sift up while the parent is better than the new pair */
+            size_t p = (i - 1) / 2;
+            if (!tl_topk_better(h[p].val, h[p].idx, val, idx)) break;
+            h[i] = h[p];
+            i = p;
+        }
+        h[i].val = val;
+        h[i].idx = idx;
+    } else if (k > 0 && tl_topk_better(val, idx, h[0].val, h[0].idx)) {
+        h[0].val = val;
+        h[0].idx = idx;
+        tl_topk_sift_down(h, *size, 0);
+    }
+}
+
+/* Sort the heap in place, best first (heap sort: pop the worst to the end). */
+static inline void tl_topk_finish(tl_topk_item *h, size_t size) {
+    for (size_t m = size; m > 1; m--) {
+        tl_topk_item t = h[0];
+        h[0] = h[m - 1];
+        h[m - 1] = t;
+        tl_topk_sift_down(h, m - 1, 0);
+    }
+}
+
+#endif

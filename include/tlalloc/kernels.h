@@ -1,0 +1,177 @@
+/* tlalloc/kernels.h: compute kernels whose scratch memory comes from a tl_scratch.
+ *
+ * cosine similarity, spreading activation over a CSR graph, and decay of
+ * strengths. Their exact meaning is documented in docs/kernels.md. Every kernel
+ * takes a begun tl_scratch (see tlalloc/scratch.h) for its temporary memory and
+ * never fails for lack of arena space. They do not allocate their results: the
+ * caller passes the output buffers.
+ *
+ * Arrays are described by a base pointer, an element type and byte strides, so
+ * NumPy arrays of any layout can be passed without a copy; elements that are
+ * not in the kernel's working type are converted in blocks through scratch.
+ */
+#ifndef TLALLOC_KERNELS_H
+#define TLALLOC_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tlalloc/scratch.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Element types (native byte order). */
+typedef enum tl_dtype {
+    TL_F16 = 0, TL_F32, TL_F64,
+    TL_I8, TL_I16, TL_I32, TL_I64,
+    TL_U8, TL_U16, TL_U32, TL_U64
+} tl_dtype;
+
+/* Size in bytes of one element of `t`, 0 for an unknown type. */
+size_t tl_dtype_size(tl_dtype t);
+
+/* Return codes. */
+enum {
+    TL_K_OK = 0,
+    TL_K_EINVAL = -1,  /* an argument the kernel cannot accept (dtype, shape) */
+    TL_K_ENOMEM = -2,  /* the heap refused scratch memory */
+    TL_K_EGRAPH = -3,  /* the graph or the seeds are malformed: see tl_spread_error */
+    TL_K_EAGES = -4    /* an age is negative or NaN: see tl_decay_error */
+};
+
+/* Instruction set used by the vectorised paths, chosen at first use from what
+ * the CPU supports (AVX-512F, else AVX2+FMA, else portable C). */
+typedef enum tl_isa { TL_ISA_PORTABLE = 0, TL_ISA_AVX2 = 1, TL_ISA_AVX512 = 2 } tl_isa;
+tl_isa tl_kernels_isa(void);
+/* Testing aid: force an instruction set for every thread. Returns the previous
+ * one, or -1 (and changes nothing) if the CPU lacks `isa`. */
+int tl_kernels_set_isa(tl_isa isa);
+/* The best instruction set this CPU supports. */
+tl_isa tl_kernels_best_isa(void);
+
+/* ---- cosine similarity ---------------------------------------------------------- */
+
+/* A strided vector: element i at (char *)data + i * stride. */
+typedef struct tl_vec {
+    const void *data;
+    tl_dtype dtype;
+    size_t n;
+    ptrdiff_t stride; /* bytes */
+} tl_vec;
+
+/* A strided matrix: element (i, j) at data + i * row_stride + j * col_stride. */
+typedef struct tl_mat {
+    const void *data;
+    tl_dtype dtype;
+    size_t rows, cols;
+    ptrdiff_t row_stride, col_stride; /* bytes */
+} tl_mat;
+
+/* score[i] = dot(q, c_i) / (|q| |c_i|) as float32, 0 where a norm is zero or not
+ * finite, clamped to [-1, 1]. Writes rows scores at out + i * out_stride bytes.
+ * Working precision: float64 if q or c is float64, float32 otherwise (float16 is
+ * widened). Float types only; query->n must equal cand->cols. Cost: one pass over
+ * the candidates (dot and norm fused); scratch only for converted blocks. */
+int tl_cosine_similarity(tl_scratch *s, const tl_vec *query, const tl_mat *cand,
+                         float *out, ptrdiff_t out_stride);
+
+/* The k best rows, best first (ties to the lower index): writes min(k, rows)
+ * indices and scores to the contiguous arrays idx and scores, and that count to
+ * *count. Selection uses a bounded heap of k entries in scratch. */
+int tl_cosine_topk(tl_scratch *s, const tl_vec *query, const tl_mat *cand, size_t k,
+                   int64_t *idx, float *scores, size_t *count);
+
+/* ---- spreading activation --------------------------------------------------------- */
+
+/* CSR adjacency: row u's edges are indptr[u] .. indptr[u+1]-1; edge e goes
+ * u -> indices[e] with weight data[e]. indptr/indices: TL_I32 or TL_I64,
+ * contiguous; data: TL_F32 or TL_F64, contiguous. n < 2^31. */
+typedef struct tl_csr {
+    size_t n;   /* nodes: length of indptr minus one */
+    size_t nnz; /* length of indices and of data */
+    const void *indptr;
+    tl_dtype indptr_dtype;
+    const void *indices;
+    tl_dtype indices_dtype;
+    const void *data;
+    tl_dtype data_dtype;
+} tl_csr;
+
+typedef struct tl_spread_params {
+    double decay_rate; /* f = exp(-decay_rate) */
+    double threshold;  /* a node spreads while its pulse >= threshold */
+    size_t max_depth;  /* number of spreading steps */
+} tl_spread_params;
+
+/* What was wrong when tl_spread_activation returns TL_K_EGRAPH. */
+typedef enum tl_graph_fault {
+    TL_FAULT_NONE = 0,
+    TL_FAULT_SEED,   /* seeds[pos] = ivalue is out of range */
+    TL_FAULT_INDPTR, /* row pos: indptr[pos] = ivalue, indptr[pos+1] = ivalue2 not in order or range */
+    TL_FAULT_INDEX,  /* indices[pos] = ivalue is out of range */
+    TL_FAULT_WEIGHT, /* data[pos] = fvalue is not finite */
+    TL_FAULT_SHAPE   /* indptr[0] != 0 or indptr[n] != nnz (ivalue, ivalue2) */
+} tl_graph_fault;
+
+typedef struct tl_spread_error {
+    tl_graph_fault fault;
+    int64_t pos;
+    int64_t ivalue, ivalue2;
+    double fvalue;
+} tl_spread_error;
+
+/* Spreading activation (docs/kernels.md): activation[j] (or activation[0] for
+ * every seed when nact == 1) is added to seeds[j]; then max_depth steps, each
+ * spreading pulse[u] * w * f from every node whose pulse is >= threshold. The
+ * result is written either densely, as float32 totals to dense[0..n) (which the
+ * caller must have zero-filled; only touched nodes are written), or, if dense is
+ * NULL, as the k most activated nodes (best first, ties to the lower id) to
+ * top_idx/top_val with the count in *count.
+ *
+ * Cost: proportional to the edges the pulse crosses (plus sorting each frontier),
+ * not to n: the pulse, frontier and touched set live in scratch, indexed by a
+ * hash table (or, for n <= TL_SPREAD_DENSE_MAX, a direct index of n entries).
+ * Validation: O(1) checks of the lengths, every seed, and every row the pulse
+ * visits (indptr order and range, indices in range, weights finite); a fault
+ * anywhere returns TL_K_EGRAPH with *err filled and no output written. */
+#define TL_SPREAD_DENSE_MAX 8192
+int tl_spread_activation(tl_scratch *s, const tl_csr *g, const int64_t *seeds, size_t nseeds,
+                         const double *activation, size_t nact, const tl_spread_params *p,
+                         float *dense, size_t k, int64_t *top_idx, float *top_val,
+                         size_t *count, tl_spread_error *err);
+
+/* ---- decay ------------------------------------------------------------------------ */
+
+typedef enum tl_decay_model {
+    TL_DECAY_EXP = 0,       /* s * exp(-age / tau) */
+    TL_DECAY_HALF_LIFE = 1, /* s * 2 ** (-age / half_life) */
+    TL_DECAY_POWER = 2      /* s * (1 + age / tau) ** (-alpha) */
+} tl_decay_model;
+
+typedef struct tl_decay_params {
+    tl_decay_model model;
+    double scale; /* tau or half_life: finite, > 0 */
+    double alpha; /* power model only */
+} tl_decay_params;
+
+/* Check n ages (any tl_dtype, strided): returns TL_K_OK, or TL_K_EAGES with
+ * *bad_pos set to the first negative or NaN age. Reads only. */
+int tl_decay_check_ages(const void *ages, tl_dtype dtype, ptrdiff_t stride, size_t n,
+                        size_t *bad_pos);
+
+/* out[i] = decayed strength of strengths[i] at ages[i] for n elements.
+ * strengths: TL_F16, TL_F32 or TL_F64; out: TL_F32 or TL_F64 (the working
+ * precision: float32 math for TL_F32 out, float64 for TL_F64). out may be the
+ * same memory as strengths (same pointer and stride). Ages must have been
+ * checked (tl_decay_check_ages). Float32 uses vectorised exp2/log2 (AVX2 or
+ * AVX-512, about 2 ulp); float64 uses libm. */
+int tl_decay(tl_scratch *s, const void *strengths, tl_dtype s_dtype, ptrdiff_t s_stride,
+             const void *ages, tl_dtype a_dtype, ptrdiff_t a_stride, void *out,
+             tl_dtype out_dtype, ptrdiff_t out_stride, size_t n, const tl_decay_params *p);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TLALLOC_KERNELS_H */
