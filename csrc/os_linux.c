@@ -85,11 +85,13 @@ int tl_os_get_policy(const void *p, int *node) {
     return mode;
 }
 
-/* Map with MAP_HUGETLB from the huge-page pool; fails when the pool is empty. */
+/* Map with MAP_HUGETLB from the huge-page pool; fails when the pool cannot hold
+ * the region. No MAP_NORESERVE here: the kernel must reserve the huge pages at
+ * mmap time, or a later first touch would die with SIGBUS on an empty pool. */
 static void *tl_map_hugetlb(size_t size) {
 #ifdef MAP_HUGETLB
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_NORESERVE, -1, 0);
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB,
+                   -1, 0);
     return p == MAP_FAILED ? NULL : p;
 #else
     (void)size;

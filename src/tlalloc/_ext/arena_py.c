@@ -226,6 +226,36 @@ static int parse_zero(PyObject *v, int *out) {
     return 0;
 }
 
+static int parse_choice(PyObject *v, const char *arg, const char *const *names, int n, int *out) {
+    if (v == NULL || v == Py_None) return 0;
+    const char *s = PyUnicode_Check(v) ? PyUnicode_AsUTF8(v) : NULL;
+    for (int i = 0; s && i < n; i++) {
+        if (strcmp(s, names[i]) == 0) {
+            *out = i;
+            return 0;
+        }
+    }
+    PyErr_Clear();
+    PyErr_Format(PyExc_ValueError, "%s must be one of '%s', '%s', '%s', got %R", arg, names[0],
+                 names[1], names[2], v);
+    return -1;
+}
+
+static const char *const tl_page_names[] = {"off", "thp", "hugetlb"};
+static const char *const tl_numa_names[] = {"off", "local", "interleave"};
+static int tl_warned_hugetlb; /* one warning per process */
+
+/* Warn (once) when an arena asked for hugetlb pages and got something else. */
+static int warn_hugetlb_fallback(const tl_arena *a) {
+    if (a->pages_requested != TL_PAGES_HUGETLB || a->pages == TL_PAGES_HUGETLB) return 0;
+    if (__atomic_exchange_n(&tl_warned_hugetlb, 1, __ATOMIC_RELAXED)) return 0;
+    return PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
+                            "TLALLOC_HUGE_PAGES=hugetlb: the huge-page pool is empty or missing "
+                            "(see /proc/sys/vm/nr_hugepages); arenas fall back to transparent huge "
+                            "pages ('%s' obtained); warned once per process",
+                            a->pages == TL_PAGES_THP ? "thp" : "default");
+}
+
 static PyObject *tl_arena_error_from_errno(size_t capacity) {
     if (errno == EINVAL)
         return PyErr_Format(PyExc_ValueError, "invalid arena options (capacity %zu bytes)", capacity);
@@ -234,21 +264,35 @@ static PyObject *tl_arena_error_from_errno(size_t capacity) {
 }
 
 static PyObject *arena_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"capacity", "overflow", "zero_on_reset", NULL};
-    PyObject *cap = NULL, *ov = NULL, *zr = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O$OO:Arena", kwlist, &cap, &ov, &zr))
+    static char *kwlist[] = {"capacity", "overflow", "zero_on_reset", "huge_pages", "numa",
+                             "prefault", NULL};
+    PyObject *cap = NULL, *ov = NULL, *zr = NULL, *hp = NULL, *nm = NULL, *pf = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O$OOOOO:Arena", kwlist, &cap, &ov, &zr, &hp,
+                                     &nm, &pf))
         return NULL;
     tl_arena_options o;
     tl_get_thread_arena_options(&o);
+    int pages = (int)o.pages, numa = (int)o.numa, prefault = o.prefault;
     if (parse_capacity(cap, &o.capacity) < 0 || parse_overflow(ov, &o.overflow) < 0 ||
-        parse_zero(zr, &o.zero_on_reset) < 0)
+        parse_zero(zr, &o.zero_on_reset) < 0 ||
+        parse_choice(hp, "huge_pages", tl_page_names, 3, &pages) < 0 ||
+        parse_choice(nm, "numa", tl_numa_names, 3, &numa) < 0)
         return NULL;
+    if (pf && pf != Py_None) {
+        if (!PyBool_Check(pf)) return PyErr_Format(PyExc_TypeError, "prefault must be a bool, got %R", pf);
+        prefault = pf == Py_True;
+    }
+    o.pages = (tl_page_kind)pages;
+    o.numa = (tl_numa)numa;
+    o.prefault = prefault;
     tl_arena *a;
     Py_BEGIN_ALLOW_THREADS
     a = tl_arena_create(&o);
     Py_END_ALLOW_THREADS
     if (!a) return tl_arena_error_from_errno(o.capacity);
-    return arena_wrap(type, a, 0);
+    PyObject *self = arena_wrap(type, a, 0);
+    if (self && warn_hugetlb_fallback(a) < 0) Py_CLEAR(self);
+    return self;
 }
 
 /* ------------------------------------------------------------ allocation */
@@ -802,8 +846,9 @@ static PyObject *arena_stats_dict(TlArena *self, PyObject *Py_UNUSED(ignored)) {
     tl_arena_stats s;
     tl_arena_get_stats(self->a, &s);
     PyObject *d = stats_dict(&s);
-    if (d && add_placement(d, self->a->pages, self->a->pages_requested, self->a->numa,
-                           self->a->numa_node) < 0)
+    if (d && (add_placement(d, self->a->pages, self->a->pages_requested, self->a->numa,
+                           self->a->numa_node) < 0 ||
+              PyDict_SetItemString(d, "prefaulted", self->a->prefaulted ? Py_True : Py_False) < 0))
         Py_CLEAR(d);
     return d;
 }
@@ -950,6 +995,10 @@ static PyObject *py_thread_arena(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ign
     tl_arena_retain(a);
     obj = arena_wrap((PyTypeObject *)tl_arena_subtype, a, 1);
     if (!obj) return NULL;
+    if (warn_hugetlb_fallback(a) < 0) {
+        Py_DECREF(obj);
+        return NULL;
+    }
     if (PyDict_SetItem(tdict, tl_thread_key, obj) < 0) {
         Py_DECREF(obj);
         return NULL;
