@@ -111,7 +111,7 @@ def stats(per_thread: bool = False) -> GlobalStats | list[ThreadStats]:
     Example:
         >>> import tlalloc
         >>> with tlalloc.scratch() as a:
-        ...     _ = a.empty(10)
+        ...     n = a.empty(10).size  # the array itself is gone when the scope ends
         >>> tlalloc.stats().num_allocations >= 1
         True
         >>> any(t.thread_name == "MainThread" for t in tlalloc.stats(per_thread=True))
