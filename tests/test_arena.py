@@ -460,3 +460,33 @@ def test_array_outlives_its_thread():
     assert np.array_equal(box[0], np.arange(1000))
     box.clear()
     assert wait_for(lambda: tlalloc.stats().num_arenas == before)
+
+
+def test_scope_objects_are_single_use(arena):
+    s = arena.scope()
+    with s:
+        pass
+    with pytest.raises(RuntimeError, match="already used"):
+        s.__enter__()
+    # nested scopes get distinct objects even though unused ones are recycled
+    with arena.scope() as a1:
+        inner = arena.scope()
+        with inner:
+            assert arena.depth == 2
+        assert a1 is arena
+
+
+def test_unentered_scope_does_not_leak_the_thread_arena():
+    baseline = settled_live_arenas()
+
+    def work() -> None:
+        tlalloc.scratch()  # created, never entered
+        s = tlalloc.thread_arena().scope()
+        del s
+
+    threads = [threading.Thread(target=work) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wait_for(lambda: tlalloc.stats().num_arenas == baseline)

@@ -114,6 +114,7 @@ typedef struct {
     TlRegion **stack;      /* stack[0]: outside any scope; stack[depth-1]: innermost */
     Py_ssize_t depth, cap;
     TlRegion *spare;       /* a released region kept for the next scope (owner only) */
+    struct TlScope *cached_scope; /* reused by scope() when nobody else holds it */
 } TlArena;
 
 static PyTypeObject TlArena_Type;
@@ -158,7 +159,19 @@ static PyObject *arena_wrap(PyTypeObject *type, tl_arena *a, int is_thread) {
     return (PyObject *)self;
 }
 
+static int arena_traverse(TlArena *self, visitproc visit, void *arg) {
+    Py_VISIT((PyObject *)self->cached_scope);
+    return 0;
+}
+
+static int arena_clear(TlArena *self) {
+    Py_CLEAR(self->cached_scope);
+    return 0;
+}
+
 static void arena_dealloc(TlArena *self) {
+    PyObject_GC_UnTrack(self);
+    Py_CLEAR(self->cached_scope);
     Py_XDECREF((PyObject *)self->spare);
     for (Py_ssize_t i = 0; i < self->depth; i++) Py_DECREF((PyObject *)self->stack[i]);
     PyMem_Free(self->stack);
@@ -706,29 +719,79 @@ static PyObject *arena_reset(TlArena *self, PyObject *args, PyObject *kwds) {
     Py_RETURN_NONE;
 }
 
-typedef struct {
+/* Scope objects are single-use context managers. A scope holds a strong
+ * reference to its arena from creation until __exit__ (or its deallocation),
+ * never longer, so the arena's cached scope (below) forms no lasting cycle. */
+typedef struct TlScope {
     PyObject_HEAD
-    TlArena *arena;
+    TlArena *arena;   /* strong while `holds`, otherwise not to be used */
+    int holds;
     Py_ssize_t depth; /* stack depth after entering; 0 = not entered */
 } TlScope;
 
 static PyTypeObject TlScope_Type;
 
+/* arena.scope(): reuses the arena's cached scope object when nobody else holds
+ * it (the common `with tlalloc.scratch()` loop), which saves an allocation and
+ * a deallocation per round trip. */
 static PyObject *arena_scope(TlArena *self, PyObject *Py_UNUSED(ignored)) {
-    TlScope *s = PyObject_New(TlScope, &TlScope_Type);
+    TlScope *s = self->cached_scope;
+    if (s != NULL && Py_REFCNT(s) == 1 && s->depth == 0) {
+        if (!s->holds) {
+            Py_INCREF(self);
+            s->holds = 1;
+        }
+        Py_INCREF(s);
+        return (PyObject *)s;
+    }
+    s = PyObject_GC_New(TlScope, &TlScope_Type);
     if (!s) return NULL;
     Py_INCREF(self);
     s->arena = self;
+    s->holds = 1;
     s->depth = 0;
+    PyObject_GC_Track(s);
+    if (self->cached_scope == NULL) {
+        Py_INCREF(s);
+        self->cached_scope = s;
+    }
     return (PyObject *)s;
 }
 
+static void scope_drop_arena(TlScope *s) {
+    if (s->holds) {
+        TlArena *a = s->arena;
+        s->holds = 0;
+        Py_DECREF(a); /* may free the arena, which may drop its ref to s: s stays valid
+                         because our caller holds a reference to it */
+    }
+}
+
+static int scope_traverse(TlScope *s, visitproc visit, void *arg) {
+    if (s->holds) Py_VISIT((PyObject *)s->arena);
+    return 0;
+}
+
+static int scope_clear(TlScope *s) {
+    scope_drop_arena(s);
+    return 0;
+}
+
 static void scope_dealloc(TlScope *s) {
-    Py_DECREF(s->arena);
-    PyObject_Free(s);
+    PyObject_GC_UnTrack(s);
+    if (s->holds) {
+        s->holds = 0;
+        Py_DECREF(s->arena);
+    }
+    PyObject_GC_Del(s);
 }
 
 static PyObject *scope_enter(TlScope *s, PyObject *Py_UNUSED(ignored)) {
+    if (!s->holds) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "this scope was already used; call arena.scope() for a new one");
+        return NULL;
+    }
     TlArena *self = s->arena;
     if (arena_check_owner(self) < 0) return NULL;
     if (s->depth) {
@@ -753,12 +816,12 @@ static PyObject *scope_enter(TlScope *s, PyObject *Py_UNUSED(ignored)) {
 }
 
 static PyObject *scope_exit(TlScope *s, PyObject *const *args, Py_ssize_t nargs) {
-    TlArena *self = s->arena;
-    if (arena_check_owner(self) < 0) return NULL;
-    if (s->depth == 0) {
+    if (!s->holds || s->depth == 0) {
         PyErr_SetString(PyExc_RuntimeError, "this scope is not open");
         return NULL;
     }
+    TlArena *self = s->arena;
+    if (arena_check_owner(self) < 0) return NULL;
     if (s->depth != self->depth) {
         PyErr_Format(PyExc_RuntimeError,
                      "scopes must be closed innermost first (closing depth %zd while depth %zd "
@@ -767,7 +830,9 @@ static PyObject *scope_exit(TlScope *s, PyObject *const *args, Py_ssize_t nargs)
     }
     s->depth = 0;
     int propagating = nargs > 0 && args[0] != Py_None;
-    if (arena_pop_scope(self, propagating) < 0) return NULL;
+    int rc = arena_pop_scope(self, propagating);
+    scope_drop_arena(s);
+    if (rc < 0) return NULL;
     Py_RETURN_FALSE;
 }
 
@@ -781,7 +846,9 @@ static PyTypeObject TlScope_Type = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "tlalloc._tlalloc.Scope",
     .tp_basicsize = sizeof(TlScope),
     .tp_dealloc = (destructor)scope_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)scope_traverse,
+    .tp_clear = (inquiry)scope_clear,
     .tp_methods = scope_methods,
     .tp_doc = "Context manager returned by Arena.scope(): releases what was allocated inside.",
 };
@@ -926,7 +993,9 @@ static PyTypeObject TlArena_Type = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "tlalloc._tlalloc.Arena",
     .tp_basicsize = sizeof(TlArena),
     .tp_dealloc = (destructor)arena_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)arena_traverse,
+    .tp_clear = (inquiry)arena_clear,
     .tp_methods = arena_methods,
     .tp_getset = arena_getset,
     .tp_new = arena_new,
