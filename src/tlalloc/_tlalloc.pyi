@@ -105,4 +105,30 @@ def huffman_decode(
     pool_bytes: int = 0,
 ) -> bytes: ...
 
+# ---- kernels (kernels_py.c; public wrappers in tlalloc/kernels.py) ---------------
+
+def _cosine_similarity(
+    query: Any, candidates: Any, top_k: int | None, out: NDArray[np.float32] | None, scratch: int, /
+) -> NDArray[np.float32] | tuple[NDArray[np.int64], NDArray[np.float32]]: ...
+def _spread_activation(
+    indptr: Any,
+    indices: Any,
+    data: Any,
+    seeds: Any,
+    activation: Any,
+    decay_rate: float,
+    threshold: float,
+    max_depth: int,
+    top_k: int | None,
+    scratch: int,
+    /,
+) -> NDArray[np.float32] | tuple[NDArray[np.int64], NDArray[np.float32]]: ...
+def _decay(
+    strengths: Any, ages: Any, model: int, scale: float, alpha: float, out: Any, scratch: int, /
+) -> NDArray[Any]: ...
+def _kernels_isa() -> Literal["portable", "avx2", "avx512"]: ...
+def _kernels_best_isa() -> Literal["portable", "avx2", "avx512"]: ...
+def _kernels_set_isa(isa: Literal["portable", "avx2", "avx512"]) -> str: ...
+def _shared_scratch_stats() -> dict[str, int]: ...
+
 _ = np  # numpy is used in annotations above

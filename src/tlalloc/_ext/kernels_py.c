@@ -1,7 +1,752 @@
-/* kernels_py.c: binding for the kernels part of the core (not written yet). */
+/* kernels_py.c: binding of the kernels (include/tlalloc/kernels.h).
+ *
+ * The functions here are private (_cosine_similarity, _spread_activation,
+ * _decay); tlalloc/kernels.py wraps them with the public signatures. Every
+ * argument is checked here, before any memory is touched, with an exception
+ * that names the argument and the value; then the GIL is released, scratch is
+ * taken from the chosen strategy (thread: the calling thread's arena) and the C
+ * kernel runs. Checks cost O(1) per argument, except the ages check of decay
+ * (one pass) and conversions of unusual dtypes (a NumPy copy).
+ */
 #include "binding.h"
 
-int tl_py_kernels_init(PyObject *m) {
-    (void)m;
+#include <math.h>
+#include <string.h>
+
+/* ---- helpers -------------------------------------------------------------------- */
+
+/* tl_dtype of a native-byte-order array, or -1. */
+static int tl_py_dtype(PyArrayObject *a) {
+    if (!PyArray_ISNOTSWAPPED(a)) return -1;
+    switch (PyArray_TYPE(a)) {
+    case NPY_HALF: return TL_F16;
+    case NPY_FLOAT: return TL_F32;
+    case NPY_DOUBLE: return TL_F64;
+    case NPY_BYTE: return TL_I8;
+    case NPY_SHORT: return TL_I16;
+    case NPY_UBYTE: return TL_U8;
+    case NPY_USHORT: return TL_U16;
+    default: break;
+    }
+    /* int/long/longlong alias each other by size */
+    int tn = PyArray_TYPE(a);
+    if (PyTypeNum_ISSIGNED(tn)) return PyArray_ITEMSIZE(a) == 4 ? TL_I32 : PyArray_ITEMSIZE(a) == 8 ? TL_I64 : -1;
+    if (PyTypeNum_ISUNSIGNED(tn)) return PyArray_ITEMSIZE(a) == 4 ? TL_U32 : PyArray_ITEMSIZE(a) == 8 ? TL_U64 : -1;
+    return -1;
+}
+
+/* New reference: obj as an ndarray (no copy when it already is one). */
+static PyArrayObject *tl_py_array(PyObject *obj) {
+    if (PyArray_Check(obj)) {
+        Py_INCREF(obj);
+        return (PyArrayObject *)obj;
+    }
+    return (PyArrayObject *)PyArray_FromAny(obj, NULL, 0, 0, 0, NULL);
+}
+
+/* New reference: `a` cast to `type_num` (native order), a NumPy copy. */
+static PyArrayObject *tl_py_cast(PyArrayObject *a, int type_num) {
+    PyArray_Descr *d = PyArray_DescrFromType(type_num);
+    if (!d) return NULL;
+    return (PyArrayObject *)PyArray_FromAny((PyObject *)a, d, 0, 0, NPY_ARRAY_FORCECAST | NPY_ARRAY_ALIGNED, NULL);
+}
+
+/* A float array for `name`: float16/32/64 as is; long double or swapped byte
+ * order converted to float64 (copy); anything else TypeError. New reference. */
+static PyArrayObject *tl_py_float_array(PyObject *obj, const char *name) {
+    PyArrayObject *a = tl_py_array(obj);
+    if (!a) return NULL;
+    int tn = PyArray_TYPE(a);
+    if (!PyTypeNum_ISFLOAT(tn)) {
+        PyErr_Format(PyExc_TypeError, "%s must have a floating-point dtype (float16, float32 or float64), got %R",
+                     name, (PyObject *)PyArray_DESCR(a));
+        Py_DECREF(a);
+        return NULL;
+    }
+    if (tl_py_dtype(a) < 0 || !PyArray_ISALIGNED(a)) {
+        PyArrayObject *c = tl_py_cast(a, tn == NPY_HALF ? NPY_HALF : tn == NPY_FLOAT ? NPY_FLOAT : NPY_DOUBLE);
+        Py_DECREF(a);
+        return c;
+    }
+    return a;
+}
+
+static int tl_py_scratch_kind(int kind, tl_scratch_kind *out) {
+    if (kind < 0 || kind > 2) {
+        PyErr_Format(PyExc_ValueError, "_scratch must be 0 (thread), 1 (shared) or 2 (malloc), got %d", kind);
+        return -1;
+    }
+    *out = (tl_scratch_kind)kind;
     return 0;
 }
+
+/* The arena for a scratch bracket: for THREAD it is fetched with the GIL held
+ * (first use creates and names it); SHARED and MALLOC need none. Returns 0, or
+ * -1 with an exception set. tl_scratch_begin itself runs after the GIL is
+ * released (SHARED may wait on its lock). */
+static int tl_py_scratch_arena(tl_scratch_kind kind, tl_arena **out) {
+    *out = NULL;
+    if (kind != TL_SCRATCH_THREAD) return 0;
+    *out = tl_py_thread_arena();
+    return *out ? 0 : -1;
+}
+
+static PyObject *tl_py_kernel_error(int rc) {
+    if (rc == TL_K_ENOMEM) return PyErr_NoMemory();
+    PyErr_Format(PyExc_SystemError, "tlalloc kernel failed with code %d", rc);
+    return NULL;
+}
+
+/* Optional non-negative int (None -> -1). Rejects bool. */
+static int tl_py_opt_count(PyObject *obj, const char *name, Py_ssize_t *out) {
+    if (obj == Py_None) {
+        *out = -1;
+        return 0;
+    }
+    if (PyBool_Check(obj) || !PyIndex_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s must be an int or None, got %R", name, obj);
+        return -1;
+    }
+    Py_ssize_t v = PyNumber_AsSsize_t(obj, NULL);
+    if (v == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError, "%s must be >= 0, got %R", name, obj);
+        return -1;
+    }
+    if (v < 0) {
+        PyErr_Format(PyExc_ValueError, "%s must be >= 0, got %R", name, obj);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int tl_py_real(PyObject *obj, const char *name, double *out) {
+    if (PyBool_Check(obj) || !(PyFloat_Check(obj) || PyLong_Check(obj) || PyIndex_Check(obj) ||
+                               PyArray_IsScalar(obj, Floating))) {
+        PyErr_Format(PyExc_TypeError, "%s must be a real number, got %R", name, obj);
+        return -1;
+    }
+    double v = PyFloat_AsDouble(obj);
+    if (v == -1.0 && PyErr_Occurred()) return -1;
+    *out = v;
+    return 0;
+}
+
+/* ---- cosine similarity ------------------------------------------------------------ */
+
+static PyObject *py_cosine(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "_cosine_similarity(query, candidates, top_k, out, scratch)");
+        return NULL;
+    }
+    Py_ssize_t k;
+    tl_scratch_kind kind;
+    int kind_i = PyLong_AsLong(args[4]);
+    if (kind_i == -1 && PyErr_Occurred()) return NULL;
+    if (tl_py_scratch_kind(kind_i, &kind) < 0 || tl_py_opt_count(args[2], "top_k", &k) < 0) return NULL;
+    PyObject *out_obj = args[3];
+    if (k >= 0 && out_obj != Py_None) {
+        PyErr_SetString(PyExc_TypeError, "out cannot be combined with top_k (top_k returns new arrays)");
+        return NULL;
+    }
+    PyArrayObject *q = NULL, *c = NULL, *out = NULL, *ri = NULL, *rs = NULL;
+    PyObject *result = NULL;
+    q = tl_py_float_array(args[0], "query");
+    if (!q) goto done;
+    c = tl_py_float_array(args[1], "candidates");
+    if (!c) goto done;
+    if (PyArray_NDIM(q) != 1) {
+        PyErr_Format(PyExc_ValueError, "query must be 1-dimensional (d,), got %d dimension(s)",
+                     PyArray_NDIM(q));
+        goto done;
+    }
+    if (PyArray_NDIM(c) != 2) {
+        PyErr_Format(PyExc_ValueError, "candidates must be 2-dimensional (n, d), got %d dimension(s)",
+                     PyArray_NDIM(c));
+        goto done;
+    }
+    npy_intp d = PyArray_DIM(q, 0), n = PyArray_DIM(c, 0);
+    if (PyArray_DIM(c, 1) != d) {
+        PyErr_Format(PyExc_ValueError,
+                     "candidates must have shape (n, %zd) to match query of length %zd, got (%zd, %zd)",
+                     (Py_ssize_t)d, (Py_ssize_t)d, (Py_ssize_t)n, (Py_ssize_t)PyArray_DIM(c, 1));
+        goto done;
+    }
+    if (out_obj != Py_None) {
+        if (!PyArray_Check(out_obj)) {
+            PyErr_Format(PyExc_TypeError, "out must be a numpy.ndarray, got %.100s", Py_TYPE(out_obj)->tp_name);
+            goto done;
+        }
+        out = (PyArrayObject *)out_obj;
+        Py_INCREF(out);
+        if (PyArray_TYPE(out) != NPY_FLOAT || !PyArray_ISNOTSWAPPED(out)) {
+            PyErr_Format(PyExc_TypeError, "out must have dtype float32, got %R", (PyObject *)PyArray_DESCR(out));
+            goto done;
+        }
+        if (PyArray_NDIM(out) != 1 || PyArray_DIM(out, 0) != n) {
+            PyErr_Format(PyExc_ValueError, "out must have shape (%zd,), got %d dimension(s) of size %zd",
+                         (Py_ssize_t)n, PyArray_NDIM(out),
+                         PyArray_NDIM(out) ? (Py_ssize_t)PyArray_DIM(out, 0) : (Py_ssize_t)1);
+            goto done;
+        }
+        if (!PyArray_ISWRITEABLE(out) || !PyArray_ISALIGNED(out)) {
+            PyErr_SetString(PyExc_ValueError, "out must be writeable and aligned");
+            goto done;
+        }
+    } else if (k < 0) {
+        npy_intp dims[1] = {n};
+        out = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_FLOAT);
+        if (!out) goto done;
+    }
+    Py_ssize_t kk = k < 0 ? 0 : (k < n ? k : n);
+    if (k >= 0) {
+        npy_intp dims[1] = {kk};
+        ri = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_INT64);
+        rs = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_FLOAT);
+        if (!ri || !rs) goto done;
+    }
+    tl_arena *arena;
+    if (tl_py_scratch_arena(kind, &arena) < 0) goto done;
+    tl_vec qv = {PyArray_DATA(q), (tl_dtype)tl_py_dtype(q), (size_t)d, PyArray_STRIDE(q, 0)};
+    tl_mat cm = {PyArray_DATA(c), (tl_dtype)tl_py_dtype(c), (size_t)n, (size_t)d,
+                 PyArray_STRIDE(c, 0), PyArray_STRIDE(c, 1)};
+    int rc;
+    size_t count = 0;
+    Py_BEGIN_ALLOW_THREADS
+    tl_scratch s;
+    rc = tl_scratch_begin(&s, kind, kind == TL_SCRATCH_THREAD ? arena : NULL) == 0 ? TL_K_OK : TL_K_ENOMEM;
+    if (rc == TL_K_OK) {
+        if (k >= 0)
+            rc = tl_cosine_topk(&s, &qv, &cm, (size_t)k, PyArray_DATA(ri), PyArray_DATA(rs), &count);
+        else
+            rc = tl_cosine_similarity(&s, &qv, &cm, PyArray_DATA(out), PyArray_STRIDE(out, 0));
+        tl_scratch_end(&s);
+    }
+    Py_END_ALLOW_THREADS
+    if (rc != TL_K_OK) {
+        tl_py_kernel_error(rc);
+        goto done;
+    }
+    if (k >= 0) {
+        result = PyTuple_Pack(2, (PyObject *)ri, (PyObject *)rs);
+    } else {
+        result = (PyObject *)out;
+        Py_INCREF(result);
+    }
+done:
+    Py_XDECREF(q);
+    Py_XDECREF(c);
+    Py_XDECREF(out);
+    Py_XDECREF(ri);
+    Py_XDECREF(rs);
+    return result;
+}
+
+/* ---- spreading activation ---------------------------------------------------------- */
+
+/* A contiguous 1-D index array (int32 or int64; other integer types are cast to
+ * int64, a copy). New reference. */
+static PyArrayObject *tl_py_index_array(PyObject *obj, const char *name) {
+    PyArrayObject *a = tl_py_array(obj);
+    if (!a) return NULL;
+    if (!PyTypeNum_ISINTEGER(PyArray_TYPE(a))) {
+        PyErr_Format(PyExc_TypeError, "%s must have an integer dtype, got %R", name, (PyObject *)PyArray_DESCR(a));
+        Py_DECREF(a);
+        return NULL;
+    }
+    if (PyArray_NDIM(a) != 1) {
+        PyErr_Format(PyExc_ValueError, "%s must be 1-dimensional, got %d dimension(s)", name, PyArray_NDIM(a));
+        Py_DECREF(a);
+        return NULL;
+    }
+    int t = tl_py_dtype(a);
+    if ((t == TL_I32 || t == TL_I64) && PyArray_IS_C_CONTIGUOUS(a) && PyArray_ISALIGNED(a)) return a;
+    PyArrayObject *c = tl_py_cast(a, NPY_INT64);
+    Py_DECREF(a);
+    if (c && !PyArray_IS_C_CONTIGUOUS(c)) { /* cast of a contiguous copy is contiguous */
+        PyArrayObject *cc = (PyArrayObject *)PyArray_NewCopy(c, NPY_CORDER);
+        Py_DECREF(c);
+        c = cc;
+    }
+    return c;
+}
+
+static PyArrayObject *tl_py_weight_array(PyObject *obj) {
+    PyArrayObject *a = tl_py_array(obj);
+    if (!a) return NULL;
+    int tn = PyArray_TYPE(a);
+    if (!(PyTypeNum_ISFLOAT(tn) || PyTypeNum_ISINTEGER(tn))) {
+        PyErr_Format(PyExc_TypeError, "graph.data must have a real numeric dtype, got %R", (PyObject *)PyArray_DESCR(a));
+        Py_DECREF(a);
+        return NULL;
+    }
+    if (PyArray_NDIM(a) != 1) {
+        PyErr_Format(PyExc_ValueError, "graph.data must be 1-dimensional, got %d dimension(s)", PyArray_NDIM(a));
+        Py_DECREF(a);
+        return NULL;
+    }
+    int t = tl_py_dtype(a);
+    if ((t == TL_F32 || t == TL_F64) && PyArray_IS_C_CONTIGUOUS(a) && PyArray_ISALIGNED(a)) return a;
+    PyArrayObject *c = (PyArrayObject *)PyArray_FromAny((PyObject *)a, PyArray_DescrFromType(NPY_DOUBLE), 1, 1,
+                                                        NPY_ARRAY_FORCECAST | NPY_ARRAY_IN_ARRAY, NULL);
+    Py_DECREF(a);
+    return c;
+}
+
+static PyObject *tl_py_graph_error(const tl_spread_error *e, size_t n, size_t nnz) {
+    switch (e->fault) {
+    case TL_FAULT_SEED:
+        return PyErr_Format(PyExc_ValueError, "seeds[%lld] = %lld is out of range for a graph of %zu nodes",
+                            (long long)e->pos, (long long)e->ivalue, n);
+    case TL_FAULT_INDPTR:
+        return PyErr_Format(PyExc_ValueError,
+                            "graph.indptr is not a valid row pointer at row %lld: indptr[%lld] = %lld, "
+                            "indptr[%lld] = %lld (must be non-decreasing and within [0, %zu])",
+                            (long long)e->pos, (long long)e->pos, (long long)e->ivalue,
+                            (long long)e->pos + 1, (long long)e->ivalue2, nnz);
+    case TL_FAULT_INDEX:
+        return PyErr_Format(PyExc_ValueError, "graph.indices[%lld] = %lld is out of range for a graph of %zu nodes",
+                            (long long)e->pos, (long long)e->ivalue, n);
+    case TL_FAULT_WEIGHT: {
+        PyObject *v = PyFloat_FromDouble(e->fvalue);
+        PyErr_Format(PyExc_ValueError, "graph.data[%lld] = %R is not finite", (long long)e->pos, v);
+        Py_XDECREF(v);
+        return NULL;
+    }
+    case TL_FAULT_SHAPE:
+        return PyErr_Format(PyExc_ValueError,
+                            "graph.indptr must start at 0 and end at len(graph.indices) = %zu, "
+                            "got indptr[0] = %lld and indptr[-1] = %lld",
+                            nnz, (long long)e->ivalue, (long long)e->ivalue2);
+    case TL_FAULT_NONE: break;
+    }
+    PyErr_SetString(PyExc_ValueError, "malformed graph");
+    return NULL;
+}
+
+/* _spread_activation(indptr, indices, data, seeds, activation, decay_rate,
+ *                    threshold, max_depth, top_k, scratch) */
+static PyObject *py_spread(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "_spread_activation takes 10 arguments");
+        return NULL;
+    }
+    PyArrayObject *ip = NULL, *ix = NULL, *w = NULL, *seeds = NULL, *act = NULL;
+    PyArrayObject *dense = NULL, *ri = NULL, *rv = NULL;
+    PyObject *result = NULL;
+    tl_scratch_kind kind;
+    Py_ssize_t k, depth;
+    double decay_rate, threshold;
+    int kind_i = PyLong_AsLong(args[9]);
+    if (kind_i == -1 && PyErr_Occurred()) return NULL;
+    if (tl_py_scratch_kind(kind_i, &kind) < 0) return NULL;
+    if (tl_py_real(args[5], "decay_rate", &decay_rate) < 0 || tl_py_real(args[6], "threshold", &threshold) < 0)
+        return NULL;
+    if (!(decay_rate >= 0.0) || decay_rate == INFINITY)
+        return PyErr_Format(PyExc_ValueError, "decay_rate must be finite and >= 0, got %R", args[5]);
+    if (threshold != threshold) return PyErr_Format(PyExc_ValueError, "threshold must not be NaN, got %R", args[6]);
+    if (args[7] == Py_None) return PyErr_Format(PyExc_TypeError, "max_depth must be an int, got None");
+    if (tl_py_opt_count(args[7], "max_depth", &depth) < 0 || tl_py_opt_count(args[8], "top_k", &k) < 0)
+        return NULL;
+
+    if (!(ip = tl_py_index_array(args[0], "graph.indptr"))) goto done;
+    if (!(ix = tl_py_index_array(args[1], "graph.indices"))) goto done;
+    if (!(w = tl_py_weight_array(args[2]))) goto done;
+    npy_intp nip = PyArray_DIM(ip, 0), nnz = PyArray_DIM(ix, 0);
+    if (nip < 1) {
+        PyErr_SetString(PyExc_ValueError, "graph.indptr must have at least one element (n + 1 for n nodes), got 0");
+        goto done;
+    }
+    if ((npy_uintp)(nip - 1) >= ((npy_uintp)1 << 31)) {
+        PyErr_Format(PyExc_ValueError, "graphs of at most 2**31 - 1 nodes are supported, got %zd", (Py_ssize_t)(nip - 1));
+        goto done;
+    }
+    if (PyArray_DIM(w, 0) != nnz) {
+        PyErr_Format(PyExc_ValueError, "graph.data must have the length of graph.indices (%zd), got %zd",
+                     (Py_ssize_t)nnz, (Py_ssize_t)PyArray_DIM(w, 0));
+        goto done;
+    }
+    /* seeds: an int or a 1-D sequence of ints */
+    {
+        PyArrayObject *s0 = tl_py_array(args[3]);
+        if (!s0) goto done;
+        if (!PyTypeNum_ISINTEGER(PyArray_TYPE(s0)) && !(PyArray_SIZE(s0) == 0 && PyArray_TYPE(s0) == NPY_DOUBLE)) {
+            PyErr_Format(PyExc_TypeError, "seeds must be node ids (integers), got dtype %R", (PyObject *)PyArray_DESCR(s0));
+            Py_DECREF(s0);
+            goto done;
+        }
+        if (PyArray_NDIM(s0) > 1) {
+            PyErr_Format(PyExc_ValueError, "seeds must be an int or a 1-dimensional sequence, got %d dimensions",
+                         PyArray_NDIM(s0));
+            Py_DECREF(s0);
+            goto done;
+        }
+        seeds = (PyArrayObject *)PyArray_FromAny((PyObject *)s0, PyArray_DescrFromType(NPY_INT64), 0, 1,
+                                                 NPY_ARRAY_FORCECAST | NPY_ARRAY_IN_ARRAY | NPY_ARRAY_ENSURECOPY, NULL);
+        Py_DECREF(s0);
+        if (!seeds) goto done;
+    }
+    npy_intp ns = PyArray_SIZE(seeds);
+    /* activation: a number or one per seed, finite */
+    {
+        PyArrayObject *a0 = tl_py_array(args[4]);
+        if (!a0) goto done;
+        int tn = PyArray_TYPE(a0);
+        if (!(PyTypeNum_ISFLOAT(tn) || PyTypeNum_ISINTEGER(tn)) || PyTypeNum_ISBOOL(tn)) {
+            PyErr_Format(PyExc_TypeError, "activation must be a real number or one per seed, got dtype %R",
+                         (PyObject *)PyArray_DESCR(a0));
+            Py_DECREF(a0);
+            goto done;
+        }
+        if (PyArray_NDIM(a0) > 1 || (PyArray_NDIM(a0) == 1 && PyArray_DIM(a0, 0) != ns)) {
+            PyErr_Format(PyExc_ValueError,
+                         "activation must be a number or have one value per seed (%zd), got %zd values",
+                         (Py_ssize_t)ns, (Py_ssize_t)PyArray_SIZE(a0));
+            Py_DECREF(a0);
+            goto done;
+        }
+        act = (PyArrayObject *)PyArray_FromAny((PyObject *)a0, PyArray_DescrFromType(NPY_DOUBLE), 0, 1,
+                                               NPY_ARRAY_FORCECAST | NPY_ARRAY_IN_ARRAY, NULL);
+        Py_DECREF(a0);
+        if (!act) goto done;
+        const double *av = PyArray_DATA(act);
+        for (npy_intp i = 0; i < PyArray_SIZE(act); i++)
+            if (!isfinite(av[i])) {
+                PyObject *v = PyFloat_FromDouble(av[i]);
+                if (PyArray_NDIM(act) == 0)
+                    PyErr_Format(PyExc_ValueError, "activation must be finite, got %R", v);
+                else
+                    PyErr_Format(PyExc_ValueError, "activation[%zd] = %R is not finite", (Py_ssize_t)i, v);
+                Py_XDECREF(v);
+                goto done;
+            }
+    }
+    size_t n = (size_t)(nip - 1);
+    if (k < 0) {
+        npy_intp dims[1] = {(npy_intp)n};
+        dense = (PyArrayObject *)PyArray_ZEROS(1, dims, NPY_FLOAT, 0); /* calloc: lazily zeroed pages */
+        if (!dense) goto done;
+    } else {
+        npy_intp dims[1] = {(npy_intp)((size_t)k < n ? (size_t)k : n)};
+        ri = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_INT64);
+        rv = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_FLOAT);
+        if (!ri || !rv) goto done;
+    }
+    tl_arena *arena;
+    if (tl_py_scratch_arena(kind, &arena) < 0) goto done;
+    tl_csr g = {n, (size_t)nnz, PyArray_DATA(ip), (tl_dtype)tl_py_dtype(ip), PyArray_DATA(ix),
+                (tl_dtype)tl_py_dtype(ix), PyArray_DATA(w), (tl_dtype)tl_py_dtype(w)};
+    tl_spread_params p = {decay_rate, threshold, (size_t)depth};
+    tl_spread_error err;
+    memset(&err, 0, sizeof err);
+    size_t count = 0;
+    int rc;
+    size_t nact = PyArray_NDIM(act) == 0 ? 1 : (size_t)ns;
+    if (ns == 0) nact = 0;
+    Py_BEGIN_ALLOW_THREADS
+    tl_scratch s;
+    rc = tl_scratch_begin(&s, kind, kind == TL_SCRATCH_THREAD ? arena : NULL) == 0 ? TL_K_OK : TL_K_ENOMEM;
+    if (rc == TL_K_OK) {
+        rc = tl_spread_activation(&s, &g, PyArray_DATA(seeds), (size_t)ns, PyArray_DATA(act), nact, &p,
+                                  dense ? PyArray_DATA(dense) : NULL, k < 0 ? 0 : (size_t)k,
+                                  ri ? PyArray_DATA(ri) : NULL, rv ? PyArray_DATA(rv) : NULL, &count, &err);
+        tl_scratch_end(&s);
+    }
+    Py_END_ALLOW_THREADS
+    if (rc == TL_K_EGRAPH) {
+        tl_py_graph_error(&err, n, (size_t)nnz);
+        goto done;
+    }
+    if (rc != TL_K_OK) {
+        tl_py_kernel_error(rc);
+        goto done;
+    }
+    if (dense) {
+        result = (PyObject *)dense;
+        Py_INCREF(result);
+    } else {
+        result = PyTuple_Pack(2, (PyObject *)ri, (PyObject *)rv);
+    }
+done:
+    Py_XDECREF(ip);
+    Py_XDECREF(ix);
+    Py_XDECREF(w);
+    Py_XDECREF(seeds);
+    Py_XDECREF(act);
+    Py_XDECREF(dense);
+    Py_XDECREF(ri);
+    Py_XDECREF(rv);
+    return result;
+}
+
+/* ---- decay --------------------------------------------------------------------------- */
+
+static PyObject *tl_py_age_error(const char *p, PyArrayObject *ages, npy_intp pos, int with_pos) {
+    PyObject *vo = PyArray_Scalar((void *)p, PyArray_DESCR(ages), (PyObject *)ages);
+    if (!vo) return NULL;
+    if (with_pos)
+        PyErr_Format(PyExc_ValueError, "ages[%zd] = %S is negative or NaN; ages must be >= 0 seconds",
+                     (Py_ssize_t)pos, vo);
+    else
+        PyErr_Format(PyExc_ValueError, "ages contains %S, which is negative or NaN; ages must be >= 0 seconds", vo);
+    Py_XDECREF(vo);
+    return NULL;
+}
+
+/* _decay(strengths, ages, model, scale, alpha, out, scratch) */
+static PyObject *py_decay(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "_decay takes 7 arguments");
+        return NULL;
+    }
+    int model = PyLong_AsLong(args[2]);
+    if (model == -1 && PyErr_Occurred()) return NULL;
+    double scale = PyFloat_AsDouble(args[3]), alpha = PyFloat_AsDouble(args[4]);
+    if (PyErr_Occurred()) return NULL;
+    int kind_i = PyLong_AsLong(args[6]);
+    if (kind_i == -1 && PyErr_Occurred()) return NULL;
+    tl_scratch_kind kind;
+    if (tl_py_scratch_kind(kind_i, &kind) < 0) return NULL;
+    if (model < 0 || model > 2) return PyErr_Format(PyExc_ValueError, "bad model code %d", model);
+    PyObject *out_obj = args[5];
+    PyArrayObject *s = NULL, *a = NULL, *out = NULL;
+    PyObject *result = NULL;
+    NpyIter *it = NULL;
+    if (!(s = tl_py_float_array(args[0], "strengths"))) goto done;
+    if (!(a = tl_py_array(args[1]))) goto done;
+    {
+        int tn = PyArray_TYPE(a);
+        if (!(PyTypeNum_ISFLOAT(tn) || PyTypeNum_ISINTEGER(tn)) || PyTypeNum_ISBOOL(tn)) {
+            PyErr_Format(PyExc_TypeError, "ages must have an integer or floating-point dtype, got %R",
+                         (PyObject *)PyArray_DESCR(a));
+            goto done;
+        }
+        if (tl_py_dtype(a) < 0 || !PyArray_ISALIGNED(a)) { /* long double, swapped: copy */
+            PyArrayObject *c = tl_py_cast(a, PyTypeNum_ISFLOAT(tn) ? NPY_DOUBLE : (PyTypeNum_ISSIGNED(tn) ? NPY_INT64 : NPY_UINT64));
+            Py_DECREF(a);
+            if (!(a = c)) goto done;
+        }
+    }
+    const int res_type = PyArray_TYPE(s) == NPY_DOUBLE ? NPY_DOUBLE : NPY_FLOAT;
+    if (out_obj != Py_None) {
+        if (!PyArray_Check(out_obj)) {
+            PyErr_Format(PyExc_TypeError, "out must be a numpy.ndarray, got %.100s", Py_TYPE(out_obj)->tp_name);
+            goto done;
+        }
+        out = (PyArrayObject *)out_obj;
+        Py_INCREF(out);
+        if (PyArray_TYPE(out) != res_type || !PyArray_ISNOTSWAPPED(out)) {
+            PyErr_Format(PyExc_TypeError, "out must have dtype %s (the result type for strengths of dtype %R), got %R",
+                         res_type == NPY_DOUBLE ? "float64" : "float32", (PyObject *)PyArray_DESCR(s),
+                         (PyObject *)PyArray_DESCR(out));
+            goto done;
+        }
+        if (!PyArray_ISWRITEABLE(out) || !PyArray_ISALIGNED(out)) {
+            PyErr_SetString(PyExc_ValueError, "out must be writeable and aligned");
+            goto done;
+        }
+    }
+    tl_decay_params p = {(tl_decay_model)model, scale, alpha};
+    tl_arena *arena;
+    if (tl_py_scratch_arena(kind, &arena) < 0) goto done;
+    tl_dtype sd = (tl_dtype)tl_py_dtype(s), ad = (tl_dtype)tl_py_dtype(a);
+    const tl_dtype od = res_type == NPY_DOUBLE ? TL_F64 : TL_F32;
+    int rc = TL_K_OK;
+    size_t bad = 0;
+
+    /* Fast path: 1-D arrays of one length (no iterator). */
+    if (PyArray_NDIM(s) == 1 && PyArray_NDIM(a) == 1 && PyArray_DIM(s, 0) == PyArray_DIM(a, 0) &&
+        (!out || (PyArray_NDIM(out) == 1 && PyArray_DIM(out, 0) == PyArray_DIM(s, 0)))) {
+        npy_intp n = PyArray_DIM(s, 0);
+        if (out && PyArray_DATA(out) != PyArray_DATA(s) && n > 0) {
+            /* Only exact aliasing of strengths is safe in one pass; anything else
+             * that overlaps goes through the iterator (which copies). */
+            PyObject *mod = PyImport_ImportModule("numpy");
+            PyObject *r = mod ? PyObject_CallMethod(mod, "may_share_memory", "OO", out, s) : NULL;
+            PyObject *r2 = r ? PyObject_CallMethod(mod, "may_share_memory", "OO", out, a) : NULL;
+            int overlap = r && r2 && (PyObject_IsTrue(r) || PyObject_IsTrue(r2));
+            Py_XDECREF(mod);
+            Py_XDECREF(r);
+            Py_XDECREF(r2);
+            if (PyErr_Occurred()) goto done;
+            if (overlap) goto general; /* NumPy's iterator copies what overlaps */
+        } else if (out && PyArray_STRIDE(out, 0) != PyArray_STRIDE(s, 0) && n > 1) {
+            goto general;
+        }
+        if (!out) {
+            npy_intp dims[1] = {n};
+            out = (PyArrayObject *)PyArray_SimpleNew(1, dims, res_type);
+            if (!out) goto done;
+        }
+        Py_BEGIN_ALLOW_THREADS
+        rc = tl_decay_check_ages(PyArray_DATA(a), ad, PyArray_STRIDE(a, 0), (size_t)n, &bad);
+        if (rc == TL_K_OK) {
+            tl_scratch sc;
+            rc = tl_scratch_begin(&sc, kind, kind == TL_SCRATCH_THREAD ? arena : NULL) == 0 ? TL_K_OK : TL_K_ENOMEM;
+            if (rc == TL_K_OK) {
+                rc = tl_decay(&sc, PyArray_DATA(s), sd, PyArray_STRIDE(s, 0), PyArray_DATA(a), ad,
+                              PyArray_STRIDE(a, 0), PyArray_DATA(out), od, PyArray_STRIDE(out, 0), (size_t)n, &p);
+                tl_scratch_end(&sc);
+            }
+        }
+        Py_END_ALLOW_THREADS
+        if (rc == TL_K_EAGES) {
+            tl_py_age_error((const char *)PyArray_DATA(a) + (npy_intp)bad * PyArray_STRIDE(a, 0), a, (npy_intp)bad, 1);
+            goto done;
+        }
+        if (rc != TL_K_OK) {
+            tl_py_kernel_error(rc);
+            goto done;
+        }
+        result = (PyObject *)out;
+        Py_INCREF(result);
+        goto done;
+    }
+
+general: {
+    /* Any shapes that broadcast: NumPy's iterator hands out 1-D strided chunks.
+     * Pass 1 checks every age, pass 2 computes, so a bad age writes nothing. */
+    PyArrayObject *ops[3] = {s, a, out};
+    npy_uint32 op_flags[3] = {NPY_ITER_READONLY, NPY_ITER_READONLY,
+                              NPY_ITER_WRITEONLY | NPY_ITER_ALLOCATE | NPY_ITER_NO_BROADCAST};
+    PyArray_Descr *dts[3] = {NULL, NULL, PyArray_DescrFromType(res_type)};
+    it = NpyIter_MultiNew(3, ops,
+                          NPY_ITER_EXTERNAL_LOOP | NPY_ITER_ZEROSIZE_OK | NPY_ITER_COPY_IF_OVERLAP,
+                          NPY_KEEPORDER, NPY_SAFE_CASTING, op_flags, dts);
+    Py_DECREF(dts[2]);
+    if (!it) {
+        if (PyErr_ExceptionMatches(PyExc_ValueError)) {
+            PyObject *shp_s = PyObject_GetAttrString((PyObject *)s, "shape");
+            PyObject *shp_a = PyObject_GetAttrString((PyObject *)a, "shape");
+            PyErr_Clear();
+            if (out)
+                PyErr_Format(PyExc_ValueError,
+                             "strengths %R, ages %R and out %R do not have matching shapes "
+                             "(out must have the broadcast shape of strengths and ages)",
+                             shp_s, shp_a, PyObject_GetAttrString((PyObject *)out, "shape"));
+            else
+                PyErr_Format(PyExc_ValueError, "strengths of shape %R and ages of shape %R do not broadcast",
+                             shp_s, shp_a);
+            Py_XDECREF(shp_s);
+            Py_XDECREF(shp_a);
+        }
+        goto done;
+    }
+    PyArrayObject *res = NpyIter_GetOperandArray(it)[2];
+    Py_INCREF(res);
+    if (NpyIter_GetIterSize(it) > 0) {
+        NpyIter_IterNextFunc *next = NpyIter_GetIterNext(it, NULL);
+        if (!next) {
+            Py_DECREF(res);
+            goto done;
+        }
+        char **ptrs = NpyIter_GetDataPtrArray(it);
+        npy_intp *strides = NpyIter_GetInnerStrideArray(it);
+        npy_intp *sizep = NpyIter_GetInnerLoopSizePtr(it);
+        const char *badp = NULL;
+        NPY_BEGIN_THREADS_DEF;
+        NPY_BEGIN_THREADS;
+        do {
+            if (tl_decay_check_ages(ptrs[1], ad, strides[1], (size_t)*sizep, &bad) != TL_K_OK) {
+                badp = ptrs[1] + (npy_intp)bad * strides[1];
+                rc = TL_K_EAGES;
+                break;
+            }
+        } while (next(it));
+        NPY_END_THREADS;
+        if (rc == TL_K_EAGES) {
+            tl_py_age_error(badp, a, 0, 0);
+            Py_DECREF(res);
+            goto done;
+        }
+        if (NpyIter_Reset(it, NULL) != NPY_SUCCEED) {
+            Py_DECREF(res);
+            goto done;
+        }
+        NPY_BEGIN_THREADS;
+        tl_scratch sc;
+        rc = tl_scratch_begin(&sc, kind, kind == TL_SCRATCH_THREAD ? arena : NULL) == 0 ? TL_K_OK : TL_K_ENOMEM;
+        if (rc == TL_K_OK) {
+            do {
+                rc = tl_decay(&sc, ptrs[0], sd, strides[0], ptrs[1], ad, strides[1], ptrs[2], od, strides[2],
+                              (size_t)*sizep, &p);
+            } while (rc == TL_K_OK && next(it));
+            tl_scratch_end(&sc);
+        }
+        NPY_END_THREADS;
+        if (rc != TL_K_OK) {
+            Py_DECREF(res);
+            tl_py_kernel_error(rc);
+            goto done;
+        }
+    }
+    if (NpyIter_Deallocate(it) != NPY_SUCCEED) {
+        it = NULL;
+        Py_DECREF(res);
+        goto done;
+    }
+    it = NULL;
+    result = (PyObject *)res;
+}
+done:
+    if (it) NpyIter_Deallocate(it);
+    Py_XDECREF(s);
+    Py_XDECREF(a);
+    Py_XDECREF(out);
+    return result;
+}
+
+/* ---- introspection (tests and benchmarks) ------------------------------------------- */
+
+static const char *const tl_isa_names[3] = {"portable", "avx2", "avx512"};
+
+static PyObject *py_isa(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
+    return PyUnicode_FromString(tl_isa_names[tl_kernels_isa()]);
+}
+
+static PyObject *py_best_isa(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
+    return PyUnicode_FromString(tl_isa_names[tl_kernels_best_isa()]);
+}
+
+static PyObject *py_set_isa(PyObject *Py_UNUSED(m), PyObject *arg) {
+    const char *name = PyUnicode_Check(arg) ? PyUnicode_AsUTF8(arg) : NULL;
+    for (int i = 0; name && i < 3; i++)
+        if (strcmp(name, tl_isa_names[i]) == 0) {
+            int prev = tl_kernels_set_isa((tl_isa)i);
+            if (prev < 0)
+                return PyErr_Format(PyExc_ValueError, "this CPU does not support %R (best: %s)", arg,
+                                    tl_isa_names[tl_kernels_best_isa()]);
+            return PyUnicode_FromString(tl_isa_names[prev]);
+        }
+    return PyErr_Format(PyExc_ValueError, "isa must be 'portable', 'avx2' or 'avx512', got %R", arg);
+}
+
+static PyObject *py_shared_stats(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
+    tl_arena_stats st;
+    tl_scratch_shared_stats(&st);
+    return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "capacity_bytes", (unsigned long long)st.capacity_bytes,
+                         "used_bytes", (unsigned long long)st.used_bytes, "peak_bytes",
+                         (unsigned long long)st.peak_bytes, "num_allocations",
+                         (unsigned long long)st.num_allocations, "num_overflows",
+                         (unsigned long long)st.num_overflows, "fallback_bytes",
+                         (unsigned long long)st.fallback_bytes, "num_resets", (unsigned long long)st.num_resets);
+}
+
+static PyMethodDef kernel_methods[] = {
+    {"_cosine_similarity", (PyCFunction)(void (*)(void))py_cosine, METH_FASTCALL,
+     "_cosine_similarity(query, candidates, top_k, out, scratch): see tlalloc.kernels."},
+    {"_spread_activation", (PyCFunction)(void (*)(void))py_spread, METH_FASTCALL,
+     "_spread_activation(indptr, indices, data, seeds, activation, decay_rate, threshold, max_depth, "
+     "top_k, scratch): see tlalloc.kernels."},
+    {"_decay", (PyCFunction)(void (*)(void))py_decay, METH_FASTCALL,
+     "_decay(strengths, ages, model, scale, alpha, out, scratch): see tlalloc.kernels."},
+    {"_kernels_isa", py_isa, METH_NOARGS, "Instruction set the kernels use now."},
+    {"_kernels_best_isa", py_best_isa, METH_NOARGS, "Best instruction set this CPU supports."},
+    {"_kernels_set_isa", py_set_isa, METH_O, "Testing aid: force an instruction set; returns the previous one."},
+    {"_shared_scratch_stats", py_shared_stats, METH_NOARGS,
+     "Statistics of the arena behind the 'shared' scratch strategy."},
+    {NULL, NULL, 0, NULL},
+};
+
+int tl_py_kernels_init(PyObject *m) { return PyModule_AddFunctions(m, kernel_methods); }

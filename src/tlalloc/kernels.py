@@ -1,0 +1,372 @@
+"""Compute kernels whose scratch memory comes from the calling thread's arena.
+
+Three kernels, written in C, that release the GIL while they run and take every
+temporary buffer from the calling thread's arena (a pointer bump, no lock), so
+that they scale with threads:
+
+- :func:`cosine_similarity`: one query against many candidate vectors;
+- :func:`spread_activation`: activation spreading over a weighted graph (CSR);
+- :func:`decay`: exponential, half-life or power-law decay of strengths with age.
+
+They never fail for lack of arena space: a request that does not fit is served
+from the heap and shows as an overflow in :func:`tlalloc.stats`. Arguments are
+checked before any memory is touched, so a bad argument raises and leaves the
+caller's arrays as they were. The exact meaning of each kernel is in
+``docs/kernels.md``.
+
+Benchmarking aid: the same kernel code can take its scratch from three sources,
+``"thread"`` (the product, the default), ``"shared"`` (one arena for all threads
+behind a mutex) or ``"malloc"`` (malloc/free per buffer); choose one per call
+with the keyword-only ``_scratch=`` argument or per thread with
+:func:`scratch_strategy`. Only ``tlalloc bench`` needs this.
+
+Example:
+    >>> import numpy as np
+    >>> from tlalloc import kernels
+    >>> q = np.array([1.0, 0.0], np.float32)
+    >>> c = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], np.float32)
+    >>> kernels.cosine_similarity(q, c, top_k=2)[0].tolist()
+    [0, 2]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from tlalloc import _tlalloc
+
+__all__ = [
+    "cosine_similarity",
+    "spread_activation",
+    "decay",
+    "scratch_strategy",
+    "get_scratch_strategy",
+    "isa",
+]
+
+ScratchStrategy = Literal["thread", "shared", "malloc"]
+_STRATEGIES: dict[str, int] = {"thread": 0, "shared": 1, "malloc": 2}
+_local = threading.local()
+
+
+class _DefaultTau(float):
+    """The default ``tau`` (86400.0), distinguishable from an explicit one."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "86400.0"
+
+
+_DEFAULT_TAU = _DefaultTau(86400.0)
+
+
+def _strategy(name: str | None) -> int:
+    if name is None:
+        return getattr(_local, "kind", 0)
+    try:
+        return _STRATEGIES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"_scratch must be one of {sorted(_STRATEGIES)} or None, got {name!r}") from None
+
+
+@contextlib.contextmanager
+def scratch_strategy(name: ScratchStrategy) -> Iterator[None]:
+    """Benchmarking aid: run the kernels called by this thread with another scratch source.
+
+    ``"thread"`` (the default) is the calling thread's arena; ``"shared"`` is one
+    arena for all threads with a mutex around every allocation (reset when its last
+    concurrent user finishes, heap when full); ``"malloc"`` is malloc/free per
+    buffer. The setting is per thread, so threads of one benchmark cannot
+    interfere; it is restored when the block ends.
+
+    Example:
+        >>> import numpy as np
+        >>> with scratch_strategy("malloc"):
+        ...     get_scratch_strategy()
+        ...     s = decay(np.ones(3, np.float32), np.zeros(3))
+        'malloc'
+        >>> get_scratch_strategy()
+        'thread'
+    """
+    kind = _strategy(name)
+    prev = getattr(_local, "kind", 0)
+    _local.kind = kind
+    try:
+        yield
+    finally:
+        _local.kind = prev
+
+
+def get_scratch_strategy() -> ScratchStrategy:
+    """The scratch source the calling thread's kernel calls use (see :func:`scratch_strategy`).
+
+    Example:
+        >>> get_scratch_strategy()
+        'thread'
+    """
+    kind = getattr(_local, "kind", 0)
+    names: list[ScratchStrategy] = ["thread", "shared", "malloc"]
+    return names[kind]
+
+
+def isa() -> str:
+    """The instruction set the vectorised kernel paths use: ``"avx512"``, ``"avx2"`` or ``"portable"``.
+
+    Chosen once, at the first kernel call, from what the CPU supports.
+
+    Example:
+        >>> isa() in ("avx512", "avx2", "portable")
+        True
+    """
+    return str(_tlalloc._kernels_isa())
+
+
+# ---------------------------------------------------------------------------- cosine
+
+
+def cosine_similarity(
+    query: ArrayLike,
+    candidates: ArrayLike,
+    *,
+    top_k: int | None = None,
+    out: NDArray[np.float32] | None = None,
+    _scratch: ScratchStrategy | None = None,
+) -> NDArray[np.float32] | tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """Cosine similarity of ``query`` with every row of ``candidates``.
+
+    ``score[i] = dot(q, c_i) / (|q| * |c_i|)`` as float32; a zero or non-finite
+    norm gives 0, and scores are clamped to [-1, 1]. One fused pass over the
+    candidates computes each dot product and norm together (AVX-512 or AVX2 where
+    the CPU has them). Any float dtype and any strides are accepted: float16
+    widens exactly to float32, float64 inputs are computed in float64, and rows
+    that are not contiguous float32 are converted in blocks through scratch.
+
+    Args:
+        query: shape ``(d,)``, a float dtype.
+        candidates: shape ``(n, d)``, a float dtype.
+        top_k: if given, return ``(indices, scores)`` of the ``top_k`` best rows,
+            best first, ties to the lower index (``top_k > n`` returns all n).
+            Selection uses a bounded heap in scratch, not a sort.
+        out: float32 array of shape ``(n,)`` to write the scores to (not with
+            ``top_k``).
+        _scratch: benchmarking aid, see :func:`scratch_strategy`.
+
+    Returns:
+        float32 scores of shape ``(n,)``, or ``(int64 indices, float32 scores)``.
+
+    Raises:
+        TypeError: a non-float dtype, ``out`` of the wrong dtype, ``top_k`` not an int.
+        ValueError: wrong dimensions or lengths, negative ``top_k``, ``out`` that
+            overlaps the inputs.
+
+    Example:
+        >>> import numpy as np
+        >>> q = np.array([1.0, 0.0])
+        >>> c = np.array([[2.0, 0.0], [0.0, 3.0], [0.0, 0.0], [-1.0, 0.0]])
+        >>> cosine_similarity(q, c).tolist()
+        [1.0, 0.0, 0.0, -1.0]
+        >>> idx, scores = cosine_similarity(q, c, top_k=2)
+        >>> idx.tolist(), scores.tolist()
+        ([0, 1], [1.0, 0.0])
+    """
+    kind = _strategy(_scratch)
+    if out is not None and isinstance(out, np.ndarray):
+        if np.may_share_memory(out, candidates) or np.may_share_memory(out, query):
+            raise ValueError("out must not overlap query or candidates")
+    return _tlalloc._cosine_similarity(query, candidates, top_k, out, kind)  # type: ignore[no-any-return]
+
+
+# ---------------------------------------------------------------------------- spread
+
+
+def _csr_parts(graph: Any) -> tuple[Any, Any, Any]:
+    if isinstance(graph, tuple):
+        if len(graph) != 3:
+            raise ValueError(f"graph as a tuple must be (indptr, indices, weights), got {len(graph)} items")
+        return graph[0], graph[1], graph[2]
+    try:
+        indptr, indices, data = graph.indptr, graph.indices, graph.data
+    except AttributeError:
+        raise TypeError(
+            "graph must be a CSR adjacency (an object with .indptr, .indices and .data, "
+            f"such as scipy.sparse.csr_array) or a tuple (indptr, indices, weights), got "
+            f"{type(graph).__name__}"
+        ) from None
+    fmt = getattr(graph, "format", "csr")
+    if fmt != "csr":
+        raise ValueError(f"graph must be in CSR format, got format {fmt!r}")
+    shape = getattr(graph, "shape", None)
+    if shape is not None and (len(shape) != 2 or shape[0] != shape[1]):
+        raise ValueError(f"graph must be a square adjacency matrix, got shape {tuple(shape)}")
+    return indptr, indices, data
+
+
+def spread_activation(
+    graph: Any,
+    seeds: ArrayLike,
+    *,
+    activation: ArrayLike = 1.0,
+    decay_rate: float = 0.7,
+    threshold: float = 0.01,
+    max_depth: int = 4,
+    top_k: int | None = None,
+    _scratch: ScratchStrategy | None = None,
+) -> NDArray[np.float32] | tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """Spread activation from ``seeds`` along the weighted edges of ``graph``.
+
+    With ``f = exp(-decay_rate)``::
+
+        pulse = zeros(n); pulse[seeds] += activation     # duplicate seeds add up
+        total = pulse.copy()
+        repeat max_depth times:
+            new = zeros(n)
+            for every node u with pulse[u] >= threshold:
+                for every edge u -> v with weight w:
+                    new[v] += pulse[u] * w * f
+            total += new
+            pulse = new
+        return total                                      # float32, shape (n,)
+
+    The work is frontier-driven: only nodes the pulse reaches have state (in
+    scratch), so a call costs in proportion to the edges the pulse crosses, not
+    to the size of the graph. Sums are float64 in exactly the order above, so the
+    result equals the reference loop bit for bit.
+
+    The graph is validated lazily, to stay sublinear: the lengths (O(1)), every
+    seed, and each row the pulse visits (``indptr`` non-decreasing and within
+    range, ``indices`` in range, weights finite). A fault in a row the pulse never
+    reaches cannot change the result and is not looked for.
+
+    Args:
+        graph: CSR adjacency, an object with ``.indptr``, ``.indices``, ``.data``
+            (``scipy.sparse.csr_array``/``csr_matrix`` work; SciPy is not needed) or
+            a tuple ``(indptr, indices, weights)``. Edge ``u -> v`` with weight ``w``
+            means u spreads to v. int32/int64 indices and float32/float64 weights
+            are used in place; other integer or real dtypes are converted (a copy).
+        seeds: a node id or a 1-D sequence of node ids.
+        activation: a number, or one number per seed.
+        decay_rate: finite, >= 0.
+        threshold: a node spreads while its pulse is >= threshold.
+        max_depth: number of spreading steps (0 returns the seeds' activation).
+        top_k: if given, return ``(node ids, activations)`` of the ``top_k`` most
+            activated nodes, best first, ties to the lower id; no O(n) output.
+        _scratch: benchmarking aid, see :func:`scratch_strategy`.
+
+    Returns:
+        float32 totals of shape ``(n,)``, or ``(int64 ids, float32 activations)``.
+
+    Raises:
+        TypeError: a graph of another kind, non-integer seeds, non-numeric arguments.
+        ValueError: a malformed graph (the message names the array, position and
+            value), a seed out of range, a non-finite activation, a negative
+            ``decay_rate``, ``max_depth`` or ``top_k``, a NaN ``threshold``.
+
+    Example:
+        >>> import numpy as np
+        >>> indptr = np.array([0, 1, 2, 2])        # 0 -> 1 -> 2
+        >>> indices = np.array([1, 2])
+        >>> weights = np.array([1.0, 1.0])
+        >>> act = spread_activation((indptr, indices, weights), [0], decay_rate=0.0)
+        >>> act.tolist()
+        [1.0, 1.0, 1.0]
+        >>> spread_activation((indptr, indices, weights), 0, max_depth=1, top_k=1)[0].tolist()
+        [0]
+    """
+    kind = _strategy(_scratch)
+    indptr, indices, data = _csr_parts(graph)
+    return _tlalloc._spread_activation(  # type: ignore[no-any-return]
+        indptr, indices, data, seeds, activation, decay_rate, threshold, max_depth, top_k, kind
+    )
+
+
+# ---------------------------------------------------------------------------- decay
+
+_MODELS = {"exponential": 0, "power": 2}
+
+
+def _positive(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    v = float(value)
+    if not (v > 0.0 and math.isfinite(v)):
+        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+    return v
+
+
+def decay(
+    strengths: ArrayLike,
+    ages: ArrayLike,
+    *,
+    tau: float = _DEFAULT_TAU,
+    half_life: float | None = None,
+    model: Literal["exponential", "power"] = "exponential",
+    alpha: float = 0.5,
+    out: NDArray[np.floating[Any]] | None = None,
+    _scratch: ScratchStrategy | None = None,
+) -> NDArray[np.floating[Any]]:
+    """Decay ``strengths`` by ``ages`` (seconds).
+
+    - ``model="exponential"``: ``s * exp(-age / tau)``, or with ``half_life=h``
+      instead of ``tau``: ``s * 2 ** (-age / h)``;
+    - ``model="power"``: ``s * (1 + age / tau) ** (-alpha)``.
+
+    Float32 work (float16 or float32 strengths) runs one fused, vectorised pass
+    (exp2/log2 polynomials, about 2 ulp; AVX-512 or AVX2 where available); float64
+    strengths are computed in float64 with libm. Ages may have any integer or
+    float dtype; strengths and ages broadcast against each other.
+
+    Args:
+        strengths: a float array.
+        ages: ages in seconds, integer or float, every one >= 0 (inf allowed).
+        tau: time constant in seconds (finite, > 0).
+        half_life: half-life in seconds (exponential model only), instead of ``tau``.
+        model: ``"exponential"`` or ``"power"``.
+        alpha: exponent of the power model (finite).
+        out: where to write the result; ``out=strengths`` works in place. Its dtype
+            must be the result dtype: float64 for float64 strengths, else float32.
+        _scratch: benchmarking aid, see :func:`scratch_strategy`.
+
+    Returns:
+        The decayed strengths (``out`` if given).
+
+    Raises:
+        TypeError: both ``tau`` and ``half_life`` given; non-numeric dtypes; ``out``
+            of the wrong dtype.
+        ValueError: a negative or NaN age (nothing is written), a bad ``model``,
+            ``tau``/``half_life`` not finite and > 0, ``half_life`` with the power
+            model, shapes that do not broadcast.
+
+    Example:
+        >>> import numpy as np
+        >>> s = np.array([1.0, 1.0, 8.0], np.float32)
+        >>> decay(s, np.array([0, 3600, 7200]), half_life=3600).tolist()
+        [1.0, 0.5, 2.0]
+        >>> _ = decay(s, np.zeros(3), out=s)     # in place
+    """
+    kind = _strategy(_scratch)
+    if model not in _MODELS:
+        raise ValueError(f"model must be 'exponential' or 'power', got {model!r}")
+    if half_life is not None:
+        if tau is not _DEFAULT_TAU:
+            raise TypeError("give either tau or half_life, not both")
+        if model != "exponential":
+            raise ValueError("half_life applies to the exponential model only; use tau")
+        scale = _positive(half_life, "half_life")
+        code = 1
+    else:
+        scale = _positive(tau, "tau")
+        code = _MODELS[model]
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)):
+        raise TypeError(f"alpha must be a real number, got {alpha!r}")
+    alpha_f = float(alpha)
+    if not math.isfinite(alpha_f):
+        raise ValueError(f"alpha must be finite, got {alpha!r}")
+    return _tlalloc._decay(strengths, ages, code, scale, alpha_f, out, kind)  # type: ignore[no-any-return]
