@@ -234,6 +234,34 @@ def test_healthy_everywhere_means_no_env():
     assert [r.kind for r in a] == [Kind.HEALTHY, Kind.HEALTHY]
 
 
+def test_shrink_says_how_many_released_arenas_it_could_not_see():
+    total = arena(cap=2 * MiB, peak=10_000, num_arenas=1, num_threads=5)
+    seen_released = arena(cap=2 * MiB, peak=20_000, thread_name="gone", released=True, thread_alive=False)
+    a = advise(total, [arena(cap=2 * MiB, peak=10_000, thread_name="main"), seen_released])
+    (o,) = a.overall
+    assert o.kind is Kind.SHRINK
+    assert o.figures["released_arenas_not_included"] == 3  # 5 created - 1 live - 1 seen released
+    assert "3 thread arena(s) released before a sample saw them" in o.message
+    assert a.threads[1].released and "released" in a.threads[1].where
+    # Everything seen: no caveat.
+    a = advise(arena(cap=2 * MiB, peak=10_000, num_arenas=1, num_threads=1),
+               [arena(cap=2 * MiB, peak=10_000)])
+    assert "released_arenas_not_included" not in a.overall[0].figures
+
+
+def test_max_peak_sets_a_floor():
+    threads = [arena(cap=8 * MiB, peak=MiB, thread_name="a")]
+    # A released arena once peaked at 6 MiB (75% of 8 MiB): keep 8 MiB.
+    a = advise(arena(cap=8 * MiB, peak=MiB, num_arenas=1, num_threads=4, max_peak_bytes=6 * MiB), threads)
+    assert a.env == {} and a.overall[0].kind is Kind.OK and "largest peak" in a.overall[0].message
+    # It peaked at 1.5 MiB: shrink, but only to 2 MiB (1.5 MiB <= 80%), though the live
+    # arena alone would go down to 512 KiB.
+    a = advise(arena(cap=8 * MiB, peak=MiB // 4, num_arenas=1, num_threads=4,
+                     max_peak_bytes=3 * MiB // 2), [arena(cap=8 * MiB, peak=MiB // 4)])
+    assert a.env == {"TLALLOC_ARENA_SIZE": "2MiB"}
+    assert "released_arenas_not_included" not in a.overall[0].figures
+
+
 # ------------------------------------------------------------ objects
 
 
@@ -282,10 +310,14 @@ def test_tracker_windows(monkeypatch):
     clock[0] = 120.0
     _, ts = tr.observe(None, [t(2, 3)])
     assert (ts[0]["window_seconds"], ts[0]["window_resets"]) == (0.0, 0)
-    # An arena no longer listed is forgotten.
+    # An arena no longer listed is forgotten, its last figures kept as released.
     clock[0] = 121.0
     _, ts = tr.observe(None, [t(0, 0, tid=2)])
     assert ts[0]["window_seconds"] == 0.0
+    gone = [(d["thread_id"], d["num_resets"], d["released"], d["thread_alive"]) for d in tr.released]
+    # tid 1 with 9 resets (counters went down: a new arena), tid 2 (not listed at 120), tid 1 again.
+    assert gone == [(1, 9, True, False), (2, 1, True, False), (1, 2, True, False)]
+    assert tr.num_released == 3
 
 
 def test_live_advice_covers_each_live_thread():

@@ -16,7 +16,7 @@ Time base for the reset rate. The counters say how many resets happened, not whe
 so the rate needs an observation window. This module takes a baseline of the
 process-wide counters when it is imported (``import tlalloc`` imports it), and records
 each thread arena the first time a sample sees it (every ``advise()``, ``summary()``
-and metrics scrape takes a sample; ``tlalloc stats SCRIPT`` samples every 0.2 s).
+and metrics scrape takes a sample; ``tlalloc stats SCRIPT`` samples every 0.1 s).
 A figure's window runs from that point to now, and its reset rate is the number of
 resets *counted inside the window* divided by the window's length: an exact average,
 never an estimate from an assumed start time. No verdict is given on a window shorter
@@ -25,6 +25,14 @@ thread is not a misuse). Statistics fed in by hand (``advise(stats=...)``) carry
 their own window as ``window_seconds`` (with optional ``window_resets`` and
 ``window_allocations``, which default to the lifetime ``num_resets`` and
 ``num_allocations``), or ``age_seconds`` (the window is the arena's whole life).
+
+Released arenas. ``tlalloc.stats()`` keeps the counters of thread arenas that were
+released (their threads ended) but not their sizes or peaks. Samples keep the last
+figures of the most recent ``RELEASED_KEPT`` arenas that disappeared after a sample saw
+them; ``advise()`` judges those too (marked ``released``). Arenas released before any
+sample saw them are counted (``num_threads - num_arenas``), and a recommendation to
+shrink says how many it could not include. An overall ``max_peak_bytes`` (the largest
+peak of any thread arena), when the statistics carry it, sets a floor for the size.
 
 Example:
     >>> from tlalloc.advise import advise
@@ -38,11 +46,12 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import math
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -57,10 +66,11 @@ MIN_WINDOW_SECONDS = 2.0  # shortest window on which a reset-rate verdict is giv
 MIN_ARENA_SIZE = 4096  # as tlalloc._config (kept literal: this module has no import-order needs)
 MAX_ARENA_SIZE = 1 << 40
 ENV_ARENA_SIZE = "TLALLOC_ARENA_SIZE"
+RELEASED_KEPT = 256  # last figures kept of thread arenas released since a sample saw them
 
 _COUNTERS = ("capacity_bytes", "peak_bytes", "num_allocations", "num_overflows", "num_resets")
-_OPTIONAL_COUNTERS = ("used_bytes", "fallback_live_bytes", "num_arenas", "window_resets",
-                      "window_allocations")
+_OPTIONAL_COUNTERS = ("used_bytes", "fallback_live_bytes", "num_arenas", "num_threads",
+                      "max_peak_bytes", "window_resets", "window_allocations")
 
 
 class Kind(str, Enum):
@@ -129,6 +139,7 @@ class Recommendation:
     suggested_bytes: int | None = None
     thread_name: str | None = None
     thread_id: int | None = None
+    released: bool = False
 
     @property
     def needs_action(self) -> bool:
@@ -140,8 +151,9 @@ class Recommendation:
         """``"overall"`` or ``"thread 'NAME' (tid N)"``."""
         if self.scope == "overall":
             return "overall"
-        tid = f" (tid {self.thread_id})" if self.thread_id is not None else ""
-        return f"thread {self.thread_name!r}{tid}"
+        notes = ([f"tid {self.thread_id}"] if self.thread_id is not None else []) + (
+            ["released"] if self.released else [])
+        return f"thread {self.thread_name!r}" + (f" ({', '.join(notes)})" if notes else "")
 
     def __str__(self) -> str:
         figs = ", ".join(f"{k}={_fmt_figure(k, v)}" for k, v in self.figures.items())
@@ -381,6 +393,11 @@ class _Tracker:
         self._t0 = time.monotonic()
         self._base = (g["num_resets"], g["num_allocations"])
         self._seen: dict[tuple[int, str], tuple[float, int, int]] = {}
+        # The last sampled figures of the thread arenas that have disappeared since (their
+        # threads ended): the most recent RELEASED_KEPT of them, and how many there were.
+        self.released: collections.deque[dict[str, Any]] = collections.deque(maxlen=RELEASED_KEPT)
+        self.num_released = 0
+        self._last: dict[tuple[int, str], dict[str, Any]] = {}
 
     def observe(
         self, overall: Mapping[str, Any] | None, threads: Sequence[Mapping[str, Any]] | None
@@ -403,6 +420,8 @@ class _Tracker:
                     r, a = t["num_resets"], t["num_allocations"]
                     base = self._seen.get(key)
                     if base is None or r < base[1] or a < base[2]:
+                        if base is not None:
+                            self._release(key)
                         base = (now, r, a)
                     seen[key] = base
                     d = dict(t)
@@ -410,8 +429,19 @@ class _Tracker:
                     d["window_resets"] = r - base[1]
                     d["window_allocations"] = a - base[2]
                     out_threads.append(d)
+                    self._last[key] = d
+                for key in self._seen.keys() - seen.keys():
+                    self._release(key)
                 self._seen = seen
         return out_overall, out_threads
+
+    def _release(self, key: tuple[int, str]) -> None:
+        d = self._last.pop(key, None)
+        if d is not None:
+            d["thread_alive"] = False
+            d["released"] = True
+            self.released.append(d)
+            self.num_released += 1
 
     def sample(self) -> None:
         """Record the thread arenas alive now (used by periodic samplers)."""
@@ -472,7 +502,7 @@ def advise(
     if stats is None and per_thread is None:
         overall_d, threads_d = live_figures()
         overall: Mapping[str, Any] | None = overall_d
-        threads: Sequence[Mapping[str, Any]] = threads_d
+        threads: Sequence[Mapping[str, Any]] = [*threads_d, *(dict(t) for t in _TRACKER.released)]
     else:
         overall = stats
         if per_thread is None:
@@ -489,7 +519,8 @@ def advise(
         _, fig = _read(t, f"per_thread[{i}]")
         tid = t.get("thread_id")
         who = {"thread_name": str(t.get("thread_name", f"#{i}")),
-               "thread_id": tid if isinstance(tid, int) and not isinstance(tid, bool) else None}
+               "thread_id": tid if isinstance(tid, int) and not isinstance(tid, bool) else None,
+               "released": bool(t.get("released", False))}
         sized = _size_verdict(fig, "thread", who, "")
         thread_recs.append(sized)
         reset = _reset_verdict(fig, "thread", who, "")
@@ -501,6 +532,7 @@ def advise(
             fits.append((fit, sized.where))
 
     verdict = reset = None
+    oc: dict[str, Any] = {}
     if overall is not None:
         oc, ofig = _read(overall, "stats")
         n = oc.get("num_arenas", 0)
@@ -515,11 +547,18 @@ def advise(
 
     # One size for every thread arena: the largest any of them needs.
     env: dict[str, str] = {}
+    max_peak = oc.get("max_peak_bytes")
+    if fits and max_peak is not None:
+        # The largest peak of any thread arena, released ones included (when the core reports it).
+        current = max(caps)
+        floor = current if max_peak >= SHRINK_BELOW * current else _pow2_at_least(max_peak / HEALTHY_HIGH)
+        fits.append((floor, f"the largest peak of any thread arena ({format_size(max_peak)})"))
     if fits:
         current, (need, driver) = max(caps), max(fits)
         if need != current:
             env[ENV_ARENA_SIZE] = format_size(need)
-        if threads and (need != current or (verdict is not None and verdict.needs_action)):
+        combined = bool(threads) or max_peak is not None
+        if combined and (need != current or (verdict is not None and verdict.needs_action)):
             figs = dict(verdict.figures) if verdict else {}
             figs.update({"current_arena_size_bytes": current, "recommended_arena_size_bytes": need})
             if need == current and verdict is not None:
@@ -535,6 +574,16 @@ def advise(
                        f"{kind.value} from {format_size(current)} to {format_size(need)}")
                 verdict = Recommendation(kind, "overall", msg, figs,
                                          f"{ENV_ARENA_SIZE}={env[ENV_ARENA_SIZE]}", need)
+    # Arenas released before any sample saw them took their peaks with them.
+    unseen = oc.get("num_threads", 0) - oc.get("num_arenas", 0) - sum(1 for t in threads if t.get("released"))
+    if verdict is not None and verdict.kind is Kind.SHRINK and unseen > 0 and max_peak is None:
+        verdict = replace(
+            verdict,
+            message=verdict.message + f"; {unseen} thread arena(s) released before a sample saw them "
+            "are not included (their peaks are gone): check while the workload runs, or run it under "
+            "`tlalloc stats`",
+            figures={**verdict.figures, "released_arenas_not_included": unseen},
+        )
     overall_recs = [r for r in (verdict, reset) if r is not None]
     return Advice(tuple(overall_recs), tuple(thread_recs), env)
 

@@ -1,0 +1,201 @@
+"""A human-readable report of tlalloc's memory (as ``torch.cuda.memory_summary()``).
+
+``summary()`` renders the configuration, the totals over every thread arena, one
+row per thread arena, the pool's figures (when the pool is built) and the sizing
+advice of :func:`tlalloc.advise.advise`. ``summary_data()`` returns the same as
+plain, JSON-ready data (``tlalloc stats --json`` prints it).
+
+Example:
+    >>> from tlalloc.summary import summary
+    >>> text = summary({"capacity_bytes": 2 << 20, "peak_bytes": 1 << 20, "used_bytes": 0,
+    ...                 "num_allocations": 10, "num_overflows": 0, "num_resets": 10}, [])
+    >>> print(text.splitlines()[1].strip())
+    tlalloc memory summary
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from tlalloc.advise import _TRACKER, Advice, advise, format_size, live_figures
+from tlalloc.bench._common import format_table
+
+WIDTH = 100
+_RULE, _THIN = "=" * WIDTH, "-" * WIDTH
+
+
+def _pool() -> dict[str, Any] | None:
+    try:
+        from tlalloc.pool import pool_stats  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return dict(pool_stats())
+
+
+def _config() -> dict[str, Any]:
+    from tlalloc._config import get_config
+
+    return get_config().as_dict()
+
+
+def _json_safe(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, Mapping):
+        return {str(k): _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    return v
+
+
+def _advice_data(a: Advice) -> dict[str, Any]:
+    return {
+        "env": dict(a.env),
+        "recommendations": [dict(asdict(r), kind=r.kind.value, text=str(r)) for r in a],
+    }
+
+
+def summary_data(
+    stats: Mapping[str, Any] | None = None, per_thread: Sequence[Mapping[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The report as plain data: ``config``, ``overall``, ``threads``,
+    ``released_threads``, ``pool`` (``None`` without the pool) and ``advice``.
+
+    With no arguments it reads the live statistics; otherwise it reports the given
+    ones (as :func:`tlalloc.advise.advise` takes them). Non-finite numbers become
+    ``None``, so ``json.dumps`` gives standard JSON.
+
+    Example:
+        >>> from tlalloc.summary import summary_data
+        >>> d = summary_data()
+        >>> sorted(d)
+        ['advice', 'config', 'overall', 'pool', 'released_threads', 'threads']
+    """
+    released: list[dict[str, Any]] = []
+    if stats is None and per_thread is None:
+        overall, threads = live_figures()
+        released = [dict(t) for t in _TRACKER.released]
+        pool = _pool()
+    else:
+        overall = dict(stats) if stats is not None else None
+        threads = [dict(t) for t in per_thread] if per_thread is not None else []
+        pool = None
+    # Threads released during a `tlalloc stats` run still say what size they needed.
+    a = advise(overall, [*threads, *released]) if overall is not None else advise(None, threads)
+    return _json_safe({
+        "config": _config(),
+        "overall": overall,
+        "threads": threads,
+        "released_threads": released,
+        "pool": pool,
+        "advice": _advice_data(a),
+    })
+
+
+def _util(d: Mapping[str, Any]) -> str:
+    cap = d.get("capacity_bytes", 0)
+    return f"{100 * d.get('peak_bytes', 0) / cap:.1f}%" if cap else "-"
+
+
+def _rate(d: Mapping[str, Any]) -> str:
+    n, o = d.get("num_allocations", 0), d.get("num_overflows", 0)
+    return f"{100 * o / n:.2f}%" if n else ("all" if o else "-")
+
+
+_HEAD = ["capacity", "used", "peak", "util", "allocs", "overflows", "ovf rate", "resets", "fallback"]
+
+
+def _row(d: Mapping[str, Any]) -> list[str]:
+    return [
+        format_size(d.get("capacity_bytes", 0)),
+        format_size(d.get("used_bytes", 0)),
+        format_size(d.get("peak_bytes", 0)),
+        _util(d),
+        str(d.get("num_allocations", 0)),
+        str(d.get("num_overflows", 0)),
+        _rate(d),
+        str(d.get("num_resets", 0)),
+        format_size(d.get("fallback_bytes", 0)),
+    ]
+
+
+def _thread_table(threads: Sequence[Mapping[str, Any]]) -> str:
+    rows = []
+    for t in threads:
+        alive = "yes" if t.get("thread_alive", True) else "no"
+        pages = str(t.get("page_kind", "-"))
+        if t.get("page_kind_requested", pages) != pages:
+            pages += f" (asked {t['page_kind_requested']})"
+        numa = str(t.get("numa_policy", "-"))
+        if t.get("numa_node", -1) not in (-1, None):
+            numa += f"@{t['numa_node']}"
+        rows.append([str(t.get("thread_name", "?")), str(t.get("thread_id", "-")), alive,
+                     *_row(t), pages, numa])
+    return format_table(["thread", "tid", "alive", *_HEAD, "pages", "numa"], rows)
+
+
+def _indent(text: str) -> list[str]:
+    return ["  " + line for line in text.splitlines()]
+
+
+def summary(
+    stats: Mapping[str, Any] | None = None,
+    per_thread: Sequence[Mapping[str, Any]] | None = None,
+    *,
+    advice: bool = True,
+) -> str:
+    """A human-readable report of tlalloc's memory, as one string.
+
+    With no arguments it reports the live statistics (arguments as for
+    :func:`summary_data`); ``advice=False`` leaves out the sizing advice.
+
+    Example:
+        >>> import tlalloc
+        >>> from tlalloc.summary import summary
+        >>> with tlalloc.scratch() as arena:
+        ...     n = arena.empty(1000).size
+        >>> text = summary()
+        >>> "per thread arena" in text and "MainThread" in text
+        True
+    """
+    if not isinstance(advice, bool):
+        raise TypeError(f"advice must be a bool, got {advice!r}")
+    d = summary_data(stats, per_thread)
+    cfg = d["config"]
+    lines = [_RULE, "tlalloc memory summary".center(WIDTH).rstrip(), _RULE]
+    lines.append(
+        "config: "
+        + " ".join(f"{k}={format_size(v) if k == 'arena_size' else v}" for k, v in cfg.items())
+    )
+    o = d["overall"]
+    if o is not None:
+        live, made = o.get("num_arenas"), o.get("num_threads")
+        if live is not None:
+            lines.append(f"thread arenas: {live} live, {made} created")
+        lines += [_THIN, "all thread arenas (sizes over live arenas; counts include released ones)"]
+        lines += _indent(format_table(_HEAD, [_row(o)]))
+    if d["threads"]:
+        lines += [_THIN, "per thread arena"]
+        lines += _indent(_thread_table(d["threads"]))
+    if d["released_threads"]:
+        lines += [_THIN, "thread arenas released during the run (figures as last sampled)"]
+        lines += _indent(_thread_table(d["released_threads"]))
+    if d["pool"] is not None:
+        lines += [_THIN, "pool"]
+        rows = [[k, format_size(v) if k.endswith("_bytes") and isinstance(v, (int, float)) else str(v)]
+                for k, v in d["pool"].items()]
+        lines += _indent(format_table(["field", "value"], rows))
+    if advice:
+        lines += [_THIN, "advice"]
+        env = d["advice"]["env"]
+        lines.append("  set: " + " ".join(f"{k}={v}" for k, v in env.items()) if env
+                     else "  no change to TLALLOC_ARENA_SIZE recommended")
+        lines += [f"  {r['text']}" for r in d["advice"]["recommendations"]]
+    lines.append(_RULE)
+    return "\n".join(lines)
+
+
+__all__ = ["summary", "summary_data"]
