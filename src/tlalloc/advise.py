@@ -580,8 +580,7 @@ def advise(
         verdict = replace(
             verdict,
             message=verdict.message + f"; {unseen} thread arena(s) released before a sample saw them "
-            "are not included (their peaks are gone): check while the workload runs, or run it under "
-            "`tlalloc stats`",
+            "are not included (the statistics keep no size or peak of released arenas)",
             figures={**verdict.figures, "released_arenas_not_included": unseen},
         )
     overall_recs = [r for r in (verdict, reset) if r is not None]

@@ -79,12 +79,13 @@ def summary_data(
         overall, threads = live_figures()
         released = [dict(t) for t in _TRACKER.released]
         pool = _pool()
+        # Threads released after a sample saw them still say what size they needed.
+        a = advise(overall, [*threads, *released])
     else:
+        a = advise(stats, per_thread)  # validates the input
         overall = dict(stats) if stats is not None else None
         threads = [dict(t) for t in per_thread] if per_thread is not None else []
         pool = None
-    # Threads released during a `tlalloc stats` run still say what size they needed.
-    a = advise(overall, [*threads, *released]) if overall is not None else advise(None, threads)
     return _json_safe({
         "config": _config(),
         "overall": overall,
