@@ -8,6 +8,8 @@ import threading
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tlalloc
 from tlalloc.advise import Advice, Kind, Recommendation, advise, format_size
@@ -395,3 +397,47 @@ def test_bad_per_thread(per_thread, exc, words):
     with pytest.raises(exc) as e:
         advise(per_thread=per_thread)
     assert words in str(e.value)
+
+
+# ------------------------------------------------------------ properties
+
+@st.composite
+def thread_figures(draw):
+    cap = draw(st.integers(4096, 1 << 34))
+    peak = draw(st.integers(0, cap))
+    allocs = draw(st.integers(0, 10**6))
+    overflows = draw(st.integers(0, allocs + 5))
+    return arena(cap=cap, peak=peak, allocs=allocs, overflows=overflows,
+                 resets=draw(st.integers(0, 10**6)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(thread_figures(), min_size=1, max_size=6))
+def test_recommendations_are_consistent(threads):
+    a = advise(per_thread=threads)
+    sizes = []
+    for r, t in zip(a.threads, threads, strict=True):
+        cap, peak = t["capacity_bytes"], t["peak_bytes"]
+        if r.suggested_bytes is not None:
+            s = r.suggested_bytes
+            assert s & (s - 1) == 0 and 4096 <= s <= 1 << 40
+            assert r.env == f"TLALLOC_ARENA_SIZE={format_size(s)}"
+            assert tlalloc.parse_size(format_size(s)) == s
+        if r.kind is Kind.GROW:
+            assert r.suggested_bytes > cap and r.figures["overflow_rate"] > 0.01
+        elif r.kind is Kind.SHRINK:
+            assert r.suggested_bytes < cap and peak / r.suggested_bytes <= 0.8 and peak / cap < 0.3
+        elif r.kind is Kind.IDLE:
+            assert t["num_allocations"] == t["num_overflows"] == 0
+        else:
+            assert r.suggested_bytes is None
+        if r.kind is not Kind.IDLE:
+            sizes.append(r.suggested_bytes or cap)
+    current = max(t["capacity_bytes"] for t in threads)
+    if not sizes or max(sizes) == current:
+        assert a.env == {}
+    else:
+        need = tlalloc.parse_size(a.env["TLALLOC_ARENA_SIZE"])
+        assert need == max(sizes)
+        (o,) = a.overall
+        assert o.kind is (Kind.GROW if need > current else Kind.SHRINK) and o.suggested_bytes == need
