@@ -18,6 +18,7 @@ Metrics (``_bytes`` are gauges, ``_total`` counters, ``_ratio`` gauges in [0, 1]
 | ``tlalloc_arena_fallback_bytes_total`` | counter | | ``fallback_bytes`` |
 | ``tlalloc_arena_resets_total`` | counter | | ``num_resets`` |
 | ``tlalloc_arena_utilization_ratio`` | gauge | | ``utilization`` |
+| ``tlalloc_arena_max_peak_bytes`` | gauge | | ``max_peak_bytes``, when the statistics carry it |
 | ``tlalloc_arenas`` | gauge | | ``num_arenas`` (live thread arenas) |
 | ``tlalloc_threads_total`` | counter | | ``num_threads`` (thread arenas ever created) |
 | ``tlalloc_thread_arena_*`` | as above | ``thread``, ``thread_id`` | one series per live thread arena |
@@ -139,6 +140,11 @@ class Collector:
             f = family(kind, f"tlalloc_arena_{suffix}", f"{doc} (all thread arenas)")
             if overall is not None:
                 f.add_metric([], float(overall[key]))
+            yield f
+        if overall is not None and "max_peak_bytes" in overall:  # when the core reports it
+            f = family("gauge", "tlalloc_arena_max_peak_bytes",
+                       "Largest peak of any thread arena, live or released")
+            f.add_metric([], float(overall["max_peak_bytes"]))
             yield f
         f = family("gauge", "tlalloc_arenas", "Live thread arenas")
         if overall is not None:
