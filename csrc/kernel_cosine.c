@@ -19,12 +19,17 @@
 #include <immintrin.h>
 #endif
 
-/* dot[r] = q . row_r, nrm[r] = row_r . row_r for nrows rows at rows + r * rs. */
+/* dot[r] = q . row_r, nrm[r] = row_r . row_r for nrows rows at rows + r * rs.
+ * `mis` is the rows' address modulo 64, the same for every row: the elements
+ * before the first vector boundary are taken with a masked load, so that the
+ * main loop's loads do not straddle cache lines (a split load costs twice).
+ * Every row goes through the same operations, so equal rows get equal results. */
 typedef void (*tl_dotnorm32_fn)(const float *q, const char *rows, ptrdiff_t rs, size_t nrows,
-                                size_t d, float *dot, float *nrm);
+                                size_t d, size_t mis, float *dot, float *nrm);
 
 static void tl_dotnorm32_portable(const float *q, const char *rows, ptrdiff_t rs, size_t nrows,
-                                  size_t d, float *dot, float *nrm) {
+                                  size_t d, size_t mis, float *dot, float *nrm) {
+    (void)mis;
     for (size_t r = 0; r < nrows; r++) {
         const float *c = (const float *)(rows + (ptrdiff_t)r * rs);
         float a = 0.0f, b = 0.0f;
@@ -38,19 +43,30 @@ static void tl_dotnorm32_portable(const float *q, const char *rows, ptrdiff_t rs
 }
 
 #if TL_HAVE_X86
-/* ---- AVX-512: 16 lanes, masked tail ---- */
-#define TL_DN512_STEP(k, qv, ptr, msk)                                   \
+/* ---- AVX-512: 16 lanes, masked head and tail ---- */
+#define TL_DN512_STEP(k, qv, ptr)                                        \
+    do {                                                                 \
+        __m512 x_ = _mm512_loadu_ps(ptr);                                \
+        d##k = _mm512_fmadd_ps((qv), x_, d##k);                          \
+        n##k = _mm512_fmadd_ps(x_, x_, n##k);                            \
+    } while (0)
+#define TL_DN512_MASKED(k, qv, ptr, msk)                                 \
     do {                                                                 \
         __m512 x_ = _mm512_maskz_loadu_ps((msk), (ptr));                 \
         d##k = _mm512_fmadd_ps((qv), x_, d##k);                          \
         n##k = _mm512_fmadd_ps(x_, x_, n##k);                            \
     } while (0)
 
+/* Cost per group of four rows: d/16 iterations of 5 loads and 8 FMAs (eight
+ * independent chains), then 8 horizontal sums. */
 TL_TARGET_AVX512 static void tl_dotnorm32_avx512(const float *q, const char *rows, ptrdiff_t rs,
-                                                 size_t nrows, size_t d, float *dot, float *nrm) {
-    const size_t dm = d & ~(size_t)15;
-    const __mmask16 full = (__mmask16)0xFFFF;
-    const __mmask16 tail = (__mmask16)((1u << (d & 15)) - 1u);
+                                                 size_t nrows, size_t d, size_t mis, float *dot,
+                                                 float *nrm) {
+    size_t head = ((64 - mis) & 63) / 4;
+    if (head > d) head = d;
+    const __mmask16 hm = (__mmask16)((1u << head) - 1u);
+    const size_t dm = head + ((d - head) & ~(size_t)15);
+    const __mmask16 tm = (__mmask16)((1u << ((d - head) & 15)) - 1u);
     size_t r = 0;
     for (; r + 4 <= nrows; r += 4) {
         const float *c0 = (const float *)(rows + (ptrdiff_t)r * rs);
@@ -59,19 +75,26 @@ TL_TARGET_AVX512 static void tl_dotnorm32_avx512(const float *q, const char *row
         const float *c3 = (const float *)((const char *)c2 + rs);
         __m512 d0 = _mm512_setzero_ps(), d1 = d0, d2 = d0, d3 = d0;
         __m512 n0 = d0, n1 = d0, n2 = d0, n3 = d0;
-        for (size_t j = 0; j < dm; j += 16) {
-            __m512 qv = _mm512_loadu_ps(q + j);
-            TL_DN512_STEP(0, qv, c0 + j, full);
-            TL_DN512_STEP(1, qv, c1 + j, full);
-            TL_DN512_STEP(2, qv, c2 + j, full);
-            TL_DN512_STEP(3, qv, c3 + j, full);
+        if (hm) {
+            __m512 qv = _mm512_maskz_loadu_ps(hm, q);
+            TL_DN512_MASKED(0, qv, c0, hm);
+            TL_DN512_MASKED(1, qv, c1, hm);
+            TL_DN512_MASKED(2, qv, c2, hm);
+            TL_DN512_MASKED(3, qv, c3, hm);
         }
-        if (tail) {
-            __m512 qv = _mm512_maskz_loadu_ps(tail, q + dm);
-            TL_DN512_STEP(0, qv, c0 + dm, tail);
-            TL_DN512_STEP(1, qv, c1 + dm, tail);
-            TL_DN512_STEP(2, qv, c2 + dm, tail);
-            TL_DN512_STEP(3, qv, c3 + dm, tail);
+        for (size_t j = head; j < dm; j += 16) {
+            __m512 qv = _mm512_loadu_ps(q + j);
+            TL_DN512_STEP(0, qv, c0 + j);
+            TL_DN512_STEP(1, qv, c1 + j);
+            TL_DN512_STEP(2, qv, c2 + j);
+            TL_DN512_STEP(3, qv, c3 + j);
+        }
+        if (tm) {
+            __m512 qv = _mm512_maskz_loadu_ps(tm, q + dm);
+            TL_DN512_MASKED(0, qv, c0 + dm, tm);
+            TL_DN512_MASKED(1, qv, c1 + dm, tm);
+            TL_DN512_MASKED(2, qv, c2 + dm, tm);
+            TL_DN512_MASKED(3, qv, c3 + dm, tm);
         }
         dot[r] = _mm512_reduce_add_ps(d0), nrm[r] = _mm512_reduce_add_ps(n0);
         dot[r + 1] = _mm512_reduce_add_ps(d1), nrm[r + 1] = _mm512_reduce_add_ps(n1);
@@ -81,19 +104,23 @@ TL_TARGET_AVX512 static void tl_dotnorm32_avx512(const float *q, const char *row
     for (; r < nrows; r++) { /* same operations, one row */
         const float *c0 = (const float *)(rows + (ptrdiff_t)r * rs);
         __m512 d0 = _mm512_setzero_ps(), n0 = d0;
-        for (size_t j = 0; j < dm; j += 16) {
-            __m512 qv = _mm512_loadu_ps(q + j);
-            TL_DN512_STEP(0, qv, c0 + j, full);
+        if (hm) {
+            __m512 qv = _mm512_maskz_loadu_ps(hm, q);
+            TL_DN512_MASKED(0, qv, c0, hm);
         }
-        if (tail) {
-            __m512 qv = _mm512_maskz_loadu_ps(tail, q + dm);
-            TL_DN512_STEP(0, qv, c0 + dm, tail);
+        for (size_t j = head; j < dm; j += 16) {
+            __m512 qv = _mm512_loadu_ps(q + j);
+            TL_DN512_STEP(0, qv, c0 + j);
+        }
+        if (tm) {
+            __m512 qv = _mm512_maskz_loadu_ps(tm, q + dm);
+            TL_DN512_MASKED(0, qv, c0 + dm, tm);
         }
         dot[r] = _mm512_reduce_add_ps(d0), nrm[r] = _mm512_reduce_add_ps(n0);
     }
 }
 
-/* ---- AVX2 + FMA: 8 lanes, masked tail ---- */
+/* ---- AVX2 + FMA: 8 lanes, masked head and tail ---- */
 TL_TARGET_AVX2 static inline float tl_hsum256(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     __m128 sh = _mm_movehdup_ps(s);
@@ -109,7 +136,7 @@ TL_TARGET_AVX2 static inline float tl_hsum256(__m256 v) {
         d##k = _mm256_fmadd_ps((qv), x_, d##k);                          \
         n##k = _mm256_fmadd_ps(x_, x_, n##k);                            \
     } while (0)
-#define TL_DN256_TAIL(k, qv, ptr, m)                                     \
+#define TL_DN256_MASKED(k, qv, ptr, m)                                   \
     do {                                                                 \
         __m256 x_ = _mm256_maskload_ps((ptr), (m));                      \
         d##k = _mm256_fmadd_ps((qv), x_, d##k);                          \
@@ -119,9 +146,13 @@ TL_TARGET_AVX2 static inline float tl_hsum256(__m256 v) {
 static const int32_t tl_mask_table[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
 
 TL_TARGET_AVX2 static void tl_dotnorm32_avx2(const float *q, const char *rows, ptrdiff_t rs,
-                                             size_t nrows, size_t d, float *dot, float *nrm) {
-    const size_t dm = d & ~(size_t)7;
-    const size_t rem = d & 7;
+                                             size_t nrows, size_t d, size_t mis, float *dot,
+                                             float *nrm) {
+    size_t head = ((32 - mis) & 31) / 4;
+    if (head > d) head = d;
+    const size_t dm = head + ((d - head) & ~(size_t)7);
+    const size_t rem = (d - head) & 7;
+    const __m256i hm = _mm256_loadu_si256((const __m256i *)(tl_mask_table + 8 - head));
     const __m256i m = _mm256_loadu_si256((const __m256i *)(tl_mask_table + 8 - rem));
     size_t r = 0;
     for (; r + 4 <= nrows; r += 4) {
@@ -131,7 +162,14 @@ TL_TARGET_AVX2 static void tl_dotnorm32_avx2(const float *q, const char *rows, p
         const float *c3 = (const float *)((const char *)c2 + rs);
         __m256 d0 = _mm256_setzero_ps(), d1 = d0, d2 = d0, d3 = d0;
         __m256 n0 = d0, n1 = d0, n2 = d0, n3 = d0;
-        for (size_t j = 0; j < dm; j += 8) {
+        if (head) {
+            __m256 qv = _mm256_maskload_ps(q, hm);
+            TL_DN256_MASKED(0, qv, c0, hm);
+            TL_DN256_MASKED(1, qv, c1, hm);
+            TL_DN256_MASKED(2, qv, c2, hm);
+            TL_DN256_MASKED(3, qv, c3, hm);
+        }
+        for (size_t j = head; j < dm; j += 8) {
             __m256 qv = _mm256_loadu_ps(q + j);
             TL_DN256_STEP(0, qv, c0 + j);
             TL_DN256_STEP(1, qv, c1 + j);
@@ -140,10 +178,10 @@ TL_TARGET_AVX2 static void tl_dotnorm32_avx2(const float *q, const char *rows, p
         }
         if (rem) {
             __m256 qv = _mm256_maskload_ps(q + dm, m);
-            TL_DN256_TAIL(0, qv, c0 + dm, m);
-            TL_DN256_TAIL(1, qv, c1 + dm, m);
-            TL_DN256_TAIL(2, qv, c2 + dm, m);
-            TL_DN256_TAIL(3, qv, c3 + dm, m);
+            TL_DN256_MASKED(0, qv, c0 + dm, m);
+            TL_DN256_MASKED(1, qv, c1 + dm, m);
+            TL_DN256_MASKED(2, qv, c2 + dm, m);
+            TL_DN256_MASKED(3, qv, c3 + dm, m);
         }
         dot[r] = tl_hsum256(d0), nrm[r] = tl_hsum256(n0);
         dot[r + 1] = tl_hsum256(d1), nrm[r + 1] = tl_hsum256(n1);
@@ -153,13 +191,17 @@ TL_TARGET_AVX2 static void tl_dotnorm32_avx2(const float *q, const char *rows, p
     for (; r < nrows; r++) {
         const float *c0 = (const float *)(rows + (ptrdiff_t)r * rs);
         __m256 d0 = _mm256_setzero_ps(), n0 = d0;
-        for (size_t j = 0; j < dm; j += 8) {
+        if (head) {
+            __m256 qv = _mm256_maskload_ps(q, hm);
+            TL_DN256_MASKED(0, qv, c0, hm);
+        }
+        for (size_t j = head; j < dm; j += 8) {
             __m256 qv = _mm256_loadu_ps(q + j);
             TL_DN256_STEP(0, qv, c0 + j);
         }
         if (rem) {
             __m256 qv = _mm256_maskload_ps(q + dm, m);
-            TL_DN256_TAIL(0, qv, c0 + dm, m);
+            TL_DN256_MASKED(0, qv, c0 + dm, m);
         }
         dot[r] = tl_hsum256(d0), nrm[r] = tl_hsum256(n0);
     }
@@ -231,20 +273,22 @@ static size_t tl_rows_per_block(size_t d, size_t wsize, size_t n) {
 static int tl_cosine_run32(tl_scratch *s, const tl_vec *query, const tl_mat *cand, tl_cos_sink *sk) {
     const size_t n = cand->rows, d = cand->cols;
     tl_dotnorm32_fn fn = tl_dotnorm32_pick();
-    const float *q = (const float *)query->data;
-    if (!(query->dtype == TL_F32 && tl_is_contig(query->data, query->stride, 4))) {
-        float *qc = tl_scratch_alloc(s, d * sizeof(float), TL_DEFAULT_ALIGN);
-        if (!qc) return TL_K_ENOMEM;
-        tl_convert_f32(query->data, query->dtype, query->stride, d, qc);
-        q = qc;
-    }
-    float qdot, qq;
-    fn(q, (const char *)q, 0, 1, d, &qdot, &qq);
-    const double qn = sqrt((double)qq);
-
     /* Rows are read in place when they are contiguous, aligned float32. */
     const int direct = cand->dtype == TL_F32 && tl_is_contig(cand->data, cand->col_stride, 4) &&
                        (cand->row_stride % 4 == 0 || n <= 1);
+    /* Rows that share one misalignment (row stride a multiple of 64 bytes) get
+     * a masked head; the query copy (3 KiB for d = 768, always made) is placed
+     * with the same misalignment so that its loads line up with the rows'. */
+    size_t mis = 0;
+    if (direct && (n <= 1 || cand->row_stride % 64 == 0)) mis = (uintptr_t)cand->data & 63;
+    char *qraw = tl_scratch_alloc(s, d * sizeof(float) + 64, TL_DEFAULT_ALIGN);
+    if (!qraw) return TL_K_ENOMEM;
+    float *q = (float *)(qraw + mis);
+    tl_convert_f32(query->data, query->dtype, query->stride, d, q);
+    float qdot, qq;
+    fn(q, (const char *)q, 0, 1, d, 0, &qdot, &qq);
+    const double qn = sqrt((double)qq);
+
     const size_t B = tl_rows_per_block(d, sizeof(float), n);
     float *dot = tl_scratch_alloc(s, 2 * B * sizeof(float), TL_DEFAULT_ALIGN);
     float *blk = direct ? NULL : tl_scratch_alloc(s, B * d * sizeof(float) + 1, TL_DEFAULT_ALIGN);
@@ -264,7 +308,7 @@ static int tl_cosine_run32(tl_scratch *s, const tl_vec *query, const tl_mat *can
             rows = (const char *)blk;
             rs = (ptrdiff_t)(d * sizeof(float));
         }
-        fn(q, rows, rs, nb, d, dot, nrm);
+        fn(q, rows, rs, nb, d, mis, dot, nrm);
         for (size_t r = 0; r < nb; r++)
             tl_cos_emit(sk, i0 + r, tl_cos_score((double)dot[r], qn, sqrt((double)nrm[r])));
     }

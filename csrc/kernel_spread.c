@@ -5,18 +5,24 @@
  *   max_depth times: new[v] += pulse[u] * w * f for every edge u -> v (weight w)
  *                    of every u with pulse[u] >= threshold; total += new; pulse = new
  *
- * Cost: the work of a call grows with the edges the pulse crosses, never with
- * the number of nodes n. Only touched nodes have state: a "slot" (pulse, next
- * pulse, total, node id) in an array in scratch, found through a hash table on
- * the node id (open addressing, load <= 1/2), or, for graphs of at most
- * TL_SPREAD_DENSE_MAX nodes, through a direct index of n entries (at most 32 KiB
- * to clear). Before each step the frontier (slots with pulse >= threshold) is
- * sorted by node id, so contributions are added in exactly the order of the
- * reference loop (u ascending, edges in CSR order), in float64: the result is
- * the reference's, bit for bit, independent of how slots were created.
+ * Two engines compute it, both adding contributions in exactly the order of
+ * the loop above (u ascending, edges in CSR order) in float64, so the result is
+ * the reference's bit for bit:
+ *
+ * - dense, for graphs of at most TL_SPREAD_DENSE_MAX nodes: pulse, next pulse
+ *   and total are plain arrays of n doubles in scratch (at most 96 KiB), and each
+ *   step scans them in node order. O(n) per step, but n is bounded by a small
+ *   constant, and an edge costs a load and an add with no indirection.
+ * - sparse, for larger graphs: only touched nodes have state, a "slot" found
+ *   through a hash table on the node id (open addressing, load <= 1/2). Each
+ *   step collects the frontier (slots with pulse >= threshold) and sorts it by
+ *   node id (radix sort), so the cost of a call grows with the edges the pulse
+ *   crosses, never with n.
+ *
+ * Nodes whose pulse is exactly 0 do not spread (they would only add zeros).
  *
  * Validation is lazy where it must be to stay sublinear: O(1) checks of the
- * lengths, every seed, and then each row when the pulse first visits it (indptr
+ * lengths, every seed, and then each row when the pulse visits it (indptr
  * order and range), each edge when the pulse crosses it (index in range, weight
  * finite). Faults in rows the pulse never reaches cannot change the result and
  * are not looked for.
@@ -42,7 +48,6 @@ typedef struct tl_spread_state {
     size_t count, cap;
     uint64_t *fr, *fr_tmp; /* frontier keys: node << 32 | slot */
     int64_t *ra, *rb;      /* row ranges of the frontier */
-    int32_t *dense;        /* direct index (small graphs) or NULL */
     uint64_t *table;       /* hash index: node << 32 | slot, or TL_EMPTY */
     size_t tmask;
     unsigned tshift;
@@ -56,7 +61,6 @@ static inline size_t tl_hash(uint32_t v, unsigned shift) {
 
 /* The slot of node v, -1 if untouched. */
 static inline int64_t tl_slot_find(const tl_spread_state *st, uint32_t v) {
-    if (st->dense) return st->dense[v];
     for (size_t h = tl_hash(v, st->tshift);; h = (h + 1) & st->tmask) {
         uint64_t e = st->table[h];
         if (e == TL_EMPTY) return -1;
@@ -74,15 +78,8 @@ static inline uint32_t tl_slot_new(tl_spread_state *st, uint32_t v) {
 }
 
 /* The slot of node v, created if needed. Capacity is reserved beforehand, so
- * this never allocates. Cost: one load (direct) or a hash and ~1.5 probes. */
+ * this never allocates. Cost: a multiply-shift hash and ~1.5 probes. */
 static inline uint32_t tl_slot_get(tl_spread_state *st, uint32_t v) {
-    if (st->dense) {
-        int32_t sl = st->dense[v];
-        if (sl >= 0) return (uint32_t)sl;
-        uint32_t ns = tl_slot_new(st, v);
-        st->dense[v] = (int32_t)ns;
-        return ns;
-    }
     for (size_t h = tl_hash(v, st->tshift);; h = (h + 1) & st->tmask) {
         uint64_t e = st->table[h];
         if (e == TL_EMPTY) {
@@ -113,7 +110,7 @@ TL_NOINLINE static int tl_spread_reserve(tl_spread_state *st, size_t need) {
     st->ra = ra;
     st->rb = ra + cap;
     st->cap = cap;
-    if (!st->dense) { /* rebuild the hash table at load <= 1/2 */
+    { /* rebuild the hash table at load <= 1/2 */
         size_t tsize = 16;
         unsigned bits = 4;
         while (tsize < 2 * cap) tsize <<= 1, bits++;
@@ -172,8 +169,23 @@ static inline int64_t tl_ld_int(const void *p, int is64, size_t i) {
     return is64 ? ((const int64_t *)p)[i] : (int64_t)((const int32_t *)p)[i];
 }
 
-/* Spread the pulse of every frontier row. Specialised per index and weight type
- * by always_inline with constant flags. Returns TL_K_OK or TL_K_EGRAPH. */
+/* One edge's checks: index in range and weight finite. Out of line on failure. */
+TL_NOINLINE TL_COLD static int tl_edge_fault(tl_spread_error *err, int64_t e, int64_t v, double w,
+                                             uint64_t n) {
+    err->pos = e;
+    if ((uint64_t)v >= n) {
+        err->fault = TL_FAULT_INDEX;
+        err->ivalue = v;
+    } else {
+        err->fault = TL_FAULT_WEIGHT;
+        err->fvalue = w;
+    }
+    return TL_K_EGRAPH;
+}
+
+/* Spread the pulse of every frontier row (sparse engine). Specialised per index
+ * and weight type by always_inline with constant flags. Per edge: two loads,
+ * one combined check, a hash lookup and an add. */
 static inline __attribute__((always_inline)) int
 tl_spread_rows(tl_spread_state *st, const tl_csr *g, size_t F, double f, int idx64, int w64,
                tl_spread_error *err) {
@@ -188,21 +200,41 @@ tl_spread_rows(tl_spread_state *st, const tl_csr *g, size_t F, double f, int idx
         for (int64_t e = st->ra[i]; e < st->rb[i]; e++) {
             int64_t v = tl_ld_int(g->indices, idx64, (size_t)e);
             double w = w64 ? ((const double *)g->data)[e] : (double)((const float *)g->data)[e];
-            if (TL_UNLIKELY((uint64_t)v >= n || !isfinite(w))) {
-                err->pos = e;
-                if ((uint64_t)v >= n) {
-                    err->fault = TL_FAULT_INDEX;
-                    err->ivalue = v;
-                } else {
-                    err->fault = TL_FAULT_WEIGHT;
-                    err->fvalue = w;
-                }
-                return TL_K_EGRAPH;
-            }
+            if (TL_UNLIKELY(((uint64_t)v >= n) | !isfinite(w))) return tl_edge_fault(err, e, v, w, n);
             uint32_t sv = tl_slot_get(st, (uint32_t)v);
             st->slot[sv].next += p * w * f;
         }
     }
+    return TL_K_OK;
+}
+
+/* Dense engine: one step over every node in id order. Returns TL_K_OK with
+ * *spread set if any node spread, or TL_K_EGRAPH. */
+static inline __attribute__((always_inline)) int
+tl_dense_step(const tl_csr *g, const double *cur, double *next, double thr, double f, int ip64,
+              int idx64, int w64, int *spread, tl_spread_error *err) {
+    const uint64_t n = g->n;
+    int any = 0;
+    for (size_t u = 0; u < n; u++) {
+        const double p = cur[u];
+        if (!(p >= thr) || p == 0.0) continue;
+        any = 1;
+        int64_t a = tl_ld_int(g->indptr, ip64, u), b = tl_ld_int(g->indptr, ip64, u + 1);
+        if (TL_UNLIKELY(a < 0 || a > b || b > (int64_t)g->nnz)) {
+            err->fault = TL_FAULT_INDPTR;
+            err->pos = (int64_t)u;
+            err->ivalue = a;
+            err->ivalue2 = b;
+            return TL_K_EGRAPH;
+        }
+        for (int64_t e = a; e < b; e++) {
+            int64_t v = tl_ld_int(g->indices, idx64, (size_t)e);
+            double w = w64 ? ((const double *)g->data)[e] : (double)((const float *)g->data)[e];
+            if (TL_UNLIKELY(((uint64_t)v >= n) | !isfinite(w))) return tl_edge_fault(err, e, v, w, n);
+            next[v] += p * w * f;
+        }
+    }
+    *spread = any;
     return TL_K_OK;
 }
 
@@ -254,38 +286,70 @@ static int tl_spread_fail(tl_spread_error *err, tl_graph_fault fault, int64_t po
     return TL_K_EGRAPH;
 }
 
-int tl_spread_activation(tl_scratch *s, const tl_csr *g, const int64_t *seeds, size_t nseeds,
-                         const double *activation, size_t nact, const tl_spread_params *p,
-                         float *dense, size_t k, int64_t *top_idx, float *top_val,
-                         size_t *count, tl_spread_error *err) {
-    tl_spread_error dummy;
-    if (!err) err = &dummy;
-    memset(err, 0, sizeof *err);
-    if (count) *count = 0;
+static int tl_spread_dense(tl_scratch *s, const tl_csr *g, const int64_t *seeds, size_t nseeds,
+                           const double *activation, size_t nact, const tl_spread_params *p,
+                           float *dense, size_t k, int64_t *top_idx, float *top_val, size_t *count,
+                           tl_spread_error *err) {
     const size_t n = g->n;
     const int ip64 = g->indptr_dtype == TL_I64, idx64 = g->indices_dtype == TL_I64;
     const int w64 = g->data_dtype == TL_F64;
-    if ((!ip64 && g->indptr_dtype != TL_I32) || (!idx64 && g->indices_dtype != TL_I32) ||
-        (!w64 && g->data_dtype != TL_F32) || n >= ((size_t)1 << 31) ||
-        (nact != 1 && nact != nseeds) || (nseeds && nact == 0))
-        return TL_K_EINVAL;
-    /* O(1) shape checks, then every seed. */
-    int64_t first = tl_ld_int(g->indptr, ip64, 0), last = tl_ld_int(g->indptr, ip64, n);
-    if (first != 0 || last != (int64_t)g->nnz) return tl_spread_fail(err, TL_FAULT_SHAPE, 0, first, last);
-    for (size_t j = 0; j < nseeds; j++)
-        if (seeds[j] < 0 || (uint64_t)seeds[j] >= n)
-            return tl_spread_fail(err, TL_FAULT_SEED, (int64_t)j, seeds[j], 0);
-    if (n == 0) return TL_K_OK;
+    double *cur = tl_scratch_alloc(s, 3 * n * sizeof(double), TL_DEFAULT_ALIGN);
+    if (!cur) return TL_K_ENOMEM;
+    double *next = cur + n, *total = next + n;
+    memset(cur, 0, 2 * n * sizeof(double));
+    for (size_t j = 0; j < nseeds; j++) cur[seeds[j]] += activation[nact == 1 ? 0 : j];
+    memcpy(total, cur, n * sizeof(double));
+    const double f = exp(-p->decay_rate), thr = p->threshold;
+    for (size_t depth = 0; depth < p->max_depth; depth++) {
+        int any = 0, rc;
+        switch (ip64 * 4 + idx64 * 2 + w64) {
+        case 0: rc = tl_dense_step(g, cur, next, thr, f, 0, 0, 0, &any, err); break;
+        case 1: rc = tl_dense_step(g, cur, next, thr, f, 0, 0, 1, &any, err); break;
+        case 2: rc = tl_dense_step(g, cur, next, thr, f, 0, 1, 0, &any, err); break;
+        case 3: rc = tl_dense_step(g, cur, next, thr, f, 0, 1, 1, &any, err); break;
+        case 4: rc = tl_dense_step(g, cur, next, thr, f, 1, 0, 0, &any, err); break;
+        case 5: rc = tl_dense_step(g, cur, next, thr, f, 1, 0, 1, &any, err); break;
+        case 6: rc = tl_dense_step(g, cur, next, thr, f, 1, 1, 0, &any, err); break;
+        default: rc = tl_dense_step(g, cur, next, thr, f, 1, 1, 1, &any, err); break;
+        }
+        if (rc != TL_K_OK) return rc;
+        if (!any) break; /* nothing spreads now, nor at any later step */
+        for (size_t v = 0; v < n; v++) total[v] += next[v];
+        double *t = cur;
+        cur = next;
+        next = t;
+        memset(next, 0, n * sizeof(double));
+    }
+    if (dense) {
+        for (size_t v = 0; v < n; v++) dense[v] = (float)total[v];
+        return TL_K_OK;
+    }
+    if (k > n) k = n;
+    if (k == 0) return TL_K_OK;
+    tl_topk_item *h = tl_scratch_alloc(s, k * sizeof(tl_topk_item), TL_DEFAULT_ALIGN);
+    if (!h) return TL_K_ENOMEM;
+    size_t hs = 0;
+    for (size_t v = 0; v < n; v++) tl_topk_push(h, &hs, k, (float)total[v], (int64_t)v);
+    tl_topk_finish(h, hs);
+    for (size_t i = 0; i < hs; i++) {
+        top_idx[i] = h[i].idx;
+        top_val[i] = h[i].val;
+    }
+    *count = hs;
+    return TL_K_OK;
+}
 
+static int tl_spread_sparse(tl_scratch *s, const tl_csr *g, const int64_t *seeds, size_t nseeds,
+                            const double *activation, size_t nact, const tl_spread_params *p,
+                            float *dense, size_t k, int64_t *top_idx, float *top_val,
+                            size_t *count, tl_spread_error *err) {
+    const size_t n = g->n;
+    const int ip64 = g->indptr_dtype == TL_I64, idx64 = g->indices_dtype == TL_I64;
+    const int w64 = g->data_dtype == TL_F64;
     tl_spread_state st;
     memset(&st, 0, sizeof st);
     st.s = s;
     st.n = n;
-    if (n <= TL_SPREAD_DENSE_MAX) {
-        st.dense = tl_scratch_alloc(s, n * sizeof(int32_t), TL_DEFAULT_ALIGN);
-        if (!st.dense) return TL_K_ENOMEM;
-        memset(st.dense, 0xFF, n * sizeof(int32_t)); /* -1: untouched */
-    }
     size_t cap0 = nseeds > 64 ? nseeds : 64;
     int rc = tl_spread_reserve(&st, cap0 < n ? cap0 : n);
     if (rc != TL_K_OK) return rc;
@@ -302,14 +366,17 @@ int tl_spread_activation(tl_scratch *s, const tl_csr *g, const int64_t *seeds, s
     for (size_t depth = 0; depth < p->max_depth; depth++) {
         /* The frontier: O(touched). */
         size_t F = 0;
-        for (size_t i = 0; i < st.count; i++)
-            if (st.slot[i].cur >= thr) st.fr[F++] = ((uint64_t)st.slot[i].node << 32) | i;
+        for (size_t i = 0; i < st.count; i++) {
+            double c = st.slot[i].cur;
+            if (c >= thr && c != 0.0) st.fr[F++] = ((uint64_t)st.slot[i].node << 32) | i;
+        }
         if (F == 0) break;
         tl_sort_keys(st.fr, st.fr_tmp, F, node_bits);
         /* Visit the rows: check them, note their ranges, count their edges. */
         uint64_t edges = 0;
         for (size_t i = 0; i < F; i++) {
-            if (i + 8 < F) __builtin_prefetch((const char *)g->indptr + (st.fr[i + 8] >> 32) * (ip64 ? 8 : 4));
+            if (i + 8 < F)
+                __builtin_prefetch((const char *)g->indptr + (st.fr[i + 8] >> 32) * (ip64 ? 8 : 4));
             size_t u = (size_t)(st.fr[i] >> 32);
             int64_t a = tl_ld_int(g->indptr, ip64, u), b = tl_ld_int(g->indptr, ip64, u + 1);
             if (TL_UNLIKELY(a < 0 || a > b || b > (int64_t)g->nnz))
@@ -351,4 +418,33 @@ int tl_spread_activation(tl_scratch *s, const tl_csr *g, const int64_t *seeds, s
         return TL_K_OK;
     }
     return tl_spread_topk(&st, k, top_idx, top_val, count);
+}
+
+int tl_spread_activation(tl_scratch *s, const tl_csr *g, const int64_t *seeds, size_t nseeds,
+                         const double *activation, size_t nact, const tl_spread_params *p,
+                         float *dense, size_t k, int64_t *top_idx, float *top_val,
+                         size_t *count, tl_spread_error *err) {
+    tl_spread_error dummy;
+    if (!err) err = &dummy;
+    memset(err, 0, sizeof *err);
+    if (count) *count = 0;
+    const size_t n = g->n;
+    const int ip64 = g->indptr_dtype == TL_I64;
+    if ((!ip64 && g->indptr_dtype != TL_I32) ||
+        (g->indices_dtype != TL_I64 && g->indices_dtype != TL_I32) ||
+        (g->data_dtype != TL_F64 && g->data_dtype != TL_F32) || n >= ((size_t)1 << 31) ||
+        (nact != 1 && nact != nseeds) || (nseeds && nact == 0) || (!dense && !count))
+        return TL_K_EINVAL;
+    /* O(1) shape checks, then every seed. */
+    int64_t first = tl_ld_int(g->indptr, ip64, 0), last = tl_ld_int(g->indptr, ip64, n);
+    if (first != 0 || last != (int64_t)g->nnz) return tl_spread_fail(err, TL_FAULT_SHAPE, 0, first, last);
+    for (size_t j = 0; j < nseeds; j++)
+        if (seeds[j] < 0 || (uint64_t)seeds[j] >= n)
+            return tl_spread_fail(err, TL_FAULT_SEED, (int64_t)j, seeds[j], 0);
+    if (n == 0) return TL_K_OK;
+    if (p->engine == TL_SPREAD_DENSE || (p->engine == TL_SPREAD_AUTO && n <= TL_SPREAD_DENSE_MAX))
+        return tl_spread_dense(s, g, seeds, nseeds, activation, nact, p, dense, k, top_idx, top_val,
+                               count, err);
+    return tl_spread_sparse(s, g, seeds, nseeds, activation, nact, p, dense, k, top_idx, top_val,
+                            count, err);
 }

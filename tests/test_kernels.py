@@ -237,15 +237,16 @@ def test_spread_matches_reference_exactly(
     else:
         activation = np.array(data.draw(st.lists(st.floats(-3, 3), min_size=len(seeds), max_size=len(seeds))))
     kw = dict(activation=activation, decay_rate=decay_rate, threshold=threshold, max_depth=depth)
-    got = kernels.spread_activation(g, seeds, **kw)
     want = ref.spread_activation(g, seeds, **kw)
-    assert got.dtype == np.float32 and got.shape == (n,)
-    np.testing.assert_array_equal(got, want)
     k = data.draw(st.integers(0, n + 3))
-    gi, gv = kernels.spread_activation(g, seeds, top_k=k, **kw)
     wi, wv = ref.spread_activation(g, seeds, top_k=k, **kw)
-    np.testing.assert_array_equal(gi, wi)
-    np.testing.assert_array_equal(gv, wv)
+    for engine in ("auto", "dense", "sparse"):
+        got = kernels.spread_activation(g, seeds, _engine=engine, **kw)
+        assert got.dtype == np.float32 and got.shape == (n,)
+        np.testing.assert_array_equal(got, want)
+        gi, gv = kernels.spread_activation(g, seeds, top_k=k, _engine=engine, **kw)
+        np.testing.assert_array_equal(gi, wi)
+        np.testing.assert_array_equal(gv, wv)
 
 
 def _random_graph(n: int, deg: int, seed: int = 0) -> tuple:
@@ -274,9 +275,12 @@ def test_spread_special_graphs() -> None:
     g = (np.array([0, 1, 2, 3, 4, 4]), np.array([1, 2, 0, 3]), np.array([0.5, 0.5, 0.5, 1.0]))
     for depth in range(6):
         for thr in (0.0, 0.01, 0.3, 100.0):
-            got = kernels.spread_activation(g, [0, 3, 4, 4], max_depth=depth, threshold=thr)
             want = ref.spread_activation(g, [0, 3, 4, 4], max_depth=depth, threshold=thr)
-            np.testing.assert_array_equal(got, want)
+            for engine in ("dense", "sparse"):
+                got = kernels.spread_activation(
+                    g, [0, 3, 4, 4], max_depth=depth, threshold=thr, _engine=engine
+                )
+                np.testing.assert_array_equal(got, want)
     only_seeds = kernels.spread_activation(g, [1, 1, 4], max_depth=0)
     assert only_seeds.tolist() == [0.0, 2.0, 0.0, 0.0, 1.0]
     above = kernels.spread_activation(g, [0], threshold=1.5)  # threshold above every pulse
@@ -284,8 +288,9 @@ def test_spread_special_graphs() -> None:
     assert kernels.spread_activation(g, []).tolist() == [0.0] * 5
     empty = (np.array([0]), np.array([], np.int32), np.array([], np.float32))
     assert kernels.spread_activation(empty, []).shape == (0,)
-    ids, vals = kernels.spread_activation(g, [4], top_k=10)  # k > n: all n, zeros by id
-    assert ids.tolist() == [4, 0, 1, 2, 3] and vals.tolist() == [1.0, 0, 0, 0, 0]
+    for engine in ("dense", "sparse"):  # k > n: all n, zeros by id
+        ids, vals = kernels.spread_activation(g, [4], top_k=10, _engine=engine)
+        assert ids.tolist() == [4, 0, 1, 2, 3] and vals.tolist() == [1.0, 0, 0, 0, 0]
 
 
 def test_spread_accepts_scipy_csr() -> None:
@@ -363,10 +368,13 @@ def _bad(i: int, value: object) -> tuple:
         ((np.array([0]), np.array([])), [0], {}, ValueError, "must be \\(indptr, indices, weights\\)"),
     ],
 )
-def test_spread_bad_input(graph: object, seeds: object, kwargs: dict, exc: type, match: str) -> None:
+@pytest.mark.parametrize("engine", ["dense", "sparse"])
+def test_spread_bad_input(
+    graph: object, seeds: object, kwargs: dict, exc: type, match: str, engine: str
+) -> None:
     arrays = [np.array(a, copy=True) for a in graph] if isinstance(graph, tuple) else []
     with pytest.raises(exc, match=match):
-        kernels.spread_activation(graph, seeds, **kwargs)
+        kernels.spread_activation(graph, seeds, _engine=engine, **kwargs)
     if isinstance(graph, tuple):
         for a, b in zip(graph, arrays, strict=True):
             np.testing.assert_array_equal(a, b)

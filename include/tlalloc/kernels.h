@@ -99,10 +99,18 @@ typedef struct tl_csr {
     tl_dtype data_dtype;
 } tl_csr;
 
+/* Which engine runs (results are identical; AUTO picks by size). */
+typedef enum tl_spread_engine {
+    TL_SPREAD_AUTO = 0,   /* DENSE for n <= TL_SPREAD_DENSE_MAX, else SPARSE */
+    TL_SPREAD_DENSE = 1,  /* arrays of n doubles: O(n) per step */
+    TL_SPREAD_SPARSE = 2  /* touched nodes only: O(edges crossed) */
+} tl_spread_engine;
+
 typedef struct tl_spread_params {
     double decay_rate; /* f = exp(-decay_rate) */
     double threshold;  /* a node spreads while its pulse >= threshold */
     size_t max_depth;  /* number of spreading steps */
+    tl_spread_engine engine;
 } tl_spread_params;
 
 /* What was wrong when tl_spread_activation returns TL_K_EGRAPH. */
@@ -132,11 +140,12 @@ typedef struct tl_spread_error {
  *
  * Cost: proportional to the edges the pulse crosses (plus sorting each frontier),
  * not to n: the pulse, frontier and touched set live in scratch, indexed by a
- * hash table (or, for n <= TL_SPREAD_DENSE_MAX, a direct index of n entries).
+ * hash table. Graphs of at most TL_SPREAD_DENSE_MAX nodes use plain arrays of n
+ * doubles instead (a bounded O(n) per step, cheaper there than hashing).
  * Validation: O(1) checks of the lengths, every seed, and every row the pulse
  * visits (indptr order and range, indices in range, weights finite); a fault
  * anywhere returns TL_K_EGRAPH with *err filled and no output written. */
-#define TL_SPREAD_DENSE_MAX 8192
+#define TL_SPREAD_DENSE_MAX 4096
 int tl_spread_activation(tl_scratch *s, const tl_csr *g, const int64_t *seeds, size_t nseeds,
                          const double *activation, size_t nact, const tl_spread_params *p,
                          float *dense, size_t k, int64_t *top_idx, float *top_val,

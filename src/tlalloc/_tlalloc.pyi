@@ -121,10 +121,19 @@ def _spread_activation(
     max_depth: int,
     top_k: int | None,
     scratch: int,
+    engine: int,
     /,
 ) -> NDArray[np.float32] | tuple[NDArray[np.int64], NDArray[np.float32]]: ...
 def _decay(
-    strengths: Any, ages: Any, model: int, scale: float, alpha: float, out: Any, scratch: int, /
+    strengths: Any,
+    ages: Any,
+    model: int,
+    tau: float | None,
+    half_life: float | None,
+    alpha: float,
+    out: Any,
+    scratch: int,
+    /,
 ) -> NDArray[Any]: ...
 def _kernels_isa() -> Literal["portable", "avx2", "avx512"]: ...
 def _kernels_best_isa() -> Literal["portable", "avx2", "avx512"]: ...

@@ -207,11 +207,13 @@ static void ref_spread(const graph *g, const int64_t *seeds, size_t ns, double a
     free(pulse), free(total), free(nw);
 }
 
+static tl_spread_engine engine = TL_SPREAD_AUTO;
+
 static int run_spread(tl_scratch_kind kind, const graph *g, const int64_t *seeds, size_t ns,
                       double act, double decay, double thr, size_t depth, float *dense, size_t k,
                       int64_t *ti, float *tv, size_t *cnt, tl_spread_error *err) {
     tl_csr csr = {g->n, g->nnz, g->indptr, TL_I64, g->indices, TL_I32, g->data, TL_F32};
-    tl_spread_params p = {decay, thr, depth};
+    tl_spread_params p = {decay, thr, depth, engine};
     tl_scratch s;
     CHECK(tl_scratch_begin(&s, kind, NULL) == 0);
     int rc = tl_spread_activation(&s, &csr, seeds, ns, &act, 1, &p, dense, k, ti, tv, cnt, err);
@@ -219,7 +221,7 @@ static int run_spread(tl_scratch_kind kind, const graph *g, const int64_t *seeds
     return rc;
 }
 
-static void check_spread_case(const graph *g, const int64_t *seeds, size_t ns, double thr, size_t depth) {
+static void check_spread_engine(const graph *g, const int64_t *seeds, size_t ns, double thr, size_t depth) {
     size_t n = g->n;
     float *want = malloc(n * 4), *got = malloc(n * 4);
     int64_t *ti = malloc(n * 8 + 8);
@@ -238,6 +240,15 @@ static void check_spread_case(const graph *g, const int64_t *seeds, size_t ns, d
         if (i) CHECK(tv[i - 1] > tv[i] || (tv[i - 1] == tv[i] && ti[i - 1] < ti[i]));
     }
     free(want), free(got), free(ti), free(tv);
+}
+
+/* Both engines, bit for bit. */
+static void check_spread_case(const graph *g, const int64_t *seeds, size_t ns, double thr, size_t depth) {
+    for (int e = 0; e < 3; e++) {
+        engine = (tl_spread_engine)e;
+        check_spread_engine(g, seeds, ns, thr, depth);
+    }
+    engine = TL_SPREAD_AUTO;
 }
 
 static void test_spread_matches_reference(void) {
@@ -278,7 +289,7 @@ static void test_spread_small_graphs(void) {
     CHECK(cnt == 0);
 }
 
-static void test_spread_faults(void) {
+static void test_spread_faults_one_engine(void) {
     int64_t indptr[4] = {0, 2, 1, 3};
     int32_t indices[3] = {1, 2, 0};
     float data[3] = {1, 1, 1};
@@ -308,6 +319,14 @@ static void test_spread_faults(void) {
     indptr[3] = 3;
     CHECK(run_spread(TL_SCRATCH_THREAD, &g, &seed, 1, 1, 0.7, 0.01, 3, out, 0, 0, 0, 0, &err) == 0);
     CHECK(out[0] > 1.0f && out[1] > 0 && out[2] > 0);
+}
+
+static void test_spread_faults(void) {
+    for (int e = 0; e < 3; e++) {
+        engine = (tl_spread_engine)e;
+        test_spread_faults_one_engine();
+    }
+    engine = TL_SPREAD_AUTO;
 }
 
 /* ---- decay ------------------------------------------------------------------------------ */

@@ -326,12 +326,16 @@ static PyObject *tl_py_graph_error(const tl_spread_error *e, size_t n, size_t nn
 }
 
 /* _spread_activation(indptr, indices, data, seeds, activation, decay_rate,
- *                    threshold, max_depth, top_k, scratch) */
+ *                    threshold, max_depth, top_k, scratch, engine) */
 static PyObject *py_spread(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 10) {
-        PyErr_SetString(PyExc_TypeError, "_spread_activation takes 10 arguments");
+    if (nargs != 11) {
+        PyErr_SetString(PyExc_TypeError, "_spread_activation takes 11 arguments");
         return NULL;
     }
+    long engine = PyLong_AsLong(args[10]);
+    if (engine == -1 && PyErr_Occurred()) return NULL;
+    if (engine < 0 || engine > 2)
+        return PyErr_Format(PyExc_ValueError, "_engine must be 0 (auto), 1 (dense) or 2 (sparse), got %ld", engine);
     PyArrayObject *ip = NULL, *ix = NULL, *w = NULL, *seeds = NULL, *act = NULL;
     PyArrayObject *dense = NULL, *ri = NULL, *rv = NULL;
     PyObject *result = NULL;
@@ -437,7 +441,7 @@ static PyObject *py_spread(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssi
     if (tl_py_scratch_arena(kind, &arena) < 0) goto done;
     tl_csr g = {n, (size_t)nnz, PyArray_DATA(ip), (tl_dtype)tl_py_dtype(ip), PyArray_DATA(ix),
                 (tl_dtype)tl_py_dtype(ix), PyArray_DATA(w), (tl_dtype)tl_py_dtype(w)};
-    tl_spread_params p = {decay_rate, threshold, (size_t)depth};
+    tl_spread_params p = {decay_rate, threshold, (size_t)depth, (tl_spread_engine)engine};
     tl_spread_error err;
     memset(&err, 0, sizeof err);
     size_t count = 0;
@@ -494,22 +498,46 @@ static PyObject *tl_py_age_error(const char *p, PyArrayObject *ages, npy_intp po
     return NULL;
 }
 
-/* _decay(strengths, ages, model, scale, alpha, out, scratch) */
+/* A time constant: a real number, finite and > 0. */
+static int tl_py_time_constant(PyObject *obj, const char *name, double *out) {
+    if (tl_py_real(obj, name, out) < 0) return -1;
+    if (!(*out > 0.0) || *out == INFINITY) {
+        PyErr_Format(PyExc_ValueError, "%s must be finite and > 0, got %R", name, obj);
+        return -1;
+    }
+    return 0;
+}
+
+/* _decay(strengths, ages, model, tau, half_life, alpha, out, scratch): model is
+ * 0 (exponential) or 2 (power); tau is None for the default (86400 s);
+ * half_life is None unless given. */
 static PyObject *py_decay(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 7) {
-        PyErr_SetString(PyExc_TypeError, "_decay takes 7 arguments");
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "_decay takes 8 arguments");
         return NULL;
     }
-    int model = PyLong_AsLong(args[2]);
+    long model = PyLong_AsLong(args[2]);
     if (model == -1 && PyErr_Occurred()) return NULL;
-    double scale = PyFloat_AsDouble(args[3]), alpha = PyFloat_AsDouble(args[4]);
-    if (PyErr_Occurred()) return NULL;
-    int kind_i = PyLong_AsLong(args[6]);
+    if (model != TL_DECAY_EXP && model != TL_DECAY_POWER)
+        return PyErr_Format(PyExc_ValueError, "bad model code %ld", model);
+    PyObject *tau_o = args[3], *hl_o = args[4];
+    double scale = 86400.0, alpha;
+    if (hl_o != Py_None) {
+        if (tau_o != Py_None) return PyErr_Format(PyExc_TypeError, "give either tau or half_life, not both");
+        if (model != TL_DECAY_EXP)
+            return PyErr_Format(PyExc_ValueError, "half_life applies to the exponential model only; use tau");
+        if (tl_py_time_constant(hl_o, "half_life", &scale) < 0) return NULL;
+        model = TL_DECAY_HALF_LIFE;
+    } else if (tau_o != Py_None && tl_py_time_constant(tau_o, "tau", &scale) < 0) {
+        return NULL;
+    }
+    if (tl_py_real(args[5], "alpha", &alpha) < 0) return NULL;
+    if (!isfinite(alpha)) return PyErr_Format(PyExc_ValueError, "alpha must be finite, got %R", args[5]);
+    long kind_i = PyLong_AsLong(args[7]);
     if (kind_i == -1 && PyErr_Occurred()) return NULL;
     tl_scratch_kind kind;
-    if (tl_py_scratch_kind(kind_i, &kind) < 0) return NULL;
-    if (model < 0 || model > 2) return PyErr_Format(PyExc_ValueError, "bad model code %d", model);
-    PyObject *out_obj = args[5];
+    if (tl_py_scratch_kind((int)kind_i, &kind) < 0) return NULL;
+    PyObject *out_obj = args[6];
     PyArrayObject *s = NULL, *a = NULL, *out = NULL;
     PyObject *result = NULL;
     NpyIter *it = NULL;
@@ -738,9 +766,9 @@ static PyMethodDef kernel_methods[] = {
      "_cosine_similarity(query, candidates, top_k, out, scratch): see tlalloc.kernels."},
     {"_spread_activation", (PyCFunction)(void (*)(void))py_spread, METH_FASTCALL,
      "_spread_activation(indptr, indices, data, seeds, activation, decay_rate, threshold, max_depth, "
-     "top_k, scratch): see tlalloc.kernels."},
+     "top_k, scratch, engine): see tlalloc.kernels."},
     {"_decay", (PyCFunction)(void (*)(void))py_decay, METH_FASTCALL,
-     "_decay(strengths, ages, model, scale, alpha, out, scratch): see tlalloc.kernels."},
+     "_decay(strengths, ages, model, tau, half_life, alpha, out, scratch): see tlalloc.kernels."},
     {"_kernels_isa", py_isa, METH_NOARGS, "Instruction set the kernels use now."},
     {"_kernels_best_isa", py_best_isa, METH_NOARGS, "Best instruction set this CPU supports."},
     {"_kernels_set_isa", py_set_isa, METH_O, "Testing aid: force an instruction set; returns the previous one."},
