@@ -28,6 +28,7 @@ static uint64_t tl_registry_live;
 static uint64_t tl_registry_created;
 /* Counters of arenas already destroyed (capacity, used and peak stay 0). */
 static tl_arena_stats tl_retired;
+static uint64_t tl_retired_max_peak;
 
 static pthread_mutex_t tl_options_lock = PTHREAD_MUTEX_INITIALIZER;
 static tl_arena_options tl_thread_options = {.capacity = TL_ARENA_DEFAULT_CAPACITY};
@@ -98,6 +99,7 @@ void tl_registry_retire(tl_arena *a) {
     if (a->reg_next) a->reg_next->reg_prev = a->reg_prev;
     tl_registry_live--;
     tl_stats_add_counters(&tl_retired, &s);
+    if (s.peak_bytes > tl_retired_max_peak) tl_retired_max_peak = s.peak_bytes;
     pthread_mutex_unlock(&tl_registry_lock);
 }
 
@@ -140,9 +142,11 @@ void tl_registry_get_stats(tl_registry_stats *out) {
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&tl_registry_lock);
     out->total = tl_retired;
+    out->max_peak_bytes = tl_retired_max_peak;
     for (tl_arena *a = tl_registry_head; a; a = a->reg_next) {
         tl_arena_stats s;
         tl_arena_get_stats(a, &s);
+        if (s.peak_bytes > out->max_peak_bytes) out->max_peak_bytes = s.peak_bytes;
         tl_stats_add_counters(&out->total, &s);
         out->total.capacity_bytes += s.capacity_bytes;
         out->total.used_bytes += s.used_bytes;

@@ -144,19 +144,12 @@ def test_register_once_per_registry():
     assert b"tlalloc_arenas" in generate_latest(prometheus_client.REGISTRY)
 
 
-def test_max_peak_when_the_core_reports_it(monkeypatch):
-    import tlalloc._stats as stats_mod
-
-    orig = stats_mod._tlalloc._registry_stats
-    monkeypatch.setattr(stats_mod._tlalloc, "_registry_stats", lambda: {**orig(), "max_peak_bytes": 12345})
+def test_max_peak_bytes_is_exported():
     reg = CollectorRegistry()
     metrics.register(reg)
     values, kinds = parse(generate_latest(reg).decode())
     assert kinds["tlalloc_arena_max_peak_bytes"] == "gauge"
-    assert values[("tlalloc_arena_max_peak_bytes", ())] == 12345
-    monkeypatch.undo()
-    values, kinds = parse(generate_latest(reg).decode())
-    assert "tlalloc_arena_max_peak_bytes" not in kinds
+    assert values[("tlalloc_arena_max_peak_bytes", ())] == tlalloc.stats().max_peak_bytes
 
 
 def test_pool_statistics_when_the_pool_is_built(monkeypatch):

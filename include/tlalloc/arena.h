@@ -215,6 +215,7 @@ typedef struct tl_registry_stats {
     tl_arena_stats total;
     uint64_t num_arenas;  /* live thread arenas */
     uint64_t num_threads; /* thread arenas ever created */
+    uint64_t max_peak_bytes; /* largest peak of any thread arena, live or released */
 } tl_registry_stats;
 void tl_registry_get_stats(tl_registry_stats *out);
 

@@ -16,9 +16,11 @@ Example:
 
 from __future__ import annotations
 
-from tlalloc import _config, _tlalloc
+from tlalloc import _config, _tlalloc, metrics
 from tlalloc._config import Config, configure, get_config, parse_size
 from tlalloc._stats import ArenaStats, GlobalStats, ThreadStats, stats
+from tlalloc.advise import Advice, Recommendation, advise
+from tlalloc.summary import summary
 
 __version__ = "0.1.0"
 
@@ -88,17 +90,22 @@ scratch = _tlalloc.scratch
 
 
 __all__ = [
+    "Advice",
     "Arena",
     "ArenaFallbackWarning",
     "ArenaOverflowError",
     "ArenaStats",
     "Config",
     "GlobalStats",
+    "Recommendation",
     "ThreadStats",
+    "advise",
     "configure",
     "get_config",
+    "metrics",
     "parse_size",
     "scratch",
     "stats",
+    "summary",
     "thread_arena",
 ]

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         "usage: tlalloc bench [SUITE] [options]   (suites: "
         + ", ".join(SUITES)
         + f"; default {DEFAULT_SUITE})\n"
-        "       tlalloc stats [--json] SCRIPT [ARGS...]\n"
+        "       tlalloc stats [--json] [-o FILE] SCRIPT [ARGS...]\n"
         "Run 'tlalloc bench [SUITE] --help' for a suite's options."
     )
     if not argv or argv[0] in ("-h", "--help"):

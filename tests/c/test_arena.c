@@ -154,6 +154,7 @@ static void test_thread_arenas(void) {
     CHECK(after.num_threads == before.num_threads + NTHREADS);
     CHECK(after.num_arenas == before.num_arenas); /* released at thread exit */
     CHECK(after.total.num_allocations == before.total.num_allocations + NTHREADS * 2000);
+    CHECK(after.max_peak_bytes >= 256); /* kept after the workers' arenas were released */
 }
 
 static void *hold_worker(void *arg) {

@@ -1091,7 +1091,8 @@ static PyObject *py_registry_stats(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(i
     PyObject *d = stats_dict(&rs.total);
     if (!d) return NULL;
     if (dict_set_u64(d, "num_arenas", rs.num_arenas) < 0 ||
-        dict_set_u64(d, "num_threads", rs.num_threads) < 0) {
+        dict_set_u64(d, "num_threads", rs.num_threads) < 0 ||
+        dict_set_u64(d, "max_peak_bytes", rs.max_peak_bytes) < 0) {
         Py_DECREF(d);
         return NULL;
     }
