@@ -21,6 +21,7 @@ SUITES: dict[str, str] = {
     "alloc": "tlalloc.bench.alloc",
     "huffman": "tlalloc.bench.huffman",
     "larson": "tlalloc.bench.larson",
+    "pages": "tlalloc.bench.pages",
 }
 DEFAULT_SUITE = "mix"
 
