@@ -31,27 +31,25 @@
 
 #include "kernels_internal.h"
 
-typedef struct tl_slot {
-    double cur;   /* pulse at this step */
-    double next;  /* pulse being accumulated for the next step */
-    double total; /* sum of all pulses */
-    uint32_t node;
-    uint32_t pad;
-} tl_slot;
-
-#define TL_EMPTY UINT64_MAX
-
+/* Touched nodes' state, one "slot" per node, as parallel arrays: the spreading
+ * loop writes only `next` (8 bytes per node, so a step's targets stay in L1
+ * longer), the top-k scan reads only `total`. */
 typedef struct tl_spread_state {
     tl_scratch *s;
     size_t n;
-    tl_slot *slot;
-    size_t count, cap;
-    uint64_t *fr, *fr_tmp; /* frontier keys: node << 32 | slot */
-    int64_t *ra, *rb;      /* row ranges of the frontier */
+    uint32_t *node; /* slot -> node id */
+    double *cur;    /* pulse at this step */
+    double *next;   /* pulse being accumulated for the next step */
+    double *total;  /* sum of all pulses */
+    size_t count, cap;     /* slots used; slots allocated (plus one spare) */
+    uint64_t *fr, *fr_tmp; /* this step's frontier keys: node << 32 | slot */
+    int64_t *ra, *rb;      /* and their row ranges */
     uint64_t *table;       /* hash index: node << 32 | slot, or TL_EMPTY */
     size_t tmask;
     unsigned tshift;
 } tl_spread_state;
+
+#define TL_EMPTY UINT64_MAX
 
 /* ---- index: node id -> slot ------------------------------------------------------ */
 
@@ -68,22 +66,18 @@ static inline int64_t tl_slot_find(const tl_spread_state *st, uint32_t v) {
     }
 }
 
-static inline uint32_t tl_slot_new(tl_spread_state *st, uint32_t v) {
-    tl_assert(st->count < st->cap);
-    uint32_t sl = (uint32_t)st->count++;
-    tl_slot *p = &st->slot[sl];
-    p->cur = p->next = p->total = 0.0;
-    p->node = v;
-    return sl;
-}
-
 /* The slot of node v, created if needed. Capacity is reserved beforehand, so
- * this never allocates. Cost: a multiply-shift hash and ~1.5 probes. */
+ * this never allocates. Cost: a multiply-shift hash and ~1.3 probes of an
+ * L2-resident table. (A branch-free insert was tried: it chains every edge on
+ * the table load through `count` and is slower than letting the CPU speculate.) */
 static inline uint32_t tl_slot_get(tl_spread_state *st, uint32_t v) {
     for (size_t h = tl_hash(v, st->tshift);; h = (h + 1) & st->tmask) {
         uint64_t e = st->table[h];
         if (e == TL_EMPTY) {
-            uint32_t ns = tl_slot_new(st, v);
+            tl_assert(st->count < st->cap);
+            uint32_t ns = (uint32_t)st->count++;
+            st->node[ns] = v;
+            st->cur[ns] = st->next[ns] = st->total[ns] = 0.0;
             st->table[h] = ((uint64_t)v << 32) | ns;
             return ns;
         }
@@ -99,16 +93,19 @@ TL_NOINLINE static int tl_spread_reserve(tl_spread_state *st, size_t need) {
     if (cap > st->n) cap = st->n;
     tl_assert(cap >= need);
     tl_scratch *s = st->s;
-    tl_slot *slot = tl_scratch_alloc(s, cap * sizeof(tl_slot), TL_DEFAULT_ALIGN);
-    uint64_t *fr = tl_scratch_alloc(s, 2 * cap * sizeof(uint64_t), TL_DEFAULT_ALIGN);
-    int64_t *ra = tl_scratch_alloc(s, 2 * cap * sizeof(int64_t), TL_DEFAULT_ALIGN);
-    if (!slot || !fr || !ra) return TL_K_ENOMEM;
-    if (st->count) memcpy(slot, st->slot, st->count * sizeof(tl_slot));
-    st->slot = slot;
-    st->fr = fr;
-    st->fr_tmp = fr + cap;
-    st->ra = ra;
-    st->rb = ra + cap;
+    double *d = tl_scratch_alloc(s, 3 * cap * sizeof(double), TL_DEFAULT_ALIGN);
+    uint32_t *node = tl_scratch_alloc(s, cap * sizeof(uint32_t), TL_DEFAULT_ALIGN);
+    if (!d || !node) return TL_K_ENOMEM;
+    if (st->count) {
+        memcpy(node, st->node, st->count * sizeof(uint32_t));
+        memcpy(d, st->cur, st->count * sizeof(double));
+        memcpy(d + cap, st->next, st->count * sizeof(double));
+        memcpy(d + 2 * cap, st->total, st->count * sizeof(double));
+    }
+    st->node = node;
+    st->cur = d;
+    st->next = d + cap;
+    st->total = d + 2 * cap;
     st->cap = cap;
     { /* rebuild the hash table at load <= 1/2 */
         size_t tsize = 16;
@@ -121,7 +118,7 @@ TL_NOINLINE static int tl_spread_reserve(tl_spread_state *st, size_t need) {
         st->tmask = tsize - 1;
         st->tshift = 64 - bits;
         for (size_t i = 0; i < st->count; i++) {
-            uint32_t v = slot[i].node;
+            uint32_t v = st->node[i];
             size_t h = tl_hash(v, st->tshift);
             while (table[h] != TL_EMPTY) h = (h + 1) & st->tmask;
             table[h] = ((uint64_t)v << 32) | i;
@@ -196,13 +193,13 @@ tl_spread_rows(tl_spread_state *st, const tl_csr *g, size_t F, double f, int idx
             __builtin_prefetch((const char *)g->data + st->ra[i + 4] * (w64 ? 8 : 4));
         }
         const uint32_t su = (uint32_t)st->fr[i];
-        const double p = st->slot[su].cur;
+        const double p = st->cur[su];
         for (int64_t e = st->ra[i]; e < st->rb[i]; e++) {
             int64_t v = tl_ld_int(g->indices, idx64, (size_t)e);
             double w = w64 ? ((const double *)g->data)[e] : (double)((const float *)g->data)[e];
             if (TL_UNLIKELY(((uint64_t)v >= n) | !isfinite(w))) return tl_edge_fault(err, e, v, w, n);
             uint32_t sv = tl_slot_get(st, (uint32_t)v);
-            st->slot[sv].next += p * w * f;
+            st->next[sv] += p * w * f;
         }
     }
     return TL_K_OK;
@@ -252,8 +249,9 @@ static int tl_spread_topk(tl_spread_state *st, size_t k, int64_t *idx, float *va
     if (!h) return TL_K_ENOMEM;
     size_t hs = 0;
     for (size_t i = 0; i < st->count; i++) {
-        float v = (float)st->slot[i].total;
-        if (v != 0.0f) tl_topk_push(h, &hs, k, v, (int64_t)st->slot[i].node);
+        float v = (float)st->total[i];
+        if (v != 0.0f && (tl_topk_may_enter(h, hs, k, v) || v != v))
+            tl_topk_push(h, &hs, k, v, (int64_t)st->node[i]);
     }
     tl_topk_finish(h, hs);
     size_t out = 0, hi = 0;
@@ -263,7 +261,7 @@ static int tl_spread_topk(tl_spread_state *st, size_t k, int64_t *idx, float *va
     }
     for (uint64_t z = 0; out < k && z < st->n; z++) { /* zeros in id order */
         int64_t sl = tl_slot_find(st, (uint32_t)z);
-        if (sl >= 0 && (float)st->slot[sl].total != 0.0f) continue;
+        if (sl >= 0 && (float)st->total[sl] != 0.0f) continue;
         idx[out] = (int64_t)z;
         val[out++] = 0.0f;
     }
@@ -329,7 +327,10 @@ static int tl_spread_dense(tl_scratch *s, const tl_csr *g, const int64_t *seeds,
     tl_topk_item *h = tl_scratch_alloc(s, k * sizeof(tl_topk_item), TL_DEFAULT_ALIGN);
     if (!h) return TL_K_ENOMEM;
     size_t hs = 0;
-    for (size_t v = 0; v < n; v++) tl_topk_push(h, &hs, k, (float)total[v], (int64_t)v);
+    for (size_t v = 0; v < n; v++) {
+        float x = (float)total[v];
+        if (tl_topk_may_enter(h, hs, k, x)) tl_topk_push(h, &hs, k, x, (int64_t)v);
+    }
     tl_topk_finish(h, hs);
     for (size_t i = 0; i < hs; i++) {
         top_idx[i] = h[i].idx;
@@ -355,22 +356,28 @@ static int tl_spread_sparse(tl_scratch *s, const tl_csr *g, const int64_t *seeds
     if (rc != TL_K_OK) return rc;
     for (size_t j = 0; j < nseeds; j++) { /* duplicate seeds add up, in order */
         uint32_t sl = tl_slot_get(&st, (uint32_t)seeds[j]);
-        st.slot[sl].cur += activation[nact == 1 ? 0 : j];
+        st.cur[sl] += activation[nact == 1 ? 0 : j];
     }
-    for (size_t i = 0; i < st.count; i++) st.slot[i].total = st.slot[i].cur;
+    memcpy(st.total, st.cur, st.count * sizeof(double));
 
     unsigned node_bits = 0;
     while (node_bits < 32 && ((uint64_t)1 << node_bits) < n) node_bits++;
     const double f = exp(-p->decay_rate);
     const double thr = p->threshold;
     for (size_t depth = 0; depth < p->max_depth; depth++) {
-        /* The frontier: O(touched). */
+        /* The frontier: O(touched). Its arrays are sized to it, in scratch (a
+         * few bytes per frontier node; the slots and the table dominate). */
         size_t F = 0;
-        for (size_t i = 0; i < st.count; i++) {
-            double c = st.slot[i].cur;
-            if (c >= thr && c != 0.0) st.fr[F++] = ((uint64_t)st.slot[i].node << 32) | i;
-        }
+        for (size_t i = 0; i < st.count; i++) F += st.cur[i] >= thr && st.cur[i] != 0.0;
         if (F == 0) break;
+        st.fr = tl_scratch_alloc(s, 2 * F * sizeof(uint64_t), TL_DEFAULT_ALIGN);
+        st.ra = tl_scratch_alloc(s, 2 * F * sizeof(int64_t), TL_DEFAULT_ALIGN);
+        if (!st.fr || !st.ra) return TL_K_ENOMEM;
+        st.fr_tmp = st.fr + F;
+        st.rb = st.ra + F;
+        F = 0;
+        for (size_t i = 0; i < st.count; i++)
+            if (st.cur[i] >= thr && st.cur[i] != 0.0) st.fr[F++] = ((uint64_t)st.node[i] << 32) | i;
         tl_sort_keys(st.fr, st.fr_tmp, F, node_bits);
         /* Visit the rows: check them, note their ranges, count their edges. */
         uint64_t edges = 0;
@@ -389,14 +396,8 @@ static int tl_spread_sparse(tl_scratch *s, const tl_csr *g, const int64_t *seeds
         uint64_t need = st.count + edges;
         if (need > n) need = n;
         if (need > st.cap) {
-            /* fr/ra/rb move with the slots: carry this step's frontier over. */
-            uint64_t *ofr = st.fr;
-            int64_t *ora = st.ra, *orb = st.rb;
             rc = tl_spread_reserve(&st, (size_t)need);
             if (rc != TL_K_OK) return rc;
-            memcpy(st.fr, ofr, F * sizeof(uint64_t));
-            memcpy(st.ra, ora, F * sizeof(int64_t));
-            memcpy(st.rb, orb, F * sizeof(int64_t));
         }
         switch (idx64 * 2 + w64) {
         case 0: rc = tl_spread_rows(&st, g, F, f, 0, 0, err); break;
@@ -405,16 +406,16 @@ static int tl_spread_sparse(tl_scratch *s, const tl_csr *g, const int64_t *seeds
         default: rc = tl_spread_rows(&st, g, F, f, 1, 1, err); break;
         }
         if (rc != TL_K_OK) return rc;
-        for (size_t i = 0; i < st.count; i++) { /* total += new; pulse = new */
-            tl_slot *q = &st.slot[i];
-            q->total += q->next;
-            q->cur = q->next;
-            q->next = 0.0;
-        }
+        for (size_t i = 0; i < st.count; i++) st.total[i] += st.next[i]; /* total += new */
+        if (depth + 1 == p->max_depth) break; /* last step: only the totals are needed */
+        double *t = st.cur; /* pulse = new; new = 0 */
+        st.cur = st.next;
+        st.next = t;
+        memset(st.next, 0, st.count * sizeof(double));
     }
 
     if (dense) {
-        for (size_t i = 0; i < st.count; i++) dense[st.slot[i].node] = (float)st.slot[i].total;
+        for (size_t i = 0; i < st.count; i++) dense[st.node[i]] = (float)st.total[i];
         return TL_K_OK;
     }
     return tl_spread_topk(&st, k, top_idx, top_val, count);

@@ -86,6 +86,13 @@ static inline void tl_topk_push(tl_topk_item *h, size_t *size, size_t k, float v
     }
 }
 
+/* Once the heap is full, a value below its root can never enter: callers that
+ * scan many values test this first (one compare, well predicted; NaN fails it,
+ * and NaN never enters a full heap). */
+static inline int tl_topk_may_enter(const tl_topk_item *h, size_t size, size_t k, float val) {
+    return size < k || val >= h[0].val;
+}
+
 /* Sort the heap in place, best first (heap sort: pop the worst to the end). */
 static inline void tl_topk_finish(tl_topk_item *h, size_t size) {
     for (size_t m = size; m > 1; m--) {
