@@ -18,6 +18,7 @@ import sys
 # suite name -> module under tlalloc.bench that defines add_arguments(parser) and run(args).
 SUITES: dict[str, str] = {
     "mix": "tlalloc.bench.mix",
+    "kernels": "tlalloc.bench.kernel_compare",
     "alloc": "tlalloc.bench.alloc",
     "huffman": "tlalloc.bench.huffman",
     "larson": "tlalloc.bench.larson",
