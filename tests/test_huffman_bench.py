@@ -4,6 +4,7 @@ encodings, reports lock counts; the generated text is deterministic."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -74,7 +75,7 @@ def test_cli_input_file_and_options(tmp_path: Path, capsys: pytest.CaptureFixtur
     )
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "sample.bin: 10,244 bytes, 21 blocks" in printed
+    assert "sample.bin on " in printed and ": 10,244 bytes, 21 blocks" in printed
     assert "global-lock" not in printed
 
 
@@ -89,6 +90,8 @@ def test_cli_input_file_and_options(tmp_path: Path, capsys: pytest.CaptureFixtur
         (["--heap-bytes", "1KiB", "--sizes", "4KiB"], "heap_bytes=1024"),
         (["--block-size", "0", "--sizes", "4KiB"], "block_size=0"),
         (["--input", "/nonexistent/file"], "--input /nonexistent/file"),
+        (["--cpus", "0"], "--cpus"),
+        (["--cpus", "4096"], "--cpus"),
     ],
 )
 def test_cli_bad_options(argv: list[str], words: str) -> None:
@@ -102,3 +105,30 @@ def test_measure_checks_identity_and_round_trip() -> None:
     rows = {x["allocator"]: x for x in r["rows"]}
     assert rows["global-lock"]["speedup"] == 1.0
     assert rows["pooled"]["lock_acquisitions"] == 2 * 4  # one pool carved and freed per worker
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs sched_setaffinity")
+def test_cli_cpus_pins_and_restores(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = os.sched_getaffinity(0)
+    out = tmp_path / "c.json"
+    rc = main(
+        [
+            "bench",
+            "huffman",
+            "--sizes",
+            "8KiB",
+            "--cpus",
+            "1",
+            "--repeat",
+            "1",
+            "--no-progress",
+            "--json",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    assert os.sched_getaffinity(0) == before
+    assert "text 8 KiB on 1 CPU:" in capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert [r["cpus"] for r in data["results"]] == [1]
+    assert data["config"]["cpus"] == [1]

@@ -107,6 +107,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="heap of global-lock and pooled (default 2MiB)")
     parser.add_argument("--pool-bytes", default=None,
                         help="per-thread pool of pooled (default 32KiB)")
+    parser.add_argument("--cpus", default=None,
+                        help="comma-separated CPU counts to pin the run to in turn, e.g. 1,2 "
+                             "(default: the CPUs the process may use)")
     parser.add_argument("--repeat", type=int, default=5,
                         help="runs per allocator, interleaved; the best time is kept (default 5)")
     parser.add_argument("--quick", action="store_true",
@@ -130,6 +133,31 @@ def parse_allocators(text: str) -> list[str]:
             f"got {text!r}"
         )
     return names
+
+
+def parse_cpus(text: str | None, usable: int) -> list[int | None]:
+    """Parse ``--cpus``: counts between 1 and the usable CPUs; ``None`` means as is.
+
+    Example:
+        >>> parse_cpus("1,2", 4), parse_cpus(None, 4)
+        ([1, 2], [None])
+    """
+    if text is None:
+        return [None]
+    try:
+        counts = [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        counts = []
+    if not counts or any(not 1 <= c <= usable for c in counts):
+        raise ValueError(f"--cpus must list counts between 1 and {usable}, got {text!r}")
+    return list(counts)
+
+
+def _usable_cpus() -> list[int]:
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return list(range(os.cpu_count() or 1))
 
 
 def measure(
@@ -222,6 +250,8 @@ def run(args: argparse.Namespace) -> int:
         heap = None if args.heap_bytes is None else parse_size(args.heap_bytes, "--heap-bytes")
         pool = None if args.pool_bytes is None else parse_size(args.pool_bytes, "--pool-bytes")
         sizes = [parse_size(s.strip(), "--sizes") for s in args.sizes.split(",") if s.strip()]
+        usable = _usable_cpus()
+        cpu_counts = parse_cpus(args.cpus, len(usable))
     except (TypeError, ValueError) as exc:
         raise SystemExit(f"tlalloc bench huffman: {exc}") from None
     repeat = 2 if args.quick else args.repeat
@@ -250,22 +280,34 @@ def run(args: argparse.Namespace) -> int:
     print(f"blocks of {args.block_size} bytes, {args.threads} threads per batch, "
           f"best of {repeat} interleaved runs; speed-up and lock reduction against "
           f"{BASELINE if BASELINE in allocators else allocators[0]}\n")
+    if cpu_counts != [None] and not hasattr(os, "sched_setaffinity"):
+        raise SystemExit("tlalloc bench huffman: --cpus needs os.sched_setaffinity (Linux)")
     results = []
     ok = True
-    with Progress(total=len(inputs) * len(allocators) * repeat, desc="huffman",
-                  enabled=not args.no_progress) as bar:
-        for name, data in inputs:
+    total = len(inputs) * len(allocators) * repeat * len(cpu_counts)
+    with Progress(total=total, desc="huffman", enabled=not args.no_progress) as bar:
+        for cpus in cpu_counts:
+            # Worker threads inherit the affinity of the thread that starts them.
+            if cpus is not None:
+                os.sched_setaffinity(0, usable[:cpus])
             try:
-                r = measure(data, allocators, block_size=args.block_size, threads=args.threads,
-                            repeat=repeat, heap_bytes=heap, pool_bytes=pool, progress=bar)
+                for name, data in inputs:
+                    r = measure(data, allocators, block_size=args.block_size,
+                                threads=args.threads, repeat=repeat, heap_bytes=heap,
+                                pool_bytes=pool, progress=bar)
+                    r["input"] = name
+                    r["cpus"] = cpus if cpus is not None else len(usable)
+                    results.append(r)
+                    ok = ok and r["round_trip_ok"] and r["identical"]
             except (ValueError, TypeError, MemoryError) as exc:
-                raise SystemExit(f"tlalloc bench huffman: {name}: {exc}") from None
-            r["input"] = name
-            results.append(r)
-            ok = ok and r["round_trip_ok"] and r["identical"]
+                raise SystemExit(f"tlalloc bench huffman: {exc}") from None
+            finally:
+                if cpus is not None:
+                    os.sched_setaffinity(0, usable)
     for r in results:
         blocks = r["rows"][0]["num_blocks"]
-        print(f"{r['input']}: {r['bytes']:,} bytes, {blocks:,} blocks, encoded to "
+        print(f"{r['input']} on {r['cpus']} CPU{'s' if r['cpus'] > 1 else ''}: "
+              f"{r['bytes']:,} bytes, {blocks:,} blocks, encoded to "
               f"{r['encoded_bytes']:,} bytes ({r['encoded_bytes'] / r['bytes']:.1%})")
         table = [[
             row["allocator"],
@@ -286,6 +328,7 @@ def run(args: argparse.Namespace) -> int:
             "suite": "huffman",
             "config": {"block_size": args.block_size, "threads": args.threads,
                        "repeat": repeat, "allocators": allocators, "heap_bytes": heap,
+                       "cpus": [r for r in cpu_counts if r is not None] or None,
                        "pool_bytes": pool},
             "results": results,
             "ok": ok,
