@@ -622,8 +622,10 @@ static tl_huff_status run_setup(hf_run *r, const tl_huff_options *o, size_t nblo
     r->pool_bytes = o->pool_bytes;
     r->nworkers = nblocks < o->threads ? (unsigned)nblocks : o->threads;
     if (r->kind != TL_HUFF_TLALLOC) {
+        /* The largest block is no longer than the input. */
+        size_t largest = nblocks == 1 && r->n != 0 && r->n < block_size ? r->n : block_size;
         size_t hb = o->heap_bytes ? o->heap_bytes
-                                  : default_heap(block_size, r->nworkers, r->pool_bytes, r->kind,
+                                  : default_heap(largest, r->nworkers, r->pool_bytes, r->kind,
                                                  decoding);
         if (tl_hheap_init(&r->heap, hb) != 0)
             return tl_huff_fail(err, TL_HUFF_ENOMEM, "could not allocate a heap of %zu bytes",
@@ -717,9 +719,9 @@ tl_huff_status tl_huff_encode(const uint8_t *in, size_t n, const tl_huff_options
                             "%zu bytes make %zu blocks of %zu bytes, more than a stream holds "
                             "(%u); raise block_size",
                             n, nblocks, o.block_size, (unsigned)UINT32_MAX);
-    if ((st = run_setup(&r, &o, nblocks, o.block_size, 0, err)) != TL_HUFF_OK) goto done;
     r.in = in;
     r.n = n;
+    if ((st = run_setup(&r, &o, nblocks, o.block_size, 0, err)) != TL_HUFF_OK) goto done;
     r.slot = HF_BLOCK_OVERHEAD + (n < o.block_size ? n : o.block_size);
     r.staging = malloc(r.slot * r.nworkers);
     r.enc_len = calloc(r.nworkers, sizeof *r.enc_len);
