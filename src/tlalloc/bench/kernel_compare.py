@@ -35,7 +35,7 @@ def random_graph(n: int, degree: int, seed: int = 0) -> tuple[Any, Any, Any]:
 
     Example:
         >>> indptr, indices, weights = random_graph(10, 3)
-        >>> indptr[-1], indices.dtype.name, weights.dtype.name
+        >>> int(indptr[-1]), indices.dtype.name, weights.dtype.name
         (30, 'int32', 'float32')
     """
     rng = np.random.default_rng(seed)
@@ -45,10 +45,18 @@ def random_graph(n: int, degree: int, seed: int = 0) -> tuple[Any, Any, Any]:
     return indptr, indices, weights
 
 
-_SET_NAMES = ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_",
-              "scipy_openblas_set_num_threads", "openblas_set_num_threads")
-_GET_NAMES = ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_",
-              "scipy_openblas_get_num_threads", "openblas_get_num_threads")
+_SET_NAMES = (
+    "scipy_openblas_set_num_threads64_",
+    "openblas_set_num_threads64_",
+    "scipy_openblas_set_num_threads",
+    "openblas_set_num_threads",
+)
+_GET_NAMES = (
+    "scipy_openblas_get_num_threads64_",
+    "openblas_get_num_threads64_",
+    "scipy_openblas_get_num_threads",
+    "openblas_get_num_threads",
+)
 
 
 def _openblas() -> tuple[Any, Any] | None:
@@ -187,19 +195,35 @@ def goals(r: dict[str, Any]) -> list[tuple[str, bool]]:
     """
     c, d, s = r["cosine"], r["decay"], r["spread"]
     g = [
-        (f"cosine >= 3x faster than NumPy (measured {c['speedup_vs_numpy']:.2f}x)",
-         c["speedup_vs_numpy"] >= 3),
-        (f"cosine <= 1.3x the time of C @ q, BLAS 1 thread (measured {c['time_vs_matvec']:.2f}x; "
-         f"{c.get('time_vs_matvec_blas_default', float('nan')):.2f}x against BLAS's default threads)",
-         c["time_vs_matvec"] <= 1.3),
-        (f"decay >= 2x faster than s * np.exp(-a / tau) (measured {d['speedup_vs_numpy']:.2f}x)",
-         d["speedup_vs_numpy"] >= 2),
+        (
+            f"cosine >= 3x faster than NumPy (measured {c['speedup_vs_numpy']:.2f}x)",
+            c["speedup_vs_numpy"] >= 3,
+        ),
+        (
+            f"cosine <= 1.3x the time of C @ q, BLAS 1 thread (measured {c['time_vs_matvec']:.2f}x; "
+            f"{c.get('time_vs_matvec_blas_default', float('nan')):.2f}x against BLAS's default threads)",
+            c["time_vs_matvec"] <= 1.3,
+        ),
+        (
+            f"decay >= 2x faster than s * np.exp(-a / tau) (measured {d['speedup_vs_numpy']:.2f}x)",
+            d["speedup_vs_numpy"] >= 2,
+        ),
     ]
     if "speedup_vs_scipy" in s:
-        g.append((f"spread (1000 nodes) >= 5x faster than SciPy mat-vec "
-                  f"(measured {s['speedup_vs_scipy']:.2f}x)", s["speedup_vs_scipy"] >= 5))
-    g.append((f"spread on {s.get('big_nodes', 1_000_000):,} nodes <= 3x the 1000-node time, top_k=10 "
-              f"(measured {s['big_vs_1k_top10']:.2f}x)", s["big_vs_1k_top10"] <= 3))
+        g.append(
+            (
+                f"spread (1000 nodes) >= 5x faster than SciPy mat-vec "
+                f"(measured {s['speedup_vs_scipy']:.2f}x)",
+                s["speedup_vs_scipy"] >= 5,
+            )
+        )
+    g.append(
+        (
+            f"spread on {s.get('big_nodes', 1_000_000):,} nodes <= 3x the 1000-node time, top_k=10 "
+            f"(measured {s['big_vs_1k_top10']:.2f}x)",
+            s["big_vs_1k_top10"] <= 3,
+        )
+    )
     return g
 
 
@@ -214,31 +238,64 @@ def report(r: dict[str, Any]) -> str:
     c, d, s = r["cosine"], r["decay"], r["spread"]
     rows = [
         ["cosine 768-d x 1000 (f32)", "tlalloc", f"{c['tlalloc_s'] * us:.1f}", "1.00"],
-        ["", "tlalloc, top_k=10", f"{c['tlalloc_top10_s'] * us:.1f}",
-         f"{c['tlalloc_top10_s'] / c['tlalloc_s']:.2f}"],
-        ["", "NumPy (C@q)/(norm*norm), BLAS 1 thread", f"{c['numpy_s'] * us:.1f}",
-         f"{c['numpy_s'] / c['tlalloc_s']:.2f}"],
-        ["", "bare C @ q, BLAS 1 thread", f"{c['matvec_s'] * us:.1f}",
-         f"{c['matvec_s'] / c['tlalloc_s']:.2f}"],
-        ["", f"NumPy expression, BLAS {c['blas_threads_default'] or 'default'} threads",
-         f"{c['numpy_s_blas_default'] * us:.1f}", f"{c['numpy_s_blas_default'] / c['tlalloc_s']:.2f}"],
-        ["", f"bare C @ q, BLAS {c['blas_threads_default'] or 'default'} threads",
-         f"{c['matvec_s_blas_default'] * us:.1f}", f"{c['matvec_s_blas_default'] / c['tlalloc_s']:.2f}"],
+        [
+            "",
+            "tlalloc, top_k=10",
+            f"{c['tlalloc_top10_s'] * us:.1f}",
+            f"{c['tlalloc_top10_s'] / c['tlalloc_s']:.2f}",
+        ],
+        [
+            "",
+            "NumPy (C@q)/(norm*norm), BLAS 1 thread",
+            f"{c['numpy_s'] * us:.1f}",
+            f"{c['numpy_s'] / c['tlalloc_s']:.2f}",
+        ],
+        [
+            "",
+            "bare C @ q, BLAS 1 thread",
+            f"{c['matvec_s'] * us:.1f}",
+            f"{c['matvec_s'] / c['tlalloc_s']:.2f}",
+        ],
+        [
+            "",
+            f"NumPy expression, BLAS {c['blas_threads_default'] or 'default'} threads",
+            f"{c['numpy_s_blas_default'] * us:.1f}",
+            f"{c['numpy_s_blas_default'] / c['tlalloc_s']:.2f}",
+        ],
+        [
+            "",
+            f"bare C @ q, BLAS {c['blas_threads_default'] or 'default'} threads",
+            f"{c['matvec_s_blas_default'] * us:.1f}",
+            f"{c['matvec_s_blas_default'] / c['tlalloc_s']:.2f}",
+        ],
         ["decay 10,000 (f32)", "tlalloc", f"{d['tlalloc_s'] * us:.2f}", "1.00"],
         ["", "s * np.exp(-a / tau)", f"{d['numpy_s'] * us:.2f}", f"{d['speedup_vs_numpy']:.2f}"],
         ["spread 1000 nodes", "tlalloc", f"{s['tlalloc_1k_s'] * us:.1f}", "1.00"],
-        ["", "tlalloc, top_k=10", f"{s['tlalloc_1k_top10_s'] * us:.1f}",
-         f"{s['tlalloc_1k_top10_s'] / s['tlalloc_1k_s']:.2f}"],
+        [
+            "",
+            "tlalloc, top_k=10",
+            f"{s['tlalloc_1k_top10_s'] * us:.1f}",
+            f"{s['tlalloc_1k_top10_s'] / s['tlalloc_1k_s']:.2f}",
+        ],
     ]
     if "scipy_1k_s" in s:
-        rows.append(["", "SciPy sparse mat-vec", f"{s['scipy_1k_s'] * us:.1f}",
-                     f"{s['speedup_vs_scipy']:.2f}"])
+        rows.append(
+            ["", "SciPy sparse mat-vec", f"{s['scipy_1k_s'] * us:.1f}", f"{s['speedup_vs_scipy']:.2f}"]
+        )
     big = f"spread {s['big_nodes']:,} nodes"
     rows += [
-        [big, "tlalloc, top_k=10", f"{s['tlalloc_big_top10_s'] * us:.1f}",
-         f"{s['big_vs_1k_top10']:.2f} (vs 1000 nodes, top_k=10)"],
-        ["", "tlalloc, dense (n,) result", f"{s['tlalloc_big_s'] * us:.1f}",
-         f"{s['big_vs_1k_dense']:.2f} (vs 1000 nodes, dense)"],
+        [
+            big,
+            "tlalloc, top_k=10",
+            f"{s['tlalloc_big_top10_s'] * us:.1f}",
+            f"{s['big_vs_1k_top10']:.2f} (vs 1000 nodes, top_k=10)",
+        ],
+        [
+            "",
+            "tlalloc, dense (n,) result",
+            f"{s['tlalloc_big_s'] * us:.1f}",
+            f"{s['big_vs_1k_dense']:.2f} (vs 1000 nodes, dense)",
+        ],
     ]
     lines = [
         f"Kernels against NumPy/SciPy, one thread (vectorised path: {r['isa']}); the goals "
@@ -267,8 +324,14 @@ def run(args: argparse.Namespace) -> int:
     r = compare(quick=args.quick, big_nodes=20_000 if args.quick else 1_000_000)
     print(report(r))
     if args.json:
-        write_json(args.json, {"suite": "kernels", "comparison": r,
-                               "goals": [{"goal": g, "met": ok} for g, ok in goals(r)],
-                               "machine": info})
+        write_json(
+            args.json,
+            {
+                "suite": "kernels",
+                "comparison": r,
+                "goals": [{"goal": g, "met": ok} for g, ok in goals(r)],
+                "machine": info,
+            },
+        )
         print(f"wrote {args.json}")
     return 0

@@ -55,8 +55,14 @@ class Workload:
     tau: float = 86400.0
 
 
-def make_workload(seed: int = 0, dim: int = 768, n_candidates: int = 1000,
-                  n_nodes: int = 1000, degree: int = 10, n_strengths: int = 10_000) -> Workload:
+def make_workload(
+    seed: int = 0,
+    dim: int = 768,
+    n_candidates: int = 1000,
+    n_nodes: int = 1000,
+    degree: int = 10,
+    n_strengths: int = 10_000,
+) -> Workload:
     """The mix's inputs (deterministic for a seed).
 
     Example:
@@ -251,31 +257,51 @@ def parse_threads(text: str) -> list[int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``tlalloc bench`` (the mix)."""
-    parser.add_argument("--kernel", choices=KERNELS, default="mix",
-                        help="run the mix (default) or one kernel alone")
-    parser.add_argument("--threads", default=DEFAULT_THREADS,
-                        help=f"comma-separated thread counts (default {DEFAULT_THREADS})")
-    parser.add_argument("--strategies", default=",".join(STRATEGIES),
-                        help="comma-separated subset of thread,shared,malloc,numpy")
-    parser.add_argument("--duration", type=float, default=0.4,
-                        help="seconds per measurement (default 0.4)")
-    parser.add_argument("--repeat", type=int, default=2,
-                        help="measurements per cell, interleaved across strategies; the best is kept")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: threads 1,2,4, short measurements, quick comparison")
-    parser.add_argument("--numpy-blas-threads", type=int, default=1, metavar="N",
-                        help="BLAS threads while the numpy strategy runs (default 1, as in a "
-                             "threaded server; 0 leaves the library default)")
-    parser.add_argument("--no-compare", dest="compare", action="store_false",
-                        help="skip the single-thread comparison with NumPy/SciPy")
-    parser.add_argument("--no-progress", dest="progress", action="store_false",
-                        help="no progress bar")
+    parser.add_argument(
+        "--kernel", choices=KERNELS, default="mix", help="run the mix (default) or one kernel alone"
+    )
+    parser.add_argument(
+        "--threads",
+        default=DEFAULT_THREADS,
+        help=f"comma-separated thread counts (default {DEFAULT_THREADS})",
+    )
+    parser.add_argument(
+        "--strategies",
+        default=",".join(STRATEGIES),
+        help="comma-separated subset of thread,shared,malloc,numpy",
+    )
+    parser.add_argument("--duration", type=float, default=0.4, help="seconds per measurement (default 0.4)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=2,
+        help="measurements per cell, interleaved across strategies; the best is kept",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: threads 1,2,4, short measurements, quick comparison"
+    )
+    parser.add_argument(
+        "--numpy-blas-threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="BLAS threads while the numpy strategy runs (default 1, as in a "
+        "threaded server; 0 leaves the library default)",
+    )
+    parser.add_argument(
+        "--no-compare",
+        dest="compare",
+        action="store_false",
+        help="skip the single-thread comparison with NumPy/SciPy",
+    )
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     parser.add_argument("--json", metavar="PATH", help="write every figure as JSON")
     parser.add_argument("--plot", metavar="PATH", help="write a PNG of throughput against threads")
 
 
-def _plot(path: str, threads: list[int], strategies: list[str], by: dict, kernel: str,
-          info: dict[str, Any]) -> str | None:
+def _plot(
+    path: str, threads: list[int], strategies: list[str], by: dict, kernel: str, info: dict[str, Any]
+) -> str | None:
     try:
         import matplotlib
 
@@ -290,8 +316,9 @@ def _plot(path: str, threads: list[int], strategies: list[str], by: dict, kernel
     ax.set_xticks(threads, [str(t) for t in threads])
     ax.set_xlabel("threads")
     ax.set_ylabel(f"{kernel} operations per second")
-    ax.set_title(f"tlalloc bench --kernel {kernel}\n{info['cpu_model']}, {info['usable_cpus']} cores",
-                 fontsize=9)
+    ax.set_title(
+        f"tlalloc bench --kernel {kernel}\n{info['cpu_model']}, {info['usable_cpus']} cores", fontsize=9
+    )
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -302,8 +329,19 @@ def _plot(path: str, threads: list[int], strategies: list[str], by: dict, kernel
 
 def _stats_summary() -> dict[str, Any]:
     g = tlalloc.stats()
-    return {k: g[k] for k in ("num_threads", "num_allocations", "num_overflows", "fallback_bytes",
-                              "num_resets", "peak_bytes", "capacity_bytes") if k in g}
+    return {
+        k: g[k]
+        for k in (
+            "num_threads",
+            "num_allocations",
+            "num_overflows",
+            "fallback_bytes",
+            "num_resets",
+            "peak_bytes",
+            "capacity_bytes",
+        )
+        if k in g
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -317,19 +355,25 @@ def run(args: argparse.Namespace) -> int:
     info = machine_info()
     skipped: list[str] = []
     print(f"machine: {describe_machine(info)}")
-    print(f"kernels: vectorised path {kernels.isa()}; arena size "
-          f"{tlalloc.get_config().arena_size:,} bytes per thread")
+    print(
+        f"kernels: vectorised path {kernels.isa()}; arena size "
+        f"{tlalloc.get_config().arena_size:,} bytes per thread"
+    )
     w = make_workload()
-    what = {"mix": "one op = cosine (768-d x 1000, top 10) + spread (1000 nodes x 10 edges, "
-                   "top 10) + decay (10,000)",
-            "cosine": "one op = cosine similarity, 768-d query x 1000 float32 candidates, top 10",
-            "spread": "one op = spreading activation, 1000 nodes x 10 edges, one seed, top 10",
-            "decay": "one op = decay of 10,000 float32 strengths"}[args.kernel]
+    what = {
+        "mix": "one op = cosine (768-d x 1000, top 10) + spread (1000 nodes x 10 edges, "
+        "top 10) + decay (10,000)",
+        "cosine": "one op = cosine similarity, 768-d query x 1000 float32 candidates, top 10",
+        "spread": "one op = spreading activation, 1000 nodes x 10 edges, one seed, top 10",
+        "decay": "one op = decay of 10,000 float32 strengths",
+    }[args.kernel]
     print(f"workload: {what}")
     if "numpy" in strategies:
-        print("numpy strategy: BLAS limited to "
-              + (f"{args.numpy_blas_threads} thread(s)" if args.numpy_blas_threads else "its default")
-              + " while it runs")
+        print(
+            "numpy strategy: BLAS limited to "
+            + (f"{args.numpy_blas_threads} thread(s)" if args.numpy_blas_threads else "its default")
+            + " while it runs"
+        )
 
     problems = verify(w, args.kernel)
     if problems:
@@ -337,8 +381,7 @@ def run(args: argparse.Namespace) -> int:
         for p in problems[:20]:
             print(f"  {p}")
         return 1
-    print("verified: thread, shared and malloc agree bit for bit; NumPy agrees within "
-          "float32 rounding")
+    print("verified: thread, shared and malloc agree bit for bit; NumPy agrees within float32 rounding")
 
     fns = {s: operation(w, s, args.kernel) for s in strategies}
     best: dict[tuple[str, int], dict[str, float]] = {}
@@ -352,7 +395,7 @@ def run(args: argparse.Namespace) -> int:
             skipped.append("no progress bar: tqdm is not installed (pip install 'tlalloc[progress]')")
         for t in threads:
             for rep in range(repeat):  # interleave strategies, rotating, so drifts hit all alike
-                for s in strategies[rep % len(strategies):] + strategies[: rep % len(strategies)]:
+                for s in strategies[rep % len(strategies) :] + strategies[: rep % len(strategies)]:
                     limit = args.numpy_blas_threads if s == "numpy" and args.numpy_blas_threads else None
                     with kernel_compare.blas_threads(limit):
                         r = measure(fns[s], t, duration)
@@ -370,11 +413,21 @@ def run(args: argparse.Namespace) -> int:
             speedup = ops / best[(s, 1)]["ops_per_s"] if (s, 1) in best else float("nan")
             eff = speedup / min(t, cores)
             rows.append([s, t, f"{ops:,.0f}", f"{speedup:.2f}x", f"{eff:.0%}"])
-            records.append({"strategy": s, "threads": t, "ops_per_s": ops, "speedup": speedup,
-                            "efficiency": eff, "ops": best[(s, t)]["ops"],
-                            "elapsed_s": best[(s, t)]["elapsed_s"]})
-    print(f"\nThroughput, best of {repeat} x {duration:g} s per cell "
-          f"(efficiency = speed-up / min(threads, {cores} cores)):")
+            records.append(
+                {
+                    "strategy": s,
+                    "threads": t,
+                    "ops_per_s": ops,
+                    "speedup": speedup,
+                    "efficiency": eff,
+                    "ops": best[(s, t)]["ops"],
+                    "elapsed_s": best[(s, t)]["elapsed_s"],
+                }
+            )
+    print(
+        f"\nThroughput, best of {repeat} x {duration:g} s per cell "
+        f"(efficiency = speed-up / min(threads, {cores} cores)):"
+    )
     print(format_table(["strategy", "threads", "ops/s", "speed-up vs 1 thread", "efficiency"], rows))
 
     margins = []
@@ -389,31 +442,41 @@ def run(args: argparse.Namespace) -> int:
         print("\nthread strategy's throughput relative to the others (>1: thread is faster):")
         print(format_table(["threads"] + [f"vs {o}" for o in others], mrows))
 
-    delta = {k: stats_after.get(k, 0) - stats_before.get(k, 0)
-             for k in ("num_allocations", "num_overflows", "fallback_bytes", "num_resets")}
+    delta = {
+        k: stats_after.get(k, 0) - stats_before.get(k, 0)
+        for k in ("num_allocations", "num_overflows", "fallback_bytes", "num_resets")
+    }
     shared = _tlalloc._shared_scratch_stats()
-    print("\nThread-arena statistics (tlalloc.stats()) over the timed run: "
-          f"{delta['num_allocations']:,} allocations, {delta['num_overflows']:,} overflows, "
-          f"{delta['fallback_bytes']:,} bytes from the heap, {delta['num_resets']:,} rewinds; "
-          f"peak {stats_after.get('peak_bytes', 0):,} of {stats_after.get('capacity_bytes', 0):,} "
-          f"bytes (live arenas), {stats_after.get('num_threads', 0)} threads so far")
-    print(f"Shared-strategy arena: {shared['num_allocations']:,} allocations, "
-          f"{shared['num_overflows']:,} overflows (served from the heap), peak "
-          f"{shared['peak_bytes']:,} of {shared['capacity_bytes']:,} bytes")
+    print(
+        "\nThread-arena statistics (tlalloc.stats()) over the timed run: "
+        f"{delta['num_allocations']:,} allocations, {delta['num_overflows']:,} overflows, "
+        f"{delta['fallback_bytes']:,} bytes from the heap, {delta['num_resets']:,} rewinds; "
+        f"peak {stats_after.get('peak_bytes', 0):,} of {stats_after.get('capacity_bytes', 0):,} "
+        f"bytes (live arenas), {stats_after.get('num_threads', 0)} threads so far"
+    )
+    print(
+        f"Shared-strategy arena: {shared['num_allocations']:,} allocations, "
+        f"{shared['num_overflows']:,} overflows (served from the heap), peak "
+        f"{shared['peak_bytes']:,} of {shared['capacity_bytes']:,} bytes"
+    )
 
     goals: list[tuple[str, bool]] = []
     if "thread" in strategies and 1 in threads and 2 in threads:
         r2 = best[("thread", 2)]["ops_per_s"] / best[("thread", 1)]["ops_per_s"]
-        goals.append((f"thread strategy, 2 threads >= 1.8x its 1-thread throughput "
-                      f"(measured {r2:.2f}x)", r2 >= 1.8))
+        goals.append(
+            (f"thread strategy, 2 threads >= 1.8x its 1-thread throughput (measured {r2:.2f}x)", r2 >= 1.8)
+        )
     for m in margins:
         for key, v in m.items():
             if key.startswith("thread_vs_") and key != "thread_vs_numpy":
-                goals.append((f"{m['threads']} threads: thread >= {key[10:]} (measured {v:.2f}x)",
-                              v >= 1.0))
+                goals.append((f"{m['threads']} threads: thread >= {key[10:]} (measured {v:.2f}x)", v >= 1.0))
     if "thread" in strategies:
-        goals.append((f"no thread-arena overflows at the default size (measured "
-                      f"{delta['num_overflows']})", delta["num_overflows"] == 0))
+        goals.append(
+            (
+                f"no thread-arena overflows at the default size (measured {delta['num_overflows']})",
+                delta["num_overflows"] == 0,
+            )
+        )
     print("\nGoals:")
     for text, ok in goals:
         print(f"  [{'met' if ok else 'NOT met'}] {text}")
@@ -423,8 +486,7 @@ def run(args: argparse.Namespace) -> int:
     comparison = None
     if args.compare:
         print()
-        comparison = kernel_compare.compare(quick=args.quick,
-                                            big_nodes=20_000 if args.quick else 1_000_000)
+        comparison = kernel_compare.compare(quick=args.quick, big_nodes=20_000 if args.quick else 1_000_000)
         print(kernel_compare.report(comparison))
 
     if args.plot:
@@ -434,13 +496,25 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"\nwrote {args.plot}")
     if args.json:
-        write_json(args.json, {
-            "suite": "mix", "kernel": args.kernel, "duration_s": duration, "repeat": repeat,
-            "threads": threads, "strategies": strategies, "results": records, "margins": margins,
-            "arena_stats_delta": delta, "arena_stats_after": stats_after,
-            "shared_scratch_stats": shared,
-            "goals": [{"goal": g, "met": ok} for g, ok in goals],
-            "comparison": comparison, "machine": info})
+        write_json(
+            args.json,
+            {
+                "suite": "mix",
+                "kernel": args.kernel,
+                "duration_s": duration,
+                "repeat": repeat,
+                "threads": threads,
+                "strategies": strategies,
+                "results": records,
+                "margins": margins,
+                "arena_stats_delta": delta,
+                "arena_stats_after": stats_after,
+                "shared_scratch_stats": shared,
+                "goals": [{"goal": g, "met": ok} for g, ok in goals],
+                "comparison": comparison,
+                "machine": info,
+            },
+        )
         print(f"wrote {args.json}")
     for msg in skipped:
         print(f"note: {msg}")

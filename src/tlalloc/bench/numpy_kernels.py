@@ -10,7 +10,7 @@ matrix-vector formulation, used as the SciPy baseline of the benchmark.
 
 Example:
     >>> import numpy as np
-    >>> cosine_similarity(np.ones(2), np.eye(2)).round(3).tolist()
+    >>> [round(float(x), 3) for x in cosine_similarity(np.ones(2), np.eye(2))]
     [0.707, 0.707]
 """
 
