@@ -5,7 +5,7 @@
  *   power:       s * (1 + age / tau) ** (-alpha) = s * 2^(-alpha * log2(1 + age / tau))
  *
  * Float32 work runs one fused pass with a vectorised exp2 (and log2 for the
- * power model): Cephes-style polynomials, about 2 ulp, with AVX-512 or AVX2
+ * power model): Cephes-style polynomials, within 1e-6 relative, with AVX-512 or AVX2
  * chosen at run time; the portable path calls libm's exp2f/log2f. Float64 work
  * calls libm's exp/exp2/pow per element. Inputs that are not contiguous
  * float32 (or float64 for float64 work) are converted in blocks of

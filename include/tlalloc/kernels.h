@@ -175,7 +175,7 @@ int tl_decay_check_ages(const void *ages, tl_dtype dtype, ptrdiff_t stride, size
  * precision: float32 math for TL_F32 out, float64 for TL_F64). out may be the
  * same memory as strengths (same pointer and stride). Ages must have been
  * checked (tl_decay_check_ages). Float32 uses vectorised exp2/log2 (AVX2 or
- * AVX-512, about 2 ulp); float64 uses libm. */
+ * AVX-512, within 1e-6 relative); float64 uses libm. */
 int tl_decay(tl_scratch *s, const void *strengths, tl_dtype s_dtype, ptrdiff_t s_stride,
              const void *ages, tl_dtype a_dtype, ptrdiff_t a_stride, void *out,
              tl_dtype out_dtype, ptrdiff_t out_stride, size_t n, const tl_decay_params *p);

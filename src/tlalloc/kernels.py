@@ -319,7 +319,7 @@ def decay(
     - ``model="power"``: ``s * (1 + age / tau) ** (-alpha)``.
 
     Float32 work (float16 or float32 strengths) runs one fused, vectorised pass
-    (exp2/log2 polynomials, about 2 ulp; AVX-512 or AVX2 where available); float64
+    (exp2/log2 polynomials, within 1e-6 relative; AVX-512 or AVX2 where available); float64
     strengths are computed in float64 with libm. Ages may have any integer or
     float dtype; strengths and ages broadcast against each other.
 
