@@ -5,6 +5,7 @@
 #include "tlalloc/os.h"
 #include "tlalloc/scratch.h"
 #include "tlalloc/kernels.h"
+#include "tlalloc/pool.h"
 #include "tlalloc/bench.h"
 #include "tlalloc/huffman.h"
 #endif

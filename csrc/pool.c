@@ -1,0 +1,640 @@
+/* pool.c: the pool's thread caches (heaps) and its malloc-like API.
+ *
+ * Every thread that allocates gets a heap: for each size class, a queue of
+ * pages it owns, the first of which is the "current" page the fast path pops
+ * from. The depot (pool_depot.c) hands out and takes back pages under a lock;
+ * nothing in this file takes that lock except the refill, the return of an
+ * empty page, thread exit, and the whole of the cache-off mode.
+ *
+ * See pool_internal.h for the ownership rules the code below relies on.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pool_internal.h"
+#include "tlalloc/arena.h" /* tl_current_thread_id */
+
+/* ---- size classes ----------------------------------------------------------- */
+
+static const uint32_t tl_class_sizes[TL_POOL_NUM_CLASSES] = {
+    8,      16,     32,     48,     64,     80,     96,     112,    128,    160,    192,
+    224,    256,    320,    384,    448,    512,    640,    768,    896,    1024,   1280,
+    1536,   1792,   2048,   2560,   3072,   3584,   4096,   5120,   6144,   7168,   8192,
+    10240,  12288,  14336,  16384,  20480,  24576,  28672,  32768,  40960,  49152,  57344,
+    65536,  81920,  98304,  114688, 131072, 163840, 196608, 229376, 262144, 327680, 393216,
+    458752, 524288, 655360, 786432, 917504, 1048576};
+
+/* Class of sizes up to 1024, indexed by (size + 7) / 8. */
+static const uint8_t tl_small_class[129] = {
+    0,  0,  1,  2,  2,  3,  3,  4,  4,  5,  5,  6,  6,  7,  7,  8,  8,  9,  9,  9,  9,  10,
+    10, 10, 10, 11, 11, 11, 11, 12, 12, 12, 12, 13, 13, 13, 13, 13, 13, 13, 13, 14, 14, 14,
+    14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 15, 16, 16, 16, 16, 16, 16, 16, 16, 17,
+    17, 17, 17, 17, 17, 17, 17, 17, 17, 17, 17, 17, 17, 17, 17, 18, 18, 18, 18, 18, 18, 18,
+    18, 18, 18, 18, 18, 18, 18, 18, 18, 19, 19, 19, 19, 19, 19, 19, 19, 19, 19, 19, 19, 19,
+    19, 19, 19, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20};
+
+/* Class of 1 <= size <= TL_POOL_MAX_SMALL: 8-byte steps to 64, then four
+ * classes per doubling. */
+static inline unsigned tl_size_class(size_t size) {
+    if (size <= 1024) return tl_small_class[(size + 7) >> 3];
+    unsigned w = 63u - (unsigned)__builtin_clzll((unsigned long long)(size - 1));
+    return 5u + (w - 6u) * 4u + (unsigned)((size - 1) >> (w - 2u)) - 4u;
+}
+
+size_t tl_pool_class_size(unsigned c) { return c < TL_POOL_NUM_CLASSES ? tl_class_sizes[c] : 0; }
+
+size_t tl_pool_good_size(size_t size) {
+    if (size <= TL_POOL_MAX_SMALL) return tl_class_sizes[tl_size_class(size ? size : 1)];
+    size_t page = tl_os_page_size();
+    return size > SIZE_MAX - page ? size : (size + page - 1) & ~(page - 1);
+}
+
+/* ---- shared state ---------------------------------------------------------- */
+
+#define TL_ALL_EMPTY {[0 ... TL_POOL_NUM_CLASSES - 1] = &tl_page_empty}
+
+tl_page tl_page_empty; /* free == NULL, capacity == extended == 0 */
+tl_heap tl_heap_global = {.cur = TL_ALL_EMPTY, .kind = TL_HEAP_GLOBAL};
+tl_heap tl_heap_huge = {.cur = TL_ALL_EMPTY, .kind = TL_HEAP_HUGE};
+tl_heap tl_heap_collect = {.cur = TL_ALL_EMPTY, .kind = TL_HEAP_COLLECT};
+static tl_heap tl_heap_empty = {.cur = TL_ALL_EMPTY, .kind = TL_HEAP_EMPTY};
+static tl_heap tl_heap_dead = {.cur = TL_ALL_EMPTY, .kind = TL_HEAP_DEAD};
+
+pthread_mutex_t tl_depot_lock = PTHREAD_MUTEX_INITIALIZER;
+_Atomic uint64_t tl_orphan_counters[TL_NUM_HEAP_COUNTERS];
+
+/* The calling thread's heap. Initial-exec TLS: one load off the thread
+ * pointer, no call, also inside the Python extension (8 bytes of static TLS). */
+#if defined(__GNUC__) || defined(__clang__)
+#define TL_TLS_MODEL __attribute__((tls_model("initial-exec")))
+#else
+#define TL_TLS_MODEL
+#endif
+static _Thread_local tl_heap *tl_tls_heap TL_TLS_MODEL = &tl_heap_empty;
+
+static _Atomic int tl_cache_enabled = 1;
+
+/* Registry of live heaps, for statistics. */
+static pthread_mutex_t tl_registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static tl_heap *tl_registry_head;
+static uint64_t tl_num_heaps, tl_num_threads;
+static uint64_t tl_dead_counters[TL_NUM_HEAP_COUNTERS]; /* heaps torn down (registry lock) */
+
+/* Peak tracking: heaps fold their in-use delta in at refills and returns. */
+static _Atomic int64_t tl_in_use_estimate;
+static _Atomic uint64_t tl_peak_bytes;
+
+static pthread_once_t tl_key_once = PTHREAD_ONCE_INIT;
+static pthread_key_t tl_heap_key;
+
+/* ---- page queues ------------------------------------------------------------- */
+
+void tl_queue_push_front(tl_page_queue *q, tl_page *pg) {
+    pg->prev = NULL;
+    pg->next = q->head;
+    if (q->head) q->head->prev = pg;
+    else q->tail = pg;
+    q->head = pg;
+    q->count++;
+}
+
+void tl_queue_push_back(tl_page_queue *q, tl_page *pg) {
+    pg->next = NULL;
+    pg->prev = q->tail;
+    if (q->tail) q->tail->next = pg;
+    else q->head = pg;
+    q->tail = pg;
+    q->count++;
+}
+
+void tl_queue_remove(tl_page_queue *q, tl_page *pg) {
+    if (pg->prev) pg->prev->next = pg->next;
+    else q->head = pg->next;
+    if (pg->next) pg->next->prev = pg->prev;
+    else q->tail = pg->prev;
+    pg->next = pg->prev = NULL;
+    tl_assert(q->count > 0);
+    q->count--;
+}
+
+/* The fast path reads cur[c]; keep it the head of the available queue. */
+static inline void tl_heap_update_cur(tl_heap *h, unsigned c) {
+    h->cur[c] = h->avail[c].head ? h->avail[c].head : &tl_page_empty;
+}
+
+/* ---- pages --------------------------------------------------------------------- */
+
+uint32_t tl_page_collect(tl_page *pg) {
+    if (atomic_load_explicit(&pg->xfree, memory_order_relaxed) == NULL) return 0;
+    tl_block *list = atomic_exchange_explicit(&pg->xfree, NULL, memory_order_acquire);
+    if (!list) return 0;
+    uint32_t n = 1;
+    tl_block *tail = list;
+    while (tail->next) {
+        tail = tail->next;
+        n++;
+    }
+    tail->next = pg->free;
+    pg->free = list;
+    tl_assert(pg->used >= n);
+    pg->used -= n;
+    return n;
+}
+
+/* Carve up to TL_EXTEND_BYTES of never-used blocks onto the free list. */
+static void tl_page_extend(tl_page *pg) {
+    tl_assert(pg->free == NULL && pg->extended < pg->capacity);
+    uint32_t bs = pg->block_size;
+    uint32_t n = TL_EXTEND_BYTES / bs;
+    if (n == 0) n = 1;
+    if (n > pg->capacity - pg->extended) n = pg->capacity - pg->extended;
+    char *first = pg->start + (size_t)pg->extended * bs;
+    char *p = first;
+    for (uint32_t i = 1; i < n; i++, p += bs) ((tl_block *)p)->next = (tl_block *)(p + bs);
+    ((tl_block *)p)->next = NULL;
+    pg->free = (tl_block *)first;
+    pg->extended += n;
+}
+
+/* ---- statistics helpers ------------------------------------------------------- */
+
+void tl_heap_flush_peak(tl_heap *h) {
+    int64_t now = (int64_t)(TL_LOAD(h->c.alloc_bytes) - TL_LOAD(h->c.free_bytes));
+    int64_t d = now - h->flushed_in_use;
+    if (d == 0) return;
+    h->flushed_in_use = now;
+    tl_peak_add(d);
+}
+
+void tl_peak_add(int64_t d) {
+    int64_t v = atomic_fetch_add_explicit(&tl_in_use_estimate, d, memory_order_relaxed) + d;
+    if (v <= 0) return;
+    uint64_t peak = atomic_load_explicit(&tl_peak_bytes, memory_order_relaxed);
+    while ((uint64_t)v > peak &&
+           !atomic_compare_exchange_weak_explicit(&tl_peak_bytes, &peak, (uint64_t)v,
+                                                  memory_order_relaxed, memory_order_relaxed)) {
+    }
+}
+
+/* ---- heaps: creation and thread exit ------------------------------------------- */
+
+static void tl_heap_teardown(tl_heap *h);
+
+static void tl_heap_key_destructor(void *p) {
+    tl_heap *h = p;
+    tl_heap_teardown(h);
+    /* Frees after this point (other destructors) find no cache: they take the
+     * cross-thread path, and allocations the locked heap. */
+    tl_tls_heap = &tl_heap_dead;
+}
+
+static void tl_make_key(void) { (void)pthread_key_create(&tl_heap_key, tl_heap_key_destructor); }
+
+TL_NOINLINE TL_COLD static tl_heap *tl_heap_create(void) {
+    pthread_once(&tl_key_once, tl_make_key);
+    tl_heap *h = calloc(1, sizeof *h);
+    if (!h) return NULL;
+    for (unsigned c = 0; c < TL_POOL_NUM_CLASSES; c++) h->cur[c] = &tl_page_empty;
+    h->kind = TL_HEAP_THREAD;
+    h->thread_id = tl_current_thread_id();
+    pthread_mutex_lock(&tl_registry_lock);
+    h->reg_next = tl_registry_head;
+    if (tl_registry_head) tl_registry_head->reg_prev = h;
+    tl_registry_head = h;
+    tl_num_heaps++;
+    tl_num_threads++;
+    pthread_mutex_unlock(&tl_registry_lock);
+    if (pthread_setspecific(tl_heap_key, h) != 0) {
+        /* No exit hook: tear down at once rather than leak pages at exit. */
+        tl_heap_teardown(h);
+        return NULL;
+    }
+    tl_tls_heap = h;
+    return h;
+}
+
+/* Give every page back (empty ones) or hand it over (abandon), fold the
+ * counters into the totals, unregister and free the heap. */
+static void tl_heap_teardown(tl_heap *h) {
+    tl_assert(h->kind == TL_HEAP_THREAD);
+    pthread_mutex_lock(&tl_depot_lock);
+    TL_COUNTER_ADD(h->c.num_depot_locks, 1);
+    for (unsigned c = 0; c < TL_POOL_NUM_CLASSES; c++) {
+        tl_page_queue *qs[2] = {&h->avail[c], &h->full[c]};
+        for (int k = 0; k < 2; k++) {
+            tl_page *pg;
+            while ((pg = qs[k]->head) != NULL) {
+                tl_queue_remove(qs[k], pg);
+                pg->in_full = 0;
+                tl_page_collect(pg);
+                if (pg->used == 0) tl_depot_return_locked(pg);
+                else tl_depot_abandon_locked(pg);
+            }
+        }
+        h->cur[c] = &tl_page_empty;
+    }
+    pthread_mutex_unlock(&tl_depot_lock);
+    tl_heap_flush_peak(h);
+    pthread_mutex_lock(&tl_registry_lock);
+    const _Atomic uint64_t *src = (const _Atomic uint64_t *)&h->c;
+    for (size_t i = 0; i < TL_NUM_HEAP_COUNTERS; i++) tl_dead_counters[i] += TL_LOAD(src[i]);
+    if (h->reg_prev) h->reg_prev->reg_next = h->reg_next;
+    else tl_registry_head = h->reg_next;
+    if (h->reg_next) h->reg_next->reg_prev = h->reg_prev;
+    tl_num_heaps--;
+    pthread_mutex_unlock(&tl_registry_lock);
+    free(h);
+}
+
+void tl_pool_thread_release(void) {
+    tl_heap *h = tl_tls_heap;
+    if (h->kind != TL_HEAP_THREAD) return;
+    (void)pthread_setspecific(tl_heap_key, NULL);
+    tl_tls_heap = &tl_heap_empty;
+    tl_heap_teardown(h);
+}
+
+/* The heap a slow path should work on: the thread's own (created on first
+ * use), or the locked global heap when caches are off or the thread is past
+ * its teardown (returned as &tl_heap_global; the caller takes the lock). */
+static tl_heap *tl_heap_resolve(tl_heap *h) {
+    if (TL_LIKELY(h->kind == TL_HEAP_THREAD)) return h;
+    if (h->kind == TL_HEAP_EMPTY &&
+        atomic_load_explicit(&tl_cache_enabled, memory_order_relaxed)) {
+        tl_heap *nh = tl_heap_create();
+        if (nh) return nh;
+    }
+    return &tl_heap_global;
+}
+
+/* ---- allocation ------------------------------------------------------------------ */
+
+/* A page of class c with a free block, made current (owner, or the global heap
+ * under the depot lock). NULL when the OS refuses memory. */
+static tl_page *tl_heap_find_page(tl_heap *h, unsigned c) {
+    tl_page_queue *q = &h->avail[c];
+    /* 1. Available pages: collect foreign frees, carve fresh blocks; pages
+     *    with neither are full and move aside. */
+    tl_page *pg;
+    while ((pg = q->head) != NULL) {
+        tl_page_collect(pg);
+        if (pg->free) break;
+        if (pg->extended < pg->capacity) {
+            tl_page_extend(pg);
+            break;
+        }
+        tl_queue_remove(q, pg);
+        pg->in_full = 1;
+        tl_queue_push_back(&h->full[c], pg);
+    }
+    /* 2. Before touching the depot, look for foreign frees on full pages. */
+    if (!pg) {
+        tl_page_queue *fq = &h->full[c];
+        tl_page *next;
+        for (tl_page *f = fq->head; f; f = next) {
+            next = f->next;
+            if (tl_page_collect(f)) {
+                tl_queue_remove(fq, f);
+                f->in_full = 0;
+                tl_queue_push_back(q, f);
+            }
+        }
+        pg = q->head;
+    }
+    /* 3. The depot (a lock, unless this is the global heap, which holds it). */
+    if (!pg) {
+        if (h->kind == TL_HEAP_THREAD) {
+            TL_COUNTER_ADD(h->c.num_cache_misses, 1); /* the global heap counts every call */
+            tl_heap_flush_peak(h);
+            pthread_mutex_lock(&tl_depot_lock);
+            TL_COUNTER_ADD(h->c.num_depot_locks, 1);
+            pg = tl_depot_take_locked(h, c);
+            pthread_mutex_unlock(&tl_depot_lock);
+        } else {
+            pg = tl_depot_take_locked(h, c);
+        }
+        if (!pg) {
+            tl_heap_update_cur(h, c);
+            return NULL;
+        }
+        tl_queue_push_front(q, pg);
+        if (!pg->free) {
+            tl_page_collect(pg);
+            if (!pg->free) tl_page_extend(pg);
+        }
+    }
+    tl_heap_update_cur(h, c);
+    tl_assert(h->cur[c] == pg && pg->free != NULL);
+    return pg;
+}
+
+/* Pop a block of class c from heap h (owner, or global heap under the lock). */
+static void *tl_heap_alloc_class(tl_heap *h, unsigned c) {
+    tl_page *pg = h->cur[c];
+    if (!pg->free) {
+        pg = tl_heap_find_page(h, c);
+        if (!pg) {
+            errno = ENOMEM;
+            return NULL;
+        }
+    }
+    tl_block *b = pg->free;
+    pg->free = b->next;
+    pg->used++;
+    TL_COUNTER_ADD(h->c.num_allocations, 1);
+    TL_COUNTER_ADD(h->c.alloc_bytes, pg->block_size);
+    TL_DBG_ON_ALLOC(pg, b);
+    return b;
+}
+
+/* Everything the fast path does not handle: first use, sizes above 1 KiB or
+ * above the classes, a current page that ran dry, caches off. */
+TL_NOINLINE static void *tl_alloc_class_slow(tl_heap *h, unsigned c) {
+    h = tl_heap_resolve(h);
+    if (h != &tl_heap_global) return tl_heap_alloc_class(h, c);
+    pthread_mutex_lock(&tl_depot_lock);
+    TL_COUNTER_ADD(h->c.num_depot_locks, 1);
+    TL_COUNTER_ADD(h->c.num_cache_misses, 1);
+    void *p = tl_heap_alloc_class(h, c);
+    pthread_mutex_unlock(&tl_depot_lock);
+    return p;
+}
+
+TL_NOINLINE static void *tl_pool_malloc_slow(tl_heap *h, size_t size) {
+    if (TL_UNLIKELY(size > TL_POOL_MAX_SMALL)) return tl_huge_alloc(size, 0, 0);
+    return tl_alloc_class_slow(h, tl_size_class(size ? size : 1));
+}
+
+/* Fast path: TLS load, table lookup, load of the current page, pop of its free
+ * list, two owner-only counter adds. About 15 instructions, one branch taken
+ * for sizes up to 1 KiB; no lock, no atomic read-modify-write. */
+void *tl_pool_malloc(size_t size) {
+    tl_heap *h = tl_tls_heap;
+    if (TL_LIKELY(size <= 1024)) {
+        tl_page *pg = h->cur[tl_small_class[(size + 7) >> 3]];
+        tl_block *b = pg->free;
+        if (TL_LIKELY(b != NULL)) {
+            pg->free = b->next;
+            pg->used++;
+            TL_COUNTER_ADD(h->c.num_allocations, 1);
+            TL_COUNTER_ADD(h->c.alloc_bytes, pg->block_size);
+            TL_DBG_ON_ALLOC(pg, b);
+            return b;
+        }
+    }
+    return tl_pool_malloc_slow(h, size);
+}
+
+void *tl_pool_calloc(size_t n, size_t size) {
+    size_t total;
+    if (__builtin_mul_overflow(n, size, &total)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (total > TL_POOL_MAX_SMALL) return tl_huge_alloc(total, 0, 1);
+    void *p = tl_pool_malloc(total);
+    if (p) memset(p, 0, total);
+    return p;
+}
+
+void *tl_pool_aligned_alloc(size_t align, size_t size) {
+    if (!tl_is_pow2(align) || align > TL_POOL_MAX_ALIGN) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (align <= 8) return tl_pool_malloc(size);
+    size_t n = size < align ? align : size;
+    if (align > TL_POOL_PAGE_ALIGN || n > TL_POOL_MAX_SMALL) return tl_huge_alloc(size, align, 0);
+    /* Pages start 4 KiB aligned, so a class whose size is a multiple of align
+     * yields aligned blocks; the power of two ending n's doubling is one. */
+    unsigned c = tl_size_class(n);
+    while (tl_class_sizes[c] % align != 0) c++;
+    tl_assert(c < TL_POOL_NUM_CLASSES);
+    return tl_alloc_class_slow(tl_tls_heap, c);
+}
+
+size_t tl_pool_usable_size(const void *p) {
+    if (!p) return 0;
+    tl_segment *s = tl_segment_of(p);
+    if (s->kind == TL_KIND_HUGE) return s->region.size - s->huge_offset;
+    return tl_page_of(s, p)->block_size;
+}
+
+void *tl_pool_realloc(void *p, size_t size) {
+    if (!p) return tl_pool_malloc(size);
+    if (size > (size_t)PTRDIFF_MAX) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    size_t have = tl_pool_usable_size(p);
+    /* Keep the block when the new size fits and would not waste half of it. */
+    if (size <= have && size >= have / 2) return p;
+    void *q = tl_pool_malloc(size);
+    if (!q) return NULL;
+    memcpy(q, p, size < have ? size : have);
+    tl_pool_free(p);
+    return q;
+}
+
+/* ---- free ------------------------------------------------------------------------- */
+
+/* The owner freed a block that emptied its page, or freed into a full page. */
+TL_NOINLINE static void tl_page_free_slow(tl_heap *h, tl_page *pg) {
+    unsigned c = pg->cls;
+    if (pg->in_full) {
+        tl_queue_remove(&h->full[c], pg);
+        pg->in_full = 0;
+        tl_queue_push_back(&h->avail[c], pg);
+        tl_heap_update_cur(h, c);
+    }
+    /* An empty page goes back to the depot unless it is the class's only
+     * available page (then allocate/free in a loop stays off the lock). */
+    if (pg->used == 0 && h->avail[c].count > 1) {
+        tl_queue_remove(&h->avail[c], pg);
+        tl_heap_update_cur(h, c);
+        if (h->kind == TL_HEAP_THREAD) {
+            tl_heap_flush_peak(h);
+            pthread_mutex_lock(&tl_depot_lock);
+            TL_COUNTER_ADD(h->c.num_depot_locks, 1);
+            tl_depot_return_locked(pg);
+            pthread_mutex_unlock(&tl_depot_lock);
+        } else {
+            tl_depot_return_locked(pg);
+        }
+    }
+}
+
+/* Owner's free (also used for the global heap under the lock). */
+static inline void tl_page_free_local(tl_heap *h, tl_page *pg, void *p) {
+    tl_block *b = p;
+    b->next = pg->free;
+    pg->free = b;
+    TL_COUNTER_ADD(h->c.num_frees, 1);
+    TL_COUNTER_ADD(h->c.free_bytes, pg->block_size);
+    if (TL_UNLIKELY(--pg->used == 0 || pg->in_full)) tl_page_free_slow(h, pg);
+}
+
+/* A page we just became the owner of (claimed from the abandoned state). */
+static void tl_heap_adopt(tl_heap *h, tl_page *pg) {
+    tl_page_collect(pg);
+    pg->in_full = 0;
+    tl_queue_push_back(&h->avail[pg->cls], pg);
+    tl_heap_update_cur(h, pg->cls);
+    TL_COUNTER_ADD(h->c.num_reclaimed_pages, 1);
+}
+
+/* Not the owner: large block, the global heap's page, an abandoned page we can
+ * adopt, or a page owned by another thread (push on its cross-thread list). */
+TL_NOINLINE static void tl_pool_free_slow(tl_heap *h, tl_segment *s, tl_page *pg, void *p) {
+    if (s->kind == TL_KIND_HUGE) {
+        tl_huge_free(s);
+        return;
+    }
+    TL_DBG_ON_FREE(s, pg, p);
+    tl_heap *owner = atomic_load_explicit(&pg->heap, memory_order_acquire);
+    if (owner == &tl_heap_global) {
+        pthread_mutex_lock(&tl_depot_lock);
+        TL_COUNTER_ADD(tl_heap_global.c.num_depot_locks, 1);
+        tl_page_free_local(&tl_heap_global, pg, p);
+        pthread_mutex_unlock(&tl_depot_lock);
+        return;
+    }
+    /* A thread that only frees gets a cache too: it counts its frees there and
+     * can adopt abandoned pages. */
+    if (h->kind == TL_HEAP_EMPTY && atomic_load_explicit(&tl_cache_enabled, memory_order_relaxed))
+        h = tl_heap_resolve(h);
+    if (h->kind != TL_HEAP_THREAD) h = NULL;
+    if (owner == NULL && h) {
+        /* Abandoned: its owner exited. Adopting it makes this and later frees
+         * into it local. The CAS is the one arbiter against other adopters. */
+        tl_heap *expected = NULL;
+        if (atomic_compare_exchange_strong_explicit(&pg->heap, &expected, h, memory_order_acq_rel,
+                                                    memory_order_relaxed)) {
+            tl_heap_adopt(h, pg);
+            tl_page_free_local(h, pg, p);
+            return;
+        }
+    }
+    /* Cross-thread free: one CAS on the page's list, nothing else shared. */
+    tl_block *b = p;
+    tl_block *head = atomic_load_explicit(&pg->xfree, memory_order_relaxed);
+    do {
+        b->next = head;
+    } while (!atomic_compare_exchange_weak_explicit(&pg->xfree, &head, b, memory_order_release,
+                                                    memory_order_relaxed));
+    uint32_t bs = pg->block_size; /* stable: the page holds a live block until collected */
+    (void)bs;
+    TL_HEAP_COUNT(h, num_frees, 1);
+    TL_HEAP_COUNT(h, free_bytes, bs);
+    TL_HEAP_COUNT(h, num_cross_thread_frees, 1);
+}
+
+/* Fast path: mask to the segment, shift to the page, compare its owner with
+ * this thread's heap, push. About 12 instructions and one predictable branch
+ * when the freeing thread owns the page. */
+void tl_pool_free(void *p) {
+    if (!p) return;
+    tl_segment *s = tl_segment_of(p);
+    tl_page *pg = tl_page_of(s, p);
+    tl_heap *h = tl_tls_heap;
+    if (TL_LIKELY(atomic_load_explicit(&pg->heap, memory_order_relaxed) == h)) {
+        TL_DBG_ON_FREE(s, pg, p);
+        tl_page_free_local(h, pg, p);
+        return;
+    }
+    tl_pool_free_slow(h, s, pg, p);
+}
+
+/* ---- settings ---------------------------------------------------------------------- */
+
+int tl_pool_configure(const tl_pool_options *opts) {
+    tl_pool_options d = {.cache = 1, .retain_bytes = TL_POOL_DEFAULT_RETAIN};
+    if (!opts) opts = &d;
+    if (opts->cache != 0 && opts->cache != 1) {
+        errno = EINVAL;
+        return -1;
+    }
+    atomic_store_explicit(&tl_cache_enabled, opts->cache, memory_order_relaxed);
+    tl_depot_set_retain(opts->retain_bytes);
+    return 0;
+}
+
+void tl_pool_get_options(tl_pool_options *out) {
+    out->cache = atomic_load_explicit(&tl_cache_enabled, memory_order_relaxed);
+    out->retain_bytes = tl_depot_get_retain();
+}
+
+void tl_pool_collect(int release_all) { tl_depot_collect(release_all); }
+
+/* ---- statistics ---------------------------------------------------------------------- */
+
+void tl_pool_get_stats(tl_pool_stats *out) {
+    uint64_t sum[TL_NUM_HEAP_COUNTERS];
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&tl_registry_lock);
+    for (size_t i = 0; i < TL_NUM_HEAP_COUNTERS; i++)
+        sum[i] = tl_dead_counters[i] + atomic_load_explicit(&tl_orphan_counters[i], memory_order_relaxed);
+    for (tl_heap *h = tl_registry_head; h; h = h->reg_next) {
+        const _Atomic uint64_t *src = (const _Atomic uint64_t *)&h->c;
+        for (size_t i = 0; i < TL_NUM_HEAP_COUNTERS; i++) sum[i] += TL_LOAD(src[i]);
+    }
+    out->num_heaps = tl_num_heaps;
+    out->num_threads = tl_num_threads;
+    pthread_mutex_unlock(&tl_registry_lock);
+    /* The global heap's counters are written under the depot lock. */
+    pthread_mutex_lock(&tl_depot_lock);
+    const _Atomic uint64_t *g = (const _Atomic uint64_t *)&tl_heap_global.c;
+    for (size_t i = 0; i < TL_NUM_HEAP_COUNTERS; i++) sum[i] += TL_LOAD(g[i]);
+    pthread_mutex_unlock(&tl_depot_lock);
+#define TL_SUM(field) sum[offsetof(tl_heap_counters, field) / sizeof(uint64_t)]
+    uint64_t ab = TL_SUM(alloc_bytes), fb = TL_SUM(free_bytes);
+    out->in_use_bytes = ab > fb ? ab - fb : 0;
+    out->num_allocations = TL_SUM(num_allocations);
+    out->num_frees = TL_SUM(num_frees);
+    out->num_cross_thread_frees = TL_SUM(num_cross_thread_frees);
+    out->num_cache_misses = TL_SUM(num_cache_misses);
+    out->num_depot_locks = TL_SUM(num_depot_locks);
+    out->num_reclaimed_pages = TL_SUM(num_reclaimed_pages);
+#undef TL_SUM
+    uint64_t peak = atomic_load_explicit(&tl_peak_bytes, memory_order_relaxed);
+    out->peak_bytes = peak > out->in_use_bytes ? peak : out->in_use_bytes;
+    out->num_large_allocations = atomic_load_explicit(&tl_num_large_allocations, memory_order_relaxed);
+    tl_depot_usage(&out->reserved_bytes, &out->retained_bytes, &out->num_segments,
+                   &out->num_abandoned_pages);
+    out->cache_enabled = atomic_load_explicit(&tl_cache_enabled, memory_order_relaxed);
+}
+
+/* ---- debug checks ------------------------------------------------------------------- */
+
+#ifdef TLALLOC_DEBUG
+TL_COLD static void tl_dbg_fail(const char *what, const void *p) {
+    fprintf(stderr, "tlalloc: %s: %p passed to tl_pool_free\n", what, p);
+    abort();
+}
+
+void tl_dbg_on_alloc(tl_page *pg, void *p) {
+    size_t off = (size_t)((char *)p - pg->start);
+    tl_assert(off % pg->block_size == 0 && off / pg->block_size < pg->extended);
+    size_t i = off / pg->block_size;
+    uint64_t bit = (uint64_t)1 << (i % 64);
+    uint64_t old = atomic_fetch_or_explicit(&pg->dbg_live[i / 64], bit, memory_order_relaxed);
+    if (old & bit) {
+        fprintf(stderr, "tlalloc: internal error: block %p handed out twice\n", p);
+        abort();
+    }
+}
+
+void tl_dbg_on_free(tl_segment *s, tl_page *pg, void *p) {
+    (void)s;
+    if ((char *)p < pg->start || pg->block_size == 0) tl_dbg_fail("invalid pointer", p);
+    size_t off = (size_t)((char *)p - pg->start);
+    if (off % pg->block_size != 0 || off / pg->block_size >= pg->capacity)
+        tl_dbg_fail("invalid pointer (not a block start)", p);
+    size_t i = off / pg->block_size;
+    uint64_t bit = (uint64_t)1 << (i % 64);
+    uint64_t old = atomic_fetch_and_explicit(&pg->dbg_live[i / 64], ~bit, memory_order_relaxed);
+    if (!(old & bit)) tl_dbg_fail("double free or invalid pointer", p);
+}
+#endif

@@ -1,0 +1,426 @@
+/* pool_depot.c: where the pool's pages come from and go back to.
+ *
+ * The depot is the only shared, locked part of the pool (tl_depot_lock):
+ *
+ * - segments: 4 MiB regions from the OS layer, cut into pages of one kind;
+ * - free pages, per kind, in two lists: "dirty" ones (possibly resident, handed
+ *   out first, most recent first) and "clean" ones (given back to the OS with
+ *   tl_os_discard, or never touched);
+ * - abandoned pages, per size class: pages with live blocks whose owner exited,
+ *   waiting for a thread to adopt them;
+ * - a small cache of recently freed large blocks.
+ *
+ * Retention: the depot keeps at most `retain` bytes of dirty free memory
+ * (large blocks in the cache included). Beyond that it discards the coldest
+ * dirty pages, and it unmaps segments whose pages are all free once the free
+ * page space exceeds the limit.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pool_internal.h"
+
+#define TL_HUGE_CACHE_MAX 8
+
+typedef struct tl_aqueue {
+    tl_page *head, *tail;
+} tl_aqueue;
+
+static tl_segment *tl_segments;                 /* all pool segments (not huge) */
+static tl_page_queue tl_dirty[TL_NUM_PAGE_KINDS]; /* free, possibly resident */
+static tl_page_queue tl_clean[TL_NUM_PAGE_KINDS]; /* free, not resident */
+static tl_aqueue tl_abandoned[TL_POOL_NUM_CLASSES];
+static tl_segment *tl_huge_cache;               /* most recent first */
+static unsigned tl_huge_cache_count;
+
+static size_t tl_retained;   /* dirty bytes on free lists + huge cache (depot lock) */
+static size_t tl_free_space; /* bytes of all free pages (depot lock) */
+static uint64_t tl_num_segments, tl_num_abandoned;
+static _Atomic size_t tl_retain = TL_POOL_DEFAULT_RETAIN;
+static _Atomic uint64_t tl_reserved;
+_Atomic uint64_t tl_num_large_allocations;
+
+/* ---- abandoned lists ----------------------------------------------------------- */
+
+static void tl_aqueue_push(tl_aqueue *q, tl_page *pg) {
+    pg->aprev = q->tail;
+    pg->anext = NULL;
+    if (q->tail) q->tail->anext = pg;
+    else q->head = pg;
+    q->tail = pg;
+    pg->in_abandoned = 1;
+}
+
+static void tl_aqueue_remove(tl_aqueue *q, tl_page *pg) {
+    if (pg->aprev) pg->aprev->anext = pg->anext;
+    else q->head = pg->anext;
+    if (pg->anext) pg->anext->aprev = pg->aprev;
+    else q->tail = pg->aprev;
+    pg->anext = pg->aprev = NULL;
+    pg->in_abandoned = 0;
+}
+
+/* ---- segments ------------------------------------------------------------------ */
+
+/* Debug builds keep one bit per block of the smallest class a kind serves
+ * (inside the segment header, so nothing else is allocated). */
+static size_t tl_dbg_words(int kind, unsigned shift) {
+#ifdef TLALLOC_DEBUG
+    size_t min_block = kind == TL_KIND_SMALL    ? tl_pool_class_size(0)
+                       : kind == TL_KIND_MEDIUM ? tl_pool_class_size(TL_LAST_SMALL_CLASS + 1)
+                                                : tl_pool_class_size(TL_LAST_MEDIUM_CLASS + 1);
+    return (((size_t)1 << shift) / min_block + 63) / 64;
+#else
+    (void)kind;
+    (void)shift;
+    return 0;
+#endif
+}
+
+static size_t tl_header_size(uint32_t num_pages, size_t dbg_words) {
+    size_t h = sizeof(tl_segment) + (size_t)num_pages * (sizeof(tl_page) + dbg_words * 8);
+    return (h + TL_POOL_PAGE_ALIGN - 1) & ~(size_t)(TL_POOL_PAGE_ALIGN - 1);
+}
+
+TL_NOINLINE TL_COLD static tl_segment *tl_segment_new_locked(int kind) {
+    tl_os_region r;
+    if (tl_os_map(TL_SEG_SIZE, TL_SEG_SIZE, TL_PAGES_DEFAULT, TL_NUMA_OFF, 0, &r) != 0) return NULL;
+    tl_segment *s = r.base;
+    unsigned shift = kind == TL_KIND_SMALL    ? TL_SMALL_PAGE_SHIFT
+                     : kind == TL_KIND_MEDIUM ? TL_MEDIUM_PAGE_SHIFT
+                                              : TL_SEG_SHIFT;
+    uint32_t n = (uint32_t)(TL_SEG_SIZE >> shift);
+    size_t words = tl_dbg_words(kind, shift);
+    size_t hdr = tl_header_size(n, words);
+    s->region = r;
+    s->kind = (uint8_t)kind;
+    s->page_shift = (uint8_t)shift;
+    s->num_pages = n;
+    s->dbg = words ? (_Atomic uint64_t *)&s->pages[n] : NULL;
+    for (uint32_t i = 0; i < n; i++) {
+        tl_page *pg = &s->pages[i];
+        size_t lo = (size_t)i << shift, hi = (size_t)(i + 1) << shift;
+        if (lo < hdr) lo = hdr;
+        pg->kind = (uint8_t)kind;
+        pg->dbg_live = s->dbg ? s->dbg + (size_t)i * words : NULL;
+        if (lo >= hi) continue; /* eaten by the header (debug bitmaps): never used */
+        pg->start = (char *)s + lo;
+        pg->bytes = hi - lo;
+        pg->in_depot = 1;
+        tl_queue_push_back(&tl_clean[kind], pg);
+        tl_free_space += pg->bytes;
+    }
+    s->next = tl_segments;
+    s->prev = NULL;
+    if (tl_segments) tl_segments->prev = s;
+    tl_segments = s;
+    tl_num_segments++;
+    atomic_fetch_add_explicit(&tl_reserved, r.size, memory_order_relaxed);
+    return s;
+}
+
+/* Unmap a segment whose pages are all free. */
+static void tl_segment_free_locked(tl_segment *s) {
+    tl_assert(s->kind != TL_KIND_HUGE);
+    for (uint32_t i = 0; i < s->num_pages; i++) {
+        tl_page *pg = &s->pages[i];
+        if (!pg->in_depot) continue;
+        tl_queue_remove(pg->touched ? &tl_dirty[s->kind] : &tl_clean[s->kind], pg);
+        tl_retained -= pg->touched;
+        tl_free_space -= pg->bytes;
+    }
+    if (s->prev) s->prev->next = s->next;
+    else tl_segments = s->next;
+    if (s->next) s->next->prev = s->prev;
+    tl_num_segments--;
+    atomic_fetch_sub_explicit(&tl_reserved, s->region.size, memory_order_relaxed);
+    tl_os_region r = s->region;
+    tl_os_unmap(&r);
+}
+
+static size_t tl_segment_free_space(const tl_segment *s) {
+    size_t n = 0;
+    for (uint32_t i = 0; i < s->num_pages; i++) n += s->pages[i].bytes;
+    return n;
+}
+
+/* Give back dirty memory above the limit (all of it for limit 0), coldest
+ * first: the tail of each dirty list, then the large-block cache. */
+static void tl_depot_trim_locked(size_t limit) {
+    for (int k = TL_NUM_PAGE_KINDS - 1; k >= 0 && tl_retained > limit; k--) {
+        tl_page *pg;
+        while (tl_retained > limit && (pg = tl_dirty[k].tail) != NULL) {
+            tl_queue_remove(&tl_dirty[k], pg);
+            tl_os_discard(pg->start, pg->touched);
+            tl_retained -= pg->touched;
+            pg->touched = 0;
+            tl_queue_push_front(&tl_clean[k], pg);
+        }
+    }
+    while (tl_retained > limit && tl_huge_cache) {
+        tl_segment *s = tl_huge_cache, *last = NULL;
+        while (s->next) {
+            last = s;
+            s = s->next;
+        }
+        if (last) last->next = NULL;
+        else tl_huge_cache = NULL;
+        tl_huge_cache_count--;
+        tl_retained -= s->region.size;
+        atomic_fetch_sub_explicit(&tl_reserved, s->region.size, memory_order_relaxed);
+        tl_os_region r = s->region;
+        tl_os_unmap(&r);
+    }
+}
+
+/* ---- pages in and out ------------------------------------------------------------ */
+
+tl_page *tl_depot_take_locked(tl_heap *h, unsigned c) {
+    /* 1. Abandoned pages of this class: adopt them (their blocks come back to
+     *    whoever owns the page). A few at most, to bound the time under the lock. */
+    tl_aqueue *aq = &tl_abandoned[c];
+    tl_page *pg;
+    for (int tries = 0; tries < 8 && (pg = aq->head) != NULL; tries++) {
+        tl_aqueue_remove(aq, pg);
+        tl_heap *expected = NULL;
+        if (!atomic_compare_exchange_strong_explicit(&pg->heap, &expected, h, memory_order_acq_rel,
+                                                     memory_order_relaxed))
+            continue; /* a freeing thread adopted it already */
+        tl_page_collect(pg);
+        pg->in_full = 0;
+        TL_COUNTER_ADD(h->c.num_reclaimed_pages, 1);
+        if (pg->free || pg->extended < pg->capacity) return pg;
+        pg->in_full = 1;
+        tl_queue_push_back(&h->full[c], pg);
+    }
+    /* 2. A free page, dirty (warm) ones first; a new segment if none. */
+    int kind = tl_class_kind(c);
+    tl_page_queue *q = tl_dirty[kind].head ? &tl_dirty[kind] : &tl_clean[kind];
+    if (!q->head) {
+        if (!tl_segment_new_locked(kind)) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        q = &tl_clean[kind];
+    }
+    pg = q->head;
+    tl_queue_remove(q, pg);
+    tl_retained -= pg->touched;
+    tl_free_space -= pg->bytes;
+    pg->in_depot = 0;
+    tl_segment_of(pg->start)->used_pages++;
+    uint32_t bs = (uint32_t)tl_pool_class_size(c);
+    pg->free = NULL;
+    pg->used = 0;
+    pg->block_size = bs;
+    pg->cls = (uint8_t)c;
+    pg->in_full = 0;
+    pg->capacity = (uint32_t)(pg->bytes / bs);
+    pg->extended = 0;
+    tl_assert(pg->capacity > 0);
+    tl_assert(atomic_load_explicit(&pg->xfree, memory_order_relaxed) == NULL);
+    atomic_store_explicit(&pg->heap, h, memory_order_relaxed); /* ordered by the lock */
+    return pg;
+}
+
+void tl_depot_return_locked(tl_page *pg) {
+    tl_assert(pg->used == 0);
+    tl_assert(atomic_load_explicit(&pg->xfree, memory_order_relaxed) == NULL);
+    if (pg->in_abandoned) tl_aqueue_remove(&tl_abandoned[pg->cls], pg);
+    size_t touched = (size_t)pg->extended * pg->block_size;
+    if (touched > pg->touched) pg->touched = touched;
+    pg->free = NULL;
+    pg->extended = 0;
+    pg->in_full = 0;
+    pg->in_depot = 1;
+    atomic_store_explicit(&pg->heap, NULL, memory_order_release);
+    tl_segment *s = tl_segment_of(pg->start);
+    s->used_pages--;
+    if (pg->touched) {
+        tl_queue_push_front(&tl_dirty[pg->kind], pg);
+        tl_retained += pg->touched;
+    } else {
+        tl_queue_push_front(&tl_clean[pg->kind], pg);
+    }
+    tl_free_space += pg->bytes;
+    size_t limit = atomic_load_explicit(&tl_retain, memory_order_relaxed);
+    if (tl_retained > limit) tl_depot_trim_locked(limit);
+    /* A segment with no page in use: unmap it once the depot holds more free
+     * page space than the limit without it. */
+    if (s->used_pages == 0) {
+        size_t own = tl_segment_free_space(s);
+        if (tl_free_space - own >= limit) tl_segment_free_locked(s);
+    }
+}
+
+void tl_depot_abandon_locked(tl_page *pg) {
+    tl_assert(pg->used > 0);
+    pg->in_full = 0;
+    pg->next = pg->prev = NULL;
+    if (!pg->in_abandoned) tl_aqueue_push(&tl_abandoned[pg->cls], pg);
+    tl_num_abandoned++;
+    /* Publish the owner fields written above to whoever adopts the page. */
+    atomic_store_explicit(&pg->heap, NULL, memory_order_release);
+}
+
+/* ---- large blocks ------------------------------------------------------------------ */
+
+void *tl_huge_alloc(size_t size, size_t align, int zero) {
+    if (size > (size_t)PTRDIFF_MAX) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    size_t off = align > TL_POOL_PAGE_ALIGN ? align : TL_POOL_PAGE_ALIGN;
+    size_t total = off + size;
+    tl_segment *s = NULL;
+    pthread_mutex_lock(&tl_depot_lock);
+    atomic_fetch_add_explicit(&tl_orphan_counters[offsetof(tl_heap_counters, num_depot_locks) / 8],
+                              1, memory_order_relaxed);
+    /* A cached block that fits without wasting more than a third. */
+    for (tl_segment **pp = &tl_huge_cache; *pp; pp = &(*pp)->next) {
+        size_t have = (*pp)->region.size;
+        if (have >= total && have - total <= have / 3) {
+            s = *pp;
+            *pp = s->next;
+            tl_huge_cache_count--;
+            tl_retained -= have;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&tl_depot_lock);
+    if (s) {
+        if (zero) memset((char *)s + off, 0, size);
+    } else {
+        tl_os_region r;
+        if (tl_os_map(total, TL_SEG_SIZE, TL_PAGES_DEFAULT, TL_NUMA_OFF, 0, &r) != 0) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        s = r.base; /* fresh mapping: already zero */
+        s->region = r;
+        s->kind = TL_KIND_HUGE;
+        s->page_shift = TL_SEG_SHIFT;
+        s->num_pages = 1;
+        atomic_store_explicit(&s->pages[0].heap, &tl_heap_huge, memory_order_relaxed);
+        atomic_fetch_add_explicit(&tl_reserved, r.size, memory_order_relaxed);
+    }
+    s->huge_offset = off;
+    s->next = NULL;
+#ifdef TLALLOC_DEBUG
+    atomic_store_explicit(&s->dbg_huge_live, 1, memory_order_relaxed);
+#endif
+    size_t usable = s->region.size - off;
+    _Atomic uint64_t *oc = tl_orphan_counters;
+#define TL_ORPHAN(field) oc[offsetof(tl_heap_counters, field) / 8]
+    atomic_fetch_add_explicit(&TL_ORPHAN(num_allocations), 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&TL_ORPHAN(alloc_bytes), usable, memory_order_relaxed);
+    atomic_fetch_add_explicit(&TL_ORPHAN(num_cache_misses), 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&tl_num_large_allocations, 1, memory_order_relaxed);
+    tl_peak_add((int64_t)usable);
+    return (char *)s + off;
+}
+
+void tl_huge_free(tl_segment *s) {
+#ifdef TLALLOC_DEBUG
+    if (atomic_exchange_explicit(&s->dbg_huge_live, 0, memory_order_relaxed) == 0) {
+        fprintf(stderr, "tlalloc: double free: %p passed to tl_pool_free\n",
+                (void *)((char *)s + s->huge_offset));
+        abort();
+    }
+#endif
+    size_t usable = s->region.size - s->huge_offset;
+    _Atomic uint64_t *oc = tl_orphan_counters;
+    atomic_fetch_add_explicit(&TL_ORPHAN(num_frees), 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&TL_ORPHAN(free_bytes), usable, memory_order_relaxed);
+#undef TL_ORPHAN
+    tl_peak_add(-(int64_t)usable);
+    pthread_mutex_lock(&tl_depot_lock);
+    atomic_fetch_add_explicit(&tl_orphan_counters[offsetof(tl_heap_counters, num_depot_locks) / 8],
+                              1, memory_order_relaxed);
+    size_t limit = atomic_load_explicit(&tl_retain, memory_order_relaxed);
+    if (tl_huge_cache_count < TL_HUGE_CACHE_MAX && s->region.size <= limit) {
+        s->next = tl_huge_cache;
+        tl_huge_cache = s;
+        tl_huge_cache_count++;
+        tl_retained += s->region.size;
+        if (tl_retained > limit) tl_depot_trim_locked(limit);
+        pthread_mutex_unlock(&tl_depot_lock);
+        return;
+    }
+    pthread_mutex_unlock(&tl_depot_lock);
+    atomic_fetch_sub_explicit(&tl_reserved, s->region.size, memory_order_relaxed);
+    tl_os_region r = s->region;
+    tl_os_unmap(&r);
+}
+
+/* ---- housekeeping and statistics ------------------------------------------------------ */
+
+void tl_depot_set_retain(size_t bytes) {
+    atomic_store_explicit(&tl_retain, bytes, memory_order_relaxed);
+    pthread_mutex_lock(&tl_depot_lock);
+    if (tl_retained > bytes) tl_depot_trim_locked(bytes);
+    pthread_mutex_unlock(&tl_depot_lock);
+}
+
+size_t tl_depot_get_retain(void) { return atomic_load_explicit(&tl_retain, memory_order_relaxed); }
+
+void tl_depot_collect(int release_all) {
+    pthread_mutex_lock(&tl_depot_lock);
+    atomic_fetch_add_explicit(&tl_orphan_counters[offsetof(tl_heap_counters, num_depot_locks) / 8],
+                              1, memory_order_relaxed);
+    /* Abandoned pages: take each over for a moment to collect its foreign
+     * frees; empty ones go to the free lists, the others are abandoned again. */
+    for (unsigned c = 0; c < TL_POOL_NUM_CLASSES; c++) {
+        tl_page *next;
+        for (tl_page *pg = tl_abandoned[c].head; pg; pg = next) {
+            next = pg->anext;
+            tl_heap *expected = NULL;
+            if (!atomic_compare_exchange_strong_explicit(&pg->heap, &expected, &tl_heap_collect,
+                                                         memory_order_acq_rel, memory_order_relaxed)) {
+                tl_aqueue_remove(&tl_abandoned[c], pg); /* adopted meanwhile */
+                continue;
+            }
+            tl_page_collect(pg);
+            if (pg->used == 0) {
+                tl_depot_return_locked(pg); /* unlinks it; `next` is still valid */
+            } else {
+                atomic_store_explicit(&pg->heap, NULL, memory_order_release);
+            }
+        }
+    }
+    /* The locked heap (caches off) keeps one empty page per class: return them. */
+    tl_heap *g = &tl_heap_global;
+    for (unsigned c = 0; c < TL_POOL_NUM_CLASSES; c++) {
+        tl_page *next;
+        for (tl_page *pg = g->avail[c].head; pg; pg = next) {
+            next = pg->next;
+            if (pg->used != 0) continue;
+            tl_queue_remove(&g->avail[c], pg);
+            tl_depot_return_locked(pg);
+        }
+        g->cur[c] = g->avail[c].head ? g->avail[c].head : &tl_page_empty;
+    }
+    size_t limit = release_all ? 0 : atomic_load_explicit(&tl_retain, memory_order_relaxed);
+    tl_depot_trim_locked(limit);
+    /* Segments with no page in use, beyond the limit. */
+    tl_segment *next;
+    for (tl_segment *s = tl_segments; s; s = next) {
+        next = s->next;
+        if (s->used_pages != 0) continue;
+        size_t own = tl_segment_free_space(s);
+        if (release_all || tl_free_space - own >= limit) tl_segment_free_locked(s);
+    }
+    pthread_mutex_unlock(&tl_depot_lock);
+}
+
+void tl_depot_usage(uint64_t *reserved, uint64_t *retained, uint64_t *segments,
+                    uint64_t *abandoned) {
+    pthread_mutex_lock(&tl_depot_lock);
+    *retained = tl_retained;
+    *segments = tl_num_segments;
+    *abandoned = tl_num_abandoned;
+    pthread_mutex_unlock(&tl_depot_lock);
+    *reserved = atomic_load_explicit(&tl_reserved, memory_order_relaxed);
+}

@@ -1,0 +1,209 @@
+/* pool_internal.h: data structures shared by pool.c (thread caches, the fast
+ * paths) and pool_depot.c (segments, the depot, abandoned pages, large blocks).
+ *
+ * Ownership rules, which every function below respects:
+ *
+ * - A page's owner is `page->heap`. Only the owning thread changes it away
+ *   from itself (abandon at thread exit, return to the depot), and a thread can
+ *   only make itself the owner of a page that has none (compare-and-swap from
+ *   NULL, or under the depot lock for a page taken from the free lists). So a
+ *   thread that reads `page->heap == my_heap` knows the answer cannot change
+ *   under it, which is what makes the lock-free free path correct.
+ * - Fields marked (owner) are read and written by the owner only. Fields marked
+ *   (depot) are protected by the depot lock. `xfree` is the one field any
+ *   thread writes: an atomic LIFO of blocks freed by non-owners.
+ * - A page with live blocks never leaves its segment's "used" state, so a
+ *   thread freeing a live block may always read its page descriptor.
+ */
+#ifndef TLALLOC_POOL_INTERNAL_H
+#define TLALLOC_POOL_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "internal.h"
+#include "tlalloc/os.h"
+#include "tlalloc/pool.h"
+
+/* Segments: 4 MiB, aligned to 4 MiB, so masking a block address finds them. */
+#define TL_SEG_SHIFT 22u
+#define TL_SEG_SIZE ((size_t)1 << TL_SEG_SHIFT)
+#define TL_SEG_MASK (TL_SEG_SIZE - 1)
+
+/* Page kinds: pages of one size per segment. */
+enum {
+    TL_KIND_SMALL = 0,  /* 64 KiB pages, classes up to 8 KiB (>= 8 blocks a page) */
+    TL_KIND_MEDIUM = 1, /* 512 KiB pages, classes up to 64 KiB */
+    TL_KIND_LARGE = 2,  /* one page per segment, classes up to 1 MiB */
+    TL_KIND_HUGE = 3,   /* one block mapped on its own (not a size class) */
+    TL_NUM_PAGE_KINDS = 3
+};
+#define TL_SMALL_PAGE_SHIFT 16u
+#define TL_MEDIUM_PAGE_SHIFT 19u
+#define TL_LAST_SMALL_CLASS 32u  /* 8 KiB */
+#define TL_LAST_MEDIUM_CLASS 44u /* 64 KiB */
+
+/* Fresh pages are carved into free lists this many bytes at a time (at least
+ * one block), so that untouched memory stays untouched (not resident). */
+#define TL_EXTEND_BYTES 4096u
+
+typedef struct tl_block {
+    struct tl_block *next;
+} tl_block;
+
+struct tl_heap;
+
+/* Page descriptor: 128 bytes, the owner's hot fields in the first cache line,
+ * the field other threads write (xfree) in the second. */
+typedef struct tl_page {
+    tl_block *free;                /* (owner) blocks ready to hand out */
+    uint32_t used;                 /* (owner) blocks out, incl. uncollected xfree ones */
+    uint32_t block_size;           /* (owner) class size */
+    _Atomic(struct tl_heap *) heap; /* owner; NULL: abandoned or in the depot */
+    uint8_t in_full;               /* (owner) on the heap's full list */
+    uint8_t cls;                   /* (owner) size class */
+    uint8_t kind;                  /* page kind, fixed at segment creation */
+    uint8_t in_depot;              /* (depot) on a depot free list */
+    uint32_t capacity;             /* (owner) blocks that fit */
+    uint32_t extended;             /* (owner) blocks carved so far */
+    char *start;                   /* first block, 4 KiB aligned; fixed */
+    struct tl_page *next, *prev;   /* heap queue (owner) or depot free list (depot) */
+    /* --- second cache line --- */
+    _Alignas(64) _Atomic(tl_block *) xfree; /* blocks freed by other threads */
+    struct tl_page *anext, *aprev; /* (depot) abandoned list of its class */
+    size_t bytes;                  /* usable bytes of the page area; fixed */
+    size_t touched;                /* (depot) bytes possibly resident while free */
+    uint8_t in_abandoned;          /* (depot) on an abandoned list */
+    _Atomic uint64_t *dbg_live;    /* debug builds: one bit per block, set while out */
+} tl_page;
+
+typedef struct tl_page_queue {
+    tl_page *head, *tail;
+    size_t count;
+} tl_page_queue;
+
+/* A segment header sits at the start of its segment (rounded up to 4 KiB). */
+typedef struct tl_segment {
+    tl_os_region region;
+    uint8_t kind;
+    uint8_t page_shift;
+    uint32_t num_pages;
+    uint32_t used_pages;           /* (depot) pages not on a free list */
+    size_t huge_offset;            /* huge: offset of the block from the segment */
+    struct tl_segment *next, *prev; /* (depot) list of all segments, or huge cache */
+    _Atomic uint64_t *dbg;         /* debug builds: bitmaps of every page */
+    _Atomic int dbg_huge_live;     /* debug builds: huge block is out */
+    tl_page pages[];
+} tl_segment;
+
+/* Counters of one heap: written by the owner only (TL_COUNTER_ADD), read by the
+ * statistics from any thread. */
+typedef struct tl_heap_counters {
+    _Atomic uint64_t num_allocations;
+    _Atomic uint64_t alloc_bytes;
+    _Atomic uint64_t num_frees;
+    _Atomic uint64_t free_bytes;
+    _Atomic uint64_t num_cross_thread_frees;
+    _Atomic uint64_t num_cache_misses;
+    _Atomic uint64_t num_depot_locks;
+    _Atomic uint64_t num_reclaimed_pages;
+} tl_heap_counters;
+#define TL_NUM_HEAP_COUNTERS (sizeof(tl_heap_counters) / sizeof(uint64_t))
+
+enum {
+    TL_HEAP_THREAD = 0, /* a thread's cache */
+    TL_HEAP_GLOBAL = 1, /* the one locked heap used when caches are off */
+    TL_HEAP_EMPTY = 2,  /* sentinel: this thread has no cache yet */
+    TL_HEAP_DEAD = 3,   /* sentinel: this thread's cache was torn down at exit */
+    TL_HEAP_HUGE = 4,   /* marker owner of huge blocks' descriptors */
+    TL_HEAP_COLLECT = 5 /* marker owner while tl_pool_collect inspects a page */
+};
+
+typedef struct tl_heap {
+    /* Fast path: current page of each class (never NULL: tl_page_empty). */
+    tl_page *cur[TL_POOL_NUM_CLASSES];
+    tl_heap_counters c;
+    int kind;
+    int64_t flushed_in_use;        /* (owner) in-use delta already folded into the peak */
+    tl_page_queue avail[TL_POOL_NUM_CLASSES]; /* pages with free or uncarved blocks */
+    tl_page_queue full[TL_POOL_NUM_CLASSES];  /* pages found full */
+    uint64_t thread_id;
+    struct tl_heap *reg_next, *reg_prev; /* registry (registry lock) */
+} tl_heap;
+
+/* ---- shared state (pool.c) ---- */
+extern tl_page tl_page_empty;     /* sentinel page: no free blocks, never extended */
+extern tl_heap tl_heap_global;    /* the locked heap (caches off) */
+extern tl_heap tl_heap_huge;      /* owner marker of huge segments */
+extern tl_heap tl_heap_collect;   /* owner marker during tl_pool_collect */
+extern pthread_mutex_t tl_depot_lock;
+extern _Atomic uint64_t tl_orphan_counters[TL_NUM_HEAP_COUNTERS]; /* no-heap threads, huge */
+extern _Atomic uint64_t tl_num_large_allocations;
+
+static inline tl_segment *tl_segment_of(const void *p) {
+    return (tl_segment *)((uintptr_t)p & ~(uintptr_t)TL_SEG_MASK);
+}
+static inline tl_page *tl_page_of(tl_segment *s, const void *p) {
+    return &s->pages[((uintptr_t)p - (uintptr_t)s) >> s->page_shift];
+}
+static inline int tl_class_kind(unsigned c) {
+    return c <= TL_LAST_SMALL_CLASS ? TL_KIND_SMALL
+           : c <= TL_LAST_MEDIUM_CLASS ? TL_KIND_MEDIUM
+                                       : TL_KIND_LARGE;
+}
+
+/* Count on heap h (owner or lock holder) or, for h == NULL, on the orphan
+ * counters (atomic add: only threads without a cache and large blocks). */
+#define TL_HEAP_COUNT(h, field, n)                                                   \
+    do {                                                                             \
+        if (h) TL_COUNTER_ADD((h)->c.field, (n));                                    \
+        else atomic_fetch_add_explicit(&tl_orphan_counters[offsetof(tl_heap_counters, field) / 8], \
+                                       (n), memory_order_relaxed);                   \
+    } while (0)
+
+/* ---- queue helpers (pool.c) ---- */
+void tl_queue_push_front(tl_page_queue *q, tl_page *pg);
+void tl_queue_push_back(tl_page_queue *q, tl_page *pg);
+void tl_queue_remove(tl_page_queue *q, tl_page *pg);
+
+/* ---- pages (pool.c) ---- */
+/* Move the blocks of pg->xfree onto pg->free (owner). Returns blocks moved. */
+uint32_t tl_page_collect(tl_page *pg);
+/* Fold the heap's in-use delta into the process-wide estimate and the peak. */
+void tl_heap_flush_peak(tl_heap *h);
+/* Add d bytes to the process-wide in-use estimate and raise the peak. */
+void tl_peak_add(int64_t d);
+
+/* ---- depot (pool_depot.c): every function takes the depot lock unless its
+ * name ends in _locked. ---- */
+/* A page for class c owned by h: an abandoned page of that class, a free page,
+ * or a page of a new segment. NULL with errno = ENOMEM if the OS refuses. */
+tl_page *tl_depot_take_locked(tl_heap *h, unsigned c);
+/* An empty page (used == 0, not on any heap queue) goes back to the depot. */
+void tl_depot_return_locked(tl_page *pg);
+/* Hand over a page with live blocks (owner, at thread exit). */
+void tl_depot_abandon_locked(tl_page *pg);
+/* Large blocks. */
+void *tl_huge_alloc(size_t size, size_t align, int zero);
+void tl_huge_free(tl_segment *s);
+/* Bytes mapped now, free resident bytes held, segments mapped. */
+void tl_depot_usage(uint64_t *reserved, uint64_t *retained, uint64_t *segments,
+                    uint64_t *abandoned);
+void tl_depot_set_retain(size_t bytes);
+size_t tl_depot_get_retain(void);
+void tl_depot_collect(int release_all);
+
+/* ---- debug checks (compiled out unless TLALLOC_DEBUG) ---- */
+#ifdef TLALLOC_DEBUG
+void tl_dbg_on_alloc(tl_page *pg, void *p);
+void tl_dbg_on_free(tl_segment *s, tl_page *pg, void *p);
+#define TL_DBG_ON_ALLOC(pg, p) tl_dbg_on_alloc((pg), (p))
+#define TL_DBG_ON_FREE(s, pg, p) tl_dbg_on_free((s), (pg), (p))
+#else
+#define TL_DBG_ON_ALLOC(pg, p) ((void)0)
+#define TL_DBG_ON_FREE(s, pg, p) ((void)0)
+#endif
+
+#endif

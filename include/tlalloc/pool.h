@@ -1,0 +1,141 @@
+/* tlalloc/pool.h: the size-class pool, a malloc-like allocator with per-thread
+ * caches (public C API).
+ *
+ * Arenas serve scratch that dies all at once; the pool serves blocks that are
+ * freed one by one, possibly by another thread.
+ *
+ * Design (mimalloc / tcache style; see csrc/pool.c and csrc/pool_depot.c):
+ *
+ * - Memory comes from the OS layer in 4 MiB segments aligned to 4 MiB, so that
+ *   the segment (and the page descriptor) of any block is found by masking its
+ *   address. A segment is cut into pages of one size: 64 KiB (small blocks),
+ *   512 KiB (medium) or the whole segment (large). A page holds blocks of one
+ *   size class and is owned by one thread's cache (its heap) at a time.
+ * - Allocation pops the owner's free list of the current page of the class:
+ *   no lock, no atomic read-modify-write. A free by the owner pushes on the
+ *   same list. A free by another thread pushes on the page's atomic
+ *   cross-thread list, which the owner collects when it runs dry; foreign blocks
+ *   never enter the freeing thread's cache.
+ * - When a thread exits, its empty pages go back to the global depot and pages
+ *   that still hold live blocks are abandoned: the next thread that frees a block
+ *   into one of them, or that refills that size class, adopts it. Only refills
+ *   from the depot and returns to it take a lock.
+ * - The depot keeps at most `retain_bytes` of free, resident memory; beyond
+ *   that it gives pages back to the OS (madvise) and unmaps empty segments.
+ * - Requests above TL_POOL_MAX_SMALL bytes (or aligned beyond TL_POOL_PAGE_ALIGN)
+ *   are mapped on their own; a few recently freed ones are cached.
+ *
+ * Size classes (TL_POOL_NUM_CLASSES of them): 8, 16, 32, 48, 64 bytes, then four
+ * classes per doubling: 80, 96, 112, 128, 160, 192, 224, 256, ... up to 1 MiB.
+ * Every block of 16 bytes or more is 16-byte aligned. Worst-case internal waste:
+ * 15 bytes for requests up to 64 bytes (a 17-byte request gets 32), and below
+ * 20% of the block above 64 bytes (a request of 2^k + 1 gets 2^k * 5/4).
+ *
+ * Thread safety: every function may be called from any thread. A block may be
+ * freed by any thread, also after the thread that allocated it has exited.
+ */
+#ifndef TLALLOC_POOL_H
+#define TLALLOC_POOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Number of size classes and the largest size served from a class. */
+#define TL_POOL_NUM_CLASSES 61u
+#define TL_POOL_MAX_SMALL ((size_t)1 << 20)
+/* Every page starts on this boundary, so aligned requests up to it are served
+ * from size classes; larger alignments (up to TL_POOL_MAX_ALIGN) are mapped. */
+#define TL_POOL_PAGE_ALIGN 4096u
+#define TL_POOL_MAX_ALIGN ((size_t)1 << 20)
+/* Alignment of every block of 16 bytes or more. */
+#define TL_POOL_MIN_ALIGN 16u
+/* Default for tl_pool_options.retain_bytes. */
+#define TL_POOL_DEFAULT_RETAIN ((size_t)32 << 20)
+
+/* ---- allocation ----------------------------------------------------------- */
+
+/* Allocate `size` bytes. size 0 gives a unique minimal block. Returns NULL with
+ * errno = ENOMEM when the request cannot be served (including sizes above
+ * PTRDIFF_MAX). Fast path: a TLS read, a table lookup and a list pop. */
+void *tl_pool_malloc(size_t size);
+/* `n * size` zeroed bytes; NULL with errno = ENOMEM if the product overflows. */
+void *tl_pool_calloc(size_t n, size_t size);
+/* Resize, keeping the contents up to the smaller size. realloc(NULL, n) is
+ * malloc(n); realloc(p, 0) frees p and returns a minimal block. On failure
+ * returns NULL (errno = ENOMEM) and p stays valid. */
+void *tl_pool_realloc(void *p, size_t size);
+/* Release a block from this pool (any thread). NULL is ignored. A double free or
+ * a pointer that is not a block start aborts with a diagnostic in debug builds
+ * (TLALLOC_DEBUG); in release builds it is undefined behaviour, as for free(). */
+void tl_pool_free(void *p);
+/* `size` bytes aligned to `align`. align must be a power of two no larger than
+ * TL_POOL_MAX_ALIGN: otherwise NULL with errno = EINVAL. The block is freed
+ * with tl_pool_free like any other. */
+void *tl_pool_aligned_alloc(size_t align, size_t size);
+/* Bytes usable in the block (at least what was asked for). */
+size_t tl_pool_usable_size(const void *p);
+
+/* ---- size classes --------------------------------------------------------- */
+
+/* Block size of class c (0 for c >= TL_POOL_NUM_CLASSES). */
+size_t tl_pool_class_size(unsigned c);
+/* Size a request of `size` bytes really gets (its class size, or the mapped
+ * size rounded to the OS page for large requests). */
+size_t tl_pool_good_size(size_t size);
+
+/* ---- settings ------------------------------------------------------------- */
+
+typedef struct tl_pool_options {
+    int cache;           /* nonzero: per-thread caches (default); 0: one locked heap */
+    size_t retain_bytes; /* free resident bytes the depot keeps before giving back */
+} tl_pool_options;
+
+/* Apply options. `cache` affects threads whose cache does not exist yet (set it
+ * before the first allocation); `retain_bytes` applies at once. Returns 0, or
+ * -1 with errno = EINVAL. NULL restores the defaults. */
+int tl_pool_configure(const tl_pool_options *opts);
+void tl_pool_get_options(tl_pool_options *out);
+
+/* ---- threads and housekeeping --------------------------------------------- */
+
+/* Tear down the calling thread's cache now, as thread exit does: empty pages go
+ * to the depot, pages with live blocks are abandoned. The next allocation by
+ * this thread creates a fresh cache. */
+void tl_pool_thread_release(void);
+/* Adopt every abandoned page whose blocks have all been freed and return it to
+ * the depot; then give back to the OS all free memory above the retention
+ * limit (all of it if `release_all`). Takes the depot lock once. */
+void tl_pool_collect(int release_all);
+
+/* ---- statistics ----------------------------------------------------------- */
+
+/* A snapshot. Per-thread counters are written by their owner only (relaxed
+ * stores) and summed here; threads that exited are folded into totals. */
+typedef struct tl_pool_stats {
+    uint64_t in_use_bytes;          /* block bytes (class sizes) handed out and not freed */
+    uint64_t peak_bytes;            /* high-water mark of in_use_bytes (folded in at refills) */
+    uint64_t reserved_bytes;        /* bytes mapped from the OS (segments and large blocks) */
+    uint64_t retained_bytes;        /* free resident bytes the depot holds for reuse */
+    uint64_t num_allocations;       /* malloc, calloc, aligned and the allocating part of realloc */
+    uint64_t num_frees;             /* blocks freed (free and the freeing part of realloc) */
+    uint64_t num_cross_thread_frees;/* frees of a block owned by another thread's cache */
+    uint64_t num_cache_misses;      /* allocations that had to go to the depot */
+    uint64_t num_depot_locks;       /* depot lock acquisitions */
+    uint64_t num_large_allocations; /* requests mapped on their own */
+    uint64_t num_abandoned_pages;   /* pages handed over at thread exit, over time */
+    uint64_t num_reclaimed_pages;   /* abandoned pages adopted by another thread */
+    uint64_t num_segments;          /* segments mapped now */
+    uint64_t num_heaps;             /* live per-thread caches */
+    uint64_t num_threads;           /* per-thread caches ever created */
+    int cache_enabled;              /* per-thread caches on for new threads */
+} tl_pool_stats;
+void tl_pool_get_stats(tl_pool_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TLALLOC_POOL_H */
