@@ -242,11 +242,15 @@ static void check_spread_engine(const graph *g, const int64_t *seeds, size_t ns,
     free(want), free(got), free(ti), free(tv);
 }
 
-/* Both engines, bit for bit. */
+/* Both engines and every instruction set (the top-k scan is vectorised), bit for bit. */
 static void check_spread_case(const graph *g, const int64_t *seeds, size_t ns, double thr, size_t depth) {
-    for (int e = 0; e < 3; e++) {
-        engine = (tl_spread_engine)e;
-        check_spread_engine(g, seeds, ns, thr, depth);
+    for (int isa = 0; isa <= (int)tl_kernels_best_isa(); isa++) {
+        int prev = tl_kernels_set_isa((tl_isa)isa);
+        for (int e = 0; e < 3; e++) {
+            engine = (tl_spread_engine)e;
+            check_spread_engine(g, seeds, ns, thr, depth);
+        }
+        tl_kernels_set_isa((tl_isa)prev);
     }
     engine = TL_SPREAD_AUTO;
 }

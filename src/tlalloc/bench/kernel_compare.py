@@ -107,7 +107,7 @@ def blas_threads(n: int | None) -> Iterator[int | None]:
 
 
 def _time(fn: Callable[[], object], quick: bool) -> float:
-    return best_time(fn, repeat=3 if quick else 7, min_time=0.02 if quick else 0.1)
+    return best_time(fn, repeat=3 if quick else 7, min_time=0.01 if quick else 0.04)
 
 
 def compare(quick: bool = False, big_nodes: int = 1_000_000) -> dict[str, Any]:

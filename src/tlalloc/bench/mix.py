@@ -270,7 +270,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=",".join(STRATEGIES),
         help="comma-separated subset of thread,shared,malloc,numpy",
     )
-    parser.add_argument("--duration", type=float, default=0.4, help="seconds per measurement (default 0.4)")
+    parser.add_argument("--duration", type=float, default=0.3, help="seconds per measurement (default 0.3)")
     parser.add_argument(
         "--repeat",
         type=int,
