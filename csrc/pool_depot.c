@@ -10,10 +10,11 @@
  *   waiting for a thread to adopt them;
  * - a small cache of recently freed large blocks.
  *
- * Retention: the depot keeps at most `retain` bytes of dirty free memory
- * (large blocks in the cache included). Beyond that it discards the coldest
- * dirty pages, and it unmaps segments whose pages are all free once the free
- * page space exceeds the limit.
+ * Retention: the depot keeps at most `retain` bytes of dirty free pages.
+ * Beyond that it discards the coldest dirty pages, and it unmaps segments
+ * whose pages are all free once the free page space exceeds the limit. The
+ * large-block cache has its own bounds (pool.h), and holds nothing when the
+ * limit is 0.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -22,7 +23,8 @@
 
 #include "pool_internal.h"
 
-#define TL_HUGE_CACHE_MAX 8
+#define TL_HUGE_CACHE_MAX TL_POOL_LARGE_CACHE_BLOCKS
+#define TL_HUGE_CACHE_BYTES TL_POOL_LARGE_CACHE_BYTES
 
 typedef struct tl_aqueue {
     tl_page *head, *tail;
@@ -35,7 +37,8 @@ static tl_aqueue tl_abandoned[TL_POOL_NUM_CLASSES];
 static tl_segment *tl_huge_cache;               /* most recent first */
 static unsigned tl_huge_cache_count;
 
-static size_t tl_retained;   /* dirty bytes on free lists + huge cache (depot lock) */
+static size_t tl_retained;   /* dirty bytes on the free page lists (depot lock) */
+static size_t tl_huge_cached; /* bytes in the large-block cache (depot lock) */
 static size_t tl_free_space; /* bytes of all free pages (depot lock) */
 static uint64_t tl_num_segments, tl_num_abandoned;
 static _Atomic size_t tl_retain = TL_POOL_DEFAULT_RETAIN;
@@ -146,8 +149,10 @@ static size_t tl_segment_free_space(const tl_segment *s) {
     return n;
 }
 
-/* Give back dirty memory above the limit (all of it for limit 0), coldest
- * first: the tail of each dirty list, then the large-block cache. */
+static size_t tl_huge_limit(size_t retain) { return retain ? TL_HUGE_CACHE_BYTES : 0; }
+
+/* Give back dirty pages above the limit (all of them for limit 0), coldest
+ * first (the tail of each dirty list), and cached large blocks above theirs. */
 static void tl_depot_trim_locked(size_t limit) {
     for (int k = TL_NUM_PAGE_KINDS - 1; k >= 0 && tl_retained > limit; k--) {
         tl_page *pg;
@@ -159,7 +164,7 @@ static void tl_depot_trim_locked(size_t limit) {
             tl_queue_push_front(&tl_clean[k], pg);
         }
     }
-    while (tl_retained > limit && tl_huge_cache) {
+    while (tl_huge_cached > tl_huge_limit(limit) && tl_huge_cache) {
         tl_segment *s = tl_huge_cache, *last = NULL;
         while (s->next) {
             last = s;
@@ -168,7 +173,7 @@ static void tl_depot_trim_locked(size_t limit) {
         if (last) last->next = NULL;
         else tl_huge_cache = NULL;
         tl_huge_cache_count--;
-        tl_retained -= s->region.size;
+        tl_huge_cached -= s->region.size;
         atomic_fetch_sub_explicit(&tl_reserved, s->region.size, memory_order_relaxed);
         tl_os_region r = s->region;
         tl_os_unmap(&r);
@@ -285,7 +290,7 @@ void *tl_huge_alloc(size_t size, size_t align, int zero) {
             s = *pp;
             *pp = s->next;
             tl_huge_cache_count--;
-            tl_retained -= have;
+            tl_huge_cached -= have;
             break;
         }
     }
@@ -340,12 +345,12 @@ void tl_huge_free(tl_segment *s) {
     atomic_fetch_add_explicit(&tl_orphan_counters[offsetof(tl_heap_counters, num_depot_locks) / 8],
                               1, memory_order_relaxed);
     size_t limit = atomic_load_explicit(&tl_retain, memory_order_relaxed);
-    if (tl_huge_cache_count < TL_HUGE_CACHE_MAX && s->region.size <= limit) {
+    if (tl_huge_cache_count < TL_HUGE_CACHE_MAX && s->region.size <= tl_huge_limit(limit)) {
         s->next = tl_huge_cache;
         tl_huge_cache = s;
         tl_huge_cache_count++;
-        tl_retained += s->region.size;
-        if (tl_retained > limit) tl_depot_trim_locked(limit);
+        tl_huge_cached += s->region.size;
+        if (tl_huge_cached > tl_huge_limit(limit)) tl_depot_trim_locked(limit);
         pthread_mutex_unlock(&tl_depot_lock);
         return;
     }
@@ -360,7 +365,7 @@ void tl_huge_free(tl_segment *s) {
 void tl_depot_set_retain(size_t bytes) {
     atomic_store_explicit(&tl_retain, bytes, memory_order_relaxed);
     pthread_mutex_lock(&tl_depot_lock);
-    if (tl_retained > bytes) tl_depot_trim_locked(bytes);
+    tl_depot_trim_locked(bytes);
     pthread_mutex_unlock(&tl_depot_lock);
 }
 
@@ -418,7 +423,7 @@ void tl_depot_collect(int release_all) {
 void tl_depot_usage(uint64_t *reserved, uint64_t *retained, uint64_t *segments,
                     uint64_t *abandoned) {
     pthread_mutex_lock(&tl_depot_lock);
-    *retained = tl_retained;
+    *retained = tl_retained + tl_huge_cached;
     *segments = tl_num_segments;
     *abandoned = tl_num_abandoned;
     pthread_mutex_unlock(&tl_depot_lock);

@@ -20,10 +20,12 @@
  *   that still hold live blocks are abandoned: the next thread that frees a block
  *   into one of them, or that refills that size class, adopts it. Only refills
  *   from the depot and returns to it take a lock.
- * - The depot keeps at most `retain_bytes` of free, resident memory; beyond
+ * - The depot keeps at most `retain_bytes` of free, resident pages; beyond
  *   that it gives pages back to the OS (madvise) and unmaps empty segments.
  * - Requests above TL_POOL_MAX_SMALL bytes (or aligned beyond TL_POOL_PAGE_ALIGN)
- *   are mapped on their own; a few recently freed ones are cached.
+ *   are mapped on their own; a few recently freed ones are cached for reuse
+ *   (TL_POOL_LARGE_CACHE_BLOCKS, TL_POOL_LARGE_CACHE_BYTES), none when
+ *   retain_bytes is 0.
  *
  * Size classes (TL_POOL_NUM_CLASSES of them): 8, 16, 32, 48, 64 bytes, then four
  * classes per doubling: 80, 96, 112, 128, 160, 192, 224, 256, ... up to 1 MiB.
@@ -54,7 +56,10 @@ extern "C" {
 /* Alignment of every block of 16 bytes or more. */
 #define TL_POOL_MIN_ALIGN 16u
 /* Default for tl_pool_options.retain_bytes. */
-#define TL_POOL_DEFAULT_RETAIN ((size_t)32 << 20)
+#define TL_POOL_DEFAULT_RETAIN ((size_t)4 << 20)
+/* Bounds of the cache of freed large blocks (empty when retain_bytes is 0). */
+#define TL_POOL_LARGE_CACHE_BLOCKS 8u
+#define TL_POOL_LARGE_CACHE_BYTES ((size_t)64 << 20)
 
 /* ---- allocation ----------------------------------------------------------- */
 
