@@ -107,8 +107,10 @@ def huffman_decode(
 
 # ---- kernels (kernels_py.c; public wrappers in tlalloc/kernels.py) ---------------
 
+_Scratch = Literal["thread", "shared", "malloc"] | None
+
 def _cosine_similarity(
-    query: Any, candidates: Any, top_k: int | None, out: NDArray[np.float32] | None, scratch: int, /
+    query: Any, candidates: Any, top_k: int | None, out: NDArray[np.float32] | None, scratch: _Scratch, /
 ) -> NDArray[np.float32] | tuple[NDArray[np.int64], NDArray[np.float32]]: ...
 def _spread_activation(
     indptr: Any,
@@ -120,24 +122,27 @@ def _spread_activation(
     threshold: float,
     max_depth: int,
     top_k: int | None,
-    scratch: int,
-    engine: int,
+    scratch: _Scratch,
+    engine: Literal["auto", "dense", "sparse"],
     /,
 ) -> NDArray[np.float32] | tuple[NDArray[np.int64], NDArray[np.float32]]: ...
 def _decay(
     strengths: Any,
     ages: Any,
-    model: int,
-    tau: float | None,
+    model: str,
+    tau: float,
     half_life: float | None,
     alpha: float,
     out: Any,
-    scratch: int,
+    scratch: _Scratch,
     /,
 ) -> NDArray[Any]: ...
 def _kernels_isa() -> Literal["portable", "avx2", "avx512"]: ...
 def _kernels_best_isa() -> Literal["portable", "avx2", "avx512"]: ...
 def _kernels_set_isa(isa: Literal["portable", "avx2", "avx512"]) -> str: ...
 def _shared_scratch_stats() -> dict[str, int]: ...
+def _set_thread_scratch(name: Literal["thread", "shared", "malloc"]) -> str: ...
+def _get_thread_scratch() -> Literal["thread", "shared", "malloc"]: ...
+def _set_default_tau(tau: float) -> None: ...
 
 _ = np  # numpy is used in annotations above

@@ -32,7 +32,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -51,8 +50,6 @@ __all__ = [
 ]
 
 ScratchStrategy = Literal["thread", "shared", "malloc"]
-_STRATEGIES: dict[str, int] = {"thread": 0, "shared": 1, "malloc": 2}
-_local = threading.local()
 
 
 class _DefaultTau(float):
@@ -65,15 +62,7 @@ class _DefaultTau(float):
 
 
 _DEFAULT_TAU = _DefaultTau(86400.0)
-
-
-def _strategy(name: str | None) -> int:
-    if name is None:
-        return getattr(_local, "kind", 0)
-    try:
-        return _STRATEGIES[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"_scratch must be one of {sorted(_STRATEGIES)} or None, got {name!r}") from None
+_tlalloc._set_default_tau(_DEFAULT_TAU)
 
 
 @contextlib.contextmanager
@@ -83,8 +72,9 @@ def scratch_strategy(name: ScratchStrategy) -> Iterator[None]:
     ``"thread"`` (the default) is the calling thread's arena; ``"shared"`` is one
     arena for all threads with a mutex around every allocation (reset when its last
     concurrent user finishes, heap when full); ``"malloc"`` is malloc/free per
-    buffer. The setting is per thread, so threads of one benchmark cannot
-    interfere; it is restored when the block ends.
+    buffer. The setting is per thread (a C thread-local, read by each kernel call
+    without a Python lookup), so threads of one benchmark cannot interfere; it is
+    restored when the block ends. A call's ``_scratch=`` argument overrides it.
 
     Example:
         >>> import numpy as np
@@ -95,13 +85,11 @@ def scratch_strategy(name: ScratchStrategy) -> Iterator[None]:
         >>> get_scratch_strategy()
         'thread'
     """
-    kind = _strategy(name)
-    prev = getattr(_local, "kind", 0)
-    _local.kind = kind
+    prev = _tlalloc._set_thread_scratch(name)
     try:
         yield
     finally:
-        _local.kind = prev
+        _tlalloc._set_thread_scratch(prev)
 
 
 def get_scratch_strategy() -> ScratchStrategy:
@@ -111,9 +99,7 @@ def get_scratch_strategy() -> ScratchStrategy:
         >>> get_scratch_strategy()
         'thread'
     """
-    kind = getattr(_local, "kind", 0)
-    names: list[ScratchStrategy] = ["thread", "shared", "malloc"]
-    return names[kind]
+    return _tlalloc._get_thread_scratch()  # type: ignore[no-any-return]
 
 
 def isa() -> str:
@@ -176,17 +162,13 @@ def cosine_similarity(
         >>> idx.tolist(), scores.tolist()
         ([0, 1], [1.0, 0.0])
     """
-    kind = _strategy(_scratch)
     if out is not None and isinstance(out, np.ndarray):
         if np.may_share_memory(out, candidates) or np.may_share_memory(out, query):
             raise ValueError("out must not overlap query or candidates")
-    return _tlalloc._cosine_similarity(query, candidates, top_k, out, kind)  # type: ignore[no-any-return]
+    return _tlalloc._cosine_similarity(query, candidates, top_k, out, _scratch)  # type: ignore[no-any-return]
 
 
 # ---------------------------------------------------------------------------- spread
-
-
-_ENGINES = {"auto": 0, "dense": 1, "sparse": 2}
 
 
 def _csr_parts(graph: Any) -> tuple[Any, Any, Any]:
@@ -286,20 +268,17 @@ def spread_activation(
         >>> spread_activation((indptr, indices, weights), 0, max_depth=1, top_k=1)[0].tolist()
         [0]
     """
-    kind = _strategy(_scratch)
-    engine = _ENGINES.get(_engine)
-    if engine is None:
-        raise ValueError(f"_engine must be 'auto', 'dense' or 'sparse', got {_engine!r}")
-    indptr, indices, data = _csr_parts(graph)
+    if isinstance(graph, tuple) and len(graph) == 3:
+        indptr, indices, data = graph
+    else:
+        indptr, indices, data = _csr_parts(graph)
     return _tlalloc._spread_activation(  # type: ignore[no-any-return]
-        indptr, indices, data, seeds, activation, decay_rate, threshold, max_depth, top_k, kind, engine
+        indptr, indices, data, seeds, activation, decay_rate, threshold, max_depth, top_k,
+        _scratch, _engine,
     )
 
 
 # ---------------------------------------------------------------------------- decay
-
-_MODELS = {"exponential": 0, "power": 2}
-
 
 def decay(
     strengths: ArrayLike,
@@ -351,17 +330,8 @@ def decay(
         [1.0, 0.5, 2.0]
         >>> _ = decay(s, np.zeros(3), out=s)     # in place
     """
-    code = _MODELS.get(model) if isinstance(model, str) else None
-    if code is None:
-        raise ValueError(f"model must be 'exponential' or 'power', got {model!r}")
-    # Scalar checks (tau/half_life/alpha) happen in C, before any array is read.
+    # Every check (model, tau/half_life, alpha, the arrays) happens in C before any
+    # array is read: the wrapper only passes the arguments on.
     return _tlalloc._decay(  # type: ignore[no-any-return]
-        strengths,
-        ages,
-        code,
-        None if tau is _DEFAULT_TAU else tau,
-        half_life,
-        alpha,
-        out,
-        getattr(_local, "kind", 0) if _scratch is None else _strategy(_scratch),
+        strengths, ages, model, tau, half_life, alpha, out, _scratch
     )

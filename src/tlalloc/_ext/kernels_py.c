@@ -71,13 +71,51 @@ static PyArrayObject *tl_py_float_array(PyObject *obj, const char *name) {
     return a;
 }
 
-static int tl_py_scratch_kind(int kind, tl_scratch_kind *out) {
-    if (kind < 0 || kind > 2) {
-        PyErr_Format(PyExc_ValueError, "_scratch must be 0 (thread), 1 (shared) or 2 (malloc), got %d", kind);
-        return -1;
+/* The calling thread's default scratch strategy (kernels.scratch_strategy()):
+ * a C thread-local, so a kernel call reads it without any Python lookup. */
+static _Thread_local int tl_py_scratch_default = TL_SCRATCH_THREAD;
+static const char *const tl_scratch_names[3] = {"thread", "shared", "malloc"};
+
+/* `_scratch` argument: None (the thread's default) or a strategy name. */
+static int tl_py_scratch_kind(PyObject *obj, tl_scratch_kind *out) {
+    if (obj == Py_None) {
+        *out = (tl_scratch_kind)tl_py_scratch_default;
+        return 0;
     }
-    *out = (tl_scratch_kind)kind;
-    return 0;
+    if (PyUnicode_Check(obj))
+        for (int i = 0; i < 3; i++)
+            if (PyUnicode_CompareWithASCIIString(obj, tl_scratch_names[i]) == 0) {
+                *out = (tl_scratch_kind)i;
+                return 0;
+            }
+    PyErr_Format(PyExc_ValueError, "_scratch must be one of ['malloc', 'shared', 'thread'] or None, got %R",
+                 obj);
+    return -1;
+}
+
+static PyObject *py_set_thread_scratch(PyObject *Py_UNUSED(m), PyObject *arg) {
+    tl_scratch_kind kind;
+    if (arg == Py_None) {
+        PyErr_SetString(PyExc_ValueError, "a strategy name is required");
+        return NULL;
+    }
+    if (tl_py_scratch_kind(arg, &kind) < 0) return NULL;
+    int prev = tl_py_scratch_default;
+    tl_py_scratch_default = (int)kind;
+    return PyUnicode_FromString(tl_scratch_names[prev]);
+}
+
+static PyObject *py_get_thread_scratch(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
+    return PyUnicode_FromString(tl_scratch_names[tl_py_scratch_default]);
+}
+
+/* The object kernels.py uses as decay()'s default tau, so that an explicit tau
+ * (even 86400.0) can be told from the default. Set once at import. */
+static PyObject *tl_py_default_tau;
+
+static PyObject *py_set_default_tau(PyObject *Py_UNUSED(m), PyObject *arg) {
+    Py_XSETREF(tl_py_default_tau, Py_NewRef(arg));
+    Py_RETURN_NONE;
 }
 
 /* The arena for a scratch bracket: for THREAD it is fetched with the GIL held
@@ -142,9 +180,7 @@ static PyObject *py_cosine(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssi
     }
     Py_ssize_t k;
     tl_scratch_kind kind;
-    int kind_i = PyLong_AsLong(args[4]);
-    if (kind_i == -1 && PyErr_Occurred()) return NULL;
-    if (tl_py_scratch_kind(kind_i, &kind) < 0 || tl_py_opt_count(args[2], "top_k", &k) < 0) return NULL;
+    if (tl_py_scratch_kind(args[4], &kind) < 0 || tl_py_opt_count(args[2], "top_k", &k) < 0) return NULL;
     PyObject *out_obj = args[3];
     if (k >= 0 && out_obj != Py_None) {
         PyErr_SetString(PyExc_TypeError, "out cannot be combined with top_k (top_k returns new arrays)");
@@ -332,19 +368,19 @@ static PyObject *py_spread(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssi
         PyErr_SetString(PyExc_TypeError, "_spread_activation takes 11 arguments");
         return NULL;
     }
-    long engine = PyLong_AsLong(args[10]);
-    if (engine == -1 && PyErr_Occurred()) return NULL;
-    if (engine < 0 || engine > 2)
-        return PyErr_Format(PyExc_ValueError, "_engine must be 0 (auto), 1 (dense) or 2 (sparse), got %ld", engine);
+    long engine = -1;
+    static const char *const engines[3] = {"auto", "dense", "sparse"};
+    for (int i = 0; i < 3 && PyUnicode_Check(args[10]); i++)
+        if (PyUnicode_CompareWithASCIIString(args[10], engines[i]) == 0) engine = i;
+    if (engine < 0)
+        return PyErr_Format(PyExc_ValueError, "_engine must be 'auto', 'dense' or 'sparse', got %R", args[10]);
     PyArrayObject *ip = NULL, *ix = NULL, *w = NULL, *seeds = NULL, *act = NULL;
     PyArrayObject *dense = NULL, *ri = NULL, *rv = NULL;
     PyObject *result = NULL;
     tl_scratch_kind kind;
     Py_ssize_t k, depth;
     double decay_rate, threshold;
-    int kind_i = PyLong_AsLong(args[9]);
-    if (kind_i == -1 && PyErr_Occurred()) return NULL;
-    if (tl_py_scratch_kind(kind_i, &kind) < 0) return NULL;
+    if (tl_py_scratch_kind(args[9], &kind) < 0) return NULL;
     if (tl_py_real(args[5], "decay_rate", &decay_rate) < 0 || tl_py_real(args[6], "threshold", &threshold) < 0)
         return NULL;
     if (!(decay_rate >= 0.0) || decay_rate == INFINITY)
@@ -508,19 +544,21 @@ static int tl_py_time_constant(PyObject *obj, const char *name, double *out) {
     return 0;
 }
 
-/* _decay(strengths, ages, model, tau, half_life, alpha, out, scratch): model is
- * 0 (exponential) or 2 (power); tau is None for the default (86400 s);
- * half_life is None unless given. */
+/* _decay(strengths, ages, model, tau, half_life, alpha, out, scratch): the
+ * public keyword arguments as given; tau is the registered default object
+ * unless given. */
 static PyObject *py_decay(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 8) {
         PyErr_SetString(PyExc_TypeError, "_decay takes 8 arguments");
         return NULL;
     }
-    long model = PyLong_AsLong(args[2]);
-    if (model == -1 && PyErr_Occurred()) return NULL;
-    if (model != TL_DECAY_EXP && model != TL_DECAY_POWER)
-        return PyErr_Format(PyExc_ValueError, "bad model code %ld", model);
-    PyObject *tau_o = args[3], *hl_o = args[4];
+    long model = -1;
+    if (PyUnicode_Check(args[2])) {
+        if (PyUnicode_CompareWithASCIIString(args[2], "exponential") == 0) model = TL_DECAY_EXP;
+        else if (PyUnicode_CompareWithASCIIString(args[2], "power") == 0) model = TL_DECAY_POWER;
+    }
+    if (model < 0) return PyErr_Format(PyExc_ValueError, "model must be 'exponential' or 'power', got %R", args[2]);
+    PyObject *tau_o = args[3] == tl_py_default_tau ? Py_None : args[3], *hl_o = args[4];
     double scale = 86400.0, alpha;
     if (hl_o != Py_None) {
         if (tau_o != Py_None) return PyErr_Format(PyExc_TypeError, "give either tau or half_life, not both");
@@ -533,10 +571,8 @@ static PyObject *py_decay(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssiz
     }
     if (tl_py_real(args[5], "alpha", &alpha) < 0) return NULL;
     if (!isfinite(alpha)) return PyErr_Format(PyExc_ValueError, "alpha must be finite, got %R", args[5]);
-    long kind_i = PyLong_AsLong(args[7]);
-    if (kind_i == -1 && PyErr_Occurred()) return NULL;
     tl_scratch_kind kind;
-    if (tl_py_scratch_kind((int)kind_i, &kind) < 0) return NULL;
+    if (tl_py_scratch_kind(args[7], &kind) < 0) return NULL;
     PyObject *out_obj = args[6];
     PyArrayObject *s = NULL, *a = NULL, *out = NULL;
     PyObject *result = NULL;
@@ -769,6 +805,11 @@ static PyMethodDef kernel_methods[] = {
      "top_k, scratch, engine): see tlalloc.kernels."},
     {"_decay", (PyCFunction)(void (*)(void))py_decay, METH_FASTCALL,
      "_decay(strengths, ages, model, tau, half_life, alpha, out, scratch): see tlalloc.kernels."},
+    {"_set_thread_scratch", py_set_thread_scratch, METH_O,
+     "Set the calling thread's default scratch strategy; returns the previous one."},
+    {"_get_thread_scratch", py_get_thread_scratch, METH_NOARGS,
+     "The calling thread's default scratch strategy."},
+    {"_set_default_tau", py_set_default_tau, METH_O, "Register decay()'s default tau object."},
     {"_kernels_isa", py_isa, METH_NOARGS, "Instruction set the kernels use now."},
     {"_kernels_best_isa", py_best_isa, METH_NOARGS, "Best instruction set this CPU supports."},
     {"_kernels_set_isa", py_set_isa, METH_O, "Testing aid: force an instruction set; returns the previous one."},
