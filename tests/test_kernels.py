@@ -377,6 +377,7 @@ def _bad(i: int, value: object) -> tuple:
         (_g(), [0], {"max_depth": 2.0}, TypeError, "max_depth must be an int"),
         (_g(), [0], {"max_depth": None}, TypeError, "max_depth must be an int"),
         (_g(), [0], {"top_k": -3}, ValueError, "top_k must be >= 0"),
+        (_g(), [0], {"max_depth": 10**30}, ValueError, "max_depth is out of range"),
         ([1, 2, 3], [0], {}, TypeError, "graph must be a CSR adjacency"),
         ((np.array([0]), np.array([])), [0], {}, ValueError, "must be \\(indptr, indices, weights\\)"),
     ],

@@ -145,10 +145,10 @@ static int tl_py_opt_count(PyObject *obj, const char *name, Py_ssize_t *out) {
         PyErr_Format(PyExc_TypeError, "%s must be an int or None, got %R", name, obj);
         return -1;
     }
-    Py_ssize_t v = PyNumber_AsSsize_t(obj, NULL);
+    Py_ssize_t v = PyNumber_AsSsize_t(obj, PyExc_OverflowError);
     if (v == -1 && PyErr_Occurred()) {
         PyErr_Clear();
-        PyErr_Format(PyExc_ValueError, "%s must be >= 0, got %R", name, obj);
+        PyErr_Format(PyExc_ValueError, "%s is out of range, got %R", name, obj);
         return -1;
     }
     if (v < 0) {
