@@ -14,7 +14,8 @@
  *   step scans them in node order. O(n) per step, but n is bounded by a small
  *   constant, and an edge costs a load and an add with no indirection.
  * - sparse, for larger graphs: only touched nodes have state, a "slot" found
- *   through a hash table on the node id (open addressing, load <= 1/2). Each
+ *   through a hash table on the node id (open addressing, 4-byte entries,
+ *   load <= 1/2). Each
  *   step collects the frontier (slots with pulse >= threshold) and sorts it by
  *   node id (radix sort), so the cost of a call grows with the edges the pulse
  *   crosses, never with n.
@@ -45,14 +46,13 @@ typedef struct tl_spread_state {
     double *cur;    /* pulse at this step */
     double *next;   /* pulse being accumulated for the next step */
     double *total;  /* sum of all pulses */
-    size_t count, cap;     /* slots used; slots allocated (plus one spare) */
+    size_t count, cap;     /* slots used; slots allocated */
     uint64_t *fr, *fr_tmp; /* this step's frontier keys: node << 32 | slot */
     int64_t *ra, *rb;      /* and their row ranges */
     uint32_t *table;       /* hash index: slot + 1, or 0 for empty */
     size_t tmask;
     unsigned tshift;
 } tl_spread_state;
-
 
 /* ---- index: node id -> slot ------------------------------------------------------ */
 
