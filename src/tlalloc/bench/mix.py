@@ -270,11 +270,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=",".join(STRATEGIES),
         help="comma-separated subset of thread,shared,malloc,numpy",
     )
-    parser.add_argument("--duration", type=float, default=0.3, help="seconds per measurement (default 0.3)")
+    parser.add_argument("--duration", type=float, default=0.2, help="seconds per measurement (default 0.2)")
     parser.add_argument(
         "--repeat",
         type=int,
-        default=2,
+        default=3,
         help="measurements per cell, interleaved across strategies; the best is kept",
     )
     parser.add_argument(
