@@ -1,7 +1,384 @@
-/* pool_py.c: binding for the pool part of the core (not written yet). */
+/* pool_py.c: the Python binding of the size-class pool (tlalloc/pool.h).
+ *
+ * - pool_stats(): the pool's statistics as a dict (names as in DESIGN.md).
+ * - pool_alloc(nbytes, align=16, zero=False) -> PoolBuffer: one pool block as a
+ *   writable buffer, freed explicitly (free()) or when the object goes away.
+ *   A PoolBuffer refuses to free or move its block while a memoryview or array
+ *   uses it (BufferError), and a second free() is a ValueError, never a
+ *   double free in the C pool.
+ * - the NEP 49 data-memory handler that puts NumPy's array data on the pool
+ *   (_numpy_pool_handler, a "mem_handler" capsule) and _numpy_set_handler(),
+ *   which installs a handler for the current context (None: NumPy's default).
+ * - _pool_configure / _pool_get_options / pool_collect / _pool_thread_release /
+ *   pool_size_classes: settings and housekeeping (validated in tlalloc.pool).
+ */
 #include "binding.h"
 
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+
+static int tl_is_pow2_py(size_t x) { return x != 0 && (x & (x - 1)) == 0; }
+
+/* ------------------------------------------------------------ argument checks */
+
+/* A byte count: an int in [0, PTRDIFF_MAX]. Returns 0 or -1 with an exception
+ * naming the argument and the value. */
+static int tl_parse_nbytes(PyObject *obj, const char *name, size_t *out) {
+    if (PyBool_Check(obj) || !PyIndex_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s must be an int (bytes), got %R", name, obj);
+        return -1;
+    }
+    PyObject *idx = PyNumber_Index(obj);
+    if (!idx) return -1;
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(idx, &overflow);
+    if (v == -1 && PyErr_Occurred()) {
+        Py_DECREF(idx);
+        return -1;
+    }
+    if (overflow < 0 || (overflow == 0 && v < 0)) {
+        PyErr_Format(PyExc_ValueError, "%s must be >= 0, got %R", name, idx);
+        Py_DECREF(idx);
+        return -1;
+    }
+    if (overflow > 0 || (unsigned long long)v > (unsigned long long)PTRDIFF_MAX) {
+        PyErr_Format(PyExc_ValueError, "%s=%R is out of range: at most %zd bytes", name, idx,
+                     (Py_ssize_t)PTRDIFF_MAX);
+        Py_DECREF(idx);
+        return -1;
+    }
+    Py_DECREF(idx);
+    *out = (size_t)v;
+    return 0;
+}
+
+static int tl_parse_align(PyObject *obj, size_t *out) {
+    if (PyBool_Check(obj) || !PyLong_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "align must be an int, got %R", obj);
+        return -1;
+    }
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    if (overflow || v < 1 || (unsigned long long)v > TL_POOL_MAX_ALIGN ||
+        !tl_is_pow2_py((size_t)v)) {
+        PyErr_Format(PyExc_ValueError, "align must be a power of two between 1 and %zu, got %R",
+                     (size_t)TL_POOL_MAX_ALIGN, obj);
+        return -1;
+    }
+    *out = (size_t)v;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ PoolBuffer */
+
+typedef struct {
+    PyObject_HEAD
+    void *p;            /* NULL once freed */
+    size_t nbytes;      /* requested size */
+    Py_ssize_t exports; /* live buffer views */
+} TlPoolBuffer;
+
+static PyTypeObject TlPoolBuffer_Type;
+
+static int poolbuf_check_open(TlPoolBuffer *self, const char *what) {
+    if (!self->p) {
+        PyErr_Format(PyExc_ValueError, "cannot %s: this PoolBuffer was already freed", what);
+        return -1;
+    }
+    if (self->exports > 0) {
+        PyErr_Format(PyExc_BufferError,
+                     "cannot %s a PoolBuffer while %zd memoryview(s) or array(s) use it", what,
+                     self->exports);
+        return -1;
+    }
+    return 0;
+}
+
+static void poolbuf_dealloc(TlPoolBuffer *self) {
+    if (self->p) tl_pool_free(self->p); /* no export can be alive: views hold a reference */
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int poolbuf_getbuffer(TlPoolBuffer *self, Py_buffer *view, int flags) {
+    if (!self->p) {
+        PyErr_SetString(PyExc_ValueError, "this PoolBuffer was already freed");
+        view->obj = NULL;
+        return -1;
+    }
+    if (PyBuffer_FillInfo(view, (PyObject *)self, self->p, (Py_ssize_t)self->nbytes, 0, flags) < 0)
+        return -1;
+    self->exports++;
+    return 0;
+}
+
+static void poolbuf_releasebuffer(TlPoolBuffer *self, Py_buffer *view) {
+    (void)view;
+    self->exports--;
+}
+
+static PyBufferProcs poolbuf_as_buffer = {
+    (getbufferproc)poolbuf_getbuffer,
+    (releasebufferproc)poolbuf_releasebuffer,
+};
+
+static PyObject *poolbuf_free(TlPoolBuffer *self, PyObject *Py_UNUSED(ignored)) {
+    if (poolbuf_check_open(self, "free") < 0) return NULL;
+    tl_pool_free(self->p);
+    self->p = NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *poolbuf_realloc(TlPoolBuffer *self, PyObject *arg) {
+    size_t n;
+    if (tl_parse_nbytes(arg, "nbytes", &n) < 0) return NULL;
+    if (poolbuf_check_open(self, "realloc") < 0) return NULL;
+    void *q = tl_pool_realloc(self->p, n);
+    if (!q) return PyErr_Format(PyExc_MemoryError, "the pool cannot grow this block to %zu bytes", n);
+    self->p = q;
+    self->nbytes = n;
+    Py_RETURN_NONE;
+}
+
+static PyObject *poolbuf_get_nbytes(TlPoolBuffer *self, void *Py_UNUSED(c)) {
+    return PyLong_FromSize_t(self->p ? self->nbytes : 0);
+}
+static PyObject *poolbuf_get_usable(TlPoolBuffer *self, void *Py_UNUSED(c)) {
+    return PyLong_FromSize_t(self->p ? tl_pool_usable_size(self->p) : 0);
+}
+static PyObject *poolbuf_get_address(TlPoolBuffer *self, void *Py_UNUSED(c)) {
+    return PyLong_FromVoidPtr(self->p);
+}
+static PyObject *poolbuf_get_closed(TlPoolBuffer *self, void *Py_UNUSED(c)) {
+    return PyBool_FromLong(self->p == NULL);
+}
+
+static PyObject *poolbuf_repr(TlPoolBuffer *self) {
+    if (!self->p) return PyUnicode_FromString("<tlalloc.PoolBuffer freed>");
+    return PyUnicode_FromFormat("<tlalloc.PoolBuffer nbytes=%zu usable_size=%zu>", self->nbytes,
+                                tl_pool_usable_size(self->p));
+}
+
+static Py_ssize_t poolbuf_len(TlPoolBuffer *self) { return self->p ? (Py_ssize_t)self->nbytes : 0; }
+
+static PySequenceMethods poolbuf_as_sequence = {.sq_length = (lenfunc)poolbuf_len};
+
+static PyMethodDef poolbuf_methods[] = {
+    {"free", (PyCFunction)poolbuf_free, METH_NOARGS,
+     "free()\n--\n\nGive the block back to the pool now. A second call raises ValueError;\n"
+     "a call while a memoryview or array uses the block raises BufferError."},
+    {"realloc", (PyCFunction)poolbuf_realloc, METH_O,
+     "realloc(nbytes)\n--\n\nResize the block, keeping its contents up to the smaller size."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef poolbuf_getset[] = {
+    {"nbytes", (getter)poolbuf_get_nbytes, NULL, "Bytes requested (0 once freed).", NULL},
+    {"usable_size", (getter)poolbuf_get_usable, NULL, "Bytes usable in the block (its size class).",
+     NULL},
+    {"address", (getter)poolbuf_get_address, NULL, "Address of the block (0 once freed).", NULL},
+    {"closed", (getter)poolbuf_get_closed, NULL, "True once freed.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject TlPoolBuffer_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "tlalloc.PoolBuffer",
+    .tp_basicsize = sizeof(TlPoolBuffer),
+    .tp_dealloc = (destructor)poolbuf_dealloc,
+    .tp_repr = (reprfunc)poolbuf_repr,
+    .tp_as_buffer = &poolbuf_as_buffer,
+    .tp_as_sequence = &poolbuf_as_sequence,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "One block of the tlalloc pool, as a writable buffer (see tlalloc.pool.alloc).",
+    .tp_methods = poolbuf_methods,
+    .tp_getset = poolbuf_getset,
+};
+
+static PyObject *py_pool_alloc(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"nbytes", "align", "zero", NULL};
+    PyObject *nb_obj, *al_obj = NULL;
+    int zero = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O$p:pool_alloc", kwlist, &nb_obj, &al_obj,
+                                     &zero))
+        return NULL;
+    size_t n, align = TL_POOL_MIN_ALIGN;
+    if (tl_parse_nbytes(nb_obj, "nbytes", &n) < 0) return NULL;
+    if (al_obj && tl_parse_align(al_obj, &align) < 0) return NULL;
+    TlPoolBuffer *self = PyObject_New(TlPoolBuffer, &TlPoolBuffer_Type);
+    if (!self) return NULL;
+    self->exports = 0;
+    self->nbytes = n;
+    self->p = tl_pool_aligned_alloc(align, n);
+    if (!self->p) {
+        Py_TYPE(self)->tp_free((PyObject *)self);
+        return PyErr_Format(PyExc_MemoryError, "the pool cannot allocate nbytes=%zu", n);
+    }
+    if (zero) memset(self->p, 0, n);
+    return (PyObject *)self;
+}
+
+/* ---------------------------------------------------------------- statistics */
+
+static PyObject *py_pool_stats(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
+    tl_pool_stats s;
+    Py_BEGIN_ALLOW_THREADS
+    tl_pool_get_stats(&s);
+    Py_END_ALLOW_THREADS
+    double hit = s.num_allocations
+                     ? 1.0 - (double)s.num_cache_misses / (double)s.num_allocations
+                     : 0.0;
+    return Py_BuildValue(
+        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:d,s:K,s:K,s:K,s:K,s:K,s:K,s:N}",
+        "in_use_bytes", (unsigned long long)s.in_use_bytes,
+        "peak_bytes", (unsigned long long)s.peak_bytes,
+        "reserved_bytes", (unsigned long long)s.reserved_bytes,
+        "retained_bytes", (unsigned long long)s.retained_bytes,
+        "num_allocations", (unsigned long long)s.num_allocations,
+        "num_frees", (unsigned long long)s.num_frees,
+        "num_cross_thread_frees", (unsigned long long)s.num_cross_thread_frees,
+        "num_cache_misses", (unsigned long long)s.num_cache_misses,
+        "num_depot_locks", (unsigned long long)s.num_depot_locks,
+        "cache_hit_rate", hit,
+        "num_large_allocations", (unsigned long long)s.num_large_allocations,
+        "num_abandoned_pages", (unsigned long long)s.num_abandoned_pages,
+        "num_reclaimed_pages", (unsigned long long)s.num_reclaimed_pages,
+        "num_segments", (unsigned long long)s.num_segments,
+        "num_heaps", (unsigned long long)s.num_heaps,
+        "num_threads", (unsigned long long)s.num_threads,
+        "cache_enabled", PyBool_FromLong(s.cache_enabled));
+}
+
+/* ---------------------------------------------------------- settings, upkeep */
+
+static PyObject *py_pool_configure(PyObject *Py_UNUSED(m), PyObject *args) {
+    int cache;
+    unsigned long long retain;
+    if (!PyArg_ParseTuple(args, "pK:_pool_configure", &cache, &retain)) return NULL;
+    tl_pool_options o = {.cache = cache, .retain_bytes = (size_t)retain};
+    if (tl_pool_configure(&o) != 0) return PyErr_SetFromErrno(PyExc_ValueError);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_pool_get_options(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
+    tl_pool_options o;
+    tl_pool_get_options(&o);
+    return Py_BuildValue("{s:N,s:K}", "cache", PyBool_FromLong(o.cache), "retain_bytes",
+                         (unsigned long long)o.retain_bytes);
+}
+
+static PyObject *py_pool_collect(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"release_all", NULL};
+    int all = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$p:pool_collect", kwlist, &all)) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    tl_pool_collect(all);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_pool_thread_release(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
+    tl_pool_thread_release();
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_pool_size_classes(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
+    PyObject *t = PyTuple_New(TL_POOL_NUM_CLASSES);
+    if (!t) return NULL;
+    for (unsigned c = 0; c < TL_POOL_NUM_CLASSES; c++) {
+        PyObject *v = PyLong_FromSize_t(tl_pool_class_size(c));
+        if (!v) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, c, v);
+    }
+    return t;
+}
+
+/* ------------------------------------------------------ NumPy (NEP 49) handler */
+
+/* NumPy calls these with or without the GIL, from any thread: the pool is
+ * thread-safe and frees may come from any thread, also after the allocating
+ * thread exited or after the handler was uninstalled (each array keeps a
+ * reference to the handler it was allocated with). */
+static void *tl_np_malloc(void *ctx, size_t size) {
+    (void)ctx;
+    return tl_pool_malloc(size);
+}
+static void *tl_np_calloc(void *ctx, size_t n, size_t size) {
+    (void)ctx;
+    return tl_pool_calloc(n, size);
+}
+static void *tl_np_realloc(void *ctx, void *p, size_t size) {
+    (void)ctx;
+    return tl_pool_realloc(p, size);
+}
+static void tl_np_free(void *ctx, void *p, size_t size) {
+    (void)ctx;
+    (void)size;
+    tl_pool_free(p);
+}
+
+static PyDataMem_Handler tl_np_handler = {
+    "tlalloc_pool",
+    1,
+    {NULL, tl_np_malloc, tl_np_calloc, tl_np_realloc, tl_np_free},
+};
+
+static PyObject *py_numpy_set_handler(PyObject *Py_UNUSED(m), PyObject *h) {
+    if (h == Py_None) return PyDataMem_SetHandler(NULL); /* NumPy's default */
+    if (!PyCapsule_IsValid(h, "mem_handler"))
+        return PyErr_Format(PyExc_TypeError,
+                            "handler must be a 'mem_handler' capsule or None, got %R", h);
+    return PyDataMem_SetHandler(h);
+}
+
+/* ------------------------------------------------------------------ module */
+
+static PyMethodDef pool_methods[] = {
+    {"pool_stats", (PyCFunction)py_pool_stats, METH_NOARGS,
+     "pool_stats()\n--\n\nStatistics of the size-class pool, summed over every thread, as a dict."},
+    {"pool_alloc", (PyCFunction)(void (*)(void))py_pool_alloc, METH_VARARGS | METH_KEYWORDS,
+     "pool_alloc(nbytes, align=16, *, zero=False)\n--\n\nOne pool block as a PoolBuffer."},
+    {"pool_collect", (PyCFunction)(void (*)(void))py_pool_collect, METH_VARARGS | METH_KEYWORDS,
+     "pool_collect(*, release_all=False)\n--\n\n"
+     "Return abandoned pages whose blocks were all freed, and free memory above the\n"
+     "retention limit (all of it with release_all), to the OS."},
+    {"pool_size_classes", (PyCFunction)py_pool_size_classes, METH_NOARGS,
+     "pool_size_classes()\n--\n\nThe pool's block sizes, smallest first."},
+    {"_pool_configure", (PyCFunction)py_pool_configure, METH_VARARGS, NULL},
+    {"_pool_get_options", (PyCFunction)py_pool_get_options, METH_NOARGS, NULL},
+    {"_pool_thread_release", (PyCFunction)py_pool_thread_release, METH_NOARGS, NULL},
+    {"_numpy_set_handler", (PyCFunction)py_numpy_set_handler, METH_O, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
 int tl_py_pool_init(PyObject *m) {
-    (void)m;
+    if (PyType_Ready(&TlPoolBuffer_Type) < 0) return -1;
+    if (PyModule_AddFunctions(m, pool_methods) < 0) return -1;
+    Py_INCREF(&TlPoolBuffer_Type);
+    if (PyModule_AddObject(m, "PoolBuffer", (PyObject *)&TlPoolBuffer_Type) < 0) {
+        Py_DECREF(&TlPoolBuffer_Type);
+        return -1;
+    }
+    PyObject *cap = PyCapsule_New(&tl_np_handler, "mem_handler", NULL);
+    if (!cap || PyModule_AddObject(m, "_numpy_pool_handler", cap) < 0) {
+        Py_XDECREF(cap);
+        return -1;
+    }
+#ifdef TLALLOC_DEBUG
+    PyObject *dbg = Py_True;
+#else
+    PyObject *dbg = Py_False;
+#endif
+    Py_INCREF(dbg);
+    if (PyModule_AddObject(m, "_pool_debug", dbg) < 0) {
+        Py_DECREF(dbg);
+        return -1;
+    }
+    if (PyModule_AddIntConstant(m, "POOL_MAX_ALIGN", (long)TL_POOL_MAX_ALIGN) < 0) return -1;
+    if (PyModule_AddIntConstant(m, "POOL_DEFAULT_RETAIN", (long)TL_POOL_DEFAULT_RETAIN) < 0)
+        return -1;
     return 0;
 }
