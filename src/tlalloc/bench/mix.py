@@ -393,8 +393,11 @@ def run(args: argparse.Namespace) -> int:
     with Progress(total=cells, desc=f"bench {args.kernel}", enabled=args.progress) as bar:
         if bar.skipped:
             skipped.append("no progress bar: tqdm is not installed (pip install 'tlalloc[progress]')")
-        for t in threads:
-            for rep in range(repeat):  # interleave strategies, rotating, so drifts hit all alike
+        # Rounds over every cell, strategies rotating within each thread count: the
+        # repeats of one cell are spread over the whole run, so a burst of load from
+        # elsewhere on the machine spoils one round of a cell, not all of them.
+        for rep in range(repeat):
+            for t in threads:
                 for s in strategies[rep % len(strategies) :] + strategies[: rep % len(strategies)]:
                     limit = args.numpy_blas_threads if s == "numpy" and args.numpy_blas_threads else None
                     with kernel_compare.blas_threads(limit):
