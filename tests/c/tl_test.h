@@ -1,11 +1,13 @@
 /* tl_test.h: a minimal test harness for the C core's unit tests. */
 #ifndef TL_TEST_H
 #define TL_TEST_H
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 
-static int tl_test_failures;
-static int tl_test_checks;
+/* Atomic: CHECK may be used from several threads (and runs under TSan). */
+static _Atomic int tl_test_failures;
+static _Atomic int tl_test_checks;
 
 #define CHECK(cond)                                                                    \
     do {                                                                               \
@@ -25,7 +27,8 @@ static int tl_test_checks;
 
 #define TEST_MAIN_END()                                                                \
     do {                                                                               \
-        printf("%d checks, %d failed\n", tl_test_checks, tl_test_failures);           \
-        return tl_test_failures ? 1 : 0;                                               \
+        printf("%d checks, %d failed\n", atomic_load(&tl_test_checks),                \
+               atomic_load(&tl_test_failures));                                        \
+        return atomic_load(&tl_test_failures) ? 1 : 0;                                 \
     } while (0)
 #endif
