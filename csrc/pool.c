@@ -190,7 +190,22 @@ static void tl_heap_key_destructor(void *p) {
     tl_tls_heap = &tl_heap_dead;
 }
 
-static void tl_make_key(void) { (void)pthread_key_create(&tl_heap_key, tl_heap_key_destructor); }
+/* fork() while another thread holds a pool lock would leave the child's lock
+ * held forever: hold both across the fork. (The child's copies of other
+ * threads' caches stay registered; their pages are simply never handed over.) */
+static void tl_fork_prepare(void) {
+    pthread_mutex_lock(&tl_registry_lock);
+    pthread_mutex_lock(&tl_depot_lock);
+}
+static void tl_fork_after(void) {
+    pthread_mutex_unlock(&tl_depot_lock);
+    pthread_mutex_unlock(&tl_registry_lock);
+}
+
+static void tl_make_key(void) {
+    (void)pthread_key_create(&tl_heap_key, tl_heap_key_destructor);
+    (void)pthread_atfork(tl_fork_prepare, tl_fork_after, tl_fork_after);
+}
 
 TL_NOINLINE TL_COLD static tl_heap *tl_heap_create(void) {
     pthread_once(&tl_key_once, tl_make_key);

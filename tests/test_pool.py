@@ -62,6 +62,7 @@ class PoolModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.live: dict[int, tuple[pool.PoolBuffer, int, int]] = {}  # id -> (buf, size, seed)
+        self.aligns: dict[int, int] = {}
         self.base = pool.pool_stats()
         self.next_seed = 1
 
@@ -75,6 +76,7 @@ class PoolModel(RuleBasedStateMachine):
         self.next_seed += 2
         _write_marks(buf, seed)
         self.live[id(buf)] = (buf, size, seed)
+        self.aligns[id(buf)] = align
         return id(buf)
 
     @rule(key=consumes(blocks))
@@ -87,8 +89,10 @@ class PoolModel(RuleBasedStateMachine):
     @rule(key=blocks, size=sizes)
     def realloc(self, key: int, size: int) -> None:
         buf, old, seed = self.live[key]
+        align = self.aligns[key]
         buf.realloc(size)
         assert buf.usable_size >= size
+        assert buf.address % align == 0  # realloc keeps the alignment
         # Contents preserved up to the smaller size: the head marks always,
         # the tail marks when the block did not shrink.
         if size >= old:

@@ -77,6 +77,7 @@ typedef struct {
     PyObject_HEAD
     void *p;            /* NULL once freed */
     size_t nbytes;      /* requested size */
+    size_t align;       /* kept across realloc */
     Py_ssize_t exports; /* live buffer views */
 } TlPoolBuffer;
 
@@ -134,7 +135,18 @@ static PyObject *poolbuf_realloc(TlPoolBuffer *self, PyObject *arg) {
     size_t n;
     if (tl_parse_nbytes(arg, "nbytes", &n) < 0) return NULL;
     if (poolbuf_check_open(self, "realloc") < 0) return NULL;
-    void *q = tl_pool_realloc(self->p, n);
+    void *q;
+    if (self->align <= 8) { /* tl_pool_realloc: 8-byte aligned below 16 bytes */
+        q = tl_pool_realloc(self->p, n);
+    } else if (n <= tl_pool_usable_size(self->p)) {
+        q = self->p; /* fits: keep the block and its alignment */
+    } else { /* tl_pool_realloc keeps 16-byte alignment from 16 bytes on only */
+        q = tl_pool_aligned_alloc(self->align, n);
+        if (q) {
+            memcpy(q, self->p, self->nbytes < n ? self->nbytes : n);
+            tl_pool_free(self->p);
+        }
+    }
     if (!q) return PyErr_Format(PyExc_MemoryError, "the pool cannot grow this block to %zu bytes", n);
     self->p = q;
     self->nbytes = n;
@@ -169,7 +181,8 @@ static PyMethodDef poolbuf_methods[] = {
      "free()\n--\n\nGive the block back to the pool now. A second call raises ValueError;\n"
      "a call while a memoryview or array uses the block raises BufferError."},
     {"realloc", (PyCFunction)poolbuf_realloc, METH_O,
-     "realloc(nbytes)\n--\n\nResize the block, keeping its contents up to the smaller size."},
+     "realloc(nbytes)\n--\n\nResize the block, keeping its contents up to the smaller size\n"
+     "and its alignment."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -209,6 +222,7 @@ static PyObject *py_pool_alloc(PyObject *Py_UNUSED(m), PyObject *args, PyObject 
     if (!self) return NULL;
     self->exports = 0;
     self->nbytes = n;
+    self->align = align;
     self->p = tl_pool_aligned_alloc(align, n);
     if (!self->p) {
         Py_TYPE(self)->tp_free((PyObject *)self);

@@ -358,7 +358,7 @@ def numpy_table(repeat: int) -> dict[str, Any] | None:
     except ImportError as exc:
         print(f"tlalloc bench larson: NumPy handler unavailable ({exc}); skipped", file=sys.stderr)
         return None
-    size, iters, n_threads = 1000, 20000, 2
+    size, iters, n_threads = 1000, 100_000, 2
     names = {False: "numpy default", True: "tlalloc handler"}
     times: dict[str, list[float]] = {n: [] for n in names.values()}
     rounds = max(3, repeat)
