@@ -385,6 +385,7 @@ def run(args: argparse.Namespace) -> int:
 
     fns = {s: operation(w, s, args.kernel) for s in strategies}
     best: dict[tuple[str, int], dict[str, float]] = {}
+    samples: dict[tuple[str, int], list[float]] = {}
     cells = len(threads) * len(strategies) * repeat
     for s in strategies:  # warm-up, untimed: caches, page faults, BLAS threads
         with kernel_compare.blas_threads(args.numpy_blas_threads if s == "numpy" else None):
@@ -403,10 +404,16 @@ def run(args: argparse.Namespace) -> int:
                     with kernel_compare.blas_threads(limit):
                         r = measure(fns[s], t, duration)
                     key = (s, t)
+                    samples.setdefault(key, []).append(r["ops_per_s"])
                     if key not in best or r["ops_per_s"] > best[key]["ops_per_s"]:
                         best[key] = r
                     bar.update()
     stats_after = _stats_summary()
+
+    def spread(key: tuple[str, int]) -> float:
+        # run-to-run spread of a cell: best / worst repeat - 1 (0 with one repeat)
+        v = samples[key]
+        return max(v) / min(v) - 1 if min(v) > 0 else float("inf")
 
     cores = max(1, int(info.get("usable_cpus") or 1))
     rows, records = [], []
@@ -415,7 +422,7 @@ def run(args: argparse.Namespace) -> int:
             ops = best[(s, t)]["ops_per_s"]
             speedup = ops / best[(s, 1)]["ops_per_s"] if (s, 1) in best else float("nan")
             eff = speedup / min(t, cores)
-            rows.append([s, t, f"{ops:,.0f}", f"{speedup:.2f}x", f"{eff:.0%}"])
+            rows.append([s, t, f"{ops:,.0f}", f"{speedup:.2f}x", f"{eff:.0%}", f"{spread((s, t)):.0%}"])
             records.append(
                 {
                     "strategy": s,
@@ -425,13 +432,20 @@ def run(args: argparse.Namespace) -> int:
                     "efficiency": eff,
                     "ops": best[(s, t)]["ops"],
                     "elapsed_s": best[(s, t)]["elapsed_s"],
+                    "samples_ops_per_s": samples[(s, t)],
+                    "spread": spread((s, t)),
                 }
             )
     print(
         f"\nThroughput, best of {repeat} x {duration:g} s per cell "
         f"(efficiency = speed-up / min(threads, {cores} cores)):"
     )
-    print(format_table(["strategy", "threads", "ops/s", "speed-up vs 1 thread", "efficiency"], rows))
+    print(
+        format_table(
+            ["strategy", "threads", "ops/s", "speed-up vs 1 thread", "efficiency", "spread of repeats"],
+            rows,
+        )
+    )
 
     margins = []
     if "thread" in strategies:
@@ -472,7 +486,15 @@ def run(args: argparse.Namespace) -> int:
     for m in margins:
         for key, v in m.items():
             if key.startswith("thread_vs_") and key != "thread_vs_numpy":
-                goals.append((f"{m['threads']} threads: thread >= {key[10:]} (measured {v:.2f}x)", v >= 1.0))
+                t, o = m["threads"], key[10:]
+                noise = max(spread(("thread", t)), spread((o, t)))
+                goals.append(
+                    (
+                        f"{t} threads: thread >= {o} (measured {v:.2f}x; "
+                        f"run-to-run spread of these cells up to {noise:.0%})",
+                        v >= 1.0,
+                    )
+                )
     if "thread" in strategies:
         goals.append(
             (
