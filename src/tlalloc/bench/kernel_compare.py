@@ -168,6 +168,11 @@ def compare(quick: bool = False, big_nodes: int = 1_000_000) -> dict[str, Any]:
     big = random_graph(big_nodes, 10, seed=2)
     t_b = _time(lambda: kernels.spread_activation(big, seed), quick)
     t_b_top = _time(lambda: kernels.spread_activation(big, seed, top_k=10), quick)
+    # The largest scratch of the suite (~264 KiB): where the source of scratch shows.
+    by_scratch = {
+        sc: _time(lambda sc=sc: kernels.spread_activation(big, seed, top_k=10, _scratch=sc), quick)
+        for sc in ("thread", "shared", "malloc")
+    }
     touched_small = int(np.count_nonzero(kernels.spread_activation(small, seed)))
     touched_big = int(np.count_nonzero(kernels.spread_activation(big, seed)))
     spread.update(
@@ -177,6 +182,7 @@ def compare(quick: bool = False, big_nodes: int = 1_000_000) -> dict[str, Any]:
             "tlalloc_big_top10_s": t_b_top,
             "big_vs_1k_top10": t_b_top / t_s_top,
             "big_vs_1k_dense": t_b / t_s,
+            "big_top10_by_scratch_s": by_scratch,
             "touched_1k": touched_small,
             "touched_big": touched_big,
         }
@@ -304,6 +310,13 @@ def report(r: dict[str, Any]) -> str:
         f"  nodes reached from one seed: {s['touched_1k']} of 1000; "
         f"{s['touched_big']:,} of {s['big_nodes']:,}",
     ]
+    if "big_top10_by_scratch_s" in s:
+        b = s["big_top10_by_scratch_s"]
+        lines.append(
+            f"  scratch source, {s['big_nodes']:,}-node spread with top_k=10: "
+            + ", ".join(f"{k} {v * us:.1f} us" for k, v in b.items())
+            + f" (malloc / thread = {b['malloc'] / b['thread']:.2f}x)"
+        )
     if isinstance(s.get("scipy"), str):
         lines.append(f"  {s['scipy']}")
     lines.append("Goals:")
