@@ -186,7 +186,16 @@ def test_cosine_out_overlapping_input_is_refused() -> None:
     before = c.copy()
     with pytest.raises(ValueError, match="overlap"):
         kernels.cosine_similarity(np.ones(4, np.float32), c, out=c[0])
+    with pytest.raises(ValueError, match="overlap"):
+        kernels.cosine_similarity(np.ones(4, np.float32), c, out=c[::-1, 2])  # reversed column
     np.testing.assert_array_equal(c, before)
+    buf = np.ones(12, np.float32)
+    with pytest.raises(ValueError, match="overlap"):
+        kernels.cosine_similarity(buf[4:8], np.eye(4, dtype=np.float32), out=buf[6:10])
+    assert buf.tolist() == [1.0] * 12
+    out = buf[8:12]  # adjacent, not overlapping: accepted
+    kernels.cosine_similarity(buf[:4], np.eye(4, dtype=np.float32), out=out)
+    assert buf[:8].tolist() == [1.0] * 8 and out.tolist() == [0.5] * 4
 
 
 def test_cosine_readonly_out() -> None:

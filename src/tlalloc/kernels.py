@@ -162,9 +162,6 @@ def cosine_similarity(
         >>> idx.tolist(), scores.tolist()
         ([0, 1], [1.0, 0.0])
     """
-    if out is not None and isinstance(out, np.ndarray):
-        if np.may_share_memory(out, candidates) or np.may_share_memory(out, query):
-            raise ValueError("out must not overlap query or candidates")
     return _tlalloc._cosine_similarity(query, candidates, top_k, out, _scratch)  # type: ignore[no-any-return]
 
 

@@ -171,6 +171,32 @@ static int tl_py_real(PyObject *obj, const char *name, double *out) {
     return 0;
 }
 
+/* The byte range [lo, hi) an array's elements can touch (as np.may_share_memory
+ * computes it: from the extreme strides, O(ndim)). */
+static void tl_py_extent(PyArrayObject *a, uintptr_t *lo, uintptr_t *hi) {
+    uintptr_t base = (uintptr_t)PyArray_DATA(a);
+    intptr_t low = 0, high = 0;
+    for (int i = 0; i < PyArray_NDIM(a); i++) {
+        npy_intp n = PyArray_DIM(a, i), st = PyArray_STRIDE(a, i);
+        if (n == 0) {
+            *lo = *hi = base;
+            return;
+        }
+        if (st > 0) high += (intptr_t)st * (n - 1);
+        else low += (intptr_t)st * (n - 1);
+    }
+    *lo = base + (uintptr_t)low;
+    *hi = base + (uintptr_t)high + (uintptr_t)PyArray_ITEMSIZE(a);
+}
+
+/* Nonzero if the memory of a and b may overlap (bounds only, like NumPy's check). */
+static int tl_py_may_overlap(PyArrayObject *a, PyArrayObject *b) {
+    uintptr_t alo, ahi, blo, bhi;
+    tl_py_extent(a, &alo, &ahi);
+    tl_py_extent(b, &blo, &bhi);
+    return alo < bhi && blo < ahi;
+}
+
 /* ---- cosine similarity ------------------------------------------------------------ */
 
 static PyObject *py_cosine(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs) {
@@ -228,6 +254,10 @@ static PyObject *py_cosine(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssi
         }
         if (!PyArray_ISWRITEABLE(out) || !PyArray_ISALIGNED(out)) {
             PyErr_SetString(PyExc_ValueError, "out must be writeable and aligned");
+            goto done;
+        }
+        if (tl_py_may_overlap(out, q) || tl_py_may_overlap(out, c)) {
+            PyErr_SetString(PyExc_ValueError, "out must not overlap query or candidates");
             goto done;
         }
     } else if (k < 0) {
