@@ -59,6 +59,7 @@ tl_page tl_page_empty; /* free == NULL, capacity == extended == 0 */
 tl_heap tl_heap_global = {.cur = TL_ALL_EMPTY, .kind = TL_HEAP_GLOBAL};
 tl_heap tl_heap_huge = {.cur = TL_ALL_EMPTY, .kind = TL_HEAP_HUGE};
 tl_heap tl_heap_collect = {.cur = TL_ALL_EMPTY, .kind = TL_HEAP_COLLECT};
+tl_heap tl_heap_redirect = {.cur = TL_ALL_EMPTY, .kind = TL_HEAP_REDIRECT};
 static tl_heap tl_heap_empty = {.cur = TL_ALL_EMPTY, .kind = TL_HEAP_EMPTY};
 static tl_heap tl_heap_dead = {.cur = TL_ALL_EMPTY, .kind = TL_HEAP_DEAD};
 
@@ -502,13 +503,19 @@ static void tl_heap_adopt(tl_heap *h, tl_page *pg) {
 
 /* Not the owner: large block, the global heap's page, an abandoned page we can
  * adopt, or a page owned by another thread (push on its cross-thread list). */
-TL_NOINLINE static void tl_pool_free_slow(tl_heap *h, tl_segment *s, tl_page *pg, void *p) {
+TL_NOINLINE static void tl_pool_free_slow(tl_heap *h, void *p) {
+    tl_segment *s = tl_segment_of(p);
     if (s->kind == TL_KIND_HUGE) {
         tl_huge_free(s);
         return;
     }
-    TL_DBG_ON_FREE(s, pg, p);
+    tl_page *pg = tl_page_of(s, p); /* the page, not the 64 KiB slot */
+    TL_DBG_ON_FREE(pg, p);
     tl_heap *owner = atomic_load_explicit(&pg->heap, memory_order_acquire);
+    if (owner == h) { /* the owner freeing beyond the first slot of a page */
+        tl_page_free_local(h, pg, p);
+        return;
+    }
     if (owner == &tl_heap_global) {
         pthread_mutex_lock(&tl_depot_lock);
         TL_COUNTER_ADD(tl_heap_global.c.num_depot_locks, 1);
@@ -546,20 +553,21 @@ TL_NOINLINE static void tl_pool_free_slow(tl_heap *h, tl_segment *s, tl_page *pg
     TL_HEAP_COUNT(h, num_cross_thread_frees, 1);
 }
 
-/* Fast path: mask to the segment, shift to the page, compare its owner with
- * this thread's heap, push. About 12 instructions and one predictable branch
- * when the freeing thread owns the page. */
+/* Fast path: mask and shift to the 64 KiB slot's descriptor (no segment
+ * header load), compare its owner with this thread's heap, push. About 12
+ * instructions and one predictable branch when the freeing thread owns the
+ * page; everything else (other owners, medium pages beyond their first slot,
+ * large blocks) goes to the slow path. */
 void tl_pool_free(void *p) {
     if (!p) return;
-    tl_segment *s = tl_segment_of(p);
-    tl_page *pg = tl_page_of(s, p);
+    tl_page *pg = tl_slot_of(p);
     tl_heap *h = tl_tls_heap;
     if (TL_LIKELY(atomic_load_explicit(&pg->heap, memory_order_relaxed) == h)) {
-        TL_DBG_ON_FREE(s, pg, p);
+        TL_DBG_ON_FREE(pg, p);
         tl_page_free_local(h, pg, p);
         return;
     }
-    tl_pool_free_slow(h, s, pg, p);
+    tl_pool_free_slow(h, p);
 }
 
 /* ---- settings ---------------------------------------------------------------------- */
@@ -641,8 +649,7 @@ void tl_dbg_on_alloc(tl_page *pg, void *p) {
     }
 }
 
-void tl_dbg_on_free(tl_segment *s, tl_page *pg, void *p) {
-    (void)s;
+void tl_dbg_on_free(tl_page *pg, void *p) {
     if ((char *)p < pg->start || pg->block_size == 0) tl_dbg_fail("invalid pointer", p);
     size_t off = (size_t)((char *)p - pg->start);
     if (off % pg->block_size != 0 || off / pg->block_size >= pg->capacity)

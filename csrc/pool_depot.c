@@ -83,7 +83,7 @@ static size_t tl_dbg_words(int kind, unsigned shift) {
 }
 
 static size_t tl_header_size(uint32_t num_pages, size_t dbg_words) {
-    size_t h = sizeof(tl_segment) + (size_t)num_pages * (sizeof(tl_page) + dbg_words * 8);
+    size_t h = TL_SEG_DESC_END + (size_t)num_pages * dbg_words * 8;
     return (h + TL_POOL_PAGE_ALIGN - 1) & ~(size_t)(TL_POOL_PAGE_ALIGN - 1);
 }
 
@@ -101,9 +101,14 @@ TL_NOINLINE TL_COLD static tl_segment *tl_segment_new_locked(int kind) {
     s->kind = (uint8_t)kind;
     s->page_shift = (uint8_t)shift;
     s->num_pages = n;
-    s->dbg = words ? (_Atomic uint64_t *)&s->pages[n] : NULL;
+    s->dbg = words ? (_Atomic uint64_t *)((char *)s + TL_SEG_DESC_END) : NULL;
+    /* Slots that do not start a page redirect the free fast path. */
+    uint32_t stride = 1u << (shift - TL_SLOT_SHIFT);
+    for (uint32_t k = 0; k < TL_NUM_SLOTS; k++)
+        if (k % stride)
+            atomic_store_explicit(&tl_seg_pages(s)[k].heap, &tl_heap_redirect, memory_order_relaxed);
     for (uint32_t i = 0; i < n; i++) {
-        tl_page *pg = &s->pages[i];
+        tl_page *pg = tl_segment_page(s, i);
         size_t lo = (size_t)i << shift, hi = (size_t)(i + 1) << shift;
         if (lo < hdr) lo = hdr;
         pg->kind = (uint8_t)kind;
@@ -128,7 +133,7 @@ TL_NOINLINE TL_COLD static tl_segment *tl_segment_new_locked(int kind) {
 static void tl_segment_free_locked(tl_segment *s) {
     tl_assert(s->kind != TL_KIND_HUGE);
     for (uint32_t i = 0; i < s->num_pages; i++) {
-        tl_page *pg = &s->pages[i];
+        tl_page *pg = tl_segment_page(s, i);
         if (!pg->in_depot) continue;
         tl_queue_remove(pg->touched ? &tl_dirty[s->kind] : &tl_clean[s->kind], pg);
         tl_retained -= pg->touched;
@@ -145,7 +150,7 @@ static void tl_segment_free_locked(tl_segment *s) {
 
 static size_t tl_segment_free_space(const tl_segment *s) {
     size_t n = 0;
-    for (uint32_t i = 0; i < s->num_pages; i++) n += s->pages[i].bytes;
+    for (uint32_t i = 0; i < s->num_pages; i++) n += tl_segment_page((tl_segment *)s, i)->bytes;
     return n;
 }
 
@@ -277,7 +282,9 @@ void *tl_huge_alloc(size_t size, size_t align, int zero) {
         errno = ENOMEM;
         return NULL;
     }
-    size_t off = align > TL_POOL_PAGE_ALIGN ? align : TL_POOL_PAGE_ALIGN;
+    /* The block starts after the header, on a multiple of the alignment. */
+    size_t a = align > TL_POOL_PAGE_ALIGN ? align : TL_POOL_PAGE_ALIGN;
+    size_t off = (tl_header_size(1, 0) + a - 1) & ~(a - 1);
     size_t total = off + size;
     tl_segment *s = NULL;
     pthread_mutex_lock(&tl_depot_lock);
@@ -308,7 +315,8 @@ void *tl_huge_alloc(size_t size, size_t align, int zero) {
         s->kind = TL_KIND_HUGE;
         s->page_shift = TL_SEG_SHIFT;
         s->num_pages = 1;
-        atomic_store_explicit(&s->pages[0].heap, &tl_heap_huge, memory_order_relaxed);
+        for (uint32_t k = 0; k < TL_NUM_SLOTS; k++)
+            atomic_store_explicit(&tl_seg_pages(s)[k].heap, &tl_heap_huge, memory_order_relaxed);
         atomic_fetch_add_explicit(&tl_reserved, r.size, memory_order_relaxed);
     }
     s->huge_offset = off;

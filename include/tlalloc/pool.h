@@ -7,8 +7,8 @@
  * Design (mimalloc / tcache style; see csrc/pool.c and csrc/pool_depot.c):
  *
  * - Memory comes from the OS layer in 4 MiB segments aligned to 4 MiB, so that
- *   the segment (and the page descriptor) of any block is found by masking its
- *   address. A segment is cut into pages of one size: 64 KiB (small blocks),
+ *   the segment (and the descriptor of its 64 KiB slot) of any block is found by
+ *   masking and shifting its address. A segment is cut into pages of one size: 64 KiB (small blocks),
  *   512 KiB (medium) or the whole segment (large). A page holds blocks of one
  *   size class and is owned by one thread's cache (its heap) at a time.
  * - Allocation pops the owner's free list of the current page of the class:
@@ -56,7 +56,7 @@ extern "C" {
 /* Alignment of every block of 16 bytes or more. */
 #define TL_POOL_MIN_ALIGN 16u
 /* Default for tl_pool_options.retain_bytes. */
-#define TL_POOL_DEFAULT_RETAIN ((size_t)4 << 20)
+#define TL_POOL_DEFAULT_RETAIN ((size_t)8 << 20)
 /* Bounds of the cache of freed large blocks (empty when retain_bytes is 0). */
 #define TL_POOL_LARGE_CACHE_BLOCKS 8u
 #define TL_POOL_LARGE_CACHE_BYTES ((size_t)64 << 20)

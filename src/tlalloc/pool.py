@@ -15,7 +15,7 @@ variable                 values                                          default
 =======================  ==============================================  =========
 ``TLALLOC_POOL_CACHE``   ``1``: per-thread caches; ``0``: one locked     ``1``
                          heap for all threads (to measure the caches)
-``TLALLOC_POOL_RETAIN``  free resident bytes the depot keeps for reuse   ``4MiB``
+``TLALLOC_POOL_RETAIN``  free resident bytes the depot keeps for reuse   ``8MiB``
                          before giving memory back to the OS (bytes, or
                          with a unit: ``512KiB``, ``64MiB``, ``1GiB``)
 =======================  ==============================================  =========
@@ -96,8 +96,8 @@ def configure(*, cache: bool | None = None, retain_bytes: int | str | None = Non
 
     Example:
         >>> old = get_settings()
-        >>> configure(retain_bytes="8MiB").retain_bytes
-        8388608
+        >>> configure(retain_bytes="16MiB").retain_bytes
+        16777216
         >>> _ = configure(retain_bytes=old.retain_bytes)
     """
     cur = get_settings()
