@@ -514,6 +514,11 @@ def test_decay_in_place_out_and_shapes() -> None:
     af = a.copy()
     kernels.decay(s, af, out=af)
     np.testing.assert_array_equal(af, want)
+    # out is strengths but ages overlap it shifted by one element: not one pass
+    buf = (rng.random(5001) * 1e5).astype(np.float32)
+    want3 = kernels.decay(buf[1:].copy(), buf[:5000].copy())
+    kernels.decay(buf[1:], buf[:5000], out=buf[1:])
+    np.testing.assert_array_equal(buf[1:], want3)
     assert kernels.decay(np.float32(2.0), 0.0).tolist() == 2.0
     assert kernels.decay(np.zeros(0, np.float32), np.zeros(0)).shape == (0,)
 

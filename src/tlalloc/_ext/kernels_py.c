@@ -197,6 +197,15 @@ static int tl_py_may_overlap(PyArrayObject *a, PyArrayObject *b) {
     return alo < bhi && blo < ahi;
 }
 
+/* Nonzero if out and in are the same elements (same start, stride, item size)
+ * or do not overlap at all. 1-D arrays of one length. */
+static int tl_py_same_or_apart(PyArrayObject *out, PyArrayObject *in) {
+    if (PyArray_DATA(out) == PyArray_DATA(in) && PyArray_ITEMSIZE(out) == PyArray_ITEMSIZE(in) &&
+        (PyArray_STRIDE(out, 0) == PyArray_STRIDE(in, 0) || PyArray_DIM(out, 0) <= 1))
+        return 1;
+    return !tl_py_may_overlap(out, in);
+}
+
 /* ---- cosine similarity ------------------------------------------------------------ */
 
 static PyObject *py_cosine(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs) {
@@ -653,21 +662,11 @@ static PyObject *py_decay(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssiz
     if (PyArray_NDIM(s) == 1 && PyArray_NDIM(a) == 1 && PyArray_DIM(s, 0) == PyArray_DIM(a, 0) &&
         (!out || (PyArray_NDIM(out) == 1 && PyArray_DIM(out, 0) == PyArray_DIM(s, 0)))) {
         npy_intp n = PyArray_DIM(s, 0);
-        if (out && PyArray_DATA(out) != PyArray_DATA(s) && n > 0) {
-            /* Only exact aliasing of strengths is safe in one pass; anything else
-             * that overlaps goes through the iterator (which copies). */
-            PyObject *mod = PyImport_ImportModule("numpy");
-            PyObject *r = mod ? PyObject_CallMethod(mod, "may_share_memory", "OO", out, s) : NULL;
-            PyObject *r2 = r ? PyObject_CallMethod(mod, "may_share_memory", "OO", out, a) : NULL;
-            int overlap = r && r2 && (PyObject_IsTrue(r) || PyObject_IsTrue(r2));
-            Py_XDECREF(mod);
-            Py_XDECREF(r);
-            Py_XDECREF(r2);
-            if (PyErr_Occurred()) goto done;
-            if (overlap) goto general; /* NumPy's iterator copies what overlaps */
-        } else if (out && PyArray_STRIDE(out, 0) != PyArray_STRIDE(s, 0) && n > 1) {
-            goto general;
-        }
+        /* One pass is safe when out either does not overlap an input or is
+         * exactly it (same start, stride and item size: element i is read before
+         * it is written). Any other overlap goes through the iterator, which
+         * copies. */
+        if (out && n > 0 && (!tl_py_same_or_apart(out, s) || !tl_py_same_or_apart(out, a))) goto general;
         if (!out) {
             npy_intp dims[1] = {n};
             out = (PyArrayObject *)PyArray_SimpleNew(1, dims, res_type);
