@@ -7,6 +7,12 @@ thread goes back to its owner's page; pages of exited threads are adopted by
 the next thread that frees into them. Only page refills from the shared depot
 and returns to it take a lock.
 
+Size classes (:func:`size_classes`): 8, 16, 32, 48, 64 bytes, then four per
+doubling (80, 96, 112, 128, 160, ...) up to 1 MiB. The worst-case internal waste
+is 15 bytes for requests up to 64 bytes and below 20% of the block above that.
+Larger requests are mapped on their own; up to 8 recently freed ones (64 MiB)
+are kept for reuse. Blocks of 16 bytes or more are 16-byte aligned.
+
 Settings, read once at import (a bad value raises ``ValueError`` naming the
 variable, the value and what is accepted):
 
