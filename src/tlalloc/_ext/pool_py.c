@@ -102,7 +102,18 @@ static void poolbuf_dealloc(TlPoolBuffer *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static int poolbuf_getbuffer(TlPoolBuffer *self, Py_buffer *view, int flags) {
+/* Free-threaded CPython: a PoolBuffer's state changes under its critical
+ * section, so that two threads cannot free (or free and export) it at once.
+ * With the GIL these are plain blocks. */
+#if defined(Py_GIL_DISABLED) && PY_VERSION_HEX >= 0x030D0000
+#define TL_CS_BEGIN(o) Py_BEGIN_CRITICAL_SECTION(o)
+#define TL_CS_END() Py_END_CRITICAL_SECTION()
+#else
+#define TL_CS_BEGIN(o) {
+#define TL_CS_END() }
+#endif
+
+static int poolbuf_getbuffer_locked(TlPoolBuffer *self, Py_buffer *view, int flags) {
     if (!self->p) {
         PyErr_SetString(PyExc_ValueError, "this PoolBuffer was already freed");
         view->obj = NULL;
@@ -114,9 +125,19 @@ static int poolbuf_getbuffer(TlPoolBuffer *self, Py_buffer *view, int flags) {
     return 0;
 }
 
+static int poolbuf_getbuffer(TlPoolBuffer *self, Py_buffer *view, int flags) {
+    int rc;
+    TL_CS_BEGIN(self)
+    rc = poolbuf_getbuffer_locked(self, view, flags);
+    TL_CS_END()
+    return rc;
+}
+
 static void poolbuf_releasebuffer(TlPoolBuffer *self, Py_buffer *view) {
     (void)view;
+    TL_CS_BEGIN(self)
     self->exports--;
+    TL_CS_END()
 }
 
 static PyBufferProcs poolbuf_as_buffer = {
@@ -125,15 +146,19 @@ static PyBufferProcs poolbuf_as_buffer = {
 };
 
 static PyObject *poolbuf_free(TlPoolBuffer *self, PyObject *Py_UNUSED(ignored)) {
-    if (poolbuf_check_open(self, "free") < 0) return NULL;
-    tl_pool_free(self->p);
-    self->p = NULL;
+    int rc;
+    TL_CS_BEGIN(self)
+    rc = poolbuf_check_open(self, "free");
+    if (rc == 0) {
+        tl_pool_free(self->p);
+        self->p = NULL;
+    }
+    TL_CS_END()
+    if (rc < 0) return NULL;
     Py_RETURN_NONE;
 }
 
-static PyObject *poolbuf_realloc(TlPoolBuffer *self, PyObject *arg) {
-    size_t n;
-    if (tl_parse_nbytes(arg, "nbytes", &n) < 0) return NULL;
+static PyObject *poolbuf_realloc_locked(TlPoolBuffer *self, size_t n) {
     if (poolbuf_check_open(self, "realloc") < 0) return NULL;
     void *q;
     if (self->align <= 8) { /* tl_pool_realloc: 8-byte aligned below 16 bytes */
@@ -153,11 +178,25 @@ static PyObject *poolbuf_realloc(TlPoolBuffer *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+static PyObject *poolbuf_realloc(TlPoolBuffer *self, PyObject *arg) {
+    size_t n;
+    if (tl_parse_nbytes(arg, "nbytes", &n) < 0) return NULL;
+    PyObject *r;
+    TL_CS_BEGIN(self)
+    r = poolbuf_realloc_locked(self, n);
+    TL_CS_END()
+    return r;
+}
+
 static PyObject *poolbuf_get_nbytes(TlPoolBuffer *self, void *Py_UNUSED(c)) {
     return PyLong_FromSize_t(self->p ? self->nbytes : 0);
 }
 static PyObject *poolbuf_get_usable(TlPoolBuffer *self, void *Py_UNUSED(c)) {
-    return PyLong_FromSize_t(self->p ? tl_pool_usable_size(self->p) : 0);
+    size_t n;
+    TL_CS_BEGIN(self)
+    n = self->p ? tl_pool_usable_size(self->p) : 0;
+    TL_CS_END()
+    return PyLong_FromSize_t(n);
 }
 static PyObject *poolbuf_get_address(TlPoolBuffer *self, void *Py_UNUSED(c)) {
     return PyLong_FromVoidPtr(self->p);
@@ -167,9 +206,15 @@ static PyObject *poolbuf_get_closed(TlPoolBuffer *self, void *Py_UNUSED(c)) {
 }
 
 static PyObject *poolbuf_repr(TlPoolBuffer *self) {
-    if (!self->p) return PyUnicode_FromString("<tlalloc.PoolBuffer freed>");
-    return PyUnicode_FromFormat("<tlalloc.PoolBuffer nbytes=%zu usable_size=%zu>", self->nbytes,
-                                tl_pool_usable_size(self->p));
+    size_t n = 0, usable = 0;
+    TL_CS_BEGIN(self)
+    if (self->p) {
+        n = self->nbytes;
+        usable = tl_pool_usable_size(self->p);
+    }
+    TL_CS_END()
+    if (!usable) return PyUnicode_FromString("<tlalloc.PoolBuffer freed>");
+    return PyUnicode_FromFormat("<tlalloc.PoolBuffer nbytes=%zu usable_size=%zu>", n, usable);
 }
 
 static Py_ssize_t poolbuf_len(TlPoolBuffer *self) { return self->p ? (Py_ssize_t)self->nbytes : 0; }
