@@ -302,6 +302,7 @@ static void *producer(void *arg) {
         x = x * 6364136223846793005ull + 1442695040888963407ull;
         size_t n = (x >> 33) % 3000 + 2;
         if (i % (500 / SCALE) == 0) n = (1u << 20) + 17; /* a few large ones */
+        else if (i % 50 == 1) n = 20000 + (size_t)((x >> 40) % 400000); /* medium and large pages */
         unsigned char *p = tl_pool_malloc(n);
         if (!p) abort();
         p[0] = (unsigned char)n;
