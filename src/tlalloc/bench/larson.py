@@ -189,8 +189,9 @@ def build(repo: Path, build_dir: Path) -> tuple[Path, Path]:
         raise RuntimeError(f"{repo} is not a tlalloc source checkout (no Makefile)")
     pool_bin = build_dir / "bench" / "larson"
     sys_bin = build_dir / "bench" / "larson-system"
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}  # e.g. a sanitizer's
     r = subprocess.run(["make", "-C", str(repo), f"BUILD={build_dir}", str(pool_bin), str(sys_bin)],
-                       capture_output=True, text=True, check=False)
+                       capture_output=True, text=True, check=False, env=env)
     if r.returncode != 0:
         raise RuntimeError("make failed:\n" + (r.stdout + r.stderr)[-3000:])
     return pool_bin, sys_bin
