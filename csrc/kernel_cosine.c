@@ -27,18 +27,25 @@
 typedef void (*tl_dotnorm32_fn)(const float *q, const char *rows, ptrdiff_t rs, size_t nrows,
                                 size_t d, size_t mis, float *dot, float *nrm);
 
+/* Portable: four partial sums per quantity (independent add chains, so the
+ * loop is not bound by the latency of one chain), combined in a fixed order. */
 static void tl_dotnorm32_portable(const float *q, const char *rows, ptrdiff_t rs, size_t nrows,
                                   size_t d, size_t mis, float *dot, float *nrm) {
     (void)mis;
+    const size_t d4 = d & ~(size_t)3;
     for (size_t r = 0; r < nrows; r++) {
         const float *c = (const float *)(rows + (ptrdiff_t)r * rs);
-        float a = 0.0f, b = 0.0f;
-        for (size_t j = 0; j < d; j++) {
-            a += q[j] * c[j];
-            b += c[j] * c[j];
+        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+        float b0 = 0.0f, b1 = 0.0f, b2 = 0.0f, b3 = 0.0f;
+        for (size_t j = 0; j < d4; j += 4) {
+            a0 += q[j] * c[j], b0 += c[j] * c[j];
+            a1 += q[j + 1] * c[j + 1], b1 += c[j + 1] * c[j + 1];
+            a2 += q[j + 2] * c[j + 2], b2 += c[j + 2] * c[j + 2];
+            a3 += q[j + 3] * c[j + 3], b3 += c[j + 3] * c[j + 3];
         }
-        dot[r] = a;
-        nrm[r] = b;
+        for (size_t j = d4; j < d; j++) a0 += q[j] * c[j], b0 += c[j] * c[j];
+        dot[r] = (a0 + a1) + (a2 + a3);
+        nrm[r] = (b0 + b1) + (b2 + b3);
     }
 }
 
