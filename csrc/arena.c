@@ -158,6 +158,12 @@ TL_NOINLINE void *tl_arena_alloc_slow(tl_arena *a, size_t size, size_t align) {
     }
 }
 
+void tl_arena_note_overflow(tl_arena *a, size_t bytes) {
+    TL_COUNTER_ADD(a->c.num_allocations, 1);
+    TL_COUNTER_ADD(a->c.num_overflows, 1);
+    TL_COUNTER_ADD(a->c.fallback_bytes, bytes);
+}
+
 static void tl_release_to(tl_arena *a, size_t off, struct tl_fallback *fb) {
     size_t cur = TL_LOAD(a->offset);
     tl_assert(off <= cur);

@@ -41,14 +41,6 @@ void tl_scratch_shared_stats(tl_arena_stats *out) {
     pthread_mutex_unlock(&g_shared_lock);
 }
 
-/* ---- statistics helper ------------------------------------------------------ */
-
-void tl_scratch_note_overflow(tl_arena *a, size_t size) {
-    TL_COUNTER_ADD(a->c.num_allocations, 1);
-    TL_COUNTER_ADD(a->c.num_overflows, 1);
-    TL_COUNTER_ADD(a->c.fallback_bytes, size);
-}
-
 /* ---- begin / end -------------------------------------------------------------- */
 
 int tl_scratch_begin(tl_scratch *s, tl_scratch_kind kind, tl_arena *arena) {
@@ -141,29 +133,17 @@ TL_NOINLINE void *tl_scratch_alloc_slow(tl_scratch *s, size_t size, size_t align
     s->num_allocations++;
     switch (s->kind) {
     case TL_SCRATCH_THREAD: {
-        /* The inline fit test failed (or size was 0): try again, then overflow. */
-        tl_arena *a = s->arena;
-        size_t off = tl_arena_used(a);
-        uintptr_t cur = (uintptr_t)a->base + off;
-        size_t pad = (size_t)(-cur & (uintptr_t)(align - 1));
-        size_t avail = a->capacity - off;
-        if (pad <= avail && size <= avail - pad) return tl_arena_alloc(a, size, align);
-        tl_scratch_note_overflow(a, size);
+        /* The inline attempt failed (or size was 0): try again, then overflow. */
+        void *p = tl_arena_try_alloc(s->arena, size, align);
+        if (p) return p;
+        tl_arena_note_overflow(s->arena, size);
         return tl_scratch_overflow(s, size, align);
     }
     case TL_SCRATCH_SHARED: {
         /* Cost: one uncontended lock/unlock pair (~40 ns) plus waiting when contended. */
-        void *p = NULL;
         pthread_mutex_lock(&g_shared_lock);
-        tl_arena *a = s->arena;
-        size_t off = tl_arena_used(a);
-        uintptr_t cur = (uintptr_t)a->base + off;
-        size_t pad = (size_t)(-cur & (uintptr_t)(align - 1));
-        size_t avail = a->capacity - off;
-        if (pad <= avail && size <= avail - pad)
-            p = tl_arena_alloc(a, size, align);
-        else
-            tl_scratch_note_overflow(a, size);
+        void *p = tl_arena_try_alloc(s->arena, size, align);
+        if (!p) tl_arena_note_overflow(s->arena, size);
         pthread_mutex_unlock(&g_shared_lock);
         return p ? p : tl_scratch_overflow(s, size, align);
     }

@@ -142,10 +142,12 @@ void *tl_arena_alloc_slow(tl_arena *a, size_t size, size_t align);
 
 /* Fast path: about 10 instructions, one predictable branch, no call, no lock.
  * `align` must be a power of two no larger than TL_MAX_ALIGN (checked by callers
- * that take user input; asserted in debug builds). Returns NULL only under the
- * `error` policy when the request does not fit. The comparison is written so
- * that no sum can wrap: a size near SIZE_MAX is an overflow, never a wrap. */
-static inline void *tl_arena_alloc(tl_arena *a, size_t size, size_t align) {
+ * that take user input; asserted in debug builds). Returns NULL when the request
+ * does not fit (or size is 0), without applying the overflow policy and without
+ * counting it: for callers that serve the rest another way and record it with
+ * tl_arena_note_overflow. The comparison is written so that no sum can wrap: a
+ * size near SIZE_MAX does not fit, it never wraps. */
+static inline void *tl_arena_try_alloc(tl_arena *a, size_t size, size_t align) {
     size_t off = atomic_load_explicit(&a->offset, memory_order_relaxed);
     uintptr_t cur = (uintptr_t)a->base + off;
     size_t pad = (size_t)(-cur & (uintptr_t)(align - 1));
@@ -156,8 +158,22 @@ static inline void *tl_arena_alloc(tl_arena *a, size_t size, size_t align) {
         atomic_store_explicit(&a->c.num_allocations, n + 1, memory_order_relaxed);
         return (void *)(cur + pad);
     }
+    return NULL;
+}
+
+/* Allocate `size` bytes. The fast path is tl_arena_try_alloc; zero-size requests
+ * and requests that do not fit go out of line, where the overflow policy applies.
+ * Returns NULL only under the `error` policy (or when even the heap refuses). */
+static inline void *tl_arena_alloc(tl_arena *a, size_t size, size_t align) {
+    void *p = tl_arena_try_alloc(a, size, align);
+    if (TL_LIKELY(p != NULL)) return p;
     return tl_arena_alloc_slow(a, size, align);
 }
+
+/* Record a request that did not fit and that the caller served elsewhere (one
+ * allocation, one overflow, `bytes` of fallback): keeps kernels' overflows
+ * visible in the arena's statistics. Owner thread only. */
+void tl_arena_note_overflow(tl_arena *a, size_t bytes);
 
 /* ---- marks, rewind, reset ------------------------------------------------- */
 

@@ -62,14 +62,10 @@ void *tl_scratch_alloc_slow(tl_scratch *s, size_t size, size_t align);
  * 0 bytes returns a valid, unique-enough pointer that must not be dereferenced. */
 static inline void *tl_scratch_alloc(tl_scratch *s, size_t size, size_t align) {
     if (TL_LIKELY(s->kind == TL_SCRATCH_THREAD)) {
-        tl_arena *a = s->arena;
-        size_t off = tl_arena_used(a);
-        uintptr_t cur = (uintptr_t)a->base + off;
-        size_t pad = (size_t)(-cur & (uintptr_t)(align - 1));
-        size_t avail = a->capacity - off;
-        if (TL_LIKELY(pad <= avail && size <= avail - pad && size != 0)) {
+        void *p = tl_arena_try_alloc(s->arena, size, align);
+        if (TL_LIKELY(p != NULL)) {
             s->num_allocations++;
-            return tl_arena_alloc(a, size, align); /* takes its fast path: it fits */
+            return p;
         }
     }
     return tl_scratch_alloc_slow(s, size, align);
@@ -85,7 +81,6 @@ void tl_scratch_shared_stats(tl_arena_stats *out);
  * served from the heap by the caller (counted like the arena's own fallback:
  * one allocation, one overflow, `size` fallback bytes). Only the arena's owner
  * (or the holder of the shared arena's lock) may call it. */
-void tl_scratch_note_overflow(tl_arena *a, size_t size);
 
 #ifdef __cplusplus
 }

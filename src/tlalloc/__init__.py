@@ -16,10 +16,11 @@ Example:
 
 from __future__ import annotations
 
-from tlalloc import _config, _tlalloc, metrics
+from tlalloc import _config, _tlalloc, kernels, metrics, numpy_alloc, pool
 from tlalloc._config import Config, configure, get_config, parse_size
 from tlalloc._stats import ArenaStats, GlobalStats, ThreadStats, stats
 from tlalloc.advise import Advice, Recommendation, advise
+from tlalloc.pool import pool_stats
 from tlalloc.summary import summary
 
 __version__ = "0.1.0"
@@ -102,7 +103,11 @@ __all__ = [
     "advise",
     "configure",
     "get_config",
+    "kernels",
     "metrics",
+    "numpy_alloc",
+    "pool",
+    "pool_stats",
     "parse_size",
     "scratch",
     "stats",

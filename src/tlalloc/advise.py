@@ -88,19 +88,26 @@ class Kind(str, Enum):
 _ACTIONS = (Kind.GROW, Kind.SHRINK, Kind.RARE_RESETS)
 
 
-def format_size(nbytes: int | float) -> str:
-    """Bytes in the largest binary unit that keeps them readable; exact sizes print
-    as values ``TLALLOC_ARENA_SIZE`` accepts.
+def format_size(nbytes: int | float, exact: bool = False) -> str:
+    """Bytes in the largest binary unit that keeps them readable. With ``exact=True``
+    the text reads back (``tlalloc.parse_size``) as exactly ``nbytes``, as a value for
+    ``TLALLOC_ARENA_SIZE`` must: a size no unit shows exactly is given in bytes.
 
     Example:
         >>> format_size(4 << 20), format_size(1536), format_size(100), format_size(3 << 30)
         ('4MiB', '1.50KiB', '100B', '3GiB')
+        >>> format_size(4097), format_size(4097, exact=True)
+        ('4.00KiB', '4097B')
     """
     n = float(nbytes)
     for unit, scale in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if abs(n) >= scale:
             q = n / scale
-            return f"{int(q)}{unit}" if q == int(q) else f"{q:.2f}{unit}"
+            if q == int(q):
+                return f"{int(q)}{unit}"
+            if not exact or round(q, 2) * scale == n:
+                return f"{q:.2f}{unit}"
+            break
     return f"{int(n)}B" if n == int(n) else f"{n:.1f}B"
 
 
@@ -328,7 +335,7 @@ def _size_verdict(f: _Fig, scope: str, who: dict[str, Any], note: str) -> Recomm
                    f"no live arena to size from, so grow {ENV_ARENA_SIZE} to at least twice its value")
             return Recommendation(Kind.GROW, scope, msg, figs, **who)
         return Recommendation(Kind.OK, scope, f"no live arena to measure utilization from{note}", figs, **who)
-    env = f"{ENV_ARENA_SIZE}={format_size(fit)}"
+    env = f"{ENV_ARENA_SIZE}={format_size(fit, exact=True)}"
     if rate > OVERFLOW_RATE_LIMIT:
         msg = (f"overflow rate {_pct(rate)} is above {_pct(OVERFLOW_RATE_LIMIT)}{note}: too small; "
                f"grow to {format_size(fit)} (next power of two covering the peak)")
@@ -556,7 +563,7 @@ def advise(
     if fits:
         current, (need, driver) = max(caps), max(fits)
         if need != current:
-            env[ENV_ARENA_SIZE] = format_size(need)
+            env[ENV_ARENA_SIZE] = format_size(need, exact=True)
         combined = bool(threads) or max_peak is not None
         if combined and (need != current or (verdict is not None and verdict.needs_action)):
             figs = dict(verdict.figures) if verdict else {}

@@ -65,6 +65,19 @@ static void test_overflow_never_wraps(void) {
     tl_arena_release(a);
 }
 
+static void test_try_alloc_and_note_overflow(void) {
+    tl_arena *a = make(4096, TL_OVERFLOW_PANIC); /* try_alloc must never apply the policy */
+    CHECK(tl_arena_try_alloc(a, 4000, 64) != NULL);
+    CHECK(tl_arena_try_alloc(a, 200, 64) == NULL);
+    CHECK(tl_arena_try_alloc(a, SIZE_MAX, 64) == NULL);
+    tl_arena_note_overflow(a, 200);
+    tl_arena_stats s;
+    tl_arena_get_stats(a, &s);
+    CHECK(s.num_allocations == 2 && s.num_overflows == 1 && s.fallback_bytes == 200);
+    CHECK(s.fallback_live_bytes == 0 && s.used_bytes == 4000);
+    tl_arena_release(a);
+}
+
 static void test_marks(void) {
     tl_arena *a = make(8192, TL_OVERFLOW_ERROR);
     (void)tl_arena_alloc(a, 10, 1);
@@ -189,6 +202,7 @@ int main(void) {
     RUN(test_bump_and_reset);
     RUN(test_zero_size);
     RUN(test_overflow_never_wraps);
+    RUN(test_try_alloc_and_note_overflow);
     RUN(test_marks);
     RUN(test_fallback);
     RUN(test_zero_on_reset);
