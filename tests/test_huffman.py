@@ -143,6 +143,38 @@ def test_concurrent_calls_from_python_threads() -> None:
     assert [results[i] for i in range(6)] == inputs
 
 
+def test_encode_and_decode_release_the_gil() -> None:
+    # With a long switch interval, the main thread can only run while the worker
+    # thread is inside encode()/decode() if those calls release the GIL.
+    import sys
+
+    data = text(1 << 20, seed=9)
+    counter = 0
+    seen: list[int] = []
+    done = threading.Event()
+
+    def work() -> None:
+        before = counter
+        enc = huffman.encode(data, allocator="global-lock").data
+        seen.append(counter - before)
+        before = counter
+        huffman.decode(enc)
+        seen.append(counter - before)
+        done.set()
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(0.5)
+    try:
+        th = threading.Thread(target=work)
+        th.start()
+        while not done.is_set():
+            counter += 1
+        th.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert len(seen) == 2 and seen[0] > 0 and seen[1] > 0
+
+
 def test_accepts_bytes_like_objects() -> None:
     data = text(5000)
     ref = huffman.encode(data).data
