@@ -18,21 +18,37 @@
 
 /* ---- small helpers --------------------------------------------------------- */
 
-static uint32_t crc_table[256];
+/* CRC-32 by slicing eight bytes at a time (about 1 cycle per byte instead of
+ * about 6 for the byte-wise table), so that the checksum stays a small part of
+ * the coder's work. The tables are built once. */
+static uint32_t crc_table[8][256];
 static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
 
 static void crc_init(void) {
     for (uint32_t i = 0; i < 256; i++) {
         uint32_t c = i;
         for (int k = 0; k < 8; k++) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-        crc_table[i] = c;
+        crc_table[0][i] = c;
     }
+    for (uint32_t i = 0; i < 256; i++)
+        for (int t = 1; t < 8; t++)
+            crc_table[t][i] = crc_table[0][crc_table[t - 1][i] & 0xFFu] ^ (crc_table[t - 1][i] >> 8);
 }
 
 uint32_t tl_huff_crc32(uint32_t crc, const uint8_t *p, size_t n) {
     pthread_once(&crc_once, crc_init);
     crc = ~crc;
-    while (n--) crc = crc_table[(crc ^ *p++) & 0xFFu] ^ (crc >> 8);
+    for (; n >= 8; n -= 8, p += 8) {
+        uint32_t lo = crc ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+                             (uint32_t)p[3] << 24);
+        uint32_t hi = (uint32_t)p[4] | (uint32_t)p[5] << 8 | (uint32_t)p[6] << 16 |
+                      (uint32_t)p[7] << 24;
+        crc = crc_table[7][lo & 0xFFu] ^ crc_table[6][(lo >> 8) & 0xFFu] ^
+              crc_table[5][(lo >> 16) & 0xFFu] ^ crc_table[4][lo >> 24] ^
+              crc_table[3][hi & 0xFFu] ^ crc_table[2][(hi >> 8) & 0xFFu] ^
+              crc_table[1][(hi >> 16) & 0xFFu] ^ crc_table[0][hi >> 24];
+    }
+    while (n--) crc = crc_table[0][(crc ^ *p++) & 0xFFu] ^ (crc >> 8);
     return ~crc;
 }
 
