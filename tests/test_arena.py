@@ -490,3 +490,15 @@ def test_unentered_scope_does_not_leak_the_thread_arena():
     for t in threads:
         t.join()
     assert wait_for(lambda: tlalloc.stats().num_arenas == baseline)
+
+
+def test_dtype_given_again_and_changed(arena):
+    spec = [("a", "f4")]
+    with arena.scope():
+        x = arena.empty(3, spec)
+        spec.append(("b", "i8"))  # a mutable specification may change between calls
+        y = arena.empty(3, spec)
+        assert x.dtype.names == ("a",) and y.dtype.names == ("a", "b")
+        for dt in (np.float32, np.float32, "i2", np.dtype("u1"), np.float64):
+            assert arena.empty(2, dt).dtype == np.dtype(dt)
+        del x, y
