@@ -16,7 +16,7 @@ Example:
 
 from __future__ import annotations
 
-from tlalloc import _config, _tlalloc, kernels, metrics, numpy_alloc, pool
+from tlalloc import _config, _tlalloc, huffman, kernels, metrics, numpy_alloc, pool
 from tlalloc._config import Config, configure, get_config, parse_size
 from tlalloc._stats import ArenaStats, GlobalStats, ThreadStats, stats
 from tlalloc.advise import Advice, Recommendation, advise
@@ -103,6 +103,7 @@ __all__ = [
     "advise",
     "configure",
     "get_config",
+    "huffman",
     "kernels",
     "metrics",
     "numpy_alloc",
