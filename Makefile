@@ -9,6 +9,8 @@ CC      ?= cc
 SAN     ?=
 DEBUG   ?= 0
 BUILD   ?= build/c$(if $(SAN),-$(SAN),)
+# A test program that runs longer than this fails instead of hanging CI.
+TEST_TIMEOUT ?= 600
 CFLAGS_BASE := -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -Iinclude -Icsrc -pthread
 ifeq ($(SAN),asan)
   CFLAGS_SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all -g -O1
@@ -54,7 +56,7 @@ $(BUILD)/bench/%: bench/c/%.c $(BUILD)/libtlalloc.a $(HEADERS)
 	$(CC) $(CFLAGS_ALL) $< -o $@ $(BUILD)/libtlalloc.a $(LDLIBS)
 
 test: $(TEST_BIN)
-	@set -e; for t in $(TEST_BIN); do echo "== $$t"; $$t; done; echo "C tests: all passed ($(words $(TEST_BIN)) programs, $(if $(SAN),$(SAN),plain) build)"
+	@set -e; for t in $(TEST_BIN); do echo "== $$t"; timeout $(TEST_TIMEOUT) $$t; done; echo "C tests: all passed ($(words $(TEST_BIN)) programs, $(if $(SAN),$(SAN),plain) build)"
 
 bench: $(BENCH_BIN)
 
