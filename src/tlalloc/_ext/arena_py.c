@@ -32,6 +32,7 @@ typedef struct TlRegion {
     tl_mark mark;         /* where the scope started */
     struct TlRegion **escaped; /* regions of inner scopes released while in use */
     Py_ssize_t nescaped, capescaped;
+    int pinned;           /* never release (set only when tracking ran out of memory) */
 } TlRegion;
 
 static PyTypeObject TlRegion_Type;
@@ -56,13 +57,14 @@ static TlRegion *region_new(tl_arena *a) {
     r->mark = tl_arena_mark(a);
     r->escaped = NULL;
     r->nescaped = r->capescaped = 0;
+    r->pinned = 0;
     return r;
 }
 
 /* Live arrays of r, given that the caller's structures hold `held` references
  * to r itself. Escaped regions that have no more arrays are dropped. */
 static Py_ssize_t region_live(TlRegion *r, Py_ssize_t held) {
-    Py_ssize_t live = Py_REFCNT(r) - held;
+    Py_ssize_t live = Py_REFCNT(r) - held + r->pinned;
     Py_ssize_t j = 0;
     for (Py_ssize_t i = 0; i < r->nescaped; i++) {
         TlRegion *e = r->escaped[i];
@@ -78,18 +80,28 @@ static Py_ssize_t region_live(TlRegion *r, Py_ssize_t held) {
     return live;
 }
 
-/* Move `child` (one reference, stolen) into parent's escaped list. */
+/* Double a PyMem array of pointers (or start it at `first` entries). Returns
+ * the new array, or NULL with MemoryError set (the old one is kept). */
+static void *grow_pointer_array(void *arr, Py_ssize_t *cap, Py_ssize_t first) {
+    Py_ssize_t c = *cap ? 2 * *cap : first;
+    void *p = PyMem_Realloc(arr, (size_t)c * sizeof(void *));
+    if (!p) return PyErr_NoMemory();
+    *cap = c;
+    return p;
+}
+
+/* Move `child` (one reference, stolen) into parent's escaped list. If that
+ * fails for lack of memory the parent is pinned instead: its memory is never
+ * released, so the child's arrays stay valid either way. */
 static int region_adopt(TlRegion *parent, TlRegion *child) {
     if (parent->nescaped == parent->capescaped) {
-        Py_ssize_t cap = parent->capescaped ? 2 * parent->capescaped : 4;
-        TlRegion **p = PyMem_Realloc(parent->escaped, (size_t)cap * sizeof *p);
+        TlRegion **p = grow_pointer_array(parent->escaped, &parent->capescaped, 4);
         if (!p) {
+            parent->pinned = 1;
             Py_DECREF((PyObject *)child);
-            PyErr_NoMemory();
             return -1;
         }
         parent->escaped = p;
-        parent->capescaped = cap;
     }
     parent->escaped[parent->nescaped++] = child;
     return 0;
@@ -133,14 +145,9 @@ static inline int arena_check_owner(TlArena *self) {
 
 static int arena_push(TlArena *self, TlRegion *r) {
     if (self->depth == self->cap) {
-        Py_ssize_t cap = self->cap ? 2 * self->cap : 8;
-        TlRegion **p = PyMem_Realloc(self->stack, (size_t)cap * sizeof *p);
-        if (!p) {
-            PyErr_NoMemory();
-            return -1;
-        }
+        TlRegion **p = grow_pointer_array(self->stack, &self->cap, 8);
+        if (!p) return -1;
         self->stack = p;
-        self->cap = cap;
     }
     self->stack[self->depth++] = r;
     return 0;
@@ -693,7 +700,7 @@ static int arena_pop_scope(TlArena *self, int quiet) {
     TlRegion *parent = self->stack[self->depth - 1];
     if (live > 0) {
         /* Keep the memory: the parent now answers for these arrays. */
-        region_adopt(parent, r); /* steals our reference */
+        if (region_adopt(parent, r) < 0) PyErr_Clear(); /* steals r; parent pinned on failure */
         if (quiet) return 0;
         PyErr_Format(PyExc_BufferError,
                      "cannot release the scope: %zd array(s) or memoryview(s) allocated in it "
@@ -727,7 +734,7 @@ static PyObject *arena_reset(TlArena *self, PyObject *args, PyObject *kwds) {
      * hold (only possible with force) are replaced so they are no longer counted. */
     for (Py_ssize_t i = 0; i < self->depth; i++) {
         TlRegion *r = self->stack[i];
-        if (Py_REFCNT(r) > 1 || r->nescaped) {
+        if (Py_REFCNT(r) > 1 || r->nescaped || r->pinned) {
             TlRegion *fresh = region_new(self->a);
             if (!fresh) return NULL;
             self->stack[i] = fresh;

@@ -69,6 +69,24 @@ def describe_machine(info: dict[str, Any] | None = None) -> str:
     )
 
 
+def parse_threads(text: str, limit: int = 1024) -> list[int]:
+    """Parse a ``--threads`` value such as ``"1,2,4"`` into sorted, distinct counts.
+
+    A bad value ends the command with a message naming the option and the value.
+
+    Example:
+        >>> parse_threads("4, 1,2,2")
+        [1, 2, 4]
+    """
+    try:
+        counts = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise SystemExit(f"--threads must be comma-separated integers, got {text!r}") from None
+    if not counts or any(not 1 <= c <= limit for c in counts):
+        raise SystemExit(f"--threads must list counts between 1 and {limit}, got {text!r}")
+    return sorted(set(counts))
+
+
 def best_time(fn: Callable[[], Any], *, repeat: int = 5, min_time: float = 0.05) -> float:
     """Best seconds per call of ``fn`` over ``repeat`` rounds of at least ``min_time``.
 

@@ -18,7 +18,13 @@ import numpy as np
 
 import tlalloc
 from tlalloc import _tlalloc
-from tlalloc.bench._common import describe_machine, format_table, machine_info, write_json
+from tlalloc.bench._common import (
+    describe_machine,
+    format_table,
+    machine_info,
+    parse_threads,
+    write_json,
+)
 
 STRATEGIES = ("thread", "shared", "malloc")
 
@@ -32,22 +38,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs per cell; the best is kept")
     parser.add_argument("--quick", action="store_true", help="smoke run: small counts")
     parser.add_argument("--json", metavar="PATH", help="write every figure as JSON")
-
-
-def parse_threads(text: str) -> list[int]:
-    """Parse ``"1,2,4"`` into thread counts, each between 1 and 4096.
-
-    Example:
-        >>> parse_threads("1, 2,4")
-        [1, 2, 4]
-    """
-    try:
-        counts = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise ValueError(f"--threads must be comma-separated integers, got {text!r}") from None
-    if not counts or any(not 1 <= c <= 4096 for c in counts):
-        raise ValueError(f"--threads must list counts between 1 and 4096, got {text!r}")
-    return counts
 
 
 def c_level(threads: list[int], allocs: int, size: int, repeat: int) -> list[dict[str, Any]]:

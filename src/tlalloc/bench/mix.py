@@ -34,7 +34,14 @@ import numpy as np
 import tlalloc
 from tlalloc import _tlalloc, kernels
 from tlalloc.bench import kernel_compare, numpy_kernels
-from tlalloc.bench._common import Progress, describe_machine, format_table, machine_info, write_json
+from tlalloc.bench._common import (
+    Progress,
+    describe_machine,
+    format_table,
+    machine_info,
+    parse_threads,
+    write_json,
+)
 
 STRATEGIES = ("thread", "shared", "malloc", "numpy")
 KERNELS = ("mix", "cosine", "spread", "decay")
@@ -237,22 +244,6 @@ def parse_list(text: str, allowed: tuple[str, ...], name: str) -> list[str]:
     if not items or bad:
         raise SystemExit(f"{name} must be a comma-separated list of {', '.join(allowed)}; got {text!r}")
     return items
-
-
-def parse_threads(text: str) -> list[int]:
-    """Parse ``"1,2,4"`` into thread counts (1 to 1024).
-
-    Example:
-        >>> parse_threads("1,2, 8")
-        [1, 2, 8]
-    """
-    try:
-        counts = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise SystemExit(f"--threads must be comma-separated integers, got {text!r}") from None
-    if not counts or any(not 1 <= c <= 1024 for c in counts):
-        raise SystemExit(f"--threads must list counts between 1 and 1024, got {text!r}")
-    return sorted(set(counts))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
