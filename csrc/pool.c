@@ -539,15 +539,17 @@ TL_NOINLINE static void tl_pool_free_slow(tl_heap *h, void *p) {
             return;
         }
     }
-    /* Cross-thread free: one CAS on the page's list, nothing else shared. */
+    /* Cross-thread free: one CAS on the page's list, nothing else shared. The
+     * block size must be read before the push: until then our block keeps the
+     * page in use; right after it the owner may collect the block, return the
+     * empty page to the depot and another thread may reuse it for another class. */
+    uint32_t bs = pg->block_size;
     tl_block *b = p;
     tl_block *head = atomic_load_explicit(&pg->xfree, memory_order_relaxed);
     do {
         b->next = head;
     } while (!atomic_compare_exchange_weak_explicit(&pg->xfree, &head, b, memory_order_release,
                                                     memory_order_relaxed));
-    uint32_t bs = pg->block_size; /* stable: the page holds a live block until collected */
-    (void)bs;
     TL_HEAP_COUNT(h, num_frees, 1);
     TL_HEAP_COUNT(h, free_bytes, bs);
     TL_HEAP_COUNT(h, num_cross_thread_frees, 1);
