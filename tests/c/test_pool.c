@@ -1,9 +1,11 @@
 /* Unit tests of the size-class pool (no Python): classes, the malloc-like API,
  * bad input, a random model test, cross-thread frees with thread churn, thread
- * exit with live blocks, the cache-off mode, large blocks and retention. */
+ * exit with live blocks (also racing the owner's exit), the cache-off mode, large
+ * blocks and retention. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
@@ -420,6 +422,118 @@ static void test_free_after_owner_exit(void) {
     tl_pool_collect(0);
 }
 
+/* ---- owner exits while other threads free its blocks ---------------------------
+ * Targets the hand-over races: an owner publishes blocks (several kinds of
+ * page) and exits, or releases its cache half-way, while freer threads free
+ * them concurrently: frees race the owner's teardown (pushes onto pages being
+ * abandoned, CAS adoptions against other freers and the depot), adopted pages
+ * are re-abandoned when their freers exit, and a housekeeper runs
+ * tl_pool_collect and the statistics throughout. retain_bytes = 0, so emptied
+ * pages are discarded and segments unmapped at once: a late access to a page
+ * that went back to the depot faults here or is reported by TSan. */
+
+#define XR_ROUNDS (120 / SCALE)
+#define XR_BLOCKS 3000
+#define XR_FREERS 3
+static void *xr_blocks[XR_BLOCKS];
+static size_t xr_sizes[XR_BLOCKS];
+static _Atomic size_t xr_published, xr_claimed;
+static _Atomic int xr_stop, xr_bad, xr_owner_done;
+
+static size_t xr_size(size_t i) {
+    if (i % 97 == 0) return 20000 + (i * 7919) % 300000; /* medium and large classes */
+    return (i * 131) % 2000 + 1;
+}
+
+static void *xr_owner(void *arg) {
+    int release_midway = (int)(uintptr_t)arg;
+    for (size_t i = 0; i < XR_BLOCKS; i++) {
+        if (release_midway && i == XR_BLOCKS / 2) tl_pool_thread_release();
+        size_t n = xr_size(i);
+        unsigned char *p = tl_pool_malloc(n);
+        if (!p) {
+            atomic_fetch_add(&xr_bad, 1);
+            n = 0;
+        } else {
+            p[n - 1] = (unsigned char)(i >> 3);
+            p[0] = (unsigned char)i; /* after: n may be 1 */
+        }
+        xr_blocks[i] = p;
+        xr_sizes[i] = n;
+        atomic_store_explicit(&xr_published, i + 1, memory_order_release);
+    }
+    return NULL; /* exits at once: its teardown races the freers */
+}
+
+static void *xr_freer(void *arg) {
+    (void)arg;
+    for (;;) {
+        size_t i = atomic_fetch_add(&xr_claimed, 1);
+        if (i >= XR_BLOCKS) break;
+        while (atomic_load_explicit(&xr_published, memory_order_acquire) <= i) sched_yield();
+        /* The last block outlives its owner: at least one page is abandoned. */
+        if (i == XR_BLOCKS - 1)
+            while (!atomic_load(&xr_owner_done)) sched_yield();
+        unsigned char *p = xr_blocks[i];
+        size_t n = xr_sizes[i];
+        if (p && (p[0] != (unsigned char)i || (n > 1 && p[n - 1] != (unsigned char)(i >> 3))))
+            atomic_fetch_add(&xr_bad, 1);
+        if (i % 5 == 0) { /* a block of its own: the freer owns pages too */
+            void *q = tl_pool_malloc(xr_size(i));
+            tl_pool_free(p);
+            tl_pool_free(q);
+        } else {
+            tl_pool_free(p);
+        }
+    }
+    return NULL; /* pages it adopted and still holding live blocks are abandoned again */
+}
+
+static void *xr_housekeeper(void *arg) {
+    (void)arg;
+    while (!atomic_load(&xr_stop)) {
+        tl_pool_collect(0);
+        tl_pool_stats s;
+        tl_pool_get_stats(&s);
+        if (s.in_use_bytes > ((uint64_t)1 << 40)) atomic_fetch_add(&xr_bad, 1);
+        sched_yield();
+    }
+    return NULL;
+}
+
+static void test_exit_while_freeing(void) {
+    tl_pool_options saved;
+    tl_pool_get_options(&saved);
+    tl_pool_options o = saved;
+    o.retain_bytes = 0;
+    CHECK(tl_pool_configure(&o) == 0);
+    tl_pool_collect(1);
+    tl_pool_stats s0 = stats();
+    pthread_t hk;
+    pthread_create(&hk, NULL, xr_housekeeper, NULL);
+    for (int r = 0; r < XR_ROUNDS; r++) {
+        atomic_store(&xr_published, 0);
+        atomic_store(&xr_claimed, 0);
+        atomic_store(&xr_owner_done, 0);
+        pthread_t own, fr[XR_FREERS];
+        for (int k = 0; k < XR_FREERS; k++) pthread_create(&fr[k], NULL, xr_freer, NULL);
+        pthread_create(&own, NULL, xr_owner, (void *)(uintptr_t)(r % 3 == 1));
+        pthread_join(own, NULL);
+        atomic_store(&xr_owner_done, 1);
+        for (int k = 0; k < XR_FREERS; k++) pthread_join(fr[k], NULL);
+    }
+    atomic_store(&xr_stop, 1);
+    pthread_join(hk, NULL);
+    CHECK(atomic_load(&xr_bad) == 0);
+    tl_pool_collect(0);
+    tl_pool_stats s1 = stats();
+    CHECK(s1.in_use_bytes == s0.in_use_bytes); /* every block came back */
+    CHECK(s1.num_cross_thread_frees > s0.num_cross_thread_frees);
+    CHECK(s1.num_abandoned_pages > s0.num_abandoned_pages);
+    CHECK(s1.num_heaps == s0.num_heaps); /* every thread's cache was torn down */
+    CHECK(tl_pool_configure(&saved) == 0);
+}
+
 /* ---- cache off ------------------------------------------------------------------ */
 
 static void *cache_off_worker(void *arg) {
@@ -503,6 +617,7 @@ int main(void) {
     RUN(test_random_model);
     RUN(test_cross_thread_churn);
     RUN(test_free_after_owner_exit);
+    RUN(test_exit_while_freeing);
     RUN(test_cache_off);
     RUN(test_large_and_retention);
     TEST_MAIN_END();
