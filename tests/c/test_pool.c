@@ -516,11 +516,22 @@ static void test_exit_while_freeing(void) {
         atomic_store(&xr_claimed, 0);
         atomic_store(&xr_owner_done, 0);
         pthread_t own, fr[XR_FREERS];
-        for (int k = 0; k < XR_FREERS; k++) pthread_create(&fr[k], NULL, xr_freer, NULL);
+        /* Every third round the freers have no cache: they push onto the
+         * abandoned pages, and their own blocks come from the locked heap,
+         * which adopts abandoned pages from the depot. */
+        int cache_off = r % 3 == 2;
         pthread_create(&own, NULL, xr_owner, (void *)(uintptr_t)(r % 3 == 1));
+        if (cache_off) {
+            while (atomic_load(&xr_published) == 0) sched_yield(); /* the owner has its cache */
+            o.cache = 0;
+            CHECK(tl_pool_configure(&o) == 0);
+        }
+        for (int k = 0; k < XR_FREERS; k++) pthread_create(&fr[k], NULL, xr_freer, NULL);
         pthread_join(own, NULL);
         atomic_store(&xr_owner_done, 1);
         for (int k = 0; k < XR_FREERS; k++) pthread_join(fr[k], NULL);
+        o.cache = 1;
+        CHECK(tl_pool_configure(&o) == 0);
     }
     atomic_store(&xr_stop, 1);
     pthread_join(hk, NULL);
