@@ -403,15 +403,26 @@ void tl_depot_collect(int release_all) {
             }
         }
     }
-    /* The locked heap (caches off) keeps one empty page per class: return them. */
+    /* The locked heap (caches off) keeps one empty page per class: return them.
+     * Collect first (we hold its lock, so we act as its owner): a thread that
+     * found a page abandoned just before this heap adopted it pushed its free on
+     * the page's cross-thread list, and until collected such blocks count as
+     * used, which would pin the page (and its segment) here forever if it is
+     * full or never becomes current again. */
     tl_heap *g = &tl_heap_global;
     for (unsigned c = 0; c < TL_POOL_NUM_CLASSES; c++) {
-        tl_page *next;
-        for (tl_page *pg = g->avail[c].head; pg; pg = next) {
-            next = pg->next;
-            if (pg->used != 0) continue;
-            tl_queue_remove(&g->avail[c], pg);
-            tl_depot_return_locked(pg);
+        tl_page_queue *qs[2] = {&g->avail[c], &g->full[c]};
+        for (int k = 0; k < 2; k++) {
+            tl_page *next;
+            for (tl_page *pg = qs[k]->head; pg; pg = next) {
+                next = pg->next;
+                uint32_t got = tl_page_collect(pg);
+                if (pg->used != 0 && !(k == 1 && got)) continue;
+                tl_queue_remove(qs[k], pg);
+                pg->in_full = 0;
+                if (pg->used == 0) tl_depot_return_locked(pg);
+                else tl_queue_push_back(&g->avail[c], pg); /* full page that got blocks back */
+            }
         }
         g->cur[c] = g->avail[c].head ? g->avail[c].head : &tl_page_empty;
     }
