@@ -471,6 +471,23 @@ static int parse_order(PyObject *order, int *fortran) {
     return -1;
 }
 
+/* An ndarray over `data` (memory just taken from the arena) whose base is the
+ * innermost region, so that releasing that region sees it; steals `descr`. */
+static PyObject *arena_array_over(TlArena *self, PyArray_Descr *descr, int nd, npy_intp *dims,
+                                  int fortran, void *data) {
+    PyObject *arr = PyArray_NewFromDescr(&PyArray_Type, descr, nd, dims, NULL, data,
+                                         NPY_ARRAY_WRITEABLE | (fortran ? NPY_ARRAY_F_CONTIGUOUS : 0),
+                                         NULL);
+    if (!arr) return NULL;
+    TlRegion *r = self->stack[self->depth - 1];
+    Py_INCREF((PyObject *)r);
+    if (PyArray_SetBaseObject((PyArrayObject *)arr, (PyObject *)r) < 0) {
+        Py_DECREF(arr);
+        return NULL;
+    }
+    return arr;
+}
+
 /* Make an ndarray over arena memory; steals `descr`. */
 static PyObject *arena_make_array(TlArena *self, PyArray_Descr *descr, int nd, npy_intp *dims,
                                   int fortran, PyObject *shape_for_errors, int zero) {
@@ -488,17 +505,7 @@ static PyObject *arena_make_array(TlArena *self, PyArray_Descr *descr, int nd, n
         return NULL;
     }
     if (zero && nbytes) memset(data, 0, nbytes);
-    PyObject *arr = PyArray_NewFromDescr(&PyArray_Type, descr, nd, dims, NULL, data,
-                                         NPY_ARRAY_WRITEABLE | (fortran ? NPY_ARRAY_F_CONTIGUOUS : 0),
-                                         NULL);
-    if (!arr) return NULL;
-    TlRegion *r = self->stack[self->depth - 1];
-    Py_INCREF((PyObject *)r);
-    if (PyArray_SetBaseObject((PyArrayObject *)arr, (PyObject *)r) < 0) {
-        Py_DECREF(arr);
-        return NULL;
-    }
-    return arr;
+    return arena_array_over(self, descr, nd, dims, fortran, data);
 }
 
 static PyObject *arena_empty_impl(TlArena *self, PyObject *const *args, Py_ssize_t nargs,
@@ -674,15 +681,8 @@ static PyObject *arena_alloc(TlArena *self, PyObject *args, PyObject *kwds) {
     void *data = arena_take(self, (size_t)nb, (size_t)align);
     if (!data) return NULL;
     npy_intp dims[1] = {(npy_intp)nb};
-    PyObject *arr = PyArray_NewFromDescr(&PyArray_Type, PyArray_DescrFromType(NPY_UINT8), 1, dims,
-                                         NULL, data, NPY_ARRAY_WRITEABLE, NULL);
+    PyObject *arr = arena_array_over(self, PyArray_DescrFromType(NPY_UINT8), 1, dims, 0, data);
     if (!arr) return NULL;
-    TlRegion *r = self->stack[self->depth - 1];
-    Py_INCREF((PyObject *)r);
-    if (PyArray_SetBaseObject((PyArrayObject *)arr, (PyObject *)r) < 0) {
-        Py_DECREF(arr);
-        return NULL;
-    }
     PyObject *mv = PyMemoryView_FromObject(arr);
     Py_DECREF(arr);
     return mv;
