@@ -404,7 +404,7 @@ def test_wrong_thread_raises_runtimeerror():
     errors = []
 
     def use():
-        for op in (lambda: a.empty(4), lambda: a.alloc(4), a.scope().__enter__, a.reset):
+        for op in (lambda: a.empty(4), lambda: a.alloc(4), a.scope, a.reset):
             try:
                 op()
             except RuntimeError as exc:

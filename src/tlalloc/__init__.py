@@ -16,6 +16,8 @@ Example:
 
 from __future__ import annotations
 
+import os
+
 from tlalloc import _config, _tlalloc, huffman, kernels, metrics, numpy_alloc, pool
 from tlalloc._config import Config, configure, get_config, parse_size
 from tlalloc._stats import ArenaStats, GlobalStats, ThreadStats, stats
@@ -83,6 +85,10 @@ class Arena(_tlalloc.Arena):
 
 _tlalloc._set_hooks(Arena, parse_size)
 _config.load()
+if hasattr(os, "register_at_fork"):
+    # In a forked child only the forking thread exists: drop the arena objects
+    # of the parent's other threads, as their exits would have.
+    os.register_at_fork(after_in_child=_tlalloc._after_fork_child)
 
 
 # Both are C functions (no Python frame on the hot path); see their docstrings.

@@ -2,82 +2,124 @@
  *
  * Safety model. Every array or memoryview handed out has, as its NumPy base, a
  * "region" object: one per open scope (plus one for allocations outside any
- * scope). The arena holds exactly one reference to each region it tracks, so
- * the number of live arrays from a region is Py_REFCNT(region) - 1: O(1) per
- * allocation (one incref) and O(1) to check. A region also retains the C arena,
- * so arrays keep the memory mapped after the arena object or its thread is gone.
+ * scope). The arena's scope stack holds exactly one reference to each open
+ * region, so the number of live arrays from a region is Py_REFCNT(region) - 1:
+ * O(1) per allocation (one incref) and O(1) to check. A region also retains the
+ * C arena, so arrays keep the memory mapped after the arena object or its
+ * thread is gone.
  *
  * When a scope ends while arrays from it are alive, the scope's memory is not
- * rewound: its region joins the parent's list of "escaped" regions, and the
- * parent's own release checks them too. Nothing is reused while referenced.
+ * rewound: the region leaves the stack and takes a reference to its parent
+ * (`acceptor`), so the parent's count now includes it, and the parent's own
+ * release fails while it lives. Nothing is reused while referenced. A scope
+ * exit is O(1) however many inner scopes escaped, and when the arrays go, the
+ * chain of escaped regions is freed iteratively (region_dealloc), not by
+ * recursion.
  *
- * An arena belongs to the thread that created it; every method checks the
- * caller's thread id (a pthread_self compare) and raises RuntimeError otherwise.
+ * Why the count is exact without the GIL (free-threaded builds). CPython's
+ * biased reference counting defers a drop made by a thread other than an
+ * object's creator: the object is queued for its creator to merge (at its next
+ * eval-breaker check) or for a garbage collection (which frees it later, in the
+ * collecting thread). An array dropped by a consumer thread would stay counted
+ * until then, and a release in between would raise BufferError for an array
+ * that is gone. So every object whose death moves the count (regions, the
+ * arrays over arena memory, the memoryview of alloc() and its managed buffer)
+ * is switched to the shared ("merged") reference-count state at birth, while
+ * only the creating thread can reach it (tl_py_share). A merged object is
+ * freed by whichever thread drops its last reference, at that moment: the
+ * region's count falls as soon as the last array is gone, in any thread, and
+ * no collector is involved. An object the arena did not make (a view taken by
+ * another thread, a tuple holding an array) can still be queued; before
+ * raising, the release runs one collection (tl_py_settle), which merges every
+ * thread's queue, and counts again. The cost of a merged object: its
+ * increments are atomic (as for any object shared between threads).
+ *
+ * An arena belongs to the thread that created it; every method that changes
+ * it checks the caller's thread id (a pthread_self compare) and raises
+ * RuntimeError otherwise. Fields other threads may read (depth, used, stats)
+ * are read and written with atomics.
  */
 #include "binding.h"
 
+#include <pthread.h>
 #include <string.h>
 
 PyObject *tl_ArenaOverflowError;
 PyObject *tl_ArenaFallbackWarning;
+/* Set once, while the module is imported (tlalloc/__init__.py), before any
+ * other thread can use the module; read-only afterwards. */
 static PyObject *tl_arena_subtype;     /* Python subclass used for new arenas */
-static PyObject *tl_thread_key;        /* key in the thread-state dict */
-static PyObject *tl_parse_size_func;   /* tlalloc._config.parse_size, set at import */
+static PyObject *tl_parse_size_func;   /* tlalloc._config.parse_size */
+static int tl_hooks_set;
+
+/* ------------------------------------------------ shared reference counts */
+
+#ifdef Py_GIL_DISABLED
+/* Put a new object in the merged reference-count state (no owning thread):
+ * what CPython does to an object whose creator has exited. Only for an object
+ * this thread has just created and not yet published, so plain stores suffice
+ * (publication to another thread goes through a synchronising operation). */
+static void tl_py_share(PyObject *o) {
+    Py_ssize_t n = (Py_ssize_t)o->ob_ref_local + (o->ob_ref_shared >> _Py_REF_SHARED_SHIFT);
+    o->ob_ref_local = 0;
+    o->ob_tid = 0;
+    o->ob_ref_shared = _Py_REF_SHARED(n, _Py_REF_MERGED);
+}
+/* Free what other threads dropped but that waits in some thread's queue of
+ * deferred reference-count merges: one collection (it stops the world, merges
+ * every thread's queue and frees what reached zero). Slow; only before
+ * raising BufferError. */
+static void tl_py_settle(void) { (void)PyGC_Collect(); }
+#else
+static inline void tl_py_share(PyObject *o) { (void)o; }
+static inline void tl_py_settle(void) {}
+#endif
 
 /* ---------------------------------------------------------------- regions */
 
 typedef struct TlRegion {
     PyObject_HEAD
-    tl_arena *a;          /* retained */
-    tl_mark mark;         /* where the scope started */
-    struct TlRegion **escaped; /* regions of inner scopes released while in use */
-    Py_ssize_t nescaped, capescaped;
-    int pinned;           /* never release (set only when tracking ran out of memory) */
+    tl_arena *a;               /* retained */
+    tl_mark mark;              /* where the scope started */
+    struct TlRegion *acceptor; /* strong: the region that answers for this one
+                                  after its scope ended with arrays alive */
 } TlRegion;
 
 static PyTypeObject TlRegion_Type;
 
-static void region_clear_escaped(TlRegion *r) {
-    for (Py_ssize_t i = 0; i < r->nescaped; i++) Py_DECREF((PyObject *)r->escaped[i]);
-    r->nescaped = 0;
-}
-
+/* Free r, then every acceptor whose last reference was r's: a chain of N
+ * escaped regions is freed in a loop, never by N nested deallocations. */
 static void region_dealloc(TlRegion *r) {
-    region_clear_escaped(r);
-    PyMem_Free(r->escaped);
-    tl_arena_release(r->a);
-    PyObject_Free(r);
+    for (;;) {
+        TlRegion *next = r->acceptor;
+        tl_arena_release(r->a);
+        PyObject_Free(r);
+        if (next == NULL) return;
+        /* Nobody else holds `next` when its count is 1 (ours): nobody can
+         * change it concurrently, so freeing it here is what Py_DECREF would do. */
+        if (Py_REFCNT(next) != 1) {
+            Py_DECREF((PyObject *)next);
+            return;
+        }
+        r = next;
+    }
 }
 
 static TlRegion *region_new(tl_arena *a) {
     TlRegion *r = PyObject_New(TlRegion, &TlRegion_Type);
     if (!r) return NULL;
+    tl_py_share((PyObject *)r);
     tl_arena_retain(a);
     r->a = a;
     r->mark = tl_arena_mark(a);
-    r->escaped = NULL;
-    r->nescaped = r->capescaped = 0;
-    r->pinned = 0;
+    r->acceptor = NULL;
     return r;
 }
 
-/* Live arrays of r, given that the caller's structures hold `held` references
- * to r itself. Escaped regions that have no more arrays are dropped. */
-static Py_ssize_t region_live(TlRegion *r, Py_ssize_t held) {
-    Py_ssize_t live = Py_REFCNT(r) - held + r->pinned;
-    Py_ssize_t j = 0;
-    for (Py_ssize_t i = 0; i < r->nescaped; i++) {
-        TlRegion *e = r->escaped[i];
-        Py_ssize_t n = region_live(e, 1);
-        if (n == 0) {
-            Py_DECREF((PyObject *)e);
-        } else {
-            live += n;
-            r->escaped[j++] = e;
-        }
-    }
-    r->nescaped = j;
-    return live;
+/* Arrays, memoryviews and escaped inner regions that still use r, given that
+ * the caller's structures hold `held` references to r. */
+static inline Py_ssize_t region_live(TlRegion *r, Py_ssize_t held) {
+    return Py_REFCNT(r) - held;
 }
 
 /* Double a PyMem array of pointers (or start it at `first` entries). Returns
@@ -90,23 +132,6 @@ static void *grow_pointer_array(void *arr, Py_ssize_t *cap, Py_ssize_t first) {
     return p;
 }
 
-/* Move `child` (one reference, stolen) into parent's escaped list. If that
- * fails for lack of memory the parent is pinned instead: its memory is never
- * released, so the child's arrays stay valid either way. */
-static int region_adopt(TlRegion *parent, TlRegion *child) {
-    if (parent->nescaped == parent->capescaped) {
-        TlRegion **p = grow_pointer_array(parent->escaped, &parent->capescaped, 4);
-        if (!p) {
-            parent->pinned = 1;
-            Py_DECREF((PyObject *)child);
-            return -1;
-        }
-        parent->escaped = p;
-    }
-    parent->escaped[parent->nescaped++] = child;
-    return 0;
-}
-
 static PyTypeObject TlRegion_Type = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "tlalloc._tlalloc._Region",
     .tp_basicsize = sizeof(TlRegion),
@@ -117,21 +142,39 @@ static PyTypeObject TlRegion_Type = {
 
 /* ---------------------------------------------------------------- arenas */
 
-typedef struct {
+typedef struct TlArena_ {
     PyObject_HEAD
     tl_arena *a;
     unsigned long owner;   /* PyThread_get_thread_ident() of the creator */
     int is_thread;
     int warned_fallback;
     TlRegion **stack;      /* stack[0]: outside any scope; stack[depth-1]: innermost */
-    Py_ssize_t depth, cap;
+    Py_ssize_t depth, cap; /* depth: written by the owner, read by any thread (atomics) */
     TlRegion *spare;       /* a released region kept for the next scope (owner only) */
     struct TlScope *cached_scope; /* reused by scope() when nobody else holds it */
     PyObject *last_dtype;         /* the dtype argument of the last empty()/zeros() ... */
     PyArray_Descr *last_descr;    /* ... and what it converted to (owner thread only) */
+    /* Thread arenas only: the list of every thread's arena object (tl_wrappers,
+     * for fork), and the list of those whose thread has exited (tl_orphans). */
+    struct TlArena_ *wprev, *wnext;
+    struct TlArena_ *orphan_next;
 } TlArena;
 
 static PyTypeObject TlArena_Type;
+
+/* Every thread arena object (see thread_arena() below for the whole story). */
+static pthread_mutex_t tl_wrappers_lock = PTHREAD_MUTEX_INITIALIZER;
+static TlArena *tl_wrappers;   /* head; linked through wprev/wnext */
+static TlArena *tl_orphans;    /* Treiber stack through orphan_next (atomics) */
+
+static void tl_orphans_drain(void);
+
+static void tl_wrappers_unlink_locked(TlArena *w) {
+    if (w->wprev) w->wprev->wnext = w->wnext;
+    else if (tl_wrappers == w) tl_wrappers = w->wnext;
+    if (w->wnext) w->wnext->wprev = w->wprev;
+    w->wprev = w->wnext = NULL;
+}
 
 static inline int arena_check_owner(TlArena *self) {
     if (TL_LIKELY(self->owner == PyThread_get_thread_ident())) return 0;
@@ -149,7 +192,8 @@ static int arena_push(TlArena *self, TlRegion *r) {
         if (!p) return -1;
         self->stack = p;
     }
-    self->stack[self->depth++] = r;
+    self->stack[self->depth] = r;
+    __atomic_store_n(&self->depth, self->depth + 1, __ATOMIC_RELAXED);
     return 0;
 }
 
@@ -180,6 +224,11 @@ static int arena_clear(TlArena *self) {
 
 static void arena_dealloc(TlArena *self) {
     PyObject_GC_UnTrack(self);
+    if (self->is_thread) { /* normally unlinked already, by the thread's exit */
+        pthread_mutex_lock(&tl_wrappers_lock);
+        tl_wrappers_unlink_locked(self);
+        pthread_mutex_unlock(&tl_wrappers_lock);
+    }
     Py_CLEAR(self->cached_scope);
     Py_CLEAR(self->last_dtype);
     Py_CLEAR(self->last_descr);
@@ -294,6 +343,7 @@ static PyObject *arena_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O$OOOOO:Arena", kwlist, &cap, &ov, &zr, &hp,
                                      &nm, &pf))
         return NULL;
+    tl_orphans_drain();
     tl_arena_options o;
     tl_get_thread_arena_options(&o);
     int pages = (int)o.pages, numa = (int)o.numa, prefault = o.prefault;
@@ -691,16 +741,25 @@ static PyObject *arena_alloc(TlArena *self, PyObject *args, PyObject *kwds) {
 /* ------------------------------------------------------- scopes and reset */
 
 /* Release the innermost scope. `quiet`: an exception is propagating out of the
- * with-block; if arrays are alive keep the memory and do not raise over it. */
+ * with-block; if arrays are alive keep the memory and do not raise over it.
+ * O(1): one reference count read (two if a settle is needed). */
 static int arena_pop_scope(TlArena *self, int quiet) {
     tl_assert(self->depth >= 2);
     TlRegion *r = self->stack[self->depth - 1];
     Py_ssize_t live = region_live(r, 1);
-    self->depth--;
+    if (live > 0 && !quiet) {
+        tl_py_settle(); /* free-threaded builds: drops other threads have queued */
+        live = region_live(r, 1);
+    }
+    __atomic_store_n(&self->depth, self->depth - 1, __ATOMIC_RELAXED);
     TlRegion *parent = self->stack[self->depth - 1];
     if (live > 0) {
-        /* Keep the memory: the parent now answers for these arrays. */
-        if (region_adopt(parent, r) < 0) PyErr_Clear(); /* steals r; parent pinned on failure */
+        /* Keep the memory: the parent now answers for these arrays. r leaves
+         * the stack (our reference goes) and holds the parent instead. */
+        tl_assert(r->acceptor == NULL);
+        Py_INCREF((PyObject *)parent);
+        r->acceptor = parent;
+        Py_DECREF((PyObject *)r);
         if (quiet) return 0;
         PyErr_Format(PyExc_BufferError,
                      "cannot release the scope: %zd array(s) or memoryview(s) allocated in it "
@@ -710,9 +769,16 @@ static int arena_pop_scope(TlArena *self, int quiet) {
         return -1;
     }
     (void)tl_arena_rewind(self->a, r->mark); /* a mark made stale by a forced reset is a no-op */
-    if (self->spare == NULL && r->nescaped == 0) self->spare = r; /* reuse: saves an allocation */
+    if (self->spare == NULL) self->spare = r; /* reuse: saves an allocation */
     else Py_DECREF((PyObject *)r);
     return 0;
+}
+
+/* Live arrays (and escaped inner regions) over every open scope. */
+static Py_ssize_t arena_live(TlArena *self) {
+    Py_ssize_t live = 0;
+    for (Py_ssize_t i = 0; i < self->depth; i++) live += region_live(self->stack[i], 1);
+    return live;
 }
 
 static PyObject *arena_reset(TlArena *self, PyObject *args, PyObject *kwds) {
@@ -721,8 +787,11 @@ static PyObject *arena_reset(TlArena *self, PyObject *args, PyObject *kwds) {
     if (arena_check_owner(self) < 0) return NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$p:reset", kwlist, &force)) return NULL;
     if (!force) {
-        Py_ssize_t live = 0;
-        for (Py_ssize_t i = 0; i < self->depth; i++) live += region_live(self->stack[i], 1);
+        Py_ssize_t live = arena_live(self);
+        if (live > 0) {
+            tl_py_settle();
+            live = arena_live(self);
+        }
         if (live > 0)
             return PyErr_Format(PyExc_BufferError,
                                 "cannot reset the arena: %zd array(s) or memoryview(s) allocated "
@@ -734,7 +803,7 @@ static PyObject *arena_reset(TlArena *self, PyObject *args, PyObject *kwds) {
      * hold (only possible with force) are replaced so they are no longer counted. */
     for (Py_ssize_t i = 0; i < self->depth; i++) {
         TlRegion *r = self->stack[i];
-        if (Py_REFCNT(r) > 1 || r->nescaped || r->pinned) {
+        if (Py_REFCNT(r) > 1) {
             TlRegion *fresh = region_new(self->a);
             if (!fresh) return NULL;
             self->stack[i] = fresh;
@@ -762,6 +831,9 @@ static PyTypeObject TlScope_Type;
  * it (the common `with tlalloc.scratch()` loop), which saves an allocation and
  * a deallocation per round trip. */
 static PyObject *arena_scope(TlArena *self, PyObject *Py_UNUSED(ignored)) {
+    /* The cache and the arena's reference count are the owner's: another
+     * thread gets its RuntimeError here, before it touches either. */
+    if (arena_check_owner(self) < 0) return NULL;
     TlScope *s = self->cached_scope;
     if (s != NULL && Py_REFCNT(s) == 1 && s->depth == 0) {
         if (!s->holds) {
@@ -949,9 +1021,7 @@ static PyObject *arena_stats_dict(TlArena *self, PyObject *Py_UNUSED(ignored)) {
 
 static PyObject *arena_get_live(TlArena *self, void *Py_UNUSED(c)) {
     if (arena_check_owner(self) < 0) return NULL;
-    Py_ssize_t live = 0;
-    for (Py_ssize_t i = 0; i < self->depth; i++) live += region_live(self->stack[i], 1);
-    return PyLong_FromSsize_t(live);
+    return PyLong_FromSsize_t(arena_live(self));
 }
 
 static PyObject *arena_get_capacity(TlArena *self, void *Py_UNUSED(c)) {
@@ -964,7 +1034,7 @@ static PyObject *arena_get_generation(TlArena *self, void *Py_UNUSED(c)) {
     return PyLong_FromUnsignedLongLong(tl_arena_generation(self->a));
 }
 static PyObject *arena_get_depth(TlArena *self, void *Py_UNUSED(c)) {
-    return PyLong_FromSsize_t(self->depth - 1);
+    return PyLong_FromSsize_t(__atomic_load_n(&self->depth, __ATOMIC_RELAXED) - 1);
 }
 static PyObject *arena_get_overflow(TlArena *self, void *Py_UNUSED(c)) {
     return PyUnicode_FromString(self->a->overflow == TL_OVERFLOW_FALLBACK ? "fallback"
@@ -1057,51 +1127,148 @@ tl_arena *tl_py_thread_arena(void) {
     return a;
 }
 
-/* thread_arena(): the Python object for the calling thread's arena, kept in
- * the thread-state dict (cleared by CPython when the thread ends). */
-/* Borrowed: the thread-state dict owns the object until that thread state is
- * deleted. An OS thread can get several thread states over its life (each
- * PyGILState_Ensure from a foreign thread may make a new one), so the cache is
- * valid only for the thread state whose unique id it recorded. */
-static _Thread_local PyObject *tl_thread_arena_obj;
-static _Thread_local uint64_t tl_thread_arena_tsid;
+/* thread_arena(): one Python object per OS thread, for the thread's whole life.
+ *
+ * The calling thread's object sits in a C thread-local with a strong
+ * reference, so it survives the thread state's teardown (a threading.local
+ * finalizer may still call thread_arena() or scratch()), and every thread
+ * state an OS thread ever gets (a thread made by a C library gets a new one
+ * for each call into Python through ctypes or cffi) sees the same object, and
+ * so the same scope stack and the same live-array accounting as the C arena
+ * it wraps. Objects and C thread arenas correspond one to one.
+ *
+ * When the OS thread exits, a pthread key destructor (tl_wrapper_exit) runs
+ * after Python has detached that thread: it may not touch Python objects, so
+ * it pushes the object onto a lock-free list of orphans, and the next thread
+ * that calls into the arena binding with a thread state drops those
+ * references (tl_orphans_drain: thread_arena()'s first call in a thread, Arena
+ * creation, statistics). The arena's memory lives on while arrays from it do.
+ *
+ * tl_wrappers lists every thread's object (under tl_wrappers_lock, never held
+ * while calling Python), so that a forked child can drop those of the threads
+ * that do not exist in it (_after_fork_child). */
+static _Thread_local PyObject *tl_thread_arena_obj; /* strong */
+static pthread_key_t tl_wrapper_key;
+static pthread_once_t tl_wrapper_once = PTHREAD_ONCE_INIT;
+static int tl_wrapper_key_ok;
 
-static PyObject *py_thread_arena(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
-    PyObject *obj = tl_thread_arena_obj;
-    uint64_t tsid = PyThreadState_GetID(PyThreadState_Get());
-    if (TL_LIKELY(obj != NULL && tl_thread_arena_tsid == tsid)) {
-        Py_INCREF(obj);
-        return obj;
+static void tl_orphan_push(TlArena *w) {
+    TlArena *head = __atomic_load_n(&tl_orphans, __ATOMIC_RELAXED);
+    do {
+        w->orphan_next = head;
+    } while (!__atomic_compare_exchange_n(&tl_orphans, &head, w, 1, __ATOMIC_RELEASE,
+                                          __ATOMIC_RELAXED));
+}
+
+/* pthread key destructor: the OS thread is exiting; no Python here. */
+static void tl_wrapper_exit(void *p) {
+    TlArena *w = p;
+    tl_thread_arena_obj = NULL;
+    pthread_mutex_lock(&tl_wrappers_lock);
+    tl_wrappers_unlink_locked(w);
+    pthread_mutex_unlock(&tl_wrappers_lock);
+    tl_orphan_push(w);
+}
+
+static void tl_wrappers_prepare(void) { pthread_mutex_lock(&tl_wrappers_lock); }
+static void tl_wrappers_parent(void) { pthread_mutex_unlock(&tl_wrappers_lock); }
+static void tl_wrappers_child(void) { pthread_mutex_init(&tl_wrappers_lock, NULL); }
+
+static void tl_wrapper_key_make(void) {
+    tl_wrapper_key_ok = pthread_key_create(&tl_wrapper_key, tl_wrapper_exit) == 0;
+    (void)pthread_atfork(tl_wrappers_prepare, tl_wrappers_parent, tl_wrappers_child);
+}
+
+/* Drop the references of threads that have exited. Needs a thread state. One
+ * atomic load when there is nothing to do. */
+static void tl_orphans_drain(void) {
+    if (TL_LIKELY(__atomic_load_n(&tl_orphans, __ATOMIC_RELAXED) == NULL)) return;
+    TlArena *w = __atomic_exchange_n(&tl_orphans, NULL, __ATOMIC_ACQUIRE);
+    while (w) {
+        TlArena *next = w->orphan_next;
+        w->orphan_next = NULL;
+        Py_DECREF((PyObject *)w);
+        w = next;
     }
-    PyObject *tdict = PyThreadState_GetDict();
-    if (!tdict) {
-        PyErr_SetString(PyExc_RuntimeError, "no thread state dictionary");
+}
+
+/* Slow path of thread_arena(): first call on this OS thread. */
+TL_NOINLINE static PyObject *thread_arena_create(void) {
+    tl_orphans_drain();
+    pthread_once(&tl_wrapper_once, tl_wrapper_key_make);
+    if (!tl_wrapper_key_ok) {
+        PyErr_SetString(PyExc_RuntimeError, "tlalloc: no thread-specific key available");
         return NULL;
     }
-    obj = PyDict_GetItemWithError(tdict, tl_thread_key); /* borrowed */
-    if (obj != NULL) {
-        tl_thread_arena_obj = obj;
-        tl_thread_arena_tsid = tsid;
-        Py_INCREF(obj);
-        return obj;
-    }
-    if (PyErr_Occurred()) return NULL;
     tl_arena *a = tl_py_thread_arena();
     if (!a) return NULL;
     tl_arena_retain(a);
-    obj = arena_wrap((PyTypeObject *)tl_arena_subtype, a, 1);
+    PyObject *obj = arena_wrap((PyTypeObject *)tl_arena_subtype, a, 1);
     if (!obj) return NULL;
-    if (warn_hugetlb_fallback(a) < 0) {
+    tl_py_share(obj); /* its last reference is dropped by another thread */
+    if (warn_hugetlb_fallback(a) < 0 || pthread_setspecific(tl_wrapper_key, obj) != 0) {
+        if (!PyErr_Occurred()) PyErr_NoMemory();
         Py_DECREF(obj);
         return NULL;
     }
-    if (PyDict_SetItem(tdict, tl_thread_key, obj) < 0) {
-        Py_DECREF(obj);
-        return NULL;
-    }
-    tl_thread_arena_obj = obj;
-    tl_thread_arena_tsid = tsid;
+    TlArena *w = (TlArena *)obj;
+    pthread_mutex_lock(&tl_wrappers_lock);
+    w->wnext = tl_wrappers;
+    if (tl_wrappers) tl_wrappers->wprev = w;
+    tl_wrappers = w;
+    pthread_mutex_unlock(&tl_wrappers_lock);
+    tl_thread_arena_obj = obj; /* the thread's reference (the one arena_wrap made) */
+    Py_INCREF(obj);            /* the caller's */
     return obj;
+}
+
+/* Fast path: one TLS read and one compare (the object must still wrap this
+ * thread's C arena; a C caller may have released that arena). */
+static PyObject *py_thread_arena(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
+    PyObject *obj = tl_thread_arena_obj;
+    if (TL_LIKELY(obj != NULL && ((TlArena *)obj)->a == tl_thread_arena_peek())) {
+        Py_INCREF(obj);
+        return obj;
+    }
+    if (obj != NULL) { /* the C arena was released under it: start over */
+        tl_thread_arena_obj = NULL;
+        (void)pthread_setspecific(tl_wrapper_key, NULL);
+        pthread_mutex_lock(&tl_wrappers_lock);
+        tl_wrappers_unlink_locked((TlArena *)obj);
+        pthread_mutex_unlock(&tl_wrappers_lock);
+        Py_DECREF(obj);
+    }
+    return thread_arena_create();
+}
+
+/* _after_fork_child(): called in a child made by os.fork (os.register_at_fork).
+ * Only the forking thread exists there: drop the objects of all the others, as
+ * their exits would have. */
+static PyObject *py_after_fork_child(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
+    PyObject *mine = tl_thread_arena_obj;
+    pthread_mutex_lock(&tl_wrappers_lock);
+    TlArena *w = tl_wrappers;
+    tl_wrappers = NULL;
+    while (w) {
+        TlArena *next = w->wnext;
+        w->wprev = w->wnext = NULL;
+        if ((PyObject *)w == mine) {
+            tl_wrappers = w; /* the only entry left */
+        } else {
+            tl_orphan_push(w);
+        }
+        w = next;
+    }
+    pthread_mutex_unlock(&tl_wrappers_lock);
+    tl_orphans_drain();
+    Py_RETURN_NONE;
+}
+
+/* _drain_exited(): drop the arena objects of exited threads now (tests,
+ * statistics). */
+static PyObject *py_drain_exited(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
+    tl_orphans_drain();
+    Py_RETURN_NONE;
 }
 
 static PyObject *py_scratch(PyObject *m, PyObject *Py_UNUSED(ignored)) {
@@ -1113,6 +1280,7 @@ static PyObject *py_scratch(PyObject *m, PyObject *Py_UNUSED(ignored)) {
 }
 
 static PyObject *py_registry_stats(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
+    tl_orphans_drain();
     tl_registry_stats rs;
     tl_registry_get_stats(&rs);
     PyObject *d = stats_dict(&rs.total);
@@ -1127,6 +1295,7 @@ static PyObject *py_registry_stats(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(i
 }
 
 static PyObject *py_registry_list(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
+    tl_orphans_drain();
     size_t cap = 64;
     tl_thread_stats *buf = NULL;
     size_t n;
@@ -1184,12 +1353,15 @@ static PyObject *py_set_defaults(PyObject *Py_UNUSED(m), PyObject *args) {
 static PyObject *py_set_hooks(PyObject *Py_UNUSED(m), PyObject *args) {
     PyObject *subtype, *parse_size;
     if (!PyArg_ParseTuple(args, "OO:_set_hooks", &subtype, &parse_size)) return NULL;
+    if (tl_hooks_set) /* read without a lock from then on: set once, at import */
+        return PyErr_Format(PyExc_RuntimeError, "_set_hooks may be called only once");
     if (!PyType_Check(subtype) || !PyType_IsSubtype((PyTypeObject *)subtype, &TlArena_Type))
         return PyErr_Format(PyExc_TypeError, "subtype must be a subclass of Arena");
     Py_INCREF(subtype);
     Py_XSETREF(tl_arena_subtype, subtype);
     Py_INCREF(parse_size);
     Py_XSETREF(tl_parse_size_func, parse_size);
+    tl_hooks_set = 1;
     Py_RETURN_NONE;
 }
 
@@ -1263,6 +1435,8 @@ static PyMethodDef module_methods[] = {
      "    ...     del v\n"
      "    (8,)\n"},
     {"_registry_stats", (PyCFunction)py_registry_stats, METH_NOARGS, NULL},
+    {"_after_fork_child", (PyCFunction)py_after_fork_child, METH_NOARGS, NULL},
+    {"_drain_exited", (PyCFunction)py_drain_exited, METH_NOARGS, NULL},
     {"_registry_list", (PyCFunction)py_registry_list, METH_NOARGS, NULL},
     {"_set_defaults", (PyCFunction)py_set_defaults, METH_VARARGS, NULL},
     {"_set_hooks", (PyCFunction)py_set_hooks, METH_VARARGS, NULL},
@@ -1291,8 +1465,6 @@ int tl_py_arena_init(PyObject *m) {
         Py_INCREF(&TlArena_Type);
         tl_arena_subtype = (PyObject *)&TlArena_Type;
     }
-    if (!tl_thread_key && !(tl_thread_key = PyUnicode_InternFromString("tlalloc.thread_arena")))
-        return -1;
     if (!tl_ArenaOverflowError) {
         tl_ArenaOverflowError = PyErr_NewExceptionWithDoc(
             "tlalloc.ArenaOverflowError",
