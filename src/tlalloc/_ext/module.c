@@ -8,6 +8,16 @@
 #include "binding.h"
 
 static int tl_module_exec(PyObject *m) {
+    /* Thread arenas, the pool and their objects are process-wide and hold
+     * objects of one interpreter: refuse every other one, on every Python
+     * (the slot below does it for isolated interpreters on 3.12+ only; this
+     * check also covers 3.10/3.11 and legacy subinterpreters). */
+    if (PyInterpreterState_Get() != PyInterpreterState_Main()) {
+        PyErr_SetString(PyExc_ImportError,
+                        "tlalloc._tlalloc does not support subinterpreters: import tlalloc "
+                        "in the main interpreter only");
+        return -1;
+    }
     if (PyArray_ImportNumPyAPI() < 0) return -1;
     if (tl_py_arena_init(m) < 0) return -1;
     if (tl_py_kernels_init(m) < 0) return -1;
