@@ -87,6 +87,10 @@ typedef struct TlRegion {
 
 static PyTypeObject TlRegion_Type;
 
+/* Regions alive in the process: one atomic add per region made or freed (not
+ * per array: scopes reuse a spare region). For tests: nothing may leak. */
+static Py_ssize_t tl_regions_alive;
+
 /* Free r, then every acceptor whose last reference was r's: a chain of N
  * escaped regions is freed in a loop, never by N nested deallocations. */
 static void region_dealloc(TlRegion *r) {
@@ -94,6 +98,7 @@ static void region_dealloc(TlRegion *r) {
         TlRegion *next = r->acceptor;
         tl_arena_release(r->a);
         PyObject_Free(r);
+        __atomic_fetch_sub(&tl_regions_alive, 1, __ATOMIC_RELAXED);
         if (next == NULL) return;
         /* Nobody else holds `next` when its count is 1 (ours): nobody can
          * change it concurrently, so freeing it here is what Py_DECREF would do. */
@@ -109,6 +114,7 @@ static TlRegion *region_new(tl_arena *a) {
     TlRegion *r = PyObject_New(TlRegion, &TlRegion_Type);
     if (!r) return NULL;
     tl_py_share((PyObject *)r);
+    __atomic_fetch_add(&tl_regions_alive, 1, __ATOMIC_RELAXED);
     tl_arena_retain(a);
     r->a = a;
     r->mark = tl_arena_mark(a);
@@ -145,7 +151,8 @@ static PyTypeObject TlRegion_Type = {
 typedef struct TlArena_ {
     PyObject_HEAD
     tl_arena *a;
-    unsigned long owner;   /* PyThread_get_thread_ident() of the creator */
+    unsigned long owner;   /* PyThread_get_thread_ident() of the creator (for messages) */
+    uint64_t owner_serial; /* tl_thread_serial() of the creator (for the check) */
     int is_thread;
     int warned_fallback;
     TlRegion **stack;      /* stack[0]: outside any scope; stack[depth-1]: innermost */
@@ -176,8 +183,23 @@ static void tl_wrappers_unlink_locked(TlArena *w) {
     w->wprev = w->wnext = NULL;
 }
 
+/* A number no other thread of this process ever gets: thread idents
+ * (pthread_self) are reused as soon as a thread has exited, so a new thread
+ * could pass for the dead owner of an arena object that outlived it. One TLS
+ * read once set. */
+static _Thread_local uint64_t tl_serial;
+static uint64_t tl_serial_next;
+TL_NOINLINE static uint64_t tl_thread_serial_slow(void) {
+    tl_serial = __atomic_add_fetch(&tl_serial_next, 1, __ATOMIC_RELAXED);
+    return tl_serial;
+}
+static inline uint64_t tl_thread_serial(void) {
+    uint64_t s = tl_serial;
+    return TL_LIKELY(s != 0) ? s : tl_thread_serial_slow();
+}
+
 static inline int arena_check_owner(TlArena *self) {
-    if (TL_LIKELY(self->owner == PyThread_get_thread_ident())) return 0;
+    if (TL_LIKELY(self->owner_serial == tl_thread_serial())) return 0;
     PyErr_Format(PyExc_RuntimeError,
                  "this arena belongs to another thread (created by thread %lu, used from "
                  "thread %lu); arenas are not shared between threads: use "
@@ -202,6 +224,7 @@ static PyObject *arena_wrap(PyTypeObject *type, tl_arena *a, int is_thread) {
     if (!self) return NULL;
     self->a = a; /* reference transferred by the caller */
     self->owner = PyThread_get_thread_ident();
+    self->owner_serial = tl_thread_serial();
     self->is_thread = is_thread;
     TlRegion *root = region_new(a);
     if (!root || arena_push(self, root) < 0) {
@@ -1264,6 +1287,10 @@ static PyObject *py_after_fork_child(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED
     Py_RETURN_NONE;
 }
 
+static PyObject *py_region_count(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
+    return PyLong_FromSsize_t(__atomic_load_n(&tl_regions_alive, __ATOMIC_RELAXED));
+}
+
 /* _drain_exited(): drop the arena objects of exited threads now (tests,
  * statistics). */
 static PyObject *py_drain_exited(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
@@ -1437,6 +1464,7 @@ static PyMethodDef module_methods[] = {
     {"_registry_stats", (PyCFunction)py_registry_stats, METH_NOARGS, NULL},
     {"_after_fork_child", (PyCFunction)py_after_fork_child, METH_NOARGS, NULL},
     {"_drain_exited", (PyCFunction)py_drain_exited, METH_NOARGS, NULL},
+    {"_region_count", (PyCFunction)py_region_count, METH_NOARGS, NULL},
     {"_registry_list", (PyCFunction)py_registry_list, METH_NOARGS, NULL},
     {"_set_defaults", (PyCFunction)py_set_defaults, METH_VARARGS, NULL},
     {"_set_hooks", (PyCFunction)py_set_hooks, METH_VARARGS, NULL},
