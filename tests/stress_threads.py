@@ -21,6 +21,7 @@ import random
 import sys
 import threading
 import time
+from functools import partial
 
 import numpy as np
 
@@ -131,7 +132,7 @@ def main(seconds: float, nthreads: int) -> int:
         for v in victims:
             if v is tlalloc.thread_arena():
                 continue
-            for op in (lambda: v.empty(4), v.scope, v.reset, lambda: v.alloc(8)):
+            for op in (partial(v.empty, 4), v.scope, v.reset, partial(v.alloc, 8)):
                 try:
                     op()
                     fail("an intruder used another thread's arena")
