@@ -23,6 +23,7 @@ SUITES: dict[str, str] = {
     "huffman": "tlalloc.bench.huffman",
     "larson": "tlalloc.bench.larson",
     "pages": "tlalloc.bench.pages",
+    "scratch": "tlalloc.bench.scratch",
 }
 DEFAULT_SUITE = "mix"
 

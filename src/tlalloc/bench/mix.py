@@ -335,6 +335,67 @@ def _stats_summary() -> dict[str, Any]:
     }
 
 
+def _findings(
+    threads: list[int],
+    strategies: list[str],
+    best: dict[tuple[str, int], dict[str, float]],
+    margins: list[dict[str, Any]],
+    spread: Callable[[tuple[str, int]], float],
+    delta: dict[str, int],
+    cores: int,
+) -> list[str]:
+    """What the run says to a user, in sentences: scaling, the margin over
+    each alternative (called equal within the run-to-run spread), overflows.
+
+    Example:
+        >>> best = {("thread", 1): {"ops_per_s": 100.0}, ("thread", 2): {"ops_per_s": 190.0},
+        ...         ("shared", 1): {"ops_per_s": 99.0}, ("shared", 2): {"ops_per_s": 120.0}}
+        >>> margins = [{"threads": 1, "thread_vs_shared": 100 / 99},
+        ...            {"threads": 2, "thread_vs_shared": 190 / 120}]
+        >>> for f in _findings([1, 2], ["thread", "shared"], best, margins, lambda k: 0.05,
+        ...                    {"num_overflows": 0}, 2):
+        ...     print(f)
+        from 1 to 2 threads, thread arenas' throughput grew 1.90x (2 cores to run on)
+        1 thread: thread arenas equal to shared (1.01x, within the 5% run-to-run spread)
+        2 threads: thread arenas 1.58x the throughput of shared
+        no thread arena overflowed at its default size
+    """
+    out: list[str] = []
+    if "thread" in strategies and 1 in threads:
+        for t in threads:
+            if t > 1 and t <= cores:
+                r = best[("thread", t)]["ops_per_s"] / best[("thread", 1)]["ops_per_s"]
+                out.append(
+                    f"from 1 to {t} threads, thread arenas' throughput grew {r:.2f}x "
+                    f"({cores} cores to run on)"
+                )
+    for m in margins:
+        t = m["threads"]
+        for key, v in m.items():
+            if not key.startswith("thread_vs_"):
+                continue
+            o = key[len("thread_vs_"):]
+            noise = max(spread(("thread", t)), spread((o, t)))
+            who = f"{t} thread{'s' if t > 1 else ''}: thread arenas"
+            if abs(v - 1) <= noise:
+                out.append(f"{who} equal to {o} ({v:.2f}x, within the {noise:.0%} run-to-run spread)")
+            elif v > 1:
+                out.append(f"{who} {v:.2f}x the throughput of {o}")
+            else:
+                out.append(f"{who} {1 / v:.2f}x slower than {o}")
+    if "thread" in strategies:
+        n = delta.get("num_overflows", 0)
+        out.append(
+            "no thread arena overflowed at its default size"
+            if n == 0
+            else f"{n:,} requests did not fit a thread arena and were served another way: "
+            "a larger TLALLOC_ARENA_SIZE would keep them in the arena (see tlalloc.advise())"
+        )
+    if cores < max(threads):
+        out.append(f"{cores} usable cores: runs with more threads time-share them")
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the mix and print its tables."""
     threads = [1, 2, 4] if args.quick and args.threads == DEFAULT_THREADS else parse_threads(args.threads)
@@ -468,42 +529,35 @@ def run(args: argparse.Namespace) -> int:
         f"{shared['peak_bytes']:,} of {shared['capacity_bytes']:,} bytes"
     )
 
-    goals: list[tuple[str, bool]] = []
-    if "thread" in strategies and 1 in threads and 2 in threads:
-        r2 = best[("thread", 2)]["ops_per_s"] / best[("thread", 1)]["ops_per_s"]
-        goals.append(
-            (f"thread strategy, 2 threads >= 1.8x its 1-thread throughput (measured {r2:.2f}x)", r2 >= 1.8)
-        )
-    for m in margins:
-        for key, v in m.items():
-            if key.startswith("thread_vs_") and key != "thread_vs_numpy":
-                t, o = m["threads"], key[10:]
-                noise = max(spread(("thread", t)), spread((o, t)))
-                goals.append(
-                    (
-                        f"{t} threads: thread >= {o} (measured {v:.2f}x; "
-                        f"run-to-run spread of these cells up to {noise:.0%})",
-                        v >= 1.0,
-                    )
-                )
-    if "thread" in strategies:
-        goals.append(
-            (
-                f"no thread-arena overflows at the default size (measured {delta['num_overflows']})",
-                delta["num_overflows"] == 0,
-            )
-        )
-    print("\nGoals:")
-    for text, ok in goals:
-        print(f"  [{'met' if ok else 'NOT met'}] {text}")
-    if cores < max(threads):
-        print(f"  note: {cores} usable cores; runs with more threads time-share them (and the GIL)")
+    findings = _findings(threads, strategies, best, margins, spread, delta, cores)
+    print("\nWhat thread arenas changed on this machine:")
+    for text in findings:
+        print(f"  {text}")
 
     comparison = None
     if args.compare:
         print()
         comparison = kernel_compare.compare(quick=args.quick, big_nodes=20_000 if args.quick else 1_000_000)
         print(kernel_compare.report(comparison))
+
+    from tlalloc.bench import scratch as scratch_bench  # it imports measure() from here
+
+    scratch_result = None
+    if not scratch_bench.gil_enabled():
+        # Free-threaded CPython without the GIL: Python code itself runs in
+        # parallel, so show what thread arenas do for Python-level scratch.
+        print("\nPython-level scratch without the GIL (tlalloc bench scratch):")
+        scratch_result = scratch_bench.scaling(
+            threads if max(threads) <= 8 else [t for t in threads if t <= 8] or [1],
+            0.1 if args.quick else 0.5,
+            2 if args.quick else 5,
+        )
+        scratch_bench.report(scratch_result, cores)
+    else:
+        print(
+            "\nnote: Python-level scratch scaling runs only without the GIL (a free-threaded "
+            "CPython with PYTHON_GIL=0): see 'tlalloc bench scratch'"
+        )
 
     if args.plot:
         msg = _plot(args.plot, threads, strategies, best, args.kernel, info)
@@ -526,7 +580,8 @@ def run(args: argparse.Namespace) -> int:
                 "arena_stats_delta": delta,
                 "arena_stats_after": stats_after,
                 "shared_scratch_stats": shared,
-                "goals": [{"goal": g, "met": ok} for g, ok in goals],
+                "findings": findings,
+                "scratch_scaling": scratch_result,
                 "comparison": comparison,
                 "machine": info,
             },
