@@ -60,7 +60,9 @@ class SharedArena:
     """
 
     def __init__(self, capacity: int) -> None:
-        self.buf = np.empty(capacity, np.uint8)
+        raw = np.empty(capacity + 64, np.uint8)
+        skip = -raw.ctypes.data % 64
+        self.buf = raw[skip : skip + capacity]  # 64-byte aligned, as arena memory is
         self.capacity = capacity
         self.offset = 0
         self.users = 0
