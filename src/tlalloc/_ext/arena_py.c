@@ -558,6 +558,7 @@ static PyObject *arena_array_over(TlArena *self, PyArray_Descr *descr, int nd, n
         Py_DECREF(arr);
         return NULL;
     }
+    tl_py_share(arr); /* freed, and r's count falls, in whichever thread drops it last */
     return arr;
 }
 
@@ -758,6 +759,10 @@ static PyObject *arena_alloc(TlArena *self, PyObject *args, PyObject *kwds) {
     if (!arr) return NULL;
     PyObject *mv = PyMemoryView_FromObject(arr);
     Py_DECREF(arr);
+    if (mv) { /* both hold the array: both freed by whichever thread drops them last */
+        tl_py_share(mv);
+        tl_py_share((PyObject *)((PyMemoryViewObject *)mv)->mbuf);
+    }
     return mv;
 }
 
