@@ -9,6 +9,7 @@ races, the test still checks the behaviour).
 from __future__ import annotations
 
 import gc
+import os
 import queue
 import shutil
 import subprocess
@@ -390,3 +391,43 @@ def test_import_keeps_the_gil_disabled():
     r = run_python("import sys, tlalloc, tlalloc.kernels, tlalloc.pool; print(sys._is_gil_enabled())")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "False"
+
+
+FORK_CODE = """
+import os, threading, tlalloc
+ready, go = threading.Barrier(5), threading.Event()
+def work():
+    a = tlalloc.thread_arena()
+    with a.scope():
+        a.empty(10)
+    ready.wait()
+    go.wait()
+ts = [threading.Thread(target=work) for _ in range(4)]
+for t in ts:
+    t.start()
+main = tlalloc.thread_arena()
+ready.wait()
+assert tlalloc.stats().num_arenas == 5
+pid = os.fork()
+if pid == 0:
+    per = tlalloc.stats(per_thread=True)
+    alive = [s for s in per if s.thread_alive]
+    ok = (tlalloc.stats().num_arenas, len(alive), tlalloc.thread_arena() is main) == (1, 1, True)
+    with tlalloc.scratch() as a:
+        a.empty(100)
+    os._exit(0 if ok else 3)
+_, status = os.waitpid(pid, 0)
+go.set()
+for t in ts:
+    t.join()
+print(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_child_keeps_only_the_forking_threads_arena():
+    # In the child only the forking thread exists: the other threads' arena
+    # objects and C arenas are released as their exits would have.
+    r = run_python(FORK_CODE)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "0", r.stdout + r.stderr

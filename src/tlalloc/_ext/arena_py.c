@@ -62,7 +62,7 @@ static int tl_hooks_set;
 static void tl_py_share(PyObject *o) {
     Py_ssize_t n = (Py_ssize_t)o->ob_ref_local + (o->ob_ref_shared >> _Py_REF_SHARED_SHIFT);
     o->ob_ref_local = 0;
-    o->ob_tid = 0;
+    o->ob_tid = _Py_UNOWNED_TID;
     o->ob_ref_shared = _Py_REF_SHARED(n, _Py_REF_MERGED);
 }
 /* Free what other threads dropped but that waits in some thread's queue of
