@@ -102,12 +102,15 @@ static void poolbuf_dealloc(TlPoolBuffer *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* Free-threaded CPython: a PoolBuffer's state changes under its critical
- * section, so that two threads cannot free (or free and export) it at once.
- * With the GIL these are plain blocks. */
+/* Free-threaded CPython: a PoolBuffer's fields (p, nbytes, exports) are read
+ * and written only under its critical section, so that two threads cannot free
+ * (or free and export, or realloc and read) it at once, and a getter never
+ * pairs a block with another block's size. With the GIL these are plain blocks.
+ * Py_BEGIN_CRITICAL_SECTION opens a block and declares a variable; on 3.13 it
+ * ends without a semicolon and is followed by a statement, hence the ";". */
 #if defined(Py_GIL_DISABLED) && PY_VERSION_HEX >= 0x030D0000
-#define TL_CS_BEGIN(o) Py_BEGIN_CRITICAL_SECTION(o)
-#define TL_CS_END() Py_END_CRITICAL_SECTION()
+#define TL_CS_BEGIN(o) Py_BEGIN_CRITICAL_SECTION(o);
+#define TL_CS_END() Py_END_CRITICAL_SECTION();
 #else
 #define TL_CS_BEGIN(o) {
 #define TL_CS_END() }
@@ -188,8 +191,17 @@ static PyObject *poolbuf_realloc(TlPoolBuffer *self, PyObject *arg) {
     return r;
 }
 
+/* The live size: nbytes while the block is allocated, 0 once freed. */
+static size_t poolbuf_size(TlPoolBuffer *self) {
+    size_t n;
+    TL_CS_BEGIN(self)
+    n = self->p ? self->nbytes : 0;
+    TL_CS_END()
+    return n;
+}
+
 static PyObject *poolbuf_get_nbytes(TlPoolBuffer *self, void *Py_UNUSED(c)) {
-    return PyLong_FromSize_t(self->p ? self->nbytes : 0);
+    return PyLong_FromSize_t(poolbuf_size(self));
 }
 static PyObject *poolbuf_get_usable(TlPoolBuffer *self, void *Py_UNUSED(c)) {
     size_t n;
@@ -199,10 +211,18 @@ static PyObject *poolbuf_get_usable(TlPoolBuffer *self, void *Py_UNUSED(c)) {
     return PyLong_FromSize_t(n);
 }
 static PyObject *poolbuf_get_address(TlPoolBuffer *self, void *Py_UNUSED(c)) {
-    return PyLong_FromVoidPtr(self->p);
+    void *p;
+    TL_CS_BEGIN(self)
+    p = self->p;
+    TL_CS_END()
+    return PyLong_FromVoidPtr(p);
 }
 static PyObject *poolbuf_get_closed(TlPoolBuffer *self, void *Py_UNUSED(c)) {
-    return PyBool_FromLong(self->p == NULL);
+    int closed;
+    TL_CS_BEGIN(self)
+    closed = self->p == NULL;
+    TL_CS_END()
+    return PyBool_FromLong(closed);
 }
 
 static PyObject *poolbuf_repr(TlPoolBuffer *self) {
@@ -217,7 +237,7 @@ static PyObject *poolbuf_repr(TlPoolBuffer *self) {
     return PyUnicode_FromFormat("<tlalloc.PoolBuffer nbytes=%zu usable_size=%zu>", n, usable);
 }
 
-static Py_ssize_t poolbuf_len(TlPoolBuffer *self) { return self->p ? (Py_ssize_t)self->nbytes : 0; }
+static Py_ssize_t poolbuf_len(TlPoolBuffer *self) { return (Py_ssize_t)poolbuf_size(self); }
 
 static PySequenceMethods poolbuf_as_sequence = {.sq_length = (lenfunc)poolbuf_len};
 
