@@ -19,20 +19,30 @@
  * Why the count is exact without the GIL (free-threaded builds). CPython's
  * biased reference counting defers a drop made by a thread other than an
  * object's creator: the object is queued for its creator to merge (at its next
- * eval-breaker check) or for a garbage collection (which frees it later, in the
- * collecting thread). An array dropped by a consumer thread would stay counted
- * until then, and a release in between would raise BufferError for an array
- * that is gone. So every object whose death moves the count (regions, the
- * arrays over arena memory, the memoryview of alloc() and its managed buffer)
- * is switched to the shared ("merged") reference-count state at birth, while
- * only the creating thread can reach it (tl_py_share). A merged object is
- * freed by whichever thread drops its last reference, at that moment: the
- * region's count falls as soon as the last array is gone, in any thread, and
- * no collector is involved. An object the arena did not make (a view taken by
- * another thread, a tuple holding an array) can still be queued; before
- * raising, the release runs one collection (tl_py_settle), which merges every
- * thread's queue, and counts again. The cost of a merged object: its
- * increments are atomic (as for any object shared between threads).
+ * eval-breaker check), or a garbage collection in any thread takes the queue
+ * and frees the object later, in the collecting thread. An array dropped by a
+ * consumer thread would stay counted until then, and a release in between
+ * would raise BufferError for an array that is gone. Three things close that:
+ *
+ * 1. Every object whose death moves the count (regions, the arrays over arena
+ *    memory, the memoryview of alloc() and its managed buffer) is switched to
+ *    the shared ("merged") reference-count state at birth, while only the
+ *    creating thread can reach it (tl_py_share). A merged object is freed by
+ *    whichever thread drops its last reference, at that moment, and is never
+ *    queued. Cost: its increments are atomic, as for any object shared
+ *    between threads.
+ * 2. Objects the owner made that hold an array (the tuple it put on a queue,
+ *    a list) are queued to the owner itself: before raising, the release runs
+ *    the owner's eval-breaker work (one call of an empty Python function),
+ *    which merges that queue and frees what reached zero (tl_py_settle).
+ * 3. A collection running in another thread may hold such objects between
+ *    taking the queues and freeing them: before raising, the release waits for
+ *    a running collection to finish (gc.callbacks keep a count of them).
+ *
+ * What remains counted is what really exists: an object that holds an array,
+ * made by one non-owner thread and dropped by another, counts until its maker
+ * next runs Python code or the next collection frees it, as a reference held
+ * by any object does.
  *
  * An arena belongs to the thread that created it; every method that changes
  * it checks the caller's thread id (a pthread_self compare) and raises
@@ -43,6 +53,7 @@
 
 #include <pthread.h>
 #include <string.h>
+#include <time.h>
 
 PyObject *tl_ArenaOverflowError;
 PyObject *tl_ArenaFallbackWarning;
@@ -65,14 +76,74 @@ static void tl_py_share(PyObject *o) {
     o->ob_tid = _Py_UNOWNED_TID;
     o->ob_ref_shared = _Py_REF_SHARED(n, _Py_REF_MERGED);
 }
-/* Free what other threads dropped but that waits in some thread's queue of
- * deferred reference-count merges: one collection (it stops the world, merges
- * every thread's queue and frees what reached zero). Slow; only before
- * raising BufferError. */
-static void tl_py_settle(void) { (void)PyGC_Collect(); }
+static PyObject *tl_merge_func;     /* lambda: None (its call runs the eval breaker) */
+static int tl_gc_running;            /* collections in progress (gc.callbacks) */
+static uint64_t tl_gc_thread;        /* tl_thread_serial() of the collecting thread */
+static uint64_t tl_thread_serial(void);
+
+/* Before raising BufferError (points 2 and 3 above): merge this thread's
+ * queue of objects other threads dropped, and wait (at most 2 s, without a
+ * thread state) for a collection running in another thread to finish.
+ * Returns 0, or -1 with an exception (KeyboardInterrupt from a signal handler
+ * the eval breaker ran). */
+static int tl_py_settle(void) {
+    if (tl_merge_func) {
+        PyObject *r = PyObject_CallNoArgs(tl_merge_func);
+        if (!r) return -1;
+        Py_DECREF(r);
+    }
+    if (__atomic_load_n(&tl_gc_running, __ATOMIC_ACQUIRE) == 0 ||
+        __atomic_load_n(&tl_gc_thread, __ATOMIC_RELAXED) == tl_thread_serial())
+        return 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (int i = 0; i < 2000 && __atomic_load_n(&tl_gc_running, __ATOMIC_ACQUIRE) != 0; i++) {
+        struct timespec ts = {0, 1000000}; /* 1 ms */
+        nanosleep(&ts, NULL);
+    }
+    Py_END_ALLOW_THREADS
+    return 0;
+}
+
+/* gc.callbacks entry: callback(phase, info). */
+static PyObject *py_gc_callback(PyObject *Py_UNUSED(m), PyObject *args) {
+    PyObject *phase, *info;
+    if (!PyArg_ParseTuple(args, "UO:_gc_callback", &phase, &info)) return NULL;
+    if (PyUnicode_CompareWithASCIIString(phase, "start") == 0) {
+        __atomic_store_n(&tl_gc_thread, tl_thread_serial(), __ATOMIC_RELAXED);
+        __atomic_add_fetch(&tl_gc_running, 1, __ATOMIC_ACQ_REL);
+    } else if (PyUnicode_CompareWithASCIIString(phase, "stop") == 0) {
+        __atomic_store_n(&tl_gc_thread, 0, __ATOMIC_RELAXED);
+        __atomic_sub_fetch(&tl_gc_running, 1, __ATOMIC_ACQ_REL);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef tl_gc_callback_def = {"_gc_callback", (PyCFunction)py_gc_callback,
+                                         METH_VARARGS, NULL};
+
+/* At import: the empty function and the gc callback. */
+static int tl_settle_init(PyObject *m) {
+    if (tl_merge_func) return 0;
+    PyObject *g = Py_BuildValue("{sO}", "__builtins__", PyEval_GetBuiltins());
+    if (!g) return -1;
+    tl_merge_func = PyRun_String("lambda: None", Py_eval_input, g, g);
+    Py_DECREF(g);
+    if (!tl_merge_func) return -1;
+    PyObject *name = PyModule_GetNameObject(m);
+    PyObject *cb = name ? PyCFunction_NewEx(&tl_gc_callback_def, NULL, name) : NULL;
+    Py_XDECREF(name);
+    PyObject *gc = cb ? PyImport_ImportModule("gc") : NULL;
+    PyObject *cbs = gc ? PyObject_GetAttrString(gc, "callbacks") : NULL;
+    int rc = cbs ? PyList_Append(cbs, cb) : -1;
+    Py_XDECREF(cbs);
+    Py_XDECREF(gc);
+    Py_XDECREF(cb);
+    return rc;
+}
 #else
 static inline void tl_py_share(PyObject *o) { (void)o; }
-static inline void tl_py_settle(void) {}
+static inline int tl_py_settle(void) { return 0; }
+static inline int tl_settle_init(PyObject *m) { (void)m; return 0; }
 #endif
 
 /* ---------------------------------------------------------------- regions */
@@ -775,8 +846,9 @@ static int arena_pop_scope(TlArena *self, int quiet) {
     tl_assert(self->depth >= 2);
     TlRegion *r = self->stack[self->depth - 1];
     Py_ssize_t live = region_live(r, 1);
+    int settle_failed = 0;
     if (live > 0 && !quiet) {
-        tl_py_settle(); /* free-threaded builds: drops other threads have queued */
+        settle_failed = tl_py_settle() < 0; /* free-threaded builds: deferred drops */
         live = region_live(r, 1);
     }
     __atomic_store_n(&self->depth, self->depth - 1, __ATOMIC_RELAXED);
@@ -789,6 +861,7 @@ static int arena_pop_scope(TlArena *self, int quiet) {
         r->acceptor = parent;
         Py_DECREF((PyObject *)r);
         if (quiet) return 0;
+        if (settle_failed) return -1; /* e.g. KeyboardInterrupt: the memory is kept */
         PyErr_Format(PyExc_BufferError,
                      "cannot release the scope: %zd array(s) or memoryview(s) allocated in it "
                      "are still referenced; their memory stays allocated until the enclosing "
@@ -797,6 +870,7 @@ static int arena_pop_scope(TlArena *self, int quiet) {
         return -1;
     }
     (void)tl_arena_rewind(self->a, r->mark); /* a mark made stale by a forced reset is a no-op */
+    if (settle_failed) PyErr_Clear(); /* released after all: nothing to report */
     if (self->spare == NULL) self->spare = r; /* reuse: saves an allocation */
     else Py_DECREF((PyObject *)r);
     return 0;
@@ -817,7 +891,7 @@ static PyObject *arena_reset(TlArena *self, PyObject *args, PyObject *kwds) {
     if (!force) {
         Py_ssize_t live = arena_live(self);
         if (live > 0) {
-            tl_py_settle();
+            if (tl_py_settle() < 0) return NULL;
             live = arena_live(self);
         }
         if (live > 0)
@@ -1480,6 +1554,7 @@ static PyMethodDef module_methods[] = {
 };
 
 int tl_py_arena_init(PyObject *m) {
+    if (tl_settle_init(m) < 0) return -1;
     if (PyType_Ready(&TlRegion_Type) < 0 || PyType_Ready(&TlScope_Type) < 0 ||
         PyType_Ready(&TlArena_Type) < 0)
         return -1;
