@@ -1265,6 +1265,10 @@ static void tl_orphan_push(TlArena *w) {
 /* pthread key destructor: the OS thread is exiting; no Python here. */
 static void tl_wrapper_exit(void *p) {
     TlArena *w = p;
+    /* After fork, glibc may give a new thread of the child the stack of a dead
+     * parent thread with its key values still set: only our own object counts
+     * (the child's _after_fork_child has already dropped the others). */
+    if ((PyObject *)w != tl_thread_arena_obj) return;
     tl_thread_arena_obj = NULL;
     pthread_mutex_lock(&tl_wrappers_lock);
     tl_wrappers_unlink_locked(w);
