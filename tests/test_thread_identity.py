@@ -17,6 +17,7 @@ import sys
 import sysconfig
 import textwrap
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -191,7 +192,7 @@ def test_hand_off_with_a_collector_thread_never_raises_falsely():
     # The owner allocates in a scope and hands the array to a consumer, which
     # drops it and says so; a third thread collects garbage all the time. The
     # owner's scope exit must never see the dropped array as alive.
-    rounds = 1000
+    rounds = 500
     to_consumer: queue.Queue = queue.Queue()
     done: queue.Queue = queue.Queue()
     stop = threading.Event()
@@ -207,8 +208,11 @@ def test_hand_off_with_a_collector_thread_never_raises_falsely():
             done.put(True)
 
     def collector() -> None:
+        # Collections all the time, with a pause so that a free-threaded build's
+        # stop-the-world collections leave the other two threads time to run.
         while not stop.is_set():
             gc.collect()
+            time.sleep(0.0005)
 
     def owner() -> None:
         a = tlalloc.thread_arena()
