@@ -404,6 +404,7 @@ def work():
     a = tlalloc.thread_arena()
     with a.scope():
         a.empty(10)
+    del a  # a dead thread's frame still holding it would keep it alive in the child
     ready.wait()
     go.wait()
 ts = [threading.Thread(target=work) for _ in range(4)]
@@ -435,3 +436,24 @@ def test_forked_child_keeps_only_the_forking_threads_arena():
     r = run_python(FORK_CODE)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "0", r.stdout + r.stderr
+
+
+def test_scope_object_used_from_another_thread_is_refused():
+    a = tlalloc.Arena("64KiB")
+    s = a.scope()
+    errors = []
+
+    def other() -> None:
+        for op in (s.__enter__, lambda: s.__exit__(None, None, None)):
+            try:
+                op()
+            except RuntimeError as exc:
+                errors.append(str(exc))
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join()
+    assert len(errors) == 2 and all("another thread" in e for e in errors)
+    with s:  # still usable by its owner
+        a.empty(4)
+    assert a.depth == 0

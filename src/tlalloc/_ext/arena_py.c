@@ -925,7 +925,18 @@ typedef struct TlScope {
     TlArena *arena;   /* strong while `holds`, otherwise not to be used */
     int holds;
     Py_ssize_t depth; /* stack depth after entering; 0 = not entered */
+    uint64_t owner_serial; /* the arena owner's: checked before any other field */
 } TlScope;
+
+/* The fields above belong to the owner thread; another thread that got hold
+ * of the scope object is refused before it reads them. */
+static int scope_check_owner(TlScope *s) {
+    if (TL_LIKELY(s->owner_serial == tl_thread_serial())) return 0;
+    PyErr_SetString(PyExc_RuntimeError,
+                    "this scope belongs to another thread's arena; arenas are not shared "
+                    "between threads");
+    return -1;
+}
 
 static PyTypeObject TlScope_Type;
 
@@ -951,6 +962,7 @@ static PyObject *arena_scope(TlArena *self, PyObject *Py_UNUSED(ignored)) {
     s->arena = self;
     s->holds = 1;
     s->depth = 0;
+    s->owner_serial = self->owner_serial;
     PyObject_GC_Track(s);
     if (self->cached_scope == NULL) {
         Py_INCREF(s);
@@ -988,6 +1000,7 @@ static void scope_dealloc(TlScope *s) {
 }
 
 static PyObject *scope_enter(TlScope *s, PyObject *Py_UNUSED(ignored)) {
+    if (scope_check_owner(s) < 0) return NULL;
     if (!s->holds) {
         PyErr_SetString(PyExc_RuntimeError,
                         "this scope was already used; call arena.scope() for a new one");
@@ -1017,6 +1030,7 @@ static PyObject *scope_enter(TlScope *s, PyObject *Py_UNUSED(ignored)) {
 }
 
 static PyObject *scope_exit(TlScope *s, PyObject *const *args, Py_ssize_t nargs) {
+    if (scope_check_owner(s) < 0) return NULL;
     if (!s->holds || s->depth == 0) {
         PyErr_SetString(PyExc_RuntimeError, "this scope is not open");
         return NULL;
