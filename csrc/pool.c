@@ -185,6 +185,13 @@ static void tl_heap_teardown(tl_heap *h);
 
 static void tl_heap_key_destructor(void *p) {
     tl_heap *h = p;
+    /* Only this thread's own heap. In a child of fork, glibc may hand a new
+     * thread the stack of a parent thread that was running its key destructors
+     * at the fork, with that thread's key values still set: the value is then
+     * a heap already torn down by tl_pool_fork_child (kept, never freed, so
+     * reading it here is safe), while this thread's TLS, initialised afresh,
+     * does not point to it. */
+    if (h != tl_tls_heap) return;
     tl_heap_teardown(h);
     /* Frees after this point (other destructors) find no cache: they take the
      * cross-thread path, and allocations the locked heap. */
@@ -288,6 +295,7 @@ void tl_pool_fork_unlock(void) {
  * address stays unique and such a page only leaks (frees into it are
  * cross-thread pushes). A few KiB per thread per fork; reachable for leak
  * checkers. */
+
 static tl_heap *tl_forked_heaps;
 
 /* In the child: every heap but the forking thread's belongs to a thread that

@@ -102,6 +102,13 @@ static int tl_drop_thread_ref_locked(tl_arena *a) {
  * arena outlives the thread if someone else holds a reference. */
 static void tl_thread_exit(void *p) {
     tl_arena *a = p;
+    /* Only this thread's own arena. In a child of fork, glibc may hand a new
+     * thread the stack of a parent thread that was running its key destructors
+     * at the fork, with that thread's key values still set: the value is then
+     * an arena whose thread's reference tl_registry_fork_child already dropped
+     * (maybe freed since), while this thread's TLS, initialised afresh, does
+     * not point to it. */
+    if (a != tl_current) return;
     tl_current = NULL;
     pthread_mutex_lock(&tl_registry_lock);
     int last = tl_drop_thread_ref_locked(a);
