@@ -31,11 +31,7 @@
 #include "tl_test.h"
 #include "tlalloc.h"
 
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define NUM_CHILDREN 60
-#else
 #define NUM_CHILDREN 200
-#endif
 /* A child that has not exited after this long is hung (it normally takes
  * milliseconds; the bound only turns a deadlock into a failure). */
 #define CHILD_DEADLINE_S 30
@@ -57,6 +53,11 @@ static int wait_child(pid_t pid) {
         if (r == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 1000 + WTERMSIG(st);
         if (r < 0 && errno != EINTR) return -2;
         sleep_ms(2);
+    }
+    if (getenv("TL_TEST_FORK_GDB")) { /* debugging aid: where is it stuck? */
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "gdb -q -batch -p %d -ex 'thread apply all bt' 1>&2", (int)pid);
+        if (system(cmd) != 0) fprintf(stderr, "(gdb failed)\n");
     }
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
@@ -126,8 +127,12 @@ static void every_locked_path_once(void) {
     for (size_t i = 0; i < sizeof in; i++) in[i] = (uint8_t)(i * 7 % 13);
     size_t len = 0;
     tl_huff_options ho = {.block_size = 1024, .threads = 1, .allocator = TL_HUFF_TLALLOC};
-    /* threads = 1 still starts a worker thread: not under TSan (die_after_fork). */
-#if !defined(__SANITIZE_THREAD__)
+    /* threads = 1 still starts a worker thread: not under the sanitizers. TSan
+     * refuses threads in a child of a multi-threaded process (die_after_fork);
+     * GCC 12's ASan allocator has no fork handlers, so a new thread's first
+     * allocation can wait forever on an allocator lock that a parent thread
+     * held at the fork (seen: 2 of 60 children). */
+#if !defined(__SANITIZE_THREAD__) && !defined(__SANITIZE_ADDRESS__)
     CCHECK(tl_huff_encode(in, sizeof in, &ho, &enc, &len, NULL, NULL) == TL_HUFF_OK);
     free(enc);
 #else
