@@ -4,6 +4,7 @@
 
 #include <assert.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* Invariants: checked in debug builds (TLALLOC_DEBUG), compiled out otherwise. */
@@ -32,5 +33,17 @@
 #define TL_STORE(field, v) atomic_store_explicit(&(field), (v), memory_order_relaxed)
 
 static inline int tl_is_pow2(size_t x) { return x != 0 && (x & (x - 1)) == 0; }
+
+/* ---- fork (thread.c holds the handlers and documents the lock order) ---- */
+/* Register the core's pthread_atfork handlers (once; also done at load time). */
+void tl_fork_init(void);
+/* Each subsystem's part: take its locks (prepare), release them (parent and
+ * child), and repair its state in the child once every lock is usable again. */
+void tl_scratch_fork_lock(void);
+void tl_scratch_fork_unlock(void);
+void tl_scratch_fork_child(void);
+void tl_pool_fork_lock(void);
+void tl_pool_fork_unlock(void);
+void tl_pool_fork_child(void);
 
 #endif

@@ -185,27 +185,22 @@ static void tl_heap_teardown(tl_heap *h);
 
 static void tl_heap_key_destructor(void *p) {
     tl_heap *h = p;
+    /* Only this thread's own heap. In a child of fork, glibc may hand a new
+     * thread the stack of a parent thread that was running its key destructors
+     * at the fork, with that thread's key values still set: the value is then
+     * a heap already torn down by tl_pool_fork_child (kept, never freed, so
+     * reading it here is safe), while this thread's TLS, initialised afresh,
+     * does not point to it. */
+    if (h != tl_tls_heap) return;
     tl_heap_teardown(h);
     /* Frees after this point (other destructors) find no cache: they take the
      * cross-thread path, and allocations the locked heap. */
     tl_tls_heap = &tl_heap_dead;
 }
 
-/* fork() while another thread holds a pool lock would leave the child's lock
- * held forever: hold both across the fork. (The child's copies of other
- * threads' caches stay registered; their pages are simply never handed over.) */
-static void tl_fork_prepare(void) {
-    pthread_mutex_lock(&tl_registry_lock);
-    pthread_mutex_lock(&tl_depot_lock);
-}
-static void tl_fork_after(void) {
-    pthread_mutex_unlock(&tl_depot_lock);
-    pthread_mutex_unlock(&tl_registry_lock);
-}
-
 static void tl_make_key(void) {
+    tl_fork_init();
     (void)pthread_key_create(&tl_heap_key, tl_heap_key_destructor);
-    (void)pthread_atfork(tl_fork_prepare, tl_fork_after, tl_fork_after);
 }
 
 TL_NOINLINE TL_COLD static tl_heap *tl_heap_create(void) {
@@ -232,22 +227,31 @@ TL_NOINLINE TL_COLD static tl_heap *tl_heap_create(void) {
 }
 
 /* Give every page back (empty ones) or hand it over (abandon), fold the
- * counters into the totals, unregister and free the heap. */
-static void tl_heap_teardown(tl_heap *h) {
+ * counters into the totals and unregister the heap (the caller frees it).
+ * The queues are walked forward through `next` only, never unlinked one by
+ * one: after fork, a heap of a thread that was in the middle of a queue
+ * operation has links that disagree (a `prev` not yet updated), while the
+ * forward chain from the head is always finite and lists each page once
+ * (every store of a queue operation goes to memory that may alias the next
+ * one's, so the compiler keeps their order). */
+static void tl_heap_teardown_unfreed(tl_heap *h) {
     tl_assert(h->kind == TL_HEAP_THREAD);
     pthread_mutex_lock(&tl_depot_lock);
     TL_COUNTER_ADD(h->c.num_depot_locks, 1);
     for (unsigned c = 0; c < TL_POOL_NUM_CLASSES; c++) {
         tl_page_queue *qs[2] = {&h->avail[c], &h->full[c]};
         for (int k = 0; k < 2; k++) {
-            tl_page *pg;
-            while ((pg = qs[k]->head) != NULL) {
-                tl_queue_remove(qs[k], pg);
+            tl_page *next;
+            for (tl_page *pg = qs[k]->head; pg; pg = next) {
+                next = pg->next;
+                pg->next = pg->prev = NULL;
                 pg->in_full = 0;
                 tl_page_collect(pg);
                 if (pg->used == 0) tl_depot_return_locked(pg);
                 else tl_depot_abandon_locked(pg);
             }
+            qs[k]->head = qs[k]->tail = NULL;
+            qs[k]->count = 0;
         }
         h->cur[c] = &tl_page_empty;
     }
@@ -259,9 +263,60 @@ static void tl_heap_teardown(tl_heap *h) {
     if (h->reg_prev) h->reg_prev->reg_next = h->reg_next;
     else tl_registry_head = h->reg_next;
     if (h->reg_next) h->reg_next->reg_prev = h->reg_prev;
+    h->reg_next = h->reg_prev = NULL;
     tl_num_heaps--;
     pthread_mutex_unlock(&tl_registry_lock);
+}
+
+static void tl_heap_teardown(tl_heap *h) {
+    tl_heap_teardown_unfreed(h);
     free(h);
+}
+
+/* ---- fork (lock order and handlers: thread.c) ------------------------------------ */
+
+/* The heap registry lock comes before the depot lock (order 4 and 5); the
+ * pool never holds both at once otherwise. */
+void tl_pool_fork_lock(void) {
+    pthread_mutex_lock(&tl_registry_lock);
+    pthread_mutex_lock(&tl_depot_lock);
+}
+
+void tl_pool_fork_unlock(void) {
+    pthread_mutex_unlock(&tl_depot_lock);
+    pthread_mutex_unlock(&tl_registry_lock);
+}
+
+/* Heaps of threads that fork did not copy, torn down in a child: kept here and
+ * never freed. A page that such a thread was moving between its queues at the
+ * moment of the fork is on no queue, so teardown cannot hand it over; it still
+ * names the dead heap as its owner, and if the heap's memory were reused for a
+ * new thread's heap, that thread would take the page for its own. Kept, the
+ * address stays unique and such a page only leaks (frees into it are
+ * cross-thread pushes). A few KiB per thread per fork; reachable for leak
+ * checkers. */
+
+static tl_heap *tl_forked_heaps;
+
+/* In the child: every heap but the forking thread's belongs to a thread that
+ * does not exist here. Tear each down as its thread's exit would: empty pages
+ * go back to the depot, pages with live blocks are abandoned (any thread of the
+ * child adopts them when it frees into them or needs a page of their class),
+ * their counters are folded into the totals. The child has one thread now, so
+ * nothing changes the registry between the look-ups below. */
+void tl_pool_fork_child(void) {
+    tl_heap *self = tl_tls_heap;
+    if (self->kind == TL_HEAP_THREAD) self->thread_id = tl_current_thread_id();
+    for (;;) {
+        pthread_mutex_lock(&tl_registry_lock);
+        tl_heap *h = tl_registry_head;
+        if (h == self) h = h->reg_next;
+        pthread_mutex_unlock(&tl_registry_lock);
+        if (!h) break;
+        tl_heap_teardown_unfreed(h);
+        h->reg_next = tl_forked_heaps;
+        tl_forked_heaps = h;
+    }
 }
 
 void tl_pool_thread_release(void) {

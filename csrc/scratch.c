@@ -24,6 +24,22 @@ typedef struct tl_scratch_block {
 static pthread_mutex_t g_shared_lock = PTHREAD_MUTEX_INITIALIZER;
 static tl_arena *g_shared;   /* created on first use, lives until exit */
 static long g_shared_users;  /* brackets currently open on it */
+/* Brackets the calling thread has open on it: after fork, the child keeps only
+ * the forking thread's (the others' brackets never end there). */
+static _Thread_local long g_shared_mine;
+
+/* fork (lock order and handlers: thread.c). This lock is the first one taken:
+ * it is held while the options lock is taken (tl_shared_create_locked). */
+void tl_scratch_fork_lock(void) { pthread_mutex_lock(&g_shared_lock); }
+void tl_scratch_fork_unlock(void) { pthread_mutex_unlock(&g_shared_lock); }
+void tl_scratch_fork_child(void) {
+    pthread_mutex_lock(&g_shared_lock);
+    g_shared_users = g_shared_mine;
+    /* Memory of the other threads' brackets is garbage now: reset when the
+     * forking thread has none open, else when its last one ends. */
+    if (g_shared && g_shared_users == 0) tl_arena_reset(g_shared);
+    pthread_mutex_unlock(&g_shared_lock);
+}
 
 TL_NOINLINE TL_COLD static tl_arena *tl_shared_create_locked(void) {
     tl_arena_options opts;
@@ -54,6 +70,7 @@ int tl_scratch_begin(tl_scratch *s, tl_scratch_kind kind, tl_arena *arena) {
         s->mark = tl_arena_mark(arena);
         return 0;
     case TL_SCRATCH_SHARED:
+        tl_fork_init(); /* pthread_once: a load and a branch once registered */
         pthread_mutex_lock(&g_shared_lock);
         if (!g_shared) g_shared = tl_shared_create_locked();
         if (!g_shared) {
@@ -62,6 +79,7 @@ int tl_scratch_begin(tl_scratch *s, tl_scratch_kind kind, tl_arena *arena) {
             return -1;
         }
         g_shared_users++;
+        g_shared_mine++;
         s->arena = g_shared;
         pthread_mutex_unlock(&g_shared_lock);
         return 0;
@@ -93,7 +111,8 @@ void tl_scratch_end(tl_scratch *s) {
     }
     case TL_SCRATCH_SHARED:
         pthread_mutex_lock(&g_shared_lock);
-        tl_assert(g_shared_users > 0);
+        tl_assert(g_shared_users > 0 && g_shared_mine > 0);
+        g_shared_mine--;
         if (--g_shared_users == 0) tl_arena_reset(g_shared);
         pthread_mutex_unlock(&g_shared_lock);
         break;

@@ -8,6 +8,9 @@
  * A registry (doubly linked list behind one mutex) lets process-wide statistics
  * sum over every thread arena. Only creating and destroying an arena, and
  * reading the registry, take the mutex; allocation never does.
+ *
+ * This file also holds the core's fork handlers (see "fork" below): in a child
+ * the registry lists only the forking thread's arena as alive.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -45,6 +48,7 @@ uint64_t tl_current_thread_id(void) {
 }
 
 void tl_set_thread_arena_options(const tl_arena_options *opts) {
+    tl_fork_init();
     pthread_mutex_lock(&tl_options_lock);
     tl_thread_options = *opts;
     pthread_mutex_unlock(&tl_options_lock);
@@ -56,16 +60,66 @@ void tl_get_thread_arena_options(tl_arena_options *out) {
     pthread_mutex_unlock(&tl_options_lock);
 }
 
-/* Thread exit: the pthread key's destructor runs with the value we stored. */
-static void tl_thread_exit(void *p) {
-    tl_arena *a = p;
-    /* The arena outlives the thread if someone else holds a reference. */
-    __atomic_store_n(&a->thread_id, a->thread_id | ((uint64_t)1 << 63), __ATOMIC_RELAXED);
-    tl_current = NULL;
-    tl_arena_release(a);
+#define TL_THREAD_EXITED ((uint64_t)1 << 63) /* bit of thread_id: the thread is gone */
+
+static void tl_stats_add_counters(tl_arena_stats *dst, const tl_arena_stats *s);
+
+/* Unlink a thread arena and fold its counters into the retired totals. */
+static void tl_registry_unlink_locked(tl_arena *a) {
+    tl_arena_stats s;
+    tl_arena_get_stats(a, &s);
+    s.fallback_live_bytes = 0; /* freed with the arena */
+    if (a->reg_prev) a->reg_prev->reg_next = a->reg_next;
+    else tl_registry_head = a->reg_next;
+    if (a->reg_next) a->reg_next->reg_prev = a->reg_prev;
+    tl_registry_live--;
+    tl_stats_add_counters(&tl_retired, &s);
+    if (s.peak_bytes > tl_retired_max_peak) tl_retired_max_peak = s.peak_bytes;
 }
 
-static void tl_make_key(void) { (void)pthread_key_create(&tl_key, tl_thread_exit); }
+/* The thread that owns `a` is gone (it exited, or it was not copied by fork):
+ * mark `a` exited and drop that thread's reference, registry lock held. If
+ * other references remain this is one decrement. If the thread's reference is
+ * the last one (nobody else holds one, so nobody can take one), the arena is
+ * unlinked here and stops being a thread arena; the function returns 1 and the
+ * caller must tl_arena_release it after unlocking, which then only destroys.
+ * Marking and dropping in one critical section matter for fork: a child (whose
+ * fork handler holds this lock across the fork) never sees an arena marked
+ * exited whose thread's reference is still counted, which would leak. */
+static int tl_drop_thread_ref_locked(tl_arena *a) {
+    __atomic_store_n(&a->thread_id, a->thread_id | TL_THREAD_EXITED, __ATOMIC_RELAXED);
+    long n = atomic_load_explicit(&a->refcount, memory_order_relaxed);
+    while (n > 1)
+        if (atomic_compare_exchange_weak_explicit(&a->refcount, &n, n - 1, memory_order_acq_rel,
+                                                  memory_order_relaxed))
+            return 0;
+    tl_registry_unlink_locked(a);
+    a->is_thread_arena = 0; /* retired: the caller's release destroys it */
+    return 1;
+}
+
+/* Thread exit: the pthread key's destructor runs with the value we stored. The
+ * arena outlives the thread if someone else holds a reference. */
+static void tl_thread_exit(void *p) {
+    tl_arena *a = p;
+    /* Only this thread's own arena. In a child of fork, glibc may hand a new
+     * thread the stack of a parent thread that was running its key destructors
+     * at the fork, with that thread's key values still set: the value is then
+     * an arena whose thread's reference tl_registry_fork_child already dropped
+     * (maybe freed since), while this thread's TLS, initialised afresh, does
+     * not point to it. */
+    if (a != tl_current) return;
+    tl_current = NULL;
+    pthread_mutex_lock(&tl_registry_lock);
+    int last = tl_drop_thread_ref_locked(a);
+    pthread_mutex_unlock(&tl_registry_lock);
+    if (last) tl_arena_release(a);
+}
+
+static void tl_make_key(void) {
+    tl_fork_init();
+    (void)pthread_key_create(&tl_key, tl_thread_exit);
+}
 
 tl_arena *tl_thread_arena_peek(void) { return tl_current; }
 
@@ -90,16 +144,8 @@ static void tl_stats_add_counters(tl_arena_stats *dst, const tl_arena_stats *s) 
 
 /* Called by tl_arena_release when a thread arena's last reference goes. */
 void tl_registry_retire(tl_arena *a) {
-    tl_arena_stats s;
-    tl_arena_get_stats(a, &s);
-    s.fallback_live_bytes = 0; /* freed with the arena */
     pthread_mutex_lock(&tl_registry_lock);
-    if (a->reg_prev) a->reg_prev->reg_next = a->reg_next;
-    else tl_registry_head = a->reg_next;
-    if (a->reg_next) a->reg_next->reg_prev = a->reg_prev;
-    tl_registry_live--;
-    tl_stats_add_counters(&tl_retired, &s);
-    if (s.peak_bytes > tl_retired_max_peak) tl_retired_max_peak = s.peak_bytes;
+    tl_registry_unlink_locked(a);
     pthread_mutex_unlock(&tl_registry_lock);
 }
 
@@ -110,16 +156,16 @@ TL_NOINLINE static tl_arena *tl_thread_arena_create(const char *name) {
     tl_get_thread_arena_options(&o);
     tl_arena *a = tl_arena_create(&o);
     if (!a) return NULL;
-    a->is_thread_arena = 1;
     if (name) {
         strncpy(a->thread_name, name, sizeof a->thread_name - 1);
         a->thread_name[sizeof a->thread_name - 1] = '\0';
     }
     if (pthread_setspecific(tl_key, a) != 0) {
-        tl_arena_release(a);
+        tl_arena_release(a); /* not a thread arena yet: nothing to unregister */
         errno = ENOMEM;
         return NULL;
     }
+    a->is_thread_arena = 1;
     tl_registry_add(a);
     tl_current = a;
     return a;
@@ -165,8 +211,8 @@ size_t tl_registry_list(tl_thread_stats *out, size_t max) {
         tl_thread_stats *t = &out[n];
         tl_arena_get_stats(a, &t->stats);
         uint64_t tid = __atomic_load_n(&a->thread_id, __ATOMIC_RELAXED);
-        t->thread_id = tid & ~((uint64_t)1 << 63);
-        t->alive = !(tid >> 63);
+        t->thread_id = tid & ~TL_THREAD_EXITED;
+        t->alive = !(tid & TL_THREAD_EXITED);
         memcpy(t->thread_name, a->thread_name, sizeof t->thread_name);
         t->pages = a->pages;
         t->pages_requested = a->pages_requested;
@@ -176,3 +222,99 @@ size_t tl_registry_list(tl_thread_stats *out, size_t max) {
     pthread_mutex_unlock(&tl_registry_lock);
     return n;
 }
+
+/* ---- fork -----------------------------------------------------------------------
+ *
+ * fork() copies only the calling thread. A lock another thread held at that
+ * moment would stay held in the child forever, so the prepare handler takes
+ * every lock of the core and the parent and child handlers release them.
+ * Prepare takes them in the one order in which any thread ever nests them
+ * (outer first); this list is that order, and no code may take a lock of the
+ * list while holding a later one:
+ *
+ *   1. the shared-scratch lock (scratch.c), held while reading the options (2)
+ *      when the shared arena is created;
+ *   2. the thread-arena options lock (thread.c);
+ *   3. the thread-arena registry lock (thread.c);
+ *   4. the pool's heap registry lock (pool.c);
+ *   5. the pool's depot lock (pool.c, used by pool_depot.c).
+ *
+ * Locks 3 to 5 are never held while another lock is taken (tl_pool_get_stats
+ * and a heap's teardown take 4 and 5 one after the other, never nested), and
+ * no code under any of them calls back into user code, so a thread holding one
+ * always releases it without waiting on the forking thread. The C library
+ * takes its malloc locks after these handlers ran, so malloc under our locks
+ * (arena creation) cannot deadlock against prepare either.
+ *
+ * Locks that need no handler: the Huffman coder's (huffman.c, huffman_heap.c)
+ * belong to one encode or decode call and the worker threads it starts; a child
+ * does not have those threads and never touches the call's objects. The
+ * once-controls are pthread_once, whose glibc implementation restarts, in a
+ * child, an initialisation that a thread missing there left in progress.
+ *
+ * After the locks are usable again, the child repairs the state the missing
+ * threads left: the arena registry lists only the forking thread as alive (the
+ * other threads' references are dropped as at their exit), the shared scratch
+ * arena forgets the other threads' open brackets, and the other threads' pool
+ * caches are torn down as at their exit (pool.c). */
+
+static void tl_fork_prepare(void) {
+    tl_scratch_fork_lock();
+    pthread_mutex_lock(&tl_options_lock);
+    pthread_mutex_lock(&tl_registry_lock);
+    tl_pool_fork_lock();
+}
+
+static void tl_fork_parent(void) {
+    tl_pool_fork_unlock();
+    pthread_mutex_unlock(&tl_registry_lock);
+    pthread_mutex_unlock(&tl_options_lock);
+    tl_scratch_fork_unlock();
+}
+
+/* In the child: the forking thread is the only thread. Every arena whose thread
+ * was alive is now an arena of a thread that is gone; the forking thread's own
+ * arena keeps its reference and gets its new thread id (gettid differs in the
+ * child). Arenas whose last reference was their thread's are released after
+ * the registry lock is dropped, since a release may take it (retire). */
+static void tl_registry_fork_child(void) {
+    tl_arena *self = tl_current, *gone = NULL, *next;
+    pthread_mutex_lock(&tl_registry_lock);
+    if (self) __atomic_store_n(&self->thread_id, tl_current_thread_id(), __ATOMIC_RELAXED);
+    for (tl_arena *a = tl_registry_head; a; a = next) {
+        next = a->reg_next;
+        if (a == self || (__atomic_load_n(&a->thread_id, __ATOMIC_RELAXED) & TL_THREAD_EXITED))
+            continue;
+        if (tl_drop_thread_ref_locked(a)) { /* unlinked: reuse the link for our list */
+            a->reg_next = gone;
+            gone = a;
+        }
+    }
+    pthread_mutex_unlock(&tl_registry_lock);
+    for (; gone; gone = next) {
+        next = gone->reg_next;
+        tl_arena_release(gone);
+    }
+}
+
+static void tl_fork_child(void) {
+    tl_fork_parent(); /* release all locks: the forking thread holds them */
+    tl_registry_fork_child();
+    tl_scratch_fork_child();
+    tl_pool_fork_child();
+}
+
+static pthread_once_t tl_fork_once = PTHREAD_ONCE_INIT;
+
+static void tl_fork_register(void) {
+    (void)pthread_atfork(tl_fork_prepare, tl_fork_parent, tl_fork_child);
+}
+
+void tl_fork_init(void) { pthread_once(&tl_fork_once, tl_fork_register); }
+
+#if defined(__GNUC__) || defined(__clang__)
+/* At load time, so that a fork that happens before any subsystem's first use
+ * (while another thread already holds, say, the depot lock for statistics) is
+ * covered too. Every subsystem's first use calls tl_fork_init as well. */
+__attribute__((constructor)) static void tl_fork_init_at_load(void) { tl_fork_init(); }
+#endif
