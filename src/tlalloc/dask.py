@@ -287,9 +287,10 @@ def _worker_report(dask_worker: Any) -> dict[str, Any]:
 
 
 def _reason(exc: BaseException) -> str:
-    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] == "tlalloc":
-        return f"tlalloc is not installed on this worker ({exc})"
     text = str(exc)
+    # The worker's ModuleNotFoundError may arrive wrapped in another exception by then.
+    if "No module named 'tlalloc" in text:
+        return f"tlalloc is not installed on this worker ({type(exc).__name__}: {text})"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
