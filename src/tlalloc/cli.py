@@ -24,6 +24,7 @@ SUITES: dict[str, str] = {
     "larson": "tlalloc.bench.larson",
     "pages": "tlalloc.bench.pages",
     "scratch": "tlalloc.bench.scratch",
+    "dask": "tlalloc.bench.dask",
 }
 DEFAULT_SUITE = "mix"
 
