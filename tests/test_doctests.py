@@ -11,7 +11,7 @@ import pytest
 import tlalloc
 
 # Modules whose examples need an optional extra are skipped when it is missing.
-OPTIONAL = {"tlalloc.metrics": "prometheus_client"}
+OPTIONAL = {"tlalloc.metrics": "prometheus_client", "tlalloc.dask": "distributed"}
 
 
 def _modules() -> list[str]:

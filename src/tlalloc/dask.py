@@ -572,9 +572,12 @@ class ClusterAdvice:
     ``missing`` the workers that did not answer. ``plugin`` is the line to register.
 
     Example:
-        >>> a = ClusterAdvice(_advise(), {}, {}, None, None)
-        >>> a.plugin is None
-        True
+        >>> from tlalloc.advise import advise
+        >>> t = {"capacity_bytes": 8 << 20, "peak_bytes": 1 << 20, "num_allocations": 50,
+        ...      "num_overflows": 0, "num_resets": 50}
+        >>> a = ClusterAdvice(advise(per_thread=[t]), {}, {}, 2 << 20, "tcp://h:1")
+        >>> a.env, a.plugin
+        ({'TLALLOC_ARENA_SIZE': '2MiB'}, "TlallocPlugin(arena_size='2MiB')")
     """
 
     advice: Advice

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from tlalloc.advise import format_size
 from tlalloc.bench._common import describe_machine, format_table, machine_info, write_json
 
 SKIP_MESSAGE = 'tlalloc bench dask: skipped: Dask is not installed (pip install "tlalloc[dask]")'
@@ -211,11 +212,12 @@ def run(args: argparse.Namespace) -> int:
     mem_rows = []
     for w in gathered.workers.values():
         pool = w.pool or {}
-        mem_rows.append([w.name, _mib(w.peak_rss_bytes), w.overall.num_arenas, w.overall.num_allocations,
-                         w.overall.num_overflows, _mib(w.overall.peak_bytes), _mib(pool.get("peak_bytes")),
+        o = w.overall
+        mem_rows.append([w.name, _mib(w.peak_rss_bytes), o.num_arenas, o.num_allocations, o.num_overflows,
+                         format_size(o.peak_bytes), _mib(pool.get("peak_bytes")),
                          pool.get("num_allocations", 0), pool.get("num_cross_thread_frees", 0)])
     print(format_table(["worker", "peak RSS MiB (life)", "arenas", "arena allocs", "overflows",
-                        "arena peak MiB", "pool peak MiB", "pool allocs", "cross-thread frees"], mem_rows))
+                        "arena peak", "pool peak MiB", "pool allocs", "cross-thread frees"], mem_rows))
     figures["stats"] = gathered.to_dict()
     if args.json:
         write_json(args.json, {"suite": "dask", "workers": args.workers, "threads": args.threads,
