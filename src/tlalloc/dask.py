@@ -92,7 +92,8 @@ class TlallocPlugin(WorkerPlugin):  # type: ignore[misc]
     the scheduler and runs it on every worker, present and future: workers that join
     later and workers restarted after a crash get it too. Registering it again (it is
     named ``"tlalloc"``) replaces the previous one. An error on any worker is raised by
-    ``register_plugin``: a worker without tlalloc installed (a clear ``ImportError``),
+    ``register_plugin``: a worker without tlalloc installed (the worker's ``ImportError``,
+    which says what to install; Dask may hand it on wrapped in an ``Exception``),
     a setting its tlalloc rejects, or ``metrics=True`` without ``prometheus_client``.
 
     ``numpy_allocator=True``: NumPy's data-memory handler (NEP 49) is a context variable,
@@ -700,7 +701,7 @@ def advise(client: Any, *, workers: Sequence[str] | None = None,
         >>> a = tlalloc.dask.advise(client)  # doctest: +SKIP
         >>> a.env, a.driver  # doctest: +SKIP
         ({'TLALLOC_ARENA_SIZE': '4MiB'}, 'tcp://10.0.0.7:40331')
-        >>> client.register_plugin(eval("tlalloc.dask." + a.plugin))  # doctest: +SKIP
+        >>> client.register_plugin(tlalloc.dask.TlallocPlugin(arena_size=a.arena_size))  # doctest: +SKIP
     """
     return cluster_advice(stats(client, workers=workers, timeout=timeout))
 
