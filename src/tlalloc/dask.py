@@ -55,8 +55,13 @@ EXTRA_HINT = 'tlalloc.dask needs Dask: pip install "tlalloc[dask]"'
 
 try:
     from distributed import WorkerPlugin
+    from distributed.core import Status
 except ImportError as exc:  # pragma: no cover - the tests skip without Dask
     raise ImportError(EXTRA_HINT) from exc
+
+# A worker that is shutting down removes its plugins; nothing is restored then.
+_CLOSING = frozenset(getattr(Status, n) for n in ("closing", "closing_gracefully", "closed", "failed")
+                     if hasattr(Status, n))
 
 PLUGIN_NAME = "tlalloc"
 DEFAULT_TIMEOUT = 10.0  # seconds a worker has to answer stats()/advise()/summary()
@@ -204,7 +209,7 @@ class TlallocPlugin(WorkerPlugin):  # type: ignore[misc]
         _APPLIED.pop(worker.address, None)
         if self._previous is not None:
             tlalloc.configure(**self._previous)
-        if self.numpy_allocator:
+        if self.numpy_allocator and worker.status not in _CLOSING:
             numpy_alloc.uninstall()
             # The contexts this plugin installed the pool in live on: a worker-local
             # plugin puts NumPy's default back in them as tasks start, until a new
