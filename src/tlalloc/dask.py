@@ -66,9 +66,6 @@ _CLOSING = frozenset(getattr(Status, n) for n in ("closing", "closing_gracefully
 PLUGIN_NAME = "tlalloc"
 DEFAULT_TIMEOUT = 10.0  # seconds a worker has to answer stats()/advise()/summary()
 
-# Arena settings the plugin takes, as tlalloc.configure() does (same names, same checks).
-SETTINGS = tuple(_config.Config.__dataclass_fields__)
-
 # Worker address -> what the plugin applied there (read by stats()). Several workers may
 # share one process (LocalCluster(processes=False)); the arena settings are per process.
 _APPLIED: dict[str, dict[str, Any]] = {}
