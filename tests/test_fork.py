@@ -31,7 +31,7 @@ from tlalloc import huffman, kernels, numpy_alloc, pool
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is not available")
 
 # A child normally exits within a second; the deadline only turns a hang into a failure.
-CHILD_DEADLINE_S = 60.0
+CHILD_DEADLINE_S = float(os.environ.get("TL_TEST_FORK_DEADLINE", "60"))
 # Under the ASan-preloaded run (.ci/run) a child starts no thread: GCC's ASan
 # allocator has no fork handlers, so a new thread in a child of a multi-threaded
 # process can wait forever on an allocator lock a parent thread held at the fork.
@@ -104,6 +104,10 @@ def wait_pid(pid: int) -> int | None:
         if got == pid:
             return os.waitstatus_to_exitcode(status)
         time.sleep(0.002)
+    if os.environ.get("TL_TEST_FORK_GDB"):  # show where a hung child waits
+        import subprocess
+
+        subprocess.run(["gdb", "-p", str(pid), "-batch", "-ex", "thread apply all bt 25"], check=False)
     os.kill(pid, 9)
     os.waitpid(pid, 0)
     return None
@@ -236,6 +240,11 @@ def test_multiprocessing_fork_while_threads_hold_every_lock():
             p.start()
             p.join(CHILD_DEADLINE_S)
             if p.is_alive():
+                if os.environ.get("TL_TEST_FORK_GDB"):
+                    import subprocess
+
+                    subprocess.run(["gdb", "-p", str(p.pid), "-batch", "-ex", "thread apply all bt 25"],
+                                   check=False)
                 p.kill()
                 p.join()
                 codes.append(None)

@@ -1073,7 +1073,7 @@ static PyTypeObject TlScope_Type = {
 static int dict_set_u64(PyObject *d, const char *k, uint64_t v) {
     PyObject *o = PyLong_FromUnsignedLongLong(v);
     if (!o) return -1;
-    int r = PyDict_SetItemString(d, k, o);
+    int r = tl_dict_set(d, k, o);
     Py_DECREF(o);
     return r;
 }
@@ -1105,7 +1105,7 @@ static PyObject *stats_dict(const tl_arena_stats *s) {
 static int dict_set_str(PyObject *d, const char *k, const char *v) {
     PyObject *o = PyUnicode_FromString(v);
     if (!o) return -1;
-    int r = PyDict_SetItemString(d, k, o);
+    int r = tl_dict_set(d, k, o);
     Py_DECREF(o);
     return r;
 }
@@ -1118,7 +1118,7 @@ static int add_placement(PyObject *d, tl_page_kind pages, tl_page_kind requested
         return -1;
     PyObject *n = PyLong_FromLong(node);
     if (!n) return -1;
-    int r = PyDict_SetItemString(d, "numa_node", n);
+    int r = tl_dict_set(d, "numa_node", n);
     Py_DECREF(n);
     return r;
 }
@@ -1130,7 +1130,7 @@ static PyObject *arena_stats_dict(TlArena *self, PyObject *Py_UNUSED(ignored)) {
     PyObject *d = stats_dict(&s);
     if (d && (add_placement(d, self->a->pages, self->a->pages_requested, self->a->numa,
                            self->a->numa_node) < 0 ||
-              PyDict_SetItemString(d, "prefaulted", self->a->prefaulted ? Py_True : Py_False) < 0))
+              tl_dict_set(d, "prefaulted", self->a->prefaulted ? Py_True : Py_False) < 0))
         Py_CLEAR(d);
     return d;
 }
@@ -1439,7 +1439,7 @@ static PyObject *py_registry_list(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ig
         PyObject *d = stats_dict(&buf[i].stats);
         if (!d || dict_set_u64(d, "thread_id", buf[i].thread_id) < 0 ||
             dict_set_str(d, "thread_name", buf[i].thread_name) < 0 ||
-            PyDict_SetItemString(d, "thread_alive", buf[i].alive ? Py_True : Py_False) < 0 ||
+            tl_dict_set(d, "thread_alive", buf[i].alive ? Py_True : Py_False) < 0 ||
             add_placement(d, buf[i].pages, buf[i].pages_requested, buf[i].numa,
                           buf[i].numa_node) < 0 ||
             PyList_Append(list, d) < 0) {

@@ -31,6 +31,19 @@ int tl_py_huffman_init(PyObject *m); /* huffman_py.c */
  * Kernels use this for their scratch memory. */
 tl_arena *tl_py_thread_arena(void);
 
+/* d[k] = o without interning k. PyDict_SetItemString interns its key, which
+ * takes the lock of the interpreter's table of interned strings; on a
+ * free-threaded build a fork can leave that lock held by a thread that does
+ * not exist in the child, and the child would hang in the next statistics
+ * call. Statistics keys are not hot: a plain string costs nothing noticeable. */
+static inline int tl_dict_set(PyObject *d, const char *k, PyObject *o) {
+    PyObject *key = PyUnicode_FromString(k);
+    if (!key) return -1;
+    int r = PyDict_SetItem(d, key, o);
+    Py_DECREF(key);
+    return r;
+}
+
 /* Exceptions defined in arena_py.c (module attributes of the same names). */
 extern PyObject *tl_ArenaOverflowError;
 extern PyObject *tl_ArenaFallbackWarning;
