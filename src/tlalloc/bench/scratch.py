@@ -215,11 +215,15 @@ def report(result: dict[str, Any], cores: int) -> None:
              for r in result["ratios"]],
         )
     )
-    spread = max(r["spread"] for r in result["rows"])
+    spreads = {(r["strategy"], r["threads"]): r["spread"] for r in result["rows"]}
     for r in result["ratios"]:
         words = []
-        for other, key in (("np.empty", "thread_vs_numpy"), ("the shared locked arena", "thread_vs_shared")):
+        for other, key, name in (
+            ("np.empty", "thread_vs_numpy", "numpy"),
+            ("the shared locked arena", "thread_vs_shared", "shared"),
+        ):
             v = r[key]
+            spread = max(spreads[("thread", r["threads"])], spreads[(name, r["threads"])])
             if abs(v - 1) <= spread:
                 words.append(f"equal to {other} (within the {spread:.0%} run-to-run spread)")
             elif v > 1:
