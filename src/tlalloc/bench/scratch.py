@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -31,7 +32,6 @@ import numpy as np
 
 import tlalloc
 from tlalloc.bench._common import describe_machine, format_table, machine_info, parse_threads, write_json
-from tlalloc.bench.mix import measure
 
 STRATEGIES = ("thread", "numpy", "shared")
 SIZES = (256, 64)  # float32 elements of the two temporaries of one operation
@@ -140,6 +140,64 @@ def operation(strategy: str, shared: SharedArena) -> Callable[[int], Any]:
     return op
 
 
+def measure(fn: Callable[[int], Any], threads: int, duration: float) -> dict[str, float]:
+    """Run ``fn(i)`` from ``threads`` threads for about ``duration`` seconds.
+
+    Returns the throughput of all threads over the wall time (``ops_per_s``)
+    and each thread's own CPU time per operation, averaged over the threads
+    (``cpu_ns_per_op``, from ``time.thread_time``): on a loaded machine the
+    first falls with the load, the second only grows if the threads slow each
+    other down (a lock, a contended cache line).
+
+    Example:
+        >>> r = measure(lambda i: None, 2, 0.01)
+        >>> r["ops_per_s"] > 0 and r["cpu_ns_per_op"] > 0
+        True
+    """
+    counts = [0] * threads
+    cpu = [0.0] * threads
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    barrier = threading.Barrier(threads + 1)
+
+    def worker(k: int) -> None:
+        try:
+            fn(k)  # warm-up: the thread arena, caches
+            barrier.wait()
+            t0 = time.thread_time()
+            i, n = k, 0
+            while not stop.is_set():
+                fn(i)
+                i += threads
+                n += 1
+            cpu[k] = time.thread_time() - t0
+            counts[k] = n
+        except BaseException as exc:  # noqa: BLE001 - reported to the caller
+            errors.append(exc)
+            barrier.abort()
+
+    ts = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
+    for t in ts:
+        t.start()
+    try:
+        barrier.wait()
+    except threading.BrokenBarrierError:
+        pass
+    t0 = time.perf_counter()
+    time.sleep(duration)
+    stop.set()
+    for t in ts:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    if errors:
+        raise errors[0]
+    per_thread = [c / n * 1e9 for c, n in zip(cpu, counts, strict=True) if n]
+    return {
+        "ops_per_s": sum(counts) / elapsed,
+        "cpu_ns_per_op": sum(per_thread) / len(per_thread) if per_thread else float("nan"),
+    }
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", default="1,2,4", help="thread counts (default 1,2,4)")
     parser.add_argument("--duration", type=float, default=0.5, help="seconds per cell (default 0.5)")
@@ -164,11 +222,14 @@ def scaling(threads: list[int], duration: float, repeat: int) -> dict[str, Any]:
     for s in STRATEGIES:
         measure(fns[s], 1, min(duration, 0.05))  # warm-up, untimed
     samples: dict[tuple[str, int], list[float]] = {}
+    cpu: dict[tuple[str, int], list[float]] = {}
     for rep in range(repeat):
         for t in threads:
             order = STRATEGIES[rep % 3 :] + STRATEGIES[: rep % 3]
             for s in order:
-                samples.setdefault((s, t), []).append(measure(fns[s], t, duration)["ops_per_s"])
+                m = measure(fns[s], t, duration)
+                samples.setdefault((s, t), []).append(m["ops_per_s"])
+                cpu.setdefault((s, t), []).append(m["cpu_ns_per_op"])
     rows = []
     for s in STRATEGIES:
         for t in threads:
@@ -180,6 +241,7 @@ def scaling(threads: list[int], duration: float, repeat: int) -> dict[str, Any]:
                     "ops_per_s": max(v),
                     "speedup": max(v) / max(samples[(s, threads[0])]) if threads[0] == 1 else float("nan"),
                     "spread": max(v) / min(v) - 1 if min(v) > 0 else float("inf"),
+                    "cpu_ns_per_op": min(cpu[(s, t)]),
                     "samples_ops_per_s": v,
                 }
             )
@@ -199,10 +261,11 @@ def report(result: dict[str, Any], cores: int) -> None:
     """Print the tables of :func:`scaling` and what they mean for the user."""
     print(
         format_table(
-            ["strategy", "threads", "ops/s", "speed-up vs 1 thread", "spread of repeats"],
+            ["strategy", "threads", "ops/s", "speed-up vs 1 thread", "spread of repeats",
+             "CPU ns/op per thread"],
             [
                 [r["strategy"], r["threads"], f"{r['ops_per_s']:,.0f}", f"{r['speedup']:.2f}x",
-                 f"{r['spread']:.0%}"]
+                 f"{r['spread']:.0%}", f"{r['cpu_ns_per_op']:,.0f}"]
                 for r in result["rows"]
             ],
         )
@@ -232,10 +295,13 @@ def report(result: dict[str, Any], cores: int) -> None:
                 words.append(f"{1 / v:.2f}x slower than {other}")
         print(f"  {r['threads']} thread(s): thread arenas are " + "; ".join(words))
     th = {r["threads"]: r for r in result["rows"] if r["strategy"] == "thread"}
+    one = th.get(1)
     for t, r in th.items():
         if t > 1:
-            print(f"  thread arenas from {t} threads: {r['speedup']:.2f}x one thread "
-                  f"({min(t, cores)} core(s) to run on)")
+            ratio = r["cpu_ns_per_op"] / one["cpu_ns_per_op"] if one else float("nan")
+            cpu = f"; CPU time per op {ratio:.2f}x one thread's" if one else ""
+            print(f"  thread arenas from {t} threads: {r['speedup']:.2f}x one thread's throughput "
+                  f"({min(t, cores)} core(s) to run on{cpu})")
 
 
 def run(args: argparse.Namespace) -> int:
