@@ -259,19 +259,30 @@ static tl_huff_status encode_block(tl_halloc *a, const uint8_t *in, size_t len, 
     }
     /* Payload: at most 8 bits per symbol (an 8-bit fixed code is a prefix
      * code, and Huffman's is no longer), so `len` bytes are always enough.
-     * The accumulator holds < 8 pending bits plus one code of <= 40 bits. */
+     * The accumulator holds < 8 pending bits plus one code of <= 40 bits.
+     * The input is read again here: if another thread changed it since the
+     * frequencies were counted, a symbol may have no code or the payload may
+     * outgrow its bound. Two predictable tests per symbol catch both, so a
+     * concurrent writer gets an error, never a write past `out`. */
+    const size_t cap = HF_BITMAP_BYTES + k + len;
     uint64_t acc = 0;
     unsigned nacc = 0;
     for (size_t i = 0; i < len; i++) {
-        unsigned l = ct->len[in[i]];
-        acc = (acc << l) | ct->code[in[i]];
+        uint8_t sym = in[i];
+        unsigned l = ct->len[sym];
+        if (TL_UNLIKELY(l == 0)) goto changed;
+        acc = (acc << l) | ct->code[sym];
         nacc += l;
         while (nacc >= 8) {
             nacc -= 8;
+            if (TL_UNLIKELY(o == cap)) goto changed;
             out[o++] = (uint8_t)(acc >> nacc);
         }
     }
-    if (nacc > 0) out[o++] = (uint8_t)(acc << (8 - nacc));
+    if (nacc > 0) {
+        if (TL_UNLIKELY(o == cap)) goto changed;
+        out[o++] = (uint8_t)(acc << (8 - nacc));
+    }
     tl_assert(o <= HF_BITMAP_BYTES + k + len);
     memcpy(dst, out, o);
     *dst_len = o;
@@ -282,6 +293,9 @@ static tl_huff_status encode_block(tl_halloc *a, const uint8_t *in, size_t len, 
     tl_halloc_free(a, q);
     tl_halloc_free(a, freq);
     return TL_HUFF_OK;
+changed: /* the run ends: its memory goes with the heap, as for out_of_memory */
+    return tl_huff_fail(err, TL_HUFF_EINVAL,
+                        "block %zu of the input changed while it was being encoded", block);
 }
 
 /* Decoding tables of one block: canonical decoding by code length (as in
@@ -292,7 +306,14 @@ typedef struct hf_dtab {
     uint8_t symbol[256]; /* symbols sorted by (length, symbol) */
 } hf_dtab;
 
-/* Decode src[0, src_len) into dst[0, dst_len), checking everything. */
+/* Decode src[0, src_len) into dst[0, dst_len), checking everything.
+ *
+ * src may be caller memory that another thread writes meanwhile (the binding
+ * releases the GIL). So the code table (bitmap and lengths, at most 288 bytes)
+ * is copied once and only the copy is validated and used: a concurrent writer
+ * can then only make the payload decode to other symbols or fail a check,
+ * never index a table with an unvalidated value. Every payload read is at a
+ * position below `limit`, which comes from src_len, not from src's bytes. */
 static tl_huff_status decode_block(tl_halloc *a, const uint8_t *src, size_t src_len,
                                    uint8_t *dst, size_t dst_len, uint32_t crc, size_t block,
                                    tl_huff_error *err) {
@@ -300,9 +321,11 @@ static tl_huff_status decode_block(tl_halloc *a, const uint8_t *src, size_t src_
         return tl_huff_fail(err, TL_HUFF_ECORRUPT,
                             "corrupt stream: block %zu is %zu bytes, too short for its code table",
                             block, src_len);
+    uint8_t bitmap[HF_BITMAP_BYTES], lens[256];
+    memcpy(bitmap, src, HF_BITMAP_BYTES);
     unsigned k = 0;
     for (unsigned i = 0; i < HF_BITMAP_BYTES; i++)
-        for (unsigned b = 0; b < 8; b++) k += (src[i] >> b) & 1u;
+        for (unsigned b = 0; b < 8; b++) k += (bitmap[i] >> b) & 1u;
     if (k == 0)
         return tl_huff_fail(err, TL_HUFF_ECORRUPT, "corrupt stream: block %zu has no symbols",
                             block);
@@ -310,10 +333,10 @@ static tl_huff_status decode_block(tl_halloc *a, const uint8_t *src, size_t src_
         return tl_huff_fail(err, TL_HUFF_ECORRUPT,
                             "corrupt stream: block %zu is truncated inside its code table",
                             block);
+    memcpy(lens, src + HF_BITMAP_BYTES, k);
     hf_dtab *t = tl_halloc_alloc(a, sizeof *t);
     if (t == NULL) return out_of_memory(a, err, block, dst_len);
     memset(t->count, 0, sizeof t->count);
-    const uint8_t *lens = src + HF_BITMAP_BYTES;
     for (unsigned j = 0; j < k; j++) {
         if (lens[j] == 0 || lens[j] > TL_HUFF_MAX_CODE_LEN) {
             tl_halloc_free(a, t);
@@ -344,7 +367,8 @@ static tl_huff_status decode_block(tl_halloc *a, const uint8_t *src, size_t src_
         memcpy(fill, t->offs, sizeof fill);
         unsigned j = 0;
         for (unsigned s = 0; s < 256; s++)
-            if ((src[s >> 3] >> (s & 7)) & 1u) t->symbol[fill[lens[j++]]++] = (uint8_t)s;
+            if ((bitmap[s >> 3] >> (s & 7)) & 1u) t->symbol[fill[lens[j++]]++] = (uint8_t)s;
+        tl_assert(j == k);
     }
 
     const uint8_t *p = src + HF_BITMAP_BYTES + k;
@@ -397,6 +421,12 @@ static tl_huff_status decode_block(tl_halloc *a, const uint8_t *src, size_t src_
 
 typedef struct hf_run hf_run;
 
+/* A block of a stream being decoded, from the validated copy of its index. */
+typedef struct hf_blockref {
+    uint64_t offset;
+    uint32_t len, crc;
+} hf_blockref;
+
 typedef struct hf_worker {
     hf_run *run;
     unsigned index;
@@ -431,8 +461,7 @@ struct hf_run {
     uint32_t *crc;       /* per block */
     /* decoding */
     const uint8_t *enc;
-    const uint8_t *index; /* block index of the stream */
-    uint64_t *offsets;   /* per block: offset of its bytes in enc */
+    hf_blockref *blocks; /* per block: where it lies in enc, its CRC (validated copy) */
     uint8_t *out;
     uint64_t orig;
 };
@@ -449,9 +478,9 @@ static void worker_block(hf_run *r, hf_worker *w, size_t b) {
                           &r->enc_len[w->index], b, &w->err);
     } else {
         size_t len = r->orig - start < r->block_size ? (size_t)(r->orig - start) : r->block_size;
-        const uint8_t *e = r->index + (size_t)b * TL_HUFF_INDEX_ENTRY_SIZE;
-        st = decode_block(a, r->enc + r->offsets[b], get_u32(e), r->out + start, len,
-                          get_u32(e + 4), b, &w->err);
+        const hf_blockref *e = &r->blocks[b];
+        st = decode_block(a, r->enc + e->offset, e->len, r->out + start, len, e->crc, b,
+                          &w->err);
     }
     tl_halloc_block_done(a); /* tlalloc: reset the arena */
     if (st != TL_HUFF_OK) w->err_block = b;
@@ -798,22 +827,30 @@ typedef struct hf_header {
 } hf_header;
 
 /* Check the header and the block index of in[0, n) (every offset and length
- * against n) and, if `offsets` is given, store where each block starts. */
-static tl_huff_status parse_header(const uint8_t *in, size_t n, hf_header *h, uint64_t *offsets,
-                                   tl_huff_error *err) {
+ * against n) and, if `blocks` is given, store a malloc'd array of the blocks
+ * (freed by the caller) there.
+ *
+ * `in` may change while this runs (caller memory, GIL released): the header
+ * and the index are copied first and only the copies are checked and used, so
+ * what is returned is consistent with itself whatever a writer does. */
+static tl_huff_status parse_header(const uint8_t *in, size_t n, hf_header *h,
+                                   hf_blockref **blocks, tl_huff_error *err) {
+    uint8_t hd[TL_HUFF_HEADER_SIZE];
+    if (blocks != NULL) *blocks = NULL;
     if (in == NULL || n < TL_HUFF_HEADER_SIZE)
         return tl_huff_fail(err, TL_HUFF_ECORRUPT,
                             "truncated stream: %zu bytes, shorter than the %u-byte header", n,
                             TL_HUFF_HEADER_SIZE);
-    if (memcmp(in, "TLHF", 4) != 0)
+    memcpy(hd, in, sizeof hd);
+    if (memcmp(hd, "TLHF", 4) != 0)
         return tl_huff_fail(err, TL_HUFF_ECORRUPT,
                             "not a tlalloc Huffman stream (the magic bytes are not TLHF)");
-    if (in[4] != 1)
+    if (hd[4] != 1)
         return tl_huff_fail(err, TL_HUFF_ECORRUPT, "unsupported stream version %u (expected 1)",
-                            in[4]);
-    if (in[5] | in[6] | in[7])
+                            hd[4]);
+    if (hd[5] | hd[6] | hd[7])
         return tl_huff_fail(err, TL_HUFF_ECORRUPT, "corrupt stream: reserved bytes are not zero");
-    uint64_t bs = get_u32(in + 8), orig = get_u64(in + 12), nb = get_u32(in + 20);
+    uint64_t bs = get_u32(hd + 8), orig = get_u64(hd + 12), nb = get_u32(hd + 20);
     if (bs == 0 || bs > TL_HUFF_MAX_BLOCK_SIZE)
         return tl_huff_fail(err, TL_HUFF_ECORRUPT,
                             "corrupt stream: block size %llu is out of range",
@@ -827,42 +864,69 @@ static tl_huff_status parse_header(const uint8_t *in, size_t n, hf_header *h, ui
         return tl_huff_fail(err, TL_HUFF_ECORRUPT,
                             "truncated stream: %zu bytes cannot hold the index of %llu blocks", n,
                             (unsigned long long)nb);
-    const uint8_t *index = in + TL_HUFF_HEADER_SIZE;
-    uint32_t crc = tl_huff_crc32(0, in, 24);
-    crc = tl_huff_crc32(crc, index, (size_t)nb * TL_HUFF_INDEX_ENTRY_SIZE);
-    if (crc != get_u32(in + 24))
-        return tl_huff_fail(err, TL_HUFF_ECORRUPT,
-                            "corrupt stream: the header and block index fail their CRC-32 check");
+    size_t index_bytes = (size_t)nb * TL_HUFF_INDEX_ENTRY_SIZE;
+    uint8_t *index = malloc(index_bytes);
+    hf_blockref *refs = blocks != NULL ? malloc((size_t)nb * sizeof *refs) : NULL;
+    if (index == NULL || (blocks != NULL && refs == NULL)) {
+        free(index);
+        free(refs);
+        return tl_huff_fail(err, TL_HUFF_ENOMEM, "out of memory for a block index of %llu blocks",
+                            (unsigned long long)nb);
+    }
+    memcpy(index, in + TL_HUFF_HEADER_SIZE, index_bytes);
+    tl_huff_status st = TL_HUFF_OK;
+    uint32_t crc = tl_huff_crc32(0, hd, 24);
+    crc = tl_huff_crc32(crc, index, index_bytes);
+    if (crc != get_u32(hd + 24)) {
+        st = tl_huff_fail(err, TL_HUFF_ECORRUPT,
+                          "corrupt stream: the header and block index fail their CRC-32 check");
+        goto out;
+    }
     /* Every block must lie inside the stream, and the blocks must fill it
      * exactly. A block of L bytes decodes to at most 8*(L - 33) symbols (one
      * bit per symbol at best), which bounds the claimed size by the input's. */
-    uint64_t off = TL_HUFF_HEADER_SIZE + nb * TL_HUFF_INDEX_ENTRY_SIZE;
+    uint64_t off = TL_HUFF_HEADER_SIZE + index_bytes;
     for (uint64_t b = 0; b < nb; b++) {
         uint64_t len = get_u32(index + b * TL_HUFF_INDEX_ENTRY_SIZE);
         uint64_t want = b + 1 < nb ? bs : orig - b * bs;
-        if (len > n - off)
-            return tl_huff_fail(err, TL_HUFF_ECORRUPT,
-                                "truncated stream: block %llu ends past the end of the stream",
-                                (unsigned long long)b);
-        if (len < HF_BITMAP_BYTES + 1 || want > 8 * (len - HF_BITMAP_BYTES - 1))
-            return tl_huff_fail(err, TL_HUFF_ECORRUPT,
-                                "corrupt stream: block %llu is %llu bytes, too short for %llu "
-                                "symbols",
-                                (unsigned long long)b, (unsigned long long)len,
-                                (unsigned long long)want);
-        if (offsets != NULL) offsets[b] = off;
+        if (len > n - off) {
+            st = tl_huff_fail(err, TL_HUFF_ECORRUPT,
+                              "truncated stream: block %llu ends past the end of the stream",
+                              (unsigned long long)b);
+            goto out;
+        }
+        if (len < HF_BITMAP_BYTES + 1 || want > 8 * (len - HF_BITMAP_BYTES - 1)) {
+            st = tl_huff_fail(err, TL_HUFF_ECORRUPT,
+                              "corrupt stream: block %llu is %llu bytes, too short for %llu "
+                              "symbols",
+                              (unsigned long long)b, (unsigned long long)len,
+                              (unsigned long long)want);
+            goto out;
+        }
+        if (refs != NULL)
+            refs[b] = (hf_blockref){off, (uint32_t)len,
+                                    get_u32(index + b * TL_HUFF_INDEX_ENTRY_SIZE + 4)};
         off += len;
     }
-    if (off != n)
-        return tl_huff_fail(err, TL_HUFF_ECORRUPT,
-                            "corrupt stream: %llu bytes follow the last block",
-                            (unsigned long long)(n - off));
-    if (orig > SIZE_MAX)
-        return tl_huff_fail(err, TL_HUFF_ECORRUPT, "stream too large for this machine");
+    if (off != n) {
+        st = tl_huff_fail(err, TL_HUFF_ECORRUPT, "corrupt stream: %llu bytes follow the last block",
+                          (unsigned long long)(n - off));
+        goto out;
+    }
+    if (orig > SIZE_MAX) {
+        st = tl_huff_fail(err, TL_HUFF_ECORRUPT, "stream too large for this machine");
+        goto out;
+    }
     h->block_size = (size_t)bs;
     h->orig = orig;
     h->nblocks = (size_t)nb;
-    return TL_HUFF_OK;
+out:
+    free(index);
+    if (st == TL_HUFF_OK && blocks != NULL)
+        *blocks = refs;
+    else
+        free(refs);
+    return st;
 }
 
 tl_huff_status tl_huff_decoded_size(const uint8_t *in, size_t n, uint64_t *size,
@@ -887,18 +951,17 @@ tl_huff_status tl_huff_decode(const uint8_t *in, size_t n, uint8_t *out, size_t 
     if (stats != NULL) memset(stats, 0, sizeof *stats);
     if (out_len != NULL) *out_len = 0;
     if ((st = check_options(opts, &o, err)) != TL_HUFF_OK) return st;
-    if ((st = parse_header(in, n, &h, NULL, err)) != TL_HUFF_OK) return st;
-    if (out == NULL || cap < h.orig)
+    /* The header and index are read once, into r.blocks: see parse_header. */
+    if ((st = parse_header(in, n, &h, &r.blocks, err)) != TL_HUFF_OK) return st;
+    if (out == NULL || cap < h.orig) {
+        free(r.blocks);
         return tl_huff_fail(err, TL_HUFF_EINVAL,
                             "the output buffer (%zu bytes) is smaller than the decoded size "
                             "(%llu bytes)",
                             out == NULL ? (size_t)0 : cap, (unsigned long long)h.orig);
-    r.offsets = malloc(h.nblocks * sizeof *r.offsets);
-    if (r.offsets == NULL) return tl_huff_fail(err, TL_HUFF_ENOMEM, "out of memory");
-    parse_header(in, n, &h, r.offsets, err); /* cannot fail the second time */
+    }
     if ((st = run_setup(&r, &o, h.nblocks, h.block_size, 1, err)) != TL_HUFF_OK) goto done;
     r.enc = in;
-    r.index = in + TL_HUFF_HEADER_SIZE;
     r.out = out;
     r.orig = h.orig;
     st = run_batches(&r, NULL, NULL, err);
@@ -910,6 +973,6 @@ done:
         stats->output_bytes = st == TL_HUFF_OK ? h.orig : 0;
     }
     run_teardown(&r);
-    free(r.offsets);
+    free(r.blocks);
     return st;
 }

@@ -5,7 +5,9 @@
  * huffman_decode(data, threads, allocator, heap_bytes, pool_bytes) -> bytes
  *
  * Both release the GIL while the C core codes (the input buffer stays
- * exported, so it cannot be resized meanwhile). Argument checking with
+ * exported, so it cannot be resized meanwhile, but another thread may write
+ * it: the core reads what it validates once, so such a writer can only cause
+ * a CorruptStreamError / ValueError or wrong bytes, never a bad access). Argument checking with
  * friendly messages lives in tlalloc/huffman.py; the C core checks again and
  * its messages surface here. A malformed stream raises
  * HuffmanCorruptStreamError (a ValueError, tlalloc.huffman.CorruptStreamError).
@@ -167,7 +169,14 @@ static PyObject *py_huffman_decode(PyObject *self, PyObject *args, PyObject *kwa
     st = tl_huff_decode(view.buf, (size_t)view.len, (uint8_t *)PyBytes_AS_STRING(res),
                         (size_t)size, &len, &o, NULL, &err);
     Py_END_ALLOW_THREADS
-    if (st != TL_HUFF_OK) {
+    if (st == TL_HUFF_EINVAL) {
+        /* The options passed both checks above, so the only EINVAL left is a
+         * decoded size that no longer fits `res`: the input changed between
+         * the two calls (another thread writes it). */
+        Py_CLEAR(res);
+        PyErr_SetString(tl_HuffmanCorruptStreamError,
+                        "corrupt stream: the input changed while it was being decoded");
+    } else if (st != TL_HUFF_OK) {
         Py_CLEAR(res);
         huff_raise(&err);
     }
