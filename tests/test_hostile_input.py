@@ -107,3 +107,34 @@ def test_encode_survives_a_concurrent_writer() -> None:
     finally:
         stop.set()
         t.join()
+
+
+def test_decay_shape_error_does_not_leak() -> None:
+    # The message names out.shape; the tuple fetched for it used to leak on
+    # every call (issue 9).
+    import tracemalloc
+
+    from tlalloc.kernels import decay
+
+    s = np.ones((3, 4), dtype=np.float32)
+    a = np.ones((3, 4), dtype=np.float32)
+    out = np.empty((5, 4), dtype=np.float32)
+
+    def calls(n: int) -> None:
+        for _ in range(n):
+            try:
+                decay(s, a, out=out)
+            except ValueError:
+                pass
+
+    with pytest.raises(ValueError, match="do not have matching shapes"):
+        decay(s, a, out=out)
+    calls(200)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        calls(2000)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 2000 * 8, grown  # a leaked shape tuple is 56+ bytes per call

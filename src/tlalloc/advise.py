@@ -410,8 +410,20 @@ class _Tracker:
         self, overall: Mapping[str, Any] | None, threads: Sequence[Mapping[str, Any]] | None
     ) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None]:
         """Record a sample; return copies of the figures with their windows added."""
-        now = time.monotonic()
+        o, t, _ = self.observe_all(overall, threads)
+        return o, t
+
+    def observe_all(
+        self, overall: Mapping[str, Any] | None, threads: Sequence[Mapping[str, Any]] | None
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None, list[dict[str, Any]]]:
+        """:meth:`observe`, plus copies of the released arenas' figures as of the same sample.
+
+        Safe from any number of threads at once: the clock is read under the lock
+        (a time read before another thread's baseline would give a negative window),
+        and every dict handed out is a copy that the tracker never touches again.
+        """
         with self._lock:
+            now = time.monotonic()
             out_overall = None
             if overall is not None:
                 out_overall = dict(overall)
@@ -436,13 +448,19 @@ class _Tracker:
                     d["window_resets"] = r - base[1]
                     d["window_allocations"] = a - base[2]
                     out_threads.append(d)
-                    self._last[key] = d
+                    self._last[key] = dict(d)
                 for key in self._seen.keys() - seen.keys():
                     self._release(key)
                 self._seen = seen
-        return out_overall, out_threads
+            released = [dict(d) for d in self.released]
+        return out_overall, out_threads, released
 
-    def _release(self, key: tuple[int, str]) -> None:
+    def released_figures(self) -> list[dict[str, Any]]:
+        """Copies of the kept figures of released thread arenas (thread-safe)."""
+        with self._lock:
+            return [dict(d) for d in self.released]
+
+    def _release(self, key: tuple[int, str]) -> None:  # with self._lock held
         d = self._last.pop(key, None)
         if d is not None:
             d["thread_alive"] = False
@@ -466,11 +484,18 @@ def live_figures() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         >>> overall["window_seconds"] >= 0 and all("window_seconds" in t for t in threads)
         True
     """
+    overall, threads, _ = _live_figures_all()
+    return overall, threads
+
+
+def _live_figures_all() -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """:func:`live_figures` and the released arenas' figures, from one sample."""
     from tlalloc._stats import stats
 
-    overall, threads = _TRACKER.observe(stats().to_dict(), [t.to_dict() for t in stats(per_thread=True)])
+    overall, threads, released = _TRACKER.observe_all(
+        stats().to_dict(), [t.to_dict() for t in stats(per_thread=True)])
     assert overall is not None and threads is not None
-    return overall, threads
+    return overall, threads, released
 
 
 # --------------------------------------------------------------------- advise
@@ -507,9 +532,9 @@ def advise(
         [shrink] overall: utilization 12.5% is below 30.0%...: too large; shrink to 2MiB ...
     """
     if stats is None and per_thread is None:
-        overall_d, threads_d = live_figures()
+        overall_d, threads_d, released = _live_figures_all()
         overall: Mapping[str, Any] | None = overall_d
-        threads: Sequence[Mapping[str, Any]] = [*threads_d, *(dict(t) for t in _TRACKER.released)]
+        threads: Sequence[Mapping[str, Any]] = [*threads_d, *released]
     else:
         overall = stats
         if per_thread is None:

@@ -43,6 +43,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -207,6 +208,7 @@ def _pool_families(pool: Mapping[str, Any], family: Callable[..., Any]) -> Itera
 
 
 _registered: weakref.WeakKeyDictionary[Any, Collector] = weakref.WeakKeyDictionary()
+_registered_lock = threading.Lock()
 
 
 def register(registry: Any = None, *, per_thread: bool = True) -> Collector:
@@ -221,15 +223,21 @@ def register(registry: Any = None, *, per_thread: bool = True) -> Collector:
         >>> register(reg) is register(reg)
         True
     """
+    if not isinstance(per_thread, bool):
+        raise TypeError(f"per_thread must be a bool, got {per_thread!r}")
     pc = _prometheus()
     reg = pc.REGISTRY if registry is None else registry
     if not hasattr(reg, "register"):
         raise TypeError(f"registry must be a prometheus_client CollectorRegistry, got {registry!r}")
-    c = _registered.get(reg)
-    if c is None:
-        c = Collector(per_thread=per_thread)
-        reg.register(c)
-        _registered[reg] = c
+    with _registered_lock:  # two threads registering at once register one collector
+        c = _registered.get(reg)
+        if c is None:
+            c = Collector(per_thread=per_thread)
+            reg.register(c)
+            _registered[reg] = c
+        elif c.per_thread != per_thread:
+            raise ValueError(f"a tlalloc collector with per_thread={c.per_thread!r} is already "
+                             f"registered in {reg!r}; got per_thread={per_thread!r}")
     return c
 
 

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from tlalloc.advise import _TRACKER, Advice, advise, format_size, live_figures
+from tlalloc.advise import Advice, _live_figures_all, advise, format_size
 from tlalloc.bench._common import format_table
 
 WIDTH = 100
@@ -76,8 +76,7 @@ def summary_data(
     """
     released: list[dict[str, Any]] = []
     if stats is None and per_thread is None:
-        overall, threads = live_figures()
-        released = [dict(t) for t in _TRACKER.released]
+        overall, threads, released = _live_figures_all()
         pool = _pool()
         # Threads released after a sample saw them still say what size they needed.
         a = advise(overall, [*threads, *released])

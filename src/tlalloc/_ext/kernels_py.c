@@ -710,19 +710,23 @@ general: {
     Py_DECREF(dts[2]);
     if (!it) {
         if (PyErr_ExceptionMatches(PyExc_ValueError)) {
-            PyObject *shp_s = PyObject_GetAttrString((PyObject *)s, "shape");
-            PyObject *shp_a = PyObject_GetAttrString((PyObject *)a, "shape");
             PyErr_Clear();
-            if (out)
+            PyObject *shp_s = PyObject_GetAttrString((PyObject *)s, "shape");
+            PyObject *shp_a = shp_s ? PyObject_GetAttrString((PyObject *)a, "shape") : NULL;
+            PyObject *shp_o = shp_a && out ? PyObject_GetAttrString((PyObject *)out, "shape") : NULL;
+            if (!shp_a || (out && !shp_o))
+                ; /* the attribute lookup's exception stands */
+            else if (out)
                 PyErr_Format(PyExc_ValueError,
                              "strengths %R, ages %R and out %R do not have matching shapes "
                              "(out must have the broadcast shape of strengths and ages)",
-                             shp_s, shp_a, PyObject_GetAttrString((PyObject *)out, "shape"));
+                             shp_s, shp_a, shp_o);
             else
                 PyErr_Format(PyExc_ValueError, "strengths of shape %R and ages of shape %R do not broadcast",
                              shp_s, shp_a);
             Py_XDECREF(shp_s);
             Py_XDECREF(shp_a);
+            Py_XDECREF(shp_o);
         }
         goto done;
     }
