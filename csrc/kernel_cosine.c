@@ -368,6 +368,7 @@ static int tl_cosine_run32(tl_scratch *s, const tl_vec *query, const tl_mat *can
     float *nrm = dot + B, *score = dot + 2 * B;
     tl_scores32_fn scores = tl_scores32_pick();
     for (size_t i0 = 0; i0 < n; i0 += B) {
+        if (i0 != 0 && tl_k_interrupted()) return TL_K_EINTR; /* a block: <= 64 KiB of rows */
         size_t nb = n - i0 < B ? n - i0 : B;
         const char *rows;
         ptrdiff_t rs;
@@ -402,6 +403,7 @@ static int tl_cosine_run64(tl_scratch *s, const tl_vec *query, const tl_mat *can
     if (!dot || !blk) return TL_K_ENOMEM;
     double *nrm = dot + B;
     for (size_t i0 = 0; i0 < n; i0 += B) {
+        if (i0 != 0 && tl_k_interrupted()) return TL_K_EINTR;
         size_t nb = n - i0 < B ? n - i0 : B;
         for (size_t r = 0; r < nb; r++)
             tl_convert_f64((const char *)cand->data + (ptrdiff_t)(i0 + r) * cand->row_stride,

@@ -21,6 +21,9 @@
 #endif
 
 #define TL_DECAY_BLOCK 1024
+/* Elements between two polls for interruption (tl_kernels_set_poll): about
+ * 50 us of float32 work, a multiple of TL_DECAY_BLOCK. */
+#define TL_DECAY_CHUNK ((size_t)1 << 16)
 
 /* Per-call constants of the float32 path: factor = 2^(c * age) or, for the
  * power model, 2^(nalpha * log2(1 + inv_tau * age)). */
@@ -290,8 +293,8 @@ static tl_any_bad32_fn tl_any_bad32_pick(void) {
     }                                                                       \
     return TL_K_OK
 
-int tl_decay_check_ages(const void *ages, tl_dtype dtype, ptrdiff_t stride, size_t n,
-                        size_t *bad_pos) {
+static int tl_decay_check_chunk(const void *ages, tl_dtype dtype, ptrdiff_t stride, size_t n,
+                                size_t *bad_pos) {
     const char *p = (const char *)ages;
     switch (dtype) {
     case TL_F16: TL_CHECK_LOOP(uint16_t, !(tl_half_to_float(v) >= 0.0f));
@@ -318,6 +321,23 @@ int tl_decay_check_ages(const void *ages, tl_dtype dtype, ptrdiff_t stride, size
     return TL_K_EINVAL;
 }
 
+/* In chunks, polling for interruption between them (TL_K_EINTR). */
+int tl_decay_check_ages(const void *ages, tl_dtype dtype, ptrdiff_t stride, size_t n,
+                        size_t *bad_pos) {
+    const size_t chunk = 16 * TL_DECAY_CHUNK; /* the check is ~20x cheaper than the decay */
+    for (size_t i0 = 0; i0 < n; i0 += chunk) {
+        if (i0 != 0 && tl_k_interrupted()) return TL_K_EINTR;
+        size_t m = n - i0 < chunk ? n - i0 : chunk;
+        int rc = tl_decay_check_chunk((const char *)ages + (ptrdiff_t)i0 * stride, dtype, stride, m,
+                                      bad_pos);
+        if (rc != TL_K_OK) {
+            if (rc == TL_K_EAGES) *bad_pos += i0;
+            return rc;
+        }
+    }
+    return TL_K_OK;
+}
+
 /* ---- the kernel ------------------------------------------------------------------ */
 
 static double tl_decay_one64(double s, double a, const tl_decay_params *p) {
@@ -335,6 +355,7 @@ static int tl_decay64(tl_scratch *s, const void *sv, tl_dtype s_dtype, ptrdiff_t
     double *buf = tl_scratch_alloc(s, 2 * TL_DECAY_BLOCK * sizeof(double), TL_DEFAULT_ALIGN);
     if (!buf) return TL_K_ENOMEM;
     for (size_t i0 = 0; i0 < n; i0 += TL_DECAY_BLOCK) {
+        if (i0 % (TL_DECAY_CHUNK / 8) == 0 && i0 != 0 && tl_k_interrupted()) return TL_K_EINTR;
         size_t m = n - i0 < TL_DECAY_BLOCK ? n - i0 : TL_DECAY_BLOCK;
         tl_convert_f64((const char *)sv + (ptrdiff_t)i0 * s_stride, s_dtype, s_stride, m, buf);
         tl_convert_f64((const char *)av + (ptrdiff_t)i0 * a_stride, a_dtype, a_stride, m,
@@ -379,7 +400,13 @@ int tl_decay(tl_scratch *s, const void *strengths, tl_dtype s_dtype, ptrdiff_t s
     /* Fast path: everything contiguous float32, one fused pass, no scratch. */
     if (s_dtype == TL_F32 && a_dtype == TL_F32 && tl_is_contig(strengths, s_stride, 4) &&
         tl_is_contig(ages, a_stride, 4) && tl_is_contig(out, out_stride, 4)) {
-        fn((const float *)strengths, (const float *)ages, (float *)out, n, &k);
+        /* In chunks of TL_DECAY_CHUNK (a multiple of every vector width, so the
+         * results are those of one pass), polling for interruption between them. */
+        for (size_t i0 = 0; i0 < n; i0 += TL_DECAY_CHUNK) {
+            if (i0 != 0 && tl_k_interrupted()) return TL_K_EINTR;
+            size_t m = n - i0 < TL_DECAY_CHUNK ? n - i0 : TL_DECAY_CHUNK;
+            fn((const float *)strengths + i0, (const float *)ages + i0, (float *)out + i0, m, &k);
+        }
         return TL_K_OK;
     }
     /* Blocks: convert what is not contiguous float32 into scratch. */
@@ -390,6 +417,7 @@ int tl_decay(tl_scratch *s, const void *strengths, tl_dtype s_dtype, ptrdiff_t s
     const int a_direct = a_dtype == TL_F32 && tl_is_contig(ages, a_stride, 4);
     const int o_direct = tl_is_contig(out, out_stride, 4);
     for (size_t i0 = 0; i0 < n; i0 += TL_DECAY_BLOCK) {
+        if (i0 % TL_DECAY_CHUNK == 0 && i0 != 0 && tl_k_interrupted()) return TL_K_EINTR;
         size_t m = n - i0 < TL_DECAY_BLOCK ? n - i0 : TL_DECAY_BLOCK;
         const float *sp = s_direct ? (const float *)strengths + i0 : sb;
         const float *ap = a_direct ? (const float *)ages + i0 : ab;

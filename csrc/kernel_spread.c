@@ -190,6 +190,7 @@ tl_spread_rows(tl_spread_state *st, const tl_csr *g, size_t F, double f, int idx
                tl_spread_error *err) {
     const uint64_t n = st->n;
     for (size_t i = 0; i < F; i++) {
+        if (TL_UNLIKELY((i & 4095) == 4095) && tl_k_interrupted()) return TL_K_EINTR;
         if (i + 4 < F) { /* rows of big graphs are cache misses: fetch ahead */
             __builtin_prefetch((const char *)g->indices + st->ra[i + 4] * (idx64 ? 8 : 4));
             __builtin_prefetch((const char *)g->data + st->ra[i + 4] * (w64 ? 8 : 4));
@@ -215,6 +216,7 @@ tl_dense_step(const tl_csr *g, const double *cur, double *next, double thr, doub
     const uint64_t n = g->n;
     int any = 0;
     for (size_t u = 0; u < n; u++) {
+        if (TL_UNLIKELY((u & 65535) == 65535) && tl_k_interrupted()) return TL_K_EINTR;
         const double p = cur[u];
         if (!(p >= thr) || p == 0.0) continue;
         any = 1;
@@ -365,6 +367,7 @@ static int tl_spread_dense(tl_scratch *s, const tl_csr *g, const int64_t *seeds,
     memcpy(total, cur, n * sizeof(double));
     const double f = exp(-p->decay_rate), thr = p->threshold;
     for (size_t depth = 0; depth < p->max_depth; depth++) {
+        if (depth != 0 && tl_k_interrupted()) return TL_K_EINTR;
         int any = 0, rc;
         switch (ip64 * 4 + idx64 * 2 + w64) {
         case 0: rc = tl_dense_step(g, cur, next, thr, f, 0, 0, 0, &any, err); break;
@@ -427,6 +430,7 @@ static int tl_spread_sparse(tl_scratch *s, const tl_csr *g, const int64_t *seeds
     const double f = exp(-p->decay_rate);
     const double thr = p->threshold;
     for (size_t depth = 0; depth < p->max_depth; depth++) {
+        if (depth != 0 && tl_k_interrupted()) return TL_K_EINTR;
         /* The frontier: O(touched). Its arrays are sized to it, in scratch (a
          * few bytes per frontier node; the slots and the table dominate). */
         size_t F = 0;

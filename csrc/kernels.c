@@ -15,6 +15,16 @@ size_t tl_dtype_size(tl_dtype t) {
     return 0;
 }
 
+/* ---- interruption ---------------------------------------------------------------- */
+
+_Thread_local tl_kernel_poll_fn tl_k_poll_fn;
+_Thread_local void *tl_k_poll_ctx;
+
+void tl_kernels_set_poll(tl_kernel_poll_fn fn, void *ctx) {
+    tl_k_poll_fn = fn;
+    tl_k_poll_ctx = ctx;
+}
+
 /* ---- instruction set ----------------------------------------------------------- */
 
 static _Atomic int g_isa = -1; /* -1: not chosen yet */

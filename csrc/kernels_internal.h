@@ -31,6 +31,14 @@ void tl_convert_f32(const void *src, tl_dtype t, ptrdiff_t stride, size_t n, flo
 void tl_convert_f64(const void *src, tl_dtype t, ptrdiff_t stride, size_t n, double *dst);
 float tl_half_to_float(uint16_t h);
 
+/* The calling thread's poll function (tl_kernels_set_poll): nonzero if the
+ * call should stop now with TL_K_EINTR. Called between chunks of work. */
+extern _Thread_local tl_kernel_poll_fn tl_k_poll_fn;
+extern _Thread_local void *tl_k_poll_ctx;
+static inline int tl_k_interrupted(void) {
+    return TL_UNLIKELY(tl_k_poll_fn != NULL) && tl_k_poll_fn(tl_k_poll_ctx) != 0;
+}
+
 static inline int tl_dtype_is_float(tl_dtype t) { return t == TL_F16 || t == TL_F32 || t == TL_F64; }
 
 /* Nonzero if `p` can be read as contiguous elements of `size` bytes in place. */

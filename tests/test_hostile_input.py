@@ -138,3 +138,99 @@ def test_decay_shape_error_does_not_leak() -> None:
     finally:
         tracemalloc.stop()
     assert grown < 2000 * 8, grown  # a leaked shape tuple is 56+ bytes per call
+
+
+# ---- long kernel calls stop on Ctrl-C ------------------------------------------------
+
+# Each case would run for hours; the child process sends itself SIGINT from a
+# timer thread 0.3 s into the call and reports what the call did. A kernel that
+# ignored the signal would hit the subprocess timeout (a test failure, not a hang).
+_SIGINT_CHILD = r"""
+import os, signal, sys, threading, time
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+from tlalloc import kernels
+
+def zs(dtype, n):  # n elements, all the same memory
+    return as_strided(np.ones(1, dtype), shape=(n,), strides=(0,))
+
+n = 200_000  # a ring: every node spreads to the next, forever with decay_rate=0
+ring = (np.arange(n + 1), (np.arange(n) + 1) % n, np.ones(n))
+big = 2**40
+calls = {
+    "cosine_topk": lambda: kernels.cosine_similarity(
+        np.ones(256, np.float32), as_strided(np.ones(256, np.float32), (big, 256), (0, 4)), top_k=3),
+    "cosine_f64": lambda: kernels.cosine_similarity(
+        np.ones(256), as_strided(np.ones(256), (big, 256), (0, 8)), top_k=3),
+    "spread_sparse": lambda: kernels.spread_activation(
+        ring, np.arange(n), decay_rate=0.0, threshold=0.0, max_depth=kernels.MAX_DEPTH),
+    "spread_dense": lambda: kernels.spread_activation(
+        ring, np.arange(n), decay_rate=0.0, threshold=0.0, max_depth=kernels.MAX_DEPTH,
+        _engine="dense"),
+    "decay_f32": lambda: kernels.decay(zs(np.float32, big), zs(np.float32, big),
+                                       out=zs(np.float32, big)),
+    "decay_f64": lambda: kernels.decay(zs(np.float64, big), zs(np.float32, big),
+                                       out=zs(np.float64, big)),
+    "decay_int_ages": lambda: kernels.decay(zs(np.float32, big), zs(np.int64, big),
+                                            out=zs(np.float32, big)),
+    "decay_broadcast": lambda: kernels.decay(
+        as_strided(np.ones(1, np.float32), (2**20, 2**20), (0, 0)), np.float32(1.0),
+        out=as_strided(np.ones(1, np.float32), (2**20, 2**20), (0, 0))),
+}
+name = sys.argv[1]
+threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+try:
+    calls[name]()
+except KeyboardInterrupt:
+    print("interrupted")
+else:
+    print("finished")
+"""
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["cosine_topk", "cosine_f64", "spread_sparse", "spread_dense", "decay_f32", "decay_f64",
+     "decay_int_ages", "decay_broadcast"],
+)
+def test_long_kernel_raises_keyboardinterrupt_on_sigint(name: str) -> None:
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _SIGINT_CHILD, name], capture_output=True,
+                       text=True, timeout=120)
+    assert r.stdout.strip() == "interrupted", (r.stdout, r.stderr[-2000:])
+
+
+def test_sigint_handler_that_returns_lets_the_call_finish() -> None:
+    import signal
+
+    from tlalloc import kernels
+
+    n = 2000
+    ring = (np.arange(n + 1), (np.arange(n) + 1) % n, np.ones(n))
+    want = kernels.spread_activation(ring, np.arange(n), decay_rate=0.0, threshold=0.0,
+                                     max_depth=20000)
+    seen: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda sig, frame: seen.append(sig))
+    try:
+        import os
+
+        t = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT))
+        t.start()
+        got = kernels.spread_activation(ring, np.arange(n), decay_rate=0.0, threshold=0.0,
+                                        max_depth=20000)
+        t.join()
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert seen == [signal.SIGINT]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_max_depth_is_bounded() -> None:
+    from tlalloc import kernels
+
+    g = (np.array([0, 1]), np.array([0]), np.ones(1))
+    kernels.spread_activation(g, [0], max_depth=kernels.MAX_DEPTH, decay_rate=1.0)
+    with pytest.raises(ValueError, match=r"max_depth must be <= 1000000 .* got 1000001"):
+        kernels.spread_activation(g, [0], max_depth=kernels.MAX_DEPTH + 1)

@@ -38,8 +38,18 @@ enum {
     TL_K_EINVAL = -1,  /* an argument the kernel cannot accept (dtype, shape) */
     TL_K_ENOMEM = -2,  /* the heap refused scratch memory */
     TL_K_EGRAPH = -3,  /* the graph or the seeds are malformed: see tl_spread_error */
-    TL_K_EAGES = -4    /* an age is negative or NaN: see tl_decay_error */
+    TL_K_EAGES = -4,   /* an age is negative or NaN: see tl_decay_error */
+    TL_K_EINTR = -5    /* the thread's poll function asked the call to stop */
 };
+
+/* Interruption. A kernel call polls between chunks of work (a block of rows,
+ * a spreading step, a chunk of elements: each well under a millisecond) by
+ * calling the calling thread's poll function, if one is set; a nonzero answer
+ * makes the call return TL_K_EINTR at once, with its output partly written.
+ * The setting is per thread; NULL (the default) turns polling off. Cost: a
+ * thread-local load and a predicted branch per chunk. */
+typedef int (*tl_kernel_poll_fn)(void *ctx);
+void tl_kernels_set_poll(tl_kernel_poll_fn fn, void *ctx);
 
 /* Instruction set used by the vectorised paths, chosen at first use from what
  * the CPU supports (AVX-512F, else AVX2+FMA, else portable C). */

@@ -14,6 +14,13 @@ checked before any memory is touched, so a bad argument raises and leaves the
 caller's arrays as they were. The exact meaning of each kernel is in
 ``docs/kernels.md``.
 
+Long calls can be interrupted: on the main thread a kernel looks for Ctrl-C
+(SIGINT) between chunks of its work, at most 50 ms apart, and then raises
+``KeyboardInterrupt`` (or whatever the SIGINT handler raises; a handler that
+returns normally lets the call start over). An ``out=`` array is then partly
+written. Calls on other threads run to the end: Python delivers signals to the
+main thread only.
+
 Benchmarking aid: the same kernel code can take its scratch from three sources,
 ``"thread"`` (the product, the default), ``"shared"`` (one arena for all threads
 behind a mutex) or ``"malloc"`` (malloc/free per buffer); choose one per call
@@ -32,6 +39,8 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import os
+import threading
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -41,6 +50,7 @@ from numpy.typing import ArrayLike, NDArray
 from tlalloc import _tlalloc
 
 __all__ = [
+    "MAX_DEPTH",
     "cosine_similarity",
     "spread_activation",
     "decay",
@@ -63,6 +73,17 @@ class _DefaultTau(float):
 
 _DEFAULT_TAU = _DefaultTau(86400.0)
 _tlalloc._set_default_tau(_DEFAULT_TAU)
+
+#: The largest ``max_depth`` :func:`spread_activation` accepts (a step costs at
+#: least the edges its frontier crosses, so this bounds a call on a small cycle).
+MAX_DEPTH = 1_000_000
+
+# Kernel calls on the main thread stop for Ctrl-C (SIGINT) within about 50 ms:
+# the C side polls only on the thread recorded here (Python runs signal handlers
+# there only). After fork the forking thread is the child's main thread.
+_tlalloc._kernels_set_main_thread(threading.main_thread().ident)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _tlalloc._kernels_set_main_thread(threading.get_ident()))
 
 
 @contextlib.contextmanager
@@ -238,7 +259,9 @@ def spread_activation(
         activation: a number, or one number per seed.
         decay_rate: finite, >= 0.
         threshold: a node spreads while its pulse is >= threshold.
-        max_depth: number of spreading steps (0 returns the seeds' activation).
+        max_depth: number of spreading steps (0 returns the seeds' activation), at
+            most :data:`MAX_DEPTH`; spreading stops early once no node's pulse
+            reaches the threshold.
         top_k: if given, return ``(node ids, activations)`` of the ``top_k`` most
             activated nodes, best first, ties to the lower id; no O(n) output.
         _scratch: benchmarking aid, see :func:`scratch_strategy`.
@@ -252,7 +275,10 @@ def spread_activation(
         TypeError: a graph of another kind, non-integer seeds, non-numeric arguments.
         ValueError: a malformed graph (the message names the array, position and
             value), a seed out of range, a non-finite activation, a negative
-            ``decay_rate``, ``max_depth`` or ``top_k``, a NaN ``threshold``.
+            ``decay_rate``, ``max_depth`` or ``top_k``, a ``max_depth`` above
+            :data:`MAX_DEPTH`, a NaN ``threshold``.
+        KeyboardInterrupt: Ctrl-C while the call runs on the main thread (see
+            the module docstring).
 
     Example:
         >>> import numpy as np

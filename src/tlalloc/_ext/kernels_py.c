@@ -11,7 +11,9 @@
 #include "binding.h"
 
 #include <math.h>
+#include <signal.h>
 #include <string.h>
+#include <time.h>
 
 /* ---- helpers -------------------------------------------------------------------- */
 
@@ -206,6 +208,74 @@ static int tl_py_same_or_apart(PyArrayObject *out, PyArrayObject *in) {
     return !tl_py_may_overlap(out, in);
 }
 
+/* ---- interruption ------------------------------------------------------------------
+ * A call can run as long as its input makes it (a zero-stride view of 2**40 rows,
+ * a cycle spread for a million steps). The kernels poll between chunks of work
+ * (tl_kernels_set_poll). On the main thread the poll function below looks, at
+ * most every TL_PY_POLL_NS, whether SIGINT arrived: it takes the GIL for that
+ * (PyOS_InterruptOccurred needs it; one acquisition per 50 ms), and if so trips
+ * the signal again for Python (PyErr_SetInterruptEx) and stops the kernel. The
+ * binding then runs the handlers where that is safe (the kernel has returned,
+ * its scratch is released): KeyboardInterrupt propagates, with out= partly
+ * written; a handler that returns normally makes the call start over. Other
+ * threads are not polled: Python runs signal handlers in the main thread only. */
+#define TL_PY_POLL_NS 50000000ull
+
+/* The main thread's ident: set by kernels.py at import and in a forked child. */
+static unsigned long tl_py_main_ident;
+
+static PyObject *py_set_main_thread(PyObject *Py_UNUSED(m), PyObject *arg) {
+    unsigned long v = PyLong_AsUnsignedLong(arg);
+    if (v == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    tl_py_main_ident = v;
+    Py_RETURN_NONE;
+}
+
+/* A stretch of kernel work with the GIL released (the role of
+ * Py_BEGIN_ALLOW_THREADS / Py_END_ALLOW_THREADS, plus polling). */
+typedef struct tl_py_nogil {
+    PyThreadState *save;
+    uint64_t next_ns;
+    int polled; /* main thread: the kernels poll */
+} tl_py_nogil;
+
+static uint64_t tl_py_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts); /* vDSO, ~5 ns; 4 ms resolution is plenty */
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* The poll function (GIL released): nonzero if SIGINT arrived. */
+static int tl_py_poll(void *arg) {
+    tl_py_nogil *g = arg;
+    uint64_t now = tl_py_now_ns();
+    if (now < g->next_ns) return 0;
+    g->next_ns = now + TL_PY_POLL_NS;
+    PyEval_RestoreThread(g->save);
+    int hit = PyOS_InterruptOccurred(); /* clears the flag ... */
+    if (hit) PyErr_SetInterruptEx(SIGINT); /* ... so set it again for the handler */
+    g->save = PyEval_SaveThread();
+    return hit;
+}
+
+static void tl_py_nogil_begin(tl_py_nogil *g) {
+    g->polled = PyThread_get_thread_ident() == tl_py_main_ident;
+    if (g->polled) {
+        g->next_ns = tl_py_now_ns() + TL_PY_POLL_NS;
+        tl_kernels_set_poll(tl_py_poll, g);
+    }
+    g->save = PyEval_SaveThread();
+}
+
+static void tl_py_nogil_end(tl_py_nogil *g) {
+    PyEval_RestoreThread(g->save);
+    if (g->polled) tl_kernels_set_poll(NULL, NULL);
+}
+
+/* After a kernel returned TL_K_EINTR (GIL held): run the signal handlers.
+ * -1: they raised (the call fails with their exception); 0: start over. */
+static int tl_py_interrupted(void) { return PyErr_CheckSignals(); }
+
 /* ---- cosine similarity ------------------------------------------------------------ */
 
 static PyObject *py_cosine(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs) {
@@ -288,7 +358,9 @@ static PyObject *py_cosine(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssi
                  PyArray_STRIDE(c, 0), PyArray_STRIDE(c, 1)};
     int rc;
     size_t count = 0;
-    Py_BEGIN_ALLOW_THREADS
+    tl_py_nogil g;
+again_cos:
+    tl_py_nogil_begin(&g);
     tl_scratch s;
     rc = tl_scratch_begin(&s, kind, kind == TL_SCRATCH_THREAD ? arena : NULL) == 0 ? TL_K_OK : TL_K_ENOMEM;
     if (rc == TL_K_OK) {
@@ -298,7 +370,11 @@ static PyObject *py_cosine(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssi
             rc = tl_cosine_similarity(&s, &qv, &cm, PyArray_DATA(out), PyArray_STRIDE(out, 0));
         tl_scratch_end(&s);
     }
-    Py_END_ALLOW_THREADS
+    tl_py_nogil_end(&g);
+    if (rc == TL_K_EINTR) {
+        if (tl_py_interrupted() < 0) goto done;
+        goto again_cos;
+    }
     if (rc != TL_K_OK) {
         tl_py_kernel_error(rc);
         goto done;
@@ -400,6 +476,11 @@ static PyObject *tl_py_graph_error(const tl_spread_error *e, size_t n, size_t nn
     return NULL;
 }
 
+/* The most spreading steps one call takes: a step costs at least the frontier's
+ * edges, so this bounds a call on a small cycle (decay_rate=0) to about a
+ * second; kernels.py publishes it as MAX_DEPTH. */
+#define TL_PY_MAX_DEPTH 1000000
+
 /* _spread_activation(indptr, indices, data, seeds, activation, decay_rate,
  *                    threshold, max_depth, top_k, scratch, engine) */
 static PyObject *py_spread(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs) {
@@ -428,6 +509,9 @@ static PyObject *py_spread(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssi
     if (args[7] == Py_None) return PyErr_Format(PyExc_TypeError, "max_depth must be an int, got None");
     if (tl_py_opt_count(args[7], "max_depth", &depth) < 0 || tl_py_opt_count(args[8], "top_k", &k) < 0)
         return NULL;
+    if (depth > TL_PY_MAX_DEPTH)
+        return PyErr_Format(PyExc_ValueError, "max_depth must be <= %d (tlalloc.kernels.MAX_DEPTH), got %R",
+                            TL_PY_MAX_DEPTH, args[7]);
 
     if (!(ip = tl_py_index_array(args[0], "graph.indptr"))) goto done;
     if (!(ix = tl_py_index_array(args[1], "graph.indices"))) goto done;
@@ -523,7 +607,9 @@ static PyObject *py_spread(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssi
     int rc;
     size_t nact = PyArray_NDIM(act) == 0 ? 1 : (size_t)ns;
     if (ns == 0) nact = 0;
-    Py_BEGIN_ALLOW_THREADS
+    tl_py_nogil ng;
+again_spread:
+    tl_py_nogil_begin(&ng);
     tl_scratch s;
     rc = tl_scratch_begin(&s, kind, kind == TL_SCRATCH_THREAD ? arena : NULL) == 0 ? TL_K_OK : TL_K_ENOMEM;
     if (rc == TL_K_OK) {
@@ -532,7 +618,11 @@ static PyObject *py_spread(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssi
                                   ri ? PyArray_DATA(ri) : NULL, rv ? PyArray_DATA(rv) : NULL, &count, &err);
         tl_scratch_end(&s);
     }
-    Py_END_ALLOW_THREADS
+    tl_py_nogil_end(&ng);
+    if (rc == TL_K_EINTR) {
+        if (tl_py_interrupted() < 0) goto done;
+        goto again_spread;
+    }
     if (rc == TL_K_EGRAPH) {
         tl_py_graph_error(&err, n, (size_t)nnz);
         goto done;
@@ -672,7 +762,9 @@ static PyObject *py_decay(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssiz
             out = (PyArrayObject *)PyArray_SimpleNew(1, dims, res_type);
             if (!out) goto done;
         }
-        Py_BEGIN_ALLOW_THREADS
+        tl_py_nogil g;
+    again_decay:
+        tl_py_nogil_begin(&g);
         rc = tl_decay_check_ages(PyArray_DATA(a), ad, PyArray_STRIDE(a, 0), (size_t)n, &bad);
         if (rc == TL_K_OK) {
             tl_scratch sc;
@@ -683,7 +775,11 @@ static PyObject *py_decay(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssiz
                 tl_scratch_end(&sc);
             }
         }
-        Py_END_ALLOW_THREADS
+        tl_py_nogil_end(&g);
+        if (rc == TL_K_EINTR) {
+            if (tl_py_interrupted() < 0) goto done;
+            goto again_decay;
+        }
         if (rc == TL_K_EAGES) {
             tl_py_age_error((const char *)PyArray_DATA(a) + (npy_intp)bad * PyArray_STRIDE(a, 0), a, (npy_intp)bad, 1);
             goto done;
@@ -742,36 +838,54 @@ general: {
         npy_intp *strides = NpyIter_GetInnerStrideArray(it);
         npy_intp *sizep = NpyIter_GetInnerLoopSizePtr(it);
         const char *badp = NULL;
-        NPY_BEGIN_THREADS_DEF;
-        NPY_BEGIN_THREADS;
-        do {
-            if (tl_decay_check_ages(ptrs[1], ad, strides[1], (size_t)*sizep, &bad) != TL_K_OK) {
-                badp = ptrs[1] + (npy_intp)bad * strides[1];
-                rc = TL_K_EAGES;
-                break;
+    again_check:
+        {
+            tl_py_nogil g1;
+            tl_py_nogil_begin(&g1);
+            do {
+                rc = tl_decay_check_ages(ptrs[1], ad, strides[1], (size_t)*sizep, &bad);
+                if (rc == TL_K_EAGES) badp = ptrs[1] + (npy_intp)bad * strides[1];
+                if (rc == TL_K_OK && g1.polled && tl_py_poll(&g1)) rc = TL_K_EINTR;
+            } while (rc == TL_K_OK && next(it));
+            tl_py_nogil_end(&g1);
+        }
+        if (rc == TL_K_EINTR) {
+            if (tl_py_interrupted() < 0 || NpyIter_Reset(it, NULL) != NPY_SUCCEED) {
+                Py_DECREF(res);
+                goto done;
             }
-        } while (next(it));
-        NPY_END_THREADS;
+            goto again_check;
+        }
         if (rc == TL_K_EAGES) {
             tl_py_age_error(badp, a, 0, 0);
             Py_DECREF(res);
             goto done;
         }
+    again_general:
         if (NpyIter_Reset(it, NULL) != NPY_SUCCEED) {
             Py_DECREF(res);
             goto done;
         }
-        NPY_BEGIN_THREADS;
+        tl_py_nogil g;
+        tl_py_nogil_begin(&g);
         tl_scratch sc;
         rc = tl_scratch_begin(&sc, kind, kind == TL_SCRATCH_THREAD ? arena : NULL) == 0 ? TL_K_OK : TL_K_ENOMEM;
         if (rc == TL_K_OK) {
-            do {
+            do { /* the iterator's chunks may be short: poll between them too */
                 rc = tl_decay(&sc, ptrs[0], sd, strides[0], ptrs[1], ad, strides[1], ptrs[2], od, strides[2],
                               (size_t)*sizep, &p);
+                if (rc == TL_K_OK && g.polled && tl_py_poll(&g)) rc = TL_K_EINTR;
             } while (rc == TL_K_OK && next(it));
             tl_scratch_end(&sc);
         }
-        NPY_END_THREADS;
+        tl_py_nogil_end(&g);
+        if (rc == TL_K_EINTR) {
+            if (tl_py_interrupted() < 0) {
+                Py_DECREF(res);
+                goto done;
+            }
+            goto again_general;
+        }
         if (rc != TL_K_OK) {
             Py_DECREF(res);
             tl_py_kernel_error(rc);
@@ -843,6 +957,8 @@ static PyMethodDef kernel_methods[] = {
     {"_get_thread_scratch", py_get_thread_scratch, METH_NOARGS,
      "The calling thread's default scratch strategy."},
     {"_set_default_tau", py_set_default_tau, METH_O, "Register decay()'s default tau object."},
+    {"_kernels_set_main_thread", py_set_main_thread, METH_O,
+     "Record the main thread's ident (the only thread whose kernel calls poll for SIGINT)."},
     {"_kernels_isa", py_isa, METH_NOARGS, "Instruction set the kernels use now."},
     {"_kernels_best_isa", py_best_isa, METH_NOARGS, "Best instruction set this CPU supports."},
     {"_kernels_set_isa", py_set_isa, METH_O, "Testing aid: force an instruction set; returns the previous one."},
