@@ -381,7 +381,7 @@ def test_bad_alloc_arguments(arena, kwargs, exc, match):
         ({"capacity": 1.5}, TypeError, "capacity"),
         ({"capacity": True}, TypeError, "capacity"),
         ({"overflow": "ignore"}, ValueError, "overflow must be"),
-        ({"overflow": 1}, ValueError, "overflow must be"),
+        ({"overflow": 1}, TypeError, "overflow must be"),
         ({"zero_on_reset": "yes"}, TypeError, "zero_on_reset"),
     ],
 )

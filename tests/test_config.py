@@ -96,7 +96,7 @@ def test_configure_changes_new_arenas_only():
         ({"arena_size": "big"}, ValueError, "arena_size"),
         ({"arena_size": 2.0}, TypeError, "arena_size"),
         ({"arena_overflow": "retry"}, ValueError, "error, fallback, panic"),
-        ({"zero_on_reset": "maybe"}, ValueError, "zero_on_reset"),
+        ({"zero_on_reset": "maybe"}, TypeError, "zero_on_reset"),
         ({"colour": "red"}, TypeError, "unknown setting 'colour'"),
     ],
 )

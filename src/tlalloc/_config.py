@@ -79,18 +79,83 @@ def _check_arena_size(nbytes: int, name: str, raw: object) -> int:
     return nbytes
 
 
+# ---- one rule per kind of argument ----------------------------------------------------
+# Every entry point (Arena(...), configure(), the pool's configure(), the
+# environment) applies the same rule to the same kind of value:
+#
+# - a choice among names in Python (overflow policy, huge pages, NUMA): a str
+#   equal to one of the names, exactly (case and spaces count); else TypeError
+#   (not a str) or ValueError (another str), naming the argument, the value and
+#   the names;
+# - a flag in Python (zero_on_reset, prefault, cache, per_thread): True or False
+#   (a bool or numpy.bool_); anything else is a TypeError;
+# - a value in the environment is text typed by hand: surrounding spaces and
+#   the case of a name are ignored (TLALLOC_ARENA_OVERFLOW=Fallback); a flag
+#   there is "0" or "1";
+# - a size: an int (operator.index, not bool) or a str with a unit (parse_size);
+# - an environment variable that is unset or set to "" is not configured: the
+#   default applies (shells make "" easy to set by accident, as in VAR= cmd).
+#
+# The C binding applies the same rules to Arena()'s arguments (arena_py.c).
+
+
 def _choice(value: object, name: str, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value.strip().lower() not in choices:
+    """A choice among names: exact in Python, spaces and case ignored in the environment.
+
+    Example:
+        >>> _choice("fallback", "overflow", OVERFLOW_POLICIES)
+        'fallback'
+        >>> _choice(" Fallback", "TLALLOC_ARENA_OVERFLOW", OVERFLOW_POLICIES)
+        'fallback'
+    """
+    if isinstance(value, str) and name.startswith("TLALLOC_"):
+        if value.strip().lower() in choices:
+            return value.strip().lower()
         raise ValueError(f"{name}={value!r} is not accepted; use one of: {', '.join(choices)}")
-    return value.strip().lower()
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, one of: {', '.join(choices)}; got {value!r}")
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not accepted; use one of: {', '.join(choices)}")
+    return value
+
+
+def check_flag(value: object, name: str) -> bool:
+    """A flag given in Python: True or False.
+
+    Example:
+        >>> check_flag(True, "zero_on_reset")
+        True
+    """
+    if isinstance(value, bool):
+        return value
+    if type(value).__name__ == "bool" and type(value).__module__ == "numpy":  # numpy.bool_
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
 def _flag(value: object, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip() in ("0", "1"):
-        return value.strip() == "1"
-    raise ValueError(f"{name}={value!r} is not accepted; use 0 or 1 (or a bool in configure())")
+    """A flag from the environment ("0" or "1"), or from Python (see check_flag).
+
+    Example:
+        >>> _flag("1", "TLALLOC_ZERO_ON_RESET")
+        True
+    """
+    if isinstance(value, str):
+        if value.strip() in ("0", "1"):
+            return value.strip() == "1"
+        raise ValueError(f"{name}={value!r} is not accepted; use 0 or 1")
+    return check_flag(value, name)
+
+
+def env_value(environ: Mapping[str, str], var: str) -> str | None:
+    """The value of an environment variable, or None when it is unset or empty.
+
+    Example:
+        >>> env_value({"TLALLOC_NUMA": ""}, "TLALLOC_NUMA") is None
+        True
+    """
+    raw = environ.get(var)
+    return raw if raw else None
 
 
 @dataclass(frozen=True)
@@ -144,7 +209,7 @@ def _validate(field: str, value: object, name: str) -> Any:
     if field == "numa":
         return _choice(value, name, NUMA_POLICIES)
     if field in ("zero_on_reset", "prefault"):
-        return _flag(value, name)
+        return _flag(value, name) if name in ENV_VARS else check_flag(value, name)
     raise TypeError(f"unknown setting {name!r}")  # pragma: no cover
 
 
@@ -158,8 +223,8 @@ def from_environ(environ: Mapping[str, str] | None = None) -> Config:
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     for var, field in ENV_VARS.items():
-        raw = env.get(var)
-        if raw is None or raw == "":
+        raw = env_value(env, var)
+        if raw is None:
             continue
         try:
             values[field] = _validate(field, raw, var)

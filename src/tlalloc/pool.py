@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tlalloc import _tlalloc
-from tlalloc._config import _flag, parse_size
+from tlalloc._config import _flag, check_flag, env_value, parse_size
 
 PoolBuffer = _tlalloc.PoolBuffer
 
@@ -87,10 +87,11 @@ def settings_from_environ(environ: Mapping[str, str] | None = None) -> PoolSetti
     env = os.environ if environ is None else environ
     s = PoolSettings()
     cache, retain = s.cache, s.retain_bytes
-    if ENV_CACHE in env:
-        cache = _flag(env[ENV_CACHE], ENV_CACHE)
-    if ENV_RETAIN in env:
-        retain = _check_retain(env[ENV_RETAIN], ENV_RETAIN)
+    raw_cache, raw_retain = env_value(env, ENV_CACHE), env_value(env, ENV_RETAIN)
+    if raw_cache is not None:  # unset or empty: the default
+        cache = _flag(raw_cache, ENV_CACHE)
+    if raw_retain is not None:
+        retain = _check_retain(raw_retain, ENV_RETAIN)
     return PoolSettings(cache=cache, retain_bytes=retain)
 
 
@@ -109,10 +110,8 @@ def configure(*, cache: bool | None = None, retain_bytes: int | str | None = Non
     cur = get_settings()
     if cache is None:
         new_cache = cur.cache
-    elif isinstance(cache, bool):
-        new_cache = cache
     else:
-        raise TypeError(f"cache must be True or False, got {cache!r}")
+        new_cache = check_flag(cache, "cache")
     new_retain = cur.retain_bytes if retain_bytes is None else _check_retain(retain_bytes,
                                                                              "retain_bytes")
     _tlalloc._pool_configure(new_cache, new_retain)

@@ -341,7 +341,7 @@ static int parse_overflow(PyObject *v, tl_overflow *out) {
     else if (s && strcmp(s, "panic") == 0) *out = TL_OVERFLOW_PANIC;
     else {
         PyErr_Clear();
-        PyErr_Format(PyExc_ValueError,
+        PyErr_Format(PyUnicode_Check(v) ? PyExc_ValueError : PyExc_TypeError,
                      "overflow must be 'error', 'fallback' or 'panic', got %R", v);
         return -1;
     }
@@ -381,10 +381,11 @@ static int parse_capacity(PyObject *v, size_t *out) {
     return 0;
 }
 
+/* A flag: True or False (bool or numpy.bool_), the rule configure() applies too. */
 static int parse_zero(PyObject *v, int *out) {
     if (v == NULL || v == Py_None) return 0;
-    if (!PyBool_Check(v) && !(PyLong_CheckExact(v))) {
-        PyErr_Format(PyExc_TypeError, "zero_on_reset must be a bool, got %R", v);
+    if (!PyBool_Check(v) && !PyArray_IsScalar(v, Bool)) {
+        PyErr_Format(PyExc_TypeError, "zero_on_reset must be True or False, got %R", v);
         return -1;
     }
     int t = PyObject_IsTrue(v);
@@ -403,8 +404,9 @@ static int parse_choice(PyObject *v, const char *arg, const char *const *names, 
         }
     }
     PyErr_Clear();
-    PyErr_Format(PyExc_ValueError, "%s must be one of '%s', '%s', '%s', got %R", arg, names[0],
-                 names[1], names[2], v);
+    /* A choice among names, the rule configure() applies too: a str, exactly. */
+    PyErr_Format(PyUnicode_Check(v) ? PyExc_ValueError : PyExc_TypeError,
+                 "%s must be one of '%s', '%s', '%s', got %R", arg, names[0], names[1], names[2], v);
     return -1;
 }
 
@@ -490,13 +492,20 @@ static inline void *arena_take(TlArena *self, size_t nbytes, size_t align) {
     return p;
 }
 
-/* Shape: an int or a sequence of ints, each >= 0. */
+/* Shape, NumPy's rule: an integer (anything with __index__ but bool, such as
+ * numpy.int64 or a 0-d integer array) or a sequence of them, each >= 0. */
 static int parse_shape(PyObject *shape, npy_intp *dims, int *nd) {
-    if (PyLong_Check(shape)) {
-        Py_ssize_t v = PyLong_AsSsize_t(shape);
+    if (PyIndex_Check(shape) && !PyBool_Check(shape) &&
+        !(PyArray_Check(shape) && PyArray_NDIM((PyArrayObject *)shape) != 0)) {
+        Py_ssize_t v = PyNumber_AsSsize_t(shape, PyExc_OverflowError);
         if (v == -1 && PyErr_Occurred()) {
+            int too_big = PyErr_ExceptionMatches(PyExc_OverflowError);
             PyErr_Clear();
-            PyErr_Format(PyExc_ValueError, "shape %R is too large", shape);
+            if (too_big)
+                PyErr_Format(PyExc_ValueError, "shape %R is too large", shape);
+            else
+                PyErr_Format(PyExc_TypeError, "shape must be an int or a sequence of ints, got %R",
+                             shape);
             return -1;
         }
         if (v < 0) {
@@ -530,11 +539,16 @@ static int parse_shape(PyObject *shape, npy_intp *dims, int *nd) {
                          shape);
             return -1;
         }
-        Py_ssize_t v = PyNumber_AsSsize_t(item, NULL);
+        Py_ssize_t v = PyNumber_AsSsize_t(item, PyExc_OverflowError);
         if (v == -1 && PyErr_Occurred()) {
+            int too_big = PyErr_ExceptionMatches(PyExc_OverflowError);
             Py_DECREF(seq);
             PyErr_Clear();
-            PyErr_Format(PyExc_ValueError, "shape %R is too large", shape);
+            if (too_big)
+                PyErr_Format(PyExc_ValueError, "shape %R is too large", shape);
+            else
+                PyErr_Format(PyExc_TypeError, "shape must be an int or a sequence of ints, got %R",
+                             shape);
             return -1;
         }
         if (v < 0) {
@@ -601,19 +615,32 @@ static PyArray_Descr *parse_dtype(PyObject *dtype) {
     return d;
 }
 
-static int parse_order(PyObject *order, int *fortran) {
-    *fortran = 0;
+/* Order, NumPy's rule: None (the default), or a str among 'C', 'F', 'A', 'K'
+ * (either case); another type is a TypeError. With `keep` (empty_like), 'A' and
+ * 'K' give 2 (follow the prototype); else they are refused as np.empty does. */
+static int parse_order_ex(PyObject *order, int *fortran, int keep) {
+    *fortran = keep ? 2 : 0;
     if (order == NULL || order == Py_None) return 0;
-    const char *s = PyUnicode_Check(order) ? PyUnicode_AsUTF8(order) : NULL;
-    if (s && (strcmp(s, "C") == 0 || strcmp(s, "c") == 0)) return 0;
-    if (s && (strcmp(s, "F") == 0 || strcmp(s, "f") == 0)) {
-        *fortran = 1;
-        return 0;
+    if (!PyUnicode_Check(order) && !PyBytes_Check(order)) { /* NumPy takes bytes too */
+        PyErr_Format(PyExc_TypeError, "order must be a str ('C', 'F'%s), got %R",
+                     keep ? ", 'A' or 'K'" : "", order);
+        return -1;
     }
-    PyErr_Clear();
-    PyErr_Format(PyExc_ValueError, "order must be 'C' or 'F', got %R", order);
-    return -1;
+    const char *s = PyBytes_Check(order) ? PyBytes_AS_STRING(order) : PyUnicode_AsUTF8(order);
+    if (s == NULL) return -1;
+    char c = s[0] && !s[1] ? s[0] : 0;
+    if (c == 'C' || c == 'c') *fortran = 0;
+    else if (c == 'F' || c == 'f') *fortran = 1;
+    else if (keep && (c == 'A' || c == 'a' || c == 'K' || c == 'k')) *fortran = 2;
+    else {
+        PyErr_Format(PyExc_ValueError, "order must be 'C' or 'F'%s, got %R",
+                     keep ? " ('A' and 'K' follow the prototype)" : "", order);
+        return -1;
+    }
+    return 0;
 }
+
+static int parse_order(PyObject *order, int *fortran) { return parse_order_ex(order, fortran, 0); }
 
 /* An ndarray over `data` (memory just taken from the arena) whose base is the
  * innermost region, so that releasing that region sees it; steals `descr`. */
@@ -703,9 +730,13 @@ static PyObject *arena_empty_impl(TlArena *self, PyObject *const *args, Py_ssize
     } else {
         d = parse_dtype(vals[1]);
         if (!d) return NULL;
-        /* Only immutable specifications: a list or dict could change in between. */
-        if (vals[1] != NULL && (PyType_Check(vals[1]) || PyArray_DescrCheck(vals[1]) ||
-                                PyUnicode_CheckExact(vals[1]))) {
+        /* Only immutable specifications: a list or dict could change in between,
+         * and so could the .dtype attribute of a class defined in Python (a heap
+         * type); built-in and NumPy types (static types) cannot change. */
+        if (vals[1] != NULL &&
+            ((PyType_Check(vals[1]) &&
+              !(((PyTypeObject *)vals[1])->tp_flags & Py_TPFLAGS_HEAPTYPE)) ||
+             PyArray_DescrCheck(vals[1]) || PyUnicode_CheckExact(vals[1]))) {
             Py_INCREF(vals[1]);
             Py_XSETREF(self->last_dtype, vals[1]);
             Py_INCREF(d);
@@ -735,16 +766,12 @@ static PyObject *arena_empty_like(TlArena *self, PyObject *args, PyObject *kwds)
     PyArrayObject *p = (PyArrayObject *)PyArray_FROM_O(proto);
     if (!p) return NULL;
     int fortran = 0;
-    const char *o = order && order != Py_None && PyUnicode_Check(order) ? PyUnicode_AsUTF8(order)
-                                                                        : "K";
-    if (o && (strcmp(o, "K") == 0 || strcmp(o, "A") == 0)) {
-        fortran = PyArray_NDIM(p) > 1 && PyArray_IS_F_CONTIGUOUS(p) && !PyArray_IS_C_CONTIGUOUS(p);
-    } else if (parse_order(order, &fortran) < 0) {
-        PyErr_Clear();
-        PyErr_Format(PyExc_ValueError, "order must be 'C', 'F', 'A' or 'K', got %R", order);
+    if (parse_order_ex(order, &fortran, 1) < 0) {
         Py_DECREF(p);
         return NULL;
     }
+    if (fortran == 2) /* 'A', 'K' or None: follow the prototype */
+        fortran = PyArray_NDIM(p) > 1 && PyArray_IS_F_CONTIGUOUS(p) && !PyArray_IS_C_CONTIGUOUS(p);
     PyArray_Descr *d;
     if (dtype && dtype != Py_None) {
         d = parse_dtype(dtype);
@@ -798,10 +825,11 @@ static PyObject *arena_alloc(TlArena *self, PyObject *args, PyObject *kwds) {
         PyErr_Format(PyExc_TypeError, "nbytes must be an int, got %R", nb_obj);
         return NULL;
     }
-    Py_ssize_t nb = PyNumber_AsSsize_t(nb_obj, NULL);
+    Py_ssize_t nb = PyNumber_AsSsize_t(nb_obj, PyExc_OverflowError); /* no clipping */
     if (nb == -1 && PyErr_Occurred()) {
         PyErr_Clear();
-        PyErr_Format(PyExc_ValueError, "nbytes %R is too large", nb_obj);
+        PyErr_Format(PyExc_ValueError, "nbytes %R is too large (at most %zd)", nb_obj,
+                     PY_SSIZE_T_MAX);
         return NULL;
     }
     if (nb < 0) {
@@ -814,8 +842,8 @@ static PyObject *arena_alloc(TlArena *self, PyObject *args, PyObject *kwds) {
             PyErr_Format(PyExc_TypeError, "align must be an int, got %R", al_obj);
             return NULL;
         }
-        align = PyNumber_AsSsize_t(al_obj, NULL);
-        if (align == -1 && PyErr_Occurred()) PyErr_Clear();
+        align = PyNumber_AsSsize_t(al_obj, PyExc_OverflowError);
+        if (align == -1 && PyErr_Occurred()) PyErr_Clear(); /* out of range: refused below */
         if (align <= 0 || !tl_is_pow2((size_t)align) || (size_t)align > TL_MAX_ALIGN) {
             PyErr_Format(PyExc_ValueError,
                          "align must be a power of two between 1 and %u, got %R", TL_MAX_ALIGN,

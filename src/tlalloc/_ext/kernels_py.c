@@ -396,6 +396,32 @@ done:
 
 /* ---- spreading activation ---------------------------------------------------------- */
 
+/* Node ids are checked as the values given: an unsigned 64-bit id above
+ * INT64_MAX would wrap to a negative int64 in the cast (2**64 - 1 reported as
+ * -1). This finds the first such value of a 1-D array (O(n), only for uint64
+ * input, which is copied anyway) and raises with it. 0 if none, -1 raised. */
+static int tl_py_check_u64_ids(PyArrayObject *a, const char *name, Py_ssize_t n_nodes) {
+    if (!PyTypeNum_ISUNSIGNED(PyArray_TYPE(a)) || PyArray_ITEMSIZE(a) != 8 || PyArray_NDIM(a) > 1)
+        return 0;
+    npy_intp len = PyArray_NDIM(a) == 0 ? 1 : PyArray_DIM(a, 0);
+    npy_intp st = PyArray_NDIM(a) == 0 ? 0 : PyArray_STRIDE(a, 0);
+    for (npy_intp i = 0; i < len; i++) {
+        uint64_t v;
+        memcpy(&v, PyArray_BYTES(a) + i * st, sizeof v);
+        if (!PyArray_ISNOTSWAPPED(a)) v = __builtin_bswap64(v);
+        if (v > (uint64_t)INT64_MAX) {
+            if (n_nodes < 0)
+                PyErr_Format(PyExc_ValueError, "%s[%zd] = %llu is out of range", name, (Py_ssize_t)i,
+                             (unsigned long long)v);
+            else
+                PyErr_Format(PyExc_ValueError, "%s[%zd] = %llu is out of range for a graph of %zd nodes",
+                             name, (Py_ssize_t)i, (unsigned long long)v, n_nodes);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* A contiguous 1-D index array (int32 or int64; other integer types are cast to
  * int64, a copy). New reference. */
 static PyArrayObject *tl_py_index_array(PyObject *obj, const char *name) {
@@ -413,6 +439,10 @@ static PyArrayObject *tl_py_index_array(PyObject *obj, const char *name) {
     }
     int t = tl_py_dtype(a);
     if ((t == TL_I32 || t == TL_I64) && PyArray_IS_C_CONTIGUOUS(a) && PyArray_ISALIGNED(a)) return a;
+    if (tl_py_check_u64_ids(a, name, -1) < 0) {
+        Py_DECREF(a);
+        return NULL;
+    }
     PyArrayObject *c = tl_py_cast(a, NPY_INT64);
     Py_DECREF(a);
     if (c && !PyArray_IS_C_CONTIGUOUS(c)) { /* cast of a contiguous copy is contiguous */
@@ -545,6 +575,10 @@ static PyObject *py_spread(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssi
             Py_DECREF(s0);
             goto done;
         }
+        if (tl_py_check_u64_ids(s0, "seeds", (Py_ssize_t)(nip - 1)) < 0) {
+            Py_DECREF(s0);
+            goto done;
+        }
         seeds = (PyArrayObject *)PyArray_FromAny((PyObject *)s0, PyArray_DescrFromType(NPY_INT64), 0, 1,
                                                  NPY_ARRAY_FORCECAST | NPY_ARRAY_IN_ARRAY | NPY_ARRAY_ENSURECOPY, NULL);
         Py_DECREF(s0);
@@ -569,8 +603,10 @@ static PyObject *py_spread(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssi
             Py_DECREF(a0);
             goto done;
         }
+        /* A private copy: it is checked here and read later with the GIL released. */
         act = (PyArrayObject *)PyArray_FromAny((PyObject *)a0, PyArray_DescrFromType(NPY_DOUBLE), 0, 1,
-                                               NPY_ARRAY_FORCECAST | NPY_ARRAY_IN_ARRAY, NULL);
+                                               NPY_ARRAY_FORCECAST | NPY_ARRAY_IN_ARRAY | NPY_ARRAY_ENSURECOPY,
+                                               NULL);
         Py_DECREF(a0);
         if (!act) goto done;
         const double *av = PyArray_DATA(act);
