@@ -187,10 +187,50 @@ def test_overall_uses_per_arena_averages():
 
 
 def test_overall_with_no_live_arena():
+    # Overflows but no live arena to measure: grow says to what (twice the
+    # configured size), and the advice sets it (issue 10: it said "grow to at
+    # least twice its value" with an empty env).
+    twice = 2 * tlalloc.get_config().arena_size
     a = advise(arena(cap=0, peak=0, allocs=100, overflows=20, num_arenas=0))
-    assert [r.kind for r in a.overall] == [Kind.GROW] and a.overall[0].env is None and a.env == {}
+    assert [r.kind for r in a.overall] == [Kind.GROW]
+    assert a.overall[0].suggested_bytes == twice
+    assert a.env == {"TLALLOC_ARENA_SIZE": format_size(twice, exact=True)}
     a = advise(arena(cap=0, peak=0, allocs=100, overflows=0, num_arenas=0))
     assert [r.kind for r in a.overall] == [Kind.OK]
+
+
+def test_no_live_arena_grow_covers_known_overflowed_requests():
+    a = advise(arena(cap=0, peak=0, allocs=0, overflows=4, num_arenas=0, fallback_bytes=40 * MiB))
+    assert a.overall[0].kind is Kind.GROW and a.overall[0].suggested_bytes == 16 * MiB
+
+
+def test_live_advice_after_a_thread_whose_requests_all_overflowed(python_subprocess):
+    code = """
+import threading, tlalloc
+tlalloc.configure(arena_size="64KiB")
+def work():
+    a = tlalloc.thread_arena()
+    for _ in range(10):
+        try:
+            a.empty(1 << 20, dtype="u1")
+        except MemoryError:
+            pass
+t = threading.Thread(target=work); t.start(); t.join()
+import gc, time
+for _ in range(100):
+    gc.collect()
+    if tlalloc.stats().num_arenas == 0:
+        break
+    time.sleep(0.01)
+adv = tlalloc.advise()
+print(adv)
+grows = [r for r in (*adv.overall, *adv.threads) if r.kind.value == "grow"]
+assert grows and all(r.suggested_bytes and r.env for r in grows), adv
+assert adv.env == {"TLALLOC_ARENA_SIZE": "128KiB"}, adv.env
+assert "no change" not in str(adv), adv
+"""
+    r = python_subprocess(code)
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_one_size_for_all_threads_is_the_largest_need():

@@ -69,8 +69,8 @@ ENV_ARENA_SIZE = "TLALLOC_ARENA_SIZE"
 RELEASED_KEPT = 256  # last figures kept of thread arenas released since a sample saw them
 
 _COUNTERS = ("capacity_bytes", "peak_bytes", "num_allocations", "num_overflows", "num_resets")
-_OPTIONAL_COUNTERS = ("used_bytes", "fallback_live_bytes", "num_arenas", "num_threads",
-                      "max_peak_bytes", "window_resets", "window_allocations")
+_OPTIONAL_COUNTERS = ("used_bytes", "fallback_live_bytes", "fallback_bytes", "num_arenas",
+                      "num_threads", "max_peak_bytes", "window_resets", "window_allocations")
 
 
 class Kind(str, Enum):
@@ -278,6 +278,10 @@ def _read(d: object, arg: str) -> tuple[dict[str, Any], _Fig]:
         window = _check_seconds(d, "age_seconds", arg)
     n = c.get("num_arenas", 1) or 1  # overall figures: sizes are per-arena averages
     demand = max(c["peak_bytes"], c.get("used_bytes", 0) + c.get("fallback_live_bytes", 0)) / n
+    if c.get("fallback_bytes", 0) and c["num_overflows"]:
+        # Overflowed requests are not in peak_bytes; under 'fallback' their average
+        # size is known, and an arena that fits them must hold at least that much.
+        demand = max(demand, c["fallback_bytes"] / c["num_overflows"])
     fig = _Fig(
         capacity=c["capacity_bytes"] / n,
         peak=c["peak_bytes"] / n,
@@ -301,9 +305,21 @@ def _overflow_rate(f: _Fig) -> float:
     return math.inf if f.overflows else 0.0
 
 
+def _configured_size() -> int:
+    """TLALLOC_ARENA_SIZE as now configured: the size new thread arenas get."""
+    from tlalloc._config import get_config
+
+    return get_config().arena_size
+
+
 def _fit_size(f: _Fig) -> int | None:
     """The size this arena should have, or None if it gives no evidence (idle)."""
     cap = int(f.capacity)
+    if cap == 0 and _overflow_rate(f) > OVERFLOW_RATE_LIMIT:
+        # No live arena to measure (its thread ended before a sample saw it), but
+        # its requests overflowed: twice the configured size, or more if the
+        # overflowed requests were known to be larger.
+        return _pow2_at_least(max(f.demand, 2 * _configured_size()))
     if (f.allocations == 0 and f.overflows == 0) or cap == 0:
         return None
     if _overflow_rate(f) > OVERFLOW_RATE_LIMIT:
@@ -329,13 +345,14 @@ def _size_verdict(f: _Fig, scope: str, who: dict[str, Any], note: str) -> Recomm
     if f.allocations == 0 and f.overflows == 0:
         return Recommendation(Kind.IDLE, scope, f"no allocations yet{note}; nothing to size", figs, **who)
     fit = _fit_size(f)
-    if fit is None:  # overall figures with no live arena: rates only
-        if rate > OVERFLOW_RATE_LIMIT:
-            msg = (f"overflow rate {_pct(rate)} is above {_pct(OVERFLOW_RATE_LIMIT)}{note}: too small; "
-                   f"no live arena to size from, so grow {ENV_ARENA_SIZE} to at least twice its value")
-            return Recommendation(Kind.GROW, scope, msg, figs, **who)
+    if fit is None:  # overall figures with no live arena, and no overflow: nothing to size
         return Recommendation(Kind.OK, scope, f"no live arena to measure utilization from{note}", figs, **who)
     env = f"{ENV_ARENA_SIZE}={format_size(fit, exact=True)}"
+    if f.capacity == 0:  # overflows, but no live arena to measure (see _fit_size)
+        msg = (f"overflow rate {_pct(rate)} is above {_pct(OVERFLOW_RATE_LIMIT)}{note}: too small; "
+               f"no live arena to size from, so grow {ENV_ARENA_SIZE} from "
+               f"{format_size(_configured_size())} to {format_size(fit)}")
+        return Recommendation(Kind.GROW, scope, msg, figs, env, fit, **who)
     if rate > OVERFLOW_RATE_LIMIT:
         msg = (f"overflow rate {_pct(rate)} is above {_pct(OVERFLOW_RATE_LIMIT)}{note}: too small; "
                f"grow to {format_size(fit)} (next power of two covering the peak)")
@@ -558,7 +575,7 @@ def advise(
         reset = _reset_verdict(fig, "thread", who, "")
         if reset:
             thread_recs.append(reset)
-        caps.append(int(fig.capacity))
+        caps.append(int(fig.capacity) or _configured_size())
         fit = _fit_size(fig)
         if fit is not None:
             fits.append((fit, sized.where))
@@ -574,7 +591,7 @@ def advise(
         if not threads:
             fit = _fit_size(ofig)
             if fit is not None:
-                caps.append(int(ofig.capacity))
+                caps.append(int(ofig.capacity) or _configured_size())
                 fits.append((fit, "overall"))
 
     # One size for every thread arena: the largest any of them needs.
