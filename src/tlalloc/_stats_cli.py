@@ -8,7 +8,9 @@ before the script does are still in the report (figures as last sampled). When
 the script ends (normally, by ``sys.exit`` or by an exception) the report of
 :func:`tlalloc.summary.summary` (or, with ``--json``, :func:`summary_data` as
 JSON) goes to stderr, or to ``-o FILE``, so that the script's own stdout stays
-clean. The exit status is the script's: its ``sys.exit`` code, 1 after an
+clean. Only the original process reports: a child the script forks and that
+returns from the script exits with its status and writes nothing. The exit
+status is the script's: its ``sys.exit`` code, 1 after an
 uncaught exception (its traceback is printed), 2 if the script cannot be read.
 
 Example:
@@ -135,8 +137,14 @@ def main(argv: list[str]) -> int:
         except OSError as exc:
             print(f"tlalloc stats: cannot write the report to {args.output!r}: {exc}", file=sys.stderr)
             return 2
+    pid = os.getpid()
     with _Sampler(SAMPLE_INTERVAL):
         status = _run_script(script, list(args.args))
+    if os.getpid() != pid:
+        # A child the script forked (os.fork) that returned instead of calling
+        # os._exit: the report belongs to the original process only, which
+        # writes it once (and to -o FILE once).
+        return status
     report: Any
     if args.json:
         from tlalloc.summary import summary_data

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # suite name -> module under tlalloc.bench that defines add_arguments(parser) and run(args).
@@ -53,7 +54,44 @@ def _bench(argv: list[str]) -> int:
     )
     mod.add_arguments(parser)
     args = parser.parse_args(argv)
+    for opt in OUTPUT_OPTIONS:  # before the work: a benchmark can take minutes
+        path = getattr(args, opt, None)
+        problem = output_path_problem(path) if isinstance(path, str) else None
+        if problem:
+            print(f"tlalloc bench: cannot write --{opt} {path!r}: {problem}", file=sys.stderr)
+            return 2
     return int(mod.run(args) or 0)
+
+
+# Options of the suites that name a file to write.
+OUTPUT_OPTIONS = ("json", "plot")
+
+
+def output_path_problem(path: str) -> str | None:
+    """Why a file could not be written at ``path``, or None if it looks writable.
+
+    Checked without creating or truncating anything, so that a bad path is
+    reported before the work that would fill it.
+
+    Example:
+        >>> output_path_problem("/no/such/dir/x.json")
+        "the folder '/no/such/dir' does not exist"
+        >>> output_path_problem(".") is not None
+        True
+    """
+    if path == "":
+        return "the path is empty"
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        return "it is a folder"
+    if not os.path.isdir(folder):
+        return f"the folder {folder!r} does not exist"
+    if os.path.exists(path):
+        if not os.access(path, os.W_OK):
+            return "the file is not writable"
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        return f"the folder {folder!r} is not writable"
+    return None
 
 
 def _stats(argv: list[str]) -> int:
