@@ -331,6 +331,43 @@ static inline void tl_cos_emit(tl_cos_sink *sk, size_t i, float score) {
         *(float *)((char *)sk->out + (ptrdiff_t)i * sk->out_stride) = score;
 }
 
+/* ---- range edges (slow path) ------------------------------------------------------
+ * The fast paths accumulate squares in the working precision. For float32 that
+ * fails at the ends of the range although every norm is finite and non-zero:
+ * squares of 1e-30 underflow (score 0 instead of 1) and squares of 1e19
+ * overflow. A row (or query) whose squared norm is outside [lo, hi] below is
+ * recomputed here: in float64 for float32 data (no float32 square can under- or
+ * overflow a double sum), scaled by its largest magnitude for float64 data.
+ * Inside the range the fast result is already within float32 rounding: each
+ * square that underflowed errs by at most 2^-150, so d of them stay below
+ * 2^-24 of a norm >= d * 2^-126; and a norm <= max / 2 keeps every product and
+ * partial sum finite. Cost on the fast path: two compares per row. */
+static inline int tl_nrm32_ok(float nrm, float lo) { return nrm >= lo && nrm <= 0x1p+127f; }
+static inline int tl_nrm64_ok(double nrm, double lo) { return nrm >= lo && nrm <= 0x1p+1023; }
+
+/* Sum of x_j * y_j / (sx * sy) over d doubles (a scale of 1 divides nothing away). */
+static double tl_dot_scaled(const double *x, double sx, const double *y, double sy, size_t d) {
+    double acc = 0.0;
+    for (size_t j = 0; j < d; j++) acc += (x[j] / sx) * (y[j] / sy);
+    return acc;
+}
+
+static double tl_max_abs(const double *x, size_t d) {
+    double m = 0.0;
+    for (size_t j = 0; j < d; j++) m = fabs(x[j]) > m ? fabs(x[j]) : m;
+    return m;
+}
+
+/* The score of q and c (d doubles each) without under- or overflow. */
+TL_NOINLINE static float tl_cos_score_scaled(const double *q, const double *c, size_t d) {
+    double qm = tl_max_abs(q, d), cm = tl_max_abs(c, d);
+    if (!(qm > 0.0) || !(cm > 0.0) || qm == INFINITY || cm == INFINITY) /* NaN, 0 or inf */
+        return tl_cos_score(tl_dot_scaled(q, 1.0, c, 1.0, d), sqrt(tl_dot_scaled(q, 1.0, q, 1.0, d)),
+                            sqrt(tl_dot_scaled(c, 1.0, c, 1.0, d)));
+    return tl_cos_score(tl_dot_scaled(q, qm, c, cm, d), sqrt(tl_dot_scaled(q, qm, q, qm, d)),
+                        sqrt(tl_dot_scaled(c, cm, c, cm, d)));
+}
+
 /* Rows per block: a block of converted rows fits TL_BLOCK_BYTES (at least one
  * row), and never more than 256 rows (the dot/norm buffers). */
 static size_t tl_rows_per_block(size_t d, size_t wsize, size_t n) {
@@ -360,6 +397,9 @@ static int tl_cosine_run32(tl_scratch *s, const tl_vec *query, const tl_mat *can
     float qdot, qq;
     fn(q, (const char *)q, 0, 1, d, 0, &qdot, &qq);
     const double qn = sqrt((double)qq);
+    const float lo = (float)d * 0x1p-100f; /* see tl_nrm32_ok */
+    const int q_ok = tl_nrm32_ok(qq, lo);
+    double *wide = NULL; /* q and one row in float64, for the slow path */
 
     const size_t B = tl_rows_per_block(d, sizeof(float), n);
     float *dot = tl_scratch_alloc(s, 3 * B * sizeof(float), TL_DEFAULT_ALIGN);
@@ -384,7 +424,19 @@ static int tl_cosine_run32(tl_scratch *s, const tl_vec *query, const tl_mat *can
         }
         fn(q, rows, rs, nb, d, mis, dot, nrm);
         scores(dot, nrm, nb, qn, score);
-        for (size_t r = 0; r < nb; r++) tl_cos_emit(sk, i0 + r, score[r]);
+        for (size_t r = 0; r < nb; r++) {
+            if (TL_UNLIKELY(!q_ok || !tl_nrm32_ok(nrm[r], lo))) { /* range edge: slow path */
+                if (!wide) {
+                    wide = tl_scratch_alloc(s, 2 * d * sizeof(double) + 1, TL_DEFAULT_ALIGN);
+                    if (!wide) return TL_K_ENOMEM;
+                    for (size_t j = 0; j < d; j++) wide[j] = (double)q[j];
+                }
+                const float *c = (const float *)(rows + (ptrdiff_t)r * rs);
+                for (size_t j = 0; j < d; j++) wide[d + j] = (double)c[j];
+                score[r] = tl_cos_score_scaled(wide, wide + d, d);
+            }
+            tl_cos_emit(sk, i0 + r, score[r]);
+        }
     }
     return TL_K_OK;
 }
@@ -397,6 +449,8 @@ static int tl_cosine_run64(tl_scratch *s, const tl_vec *query, const tl_mat *can
     double qdot, qq;
     tl_dotnorm64(q, q, 0, 1, d, &qdot, &qq);
     const double qn = sqrt(qq);
+    const double lo = (double)d * 0x1p-960; /* as tl_nrm32_ok, for doubles */
+    const int q_ok = tl_nrm64_ok(qq, lo);
     const size_t B = tl_rows_per_block(d, sizeof(double), n);
     double *dot = tl_scratch_alloc(s, 2 * B * sizeof(double), TL_DEFAULT_ALIGN);
     double *blk = tl_scratch_alloc(s, B * d * sizeof(double) + 1, TL_DEFAULT_ALIGN);
@@ -409,8 +463,12 @@ static int tl_cosine_run64(tl_scratch *s, const tl_vec *query, const tl_mat *can
             tl_convert_f64((const char *)cand->data + (ptrdiff_t)(i0 + r) * cand->row_stride,
                            cand->dtype, cand->col_stride, d, blk + r * d);
         tl_dotnorm64(q, blk, d, nb, d, dot, nrm);
-        for (size_t r = 0; r < nb; r++)
-            tl_cos_emit(sk, i0 + r, tl_cos_score(dot[r], qn, sqrt(nrm[r])));
+        for (size_t r = 0; r < nb; r++) {
+            float sc = TL_UNLIKELY(!q_ok || !tl_nrm64_ok(nrm[r], lo))
+                           ? tl_cos_score_scaled(q, blk + r * d, d) /* range edge: slow path */
+                           : tl_cos_score(dot[r], qn, sqrt(nrm[r]));
+            tl_cos_emit(sk, i0 + r, sc);
+        }
     }
     return TL_K_OK;
 }

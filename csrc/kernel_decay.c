@@ -62,8 +62,8 @@ static void tl_decay32_portable(const float *s, const float *a, float *out, size
         for (size_t i = 0; i < n; i++)
             out[i] = s[i] * exp2f(k->nalpha * log2f(1.0f + a[i] * k->inv_tau));
     } else {
-        for (size_t i = 0; i < n; i++)
-            out[i] = s[i] * (float)exp2((double)a[i] * ((double)k->c + (double)k->c_lo));
+        for (size_t i = 0; i < n; i++) /* s times the factor in double: no subnormal factor */
+            out[i] = (float)((double)s[i] * exp2((double)a[i] * ((double)k->c + (double)k->c_lo)));
     }
 }
 
@@ -77,11 +77,14 @@ static void tl_decay32_unit(const float *s, const float *a, float *out, size_t n
 
 #if TL_HAVE_X86
 /* ---- AVX-512 ---- */
-/* 2^(x + xlo), |xlo| tiny: the low part carries the rounding error of x. */
-TL_TARGET_AVX512 static inline __m512 tl_exp2_512(__m512 x, __m512 xlo) {
+/* s * 2^(x + xlo), |xlo| tiny: the low part carries the rounding error of x. s
+ * is applied before the power of two, so a result that is a normal float is
+ * one even when the factor alone would be subnormal (s = 1e30, factor 1e-40). */
+TL_TARGET_AVX512 static inline __m512 tl_exp2_512(__m512 s, __m512 x, __m512 xlo) {
     /* Outside the finite range the low part is meaningless (and may be huge). */
     xlo = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_abs_ps(x), _mm512_set1_ps(128.0f), _CMP_LT_OQ), xlo);
-    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-150.0f)), _mm512_set1_ps(128.0f));
+    /* [-300, 300]: beyond it every finite s gives 0 or inf, as the exact factor would */
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-300.0f)), _mm512_set1_ps(300.0f));
     __m512 nf = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_add_ps(_mm512_sub_ps(x, nf), xlo);
     __m512 p = _mm512_set1_ps(TL_EXP2_P0);
@@ -91,7 +94,7 @@ TL_TARGET_AVX512 static inline __m512 tl_exp2_512(__m512 x, __m512 xlo) {
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(TL_EXP2_P4));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(TL_EXP2_P5));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, nf); /* p * 2^nf, gradual underflow, inf on overflow */
+    return _mm512_scalef_ps(_mm512_mul_ps(s, p), nf); /* s*p * 2^nf, one rounding at the end */
 }
 
 /* log2(t) for t >= 1 (t = inf gives inf). */
@@ -139,17 +142,22 @@ TL_TARGET_AVX512 static void tl_decay32_avx512(const float *s, const float *a, f
             xlo = _mm512_fmadd_ps(av, c_lo, _mm512_fmsub_ps(av, c, x));
             xlo = _mm512_mask_mov_ps(xlo, _mm512_cmp_ps_mask(xlo, xlo, _CMP_UNORD_Q), zero);
         }
-        _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(sv, tl_exp2_512(x, xlo)));
+        _mm512_mask_storeu_ps(out + i, m, tl_exp2_512(sv, x, xlo));
     }
 }
 
 /* ---- AVX2 + FMA ---- */
-/* 2^k for integer k in [-150, 128], as two factors that are each normal floats. */
-TL_TARGET_AVX2 static inline __m256 tl_exp2_256(__m256 x, __m256 xlo) {
+/* s * 2^(x + xlo); 2^k for integer k in [-252, 128] as two factors that are each
+ * normal floats, applied after s (as in tl_exp2_512). */
+TL_TARGET_AVX2 static inline __m256 tl_exp2_256(__m256 s, __m256 x, __m256 xlo) {
     /* Outside the finite range the low part is meaningless (and may be huge). */
     __m256 ax = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x);
     xlo = _mm256_and_ps(_mm256_cmp_ps(ax, _mm256_set1_ps(128.0f), _CMP_LT_OQ), xlo);
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-150.0f)), _mm256_set1_ps(128.0f));
+    /* Down to 2^-252 (two normal factors of >= 2^-126), so that a large s still
+     * gets its exact small result; below, the result is taken as 0 (exact for
+     * s < 2^102; otherwise at most 2^-123 off). */
+    const __m256 in_range = _mm256_cmp_ps(x, _mm256_set1_ps(-252.0f), _CMP_GE_OQ);
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-252.0f)), _mm256_set1_ps(128.0f));
     __m256 nf = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_add_ps(_mm256_sub_ps(x, nf), xlo);
     __m256 p = _mm256_set1_ps(TL_EXP2_P0);
@@ -164,7 +172,7 @@ TL_TARGET_AVX2 static inline __m256 tl_exp2_256(__m256 x, __m256 xlo) {
     const __m256i bias = _mm256_set1_epi32(127);
     __m256 f1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
     __m256 f2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
-    return _mm256_mul_ps(_mm256_mul_ps(p, f1), f2);
+    return _mm256_and_ps(in_range, _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(s, p), f1), f2));
 }
 
 TL_TARGET_AVX2 static inline __m256 tl_log2_256(__m256 t) {
@@ -205,7 +213,7 @@ TL_TARGET_AVX2 static inline __m256 tl_decay_256(__m256 sv, __m256 av, const tl_
         xlo = _mm256_fmadd_ps(av, _mm256_set1_ps(k->c_lo), _mm256_fmsub_ps(av, c, x));
         xlo = _mm256_andnot_ps(_mm256_cmp_ps(xlo, xlo, _CMP_UNORD_Q), xlo); /* inf age: NaN -> 0 */
     }
-    return _mm256_mul_ps(sv, tl_exp2_256(x, xlo));
+    return tl_exp2_256(sv, x, xlo);
 }
 
 TL_TARGET_AVX2 static void tl_decay32_avx2(const float *s, const float *a, float *out, size_t n,
@@ -368,6 +376,45 @@ static int tl_decay64(tl_scratch *s, const void *sv, tl_dtype s_dtype, ptrdiff_t
     return TL_K_OK;
 }
 
+/* Parameters the float32 fast path computes within its error bound. Outside:
+ * a time constant whose per-second exponent is not a normal float with room
+ * for its low part (tau below ~1e-30 s or above ~1e30 s: decay(age=0,
+ * tau=5e-324) gave 0), a power-law tau under one second (age / tau can
+ * overflow float32 although the factor is a normal float), and |alpha| above 4
+ * (1 + age/tau rounded to float32 costs alpha * 2^-24 in the factor; alpha =
+ * 1e39 at age 0 gave 0). Such calls take tl_decay_wide. */
+static int tl_decay32_params_ok(const tl_decay_params *p) {
+    if (p->model == TL_DECAY_POWER) {
+        if (p->alpha == 0.0) return 1;
+        double inv = 1.0 / p->scale;
+        return fabs(p->alpha) <= 4.0 && inv <= 1.0 && inv >= 0x1p-100;
+    }
+    double c = (p->model == TL_DECAY_EXP ? 1.4426950408889634 : 1.0) / p->scale;
+    return c >= 0x1p-100 && c <= 0x1p+100;
+}
+
+/* The slow path of float32 output: the float64 formula per element (libm),
+ * rounded once to float32. About 20x the fast path's time per element. */
+TL_NOINLINE static int tl_decay_wide(tl_scratch *s, const void *sv, tl_dtype s_dtype,
+                                     ptrdiff_t s_stride, const void *av, tl_dtype a_dtype,
+                                     ptrdiff_t a_stride, void *out, ptrdiff_t out_stride, size_t n,
+                                     const tl_decay_params *p) {
+    double *buf = tl_scratch_alloc(s, 2 * TL_DECAY_BLOCK * sizeof(double), TL_DEFAULT_ALIGN);
+    if (!buf) return TL_K_ENOMEM;
+    for (size_t i0 = 0; i0 < n; i0 += TL_DECAY_BLOCK) {
+        if (i0 % (TL_DECAY_CHUNK / 8) == 0 && i0 != 0 && tl_k_interrupted()) return TL_K_EINTR;
+        size_t m = n - i0 < TL_DECAY_BLOCK ? n - i0 : TL_DECAY_BLOCK;
+        tl_convert_f64((const char *)sv + (ptrdiff_t)i0 * s_stride, s_dtype, s_stride, m, buf);
+        tl_convert_f64((const char *)av + (ptrdiff_t)i0 * a_stride, a_dtype, a_stride, m,
+                       buf + TL_DECAY_BLOCK);
+        for (size_t i = 0; i < m; i++) {
+            float r = (float)tl_decay_one64(buf[i], buf[TL_DECAY_BLOCK + i], p);
+            memcpy((char *)out + (ptrdiff_t)(i0 + i) * out_stride, &r, sizeof r);
+        }
+    }
+    return TL_K_OK;
+}
+
 int tl_decay(tl_scratch *s, const void *strengths, tl_dtype s_dtype, ptrdiff_t s_stride,
              const void *ages, tl_dtype a_dtype, ptrdiff_t a_stride, void *out,
              tl_dtype out_dtype, ptrdiff_t out_stride, size_t n, const tl_decay_params *p) {
@@ -380,6 +427,9 @@ int tl_decay(tl_scratch *s, const void *strengths, tl_dtype s_dtype, ptrdiff_t s
         return tl_decay64(s, strengths, s_dtype, s_stride, ages, a_dtype, a_stride, (double *)out,
                           out_stride, n, p);
 
+    if (!tl_decay32_params_ok(p))
+        return tl_decay_wide(s, strengths, s_dtype, s_stride, ages, a_dtype, a_stride, out, out_stride,
+                             n, p);
     tl_decay32 k;
     memset(&k, 0, sizeof k);
     tl_decay32_fn fn = tl_decay32_pick();

@@ -234,3 +234,86 @@ def test_max_depth_is_bounded() -> None:
     kernels.spread_activation(g, [0], max_depth=kernels.MAX_DEPTH, decay_rate=1.0)
     with pytest.raises(ValueError, match=r"max_depth must be <= 1000000 .* got 1000001"):
         kernels.spread_activation(g, [0], max_depth=kernels.MAX_DEPTH + 1)
+
+
+# ---- float32 range edges: the documented value, against float64 references ------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("scale", [1e-30, 1e-38, 1e-44, 1e19, 1e30, 3e38, 1.0])
+def test_cosine_at_the_ends_of_the_float_range(dtype, scale: float) -> None:
+    from tlalloc import kernels
+
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal((5, 48))
+    q = (base[0] * scale / np.abs(base[0]).max()).astype(dtype)
+    c = (base * scale / np.abs(base).max(axis=1, keepdims=True)).astype(dtype)
+    c[1] = q  # identical: exactly 1
+    c[2] = -q  # opposite: exactly -1
+    got = kernels.cosine_similarity(q, c)
+    assert got[1] == 1.0 and got[2] == -1.0, got
+    # float64 reference on the same values, scaled by hand (no under/overflow)
+    qs, cs = q.astype(np.float64) / scale, c.astype(np.float64) / scale
+    want = (cs @ qs) / np.linalg.norm(qs) / np.linalg.norm(cs, axis=1)
+    np.testing.assert_allclose(got, want.astype(np.float32), rtol=2e-6, atol=1e-7)
+    idx, top = kernels.cosine_similarity(q, c, top_k=2)
+    assert top[0] == 1.0 and idx[0] in (0, 1)  # row 0 is q itself too
+
+
+def test_cosine_mixed_magnitudes_take_the_slow_path_per_row() -> None:
+    from tlalloc import kernels
+
+    q = np.full(16, 1e-25, np.float32)
+    c = np.stack([np.full(16, 1.0, np.float32), np.full(16, 1e-30, np.float32),
+                  np.full(16, 2e19, np.float32), np.zeros(16, np.float32)])
+    assert kernels.cosine_similarity(q, c).tolist() == [1.0, 1.0, 1.0, 0.0]
+    with np.errstate(all="ignore"):
+        c[0, 0] = np.nan
+        c[1, 1] = np.inf
+    assert kernels.cosine_similarity(np.ones(16, np.float32), c).tolist()[:2] == [0.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    "kw,ages",
+    [
+        ({"tau": 5e-324}, [0.0, 1e-45, 1.0]),
+        ({"tau": 1e-40}, [0.0, 1e-45, 1e-38]),
+        ({"tau": 1e35}, [0.0, 1e30, 3e38]),
+        ({"half_life": 5e-324}, [0.0, 1e-45]),
+        ({"half_life": 1e300}, [0.0, 3e38]),
+        ({"model": "power", "alpha": 1e39}, [0.0, 1e-3, 1.0]),
+        ({"model": "power", "alpha": -1e39}, [0.0]),
+        ({"model": "power", "alpha": 50.0}, [0.0, 1.0, 86400.0, 1e7]),
+        ({"model": "power", "alpha": 0.5, "tau": 1e-3}, [0.0, 1.0, 3e38]),
+        ({"model": "power", "alpha": 0.5, "tau": 1e-300}, [0.0, 1e-45, 3e38]),
+        ({"model": "power", "alpha": 0.5, "tau": 1e300}, [0.0, 3e38]),
+    ],
+)
+def test_decay_at_the_ends_of_the_parameter_range(kw: dict, ages: list[float]) -> None:
+    from tlalloc import kernels
+
+    a = np.array(ages, np.float32)
+    s = np.ones(len(ages), np.float32)
+    got = kernels.decay(s, a, **kw)
+    a64 = a.astype(np.float64)
+    with np.errstate(all="ignore"):
+        if kw.get("model") == "power":
+            want = (1.0 + a64 / kw.get("tau", 86400.0)) ** (-kw["alpha"])
+        elif "half_life" in kw:
+            want = 2.0 ** (-a64 / kw["half_life"])
+        else:
+            want = np.exp(-a64 / kw["tau"])
+    want = want.astype(np.float32)
+    assert got[0] == 1.0  # age 0: the strength itself, whatever the parameters
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=0)
+
+
+def test_decay_of_large_strengths_keeps_small_normal_results() -> None:
+    from tlalloc import kernels
+
+    s = np.array([1e30, 3e38, 1e20], np.float32)
+    a = np.array([140.0, 150.0, 100.0], np.float32) * np.float32(86400.0)
+    want = (s.astype(np.float64) * np.exp(-a.astype(np.float64) / 86400.0)).astype(np.float32)
+    got = kernels.decay(s, a)
+    assert (got > 0).all()  # the factor alone is subnormal or 0 in float32
+    np.testing.assert_allclose(got, want, rtol=5e-5)
