@@ -424,8 +424,10 @@ static int tl_cosine_run32(tl_scratch *s, const tl_vec *query, const tl_mat *can
         }
         fn(q, rows, rs, nb, d, mis, dot, nrm);
         scores(dot, nrm, nb, qn, score);
-        for (size_t r = 0; r < nb; r++) {
-            if (TL_UNLIKELY(!q_ok || !tl_nrm32_ok(nrm[r], lo))) { /* range edge: slow path */
+        int edge = !q_ok; /* one branch per block: the scan below vectorises */
+        for (size_t r = 0; r < nb; r++) edge |= !tl_nrm32_ok(nrm[r], lo);
+        for (size_t r = 0; TL_UNLIKELY(edge) && r < nb; r++) {
+            if (!q_ok || !tl_nrm32_ok(nrm[r], lo)) { /* range edge: slow path */
                 if (!wide) {
                     wide = tl_scratch_alloc(s, 2 * d * sizeof(double) + 1, TL_DEFAULT_ALIGN);
                     if (!wide) return TL_K_ENOMEM;
@@ -435,8 +437,8 @@ static int tl_cosine_run32(tl_scratch *s, const tl_vec *query, const tl_mat *can
                 for (size_t j = 0; j < d; j++) wide[d + j] = (double)c[j];
                 score[r] = tl_cos_score_scaled(wide, wide + d, d);
             }
-            tl_cos_emit(sk, i0 + r, score[r]);
         }
+        for (size_t r = 0; r < nb; r++) tl_cos_emit(sk, i0 + r, score[r]);
     }
     return TL_K_OK;
 }

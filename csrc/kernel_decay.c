@@ -154,9 +154,9 @@ TL_TARGET_AVX2 static inline __m256 tl_exp2_256(__m256 s, __m256 x, __m256 xlo) 
     __m256 ax = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x);
     xlo = _mm256_and_ps(_mm256_cmp_ps(ax, _mm256_set1_ps(128.0f), _CMP_LT_OQ), xlo);
     /* Down to 2^-252 (two normal factors of >= 2^-126), so that a large s still
-     * gets its exact small result; below, the result is taken as 0 (exact for
-     * s < 2^102; otherwise at most 2^-123 off). */
-    const __m256 in_range = _mm256_cmp_ps(x, _mm256_set1_ps(-252.0f), _CMP_GE_OQ);
+     * gets its exact small result. Below, x is clamped: s * 2^-252 rounds to 0
+     * for every s < 2^102 (~5e30); a larger s gives at most 2^-123 instead of
+     * 0 (not masked: a compare and an AND per vector cost 6% here). */
     x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-252.0f)), _mm256_set1_ps(128.0f));
     __m256 nf = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_add_ps(_mm256_sub_ps(x, nf), xlo);
@@ -172,7 +172,7 @@ TL_TARGET_AVX2 static inline __m256 tl_exp2_256(__m256 s, __m256 x, __m256 xlo) 
     const __m256i bias = _mm256_set1_epi32(127);
     __m256 f1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
     __m256 f2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
-    return _mm256_and_ps(in_range, _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(s, p), f1), f2));
+    return _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(s, p), f1), f2);
 }
 
 TL_TARGET_AVX2 static inline __m256 tl_log2_256(__m256 t) {
