@@ -2,13 +2,17 @@
 extension (for example main before a change) against this checkout's, in one
 process, interleaved, thread CPU time per call, medians and ratios.
 
-    git archive <commit> | tar -x -C /tmp/ref && (cd /tmp/ref && python setup.py build_ext -q -b /tmp/refbuild)
+    git archive COMMIT | tar -x -C /tmp/ref
+    (cd /tmp/ref && python setup.py build_ext -q -b /tmp/refbuild)
     python bench/kernel_fastpath_ab.py /tmp/refbuild/tlalloc/_tlalloc.cpython-*.so 60
 
-The reference module is loaded under its own name from its file, so both
-builds' C state (thread arenas, ISA choice) stays apart; scratch is 'malloc'
-for both, so only the kernels' own code differs.
+The reference module is loaded under its own name from its file, so the two
+builds' C state stays apart; scratch is 'malloc' for both, so only the kernels'
+own code differs.
 """
+
+from __future__ import annotations
+
 import importlib.util
 import statistics
 import sys
@@ -16,34 +20,54 @@ import time
 
 import numpy as np
 
-old_path = sys.argv[1]
-spec = importlib.util.spec_from_file_location("_tlalloc", old_path)
-old = importlib.util.module_from_spec(spec); spec.loader.exec_module(old)
-import tlalloc  # noqa: F401,E402 - initialises the module under test
+import tlalloc  # noqa: F401 - initialises the module under test
 from tlalloc import _tlalloc as new
-old._set_default_tau(object())
 
-rng = np.random.default_rng(0)
-q = rng.standard_normal(768).astype(np.float32)
-c = rng.standard_normal((20000, 768)).astype(np.float32)
-s = rng.random(1_000_000).astype(np.float32)
-a = (rng.random(1_000_000) * 1e5).astype(np.float32)
-o = np.empty_like(s)
-n = 100_000
-ip = np.arange(0, 4 * n + 1, 4); ix = rng.integers(0, n, 4 * n); w = rng.random(4 * n)
-cases = {
-    "cosine f32 20000x768": lambda m: m._cosine_similarity(q, c, None, None, "malloc"),
-    "cosine top-10": lambda m: m._cosine_similarity(q, c, 10, None, "malloc"),
-    "decay f32 exp 1e6": lambda m: m._decay(s, a, "exponential", 86400.0, None, 0.5, o, "malloc"),
-    "decay f32 power 1e6": lambda m: m._decay(s, a, "power", 86400.0, None, 0.5, o, "malloc"),
-    "spread 100k nodes": lambda m: m._spread_activation(ip, ix, w, [0, 1, 2], 1.0, 0.7, 0.01, 4, None, "malloc", "auto"),
-}
-assert np.array_equal(cases["cosine f32 20000x768"](old), cases["cosine f32 20000x768"](new))
-for name, f in cases.items():
-    t = {"old": [], "new": []}
-    for _ in range(3): f(old); f(new)
-    for r in range(int(sys.argv[2]) if len(sys.argv) > 2 else 30):
-        for label, m in (("old", old), ("new", new)) if r % 2 else (("new", new), ("old", old)):
-            t0 = time.thread_time(); f(m); t[label].append(time.thread_time() - t0)
-    mo, mn = statistics.median(t["old"]), statistics.median(t["new"])
-    print(f"{name:24s} reference {mo*1e3:8.3f} ms  this {mn*1e3:8.3f} ms  this/reference {mn/mo:5.3f}")
+
+def load_reference(path: str):
+    spec = importlib.util.spec_from_file_location("_tlalloc", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod._set_default_tau(object())
+    return mod
+
+
+def main() -> None:
+    old = load_reference(sys.argv[1])
+    reps = int(sys.argv[2]) if len(sys.argv) > 2 else 30
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal(768).astype(np.float32)
+    c = rng.standard_normal((20000, 768)).astype(np.float32)
+    s = rng.random(1_000_000).astype(np.float32)
+    a = (rng.random(1_000_000) * 1e5).astype(np.float32)
+    o = np.empty_like(s)
+    n = 100_000
+    ip, ix, w = np.arange(0, 4 * n + 1, 4), rng.integers(0, n, 4 * n), rng.random(4 * n)
+    cases = {
+        "cosine f32 20000x768": lambda m: m._cosine_similarity(q, c, None, None, "malloc"),
+        "cosine top-10": lambda m: m._cosine_similarity(q, c, 10, None, "malloc"),
+        "decay f32 exp 1e6": lambda m: m._decay(s, a, "exponential", 86400.0, None, 0.5, o, "malloc"),
+        "decay f32 power 1e6": lambda m: m._decay(s, a, "power", 86400.0, None, 0.5, o, "malloc"),
+        "spread 100k nodes": lambda m: m._spread_activation(ip, ix, w, [0, 1, 2], 1.0, 0.7, 0.01, 4,
+                                                            None, "malloc", "auto"),
+    }
+    first = cases["cosine f32 20000x768"]
+    assert np.array_equal(first(old), first(new))
+    for name, f in cases.items():
+        t: dict[str, list[float]] = {"old": [], "new": []}
+        for _ in range(3):
+            f(old)
+            f(new)
+        for r in range(reps):
+            order = (("old", old), ("new", new)) if r % 2 else (("new", new), ("old", old))
+            for label, m in order:
+                t0 = time.thread_time()
+                f(m)
+                t[label].append(time.thread_time() - t0)
+        mo, mn = statistics.median(t["old"]), statistics.median(t["new"])
+        print(f"{name:24s} reference {mo * 1e3:8.3f} ms  this {mn * 1e3:8.3f} ms  "
+              f"this/reference {mn / mo:5.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -240,3 +240,14 @@ def test_count_rule(value: object, exc: type[Exception]) -> None:
     with pytest.raises(exc, match="max_depth"):
         kernels.spread_activation(g, 0, max_depth=value)
     assert kernels.cosine_similarity(q, c, top_k=np.int64(2))[0].tolist() == [0, 1]
+
+
+def test_empty_like_of_a_zero_dimensional_prototype() -> None:
+    # Found by fuzz/fuzz_arena_args.py under UBSan: the prototype's (NULL) dims
+    # array was passed to memcpy for a 0-d prototype.
+    a = tlalloc.Arena(1 << 16)
+    for proto in (np.array(1.5), np.float32(2.0), 3):
+        x = a.empty_like(proto)
+        want = np.empty_like(proto)
+        assert x.shape == want.shape == () and x.dtype == want.dtype
+    a.reset(force=True)

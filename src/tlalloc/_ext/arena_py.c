@@ -801,7 +801,8 @@ static PyObject *arena_empty_like(TlArena *self, PyObject *args, PyObject *kwds)
         }
     } else {
         nd = PyArray_NDIM(p);
-        memcpy(dims, PyArray_DIMS(p), (size_t)nd * sizeof(npy_intp));
+        if (nd > 0) /* a 0-d prototype has no dims array (NULL): no memcpy from it */
+            memcpy(dims, PyArray_DIMS(p), (size_t)nd * sizeof(npy_intp));
         shape_obj = PyObject_GetAttrString((PyObject *)p, "shape");
         if (!shape_obj) {
             Py_DECREF(d);
