@@ -7,6 +7,15 @@
  * taken from the chosen strategy (thread: the calling thread's arena) and the C
  * kernel runs. Checks cost O(1) per argument, except the ages check of decay
  * (one pass) and conversions of unusual dtypes (a NumPy copy).
+ *
+ * Caller memory read with the GIL released (another thread may write it
+ * meanwhile) is read once where a value decides an access: seeds and
+ * activations are private copies; spread_activation reads each indptr pair and
+ * each edge's index once and checks it at that read; shapes and strides come
+ * from the array objects, not from the data. Values that only enter arithmetic
+ * (cosine inputs, strengths, ages, weights) can then only give other numbers:
+ * an age made negative after decay's check gives a factor above 1, never an
+ * access outside a buffer.
  */
 #include "binding.h"
 
