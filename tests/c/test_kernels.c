@@ -440,6 +440,91 @@ static void test_scratch_overflow_is_counted(void) {
     tl_arena_release(a);
 }
 
+/* ---- interruption (tl_kernels_set_poll) and range edges ---------------------------------- */
+
+static int poll_calls, poll_stop_after;
+static int poll_fn(void *ctx) {
+    CHECK(ctx == &poll_calls);
+    return ++poll_calls >= poll_stop_after;
+}
+
+static void test_poll_stops_each_kernel(void) {
+    enum { N = 100000, D = 16 };
+    static float c[N * D], q[D], out[N], s[N], a[N];
+    for (size_t i = 0; i < N * D; i++) c[i] = (float)urand();
+    for (size_t j = 0; j < D; j++) q[j] = (float)urand();
+    for (size_t i = 0; i < N; i++) s[i] = 1.0f, a[i] = (float)i;
+    tl_vec qv = {q, TL_F32, D, 4};
+    tl_mat m = {c, TL_F32, N, D, D * 4, 4};
+    /* a ring of N nodes: every step crosses N edges */
+    static int64_t ip[N + 1], ix[N];
+    static double w[N];
+    for (size_t i = 0; i < N; i++) ip[i] = (int64_t)i, ix[i] = (int64_t)((i + 1) % N), w[i] = 1.0;
+    ip[N] = N;
+    tl_csr g = {N, N, ip, TL_I64, ix, TL_I64, w, TL_F64};
+    static int64_t seeds[N];
+    for (size_t i = 0; i < N; i++) seeds[i] = (int64_t)i;
+    double one = 1.0;
+    tl_decay_params dp = {TL_DECAY_EXP, 86400.0, 0.5};
+    for (int stop = 1; stop <= 3; stop++) {
+        tl_scratch sc;
+        CHECK(tl_scratch_begin(&sc, TL_SCRATCH_MALLOC, NULL) == 0);
+        tl_kernels_set_poll(poll_fn, &poll_calls);
+        poll_calls = 0, poll_stop_after = stop;
+        CHECK(tl_cosine_similarity(&sc, &qv, &m, out, 4) == TL_K_EINTR && poll_calls == stop);
+        poll_calls = 0;
+        tl_spread_params sp = {0.0, 0.0, 1000000, TL_SPREAD_SPARSE};
+        CHECK(tl_spread_activation(&sc, &g, seeds, N, &one, 1, &sp, out, 0, NULL, NULL, NULL, NULL) ==
+              TL_K_EINTR);
+        CHECK(poll_calls == stop);
+        poll_calls = 0;
+        sp.engine = TL_SPREAD_DENSE;
+        CHECK(tl_spread_activation(&sc, &g, seeds, N, &one, 1, &sp, out, 0, NULL, NULL, NULL, NULL) ==
+              TL_K_EINTR);
+        poll_calls = 0;
+        /* 4x the elements of one poll interval (TL_DECAY_CHUNK = 65536) */
+        static float big_s[1 << 18], big_a[1 << 18], big_o[1 << 18];
+        CHECK(tl_decay(&sc, big_s, TL_F32, 4, big_a, TL_F32, 4, big_o, TL_F32, 4, 1 << 18, &dp) ==
+              TL_K_EINTR);
+        tl_kernels_set_poll(NULL, NULL);
+        tl_scratch_end(&sc);
+    }
+    /* without a poll function the same calls run to the end */
+    tl_scratch sc;
+    CHECK(tl_scratch_begin(&sc, TL_SCRATCH_MALLOC, NULL) == 0);
+    CHECK(tl_cosine_similarity(&sc, &qv, &m, out, 4) == TL_K_OK);
+    CHECK(tl_decay(&sc, s, TL_F32, 4, a, TL_F32, 4, out, TL_F32, 4, N, &dp) == TL_K_OK);
+    tl_scratch_end(&sc);
+}
+
+static void test_range_edges(void) {
+    /* identical float32 vectors of 1e-30 and 1e19: their squares under/overflow
+     * float32, the score is still 1 (and -1 for the opposite vector) */
+    const float scales[] = {1e-30f, 1e-40f, 1e19f, 3e38f};
+    for (size_t k = 0; k < sizeof scales / sizeof scales[0]; k++) {
+        float q[8], c[2][8], out[2];
+        for (int j = 0; j < 8; j++) q[j] = c[0][j] = scales[k] * ((float)(j + 1) / 8.0f), c[1][j] = -q[j];
+        tl_vec qv = {q, TL_F32, 8, 4};
+        tl_mat m = {c, TL_F32, 2, 8, 32, 4};
+        tl_scratch sc;
+        CHECK(tl_scratch_begin(&sc, TL_SCRATCH_MALLOC, NULL) == 0);
+        CHECK(tl_cosine_similarity(&sc, &qv, &m, out, 4) == 0);
+        CHECK(out[0] == 1.0f && out[1] == -1.0f);
+        tl_scratch_end(&sc);
+    }
+    /* decay at age 0 is the strength, whatever the parameters */
+    const tl_decay_params ps[] = {{TL_DECAY_EXP, 5e-324, 0}, {TL_DECAY_HALF_LIFE, 1e300, 0},
+                                  {TL_DECAY_POWER, 86400.0, 1e39}, {TL_DECAY_POWER, 1e-3, 0.5}};
+    for (size_t k = 0; k < sizeof ps / sizeof ps[0]; k++) {
+        float s1[3] = {2.0f, 2.0f, 2.0f}, a1[3] = {0.0f, 0.0f, 0.0f}, o1[3];
+        tl_scratch sc;
+        CHECK(tl_scratch_begin(&sc, TL_SCRATCH_MALLOC, NULL) == 0);
+        CHECK(tl_decay(&sc, s1, TL_F32, 4, a1, TL_F32, 4, o1, TL_F32, 4, 3, &ps[k]) == 0);
+        CHECK(o1[0] == 2.0f && o1[2] == 2.0f);
+        tl_scratch_end(&sc);
+    }
+}
+
 static void test_scratch_malloc_and_shared(void) {
     tl_scratch s;
     CHECK(tl_scratch_begin(&s, TL_SCRATCH_MALLOC, NULL) == 0);
@@ -546,6 +631,8 @@ int main(void) {
     RUN(test_decay_models);
     RUN(test_decay_layouts_and_ages);
     RUN(test_scratch_overflow_is_counted);
+    RUN(test_poll_stops_each_kernel);
+    RUN(test_range_edges);
     RUN(test_scratch_malloc_and_shared);
     RUN(test_threads);
     tl_thread_arena_release_current();
