@@ -236,7 +236,7 @@ static unsigned long tl_py_main_ident;
 static PyObject *py_set_main_thread(PyObject *Py_UNUSED(m), PyObject *arg) {
     unsigned long v = PyLong_AsUnsignedLong(arg);
     if (v == (unsigned long)-1 && PyErr_Occurred()) return NULL;
-    tl_py_main_ident = v;
+    __atomic_store_n(&tl_py_main_ident, v, __ATOMIC_RELAXED); /* read by any thread */
     Py_RETURN_NONE;
 }
 
@@ -268,7 +268,7 @@ static int tl_py_poll(void *arg) {
 }
 
 static void tl_py_nogil_begin(tl_py_nogil *g) {
-    g->polled = PyThread_get_thread_ident() == tl_py_main_ident;
+    g->polled = PyThread_get_thread_ident() == __atomic_load_n(&tl_py_main_ident, __ATOMIC_RELAXED);
     if (g->polled) {
         g->next_ns = tl_py_now_ns() + TL_PY_POLL_NS;
         tl_kernels_set_poll(tl_py_poll, g);
