@@ -147,17 +147,16 @@ TL_TARGET_AVX512 static void tl_decay32_avx512(const float *s, const float *a, f
 }
 
 /* ---- AVX2 + FMA ---- */
-/* s * 2^(x + xlo); 2^k for integer k in [-252, 128] as two factors that are each
- * normal floats, applied after s (as in tl_exp2_512). */
+/* s * 2^(x + xlo); 2^k for integer k in [-378, 128] as three factors that are
+ * each normal floats, applied after s (as in tl_exp2_512). */
 TL_TARGET_AVX2 static inline __m256 tl_exp2_256(__m256 s, __m256 x, __m256 xlo) {
     /* Outside the finite range the low part is meaningless (and may be huge). */
     __m256 ax = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x);
     xlo = _mm256_and_ps(_mm256_cmp_ps(ax, _mm256_set1_ps(128.0f), _CMP_LT_OQ), xlo);
-    /* Down to 2^-252 (two normal factors of >= 2^-126), so that a large s still
-     * gets its exact small result. Below, x is clamped: s * 2^-252 rounds to 0
-     * for every s < 2^102 (~5e30); a larger s gives at most 2^-123 instead of
-     * 0 (not masked: a compare and an AND per vector cost 6% here). */
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-252.0f)), _mm256_set1_ps(128.0f));
+    /* Down to 2^-378 (three normal factors of >= 2^-126): every finite float32 s
+     * (< 2^128) times 2^-378 rounds to 0, as the exact result does, so clamping
+     * x there changes nothing, and a large s still gets its exact small result. */
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-378.0f)), _mm256_set1_ps(128.0f));
     __m256 nf = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_add_ps(_mm256_sub_ps(x, nf), xlo);
     __m256 p = _mm256_set1_ps(TL_EXP2_P0);
@@ -167,12 +166,15 @@ TL_TARGET_AVX2 static inline __m256 tl_exp2_256(__m256 s, __m256 x, __m256 xlo) 
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(TL_EXP2_P4));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(TL_EXP2_P5));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    /* n = 2t + n3 with t = floor(n * 21845 / 2^16), about n / 3: for n in
+     * [-378, 128], t lies in [-126, 42] and n3 in [-126, 44]. */
     __m256i ni = _mm256_cvtps_epi32(nf);
-    __m256i n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);
+    __m256i ti = _mm256_srai_epi32(_mm256_mullo_epi32(ni, _mm256_set1_epi32(21845)), 16);
+    __m256i n3 = _mm256_sub_epi32(ni, _mm256_add_epi32(ti, ti));
     const __m256i bias = _mm256_set1_epi32(127);
-    __m256 f1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
-    __m256 f2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
-    return _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(s, p), f1), f2);
+    __m256 f1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(ti, bias), 23));
+    __m256 f3 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n3, bias), 23));
+    return _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(s, p), f1), f1), f3);
 }
 
 TL_TARGET_AVX2 static inline __m256 tl_log2_256(__m256 t) {

@@ -631,3 +631,17 @@ def test_kernels_count_overflows_instead_of_failing() -> None:
     stats = result["stats"]
     assert stats.num_overflows > 0 and stats.fallback_bytes > 0  # type: ignore[attr-defined]
     assert stats.used_bytes == 0  # type: ignore[attr-defined]
+
+
+def test_decay_of_the_largest_strengths_far_out_every_isa(isa: str) -> None:
+    # Every finite float32 strength, decayed by up to 400 halvings: the exact
+    # result rounded to float32 (0 once it is below half the smallest
+    # subnormal). The AVX2 path used to stop at 2^-252 and return up to 2^-123
+    # for a strength above 2^102.
+    s = np.array([3.4e38, 2.0**127, 2.0**110, 2.0**102, 1e30, 1.0, 1e-30, 1e-45], np.float32)
+    ages = np.arange(0, 401, dtype=np.float32)
+    strengths = np.repeat(s, len(ages))
+    a = np.tile(ages, len(s))
+    got = kernels.decay(strengths, a, half_life=1.0)
+    want = (strengths.astype(np.float64) * 2.0 ** (-a.astype(np.float64))).astype(np.float32)
+    np.testing.assert_allclose(got, want, rtol=3e-6, atol=0)

@@ -76,7 +76,7 @@ static PyObject *huff_stats_dict(const tl_huff_stats *s) {
         uint64_t v;
         memcpy(&v, (const char *)s + huff_stat_fields[i].offset, sizeof v);
         PyObject *x = PyLong_FromUnsignedLongLong(v);
-        if (x == NULL || PyDict_SetItemString(d, huff_stat_fields[i].name, x) < 0) {
+        if (x == NULL || tl_dict_set(d, huff_stat_fields[i].name, x) < 0) {
             Py_XDECREF(x);
             Py_DECREF(d);
             return NULL;
