@@ -12,7 +12,7 @@
 # machine's apt already uses) and private state/cache directories: the system's
 # apt configuration and package lists are not touched. Only the upstream tarball
 # (python3.13_*.orig.tar.xz) is used: `./configure --disable-gil --prefix=CACHE`,
-# `make -j2`, `make install` (about 4 minutes on 2 cores). Missing build
+# `make -j2`, `make install` (33 minutes on a busy 2-core machine). Missing build
 # dependencies (headers) are installed with apt-get when run as root.
 #
 # Environment:
