@@ -114,7 +114,8 @@ def test_kernel_comparison_reports_every_goal(tmp_path: Path, capsys: pytest.Cap
     out = tmp_path / "k.json"
     assert cli.main(["bench", "kernels", "--quick", "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    assert text.count("[met]") + text.count("[NOT met]") == 5
+    assert "What the kernels changed" in text and "NOT met" not in text
+    assert text.count("faster than") >= 3
     data = json.loads(out.read_text())
     c = data["comparison"]
     assert c["cosine"]["speedup_vs_numpy"] > 0 and c["decay"]["speedup_vs_numpy"] > 0

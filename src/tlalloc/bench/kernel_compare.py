@@ -233,8 +233,37 @@ def goals(r: dict[str, Any]) -> list[tuple[str, bool]]:
     return g
 
 
+def findings(r: dict[str, Any]) -> list[str]:
+    """What the comparison says to a user, in sentences (no pass/fail marks).
+
+    Example:
+        >>> findings({"cosine": {"speedup_vs_numpy": 4, "time_vs_matvec": 1.2},
+        ...           "decay": {"speedup_vs_numpy": 3},
+        ...           "spread": {"big_vs_1k_top10": 2, "big_nodes": 10_000}})[1]
+        'decay: 3.00x faster than s * np.exp(-a / tau)'
+    """
+    c, d, s = r["cosine"], r["decay"], r["spread"]
+    out = [
+        f"cosine similarity: {c['speedup_vs_numpy']:.2f}x faster than the NumPy expression; "
+        f"{c['time_vs_matvec']:.2f}x the time of a bare C @ q with BLAS on one thread "
+        "(which computes no norms and no top-k)",
+        f"decay: {d['speedup_vs_numpy']:.2f}x faster than s * np.exp(-a / tau)",
+    ]
+    if "speedup_vs_scipy" in s:
+        out.append(
+            f"spreading activation, 1000 nodes: {s['speedup_vs_scipy']:.2f}x faster than "
+            "SciPy's sparse mat-vec"
+        )
+    out.append(
+        f"spreading activation, {s.get('big_nodes', 1_000_000):,} nodes with top_k=10: "
+        f"{s['big_vs_1k_top10']:.2f}x the 1000-node time (the cost follows the edges the "
+        "pulse crosses, not the size of the graph)"
+    )
+    return out
+
+
 def report(r: dict[str, Any]) -> str:
-    """The comparison as a table plus the goals.
+    """The comparison as a table plus what it says to a user.
 
     Example:
         >>> "cosine" in report(compare(quick=True, big_nodes=20_000))
@@ -304,8 +333,8 @@ def report(r: dict[str, Any]) -> str:
         ],
     ]
     lines = [
-        f"Kernels against NumPy/SciPy, one thread (vectorised path: {r['isa']}); the goals "
-        "compare with BLAS limited to one thread, as the kernel uses one core",
+        f"Kernels against NumPy/SciPy, one thread (vectorised path: {r['isa']}); the comparisons "
+        "limit BLAS to one thread, as the kernel uses one core",
         format_table(["workload", "implementation", "us/call", "time / tlalloc time"], rows),
         f"  nodes reached from one seed: {s['touched_1k']} of 1000; "
         f"{s['touched_big']:,} of {s['big_nodes']:,}",
@@ -319,8 +348,8 @@ def report(r: dict[str, Any]) -> str:
         )
     if isinstance(s.get("scipy"), str):
         lines.append(f"  {s['scipy']}")
-    lines.append("Goals:")
-    lines += [f"  [{'met' if ok else 'NOT met'}] {text}" for text, ok in goals(r)]
+    lines.append("What the kernels changed, against what you would use instead:")
+    lines += [f"  {text}" for text in findings(r)]
     return "\n".join(lines)
 
 
@@ -342,7 +371,8 @@ def run(args: argparse.Namespace) -> int:
             {
                 "suite": "kernels",
                 "comparison": r,
-                "goals": [{"goal": g, "met": ok} for g, ok in goals(r)],
+                "findings": findings(r),
+                "targets": [{"target": g, "reached": ok} for g, ok in goals(r)],
                 "machine": info,
             },
         )
