@@ -183,3 +183,20 @@ def write_json(path: str, payload: dict[str, Any]) -> None:
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=2, sort_keys=True)
         fh.write("\n")
+
+
+def compare_phrase(ratio: float, spread: float, other: str) -> str:
+    """How a throughput ratio (ours / ``other``'s) reads to a user: equal when
+    it lies within the run-to-run ``spread`` of the two cells.
+
+    Example:
+        >>> compare_phrase(1.03, 0.05, "np.empty")
+        'equal to np.empty (1.03x, within the 5% run-to-run spread)'
+        >>> compare_phrase(2.0, 0.05, "malloc"), compare_phrase(0.5, 0.05, "malloc")
+        ('2.00x the throughput of malloc', '2.00x slower than malloc')
+    """
+    if abs(ratio - 1) <= spread:
+        return f"equal to {other} ({ratio:.2f}x, within the {spread:.0%} run-to-run spread)"
+    if ratio > 1:
+        return f"{ratio:.2f}x the throughput of {other}"
+    return f"{1 / ratio:.2f}x slower than {other}"

@@ -36,6 +36,7 @@ from tlalloc import _tlalloc, kernels
 from tlalloc.bench import kernel_compare, numpy_kernels
 from tlalloc.bench._common import (
     Progress,
+    compare_phrase,
     describe_machine,
     format_table,
     machine_info,
@@ -187,14 +188,19 @@ def measure(fn: Callable[[int], Any], threads: int, duration: float) -> dict[str
 
     Each thread warms up with one call (creating its thread arena), all start
     together at a barrier, and count operations until the main thread raises
-    the stop flag. Returns total operations per second and the elapsed time.
+    the stop flag. Returns total operations per second, the elapsed time, and
+    each thread's own CPU time per operation averaged over the threads
+    (``cpu_ns_per_op``, from ``time.thread_time``): on a loaded machine the
+    throughput falls with the load, the CPU time only grows if the threads slow
+    each other down (a lock, a contended cache line).
 
     Example:
         >>> r = measure(lambda i: None, 2, 0.01)
-        >>> r["ops"] > 0 and r["ops_per_s"] > 0
+        >>> r["ops"] > 0 and r["ops_per_s"] > 0 and r["cpu_ns_per_op"] > 0
         True
     """
     counts = [0] * threads
+    cpu = [0.0] * threads
     errors: list[BaseException] = []
     stop = threading.Event()
     barrier = threading.Barrier(threads + 1)
@@ -203,11 +209,13 @@ def measure(fn: Callable[[int], Any], threads: int, duration: float) -> dict[str
         try:
             fn(k)
             barrier.wait()
+            t0 = time.thread_time()
             i, n = k, 0
             while not stop.is_set():
                 fn(i)
                 i += threads
                 n += 1
+            cpu[k] = time.thread_time() - t0
             counts[k] = n
         except BaseException as exc:  # noqa: BLE001 - reported to the caller
             errors.append(exc)
@@ -229,7 +237,13 @@ def measure(fn: Callable[[int], Any], threads: int, duration: float) -> dict[str
     if errors:
         raise errors[0]
     ops = sum(counts)
-    return {"ops": ops, "elapsed_s": elapsed, "ops_per_s": ops / elapsed}
+    per_thread = [c / n * 1e9 for c, n in zip(cpu, counts, strict=True) if n]
+    return {
+        "ops": ops,
+        "elapsed_s": elapsed,
+        "ops_per_s": ops / elapsed,
+        "cpu_ns_per_op": sum(per_thread) / len(per_thread) if per_thread else float("nan"),
+    }
 
 
 def parse_list(text: str, allowed: tuple[str, ...], name: str) -> list[str]:
@@ -376,13 +390,7 @@ def _findings(
                 continue
             o = key[len("thread_vs_"):]
             noise = max(spread(("thread", t)), spread((o, t)))
-            who = f"{t} thread{'s' if t > 1 else ''}: thread arenas"
-            if abs(v - 1) <= noise:
-                out.append(f"{who} equal to {o} ({v:.2f}x, within the {noise:.0%} run-to-run spread)")
-            elif v > 1:
-                out.append(f"{who} {v:.2f}x the throughput of {o}")
-            else:
-                out.append(f"{who} {1 / v:.2f}x slower than {o}")
+            out.append(f"{t} thread{'s' if t > 1 else ''}: thread arenas {compare_phrase(v, noise, o)}")
     if "thread" in strategies:
         n = delta.get("num_overflows", 0)
         out.append(

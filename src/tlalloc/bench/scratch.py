@@ -24,14 +24,21 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 import tlalloc
-from tlalloc.bench._common import describe_machine, format_table, machine_info, parse_threads, write_json
+from tlalloc.bench._common import (
+    compare_phrase,
+    describe_machine,
+    format_table,
+    machine_info,
+    parse_threads,
+    write_json,
+)
+from tlalloc.bench.mix import measure
 
 STRATEGIES = ("thread", "numpy", "shared")
 SIZES = (256, 64)  # float32 elements of the two temporaries of one operation
@@ -140,64 +147,6 @@ def operation(strategy: str, shared: SharedArena) -> Callable[[int], Any]:
     return op
 
 
-def measure(fn: Callable[[int], Any], threads: int, duration: float) -> dict[str, float]:
-    """Run ``fn(i)`` from ``threads`` threads for about ``duration`` seconds.
-
-    Returns the throughput of all threads over the wall time (``ops_per_s``)
-    and each thread's own CPU time per operation, averaged over the threads
-    (``cpu_ns_per_op``, from ``time.thread_time``): on a loaded machine the
-    first falls with the load, the second only grows if the threads slow each
-    other down (a lock, a contended cache line).
-
-    Example:
-        >>> r = measure(lambda i: None, 2, 0.01)
-        >>> r["ops_per_s"] > 0 and r["cpu_ns_per_op"] > 0
-        True
-    """
-    counts = [0] * threads
-    cpu = [0.0] * threads
-    errors: list[BaseException] = []
-    stop = threading.Event()
-    barrier = threading.Barrier(threads + 1)
-
-    def worker(k: int) -> None:
-        try:
-            fn(k)  # warm-up: the thread arena, caches
-            barrier.wait()
-            t0 = time.thread_time()
-            i, n = k, 0
-            while not stop.is_set():
-                fn(i)
-                i += threads
-                n += 1
-            cpu[k] = time.thread_time() - t0
-            counts[k] = n
-        except BaseException as exc:  # noqa: BLE001 - reported to the caller
-            errors.append(exc)
-            barrier.abort()
-
-    ts = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
-    for t in ts:
-        t.start()
-    try:
-        barrier.wait()
-    except threading.BrokenBarrierError:
-        pass
-    t0 = time.perf_counter()
-    time.sleep(duration)
-    stop.set()
-    for t in ts:
-        t.join()
-    elapsed = time.perf_counter() - t0
-    if errors:
-        raise errors[0]
-    per_thread = [c / n * 1e9 for c, n in zip(cpu, counts, strict=True) if n]
-    return {
-        "ops_per_s": sum(counts) / elapsed,
-        "cpu_ns_per_op": sum(per_thread) / len(per_thread) if per_thread else float("nan"),
-    }
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", default="1,2,4", help="thread counts (default 1,2,4)")
     parser.add_argument("--duration", type=float, default=0.5, help="seconds per cell (default 0.5)")
@@ -287,12 +236,7 @@ def report(result: dict[str, Any], cores: int) -> None:
         ):
             v = r[key]
             spread = max(spreads[("thread", r["threads"])], spreads[(name, r["threads"])])
-            if abs(v - 1) <= spread:
-                words.append(f"equal to {other} (within the {spread:.0%} run-to-run spread)")
-            elif v > 1:
-                words.append(f"{v:.2f}x the throughput of {other}")
-            else:
-                words.append(f"{1 / v:.2f}x slower than {other}")
+            words.append(compare_phrase(v, spread, other))
         print(f"  {r['threads']} thread(s): thread arenas are " + "; ".join(words))
     th = {r["threads"]: r for r in result["rows"] if r["strategy"] == "thread"}
     one = th.get(1)
