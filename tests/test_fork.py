@@ -96,6 +96,14 @@ def run_child_and_exit() -> None:
         os._exit(code)
 
 
+def show_hung_child(pid: int) -> None:
+    """With TL_TEST_FORK_GDB=1, print where a child that missed its deadline waits."""
+    if os.environ.get("TL_TEST_FORK_GDB"):
+        import subprocess
+
+        subprocess.run(["gdb", "-p", str(pid), "-batch", "-ex", "thread apply all bt 25"], check=False)
+
+
 def wait_pid(pid: int) -> int | None:
     """Exit status of pid, or None if it missed the deadline (then it is killed)."""
     deadline = time.monotonic() + CHILD_DEADLINE_S
@@ -104,10 +112,7 @@ def wait_pid(pid: int) -> int | None:
         if got == pid:
             return os.waitstatus_to_exitcode(status)
         time.sleep(0.002)
-    if os.environ.get("TL_TEST_FORK_GDB"):  # show where a hung child waits
-        import subprocess
-
-        subprocess.run(["gdb", "-p", str(pid), "-batch", "-ex", "thread apply all bt 25"], check=False)
+    show_hung_child(pid)
     os.kill(pid, 9)
     os.waitpid(pid, 0)
     return None
@@ -240,11 +245,7 @@ def test_multiprocessing_fork_while_threads_hold_every_lock():
             p.start()
             p.join(CHILD_DEADLINE_S)
             if p.is_alive():
-                if os.environ.get("TL_TEST_FORK_GDB"):
-                    import subprocess
-
-                    subprocess.run(["gdb", "-p", str(p.pid), "-batch", "-ex", "thread apply all bt 25"],
-                                   check=False)
+                show_hung_child(p.pid)
                 p.kill()
                 p.join()
                 codes.append(None)
