@@ -53,7 +53,7 @@ def test_thread_arena_survives_thread_state_teardown_for_finalizers():
             with a.scope():
                 a.empty(10)
             local.f = Finalizer(id(a))
-            local.g = tlalloc.thread_arena()   # the dict also holds the arena
+            del a  # only the thread state then holds the arena object
         for _ in range(50):
             t = threading.Thread(target=work); t.start(); t.join()
         print(len(seen), all(s == (True, True, True) for s in seen))
