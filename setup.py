@@ -4,6 +4,9 @@ Environment toggles (read at build time):
 
 - ``TLALLOC_SANITIZE=1``: build with ``-fsanitize=address,undefined`` (run the
   tests with ``LD_PRELOAD`` of libasan, see ``.ci/run``).
+- ``TLALLOC_FUZZ=1``: add libFuzzer's coverage instrumentation
+  (``-fsanitize=fuzzer-no-link``; needs ``CC=clang``), so that atheris targets
+  are guided by the C code's edges (``fuzz/run.py``; with ``TLALLOC_SANITIZE=1``).
 - ``TLALLOC_DEBUG=1``: ``-O0 -g`` and the core's debug assertions.
 """
 
@@ -28,6 +31,9 @@ if _flag("TLALLOC_SANITIZE"):
     san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
     cflags += san + ["-g"]
     ldflags += san
+if _flag("TLALLOC_FUZZ"):
+    cflags += ["-fsanitize=fuzzer-no-link"]
+    ldflags += ["-fsanitize=fuzzer-no-link"]
 
 sources = sorted(glob.glob("csrc/*.c")) + sorted(glob.glob("src/tlalloc/_ext/*.c"))
 
