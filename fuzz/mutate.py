@@ -1,9 +1,9 @@
-"""The sanitized phase of fuzz/run.py: every input of the corpus, then random
-mutations of them (bit flips, interesting bytes, insertions, deletions,
-splices; atheris.Mutate needs atheris.Fuzz running), round-robin over the
-whole corpus until the time is up. No coverage feedback (see run.py);
-a sanitizer report or an unexpected exception ends the run with the input
-saved under build/fuzz/crashes/.
+"""The sanitized phase of fuzz/run.py's gcc fallback mode: every input of the
+corpus, then random mutations of them (bit flips, interesting bytes,
+insertions, deletions, splices; atheris.Mutate needs atheris.Fuzz running),
+round-robin over the whole corpus until the time is up. No coverage feedback
+(see run.py); a sanitizer report or an unexpected exception ends the run with
+the input saved under build/fuzz/crashes/.
 
     python fuzz/mutate.py TARGET SECONDS CORPUS_DIR...
 """
