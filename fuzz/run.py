@@ -12,7 +12,11 @@ fuzzer-no-link``) into build/fuzz/site (--reuse-site keeps an earlier one) and
 runs each target once against it with atheris's ``asan_with_fuzzer.so`` (ASan,
 UBSan and libFuzzer's runtime) preloaded. libFuzzer then sees the C code's
 edges and comparisons, not just the Python wrappers', and AddressSanitizer +
-UndefinedBehaviorSanitizer check every input.
+UndefinedBehaviorSanitizer check every input. By hand, after a run:
+
+    LD_PRELOAD=$(python -c "import atheris; print(atheris.path())")/asan_with_fuzzer.so \
+    ASAN_OPTIONS=detect_leaks=0 PYTHONPATH=build/fuzz/site:fuzz \
+        python fuzz/fuzz_huffman_decode.py CORPUS_DIR -max_total_time=60
 
 gcc (fallback when clang is missing): each target runs coverage-guided against
 the plain build (the tlalloc that Python imports), which grows the corpus; with
