@@ -137,7 +137,9 @@ def test_decay_shape_error_does_not_leak() -> None:
         grown = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    assert grown < 2000 * 8, grown  # a leaked shape tuple is 56+ bytes per call
+    # A leaked shape tuple is 56+ bytes per call; what else tracemalloc sees
+    # (free lists, a free-threaded build's per-thread caches) stays under ~10.
+    assert grown < 2000 * 28, grown
 
 
 # ---- long kernel calls stop on Ctrl-C ------------------------------------------------
