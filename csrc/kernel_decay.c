@@ -359,32 +359,13 @@ static double tl_decay_one64(double s, double a, const tl_decay_params *p) {
     return s;
 }
 
-static int tl_decay64(tl_scratch *s, const void *sv, tl_dtype s_dtype, ptrdiff_t s_stride,
-                      const void *av, tl_dtype a_dtype, ptrdiff_t a_stride, double *out,
-                      ptrdiff_t out_stride, size_t n, const tl_decay_params *p) {
-    double *buf = tl_scratch_alloc(s, 2 * TL_DECAY_BLOCK * sizeof(double), TL_DEFAULT_ALIGN);
-    if (!buf) return TL_K_ENOMEM;
-    for (size_t i0 = 0; i0 < n; i0 += TL_DECAY_BLOCK) {
-        if (i0 % (TL_DECAY_CHUNK / 8) == 0 && i0 != 0 && tl_k_interrupted()) return TL_K_EINTR;
-        size_t m = n - i0 < TL_DECAY_BLOCK ? n - i0 : TL_DECAY_BLOCK;
-        tl_convert_f64((const char *)sv + (ptrdiff_t)i0 * s_stride, s_dtype, s_stride, m, buf);
-        tl_convert_f64((const char *)av + (ptrdiff_t)i0 * a_stride, a_dtype, a_stride, m,
-                       buf + TL_DECAY_BLOCK);
-        for (size_t i = 0; i < m; i++) {
-            double r = tl_decay_one64(buf[i], buf[TL_DECAY_BLOCK + i], p);
-            memcpy((char *)out + (ptrdiff_t)(i0 + i) * out_stride, &r, sizeof r);
-        }
-    }
-    return TL_K_OK;
-}
-
 /* Parameters the float32 fast path computes within its error bound. Outside:
  * a time constant whose per-second exponent is not a normal float with room
  * for its low part (tau below ~1e-30 s or above ~1e30 s: decay(age=0,
  * tau=5e-324) gave 0), a power-law tau under one second (age / tau can
  * overflow float32 although the factor is a normal float), and |alpha| above 4
  * (1 + age/tau rounded to float32 costs alpha * 2^-24 in the factor; alpha =
- * 1e39 at age 0 gave 0). Such calls take tl_decay_wide. */
+ * 1e39 at age 0 gave 0). Such calls take tl_decay_libm. */
 static int tl_decay32_params_ok(const tl_decay_params *p) {
     if (p->model == TL_DECAY_POWER) {
         if (p->alpha == 0.0) return 1;
@@ -395,12 +376,13 @@ static int tl_decay32_params_ok(const tl_decay_params *p) {
     return c >= 0x1p-100 && c <= 0x1p+100;
 }
 
-/* The slow path of float32 output: the float64 formula per element (libm),
- * rounded once to float32. About 20x the fast path's time per element. */
-TL_NOINLINE static int tl_decay_wide(tl_scratch *s, const void *sv, tl_dtype s_dtype,
+/* The float64 formula per element (libm), stored as float64, or rounded once to
+ * float32: the whole of float64 output, and the slow path of float32 output
+ * (about 20x the fast path's time per element). */
+TL_NOINLINE static int tl_decay_libm(tl_scratch *s, const void *sv, tl_dtype s_dtype,
                                      ptrdiff_t s_stride, const void *av, tl_dtype a_dtype,
-                                     ptrdiff_t a_stride, void *out, ptrdiff_t out_stride, size_t n,
-                                     const tl_decay_params *p) {
+                                     ptrdiff_t a_stride, void *out, tl_dtype out_dtype,
+                                     ptrdiff_t out_stride, size_t n, const tl_decay_params *p) {
     double *buf = tl_scratch_alloc(s, 2 * TL_DECAY_BLOCK * sizeof(double), TL_DEFAULT_ALIGN);
     if (!buf) return TL_K_ENOMEM;
     for (size_t i0 = 0; i0 < n; i0 += TL_DECAY_BLOCK) {
@@ -410,8 +392,14 @@ TL_NOINLINE static int tl_decay_wide(tl_scratch *s, const void *sv, tl_dtype s_d
         tl_convert_f64((const char *)av + (ptrdiff_t)i0 * a_stride, a_dtype, a_stride, m,
                        buf + TL_DECAY_BLOCK);
         for (size_t i = 0; i < m; i++) {
-            float r = (float)tl_decay_one64(buf[i], buf[TL_DECAY_BLOCK + i], p);
-            memcpy((char *)out + (ptrdiff_t)(i0 + i) * out_stride, &r, sizeof r);
+            double r = tl_decay_one64(buf[i], buf[TL_DECAY_BLOCK + i], p);
+            char *dst = (char *)out + (ptrdiff_t)(i0 + i) * out_stride;
+            if (out_dtype == TL_F64) {
+                memcpy(dst, &r, sizeof r);
+            } else {
+                float f = (float)r;
+                memcpy(dst, &f, sizeof f);
+            }
         }
     }
     return TL_K_OK;
@@ -425,13 +413,9 @@ int tl_decay(tl_scratch *s, const void *strengths, tl_dtype s_dtype, ptrdiff_t s
         p->scale == INFINITY || (int)p->model < 0 || p->model > TL_DECAY_POWER)
         return TL_K_EINVAL;
     if (n == 0) return TL_K_OK;
-    if (out_dtype == TL_F64)
-        return tl_decay64(s, strengths, s_dtype, s_stride, ages, a_dtype, a_stride, (double *)out,
-                          out_stride, n, p);
-
-    if (!tl_decay32_params_ok(p))
-        return tl_decay_wide(s, strengths, s_dtype, s_stride, ages, a_dtype, a_stride, out, out_stride,
-                             n, p);
+    if (out_dtype == TL_F64 || !tl_decay32_params_ok(p))
+        return tl_decay_libm(s, strengths, s_dtype, s_stride, ages, a_dtype, a_stride, out,
+                             out_dtype, out_stride, n, p);
     tl_decay32 k;
     memset(&k, 0, sizeof k);
     tl_decay32_fn fn = tl_decay32_pick();
