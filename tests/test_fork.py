@@ -83,11 +83,12 @@ def child_checks() -> None:
     assert pool.pool_stats()["num_heaps"] == 1
 
 
-def run_child_and_exit() -> None:
-    """The body of an os.fork child: never returns."""
+def run_child_and_exit(checks=None) -> None:
+    """The body of an os.fork child: runs ``checks`` (default child_checks), exits
+    0 if they pass and 1 (with the traceback) if not; never returns."""
     code = 0
     try:
-        child_checks()
+        (checks or child_checks)()
     except BaseException:
         traceback.print_exc()
         code = 1
@@ -281,8 +282,8 @@ def test_child_sees_dead_threads_arena_as_exited_and_their_pool_pages_reclaimed(
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            code = 0
-            try:
+
+            def checks() -> None:
                 assert [a.thread_id for a in alive_arenas()] == [threading.get_native_id()]
                 after = pool.pool_stats()
                 assert after["num_heaps"] == 1, after
@@ -292,12 +293,8 @@ def test_child_sees_dead_threads_arena_as_exited_and_their_pool_pages_reclaimed(
                 freed = pool.pool_stats()
                 assert freed["num_cross_thread_frees"] == after["num_cross_thread_frees"], freed
                 assert freed["num_reclaimed_pages"] > after["num_reclaimed_pages"], freed
-            except BaseException:
-                traceback.print_exc()
-                code = 1
-            finally:
-                sys.stderr.flush()
-                os._exit(code)
+
+            run_child_and_exit(checks)
         assert wait_pid(pid) == 0
     finally:
         release.set()
