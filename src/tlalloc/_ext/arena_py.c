@@ -1417,13 +1417,6 @@ static PyObject *py_region_count(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ign
     return PyLong_FromSsize_t(__atomic_load_n(&tl_regions_alive, __ATOMIC_RELAXED));
 }
 
-/* _drain_exited(): drop the arena objects of exited threads now (tests,
- * statistics). */
-static PyObject *py_drain_exited(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
-    tl_orphans_drain();
-    Py_RETURN_NONE;
-}
-
 static PyObject *py_scratch(PyObject *m, PyObject *Py_UNUSED(ignored)) {
     PyObject *arena = py_thread_arena(m, NULL);
     if (!arena) return NULL;
@@ -1589,7 +1582,6 @@ static PyMethodDef module_methods[] = {
      "    (8,)\n"},
     {"_registry_stats", (PyCFunction)py_registry_stats, METH_NOARGS, NULL},
     {"_after_fork_child", (PyCFunction)py_after_fork_child, METH_NOARGS, NULL},
-    {"_drain_exited", (PyCFunction)py_drain_exited, METH_NOARGS, NULL},
     {"_region_count", (PyCFunction)py_region_count, METH_NOARGS, NULL},
     {"_registry_list", (PyCFunction)py_registry_list, METH_NOARGS, NULL},
     {"_set_defaults", (PyCFunction)py_set_defaults, METH_VARARGS, NULL},
