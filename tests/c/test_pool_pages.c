@@ -123,7 +123,7 @@ static void test_refill_bounded(void) { run_thread(refill_worker, NULL); }
 
 #define PC_BYTES ((size_t)16 << 20)
 #define PC_SIZE 64u
-#define PC_N (PC_BYTES / PC_SIZE / SCALE)
+#define PC_N (PC_BYTES / PC_SIZE) /* not scaled: it must span several segments */
 
 static void *pc_blocks[PC_BYTES / PC_SIZE];
 static pthread_barrier_t pc_bar;
