@@ -215,7 +215,8 @@ static void tl_heap_return_pages(tl_heap *h, tl_page *list);
 /* Free the blocks of h->xblocks into their pages: each came from a page on a
  * full list, which moves back to the available queue (and gets its other
  * foreign frees collected). Pages that become empty go back to the depot,
- * unless one would be the class's only available page. The cost is one
+ * unless the class's available pages span at most TL_KEEP_AVAIL_BYTES (and
+ * never the class's only available page). The cost is one
  * iteration per block, and each block is the first foreign free into its page
  * since the page went full, so it is paid for by the frees. */
 void tl_heap_drain(tl_heap *h) {

@@ -36,10 +36,10 @@
  *   one exception is a child of fork, where the freer holding BUSY may not
  *   exist: there BUSY is cleared without waiting (its block at worst leaks).
  * - Pages that another thread emptied are given back by their owner when it
- *   frees the blocks of `xblocks` on its refill path: every page that becomes
- *   empty there goes to the depot, except when it would be the class's only
- *   available page. A thread that allocates and never frees thus returns the
- *   pages its consumers emptied at its next refill.
+ *   frees the blocks of `xblocks` on its refill path: a page that becomes
+ *   empty there goes to the depot unless the class's available pages span at
+ *   most TL_KEEP_AVAIL_BYTES (pool.c). A thread that allocates and never frees
+ *   thus returns the pages its consumers emptied at its next refill.
  */
 #ifndef TLALLOC_POOL_INTERNAL_H
 #define TLALLOC_POOL_INTERNAL_H
