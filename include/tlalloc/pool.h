@@ -125,8 +125,8 @@ void tl_pool_collect(int release_all);
  * stores) and summed here; threads that exited are folded into totals. */
 typedef struct tl_pool_stats {
     uint64_t in_use_bytes;          /* block bytes (class sizes) handed out and not freed */
-    uint64_t peak_bytes;            /* high-water mark of in_use_bytes (each thread folds its
-                                       part in every 256 KiB of change, at refills and frees) */
+    uint64_t peak_bytes;            /* high-water mark of in_use_bytes (threads fold their part
+                                       in at refills, page returns and cross-thread frees) */
     uint64_t reserved_bytes;        /* bytes mapped from the OS (segments and large blocks) */
     uint64_t retained_bytes;        /* free resident bytes the depot holds for reuse */
     uint64_t num_allocations;       /* malloc, calloc, aligned and the allocating part of realloc */
