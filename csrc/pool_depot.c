@@ -202,6 +202,10 @@ tl_page *tl_depot_take_locked(tl_heap *h, unsigned c) {
         pg->in_full = 0;
         TL_COUNTER_ADD(h->c.num_reclaimed_pages, 1);
         if (pg->free || pg->extended < pg->capacity) return pg;
+        if (!tl_page_watch(pg)) { /* foreign frees arrived meanwhile */
+            tl_page_collect(pg);
+            return pg;
+        }
         pg->in_full = 1;
         tl_queue_push_back(&h->full[c], pg);
     }
@@ -230,14 +234,15 @@ tl_page *tl_depot_take_locked(tl_heap *h, unsigned c) {
     pg->capacity = (uint32_t)(pg->bytes / bs);
     pg->extended = 0;
     tl_assert(pg->capacity > 0);
-    tl_assert(atomic_load_explicit(&pg->xfree, memory_order_relaxed) == NULL);
+    tl_assert(atomic_load_explicit(&pg->xfree, memory_order_relaxed) == 0);
     atomic_store_explicit(&pg->heap, h, memory_order_relaxed); /* ordered by the lock */
     return pg;
 }
 
 void tl_depot_return_locked(tl_page *pg) {
     tl_assert(pg->used == 0);
-    tl_assert(atomic_load_explicit(&pg->xfree, memory_order_relaxed) == NULL);
+    /* No block, and state NONE: the owner unwatched it (pool_internal.h). */
+    tl_assert(atomic_load_explicit(&pg->xfree, memory_order_relaxed) == 0);
     if (pg->in_abandoned) tl_aqueue_remove(&tl_abandoned[pg->cls], pg);
     size_t touched = (size_t)pg->extended * pg->block_size;
     if (touched > pg->touched) pg->touched = touched;
@@ -267,6 +272,7 @@ void tl_depot_return_locked(tl_page *pg) {
 
 void tl_depot_abandon_locked(tl_page *pg) {
     tl_assert(pg->used > 0);
+    tl_assert((atomic_load_explicit(&pg->xfree, memory_order_relaxed) & TL_X_MASK) == TL_X_NONE);
     pg->in_full = 0;
     pg->next = pg->prev = NULL;
     if (!pg->in_abandoned) tl_aqueue_push(&tl_abandoned[pg->cls], pg);
@@ -410,6 +416,7 @@ void tl_depot_collect(int release_all) {
      * used, which would pin the page (and its segment) here forever if it is
      * full or never becomes current again. */
     tl_heap *g = &tl_heap_global;
+    tl_heap_drain(g); /* its delayed blocks first (may return pages itself) */
     for (unsigned c = 0; c < TL_POOL_NUM_CLASSES; c++) {
         tl_page_queue *qs[2] = {&g->avail[c], &g->full[c]};
         for (int k = 0; k < 2; k++) {
@@ -420,6 +427,7 @@ void tl_depot_collect(int release_all) {
                 if (pg->used != 0 && !(k == 1 && got)) continue;
                 tl_queue_remove(qs[k], pg);
                 pg->in_full = 0;
+                if (pg->used == 0) tl_page_unwatch(pg, 1);
                 if (pg->used == 0) tl_depot_return_locked(pg);
                 else tl_queue_push_back(&g->avail[c], pg); /* full page that got blocks back */
             }

@@ -14,6 +14,32 @@
  *   thread writes: an atomic LIFO of blocks freed by non-owners.
  * - A page with live blocks never leaves its segment's "used" state, so a
  *   thread freeing a live block may always read its page descriptor.
+ * - Delayed free (how the owner learns that a full page got blocks back
+ *   without walking its full pages): the two low bits of `xfree` hold a state,
+ *   changed only by compare-and-swap on the whole word, so a state change and
+ *   a push are ordered against each other.
+ *     NONE:  a non-owner pushes its block on `xfree`.
+ *     WATCH: set by the owner (only while it owns the page and `xfree` holds no
+ *            block) when it moves the page to its full list. The first
+ *            non-owner to free into it swaps WATCH for BUSY instead of
+ *            pushing, pushes its block on the owner heap's `xblocks` list, then
+ *            clears BUSY to NONE. So a full page is found again through
+ *            `xblocks` (the block still counts in `used` until the owner frees
+ *            it from there, so the page cannot become empty before).
+ *     BUSY:  a non-owner holds a lease on the owner heap: until it clears
+ *            BUSY, the owner neither gives the page away (depot return,
+ *            abandon) nor tears the heap down, nor sets WATCH; it waits
+ *            (tl_page_unwatch), which lasts a few instructions of the freer.
+ *   Hence the rule: an owner clears WATCH (and waits out BUSY) before a page
+ *   leaves its heap, and a heap is freed only after every page it owned was
+ *   cleared, so a freer that won WATCH always finds `page->heap` alive. The
+ *   one exception is a child of fork, where the freer holding BUSY may not
+ *   exist: there BUSY is cleared without waiting (its block at worst leaks).
+ * - Pages that another thread emptied are given back by their owner when it
+ *   frees the blocks of `xblocks` on its refill path: a page that becomes
+ *   empty there goes to the depot unless the class's available pages span at
+ *   most TL_KEEP_AVAIL_BYTES (pool.c). A thread that allocates and never frees
+ *   thus returns the pages its consumers emptied at its next refill.
  */
 #ifndef TLALLOC_POOL_INTERNAL_H
 #define TLALLOC_POOL_INTERNAL_H
@@ -71,13 +97,19 @@ typedef struct tl_page {
     char *start;                   /* first block, 4 KiB aligned; fixed */
     struct tl_page *next, *prev;   /* heap queue (owner) or depot free list (depot) */
     /* --- second cache line --- */
-    _Alignas(64) _Atomic(tl_block *) xfree; /* blocks freed by other threads */
+    _Alignas(64) _Atomic uintptr_t xfree; /* blocks freed by other threads | TL_X_* state */
     struct tl_page *anext, *aprev; /* (depot) abandoned list of its class */
     size_t bytes;                  /* usable bytes of the page area; fixed */
     size_t touched;                /* (depot) bytes possibly resident while free */
     uint8_t in_abandoned;          /* (depot) on an abandoned list */
     _Atomic uint64_t *dbg_live;    /* debug builds: one bit per block, set while out */
 } tl_page;
+
+/* States in the low bits of tl_page.xfree (blocks are 8-byte aligned). */
+#define TL_X_NONE ((uintptr_t)0)
+#define TL_X_WATCH ((uintptr_t)1)
+#define TL_X_BUSY ((uintptr_t)2)
+#define TL_X_MASK ((uintptr_t)3)
 
 typedef struct tl_page_queue {
     tl_page *head, *tail;
@@ -109,6 +141,8 @@ typedef struct tl_heap_counters {
     _Atomic uint64_t num_cache_misses;
     _Atomic uint64_t num_depot_locks;
     _Atomic uint64_t num_reclaimed_pages;
+    _Atomic uint64_t num_refills;      /* calls of the refill (tl_heap_find_page) */
+    _Atomic uint64_t num_refill_pages; /* pages the refills looked at */
 } tl_heap_counters;
 #define TL_NUM_HEAP_COUNTERS (sizeof(tl_heap_counters) / sizeof(uint64_t))
 
@@ -130,6 +164,9 @@ typedef struct tl_heap {
     int64_t flushed_in_use;        /* (owner) in-use delta already folded into the peak */
     tl_page_queue avail[TL_POOL_NUM_CLASSES]; /* pages with free or uncarved blocks */
     tl_page_queue full[TL_POOL_NUM_CLASSES];  /* pages found full */
+    /* Blocks freed by other threads into pages on the full lists (delayed
+     * free, see above): an atomic LIFO any thread pushes on, the owner drains. */
+    _Atomic(tl_block *) xblocks;
     uint64_t thread_id;
     struct tl_heap *reg_next, *reg_prev; /* registry (registry lock) */
 } tl_heap;
@@ -202,6 +239,18 @@ void tl_queue_remove(tl_page_queue *q, tl_page *pg);
 uint32_t tl_page_collect(tl_page *pg);
 /* Fold the heap's in-use delta into the process-wide estimate and the peak. */
 void tl_heap_flush_peak(tl_heap *h);
+/* Clear WATCH (waiting out BUSY) before pg leaves its owner; `wait` 0 only in
+ * a child of fork, where a BUSY freer may not exist. */
+void tl_page_unwatch(tl_page *pg, int wait);
+/* Set WATCH on a page moving to its owner's full list. Returns 0 when blocks
+ * arrived on xfree meanwhile (collect them: the page is not full). */
+int tl_page_watch(tl_page *pg);
+/* Free the blocks of h->xblocks into their pages (owner, or the global heap
+ * under the depot lock); pages that become empty go back to the depot. */
+void tl_heap_drain(tl_heap *h);
+/* Test hook: refills and pages they looked at, summed over live heaps and
+ * exited ones. */
+void tl_pool_refill_counters(uint64_t *refills, uint64_t *pages);
 /* Add d bytes to the process-wide in-use estimate and raise the peak. */
 void tl_peak_add(int64_t d);
 

@@ -15,7 +15,10 @@
  *   no lock, no atomic read-modify-write. A free by the owner pushes on the
  *   same list. A free by another thread pushes on the page's atomic
  *   cross-thread list, which the owner collects when it runs dry; foreign blocks
- *   never enter the freeing thread's cache.
+ *   never enter the freeing thread's cache. The first such free into a page
+ *   its owner found full goes on the owner's list instead (mimalloc's "delayed
+ *   free"), so a refill looks only at pages that got blocks back, whatever the
+ *   number of full pages, and returns those emptied to the depot.
  * - When a thread exits, its empty pages go back to the global depot and pages
  *   that still hold live blocks are abandoned: the next thread that frees a block
  *   into one of them, or that refills that size class, adopts it. Only refills
@@ -122,7 +125,8 @@ void tl_pool_collect(int release_all);
  * stores) and summed here; threads that exited are folded into totals. */
 typedef struct tl_pool_stats {
     uint64_t in_use_bytes;          /* block bytes (class sizes) handed out and not freed */
-    uint64_t peak_bytes;            /* high-water mark of in_use_bytes (folded in at refills) */
+    uint64_t peak_bytes;            /* high-water mark of in_use_bytes (threads fold their part
+                                       in at refills, page returns and cross-thread frees) */
     uint64_t reserved_bytes;        /* bytes mapped from the OS (segments and large blocks) */
     uint64_t retained_bytes;        /* free resident bytes the depot holds for reuse */
     uint64_t num_allocations;       /* malloc, calloc, aligned and the allocating part of realloc */
