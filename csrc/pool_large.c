@@ -137,12 +137,19 @@ static void tl_unmap_chain(tl_segment *s) {
     }
 }
 
+/* How long a purged mapping stays cached: 8 times the purge delay, at least
+ * a second (a purged mapping costs address space only). */
+static uint64_t tl_unmap_delay(uint64_t delay) {
+    uint64_t t = delay * TL_POOL_UNMAP_DELAY_FACTOR;
+    return t < TL_POOL_MIN_UNMAP_DELAY_MS ? TL_POOL_MIN_UNMAP_DELAY_MS : t;
+}
+
 /* The earliest time something is due (large lock held). */
 static void tl_update_due(void) {
     uint64_t delay = atomic_load_explicit(&tl_purge_delay, memory_order_relaxed);
     uint64_t due = UINT64_MAX;
     for (tl_segment *s = tl_lru_head; s; s = s->lru_next) {
-        uint64_t t = s->cache_state == TL_LARGE_PURGED ? s->cached_ms + delay * TL_POOL_UNMAP_DELAY_FACTOR
+        uint64_t t = s->cache_state == TL_LARGE_PURGED ? s->cached_ms + tl_unmap_delay(delay)
                      : s->cache_state == TL_LARGE_DIRTY ? s->cached_ms + delay
                                                          : UINT64_MAX;
         if (t < due) due = t;
@@ -195,7 +202,7 @@ static void tl_purge_due(uint64_t now, int force) {
                 s->cache_state = TL_LARGE_BUSY;
                 batch[n++] = s;
             } else if (s->cache_state == TL_LARGE_PURGED &&
-                       (force || now >= s->cached_ms + delay * TL_POOL_UNMAP_DELAY_FACTOR)) {
+                       (force || now >= s->cached_ms + tl_unmap_delay(delay))) {
                 tl_cache_unlink(s);
                 s->next = unmap;
                 unmap = s;

@@ -47,8 +47,8 @@
  *   not reused for purge_delay_ms (default TL_POOL_DEFAULT_PURGE_DELAY_MS) is
  *   given back with madvise(MADV_DONTNEED): its memory leaves the resident set
  *   but the mapping stays cached (reused without a system call; zero pages). A
- *   purged block not reused for TL_POOL_UNMAP_DELAY_FACTOR times the delay is
- *   unmapped. No thread does this in the background: large allocations and
+ *   purged block not reused for TL_POOL_UNMAP_DELAY_FACTOR times the delay (at
+ *   least TL_POOL_MIN_UNMAP_DELAY_MS) is unmapped. No thread does this in the background: large allocations and
  *   frees, allocations above 1 KiB (one relaxed load, then a coarse-clock read
  *   when something is due) and tl_pool_collect do it when it is due. Under
  *   memory pressure (MemAvailable below 1/8 of MemTotal, read at most once a
@@ -96,6 +96,7 @@ extern "C" {
 #define TL_POOL_DEFAULT_PURGE_DELAY_MS 250u
 #define TL_POOL_MAX_PURGE_DELAY_MS 3600000u
 #define TL_POOL_UNMAP_DELAY_FACTOR 8u
+#define TL_POOL_MIN_UNMAP_DELAY_MS 1000u
 
 /* ---- allocation ----------------------------------------------------------- */
 

@@ -21,7 +21,8 @@ each mapped on its own:
   system call or page faults;
 - a cached block not reused for ``purge_delay_ms`` is purged: its memory goes
   back to the OS (``madvise(MADV_DONTNEED)``, resident memory drops) while the
-  mapping stays cached; a purged block unused for 8 times the delay is unmapped.
+  mapping stays cached; a purged block unused for 8 times the delay (at least
+  a second) is unmapped.
   The purge is lazy, with no background thread: large allocations and frees,
   allocations above 1 KiB and :func:`collect` do it once it is due. When the
   system runs low on memory (``MemAvailable`` below 1/8 of ``MemTotal``, checked
