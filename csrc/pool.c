@@ -633,6 +633,7 @@ void *tl_pool_aligned_alloc(size_t align, size_t size) {
     if (align > TL_POOL_PAGE_ALIGN || n > TL_POOL_MAX_SMALL) return tl_huge_alloc(size, align, 0);
     /* Pages start 4 KiB aligned, so a class whose size is a multiple of align
      * yields aligned blocks; the power of two ending n's doubling is one. */
+    tl_large_maybe_tick(); /* lazy purge of the large cache: one relaxed load */
     unsigned c = tl_size_class(n);
     while (tl_class_sizes[c] % align != 0) c++;
     tl_assert(c < TL_POOL_NUM_CLASSES);
