@@ -237,10 +237,9 @@ void tl_large_tick(void) {
 
 /* ---- allocation ------------------------------------------------------------------ */
 
-/* The best cached mapping of `need` to need + need/4 bytes that puts a block at
- * `off` aligned to `align` (resident ones first), unlinked; NULL if none. */
-static tl_segment *tl_cache_take(size_t need, size_t off, size_t align) {
-    size_t most = need + need / 4;
+/* The best cached mapping of `need` to `most` bytes that puts a block at `off`
+ * aligned to `align`: resident ones first, then the smallest; NULL if none. */
+static tl_segment *tl_cache_best(size_t need, size_t most, size_t off, size_t align) {
     tl_segment *best = NULL;
     for (unsigned b = tl_bin(need); b <= tl_bin(most) && b < TL_LARGE_BINS; b++) {
         int k = 0;
@@ -248,14 +247,55 @@ static tl_segment *tl_cache_take(size_t need, size_t off, size_t align) {
             size_t h = s->region.size;
             if (h < need || h > most || s->cache_state == TL_LARGE_BUSY) continue;
             if (((uintptr_t)s + off) % align != 0) continue;
-            if (!best || (s->cache_state == TL_LARGE_DIRTY) > (best->cache_state == TL_LARGE_DIRTY) ||
-                ((s->cache_state == TL_LARGE_DIRTY) == (best->cache_state == TL_LARGE_DIRTY) &&
-                 h < best->region.size))
+            int dirty = s->cache_state == TL_LARGE_DIRTY;
+            int best_dirty = best && best->cache_state == TL_LARGE_DIRTY;
+            if (!best || dirty > best_dirty || (dirty == best_dirty && h < best->region.size))
                 best = s;
         }
     }
-    if (best) tl_cache_unlink(best);
     return best;
+}
+
+/* The largest cached mapping of `least` to need - 1 bytes (resident ones
+ * first), for a block at `off` of a mapping on a 4 MiB boundary. */
+static tl_segment *tl_cache_below(size_t least, size_t need, size_t off) {
+    tl_segment *best = NULL;
+    for (unsigned b = tl_bin(need) + 1; b-- > tl_bin(least);) {
+        int k = 0;
+        for (tl_segment *s = tl_bins[b]; s && k < TL_LARGE_SCAN; s = s->next, k++) {
+            size_t h = s->region.size;
+            if (h < least || h >= need || h <= off || s->cache_state == TL_LARGE_BUSY) continue;
+            int dirty = s->cache_state == TL_LARGE_DIRTY;
+            int best_dirty = best && best->cache_state == TL_LARGE_DIRTY;
+            if (!best || dirty > best_dirty || (dirty == best_dirty && h > best->region.size))
+                best = s;
+        }
+        if (best) break;
+    }
+    return best;
+}
+
+enum { TL_TAKE_AS_IS = 0, TL_TAKE_TRIM = 1, TL_TAKE_GROW = 2 };
+
+/* A cached mapping for a request of `need` bytes, unlinked, so that the cache
+ * does not hold on to blocks no request fits: one at most a quarter larger,
+ * taken as it is; else one at most twice as large, whose tail the caller
+ * unmaps (TL_TAKE_TRIM); else (alignments up to 4 MiB) one at least half as
+ * large, which the caller grows with mremap (TL_TAKE_GROW: its pages stay,
+ * only the rest is new). NULL if none. */
+static tl_segment *tl_cache_take(size_t need, size_t off, size_t align, int *how) {
+    tl_segment *s = tl_cache_best(need, need + need / 4, off, align);
+    *how = TL_TAKE_AS_IS;
+    if (!s && need <= SIZE_MAX / 2) {
+        s = tl_cache_best(need + need / 4 + 1, 2 * need, off, align);
+        if (s) *how = TL_TAKE_TRIM;
+    }
+    if (!s && align <= TL_SEG_SIZE) {
+        s = tl_cache_below(need / 2, need, off);
+        if (s) *how = TL_TAKE_GROW;
+    }
+    if (s) tl_cache_unlink(s);
+    return s;
 }
 
 /* Where a block aligned to `align` starts in its mapping, and what the mapping
@@ -295,10 +335,39 @@ void *tl_huge_alloc(size_t size, size_t align, int zero) {
     size_t map_off = align > TL_SEG_SIZE ? TL_SEG_SIZE : 0;
     tl_large_maybe_tick();
     tl_segment *s = NULL;
+    int how = TL_TAKE_AS_IS;
     if (atomic_load_explicit(&tl_cache_limit, memory_order_relaxed) != 0) {
         tl_large_lock_counted();
-        s = tl_cache_take(need, off, align > TL_LARGE_HDR ? align : TL_LARGE_HDR);
+        s = tl_cache_take(need, off, align > TL_LARGE_HDR ? align : TL_LARGE_HDR, &how);
         pthread_mutex_unlock(&tl_large_lock);
+    }
+    if (s) {
+        if (how == TL_TAKE_TRIM) { /* give the tail back: it may be resident */
+            tl_os_unmap_range((char *)s + need, s->region.size - need);
+            atomic_fetch_sub_explicit(&tl_mapped, s->region.size - need, memory_order_relaxed);
+            s->region.size = need;
+        } else if (how == TL_TAKE_GROW) {
+            size_t have = s->region.size;
+            tl_segment *q = tl_os_remap(s, have, need, TL_SEG_SIZE, 0);
+            if (q) {
+                atomic_fetch_add_explicit(&tl_mapped, need - have, memory_order_relaxed);
+                q->region.base = q;
+                q->region.size = need;
+                if (!q->thp && need >= ((size_t)4 << 20) && tl_os_advise_huge(q, need) == 0) {
+                    q->thp = 1;
+                    q->region.pages = TL_PAGES_THP;
+                }
+                /* The new part reads as zero, the old part as zero only if purged. */
+                if (zero && q->cache_state != TL_LARGE_PURGED)
+                    memset((char *)q + off, 0, have > off ? have - off : 0);
+                zero = 0;
+                s = q;
+            } else {
+                atomic_fetch_sub_explicit(&tl_mapped, have, memory_order_relaxed);
+                tl_os_unmap_range(s, have);
+                s = NULL;
+            }
+        }
     }
     if (s) {
         atomic_fetch_add_explicit(&tl_num_reuses, 1, memory_order_relaxed);

@@ -39,10 +39,14 @@
  *
  * - Reuse: a freed large block goes to the large cache, bounded in bytes
  *   (large_cache_bytes, default TL_POOL_DEFAULT_LARGE_CACHE = 1 GiB; the
- *   oldest blocks are unmapped beyond it; 0: no cache). A request is served from
- *   a cached block whose mapping is at least what it needs and at most a
- *   quarter more (the best fit, resident blocks before purged ones); otherwise
- *   a fresh mapping. calloc clears a reused block only if it is resident.
+ *   oldest blocks are unmapped beyond it; 0: no cache). A request is served
+ *   from the cache when it can be: a block whose mapping is at least what it
+ *   needs and at most a quarter more, as it is (the best fit, resident blocks
+ *   before purged ones); else one up to twice as large, its tail unmapped; else
+ *   one at least half as large, grown with mremap (its pages kept, only the
+ *   rest new). Only then a fresh mapping. So the cache does not hold on to
+ *   blocks that no request fits. calloc clears a reused block only where it
+ *   may be resident.
  * - Lazy purge (as mimalloc's purge delay and jemalloc's decay): a cached block
  *   not reused for purge_delay_ms (default TL_POOL_DEFAULT_PURGE_DELAY_MS) is
  *   given back with madvise(MADV_DONTNEED): its memory leaves the resident set
