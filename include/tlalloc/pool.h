@@ -52,9 +52,16 @@
  *   given back with madvise(MADV_DONTNEED): its memory leaves the resident set
  *   but the mapping stays cached (reused without a system call; zero pages). A
  *   purged block not reused for TL_POOL_UNMAP_DELAY_FACTOR times the delay (at
- *   least TL_POOL_MIN_UNMAP_DELAY_MS) is unmapped. No thread does this in the background: large allocations and
- *   frees, allocations above 1 KiB (one relaxed load, then a coarse-clock read
- *   when something is due) and tl_pool_collect do it when it is due. Under
+ *   least TL_POOL_MIN_UNMAP_DELAY_MS) is unmapped. The default delay sits
+ *   between mimalloc's 10 ms purge delay and jemalloc's 10 s dirty decay: a
+ *   block freed and asked for again within a computation stays resident, and
+ *   a burst leaves the resident set within a fraction of a second. As in
+ *   mimalloc, the delay is a deadline checked on later calls, not a timer; no
+ *   thread runs in the background (none to handle across fork): large
+ *   allocations and frees, allocations above 1 KiB (one relaxed load, then a
+ *   coarse-clock read when something is due) and tl_pool_collect purge what is
+ *   due. A process that stops calling the pool keeps its cache until it calls
+ *   again (or tl_pool_collect). Under
  *   memory pressure (MemAvailable below 1/8 of MemTotal, read at most once a
  *   second while resident blocks are cached) every cached block is purged at
  *   once. tl_pool_collect(0) purges every cached block now and unmaps purged
