@@ -585,7 +585,7 @@ TL_NOINLINE static void *tl_alloc_class_slow(tl_heap *h, unsigned c) {
 
 TL_NOINLINE static void *tl_pool_malloc_slow(tl_heap *h, size_t size) {
     if (TL_UNLIKELY(size > TL_POOL_MAX_SMALL)) return tl_huge_alloc(size, 0, 0);
-    tl_large_maybe_tick(); /* lazy purge of the large cache: one relaxed load */
+    tl_large_maybe_tick_sampled(); /* lazy purge of the large cache (pool_internal.h) */
     return tl_alloc_class_slow(h, tl_size_class(size ? size : 1));
 }
 
@@ -633,7 +633,7 @@ void *tl_pool_aligned_alloc(size_t align, size_t size) {
     if (align > TL_POOL_PAGE_ALIGN || n > TL_POOL_MAX_SMALL) return tl_huge_alloc(size, align, 0);
     /* Pages start 4 KiB aligned, so a class whose size is a multiple of align
      * yields aligned blocks; the power of two ending n's doubling is one. */
-    tl_large_maybe_tick(); /* lazy purge of the large cache: one relaxed load */
+    tl_large_maybe_tick_sampled(); /* lazy purge of the large cache (pool_internal.h) */
     unsigned c = tl_size_class(n);
     while (tl_class_sizes[c] % align != 0) c++;
     tl_assert(c < TL_POOL_NUM_CLASSES);

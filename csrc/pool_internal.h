@@ -294,6 +294,19 @@ static inline void tl_large_maybe_tick(void) {
     if (TL_UNLIKELY(atomic_load_explicit(&tl_large_due_ms, memory_order_relaxed) != UINT64_MAX))
         tl_large_tick();
 }
+/* The same from the class-size allocation paths, which may run millions of
+ * times a second: while something is cached, only every 64th call of a thread
+ * reads the clock (a load, a thread-local increment and a test otherwise). */
+#if defined(__GNUC__) || defined(__clang__)
+extern _Thread_local unsigned tl_large_tick_calls __attribute__((tls_model("initial-exec")));
+#else
+extern _Thread_local unsigned tl_large_tick_calls;
+#endif
+static inline void tl_large_maybe_tick_sampled(void) {
+    if (TL_UNLIKELY(atomic_load_explicit(&tl_large_due_ms, memory_order_relaxed) != UINT64_MAX) &&
+        (++tl_large_tick_calls & 63u) == 0)
+        tl_large_tick();
+}
 /* Bytes mapped now, free resident bytes held, segments mapped. */
 void tl_depot_usage(uint64_t *reserved, uint64_t *retained, uint64_t *segments,
                     uint64_t *abandoned);

@@ -54,6 +54,11 @@ static _Atomic uint64_t tl_num_purges, tl_num_reuses;
 static _Atomic size_t tl_cache_limit = TL_POOL_DEFAULT_LARGE_CACHE;
 static _Atomic unsigned tl_purge_delay = TL_POOL_DEFAULT_PURGE_DELAY_MS;
 _Atomic uint64_t tl_large_due_ms = UINT64_MAX;
+#if defined(__GNUC__) || defined(__clang__)
+_Thread_local unsigned tl_large_tick_calls __attribute__((tls_model("initial-exec")));
+#else
+_Thread_local unsigned tl_large_tick_calls;
+#endif
 _Atomic uint64_t tl_num_large_allocations;
 
 #define TL_ORPHAN(field) tl_orphan_counters[offsetof(tl_heap_counters, field) / 8]

@@ -58,9 +58,9 @@
  *   a burst leaves the resident set within a fraction of a second. As in
  *   mimalloc, the delay is a deadline checked on later calls, not a timer; no
  *   thread runs in the background (none to handle across fork): large
- *   allocations and frees, allocations above 1 KiB (one relaxed load, then a
- *   coarse-clock read when something is due) and tl_pool_collect purge what is
- *   due. A process that stops calling the pool keeps its cache until it calls
+ *   allocations and frees, allocations above 1 KiB (one relaxed load; while
+ *   something is cached, every 64th call of a thread reads the coarse clock)
+ *   and tl_pool_collect purge what is due. A process that stops calling the pool keeps its cache until it calls
  *   again (or tl_pool_collect). Under
  *   memory pressure (MemAvailable below 1/8 of MemTotal, read at most once a
  *   second while resident blocks are cached) every cached block is purged at
