@@ -45,5 +45,8 @@ void tl_scratch_fork_child(void);
 void tl_pool_fork_lock(void);
 void tl_pool_fork_unlock(void);
 void tl_pool_fork_child(void);
+void tl_large_fork_lock(void);
+void tl_large_fork_unlock(void);
+void tl_large_fork_child(void);
 
 #endif

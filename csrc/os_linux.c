@@ -2,10 +2,12 @@
  * core calls mmap, madvise or the memory-policy system calls. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -208,4 +210,102 @@ void tl_os_discard(void *p, size_t n) {
     uintptr_t b = ((uintptr_t)p + page - 1) & ~(uintptr_t)(page - 1);
     uintptr_t e = ((uintptr_t)p + n) & ~(uintptr_t)(page - 1);
     if (e > b) madvise((void *)b, e - b, MADV_DONTNEED);
+}
+
+/* ---- raw mappings for the pool's large blocks ------------------------------------ */
+
+#define TL_MAP_RW (PROT_READ | PROT_WRITE)
+#define TL_MAP_FLAGS (MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE)
+
+/* The first address q >= raw with (q + offset) % align == 0. */
+static char *tl_anchor(char *raw, size_t align, size_t offset) {
+    uintptr_t a = ((uintptr_t)raw + offset + align - 1) & ~(uintptr_t)(align - 1);
+    return (char *)(a - offset);
+}
+
+void *tl_os_map_anchored(size_t n, size_t align, size_t offset) {
+    if (align <= tl_os_page_size() && offset % tl_os_page_size() == 0) {
+        void *p = mmap(NULL, n, TL_MAP_RW, TL_MAP_FLAGS, -1, 0);
+        return p == MAP_FAILED ? NULL : p;
+    }
+    if (n > SIZE_MAX - align) return NULL;
+    size_t total = n + align;
+    char *raw = mmap(NULL, total, TL_MAP_RW, TL_MAP_FLAGS, -1, 0);
+    if (raw == MAP_FAILED) return NULL;
+    char *q = tl_anchor(raw, align, offset);
+    if (q > raw) munmap(raw, (size_t)(q - raw));
+    if (raw + total > q + n) munmap(q + n, (size_t)(raw + total - (q + n)));
+    return q;
+}
+
+void *tl_os_remap(void *p, size_t old, size_t n, size_t align, size_t offset) {
+    /* In place: always possible when shrinking, when growing only if nothing
+     * is mapped right after the region. */
+    void *q = mremap(p, old, n, 0);
+    if (q != MAP_FAILED) return q;
+    if (n <= old || n > SIZE_MAX - align) return NULL;
+    /* Move: reserve an anchored range (no access, no memory), then let mremap
+     * replace it with the region's pages; the reservation's ends go back. */
+    size_t total = n + align;
+    char *raw = mmap(NULL, total, PROT_NONE, TL_MAP_FLAGS, -1, 0);
+    if (raw == MAP_FAILED) return NULL;
+    char *t = tl_anchor(raw, align, offset);
+    q = mremap(p, old, n, MREMAP_MAYMOVE | MREMAP_FIXED, t);
+    if (q == MAP_FAILED) {
+        munmap(raw, total);
+        return NULL;
+    }
+    if (t > raw) munmap(raw, (size_t)(t - raw));
+    if (raw + total > t + n) munmap(t + n, (size_t)(raw + total - (t + n)));
+    return q;
+}
+
+void tl_os_unmap_range(void *p, size_t n) {
+    if (p && n) munmap(p, n);
+}
+
+int tl_os_advise_huge(void *p, size_t n) {
+#ifdef MADV_HUGEPAGE
+    return madvise(p, n, MADV_HUGEPAGE);
+#else
+    (void)p;
+    (void)n;
+    return -1;
+#endif
+}
+
+uint64_t tl_os_coarse_ms(void) {
+    struct timespec ts;
+#ifdef CLOCK_MONOTONIC_COARSE
+    if (clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) != 0)
+#endif
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* The value in kB of the line starting with `key` (e.g. "MemAvailable:"). */
+static int tl_meminfo_field(const char *buf, const char *key, uint64_t *out) {
+    const char *s = strstr(buf, key);
+    if (!s) return -1;
+    s += strlen(key);
+    while (*s == ' ') s++;
+    uint64_t v = 0;
+    int digits = 0;
+    for (; *s >= '0' && *s <= '9'; s++, digits++) v = v * 10 + (uint64_t)(*s - '0');
+    if (!digits) return -1;
+    *out = v * 1024u;
+    return 0;
+}
+
+int tl_os_meminfo(uint64_t *available, uint64_t *total) {
+    char buf[2048]; /* MemTotal, MemFree, MemAvailable are the first three lines */
+    int fd = open("/proc/meminfo", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return -1;
+    buf[n] = '\0';
+    if (tl_meminfo_field(buf, "MemAvailable:", available) != 0) return -1;
+    if (tl_meminfo_field(buf, "MemTotal:", total) != 0) return -1;
+    return 0;
 }

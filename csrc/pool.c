@@ -585,6 +585,7 @@ TL_NOINLINE static void *tl_alloc_class_slow(tl_heap *h, unsigned c) {
 
 TL_NOINLINE static void *tl_pool_malloc_slow(tl_heap *h, size_t size) {
     if (TL_UNLIKELY(size > TL_POOL_MAX_SMALL)) return tl_huge_alloc(size, 0, 0);
+    tl_large_maybe_tick_sampled(); /* lazy purge of the large cache (pool_internal.h) */
     return tl_alloc_class_slow(h, tl_size_class(size ? size : 1));
 }
 
@@ -627,9 +628,12 @@ void *tl_pool_aligned_alloc(size_t align, size_t size) {
     }
     if (align <= 8) return tl_pool_malloc(size);
     size_t n = size < align ? align : size;
+    /* Beyond the page alignment: a large block starting `align` bytes into its
+     * mapping (the pages before it untouched; pool_large.c). */
     if (align > TL_POOL_PAGE_ALIGN || n > TL_POOL_MAX_SMALL) return tl_huge_alloc(size, align, 0);
     /* Pages start 4 KiB aligned, so a class whose size is a multiple of align
      * yields aligned blocks; the power of two ending n's doubling is one. */
+    tl_large_maybe_tick_sampled(); /* lazy purge of the large cache (pool_internal.h) */
     unsigned c = tl_size_class(n);
     while (tl_class_sizes[c] % align != 0) c++;
     tl_assert(c < TL_POOL_NUM_CLASSES);
@@ -639,7 +643,7 @@ void *tl_pool_aligned_alloc(size_t align, size_t size) {
 size_t tl_pool_usable_size(const void *p) {
     if (!p) return 0;
     tl_segment *s = tl_segment_of(p);
-    if (s->kind == TL_KIND_HUGE) return s->region.size - s->huge_offset;
+    if (s->kind == TL_KIND_HUGE) return tl_huge_usable(s);
     return tl_page_of(s, p)->block_size;
 }
 
@@ -652,6 +656,12 @@ void *tl_pool_realloc(void *p, size_t size) {
     size_t have = tl_pool_usable_size(p);
     /* Keep the block when the new size fits and would not waste half of it. */
     if (size <= have && size >= have / 2) return p;
+    tl_segment *s = tl_segment_of(p);
+    if (s->kind == TL_KIND_HUGE && size > TL_POOL_MAX_SMALL) {
+        /* Large to large: shrink in place or grow with mremap, no copy. */
+        void *q = tl_huge_realloc(s, size);
+        if (q) return q;
+    }
     void *q = tl_pool_malloc(size);
     if (!q) return NULL;
     memcpy(q, p, size < have ? size : have);
@@ -791,7 +801,12 @@ void tl_pool_free(void *p) {
     if (!p) return;
     tl_page *pg = tl_slot_of(p);
     tl_heap *h = tl_tls_heap;
-    if (TL_LIKELY(atomic_load_explicit(&pg->heap, memory_order_relaxed) == h)) {
+    /* A block on a 4 MiB boundary is a large block aligned to 4 MiB or more
+     * (every other block starts after its segment's header): its slot
+     * descriptor would be read from the block itself, so it takes the slow
+     * path, tested first (one test of the address, predicted). */
+    if (TL_LIKELY(((uintptr_t)p & TL_SEG_MASK) != 0 &&
+                  atomic_load_explicit(&pg->heap, memory_order_relaxed) == h)) {
         TL_DBG_ON_FREE(pg, p);
         tl_page_free_local(h, pg, p);
         return;
@@ -802,12 +817,14 @@ void tl_pool_free(void *p) {
 /* ---- settings ---------------------------------------------------------------------- */
 
 int tl_pool_configure(const tl_pool_options *opts) {
-    tl_pool_options d = {.cache = 1, .retain_bytes = TL_POOL_DEFAULT_RETAIN};
+    tl_pool_options d = TL_POOL_OPTIONS_DEFAULT;
     if (!opts) opts = &d;
-    if (opts->cache != 0 && opts->cache != 1) {
+    if ((opts->cache != 0 && opts->cache != 1) || opts->large_cache_bytes > TL_POOL_MAX_LARGE_CACHE ||
+        opts->purge_delay_ms > TL_POOL_MAX_PURGE_DELAY_MS) {
         errno = EINVAL;
         return -1;
     }
+    if (tl_large_set_options(opts->large_cache_bytes, opts->purge_delay_ms) != 0) return -1;
     atomic_store_explicit(&tl_cache_enabled, opts->cache, memory_order_relaxed);
     tl_depot_set_retain(opts->retain_bytes);
     return 0;
@@ -816,9 +833,13 @@ int tl_pool_configure(const tl_pool_options *opts) {
 void tl_pool_get_options(tl_pool_options *out) {
     out->cache = atomic_load_explicit(&tl_cache_enabled, memory_order_relaxed);
     out->retain_bytes = tl_depot_get_retain();
+    tl_large_get_options(&out->large_cache_bytes, &out->purge_delay_ms);
 }
 
-void tl_pool_collect(int release_all) { tl_depot_collect(release_all); }
+void tl_pool_collect(int release_all) {
+    tl_depot_collect(release_all);
+    tl_large_collect(release_all);
+}
 
 /* ---- statistics ---------------------------------------------------------------------- */
 

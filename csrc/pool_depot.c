@@ -7,14 +7,13 @@
  *   out first, most recent first) and "clean" ones (given back to the OS with
  *   tl_os_discard, or never touched);
  * - abandoned pages, per size class: pages with live blocks whose owner exited,
- *   waiting for a thread to adopt them;
- * - a small cache of recently freed large blocks.
+ *   waiting for a thread to adopt them.
+ *
+ * Large blocks and their cache live in pool_large.c.
  *
  * Retention: the depot keeps at most `retain` bytes of dirty free pages.
  * Beyond that it discards the coldest dirty pages, and it unmaps segments
- * whose pages are all free once the free page space exceeds the limit. The
- * large-block cache has its own bounds (pool.h), and holds nothing when the
- * limit is 0.
+ * whose pages are all free once the free page space exceeds the limit.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -22,9 +21,6 @@
 #include <string.h>
 
 #include "pool_internal.h"
-
-#define TL_HUGE_CACHE_MAX TL_POOL_LARGE_CACHE_BLOCKS
-#define TL_HUGE_CACHE_BYTES TL_POOL_LARGE_CACHE_BYTES
 
 typedef struct tl_aqueue {
     tl_page *head, *tail;
@@ -34,16 +30,12 @@ static tl_segment *tl_segments;                 /* all pool segments (not huge) 
 static tl_page_queue tl_dirty[TL_NUM_PAGE_KINDS]; /* free, possibly resident */
 static tl_page_queue tl_clean[TL_NUM_PAGE_KINDS]; /* free, not resident */
 static tl_aqueue tl_abandoned[TL_POOL_NUM_CLASSES];
-static tl_segment *tl_huge_cache;               /* most recent first */
-static unsigned tl_huge_cache_count;
 
 static size_t tl_retained;   /* dirty bytes on the free page lists (depot lock) */
-static size_t tl_huge_cached; /* bytes in the large-block cache (depot lock) */
 static size_t tl_free_space; /* bytes of all free pages (depot lock) */
 static uint64_t tl_num_segments, tl_num_abandoned;
 static _Atomic size_t tl_retain = TL_POOL_DEFAULT_RETAIN;
 static _Atomic uint64_t tl_reserved;
-_Atomic uint64_t tl_num_large_allocations;
 
 /* ---- abandoned lists ----------------------------------------------------------- */
 
@@ -154,10 +146,8 @@ static size_t tl_segment_free_space(const tl_segment *s) {
     return n;
 }
 
-static size_t tl_huge_limit(size_t retain) { return retain ? TL_HUGE_CACHE_BYTES : 0; }
-
 /* Give back dirty pages above the limit (all of them for limit 0), coldest
- * first (the tail of each dirty list), and cached large blocks above theirs. */
+ * first (the tail of each dirty list). */
 static void tl_depot_trim_locked(size_t limit) {
     for (int k = TL_NUM_PAGE_KINDS - 1; k >= 0 && tl_retained > limit; k--) {
         tl_page *pg;
@@ -168,20 +158,6 @@ static void tl_depot_trim_locked(size_t limit) {
             pg->touched = 0;
             tl_queue_push_front(&tl_clean[k], pg);
         }
-    }
-    while (tl_huge_cached > tl_huge_limit(limit) && tl_huge_cache) {
-        tl_segment *s = tl_huge_cache, *last = NULL;
-        while (s->next) {
-            last = s;
-            s = s->next;
-        }
-        if (last) last->next = NULL;
-        else tl_huge_cache = NULL;
-        tl_huge_cache_count--;
-        tl_huge_cached -= s->region.size;
-        atomic_fetch_sub_explicit(&tl_reserved, s->region.size, memory_order_relaxed);
-        tl_os_region r = s->region;
-        tl_os_unmap(&r);
     }
 }
 
@@ -281,99 +257,6 @@ void tl_depot_abandon_locked(tl_page *pg) {
     atomic_store_explicit(&pg->heap, NULL, memory_order_release);
 }
 
-/* ---- large blocks ------------------------------------------------------------------ */
-
-void *tl_huge_alloc(size_t size, size_t align, int zero) {
-    if (size > (size_t)PTRDIFF_MAX) {
-        errno = ENOMEM;
-        return NULL;
-    }
-    /* The block starts after the header, on a multiple of the alignment. */
-    size_t a = align > TL_POOL_PAGE_ALIGN ? align : TL_POOL_PAGE_ALIGN;
-    size_t off = (tl_header_size(1, 0) + a - 1) & ~(a - 1);
-    size_t total = off + size;
-    tl_segment *s = NULL;
-    pthread_mutex_lock(&tl_depot_lock);
-    atomic_fetch_add_explicit(&tl_orphan_counters[offsetof(tl_heap_counters, num_depot_locks) / 8],
-                              1, memory_order_relaxed);
-    /* A cached block that fits without wasting more than a third. */
-    for (tl_segment **pp = &tl_huge_cache; *pp; pp = &(*pp)->next) {
-        size_t have = (*pp)->region.size;
-        if (have >= total && have - total <= have / 3) {
-            s = *pp;
-            *pp = s->next;
-            tl_huge_cache_count--;
-            tl_huge_cached -= have;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&tl_depot_lock);
-    if (s) {
-        if (zero) memset((char *)s + off, 0, size);
-    } else {
-        tl_os_region r;
-        if (tl_os_map(total, TL_SEG_SIZE, TL_PAGES_DEFAULT, TL_NUMA_OFF, 0, &r) != 0) {
-            errno = ENOMEM;
-            return NULL;
-        }
-        s = r.base; /* fresh mapping: already zero */
-        s->region = r;
-        s->kind = TL_KIND_HUGE;
-        s->page_shift = TL_SEG_SHIFT;
-        s->num_pages = 1;
-        for (uint32_t k = 0; k < TL_NUM_SLOTS; k++)
-            atomic_store_explicit(&tl_seg_pages(s)[k].heap, &tl_heap_huge, memory_order_relaxed);
-        atomic_fetch_add_explicit(&tl_reserved, r.size, memory_order_relaxed);
-    }
-    s->huge_offset = off;
-    s->next = NULL;
-#ifdef TLALLOC_DEBUG
-    atomic_store_explicit(&s->dbg_huge_live, 1, memory_order_relaxed);
-#endif
-    size_t usable = s->region.size - off;
-    _Atomic uint64_t *oc = tl_orphan_counters;
-#define TL_ORPHAN(field) oc[offsetof(tl_heap_counters, field) / 8]
-    atomic_fetch_add_explicit(&TL_ORPHAN(num_allocations), 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&TL_ORPHAN(alloc_bytes), usable, memory_order_relaxed);
-    atomic_fetch_add_explicit(&TL_ORPHAN(num_cache_misses), 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&tl_num_large_allocations, 1, memory_order_relaxed);
-    tl_peak_add((int64_t)usable);
-    return (char *)s + off;
-}
-
-void tl_huge_free(tl_segment *s) {
-#ifdef TLALLOC_DEBUG
-    if (atomic_exchange_explicit(&s->dbg_huge_live, 0, memory_order_relaxed) == 0) {
-        fprintf(stderr, "tlalloc: double free: %p passed to tl_pool_free\n",
-                (void *)((char *)s + s->huge_offset));
-        abort();
-    }
-#endif
-    size_t usable = s->region.size - s->huge_offset;
-    _Atomic uint64_t *oc = tl_orphan_counters;
-    atomic_fetch_add_explicit(&TL_ORPHAN(num_frees), 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&TL_ORPHAN(free_bytes), usable, memory_order_relaxed);
-#undef TL_ORPHAN
-    tl_peak_add(-(int64_t)usable);
-    pthread_mutex_lock(&tl_depot_lock);
-    atomic_fetch_add_explicit(&tl_orphan_counters[offsetof(tl_heap_counters, num_depot_locks) / 8],
-                              1, memory_order_relaxed);
-    size_t limit = atomic_load_explicit(&tl_retain, memory_order_relaxed);
-    if (tl_huge_cache_count < TL_HUGE_CACHE_MAX && s->region.size <= tl_huge_limit(limit)) {
-        s->next = tl_huge_cache;
-        tl_huge_cache = s;
-        tl_huge_cache_count++;
-        tl_huge_cached += s->region.size;
-        if (tl_huge_cached > tl_huge_limit(limit)) tl_depot_trim_locked(limit);
-        pthread_mutex_unlock(&tl_depot_lock);
-        return;
-    }
-    pthread_mutex_unlock(&tl_depot_lock);
-    atomic_fetch_sub_explicit(&tl_reserved, s->region.size, memory_order_relaxed);
-    tl_os_region r = s->region;
-    tl_os_unmap(&r);
-}
-
 /* ---- housekeeping and statistics ------------------------------------------------------ */
 
 void tl_depot_set_retain(size_t bytes) {
@@ -450,9 +333,12 @@ void tl_depot_collect(int release_all) {
 void tl_depot_usage(uint64_t *reserved, uint64_t *retained, uint64_t *segments,
                     uint64_t *abandoned) {
     pthread_mutex_lock(&tl_depot_lock);
-    *retained = tl_retained + tl_huge_cached;
+    *retained = tl_retained;
     *segments = tl_num_segments;
     *abandoned = tl_num_abandoned;
     pthread_mutex_unlock(&tl_depot_lock);
     *reserved = atomic_load_explicit(&tl_reserved, memory_order_relaxed);
+    /* Large blocks (pool_large.c): their mappings, and cached resident bytes. */
+    *reserved += tl_large_reserved();
+    *retained += tl_large_resident_cached();
 }

@@ -127,6 +127,12 @@ typedef struct tl_segment {
     struct tl_segment *next, *prev; /* (depot) list of all segments, or huge cache */
     _Atomic uint64_t *dbg;         /* debug builds: bitmaps of every page */
     _Atomic int dbg_huge_live;     /* debug builds: huge block is out */
+    /* Huge segments in the large cache (pool_large.c, large lock): next/prev
+     * above link its size bin, these its age list. */
+    struct tl_segment *lru_next, *lru_prev;
+    uint64_t cached_ms;            /* when freed (dirty) or purged */
+    uint8_t cache_state;           /* TL_LARGE_DIRTY, _BUSY (being purged), _PURGED */
+    uint8_t thp;                   /* advised MADV_HUGEPAGE */
     /* TL_NUM_SLOTS descriptors follow (tl_seg_pages), then the debug bitmaps. */
 } tl_segment;
 
@@ -181,8 +187,12 @@ extern pthread_mutex_t tl_depot_lock;
 extern _Atomic uint64_t tl_orphan_counters[TL_NUM_HEAP_COUNTERS]; /* no-heap threads, huge */
 extern _Atomic uint64_t tl_num_large_allocations;
 
+/* The segment of a block: the 4 MiB boundary at or below p - 1. Every block
+ * starts after its segment's header, so p - 1 is in the segment too; a large
+ * block aligned to 4 MiB or more starts exactly on a boundary, with its header
+ * 4 MiB before it (pool_large.c). */
 static inline tl_segment *tl_segment_of(const void *p) {
-    return (tl_segment *)((uintptr_t)p & ~(uintptr_t)TL_SEG_MASK);
+    return (tl_segment *)(((uintptr_t)p - 1) & ~(uintptr_t)TL_SEG_MASK);
 }
 /* Every segment has one descriptor per 64 KiB slot. For small pages the slot
  * is the page. A medium or large page is described by the descriptor of its
@@ -263,9 +273,40 @@ tl_page *tl_depot_take_locked(tl_heap *h, unsigned c);
 void tl_depot_return_locked(tl_page *pg);
 /* Hand over a page with live blocks (owner, at thread exit). */
 void tl_depot_abandon_locked(tl_page *pg);
-/* Large blocks. */
+/* ---- large blocks (pool_large.c; the large lock, never nested with others) ---- */
 void *tl_huge_alloc(size_t size, size_t align, int zero);
 void tl_huge_free(tl_segment *s);
+/* Resize the large block of s in place or by moving its mapping (no copy).
+ * Returns the block's new address, or NULL (block unchanged: copy instead). */
+void *tl_huge_realloc(tl_segment *s, size_t size);
+static inline size_t tl_huge_usable(const tl_segment *s) { return s->region.size - s->huge_offset; }
+/* Mapping bytes of large blocks (live and cached) and resident cached bytes. */
+uint64_t tl_large_reserved(void);
+uint64_t tl_large_resident_cached(void);
+int tl_large_set_options(size_t cache_bytes, unsigned delay_ms);
+void tl_large_get_options(size_t *cache_bytes, unsigned *delay_ms);
+void tl_large_collect(int release_all);
+/* Lazy purge: the earliest time (coarse ms) something in the cache is due,
+ * UINT64_MAX when nothing is. The check costs one relaxed load. */
+extern _Atomic uint64_t tl_large_due_ms;
+void tl_large_tick(void);
+static inline void tl_large_maybe_tick(void) {
+    if (TL_UNLIKELY(atomic_load_explicit(&tl_large_due_ms, memory_order_relaxed) != UINT64_MAX))
+        tl_large_tick();
+}
+/* The same from the class-size allocation paths, which may run millions of
+ * times a second: while something is cached, only every 64th call of a thread
+ * reads the clock (a load, a thread-local increment and a test otherwise). */
+#if defined(__GNUC__) || defined(__clang__)
+extern _Thread_local unsigned tl_large_tick_calls __attribute__((tls_model("initial-exec")));
+#else
+extern _Thread_local unsigned tl_large_tick_calls;
+#endif
+static inline void tl_large_maybe_tick_sampled(void) {
+    if (TL_UNLIKELY(atomic_load_explicit(&tl_large_due_ms, memory_order_relaxed) != UINT64_MAX) &&
+        (++tl_large_tick_calls & 63u) == 0)
+        tl_large_tick();
+}
 /* Bytes mapped now, free resident bytes held, segments mapped. */
 void tl_depot_usage(uint64_t *reserved, uint64_t *retained, uint64_t *segments,
                     uint64_t *abandoned);

@@ -237,9 +237,10 @@ size_t tl_registry_list(tl_thread_stats *out, size_t max) {
  *   2. the thread-arena options lock (thread.c);
  *   3. the thread-arena registry lock (thread.c);
  *   4. the pool's heap registry lock (pool.c);
- *   5. the pool's depot lock (pool.c, used by pool_depot.c).
+ *   5. the pool's depot lock (pool.c, used by pool_depot.c);
+ *   6. the pool's large-block cache lock (pool_large.c).
  *
- * Locks 3 to 5 are never held while another lock is taken (tl_pool_get_stats
+ * Locks 3 to 6 are never held while another lock is taken (tl_pool_get_stats
  * and a heap's teardown take 4 and 5 one after the other, never nested), and
  * no code under any of them calls back into user code, so a thread holding one
  * always releases it without waiting on the forking thread. The C library
@@ -263,9 +264,11 @@ static void tl_fork_prepare(void) {
     pthread_mutex_lock(&tl_options_lock);
     pthread_mutex_lock(&tl_registry_lock);
     tl_pool_fork_lock();
+    tl_large_fork_lock();
 }
 
 static void tl_fork_parent(void) {
+    tl_large_fork_unlock();
     tl_pool_fork_unlock();
     pthread_mutex_unlock(&tl_registry_lock);
     pthread_mutex_unlock(&tl_options_lock);
@@ -302,6 +305,7 @@ static void tl_fork_child(void) {
     tl_registry_fork_child();
     tl_scratch_fork_child();
     tl_pool_fork_child();
+    tl_large_fork_child();
 }
 
 static pthread_once_t tl_fork_once = PTHREAD_ONCE_INIT;

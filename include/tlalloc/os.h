@@ -8,6 +8,7 @@
 #define TLALLOC_OS_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include "tlalloc/arena.h"
 
 #ifdef __cplusplus
@@ -39,6 +40,31 @@ int tl_os_map(size_t size, size_t align, tl_page_kind pages, tl_numa numa,
 void tl_os_unmap(const tl_os_region *r);
 /* Give the pages of [p, p+n) back to the OS (contents lost, range stays mapped). */
 void tl_os_discard(void *p, size_t n);
+
+/* ---- raw mappings for the pool's large blocks (csrc/pool_large.c) ---- */
+
+/* Anonymous, private, read-write memory of `n` bytes (a multiple of the page
+ * size) at an address q with (q + offset) % align == 0 (align a power of two,
+ * at least the page size). Over-maps by `align` and unmaps both ends. NULL if
+ * the OS refuses. */
+void *tl_os_map_anchored(size_t n, size_t align, size_t offset);
+/* Resize the mapping [p, p + old) to `n` bytes (both multiples of the page
+ * size) without copying: in place when shrinking or when the address space
+ * after it is free, else by moving its page tables (mremap) to an address q
+ * with (q + offset) % align == 0. Returns the new address, or NULL with the old
+ * mapping unchanged. */
+void *tl_os_remap(void *p, size_t old, size_t n, size_t align, size_t offset);
+/* Unmap [p, p + n) (page aligned). */
+void tl_os_unmap_range(void *p, size_t n);
+/* Ask for transparent huge pages on [p, p + n) (madvise MADV_HUGEPAGE).
+ * Returns 0 if the kernel accepted the advice. */
+int tl_os_advise_huge(void *p, size_t n);
+/* A coarse monotonic clock in milliseconds (CLOCK_MONOTONIC_COARSE: a vDSO
+ * read, a few ns, resolution of a scheduler tick). */
+uint64_t tl_os_coarse_ms(void);
+/* MemAvailable and MemTotal from /proc/meminfo in bytes (no allocation: plain
+ * open and read). Returns 0, or -1 if unknown. */
+int tl_os_meminfo(uint64_t *available, uint64_t *total);
 
 /* Number of NUMA nodes configured (1 on a single-node machine). */
 int tl_os_numa_nodes(void);

@@ -26,15 +26,56 @@
  * - The depot keeps at most `retain_bytes` of free, resident pages; beyond
  *   that it gives pages back to the OS (madvise) and unmaps empty segments.
  * - Requests above TL_POOL_MAX_SMALL bytes (or aligned beyond TL_POOL_PAGE_ALIGN)
- *   are mapped on their own; a few recently freed ones are cached for reuse
- *   (TL_POOL_LARGE_CACHE_BLOCKS, TL_POOL_LARGE_CACHE_BYTES), none when
- *   retain_bytes is 0.
+ *   are large blocks, each mapped on its own (csrc/pool_large.c): a 4 KiB
+ *   header, then the block. See "large blocks" below.
  *
  * Size classes (TL_POOL_NUM_CLASSES of them): 8, 16, 32, 48, 64 bytes, then four
  * classes per doubling: 80, 96, 112, 128, 160, 192, 224, 256, ... up to 1 MiB.
  * Every block of 16 bytes or more is 16-byte aligned. Worst-case internal waste:
  * 15 bytes for requests up to 64 bytes (a 17-byte request gets 32), and below
  * 20% of the block above 64 bytes (a request of 2^k + 1 gets 2^k * 5/4).
+ *
+ * Large blocks (above 1 MiB, or aligned beyond 4 KiB), the policy:
+ *
+ * - Reuse: a freed large block goes to the large cache, bounded in bytes
+ *   (large_cache_bytes, default TL_POOL_DEFAULT_LARGE_CACHE = 1 GiB; the
+ *   oldest blocks are unmapped beyond it; 0: no cache). A request is served
+ *   from the cache when it can be: a block whose mapping is at least what it
+ *   needs and at most a quarter more, as it is (the best fit, resident blocks
+ *   before purged ones); else one up to twice as large, its tail unmapped; else
+ *   one at least half as large, grown with mremap (its pages kept, only the
+ *   rest new). Only then a fresh mapping. So the cache does not hold on to
+ *   blocks that no request fits. calloc clears a reused block only where it
+ *   may be resident.
+ * - Lazy purge (as mimalloc's purge delay and jemalloc's decay): a cached block
+ *   not reused for purge_delay_ms (default TL_POOL_DEFAULT_PURGE_DELAY_MS) is
+ *   given back with madvise(MADV_DONTNEED): its memory leaves the resident set
+ *   but the mapping stays cached (reused without a system call; zero pages). A
+ *   purged block not reused for TL_POOL_UNMAP_DELAY_FACTOR times the delay (at
+ *   least TL_POOL_MIN_UNMAP_DELAY_MS) is unmapped. The default delay sits
+ *   between mimalloc's 10 ms purge delay and jemalloc's 10 s dirty decay: a
+ *   block freed and asked for again within a computation stays resident, and
+ *   a burst leaves the resident set within a fraction of a second. As in
+ *   mimalloc, the delay is a deadline checked on later calls, not a timer; no
+ *   thread runs in the background (none to handle across fork): large
+ *   allocations and frees, allocations above 1 KiB (one relaxed load; while
+ *   something is cached, every 64th call of a thread reads the coarse clock)
+ *   and tl_pool_collect purge what is due. A process that stops calling the pool keeps its cache until it calls
+ *   again (or tl_pool_collect). Under
+ *   memory pressure (MemAvailable below 1/8 of MemTotal, read at most once a
+ *   second while resident blocks are cached) every cached block is purged at
+ *   once. tl_pool_collect(0) purges every cached block now and unmaps purged
+ *   ones; tl_pool_collect(1) unmaps the whole cache.
+ * - Transparent huge pages: mappings of 4 MiB and more are advised
+ *   MADV_HUGEPAGE (as NumPy does for its arrays); every mapping starts on a
+ *   4 MiB boundary, so their 2 MiB ranges can be huge pages.
+ * - realloc of a large block shrinks in place (the tail is unmapped) and grows
+ *   with mremap (in place when the address space after it is free, else moved
+ *   by its page tables): no copy, and only new pages are faulted in; growth
+ *   reserves an eighth more, so repeated small growths take few system calls.
+ * - Alignments up to TL_POOL_MAX_ALIGN: a block aligned to A > 4 KiB starts A
+ *   bytes into its mapping (the pages between header and block are never
+ *   touched); beyond 4 MiB the mapping's header sits 4 MiB before the block.
  *
  * Thread safety: every function may be called from any thread. A block may be
  * freed by any thread, also after the thread that allocated it has exited.
@@ -55,14 +96,18 @@ extern "C" {
 /* Every page starts on this boundary, so aligned requests up to it are served
  * from size classes; larger alignments (up to TL_POOL_MAX_ALIGN) are mapped. */
 #define TL_POOL_PAGE_ALIGN 4096u
-#define TL_POOL_MAX_ALIGN ((size_t)1 << 20)
+#define TL_POOL_MAX_ALIGN ((size_t)1 << 30)
 /* Alignment of every block of 16 bytes or more. */
 #define TL_POOL_MIN_ALIGN 16u
 /* Default for tl_pool_options.retain_bytes. */
 #define TL_POOL_DEFAULT_RETAIN ((size_t)8 << 20)
-/* Bounds of the cache of freed large blocks (empty when retain_bytes is 0). */
-#define TL_POOL_LARGE_CACHE_BLOCKS 8u
-#define TL_POOL_LARGE_CACHE_BYTES ((size_t)64 << 20)
+/* Defaults and limits of the large-block cache (see "large blocks" above). */
+#define TL_POOL_DEFAULT_LARGE_CACHE ((size_t)1 << 30)
+#define TL_POOL_MAX_LARGE_CACHE ((size_t)1 << 40)
+#define TL_POOL_DEFAULT_PURGE_DELAY_MS 250u
+#define TL_POOL_MAX_PURGE_DELAY_MS 3600000u
+#define TL_POOL_UNMAP_DELAY_FACTOR 8u
+#define TL_POOL_MIN_UNMAP_DELAY_MS 1000u
 
 /* ---- allocation ----------------------------------------------------------- */
 
@@ -81,7 +126,7 @@ void *tl_pool_realloc(void *p, size_t size);
  * (TLALLOC_DEBUG); in release builds it is undefined behaviour, as for free(). */
 void tl_pool_free(void *p);
 /* `size` bytes aligned to `align`. align must be a power of two no larger than
- * TL_POOL_MAX_ALIGN: otherwise NULL with errno = EINVAL. The block is freed
+ * TL_POOL_MAX_ALIGN (1 GiB): otherwise NULL with errno = EINVAL. The block is freed
  * with tl_pool_free like any other. */
 void *tl_pool_aligned_alloc(size_t align, size_t size);
 /* Bytes usable in the block (at least what was asked for). */
@@ -100,11 +145,24 @@ size_t tl_pool_good_size(size_t size);
 typedef struct tl_pool_options {
     int cache;           /* nonzero: per-thread caches (default); 0: one locked heap */
     size_t retain_bytes; /* free resident bytes the depot keeps before giving back */
+    size_t large_cache_bytes; /* bytes of freed large blocks kept mapped for reuse
+                                 (0 to TL_POOL_MAX_LARGE_CACHE; 0: none) */
+    unsigned purge_delay_ms;  /* a cached large block unused this long is purged
+                                 (0 to TL_POOL_MAX_PURGE_DELAY_MS; 0: at once) */
 } tl_pool_options;
 
+/* The defaults, for initialising a tl_pool_options (or start from
+ * tl_pool_get_options): fields left out of an initialiser are 0, which means
+ * "no large cache" and "purge at once". */
+#define TL_POOL_OPTIONS_DEFAULT                                                         \
+    {                                                                                  \
+        1, TL_POOL_DEFAULT_RETAIN, TL_POOL_DEFAULT_LARGE_CACHE, TL_POOL_DEFAULT_PURGE_DELAY_MS \
+    }
+
 /* Apply options. `cache` affects threads whose cache does not exist yet (set it
- * before the first allocation); `retain_bytes` applies at once. Returns 0, or
- * -1 with errno = EINVAL. NULL restores the defaults. */
+ * before the first allocation); the others apply at once. Returns 0, or -1 with
+ * errno = EINVAL (cache not 0 or 1, large_cache_bytes or purge_delay_ms out of
+ * range), changing nothing. NULL restores the defaults. */
 int tl_pool_configure(const tl_pool_options *opts);
 void tl_pool_get_options(tl_pool_options *out);
 
@@ -143,6 +201,18 @@ typedef struct tl_pool_stats {
     int cache_enabled;              /* per-thread caches on for new threads */
 } tl_pool_stats;
 void tl_pool_get_stats(tl_pool_stats *out);
+
+/* The large-block cache now (for tests and diagnostics; takes its lock). */
+typedef struct tl_pool_large_info {
+    uint64_t cached_bytes;   /* mapping bytes of the cached blocks (<= large_cache_bytes) */
+    uint64_t resident_bytes; /* of which not purged yet (possibly resident) */
+    uint64_t num_cached;     /* cached blocks */
+    uint64_t num_purged;     /* of which purged */
+    uint64_t mapped_bytes;   /* mapping bytes of all large blocks, live and cached */
+    uint64_t num_purges;     /* blocks purged, over time */
+    uint64_t num_reuses;     /* requests served from the cache, over time */
+} tl_pool_large_info;
+void tl_pool_large_cache_info(tl_pool_large_info *out);
 
 #ifdef __cplusplus
 }

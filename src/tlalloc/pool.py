@@ -10,8 +10,27 @@ and returns to it take a lock.
 Size classes (:func:`size_classes`): 8, 16, 32, 48, 64 bytes, then four per
 doubling (80, 96, 112, 128, 160, ...) up to 1 MiB. The worst-case internal waste
 is 15 bytes for requests up to 64 bytes and below 20% of the block above that.
-Larger requests are mapped on their own; up to 8 recently freed ones (64 MiB)
-are kept for reuse. Blocks of 16 bytes or more are 16-byte aligned.
+Blocks of 16 bytes or more are 16-byte aligned.
+
+Larger requests (and alignments above 4 KiB, up to 1 GiB) are *large blocks*,
+each mapped on its own:
+
+- a freed large block goes to the large cache, bounded in bytes
+  (``large_cache_bytes``; the oldest blocks are unmapped beyond it); a request is
+  served from a cached block at most a quarter larger than it needs (no system
+  call, no page faults), else from one up to twice as large (its tail unmapped)
+  or at least half as large (grown with ``mremap``, its pages kept);
+- a cached block not reused for ``purge_delay_ms`` is purged: its memory goes
+  back to the OS (``madvise(MADV_DONTNEED)``, resident memory drops) while the
+  mapping stays cached; a purged block unused for 8 times the delay (at least
+  a second) is unmapped.
+  The purge is lazy, with no background thread: large allocations and frees,
+  allocations above 1 KiB and :func:`collect` do it once it is due. When the
+  system runs low on memory (``MemAvailable`` below 1/8 of ``MemTotal``, checked
+  at most once a second) every cached block is purged at once;
+- mappings of 4 MiB and more ask for transparent huge pages (as NumPy does);
+- ``realloc`` shrinks a large block in place and grows it with ``mremap``: no
+  copy, and only new pages are faulted in.
 
 Settings, read once at import (a bad value raises ``ValueError`` naming the
 variable, the value and what is accepted):
@@ -24,6 +43,12 @@ variable                 values                                          default
 ``TLALLOC_POOL_RETAIN``  free resident bytes the depot keeps for reuse   ``8MiB``
                          before giving memory back to the OS (bytes, or
                          with a unit: ``512KiB``, ``64MiB``, ``1GiB``)
+``TLALLOC_POOL_LARGE_``  bytes of freed large blocks kept mapped for     ``1GiB``
+``CACHE``                reuse, 0 to 1TiB (``0``: no cache; a size as
+                         for ``TLALLOC_POOL_RETAIN``)
+``TLALLOC_POOL_PURGE_``  milliseconds a cached large block may stay      ``250``
+``DELAY``                resident unused, 0 to 3600000 (``0``: purge at
+                         once); ``250``, ``250ms`` or ``1.5s``
 =======================  ==============================================  =========
 
 Example:
@@ -39,6 +64,7 @@ Example:
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -49,8 +75,13 @@ from tlalloc._config import _flag, check_flag, env_value, parse_size
 PoolBuffer = _tlalloc.PoolBuffer
 
 MAX_RETAIN = 1 << 40
+MAX_LARGE_CACHE = int(_tlalloc.POOL_MAX_LARGE_CACHE)
+MAX_PURGE_DELAY_MS = int(_tlalloc.POOL_MAX_PURGE_DELAY_MS)
 ENV_CACHE = "TLALLOC_POOL_CACHE"
 ENV_RETAIN = "TLALLOC_POOL_RETAIN"
+ENV_LARGE_CACHE = "TLALLOC_POOL_LARGE_CACHE"
+ENV_PURGE_DELAY = "TLALLOC_POOL_PURGE_DELAY"
+_DELAY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s)?\s*$")
 
 
 @dataclass(frozen=True)
@@ -64,6 +95,8 @@ class PoolSettings:
 
     cache: bool = True
     retain_bytes: int = int(_tlalloc.POOL_DEFAULT_RETAIN)
+    large_cache_bytes: int = int(_tlalloc.POOL_DEFAULT_LARGE_CACHE)
+    purge_delay_ms: int = int(_tlalloc.POOL_DEFAULT_PURGE_DELAY_MS)
 
 
 def _check_retain(value: object, name: str) -> int:
@@ -75,37 +108,92 @@ def _check_retain(value: object, name: str) -> int:
     return nbytes
 
 
+def _check_large_cache(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise TypeError(f"{name} must be an int (bytes) or a string such as '1GiB', got {value!r}")
+    nbytes = parse_size(value, name)
+    if not 0 <= nbytes <= MAX_LARGE_CACHE:
+        raise ValueError(
+            f"{name}={value!r} is out of range: use 0 (no cache) to 1TiB ({MAX_LARGE_CACHE} bytes)"
+        )
+    return nbytes
+
+
+def _check_delay(value: object, name: str) -> int:
+    """A delay in milliseconds: an int, or a string ``"250"``, ``"250ms"``, ``"1.5s"``."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise TypeError(f"{name} must be an int (milliseconds) or a string such as '250ms' or "
+                        f"'1s', got {value!r}")
+    if isinstance(value, int):
+        ms = value
+    else:
+        m = _DELAY_RE.match(value)
+        if not m:
+            raise ValueError(f"{name}: cannot read {value!r} as a delay; use milliseconds "
+                             "('250' or '250ms') or seconds ('1.5s')")
+        number = float(m.group(1)) * (1000 if m.group(2) == "s" else 1)
+        if number != int(number):
+            raise ValueError(f"{name}: {value!r} is not a whole number of milliseconds")
+        ms = int(number)
+    if not 0 <= ms <= MAX_PURGE_DELAY_MS:
+        raise ValueError(
+            f"{name}={value!r} is out of range: use 0 (purge at once) to {MAX_PURGE_DELAY_MS} ms"
+        )
+    return ms
+
+
 def settings_from_environ(environ: Mapping[str, str] | None = None) -> PoolSettings:
-    """Read and validate ``TLALLOC_POOL_CACHE`` and ``TLALLOC_POOL_RETAIN``.
+    """Read and validate ``TLALLOC_POOL_CACHE``, ``TLALLOC_POOL_RETAIN``,
+    ``TLALLOC_POOL_LARGE_CACHE`` and ``TLALLOC_POOL_PURGE_DELAY``.
 
     Example:
         >>> settings_from_environ({"TLALLOC_POOL_CACHE": "0"}).cache
         False
         >>> settings_from_environ({"TLALLOC_POOL_RETAIN": "1MiB"}).retain_bytes
         1048576
+        >>> settings_from_environ({"TLALLOC_POOL_PURGE_DELAY": "1.5s"}).purge_delay_ms
+        1500
     """
     env = os.environ if environ is None else environ
     s = PoolSettings()
     cache, retain = s.cache, s.retain_bytes
+    large, delay = s.large_cache_bytes, s.purge_delay_ms
     raw_cache, raw_retain = env_value(env, ENV_CACHE), env_value(env, ENV_RETAIN)
+    raw_large, raw_delay = env_value(env, ENV_LARGE_CACHE), env_value(env, ENV_PURGE_DELAY)
     if raw_cache is not None:  # unset or empty: the default
         cache = _flag(raw_cache, ENV_CACHE)
     if raw_retain is not None:
         retain = _check_retain(raw_retain, ENV_RETAIN)
-    return PoolSettings(cache=cache, retain_bytes=retain)
+    if raw_large is not None:
+        large = _check_large_cache(raw_large, ENV_LARGE_CACHE)
+    if raw_delay is not None:
+        delay = _check_delay(raw_delay, ENV_PURGE_DELAY)
+    return PoolSettings(cache=cache, retain_bytes=retain, large_cache_bytes=large,
+                        purge_delay_ms=delay)
 
 
-def configure(*, cache: bool | None = None, retain_bytes: int | str | None = None) -> PoolSettings:
+def configure(
+    *,
+    cache: bool | None = None,
+    retain_bytes: int | str | None = None,
+    large_cache_bytes: int | str | None = None,
+    purge_delay_ms: int | str | None = None,
+) -> PoolSettings:
     """Change the pool's settings; returns the settings now in force.
 
     ``cache`` applies to threads that have not used the pool yet (set it early);
-    ``retain_bytes`` applies at once.
+    the others apply at once (a smaller ``large_cache_bytes`` unmaps the oldest
+    cached large blocks now). Each is validated as its environment variable is.
 
     Example:
         >>> old = get_settings()
         >>> configure(retain_bytes="16MiB").retain_bytes
         16777216
-        >>> _ = configure(retain_bytes=old.retain_bytes)
+        >>> configure(large_cache_bytes="256MiB", purge_delay_ms="1s").purge_delay_ms
+        1000
+        >>> _ = configure(retain_bytes=old.retain_bytes,
+        ...               large_cache_bytes=old.large_cache_bytes,
+        ...               purge_delay_ms=old.purge_delay_ms)
     """
     cur = get_settings()
     if cache is None:
@@ -114,7 +202,11 @@ def configure(*, cache: bool | None = None, retain_bytes: int | str | None = Non
         new_cache = check_flag(cache, "cache")
     new_retain = cur.retain_bytes if retain_bytes is None else _check_retain(retain_bytes,
                                                                              "retain_bytes")
-    _tlalloc._pool_configure(new_cache, new_retain)
+    new_large = (cur.large_cache_bytes if large_cache_bytes is None
+                 else _check_large_cache(large_cache_bytes, "large_cache_bytes"))
+    new_delay = (cur.purge_delay_ms if purge_delay_ms is None
+                 else _check_delay(purge_delay_ms, "purge_delay_ms"))
+    _tlalloc._pool_configure(new_cache, new_retain, new_large, new_delay)
     return get_settings()
 
 
@@ -126,7 +218,12 @@ def get_settings() -> PoolSettings:
         True
     """
     o = _tlalloc._pool_get_options()
-    return PoolSettings(cache=bool(o["cache"]), retain_bytes=int(o["retain_bytes"]))
+    return PoolSettings(
+        cache=bool(o["cache"]),
+        retain_bytes=int(o["retain_bytes"]),
+        large_cache_bytes=int(o["large_cache_bytes"]),
+        purge_delay_ms=int(o["purge_delay_ms"]),
+    )
 
 
 def pool_stats() -> dict[str, Any]:
@@ -134,7 +231,8 @@ def pool_stats() -> dict[str, Any]:
 
     ``in_use_bytes`` (block sizes handed out, not freed), ``peak_bytes`` (its
     high-water mark, folded in at page refills), ``reserved_bytes`` (mapped from
-    the OS), ``retained_bytes`` (free memory the depot keeps), ``num_allocations``,
+    the OS, large blocks' mappings included), ``retained_bytes`` (free resident
+    memory the depot and the large cache keep), ``num_allocations``,
     ``num_frees``, ``num_cross_thread_frees``, ``num_cache_misses`` and
     ``cache_hit_rate`` (allocations served without the depot; 0.0 before any),
     ``num_depot_locks``, ``num_large_allocations`` (mapped on their own),
@@ -154,7 +252,7 @@ def alloc(nbytes: int, *, align: int = 16, zero: bool = False) -> PoolBuffer:
     """One block of ``nbytes`` from the pool as a writable buffer (``PoolBuffer``).
 
     The block goes back to the pool on ``free()`` or when the object is
-    collected; ``realloc(n)`` resizes it. ``align`` is a power of two up to 1 MiB.
+    collected; ``realloc(n)`` resizes it. ``align`` is a power of two up to 1 GiB.
 
     Example:
         >>> b = alloc(64, align=64, zero=True)
@@ -168,6 +266,9 @@ def alloc(nbytes: int, *, align: int = 16, zero: bool = False) -> PoolBuffer:
 def collect(*, release_all: bool = False) -> None:
     """Return abandoned pages whose blocks were all freed, and give free memory
     above the retention limit (all of it with ``release_all``) back to the OS.
+
+    The large cache: every cached block is purged now and blocks purged before
+    are unmapped; with ``release_all`` every cached block is unmapped.
 
     Example:
         >>> collect()
@@ -196,7 +297,7 @@ def size_classes() -> tuple[int, ...]:
 
 def _load() -> None:
     s = settings_from_environ()
-    _tlalloc._pool_configure(s.cache, s.retain_bytes)
+    _tlalloc._pool_configure(s.cache, s.retain_bytes, s.large_cache_bytes, s.purge_delay_ms)
 
 
 _load()

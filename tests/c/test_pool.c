@@ -379,9 +379,10 @@ static void test_cross_thread_churn(void) {
      * retention limit plus a few segments, far below all that was allocated. */
     tl_pool_collect(0);
     tl_pool_stats s2 = stats();
-    size_t bound = TL_POOL_DEFAULT_RETAIN + TL_POOL_LARGE_CACHE_BYTES;
+    /* tl_pool_collect purges the large cache: nothing of it stays resident. */
+    size_t bound = TL_POOL_DEFAULT_RETAIN;
     CHECK(s2.retained_bytes <= bound);
-    CHECK(s2.reserved_bytes <= s0.reserved_bytes + bound + (16u << 20));
+    CHECK(s2.reserved_bytes <= s0.reserved_bytes + bound + (80u << 20));
 }
 
 /* ---- thread exit with live blocks ------------------------------------------- */

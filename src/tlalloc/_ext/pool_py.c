@@ -164,7 +164,9 @@ static PyObject *poolbuf_free(TlPoolBuffer *self, PyObject *Py_UNUSED(ignored)) 
 static PyObject *poolbuf_realloc_locked(TlPoolBuffer *self, size_t n) {
     if (poolbuf_check_open(self, "realloc") < 0) return NULL;
     void *q;
-    if (self->align <= 8) { /* tl_pool_realloc: 8-byte aligned below 16 bytes */
+    if (self->align <= 8 || (self->align <= TL_POOL_MIN_ALIGN && n >= TL_POOL_MIN_ALIGN)) {
+        /* tl_pool_realloc: 16-byte aligned from 16 bytes on, 8 below; large
+         * blocks grow without a copy (mremap). */
         q = tl_pool_realloc(self->p, n);
     } else if (n <= tl_pool_usable_size(self->p)) {
         q = self->p; /* fits: keep the block and its alignment */
@@ -330,11 +332,18 @@ static PyObject *py_pool_stats(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignor
 
 /* ---------------------------------------------------------- settings, upkeep */
 
+/* Values validated by tlalloc.pool; the C checks (EINVAL) are the backstop. */
 static PyObject *py_pool_configure(PyObject *Py_UNUSED(m), PyObject *args) {
     int cache;
-    unsigned long long retain;
-    if (!PyArg_ParseTuple(args, "pK:_pool_configure", &cache, &retain)) return NULL;
-    tl_pool_options o = {.cache = cache, .retain_bytes = (size_t)retain};
+    unsigned long long retain, large_cache, delay;
+    if (!PyArg_ParseTuple(args, "pKKK:_pool_configure", &cache, &retain, &large_cache, &delay))
+        return NULL;
+    if (delay > TL_POOL_MAX_PURGE_DELAY_MS)
+        return PyErr_Format(PyExc_ValueError, "purge_delay_ms=%llu is out of range", delay);
+    tl_pool_options o = {.cache = cache,
+                         .retain_bytes = (size_t)retain,
+                         .large_cache_bytes = (size_t)large_cache,
+                         .purge_delay_ms = (unsigned)delay};
     if (tl_pool_configure(&o) != 0) return PyErr_SetFromErrno(PyExc_ValueError);
     Py_RETURN_NONE;
 }
@@ -342,8 +351,24 @@ static PyObject *py_pool_configure(PyObject *Py_UNUSED(m), PyObject *args) {
 static PyObject *py_pool_get_options(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
     tl_pool_options o;
     tl_pool_get_options(&o);
-    return Py_BuildValue("{s:N,s:K}", "cache", PyBool_FromLong(o.cache), "retain_bytes",
-                         (unsigned long long)o.retain_bytes);
+    return Py_BuildValue("{s:N,s:K,s:K,s:K}", "cache", PyBool_FromLong(o.cache), "retain_bytes",
+                         (unsigned long long)o.retain_bytes, "large_cache_bytes",
+                         (unsigned long long)o.large_cache_bytes, "purge_delay_ms",
+                         (unsigned long long)o.purge_delay_ms);
+}
+
+/* Test-only introspection of the large-block cache (tl_pool_large_cache_info). */
+static PyObject *py_pool_large_cache_info(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
+    tl_pool_large_info i;
+    tl_pool_large_cache_info(&i);
+    return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "cached_bytes",
+                         (unsigned long long)i.cached_bytes, "resident_bytes",
+                         (unsigned long long)i.resident_bytes, "num_cached",
+                         (unsigned long long)i.num_cached, "num_purged",
+                         (unsigned long long)i.num_purged, "mapped_bytes",
+                         (unsigned long long)i.mapped_bytes, "num_purges",
+                         (unsigned long long)i.num_purges, "num_reuses",
+                         (unsigned long long)i.num_reuses);
 }
 
 static PyObject *py_pool_collect(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kwds) {
@@ -428,6 +453,7 @@ static PyMethodDef pool_methods[] = {
      "pool_size_classes()\n--\n\nThe pool's block sizes, smallest first."},
     {"_pool_configure", (PyCFunction)py_pool_configure, METH_VARARGS, NULL},
     {"_pool_get_options", (PyCFunction)py_pool_get_options, METH_NOARGS, NULL},
+    {"_pool_large_cache_info", (PyCFunction)py_pool_large_cache_info, METH_NOARGS, NULL},
     {"_pool_thread_release", (PyCFunction)py_pool_thread_release, METH_NOARGS, NULL},
     {"_numpy_set_handler", (PyCFunction)py_numpy_set_handler, METH_O, NULL},
     {NULL, NULL, 0, NULL},
@@ -458,6 +484,11 @@ int tl_py_pool_init(PyObject *m) {
     }
     if (PyModule_AddIntConstant(m, "POOL_MAX_ALIGN", (long)TL_POOL_MAX_ALIGN) < 0) return -1;
     if (PyModule_AddIntConstant(m, "POOL_DEFAULT_RETAIN", (long)TL_POOL_DEFAULT_RETAIN) < 0)
+        return -1;
+    if (PyModule_AddIntConstant(m, "POOL_DEFAULT_LARGE_CACHE", (long)TL_POOL_DEFAULT_LARGE_CACHE) < 0 ||
+        PyModule_AddIntConstant(m, "POOL_MAX_LARGE_CACHE", (long)TL_POOL_MAX_LARGE_CACHE) < 0 ||
+        PyModule_AddIntConstant(m, "POOL_DEFAULT_PURGE_DELAY_MS", (long)TL_POOL_DEFAULT_PURGE_DELAY_MS) < 0 ||
+        PyModule_AddIntConstant(m, "POOL_MAX_PURGE_DELAY_MS", (long)TL_POOL_MAX_PURGE_DELAY_MS) < 0)
         return -1;
     return 0;
 }

@@ -1,0 +1,534 @@
+/* pool_large.c: the pool's large blocks (above 1 MiB, or aligned beyond 4 KiB),
+ * each a mapping of its own, and the cache that reuses them. The policy is
+ * described in tlalloc/pool.h ("large blocks"); this file is how.
+ *
+ * Layout of a large block's mapping ("huge segment"): it starts on a 4 MiB
+ * boundary, so tl_segment_of finds its header; the header (a tl_segment and the
+ * descriptor of the 64 KiB slot the block starts in, whose owner is
+ * tl_heap_huge so that the free fast path falls through to the slow path) fits
+ * in the first 4 KiB; the block starts at huge_offset: 4 KiB, or the alignment
+ * A for 4 KiB < A <= 4 MiB. For A > 4 MiB the mapping starts 4 MiB before an
+ * A boundary and the block starts there (huge_offset = 4 MiB): tl_segment_of
+ * masks p - 1, which finds the header 4 MiB below.
+ *
+ * The cache (large lock): every cached mapping is on the list of its size bin
+ * (four bins per doubling of the mapping size, most recently freed first,
+ * linked by next/prev) and on the age list (newest at the head, linked by
+ * lru_next/lru_prev). A cached mapping is DIRTY (possibly resident), BUSY (being
+ * purged by a thread outside the lock: no one takes it) or PURGED (given back
+ * with MADV_DONTNEED, zero, still mapped). System calls (madvise, munmap) run
+ * outside the lock: mappings to unmap are unlinked first, mappings to purge are
+ * marked BUSY.
+ *
+ * Lazy purge: tl_large_due_ms is the earliest time at which a cached mapping
+ * must be purged or unmapped (or the memory-pressure check run), UINT64_MAX if
+ * none. Callers on the allocation paths load it (one relaxed load) and call
+ * tl_large_tick, which reads the coarse clock and does what is due.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pool_internal.h"
+
+#define TL_LARGE_HDR ((size_t)4096)
+#define TL_LARGE_BINS 208u
+#define TL_LARGE_SCAN 16 /* entries looked at per bin */
+#define TL_PRESSURE_EVERY_MS 1000u
+
+enum { TL_LARGE_DIRTY = 0, TL_LARGE_BUSY = 1, TL_LARGE_PURGED = 2 };
+
+_Static_assert(TL_SEG_FIXED + sizeof(tl_page) <= TL_LARGE_HDR,
+               "a large block's header (segment and one descriptor) fits in 4 KiB");
+
+static pthread_mutex_t tl_large_lock = PTHREAD_MUTEX_INITIALIZER;
+static tl_segment *tl_bins[TL_LARGE_BINS];
+static tl_segment *tl_lru_head, *tl_lru_tail; /* newest, oldest */
+static size_t tl_cached_bytes;                /* (lock) */
+static uint64_t tl_num_cached, tl_num_purged; /* (lock) */
+static uint64_t tl_last_pressure_ms;          /* (lock) */
+static _Atomic uint64_t tl_resident_cached;   /* DIRTY and BUSY bytes */
+static _Atomic uint64_t tl_mapped;            /* every huge mapping, live or cached */
+static _Atomic uint64_t tl_num_purges, tl_num_reuses;
+static _Atomic size_t tl_cache_limit = TL_POOL_DEFAULT_LARGE_CACHE;
+static _Atomic unsigned tl_purge_delay = TL_POOL_DEFAULT_PURGE_DELAY_MS;
+_Atomic uint64_t tl_large_due_ms = UINT64_MAX;
+#if defined(__GNUC__) || defined(__clang__)
+_Thread_local unsigned tl_large_tick_calls __attribute__((tls_model("initial-exec")));
+#else
+_Thread_local unsigned tl_large_tick_calls;
+#endif
+_Atomic uint64_t tl_num_large_allocations;
+
+#define TL_ORPHAN(field) tl_orphan_counters[offsetof(tl_heap_counters, field) / 8]
+#define TL_ORPHAN_ADD(field, n) atomic_fetch_add_explicit(&TL_ORPHAN(field), (n), memory_order_relaxed)
+
+static void tl_large_lock_counted(void) {
+    pthread_mutex_lock(&tl_large_lock);
+    TL_ORPHAN_ADD(num_depot_locks, 1);
+}
+
+static size_t tl_page_round(size_t n) {
+    size_t page = tl_os_page_size();
+    return (n + page - 1) & ~(page - 1);
+}
+
+/* Four bins per doubling of the mapping size. */
+static unsigned tl_bin(size_t h) {
+    unsigned w = 63u - (unsigned)__builtin_clzll((unsigned long long)h);
+    if (w < 12) return 0;
+    unsigned b = (w - 12u) * 4u + (unsigned)((h >> (w - 2u)) & 3u);
+    return b < TL_LARGE_BINS ? b : TL_LARGE_BINS - 1;
+}
+
+/* ---- cache lists (large lock) ------------------------------------------------ */
+
+static void tl_cache_link(tl_segment *s, uint64_t now) {
+    unsigned b = tl_bin(s->region.size);
+    s->prev = NULL;
+    s->next = tl_bins[b];
+    if (s->next) s->next->prev = s;
+    tl_bins[b] = s;
+    s->lru_prev = NULL;
+    s->lru_next = tl_lru_head;
+    if (tl_lru_head) tl_lru_head->lru_prev = s;
+    else tl_lru_tail = s;
+    tl_lru_head = s;
+    s->cached_ms = now;
+    s->cache_state = TL_LARGE_DIRTY;
+    tl_cached_bytes += s->region.size;
+    tl_num_cached++;
+    atomic_fetch_add_explicit(&tl_resident_cached, s->region.size, memory_order_relaxed);
+}
+
+static void tl_cache_unlink(tl_segment *s) {
+    tl_assert(s->cache_state != TL_LARGE_BUSY);
+    unsigned b = tl_bin(s->region.size);
+    if (s->prev) s->prev->next = s->next;
+    else tl_bins[b] = s->next;
+    if (s->next) s->next->prev = s->prev;
+    if (s->lru_prev) s->lru_prev->lru_next = s->lru_next;
+    else tl_lru_head = s->lru_next;
+    if (s->lru_next) s->lru_next->lru_prev = s->lru_prev;
+    else tl_lru_tail = s->lru_prev;
+    s->next = s->prev = s->lru_next = s->lru_prev = NULL;
+    tl_cached_bytes -= s->region.size;
+    tl_num_cached--;
+    if (s->cache_state == TL_LARGE_PURGED) tl_num_purged--;
+    else atomic_fetch_sub_explicit(&tl_resident_cached, s->region.size, memory_order_relaxed);
+}
+
+/* Unlink the oldest mappings (not BUSY) until the cache holds at most `limit`
+ * bytes; returns them chained by `next`, to be unmapped after unlocking. */
+static tl_segment *tl_cache_evict(size_t limit, tl_segment *out) {
+    tl_segment *s = tl_lru_tail, *prev;
+    for (; s && tl_cached_bytes > limit; s = prev) {
+        prev = s->lru_prev;
+        if (s->cache_state == TL_LARGE_BUSY) continue;
+        tl_cache_unlink(s);
+        s->next = out;
+        out = s;
+    }
+    return out;
+}
+
+static void tl_unmap_chain(tl_segment *s) {
+    while (s) {
+        tl_segment *next = s->next;
+        atomic_fetch_sub_explicit(&tl_mapped, s->region.size, memory_order_relaxed);
+        tl_os_unmap_range(s->region.base, s->region.size);
+        s = next;
+    }
+}
+
+/* How long a purged mapping stays cached: 8 times the purge delay, at least
+ * a second (a purged mapping costs address space only). */
+static uint64_t tl_unmap_delay(uint64_t delay) {
+    uint64_t t = delay * TL_POOL_UNMAP_DELAY_FACTOR;
+    return t < TL_POOL_MIN_UNMAP_DELAY_MS ? TL_POOL_MIN_UNMAP_DELAY_MS : t;
+}
+
+/* The earliest time something is due (large lock held). */
+static void tl_update_due(void) {
+    uint64_t delay = atomic_load_explicit(&tl_purge_delay, memory_order_relaxed);
+    uint64_t due = UINT64_MAX;
+    for (tl_segment *s = tl_lru_head; s; s = s->lru_next) {
+        uint64_t t = s->cache_state == TL_LARGE_PURGED ? s->cached_ms + tl_unmap_delay(delay)
+                     : s->cache_state == TL_LARGE_DIRTY ? s->cached_ms + delay
+                                                         : UINT64_MAX;
+        if (t < due) due = t;
+    }
+    if (atomic_load_explicit(&tl_resident_cached, memory_order_relaxed) != 0) {
+        uint64_t t = tl_last_pressure_ms + TL_PRESSURE_EVERY_MS;
+        if (t < due) due = t;
+    }
+    atomic_store_explicit(&tl_large_due_ms, due, memory_order_relaxed);
+}
+
+/* ---- purge ---------------------------------------------------------------------- */
+
+/* Give back the pages of a BUSY mapping (outside the lock): everything after
+ * the header page, which stays (the cache's links live there). */
+static void tl_purge_pages(tl_segment *s) {
+    tl_os_discard((char *)s + TL_LARGE_HDR, s->region.size - TL_LARGE_HDR);
+}
+
+/* Do what is due at `now`. force 1 (tl_pool_collect): purge every DIRTY
+ * mapping and unmap every PURGED one; force 2: unmap every cached mapping.
+ * Takes the large lock twice per batch of purges. */
+static void tl_purge_due(uint64_t now, int force) {
+    enum { MAX_BATCH = 64 };
+    tl_segment *batch[MAX_BATCH];
+    tl_segment *unmap = NULL;
+    for (;;) {
+        int n = 0, more = 0;
+        tl_large_lock_counted();
+        uint64_t delay = atomic_load_explicit(&tl_purge_delay, memory_order_relaxed);
+        int pressure = force != 0;
+        if (!pressure && atomic_load_explicit(&tl_resident_cached, memory_order_relaxed) != 0 &&
+            now >= tl_last_pressure_ms + TL_PRESSURE_EVERY_MS) {
+            tl_last_pressure_ms = now;
+            uint64_t avail, total;
+            if (tl_os_meminfo(&avail, &total) == 0 && avail < total / 8) pressure = 1;
+        }
+        tl_segment *prev;
+        for (tl_segment *s = tl_lru_tail; s; s = prev) {
+            prev = s->lru_prev;
+            if (force > 1 && s->cache_state != TL_LARGE_BUSY) {
+                tl_cache_unlink(s);
+                s->next = unmap;
+                unmap = s;
+            } else if (s->cache_state == TL_LARGE_DIRTY && (pressure || now >= s->cached_ms + delay)) {
+                if (n == MAX_BATCH) {
+                    more = 1;
+                    break;
+                }
+                s->cache_state = TL_LARGE_BUSY;
+                batch[n++] = s;
+            } else if (s->cache_state == TL_LARGE_PURGED &&
+                       (force || now >= s->cached_ms + tl_unmap_delay(delay))) {
+                tl_cache_unlink(s);
+                s->next = unmap;
+                unmap = s;
+            }
+        }
+        if (!more) tl_update_due();
+        pthread_mutex_unlock(&tl_large_lock);
+        tl_unmap_chain(unmap);
+        unmap = NULL;
+        if (n == 0) return;
+        for (int i = 0; i < n; i++) tl_purge_pages(batch[i]);
+        tl_large_lock_counted();
+        for (int i = 0; i < n; i++) {
+            tl_segment *s = batch[i];
+            s->cache_state = TL_LARGE_PURGED;
+            s->cached_ms = now;
+            tl_num_purged++;
+            atomic_fetch_sub_explicit(&tl_resident_cached, s->region.size, memory_order_relaxed);
+        }
+        atomic_fetch_add_explicit(&tl_num_purges, (uint64_t)n, memory_order_relaxed);
+        tl_update_due();
+        pthread_mutex_unlock(&tl_large_lock);
+        if (!more) return;
+    }
+}
+
+void tl_large_tick(void) {
+    uint64_t now = tl_os_coarse_ms();
+    if (now < atomic_load_explicit(&tl_large_due_ms, memory_order_relaxed)) return;
+    tl_purge_due(now, 0);
+}
+
+/* ---- allocation ------------------------------------------------------------------ */
+
+/* The best cached mapping of `need` to `most` bytes that puts a block at `off`
+ * aligned to `align`: resident ones first, then the smallest; NULL if none. */
+static tl_segment *tl_cache_best(size_t need, size_t most, size_t off, size_t align) {
+    tl_segment *best = NULL;
+    for (unsigned b = tl_bin(need); b <= tl_bin(most) && b < TL_LARGE_BINS; b++) {
+        int k = 0;
+        for (tl_segment *s = tl_bins[b]; s && k < TL_LARGE_SCAN; s = s->next, k++) {
+            size_t h = s->region.size;
+            if (h < need || h > most || s->cache_state == TL_LARGE_BUSY) continue;
+            if (((uintptr_t)s + off) % align != 0) continue;
+            int dirty = s->cache_state == TL_LARGE_DIRTY;
+            int best_dirty = best && best->cache_state == TL_LARGE_DIRTY;
+            if (!best || dirty > best_dirty || (dirty == best_dirty && h < best->region.size))
+                best = s;
+        }
+    }
+    return best;
+}
+
+/* The largest cached mapping of `least` to need - 1 bytes (resident ones
+ * first), for a block at `off` of a mapping on a 4 MiB boundary. */
+static tl_segment *tl_cache_below(size_t least, size_t need, size_t off) {
+    tl_segment *best = NULL;
+    for (unsigned b = tl_bin(need) + 1; b-- > tl_bin(least);) {
+        int k = 0;
+        for (tl_segment *s = tl_bins[b]; s && k < TL_LARGE_SCAN; s = s->next, k++) {
+            size_t h = s->region.size;
+            if (h < least || h >= need || h <= off || s->cache_state == TL_LARGE_BUSY) continue;
+            int dirty = s->cache_state == TL_LARGE_DIRTY;
+            int best_dirty = best && best->cache_state == TL_LARGE_DIRTY;
+            if (!best || dirty > best_dirty || (dirty == best_dirty && h > best->region.size))
+                best = s;
+        }
+        if (best) break;
+    }
+    return best;
+}
+
+enum { TL_TAKE_AS_IS = 0, TL_TAKE_TRIM = 1, TL_TAKE_GROW = 2 };
+
+/* A cached mapping for a request of `need` bytes, unlinked, so that the cache
+ * does not hold on to blocks no request fits: one at most a quarter larger,
+ * taken as it is; else one at most twice as large, whose tail the caller
+ * unmaps (TL_TAKE_TRIM); else (alignments up to 4 MiB) one at least half as
+ * large, which the caller grows with mremap (TL_TAKE_GROW: its pages stay,
+ * only the rest is new). NULL if none. */
+static tl_segment *tl_cache_take(size_t need, size_t off, size_t align, int *how) {
+    tl_segment *s = tl_cache_best(need, need + need / 4, off, align);
+    *how = TL_TAKE_AS_IS;
+    if (!s && need <= SIZE_MAX / 2) {
+        s = tl_cache_best(need + need / 4 + 1, 2 * need, off, align);
+        if (s) *how = TL_TAKE_TRIM;
+    }
+    if (!s && align <= TL_SEG_SIZE) {
+        s = tl_cache_below(need / 2, need, off);
+        if (s) *how = TL_TAKE_GROW;
+    }
+    if (s) tl_cache_unlink(s);
+    return s;
+}
+
+/* Where a block aligned to `align` starts in its mapping, and what the mapping
+ * must be aligned to: (base + off) % align == 0 with base on a 4 MiB boundary. */
+static size_t tl_block_offset(size_t align) {
+    if (align <= TL_LARGE_HDR) return TL_LARGE_HDR;
+    return align <= TL_SEG_SIZE ? align : TL_SEG_SIZE;
+}
+
+static void tl_init_header(tl_segment *s, size_t size, int thp) {
+    memset(s, 0, TL_SEG_FIXED);
+    s->region.base = s;
+    s->region.size = size;
+    s->region.pages = thp ? TL_PAGES_THP : TL_PAGES_DEFAULT;
+    s->region.numa_node = -1;
+    s->kind = TL_KIND_HUGE;
+    s->page_shift = TL_SEG_SHIFT;
+    s->num_pages = 1;
+    s->thp = (uint8_t)thp;
+}
+
+/* Count a block handed out (or grown by `usable` bytes). */
+static void tl_count_alloc(size_t usable) {
+    TL_ORPHAN_ADD(alloc_bytes, usable);
+    tl_peak_add((int64_t)usable);
+}
+
+void *tl_huge_alloc(size_t size, size_t align, int zero) {
+    size_t off = tl_block_offset(align);
+    if (size > (size_t)PTRDIFF_MAX - off - TL_SEG_SIZE) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    size_t need = tl_page_round(off + (size ? size : 1));
+    /* The mapping's own alignment: 4 MiB; beyond, base + 4 MiB on an A boundary. */
+    size_t map_align = align > TL_SEG_SIZE ? align : TL_SEG_SIZE;
+    size_t map_off = align > TL_SEG_SIZE ? TL_SEG_SIZE : 0;
+    tl_large_maybe_tick();
+    tl_segment *s = NULL;
+    int how = TL_TAKE_AS_IS;
+    if (atomic_load_explicit(&tl_cache_limit, memory_order_relaxed) != 0) {
+        tl_large_lock_counted();
+        s = tl_cache_take(need, off, align > TL_LARGE_HDR ? align : TL_LARGE_HDR, &how);
+        pthread_mutex_unlock(&tl_large_lock);
+    }
+    if (s) {
+        if (how == TL_TAKE_TRIM) { /* give the tail back: it may be resident */
+            tl_os_unmap_range((char *)s + need, s->region.size - need);
+            atomic_fetch_sub_explicit(&tl_mapped, s->region.size - need, memory_order_relaxed);
+            s->region.size = need;
+        } else if (how == TL_TAKE_GROW) {
+            size_t have = s->region.size;
+            tl_segment *q = tl_os_remap(s, have, need, TL_SEG_SIZE, 0);
+            if (q) {
+                atomic_fetch_add_explicit(&tl_mapped, need - have, memory_order_relaxed);
+                q->region.base = q;
+                q->region.size = need;
+                if (!q->thp && need >= ((size_t)4 << 20) && tl_os_advise_huge(q, need) == 0) {
+                    q->thp = 1;
+                    q->region.pages = TL_PAGES_THP;
+                }
+                /* The new part reads as zero, the old part as zero only if purged. */
+                if (zero && q->cache_state != TL_LARGE_PURGED)
+                    memset((char *)q + off, 0, have > off ? have - off : 0);
+                zero = 0;
+                s = q;
+            } else {
+                atomic_fetch_sub_explicit(&tl_mapped, have, memory_order_relaxed);
+                tl_os_unmap_range(s, have);
+                s = NULL;
+            }
+        }
+    }
+    if (s) {
+        atomic_fetch_add_explicit(&tl_num_reuses, 1, memory_order_relaxed);
+        /* A purged mapping reads as zero; a resident one holds old data. */
+        if (zero && s->cache_state != TL_LARGE_PURGED) memset((char *)s + off, 0, size);
+    } else {
+        char *base = tl_os_map_anchored(need, map_align, map_off);
+        if (!base) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        /* Advise before the first touch (the header), so that its 2 MiB range
+         * is a huge page too. */
+        int thp = need >= ((size_t)4 << 20) && tl_os_advise_huge(base, need) == 0;
+        s = (tl_segment *)base;
+        tl_init_header(s, need, thp);
+        atomic_fetch_add_explicit(&tl_mapped, need, memory_order_relaxed);
+        TL_ORPHAN_ADD(num_cache_misses, 1);
+    }
+    s->cache_state = TL_LARGE_DIRTY;
+    s->huge_offset = off;
+    s->next = s->prev = NULL;
+    /* The descriptor of the slot the block starts in: the free fast path reads
+     * its owner (none for a 4 MiB-aligned block: the fast path skips those). */
+    if (off < TL_SEG_SIZE)
+        atomic_store_explicit(&tl_seg_pages(s)[off >> TL_SLOT_SHIFT].heap, &tl_heap_huge,
+                              memory_order_relaxed);
+#ifdef TLALLOC_DEBUG
+    atomic_store_explicit(&s->dbg_huge_live, 1, memory_order_relaxed);
+#endif
+    TL_ORPHAN_ADD(num_allocations, 1);
+    atomic_fetch_add_explicit(&tl_num_large_allocations, 1, memory_order_relaxed);
+    tl_count_alloc(tl_huge_usable(s));
+    return (char *)s + off;
+}
+
+void tl_huge_free(tl_segment *s) {
+#ifdef TLALLOC_DEBUG
+    if (atomic_exchange_explicit(&s->dbg_huge_live, 0, memory_order_relaxed) == 0) {
+        fprintf(stderr, "tlalloc: double free: %p passed to tl_pool_free\n",
+                (void *)((char *)s + s->huge_offset));
+        abort();
+    }
+#endif
+    size_t usable = tl_huge_usable(s);
+    TL_ORPHAN_ADD(num_frees, 1);
+    TL_ORPHAN_ADD(free_bytes, usable);
+    tl_peak_add(-(int64_t)usable);
+    size_t limit = atomic_load_explicit(&tl_cache_limit, memory_order_relaxed);
+    s->next = NULL;
+    tl_segment *unmap = s;
+    if (s->region.size <= limit) {
+        uint64_t now = tl_os_coarse_ms();
+        tl_large_lock_counted();
+        tl_cache_link(s, now);
+        unmap = tl_cache_evict(limit, NULL);
+        uint64_t due = now + atomic_load_explicit(&tl_purge_delay, memory_order_relaxed);
+        if (due < atomic_load_explicit(&tl_large_due_ms, memory_order_relaxed))
+            atomic_store_explicit(&tl_large_due_ms, due, memory_order_relaxed);
+        pthread_mutex_unlock(&tl_large_lock);
+    }
+    tl_unmap_chain(unmap);
+    tl_large_maybe_tick();
+}
+
+void *tl_huge_realloc(tl_segment *s, size_t size) {
+    size_t off = s->huge_offset, have = s->region.size;
+    if (size > (size_t)PTRDIFF_MAX - off - TL_SEG_SIZE) return NULL;
+    size_t need = tl_page_round(off + (size ? size : 1));
+    char *base = (char *)s;
+    if (need <= have) {
+        /* Shrink: keep the mapping unless more than a quarter would be idle. */
+        if (need >= have - have / 4) return base + off;
+        tl_os_unmap_range(base + need, have - need);
+        s->region.size = need;
+        atomic_fetch_sub_explicit(&tl_mapped, have - need, memory_order_relaxed);
+        TL_ORPHAN_ADD(free_bytes, have - need);
+        tl_peak_add(-(int64_t)(have - need));
+        return base + off;
+    }
+    /* Grow by an eighth more than asked, so that a run of small growths takes a
+     * few system calls; the reserve costs address space only until touched. */
+    size_t want = need;
+    if (need <= (size_t)PTRDIFF_MAX - need / 8) want = tl_page_round(need + need / 8);
+    /* The mapping must stay on a 4 MiB boundary (its header is found by masking). */
+    char *q = tl_os_remap(base, have, want, TL_SEG_SIZE, 0);
+    if (!q && want != need) q = tl_os_remap(base, have, want = need, TL_SEG_SIZE, 0);
+    if (!q) return NULL;
+    s = (tl_segment *)q;
+    s->region.base = q;
+    s->region.size = want;
+    if (!s->thp && want >= ((size_t)4 << 20) && tl_os_advise_huge(q, want) == 0) {
+        s->thp = 1;
+        s->region.pages = TL_PAGES_THP;
+    }
+    atomic_fetch_add_explicit(&tl_mapped, want - have, memory_order_relaxed);
+    tl_count_alloc(want - have);
+    return q + off;
+}
+
+/* ---- settings, housekeeping, statistics ------------------------------------------ */
+
+int tl_large_set_options(size_t cache_bytes, unsigned delay_ms) {
+    if (cache_bytes > TL_POOL_MAX_LARGE_CACHE || delay_ms > TL_POOL_MAX_PURGE_DELAY_MS) {
+        errno = EINVAL;
+        return -1;
+    }
+    atomic_store_explicit(&tl_cache_limit, cache_bytes, memory_order_relaxed);
+    atomic_store_explicit(&tl_purge_delay, delay_ms, memory_order_relaxed);
+    tl_large_lock_counted();
+    tl_segment *unmap = tl_cache_evict(cache_bytes, NULL);
+    tl_update_due();
+    pthread_mutex_unlock(&tl_large_lock);
+    tl_unmap_chain(unmap);
+    tl_large_maybe_tick(); /* a shorter delay may make purges due now */
+    return 0;
+}
+
+void tl_large_get_options(size_t *cache_bytes, unsigned *delay_ms) {
+    *cache_bytes = atomic_load_explicit(&tl_cache_limit, memory_order_relaxed);
+    *delay_ms = atomic_load_explicit(&tl_purge_delay, memory_order_relaxed);
+}
+
+void tl_large_collect(int release_all) { tl_purge_due(tl_os_coarse_ms(), release_all ? 2 : 1); }
+
+uint64_t tl_large_reserved(void) { return atomic_load_explicit(&tl_mapped, memory_order_relaxed); }
+
+uint64_t tl_large_resident_cached(void) {
+    return atomic_load_explicit(&tl_resident_cached, memory_order_relaxed);
+}
+
+void tl_pool_large_cache_info(tl_pool_large_info *out) {
+    pthread_mutex_lock(&tl_large_lock);
+    out->cached_bytes = tl_cached_bytes;
+    out->num_cached = tl_num_cached;
+    out->num_purged = tl_num_purged;
+    pthread_mutex_unlock(&tl_large_lock);
+    out->resident_bytes = atomic_load_explicit(&tl_resident_cached, memory_order_relaxed);
+    out->mapped_bytes = atomic_load_explicit(&tl_mapped, memory_order_relaxed);
+    out->num_purges = atomic_load_explicit(&tl_num_purges, memory_order_relaxed);
+    out->num_reuses = atomic_load_explicit(&tl_num_reuses, memory_order_relaxed);
+}
+
+/* ---- fork (order 6 in thread.c's list: after the pool's depot lock) ---------------- */
+
+void tl_large_fork_lock(void) { pthread_mutex_lock(&tl_large_lock); }
+void tl_large_fork_unlock(void) { pthread_mutex_unlock(&tl_large_lock); }
+
+/* In the child: a mapping that a thread missing here was purging stays BUSY
+ * forever; it still holds its data, so it is simply DIRTY again. Mappings a
+ * missing thread was unmapping are unlinked already: they stay mapped (leaked
+ * address space; their bytes stay counted in the statistics). */
+void tl_large_fork_child(void) {
+    pthread_mutex_lock(&tl_large_lock);
+    for (tl_segment *s = tl_lru_head; s; s = s->lru_next)
+        if (s->cache_state == TL_LARGE_BUSY) s->cache_state = TL_LARGE_DIRTY;
+    tl_update_due();
+    pthread_mutex_unlock(&tl_large_lock);
+}
