@@ -309,7 +309,16 @@ static int tl_cosine_run32(tl_scratch *s, const tl_mat *Q, const tl_mat *C, cons
     }
     double *wide = NULL; /* a query and a row in float64, for the slow path */
 
-    const size_t B = direct ? (n < 256 ? n : 256) : tl_rows_per_block(d, sizeof(float), n);
+    /* Rows per block: for one query, up to 256 (polling and the score pass
+     * amortised); for m queries a block must stay in L2 (256 KiB) while every
+     * query passes over it. */
+    size_t B = tl_rows_per_block(d, sizeof(float), n);
+    if (direct) {
+        size_t cap = m == 1 ? 256 : ((size_t)256 << 10) / (d * es + 1);
+        B = n < cap ? n : cap;
+        if (B < 2) B = n < 2 ? (n ? n : 1) : 2;
+        if (B > 256) B = 256;
+    }
     float *dot = tl_scratch_alloc(s, (m + 2) * B * sizeof(float), TL_DEFAULT_ALIGN);
     double *cnd = cn_in ? tl_scratch_alloc(s, B * sizeof(double), TL_DEFAULT_ALIGN) : NULL;
     float *blk = direct ? NULL : tl_scratch_alloc(s, B * d * sizeof(float) + 1, TL_DEFAULT_ALIGN);
