@@ -9,7 +9,7 @@
  * by row, and the loop order chosen by size does not change a bit.
  *
  * Memory traffic is the cost that matters from DRAM:
- *   - one query: dot and norm fused, one pass; rows read two at a time from
+ *   - one query: dot and norm fused, one pass; rows read three at a time from
  *     cache, one at a time (one address stream) when the matrix is larger than
  *     the caches (tl_cos_stream_bytes);
  *   - m queries: per block of rows, the norms once, then every query against
@@ -97,7 +97,7 @@ static int tl_cos_ops_pick(tl_cos_kind k, tl_cos_ops *ops) {
 
 /* Candidates larger than this (bytes) stream one row at a time. Zen 4 has
  * 1 MiB of L2 per core; past a few MiB rows come from L3 or DRAM, where one
- * address stream beats two interleaved ones. */
+ * address stream beats interleaved ones. */
 #define TL_COS_STREAM_BYTES_DEFAULT ((size_t)4 << 20)
 static _Atomic size_t tl_cos_stream_bytes = TL_COS_STREAM_BYTES_DEFAULT;
 

@@ -7,7 +7,7 @@
  * accumulator 0; then full vectors alternate 0, 1, 0, 1, ...; the masked tail
  * goes to accumulator 1; the result is hsum(acc0 + acc1). Every kernel follows
  * exactly that sequence of FMAs for each (query, row) pair, so
- *   - the fused dot+norm kernels (one row at a time, or two interleaved),
+ *   - the fused dot+norm kernels (one row at a time, or three interleaved),
  *   - the norm-only kernel and the batched dot kernel
  * give the same bits for the same pair: the batched form equals the
  * single-query form row by row, and the streaming order equals the in-cache one.
@@ -56,50 +56,56 @@ TL_TARGET_AVX2 TL_AI __m256 tl_ld8_part(const char *c, size_t j, size_t n, __m25
 
 #define TL_FMA_DN(D, N, qv, xv) (D = _mm256_fmadd_ps((qv), (xv), D), N = _mm256_fmadd_ps((xv), (xv), N))
 
-/* Fused dot and norm, R (1 or 2) rows at a time: 4R independent chains. One
+/* Fused dot and norm, R (1 or 3) rows at a time: 4R independent chains. One
  * row (4 chains) is latency-bound at about 16 bytes a cycle, above what DRAM
- * delivers to one core, and streams one address sequence; two rows (8 chains)
- * keep both FMA pipes busy when the rows come from cache. */
+ * delivers to one core, and streams one address sequence; three rows (12
+ * chains, 8 loads per 12 FMAs) keep both FMA pipes busy when the rows come
+ * from cache. */
 TL_TARGET_AVX2 TL_AI void tl_dn_generic(const float *q, const char *rows, ptrdiff_t rs, size_t nrows,
                                         const tl_cos_plan *p, float *dot, float *nrm, int k, int R) {
     const __m256i hm = tl_mask8(p->head), tm = tl_mask8(p->rem);
     const size_t head = p->head, dm = p->dm, rem = p->rem;
     size_t r = 0;
     for (; r + (size_t)R <= nrows; r += (size_t)R) {
-        const char *c0 = rows + (ptrdiff_t)r * rs;
-        const char *c1 = R == 2 ? c0 + rs : c0;
-        __m256 d00 = _mm256_setzero_ps(), d01 = d00, n00 = d00, n01 = d00;
-        __m256 d10 = d00, d11 = d00, n10 = d00, n11 = d00;
+        const char *c[3];
+        __m256 a[3][2], b[3][2];
+#pragma GCC unroll 3
+        for (int i = 0; i < R; i++) {
+            c[i] = rows + (ptrdiff_t)(r + (size_t)i) * rs;
+            a[i][0] = a[i][1] = b[i][0] = b[i][1] = _mm256_setzero_ps();
+        }
         if (head) {
             __m256 qv = _mm256_maskload_ps(q, hm);
-            TL_FMA_DN(d00, n00, qv, tl_ld8_part(c0, 0, head, hm, k));
-            if (R == 2) TL_FMA_DN(d10, n10, qv, tl_ld8_part(c1, 0, head, hm, k));
+#pragma GCC unroll 3
+            for (int i = 0; i < R; i++) TL_FMA_DN(a[i][0], b[i][0], qv, tl_ld8_part(c[i], 0, head, hm, k));
         }
         size_t j = head;
         for (; j + 16 <= dm; j += 16) {
             __m256 qa = _mm256_loadu_ps(q + j), qb = _mm256_loadu_ps(q + j + 8);
-            TL_FMA_DN(d00, n00, qa, tl_ld8(c0, j, k));
-            TL_FMA_DN(d01, n01, qb, tl_ld8(c0, j + 8, k));
-            if (R == 2) {
-                TL_FMA_DN(d10, n10, qa, tl_ld8(c1, j, k));
-                TL_FMA_DN(d11, n11, qb, tl_ld8(c1, j + 8, k));
+#pragma GCC unroll 3
+            for (int i = 0; i < R; i++) {
+                TL_FMA_DN(a[i][0], b[i][0], qa, tl_ld8(c[i], j, k));
+                TL_FMA_DN(a[i][1], b[i][1], qb, tl_ld8(c[i], j + 8, k));
             }
         }
         if (j < dm) {
             __m256 qa = _mm256_loadu_ps(q + j);
-            TL_FMA_DN(d00, n00, qa, tl_ld8(c0, j, k));
-            if (R == 2) TL_FMA_DN(d10, n10, qa, tl_ld8(c1, j, k));
+#pragma GCC unroll 3
+            for (int i = 0; i < R; i++) TL_FMA_DN(a[i][0], b[i][0], qa, tl_ld8(c[i], j, k));
         }
         if (rem) {
             __m256 qv = _mm256_maskload_ps(q + dm, tm);
-            TL_FMA_DN(d01, n01, qv, tl_ld8_part(c0, dm, rem, tm, k));
-            if (R == 2) TL_FMA_DN(d11, n11, qv, tl_ld8_part(c1, dm, rem, tm, k));
+#pragma GCC unroll 3
+            for (int i = 0; i < R; i++) TL_FMA_DN(a[i][1], b[i][1], qv, tl_ld8_part(c[i], dm, rem, tm, k));
         }
-        dot[r] = tl_hsum8(_mm256_add_ps(d00, d01)), nrm[r] = tl_hsum8(_mm256_add_ps(n00, n01));
-        if (R == 2)
-            dot[r + 1] = tl_hsum8(_mm256_add_ps(d10, d11)), nrm[r + 1] = tl_hsum8(_mm256_add_ps(n10, n11));
+#pragma GCC unroll 3
+        for (int i = 0; i < R; i++) {
+            dot[r + (size_t)i] = tl_hsum8(_mm256_add_ps(a[i][0], a[i][1]));
+            nrm[r + (size_t)i] = tl_hsum8(_mm256_add_ps(b[i][0], b[i][1]));
+        }
     }
-    if (R == 2 && r < nrows) tl_dn_generic(q, rows + (ptrdiff_t)r * rs, rs, 1, p, dot + r, nrm + r, k, 1);
+    if (R > 1)
+        for (; r < nrows; r++) tl_dn_generic(q, rows + (ptrdiff_t)r * rs, rs, 1, p, dot + r, nrm + r, k, 1);
 }
 
 /* Norms only (batched form: once per row for all queries), four rows
@@ -254,7 +260,7 @@ TL_TARGET_AVX2 TL_AI void tl_dots_generic(const float *q, ptrdiff_t qs, size_t m
         if (stream)                                                                                      \
             tl_dn_generic(q, rows, rs, nrows, p, dot, nrm, K, 1);                                        \
         else                                                                                             \
-            tl_dn_generic(q, rows, rs, nrows, p, dot, nrm, K, 2);                                        \
+            tl_dn_generic(q, rows, rs, nrows, p, dot, nrm, K, 3);                                        \
     }                                                                                                    \
     TL_TARGET_AVX2 static void tl_norms_##SUF(const char *rows, ptrdiff_t rs, size_t nrows,              \
                                               const tl_cos_plan *p, float *nrm) {                        \

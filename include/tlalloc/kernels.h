@@ -115,7 +115,7 @@ int tl_cosine_topk_batch(tl_scratch *s, const tl_mat *queries, const tl_mat *can
 
 /* Testing aid: single-query calls whose candidates span more than `bytes`
  * read one row at a time (the order that keeps DRAM streaming), smaller ones
- * two rows interleaved (faster from cache). Both give the same bits. Returns
+ * three rows interleaved (faster from cache). Both give the same bits. Returns
  * the previous threshold; (size_t)-1 queries it without a change. */
 size_t tl_cosine_set_stream_bytes(size_t bytes);
 
