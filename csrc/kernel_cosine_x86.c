@@ -56,106 +56,134 @@ TL_TARGET_AVX2 TL_AI __m256 tl_ld8_part(const char *c, size_t j, size_t n, __m25
 
 #define TL_FMA_DN(D, N, qv, xv) (D = _mm256_fmadd_ps((qv), (xv), D), N = _mm256_fmadd_ps((xv), (xv), N))
 
-/* Fused dot and norm, R (1 or 3) rows at a time: 4R independent chains. One
- * row (4 chains) is latency-bound at about 16 bytes a cycle, above what DRAM
- * delivers to one core, and streams one address sequence; three rows (12
- * chains, 8 loads per 12 FMAs) keep both FMA pipes busy when the rows come
- * from cache. */
-TL_TARGET_AVX2 TL_AI void tl_dn_generic(const float *q, const char *rows, ptrdiff_t rs, size_t nrows,
-                                        const tl_cos_plan *p, float *dot, float *nrm, int k, int R) {
+/* Fused dot and norm of R rows (at c[0..R-1]) at once: 4R independent chains;
+ * results to dot[o[i]], nrm[o[i]]. */
+TL_TARGET_AVX2 TL_AI void tl_dn_group(const float *q, const char *const *c, const size_t *o, const tl_cos_plan *p,
+                                      float *dot, float *nrm, int k, int R) {
     const __m256i hm = tl_mask8(p->head), tm = tl_mask8(p->rem);
     const size_t head = p->head, dm = p->dm, rem = p->rem;
-    size_t r = 0;
-    for (; r + (size_t)R <= nrows; r += (size_t)R) {
-        const char *c[3];
-        __m256 a[3][2], b[3][2];
+    __m256 a[3][2], b[3][2];
+#pragma GCC unroll 3
+    for (int i = 0; i < R; i++) a[i][0] = a[i][1] = b[i][0] = b[i][1] = _mm256_setzero_ps();
+    if (head) {
+        __m256 qv = _mm256_maskload_ps(q, hm);
+#pragma GCC unroll 3
+        for (int i = 0; i < R; i++) TL_FMA_DN(a[i][0], b[i][0], qv, tl_ld8_part(c[i], 0, head, hm, k));
+    }
+    size_t j = head;
+    for (; j + 16 <= dm; j += 16) {
+        __m256 qa = _mm256_loadu_ps(q + j), qb = _mm256_loadu_ps(q + j + 8);
 #pragma GCC unroll 3
         for (int i = 0; i < R; i++) {
-            c[i] = rows + (ptrdiff_t)(r + (size_t)i) * rs;
-            a[i][0] = a[i][1] = b[i][0] = b[i][1] = _mm256_setzero_ps();
-        }
-        if (head) {
-            __m256 qv = _mm256_maskload_ps(q, hm);
-#pragma GCC unroll 3
-            for (int i = 0; i < R; i++) TL_FMA_DN(a[i][0], b[i][0], qv, tl_ld8_part(c[i], 0, head, hm, k));
-        }
-        size_t j = head;
-        for (; j + 16 <= dm; j += 16) {
-            __m256 qa = _mm256_loadu_ps(q + j), qb = _mm256_loadu_ps(q + j + 8);
-#pragma GCC unroll 3
-            for (int i = 0; i < R; i++) {
-                TL_FMA_DN(a[i][0], b[i][0], qa, tl_ld8(c[i], j, k));
-                TL_FMA_DN(a[i][1], b[i][1], qb, tl_ld8(c[i], j + 8, k));
-            }
-        }
-        if (j < dm) {
-            __m256 qa = _mm256_loadu_ps(q + j);
-#pragma GCC unroll 3
-            for (int i = 0; i < R; i++) TL_FMA_DN(a[i][0], b[i][0], qa, tl_ld8(c[i], j, k));
-        }
-        if (rem) {
-            __m256 qv = _mm256_maskload_ps(q + dm, tm);
-#pragma GCC unroll 3
-            for (int i = 0; i < R; i++) TL_FMA_DN(a[i][1], b[i][1], qv, tl_ld8_part(c[i], dm, rem, tm, k));
-        }
-#pragma GCC unroll 3
-        for (int i = 0; i < R; i++) {
-            dot[r + (size_t)i] = tl_hsum8(_mm256_add_ps(a[i][0], a[i][1]));
-            nrm[r + (size_t)i] = tl_hsum8(_mm256_add_ps(b[i][0], b[i][1]));
+            TL_FMA_DN(a[i][0], b[i][0], qa, tl_ld8(c[i], j, k));
+            TL_FMA_DN(a[i][1], b[i][1], qb, tl_ld8(c[i], j + 8, k));
         }
     }
-    if (R > 1)
-        for (; r < nrows; r++) tl_dn_generic(q, rows + (ptrdiff_t)r * rs, rs, 1, p, dot + r, nrm + r, k, 1);
+    if (j < dm) {
+        __m256 qa = _mm256_loadu_ps(q + j);
+#pragma GCC unroll 3
+        for (int i = 0; i < R; i++) TL_FMA_DN(a[i][0], b[i][0], qa, tl_ld8(c[i], j, k));
+    }
+    if (rem) {
+        __m256 qv = _mm256_maskload_ps(q + dm, tm);
+#pragma GCC unroll 3
+        for (int i = 0; i < R; i++) TL_FMA_DN(a[i][1], b[i][1], qv, tl_ld8_part(c[i], dm, rem, tm, k));
+    }
+#pragma GCC unroll 3
+    for (int i = 0; i < R; i++) {
+        dot[o[i]] = tl_hsum8(_mm256_add_ps(a[i][0], a[i][1]));
+        nrm[o[i]] = tl_hsum8(_mm256_add_ps(b[i][0], b[i][1]));
+    }
 }
 
-/* Norms only (batched form: once per row for all queries), four rows
- * interleaved: 8 chains. Same sequence per row as tl_dn_generic's n0/n1. */
-TL_TARGET_AVX2 TL_AI void tl_norms_generic(const char *rows, ptrdiff_t rs, size_t nrows, const tl_cos_plan *p,
-                                           float *nrm, int k) {
+/* Fused dot and norm of nrows rows, in one of two orders (same bits):
+ * - from cache: three adjacent rows at a time (12 chains, 8 loads per 12
+ *   FMAs: both FMA pipes busy);
+ * - streaming (rows from DRAM): two rows far apart, row r of each half of the
+ *   block, so that the memory sees two long sequential address streams, which
+ *   the hardware prefetchers follow (adjacent rows interleaved measured up to
+ *   1.5x slower from DRAM), with 8 chains (one row alone, 4 chains, is
+ *   latency-bound: about 8 bytes a cycle of float16, too slow for a
+ *   half-precision corpus on a busy core). */
+TL_TARGET_AVX2 TL_AI void tl_dn_generic(const float *q, const char *rows, ptrdiff_t rs, size_t nrows,
+                                        const tl_cos_plan *p, float *dot, float *nrm, int k, int stream) {
+    size_t r = 0;
+    if (stream) {
+        const size_t h = nrows / 2;
+        for (; r < h; r++) {
+            const char *c[2] = {rows + (ptrdiff_t)r * rs, rows + (ptrdiff_t)(r + h) * rs};
+            const size_t o[2] = {r, r + h};
+            tl_dn_group(q, c, o, p, dot, nrm, k, 2);
+        }
+        r = 2 * h;
+    } else {
+        for (; r + 3 <= nrows; r += 3) {
+            const char *c[3] = {rows + (ptrdiff_t)r * rs, rows + (ptrdiff_t)(r + 1) * rs, rows + (ptrdiff_t)(r + 2) * rs};
+            const size_t o[3] = {r, r + 1, r + 2};
+            tl_dn_group(q, c, o, p, dot, nrm, k, 3);
+        }
+    }
+    for (; r < nrows; r++) {
+        const char *c[1] = {rows + (ptrdiff_t)r * rs};
+        const size_t o[1] = {r};
+        tl_dn_group(q, c, o, p, dot, nrm, k, 1);
+    }
+}
+
+/* Norms only (batched form: once per row for all queries). This pass is the
+ * one that brings a block from DRAM, so it reads like the streaming order of
+ * tl_dn_generic: rows r and r + h of the two halves together (two sequential
+ * address streams, 4 chains). Same sequence per row as tl_dn_group's b0/b1. */
+TL_TARGET_AVX2 TL_AI void tl_norms_pair(const char *c0, const char *c1, const tl_cos_plan *p, float *n0, float *n1,
+                                        int k, int R) {
     const __m256i hm = tl_mask8(p->head), tm = tl_mask8(p->rem);
     const size_t head = p->head, dm = p->dm, rem = p->rem;
-    size_t r = 0;
-    for (; r < nrows; r += 4) {
-        const size_t R = nrows - r < 4 ? nrows - r : 4;
-        const char *c[4];
-        __m256 a[4][2];
-#pragma GCC unroll 4
-        for (size_t i = 0; i < 4; i++) {
-            c[i] = rows + (ptrdiff_t)(r + (i < R ? i : 0)) * rs; /* short group: repeat row r */
-            a[i][0] = a[i][1] = _mm256_setzero_ps();
+    const char *c[2] = {c0, c1};
+    float *o[2] = {n0, n1};
+    __m256 a[2][2];
+#pragma GCC unroll 2
+    for (int i = 0; i < R; i++) a[i][0] = a[i][1] = _mm256_setzero_ps();
+    if (head) {
+#pragma GCC unroll 2
+        for (int i = 0; i < R; i++) {
+            __m256 x = tl_ld8_part(c[i], 0, head, hm, k);
+            a[i][0] = _mm256_fmadd_ps(x, x, a[i][0]);
         }
-        if (head) {
-#pragma GCC unroll 4
-            for (size_t i = 0; i < 4; i++) {
-                __m256 x = tl_ld8_part(c[i], 0, head, hm, k);
-                a[i][0] = _mm256_fmadd_ps(x, x, a[i][0]);
-            }
-        }
-        size_t j = head;
-        for (; j + 16 <= dm; j += 16) {
-#pragma GCC unroll 4
-            for (size_t i = 0; i < 4; i++) {
-                __m256 x = tl_ld8(c[i], j, k), y = tl_ld8(c[i], j + 8, k);
-                a[i][0] = _mm256_fmadd_ps(x, x, a[i][0]);
-                a[i][1] = _mm256_fmadd_ps(y, y, a[i][1]);
-            }
-        }
-        if (j < dm) {
-#pragma GCC unroll 4
-            for (size_t i = 0; i < 4; i++) {
-                __m256 x = tl_ld8(c[i], j, k);
-                a[i][0] = _mm256_fmadd_ps(x, x, a[i][0]);
-            }
-        }
-        if (rem) {
-#pragma GCC unroll 4
-            for (size_t i = 0; i < 4; i++) {
-                __m256 x = tl_ld8_part(c[i], dm, rem, tm, k);
-                a[i][1] = _mm256_fmadd_ps(x, x, a[i][1]);
-            }
-        }
-        for (size_t i = 0; i < R; i++) nrm[r + i] = tl_hsum8(_mm256_add_ps(a[i][0], a[i][1]));
     }
+    size_t j = head;
+    for (; j + 16 <= dm; j += 16) {
+#pragma GCC unroll 2
+        for (int i = 0; i < R; i++) {
+            __m256 x = tl_ld8(c[i], j, k), y = tl_ld8(c[i], j + 8, k);
+            a[i][0] = _mm256_fmadd_ps(x, x, a[i][0]);
+            a[i][1] = _mm256_fmadd_ps(y, y, a[i][1]);
+        }
+    }
+    if (j < dm) {
+#pragma GCC unroll 2
+        for (int i = 0; i < R; i++) {
+            __m256 x = tl_ld8(c[i], j, k);
+            a[i][0] = _mm256_fmadd_ps(x, x, a[i][0]);
+        }
+    }
+    if (rem) {
+#pragma GCC unroll 2
+        for (int i = 0; i < R; i++) {
+            __m256 x = tl_ld8_part(c[i], dm, rem, tm, k);
+            a[i][1] = _mm256_fmadd_ps(x, x, a[i][1]);
+        }
+    }
+#pragma GCC unroll 2
+    for (int i = 0; i < R; i++) *o[i] = tl_hsum8(_mm256_add_ps(a[i][0], a[i][1]));
+}
+
+TL_TARGET_AVX2 TL_AI void tl_norms_generic(const char *rows, ptrdiff_t rs, size_t nrows, const tl_cos_plan *p,
+                                           float *nrm, int k) {
+    const size_t h = nrows / 2;
+    for (size_t r = 0; r < h; r++)
+        tl_norms_pair(rows + (ptrdiff_t)r * rs, rows + (ptrdiff_t)(r + h) * rs, p, nrm + r, nrm + r + h, k, 2);
+    if (nrows & 1)
+        tl_norms_pair(rows + (ptrdiff_t)(nrows - 1) * rs, NULL, p, nrm + nrows - 1, NULL, k, 1);
 }
 
 /* Dot products of Q queries (Q <= 3, at q + i * qs floats) with R rows (R <= 2):
@@ -260,7 +288,7 @@ TL_TARGET_AVX2 TL_AI void tl_dots_generic(const float *q, ptrdiff_t qs, size_t m
         if (stream)                                                                                      \
             tl_dn_generic(q, rows, rs, nrows, p, dot, nrm, K, 1);                                        \
         else                                                                                             \
-            tl_dn_generic(q, rows, rs, nrows, p, dot, nrm, K, 3);                                        \
+            tl_dn_generic(q, rows, rs, nrows, p, dot, nrm, K, 0);                                        \
     }                                                                                                    \
     TL_TARGET_AVX2 static void tl_norms_##SUF(const char *rows, ptrdiff_t rs, size_t nrows,              \
                                               const tl_cos_plan *p, float *nrm) {                        \
