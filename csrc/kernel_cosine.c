@@ -1,17 +1,27 @@
-/* kernel_cosine.c: cosine similarity of one query against n candidate rows.
+/* kernel_cosine.c: cosine similarity of m queries against n candidate rows.
  *
- * One fused pass per row computes dot(q, c) and dot(c, c) together, four rows at
- * a time (eight independent FMA chains, enough to keep two FMA pipes busy) with
- * the query reused from L1. Every row goes through exactly the same sequence of
- * operations whether it is in a group of four or in the tail, so a row's score
- * does not depend on its position: equal rows get bit-identical scores, which is
- * what makes "ties to the lower index" meaningful.
+ * Working precision float32 (float32, float16 and bfloat16 inputs) or float64
+ * (any float64 input). In float32, a row's dot product and squared norm are
+ * computed by one fixed sequence of operations per (query, row) pair, whatever
+ * kernel runs it (see kernel_cosine_x86.c for the AVX2 one, below for the
+ * portable one): equal rows get bit-identical scores (which makes "ties to the
+ * lower index" meaningful), the batched form equals the single-query form row
+ * by row, and the loop order chosen by size does not change a bit.
  *
- * Layouts other than contiguous float32 rows (float16, float64, any strides)
- * are converted block by block into scratch; float64 inputs switch the working
- * precision to float64.
+ * Memory traffic is the cost that matters from DRAM:
+ *   - one query: dot and norm fused, one pass; rows read three at a time from
+ *     cache, one at a time (one address stream) when the matrix is larger than
+ *     the caches (tl_cos_stream_bytes);
+ *   - m queries: per block of rows, the norms once, then every query against
+ *     the block while it sits in L1/L2 (kernel_cosine_x86.c: two rows by three
+ *     queries per register tile), so each row comes from memory once;
+ *   - float16 / bfloat16 rows are widened in registers (F16C, shift), no
+ *     scratch copy: half the bytes of float32.
+ * Other layouts (strided columns, unaligned rows, no vector ISA for the kind)
+ * are converted block by block into scratch (64 KiB of rows at a time).
  */
 #include <math.h>
+#include <stdatomic.h>
 
 #include "kernels_internal.h"
 
@@ -19,20 +29,15 @@
 #include <immintrin.h>
 #endif
 
-/* dot[r] = q . row_r, nrm[r] = row_r . row_r for nrows rows at rows + r * rs.
- * `mis` is the rows' address modulo 64, the same for every row: the elements
- * before the first vector boundary are taken with a masked load, so that the
- * main loop's loads do not straddle cache lines (a split load costs twice).
- * Every row goes through the same operations, so equal rows get equal results. */
-typedef void (*tl_dotnorm32_fn)(const float *q, const char *rows, ptrdiff_t rs, size_t nrows,
-                                size_t d, size_t mis, float *dot, float *nrm);
-
-/* Portable: four partial sums per quantity (independent add chains, so the
- * loop is not bound by the latency of one chain), combined in a fixed order. */
-static void tl_dotnorm32_portable(const float *q, const char *rows, ptrdiff_t rs, size_t nrows,
-                                  size_t d, size_t mis, float *dot, float *nrm) {
-    (void)mis;
-    const size_t d4 = d & ~(size_t)3;
+/* ---- portable float32 kernels ------------------------------------------------------
+ * Four partial sums per quantity (independent add chains), combined in a fixed
+ * order; dot-only and norm-only are the same chains as the fused loop, so all
+ * three give the same bits. Rows are contiguous float32 (other kinds are
+ * converted into scratch first). */
+static void tl_dn_portable(const float *q, const char *rows, ptrdiff_t rs, size_t nrows, const tl_cos_plan *p,
+                           float *dot, float *nrm, int stream) {
+    (void)stream;
+    const size_t d = p->dm + p->rem, d4 = d & ~(size_t)3;
     for (size_t r = 0; r < nrows; r++) {
         const float *c = (const float *)(rows + (ptrdiff_t)r * rs);
         float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
@@ -49,197 +54,59 @@ static void tl_dotnorm32_portable(const float *q, const char *rows, ptrdiff_t rs
     }
 }
 
-#if TL_HAVE_X86
-/* ---- AVX-512: 16 lanes, masked head and tail ---- */
-#define TL_DN512_STEP(k, qv, ptr)                                        \
-    do {                                                                 \
-        __m512 x_ = _mm512_loadu_ps(ptr);                                \
-        d##k = _mm512_fmadd_ps((qv), x_, d##k);                          \
-        n##k = _mm512_fmadd_ps(x_, x_, n##k);                            \
-    } while (0)
-#define TL_DN512_MASKED(k, qv, ptr, msk)                                 \
-    do {                                                                 \
-        __m512 x_ = _mm512_maskz_loadu_ps((msk), (ptr));                 \
-        d##k = _mm512_fmadd_ps((qv), x_, d##k);                          \
-        n##k = _mm512_fmadd_ps(x_, x_, n##k);                            \
-    } while (0)
-
-/* Cost per group of four rows: d/16 iterations of 5 loads and 8 FMAs (eight
- * independent chains), then 8 horizontal sums. */
-TL_TARGET_AVX512 static void tl_dotnorm32_avx512(const float *q, const char *rows, ptrdiff_t rs,
-                                                 size_t nrows, size_t d, size_t mis, float *dot,
-                                                 float *nrm) {
-    size_t head = ((64 - mis) & 63) / 4;
-    if (head > d) head = d;
-    const __mmask16 hm = (__mmask16)((1u << head) - 1u);
-    const size_t dm = head + ((d - head) & ~(size_t)15);
-    const __mmask16 tm = (__mmask16)((1u << ((d - head) & 15)) - 1u);
-    size_t r = 0;
-    for (; r + 4 <= nrows; r += 4) {
-        const float *c0 = (const float *)(rows + (ptrdiff_t)r * rs);
-        const float *c1 = (const float *)((const char *)c0 + rs);
-        const float *c2 = (const float *)((const char *)c1 + rs);
-        const float *c3 = (const float *)((const char *)c2 + rs);
-        __m512 d0 = _mm512_setzero_ps(), d1 = d0, d2 = d0, d3 = d0;
-        __m512 n0 = d0, n1 = d0, n2 = d0, n3 = d0;
-        if (hm) {
-            __m512 qv = _mm512_maskz_loadu_ps(hm, q);
-            TL_DN512_MASKED(0, qv, c0, hm);
-            TL_DN512_MASKED(1, qv, c1, hm);
-            TL_DN512_MASKED(2, qv, c2, hm);
-            TL_DN512_MASKED(3, qv, c3, hm);
-        }
-        for (size_t j = head; j < dm; j += 16) {
-            __m512 qv = _mm512_loadu_ps(q + j);
-            TL_DN512_STEP(0, qv, c0 + j);
-            TL_DN512_STEP(1, qv, c1 + j);
-            TL_DN512_STEP(2, qv, c2 + j);
-            TL_DN512_STEP(3, qv, c3 + j);
-        }
-        if (tm) {
-            __m512 qv = _mm512_maskz_loadu_ps(tm, q + dm);
-            TL_DN512_MASKED(0, qv, c0 + dm, tm);
-            TL_DN512_MASKED(1, qv, c1 + dm, tm);
-            TL_DN512_MASKED(2, qv, c2 + dm, tm);
-            TL_DN512_MASKED(3, qv, c3 + dm, tm);
-        }
-        dot[r] = _mm512_reduce_add_ps(d0), nrm[r] = _mm512_reduce_add_ps(n0);
-        dot[r + 1] = _mm512_reduce_add_ps(d1), nrm[r + 1] = _mm512_reduce_add_ps(n1);
-        dot[r + 2] = _mm512_reduce_add_ps(d2), nrm[r + 2] = _mm512_reduce_add_ps(n2);
-        dot[r + 3] = _mm512_reduce_add_ps(d3), nrm[r + 3] = _mm512_reduce_add_ps(n3);
-    }
-    for (; r < nrows; r++) { /* same operations, one row */
-        const float *c0 = (const float *)(rows + (ptrdiff_t)r * rs);
-        __m512 d0 = _mm512_setzero_ps(), n0 = d0;
-        if (hm) {
-            __m512 qv = _mm512_maskz_loadu_ps(hm, q);
-            TL_DN512_MASKED(0, qv, c0, hm);
-        }
-        for (size_t j = head; j < dm; j += 16) {
-            __m512 qv = _mm512_loadu_ps(q + j);
-            TL_DN512_STEP(0, qv, c0 + j);
-        }
-        if (tm) {
-            __m512 qv = _mm512_maskz_loadu_ps(tm, q + dm);
-            TL_DN512_MASKED(0, qv, c0 + dm, tm);
-        }
-        dot[r] = _mm512_reduce_add_ps(d0), nrm[r] = _mm512_reduce_add_ps(n0);
-    }
-}
-
-/* ---- AVX2 + FMA: 8 lanes, masked head and tail ---- */
-TL_TARGET_AVX2 static inline float tl_hsum256(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    __m128 sh = _mm_movehdup_ps(s);
-    s = _mm_add_ps(s, sh);
-    sh = _mm_movehl_ps(sh, s);
-    s = _mm_add_ss(s, sh);
-    return _mm_cvtss_f32(s);
-}
-
-#define TL_DN256_STEP(k, qv, ptr)                                        \
-    do {                                                                 \
-        __m256 x_ = _mm256_loadu_ps(ptr);                                \
-        d##k = _mm256_fmadd_ps((qv), x_, d##k);                          \
-        n##k = _mm256_fmadd_ps(x_, x_, n##k);                            \
-    } while (0)
-#define TL_DN256_MASKED(k, qv, ptr, m)                                   \
-    do {                                                                 \
-        __m256 x_ = _mm256_maskload_ps((ptr), (m));                      \
-        d##k = _mm256_fmadd_ps((qv), x_, d##k);                          \
-        n##k = _mm256_fmadd_ps(x_, x_, n##k);                            \
-    } while (0)
-
-static const int32_t tl_mask_table[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
-
-TL_TARGET_AVX2 static void tl_dotnorm32_avx2(const float *q, const char *rows, ptrdiff_t rs,
-                                             size_t nrows, size_t d, size_t mis, float *dot,
-                                             float *nrm) {
-    size_t head = ((32 - mis) & 31) / 4;
-    if (head > d) head = d;
-    const size_t dm = head + ((d - head) & ~(size_t)7);
-    const size_t rem = (d - head) & 7;
-    const __m256i hm = _mm256_loadu_si256((const __m256i *)(tl_mask_table + 8 - head));
-    const __m256i m = _mm256_loadu_si256((const __m256i *)(tl_mask_table + 8 - rem));
-    size_t r = 0;
-    for (; r + 4 <= nrows; r += 4) {
-        const float *c0 = (const float *)(rows + (ptrdiff_t)r * rs);
-        const float *c1 = (const float *)((const char *)c0 + rs);
-        const float *c2 = (const float *)((const char *)c1 + rs);
-        const float *c3 = (const float *)((const char *)c2 + rs);
-        __m256 d0 = _mm256_setzero_ps(), d1 = d0, d2 = d0, d3 = d0;
-        __m256 n0 = d0, n1 = d0, n2 = d0, n3 = d0;
-        if (head) {
-            __m256 qv = _mm256_maskload_ps(q, hm);
-            TL_DN256_MASKED(0, qv, c0, hm);
-            TL_DN256_MASKED(1, qv, c1, hm);
-            TL_DN256_MASKED(2, qv, c2, hm);
-            TL_DN256_MASKED(3, qv, c3, hm);
-        }
-        for (size_t j = head; j < dm; j += 8) {
-            __m256 qv = _mm256_loadu_ps(q + j);
-            TL_DN256_STEP(0, qv, c0 + j);
-            TL_DN256_STEP(1, qv, c1 + j);
-            TL_DN256_STEP(2, qv, c2 + j);
-            TL_DN256_STEP(3, qv, c3 + j);
-        }
-        if (rem) {
-            __m256 qv = _mm256_maskload_ps(q + dm, m);
-            TL_DN256_MASKED(0, qv, c0 + dm, m);
-            TL_DN256_MASKED(1, qv, c1 + dm, m);
-            TL_DN256_MASKED(2, qv, c2 + dm, m);
-            TL_DN256_MASKED(3, qv, c3 + dm, m);
-        }
-        dot[r] = tl_hsum256(d0), nrm[r] = tl_hsum256(n0);
-        dot[r + 1] = tl_hsum256(d1), nrm[r + 1] = tl_hsum256(n1);
-        dot[r + 2] = tl_hsum256(d2), nrm[r + 2] = tl_hsum256(n2);
-        dot[r + 3] = tl_hsum256(d3), nrm[r + 3] = tl_hsum256(n3);
-    }
-    for (; r < nrows; r++) {
-        const float *c0 = (const float *)(rows + (ptrdiff_t)r * rs);
-        __m256 d0 = _mm256_setzero_ps(), n0 = d0;
-        if (head) {
-            __m256 qv = _mm256_maskload_ps(q, hm);
-            TL_DN256_MASKED(0, qv, c0, hm);
-        }
-        for (size_t j = head; j < dm; j += 8) {
-            __m256 qv = _mm256_loadu_ps(q + j);
-            TL_DN256_STEP(0, qv, c0 + j);
-        }
-        if (rem) {
-            __m256 qv = _mm256_maskload_ps(q + dm, m);
-            TL_DN256_MASKED(0, qv, c0 + dm, m);
-        }
-        dot[r] = tl_hsum256(d0), nrm[r] = tl_hsum256(n0);
-    }
-}
-#endif /* TL_HAVE_X86 */
-
-static tl_dotnorm32_fn tl_dotnorm32_pick(void) {
-#if TL_HAVE_X86
-    switch (tl_kernels_isa()) {
-    case TL_ISA_AVX512: return tl_dotnorm32_avx512;
-    case TL_ISA_AVX2: return tl_dotnorm32_avx2;
-    case TL_ISA_PORTABLE: break;
-    }
-#endif
-    return tl_dotnorm32_portable;
-}
-
-/* float64 working precision (any float64 input): portable, one row at a time. */
-static void tl_dotnorm64(const double *q, const double *rows, size_t ld, size_t nrows, size_t d,
-                         double *dot, double *nrm) {
+static void tl_norms_portable(const char *rows, ptrdiff_t rs, size_t nrows, const tl_cos_plan *p, float *nrm) {
+    const size_t d = p->dm + p->rem, d4 = d & ~(size_t)3;
     for (size_t r = 0; r < nrows; r++) {
-        const double *c = rows + r * ld;
-        double a = 0.0, b = 0.0;
-        for (size_t j = 0; j < d; j++) {
-            a += q[j] * c[j];
-            b += c[j] * c[j];
+        const float *c = (const float *)(rows + (ptrdiff_t)r * rs);
+        float b0 = 0.0f, b1 = 0.0f, b2 = 0.0f, b3 = 0.0f;
+        for (size_t j = 0; j < d4; j += 4) {
+            b0 += c[j] * c[j], b1 += c[j + 1] * c[j + 1];
+            b2 += c[j + 2] * c[j + 2], b3 += c[j + 3] * c[j + 3];
         }
-        dot[r] = a;
-        nrm[r] = b;
+        for (size_t j = d4; j < d; j++) b0 += c[j] * c[j];
+        nrm[r] = (b0 + b1) + (b2 + b3);
     }
 }
+
+static void tl_dots_portable(const float *q0, ptrdiff_t qs, size_t m, const char *rows, ptrdiff_t rs,
+                             size_t nrows, const tl_cos_plan *p, float *dot, size_t ldd) {
+    const size_t d = p->dm + p->rem, d4 = d & ~(size_t)3;
+    for (size_t r = 0; r < nrows; r++) {
+        const float *c = (const float *)(rows + (ptrdiff_t)r * rs);
+        for (size_t i = 0; i < m; i++) {
+            const float *q = q0 + (ptrdiff_t)i * qs;
+            float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+            for (size_t j = 0; j < d4; j += 4) {
+                a0 += q[j] * c[j], a1 += q[j + 1] * c[j + 1];
+                a2 += q[j + 2] * c[j + 2], a3 += q[j + 3] * c[j + 3];
+            }
+            for (size_t j = d4; j < d; j++) a0 += q[j] * c[j];
+            dot[i * ldd + r] = (a0 + a1) + (a2 + a3);
+        }
+    }
+}
+
+/* The kernels for rows of kind k under the current ISA; 0 if rows of that
+ * kind must be converted to float32 first (portable float16 / bfloat16). */
+static int tl_cos_ops_pick(tl_cos_kind k, tl_cos_ops *ops) {
+    if (tl_kernels_isa() != TL_ISA_PORTABLE && tl_cos_ops_avx2(k, ops)) return 1;
+    if (k != TL_CK_F32) return 0;
+    *ops = (tl_cos_ops){tl_dn_portable, tl_norms_portable, tl_dots_portable};
+    return 1;
+}
+
+/* Candidates larger than this (bytes) stream one row at a time. Zen 4 has
+ * 1 MiB of L2 per core; past a few MiB rows come from L3 or DRAM, where one
+ * address stream beats interleaved ones. */
+#define TL_COS_STREAM_BYTES_DEFAULT ((size_t)4 << 20)
+static _Atomic size_t tl_cos_stream_bytes = TL_COS_STREAM_BYTES_DEFAULT;
+
+size_t tl_cosine_set_stream_bytes(size_t bytes) {
+    if (bytes == (size_t)-1) return atomic_load_explicit(&tl_cos_stream_bytes, memory_order_relaxed);
+    return atomic_exchange_explicit(&tl_cos_stream_bytes, bytes, memory_order_relaxed);
+}
+
+/* ---- scores ------------------------------------------------------------------------ */
 
 /* The score from a dot product and the two norms (not squared). */
 static inline float tl_cos_score(double dot, double qn, double cn) {
@@ -251,20 +118,24 @@ static inline float tl_cos_score(double dot, double qn, double cn) {
     return (float)v;
 }
 
-/* Scores of a block of float32 rows: score[r] = tl_cos_score(dot[r], qn,
- * sqrt(nrm[r])). sqrt and division are correctly rounded in scalar and vector
- * form alike, so the vector paths give the same bits as the scalar one; they
- * exist because one sqrt and two divisions per row, done one at a time, cost
- * about 15% of the whole kernel at d = 768. */
-typedef void (*tl_scores32_fn)(const float *dot, const float *nrm, size_t nb, double qn, float *score);
+/* Scores of a block: score[r] = tl_cos_score(dot[r], qn, cn_r), with cn_r =
+ * sqrt(nrm[r]) (nrm: squared float32 norms) or cn[r] (given norms, nrm NULL).
+ * sqrt and division are correctly rounded in scalar and vector form alike, so
+ * the vector paths give the same bits as the scalar one; they exist because one
+ * sqrt and two divisions per row, done one at a time, cost about 15% of the
+ * whole single-query kernel at d = 768. */
+typedef void (*tl_scores32_fn)(const float *dot, const float *nrm, const double *cn, size_t nb, double qn,
+                               float *score);
 
-static void tl_scores32_portable(const float *dot, const float *nrm, size_t nb, double qn, float *score) {
-    for (size_t r = 0; r < nb; r++) score[r] = tl_cos_score((double)dot[r], qn, sqrt((double)nrm[r]));
+static void tl_scores32_portable(const float *dot, const float *nrm, const double *cn, size_t nb, double qn,
+                                 float *score) {
+    for (size_t r = 0; r < nb; r++)
+        score[r] = tl_cos_score((double)dot[r], qn, nrm ? sqrt((double)nrm[r]) : cn[r]);
 }
 
 #if TL_HAVE_X86
-TL_TARGET_AVX512 static void tl_scores32_avx512(const float *dot, const float *nrm, size_t nb, double qn,
-                                                float *score) {
+TL_TARGET_AVX512 static void tl_scores32_avx512(const float *dot, const float *nrm, const double *cn, size_t nb,
+                                                double qn, float *score) {
     size_t r = 0;
     if (qn > 0.0 && qn != INFINITY) { /* else every score is 0: the scalar tail says so */
         const __m512d q = _mm512_set1_pd(qn), zero = _mm512_setzero_pd();
@@ -272,19 +143,19 @@ TL_TARGET_AVX512 static void tl_scores32_avx512(const float *dot, const float *n
         const __m512d inf = _mm512_set1_pd(INFINITY);
         for (; r + 8 <= nb; r += 8) {
             __m512d d = _mm512_cvtps_pd(_mm256_loadu_ps(dot + r));
-            __m512d cn = _mm512_sqrt_pd(_mm512_cvtps_pd(_mm256_loadu_ps(nrm + r)));
-            __m512d v = _mm512_div_pd(_mm512_div_pd(d, q), cn);
-            __mmask8 ok = _mm512_cmp_pd_mask(cn, zero, _CMP_GT_OQ) & _mm512_cmp_pd_mask(cn, inf, _CMP_NEQ_OQ) &
+            __m512d c = nrm ? _mm512_sqrt_pd(_mm512_cvtps_pd(_mm256_loadu_ps(nrm + r))) : _mm512_loadu_pd(cn + r);
+            __m512d v = _mm512_div_pd(_mm512_div_pd(d, q), c);
+            __mmask8 ok = _mm512_cmp_pd_mask(c, zero, _CMP_GT_OQ) & _mm512_cmp_pd_mask(c, inf, _CMP_NEQ_OQ) &
                           _mm512_cmp_pd_mask(v, v, _CMP_ORD_Q);
             v = _mm512_max_pd(_mm512_min_pd(v, one), mone);
             _mm256_storeu_ps(score + r, _mm512_cvtpd_ps(_mm512_maskz_mov_pd(ok, v)));
         }
     }
-    tl_scores32_portable(dot + r, nrm + r, nb - r, qn, score + r);
+    tl_scores32_portable(dot + r, nrm ? nrm + r : NULL, cn ? cn + r : NULL, nb - r, qn, score + r);
 }
 
-TL_TARGET_AVX2 static void tl_scores32_avx2(const float *dot, const float *nrm, size_t nb, double qn,
-                                            float *score) {
+TL_TARGET_AVX2 static void tl_scores32_avx2(const float *dot, const float *nrm, const double *cn, size_t nb,
+                                            double qn, float *score) {
     size_t r = 0;
     if (qn > 0.0 && qn != INFINITY) {
         const __m256d q = _mm256_set1_pd(qn), zero = _mm256_setzero_pd();
@@ -292,16 +163,16 @@ TL_TARGET_AVX2 static void tl_scores32_avx2(const float *dot, const float *nrm, 
         const __m256d inf = _mm256_set1_pd(INFINITY);
         for (; r + 4 <= nb; r += 4) {
             __m256d d = _mm256_cvtps_pd(_mm_loadu_ps(dot + r));
-            __m256d cn = _mm256_sqrt_pd(_mm256_cvtps_pd(_mm_loadu_ps(nrm + r)));
-            __m256d v = _mm256_div_pd(_mm256_div_pd(d, q), cn);
-            __m256d ok = _mm256_and_pd(_mm256_and_pd(_mm256_cmp_pd(cn, zero, _CMP_GT_OQ),
-                                                     _mm256_cmp_pd(cn, inf, _CMP_NEQ_OQ)),
+            __m256d c = nrm ? _mm256_sqrt_pd(_mm256_cvtps_pd(_mm_loadu_ps(nrm + r))) : _mm256_loadu_pd(cn + r);
+            __m256d v = _mm256_div_pd(_mm256_div_pd(d, q), c);
+            __m256d ok = _mm256_and_pd(_mm256_and_pd(_mm256_cmp_pd(c, zero, _CMP_GT_OQ),
+                                                     _mm256_cmp_pd(c, inf, _CMP_NEQ_OQ)),
                                        _mm256_cmp_pd(v, v, _CMP_ORD_Q));
             v = _mm256_max_pd(_mm256_min_pd(v, one), mone);
             _mm_storeu_ps(score + r, _mm256_cvtpd_ps(_mm256_and_pd(ok, v)));
         }
     }
-    tl_scores32_portable(dot + r, nrm + r, nb - r, qn, score + r);
+    tl_scores32_portable(dot + r, nrm ? nrm + r : NULL, cn ? cn + r : NULL, nb - r, qn, score + r);
 }
 #endif
 
@@ -316,19 +187,26 @@ static tl_scores32_fn tl_scores32_pick(void) {
     return tl_scores32_portable;
 }
 
-/* Where scores go: a strided float32 array, or the top-k heap. */
+/* Where scores go: a strided (m, n) float32 array, or one top-k heap per query. */
 typedef struct tl_cos_sink {
     float *out;
-    ptrdiff_t out_stride;
-    tl_topk_item *heap;
-    size_t heap_size, k;
+    ptrdiff_t out_rs, out_cs;
+    tl_topk_item *heaps; /* query i's heap at heaps + i * k */
+    size_t *sizes;
+    size_t k;
 } tl_cos_sink;
 
-static inline void tl_cos_emit(tl_cos_sink *sk, size_t i, float score) {
-    if (sk->heap)
-        tl_topk_push(sk->heap, &sk->heap_size, sk->k, score, (int64_t)i);
-    else
-        *(float *)((char *)sk->out + (ptrdiff_t)i * sk->out_stride) = score;
+/* Scores of query qi for rows i0 .. i0 + nb - 1. */
+static void tl_cos_emit(const tl_cos_sink *sk, size_t qi, size_t i0, const float *score, size_t nb) {
+    if (sk->heaps) {
+        tl_topk_item *h = sk->heaps + qi * sk->k;
+        size_t *size = sk->sizes + qi;
+        for (size_t r = 0; r < nb; r++)
+            if (tl_topk_may_enter(h, *size, sk->k, score[r])) tl_topk_push(h, size, sk->k, score[r], (int64_t)(i0 + r));
+        return;
+    }
+    char *o = (char *)sk->out + (ptrdiff_t)qi * sk->out_rs + (ptrdiff_t)i0 * sk->out_cs;
+    for (size_t r = 0; r < nb; r++) *(float *)(o + (ptrdiff_t)r * sk->out_cs) = score[r];
 }
 
 /* ---- range edges (slow path) ------------------------------------------------------
@@ -341,9 +219,11 @@ static inline void tl_cos_emit(tl_cos_sink *sk, size_t i, float score) {
  * Inside the range the fast result is already within float32 rounding: each
  * square that underflowed errs by at most 2^-150, so d of them stay below
  * 2^-24 of a norm >= d * 2^-126; and a norm <= max / 2 keeps every product and
- * partial sum finite. Cost on the fast path: two compares per row. */
+ * partial sum finite. With given norms the same test applies to the square of
+ * the given norm. Cost on the fast path: two compares per row. */
 static inline int tl_nrm32_ok(float nrm, float lo) { return nrm >= lo && nrm <= 0x1p+127f; }
 static inline int tl_nrm64_ok(double nrm, double lo) { return nrm >= lo && nrm <= 0x1p+1023; }
+static inline int tl_cn32_ok(double cn, float lo) { return cn * cn >= (double)lo && cn * cn <= 0x1p+127; }
 
 /* Sum of x_j * y_j / (sx * sy) over d doubles (a scale of 1 divides nothing away). */
 static double tl_dot_scaled(const double *x, double sx, const double *y, double sy, size_t d) {
@@ -358,14 +238,15 @@ static double tl_max_abs(const double *x, size_t d) {
     return m;
 }
 
-/* The score of q and c (d doubles each) without under- or overflow. */
-TL_NOINLINE static float tl_cos_score_scaled(const double *q, const double *c, size_t d) {
+/* The score of q and c (d doubles each) without under- or overflow; cn < 0
+ * computes |c|, else cn is the given norm of c. */
+TL_NOINLINE static float tl_cos_score_scaled(const double *q, const double *c, size_t d, double cn) {
     double qm = tl_max_abs(q, d), cm = tl_max_abs(c, d);
     if (!(qm > 0.0) || !(cm > 0.0) || qm == INFINITY || cm == INFINITY) /* NaN, 0 or inf */
         return tl_cos_score(tl_dot_scaled(q, 1.0, c, 1.0, d), sqrt(tl_dot_scaled(q, 1.0, q, 1.0, d)),
-                            sqrt(tl_dot_scaled(c, 1.0, c, 1.0, d)));
+                            cn < 0.0 ? sqrt(tl_dot_scaled(c, 1.0, c, 1.0, d)) : cn);
     return tl_cos_score(tl_dot_scaled(q, qm, c, cm, d), sqrt(tl_dot_scaled(q, qm, q, qm, d)),
-                        sqrt(tl_dot_scaled(c, cm, c, cm, d)));
+                        cn < 0.0 ? sqrt(tl_dot_scaled(c, cm, c, cm, d)) : cn / cm);
 }
 
 /* Rows per block: a block of converted rows fits TL_BLOCK_BYTES (at least one
@@ -379,140 +260,264 @@ static size_t tl_rows_per_block(size_t d, size_t wsize, size_t n) {
     return b;
 }
 
-static int tl_cosine_run32(tl_scratch *s, const tl_vec *query, const tl_mat *cand, tl_cos_sink *sk) {
-    const size_t n = cand->rows, d = cand->cols;
-    tl_dotnorm32_fn fn = tl_dotnorm32_pick();
-    /* Rows are read in place when they are contiguous, aligned float32. */
-    const int direct = cand->dtype == TL_F32 && tl_is_contig(cand->data, cand->col_stride, 4) &&
-                       (cand->row_stride % 4 == 0 || n <= 1);
-    /* Rows that share one misalignment (row stride a multiple of 64 bytes) get
-     * a masked head; the query copy (3 KiB for d = 768, always made) is placed
-     * with the same misalignment so that its loads line up with the rows'. */
-    size_t mis = 0;
-    if (direct && (n <= 1 || cand->row_stride % 64 == 0)) mis = (uintptr_t)cand->data & 63;
-    char *qraw = tl_scratch_alloc(s, d * sizeof(float) + 64, TL_DEFAULT_ALIGN);
-    if (!qraw) return TL_K_ENOMEM;
-    float *q = (float *)(qraw + mis);
-    tl_convert_f32(query->data, query->dtype, query->stride, d, q);
-    float qdot, qq;
-    fn(q, (const char *)q, 0, 1, d, 0, &qdot, &qq);
-    const double qn = sqrt((double)qq);
-    const float lo = (float)d * 0x1p-100f; /* see tl_nrm32_ok */
-    const int q_ok = tl_nrm32_ok(qq, lo);
-    double *wide = NULL; /* q and one row in float64, for the slow path */
+/* Given norms of rows i0 .. i0 + nb - 1 as doubles. */
+static void tl_cos_load_norms(const tl_vec *cn, size_t i0, size_t nb, double *dst) {
+    tl_convert_f64((const char *)cn->data + (ptrdiff_t)i0 * cn->stride, cn->dtype, cn->stride, nb, dst);
+}
 
-    const size_t B = tl_rows_per_block(d, sizeof(float), n);
-    float *dot = tl_scratch_alloc(s, 3 * B * sizeof(float), TL_DEFAULT_ALIGN);
+/* ---- float32 working precision ---------------------------------------------------- */
+
+static int tl_cosine_run32(tl_scratch *s, const tl_mat *Q, const tl_mat *C, const tl_vec *cn_in,
+                           const tl_cos_sink *sk) {
+    const size_t n = C->rows, d = C->cols, m = Q->rows;
+    /* Rows are read in place when they are contiguous and aligned, in a kind
+     * the ISA reads in registers; else converted into scratch as float32. */
+    const size_t es = tl_dtype_size(C->dtype);
+    const tl_cos_kind kind = C->dtype == TL_F16 ? TL_CK_F16 : C->dtype == TL_BF16 ? TL_CK_BF16 : TL_CK_F32;
+    tl_cos_ops ops, qops;
+    int direct = tl_is_contig(C->data, C->col_stride, es) && (C->row_stride % (ptrdiff_t)es == 0 || n <= 1);
+    if (!direct || !tl_cos_ops_pick(kind, &ops)) {
+        direct = 0;
+        tl_cos_ops_pick(TL_CK_F32, &ops);
+    }
+    tl_cos_ops_pick(TL_CK_F32, &qops);
+    const tl_dtype rows_dtype = direct ? C->dtype : TL_F32;
+    /* Float32 rows that share one misalignment (row stride a multiple of 64
+     * bytes) get a masked head, so the main loop's loads do not straddle cache
+     * lines (a split load costs twice); the query copies are placed with the
+     * same misalignment so that their loads line up with the rows'. */
+    size_t mis = 0;
+    if (direct && kind == TL_CK_F32 && (n <= 1 || C->row_stride % 64 == 0)) mis = (uintptr_t)C->data & 63;
+    const tl_cos_plan plan = tl_cos_plan_make(d, mis), plan0 = tl_cos_plan_make(d, 0);
+
+    /* Queries as float32, query i at qbuf + i * qs floats; their norms. */
+    const size_t qs = ((d * sizeof(float) + 127) & ~(size_t)63) / sizeof(float);
+    char *qraw = tl_scratch_alloc(s, m * qs * sizeof(float) + 64, TL_DEFAULT_ALIGN);
+    double *qn = tl_scratch_alloc(s, m * sizeof(double) + 1, TL_DEFAULT_ALIGN);
+    unsigned char *q_ok = tl_scratch_alloc(s, m + 1, 1);
+    if (!qraw || !qn || !q_ok) return TL_K_ENOMEM;
+    float *qbuf = (float *)(qraw + mis);
+    const float lo = (float)d * 0x1p-100f; /* see tl_nrm32_ok */
+    int any_q_edge = 0;
+    for (size_t i = 0; i < m; i++) {
+        float *qi = qbuf + i * qs, qdot, qq;
+        tl_convert_f32((const char *)Q->data + (ptrdiff_t)i * Q->row_stride, Q->dtype, Q->col_stride, d, qi);
+        qops.dotnorm(qi, (const char *)qi, 0, 1, &plan0, &qdot, &qq, 1);
+        qn[i] = sqrt((double)qq);
+        q_ok[i] = (unsigned char)tl_nrm32_ok(qq, lo);
+        any_q_edge |= !q_ok[i];
+    }
+    double *wide = NULL; /* a query and a row in float64, for the slow path */
+
+    /* Rows per block: for one query, up to 256 (polling and the score pass
+     * amortised); for m queries a block must stay in L2 (256 KiB) while every
+     * query passes over it. */
+    size_t B = tl_rows_per_block(d, sizeof(float), n);
+    if (direct) {
+        size_t cap = m == 1 ? 256 : ((size_t)256 << 10) / (d * es + 1);
+        B = n < cap ? n : cap;
+        if (B < 2) B = n < 2 ? (n ? n : 1) : 2;
+        if (B > 256) B = 256;
+    }
+    float *dot = tl_scratch_alloc(s, (m + 2) * B * sizeof(float), TL_DEFAULT_ALIGN);
+    double *cnd = cn_in ? tl_scratch_alloc(s, B * sizeof(double), TL_DEFAULT_ALIGN) : NULL;
     float *blk = direct ? NULL : tl_scratch_alloc(s, B * d * sizeof(float) + 1, TL_DEFAULT_ALIGN);
-    if (!dot || (!direct && !blk)) return TL_K_ENOMEM;
-    float *nrm = dot + B, *score = dot + 2 * B;
-    tl_scores32_fn scores = tl_scores32_pick();
+    if (!dot || (cn_in && !cnd) || (!direct && !blk)) return TL_K_ENOMEM;
+    float *nrm = dot + m * B, *score = nrm + B;
+    const tl_scores32_fn scores = tl_scores32_pick();
+    const int stream = m == 1 && n * d * es > tl_cosine_set_stream_bytes((size_t)-1);
     for (size_t i0 = 0; i0 < n; i0 += B) {
-        if (i0 != 0 && tl_k_interrupted()) return TL_K_EINTR; /* a block: <= 64 KiB of rows */
+        if (i0 != 0 && tl_k_interrupted()) return TL_K_EINTR; /* a block: <= 256 rows */
         size_t nb = n - i0 < B ? n - i0 : B;
         const char *rows;
         ptrdiff_t rs;
         if (direct) {
-            rows = (const char *)cand->data + (ptrdiff_t)i0 * cand->row_stride;
-            rs = cand->row_stride;
+            rows = (const char *)C->data + (ptrdiff_t)i0 * C->row_stride;
+            rs = C->row_stride;
         } else {
             for (size_t r = 0; r < nb; r++)
-                tl_convert_f32((const char *)cand->data + (ptrdiff_t)(i0 + r) * cand->row_stride,
-                               cand->dtype, cand->col_stride, d, blk + r * d);
+                tl_convert_f32((const char *)C->data + (ptrdiff_t)(i0 + r) * C->row_stride, C->dtype,
+                               C->col_stride, d, blk + r * d);
             rows = (const char *)blk;
             rs = (ptrdiff_t)(d * sizeof(float));
         }
-        fn(q, rows, rs, nb, d, mis, dot, nrm);
-        scores(dot, nrm, nb, qn, score);
-        int edge = !q_ok; /* one branch per block: the scan below vectorises */
-        for (size_t r = 0; r < nb; r++) edge |= !tl_nrm32_ok(nrm[r], lo);
-        for (size_t r = 0; TL_UNLIKELY(edge) && r < nb; r++) {
-            if (!q_ok || !tl_nrm32_ok(nrm[r], lo)) { /* range edge: slow path */
-                if (!wide) {
+        if (m == 1) {
+            ops.dotnorm(qbuf, rows, rs, nb, &plan, dot, nrm, stream);
+        } else {
+            if (!cn_in) ops.norms(rows, rs, nb, &plan, nrm);
+            ops.dots(qbuf, (ptrdiff_t)qs, m, rows, rs, nb, &plan, dot, B);
+        }
+        int row_edge = 0; /* one branch per block: the scans below vectorise */
+        if (cn_in) {
+            tl_cos_load_norms(cn_in, i0, nb, cnd);
+            for (size_t r = 0; r < nb; r++) row_edge |= !tl_cn32_ok(cnd[r], lo);
+        } else {
+            for (size_t r = 0; r < nb; r++) row_edge |= !tl_nrm32_ok(nrm[r], lo);
+        }
+        for (size_t i = 0; i < m; i++) {
+            scores(dot + i * B, cn_in ? NULL : nrm, cnd, nb, qn[i], score);
+            for (size_t r = 0; TL_UNLIKELY(row_edge || any_q_edge) && r < nb; r++) {
+                int ok = q_ok[i] && (cn_in ? tl_cn32_ok(cnd[r], lo) : tl_nrm32_ok(nrm[r], lo));
+                if (ok) continue;
+                if (!wide) { /* range edge: slow path */
                     wide = tl_scratch_alloc(s, 2 * d * sizeof(double) + 1, TL_DEFAULT_ALIGN);
                     if (!wide) return TL_K_ENOMEM;
-                    for (size_t j = 0; j < d; j++) wide[j] = (double)q[j];
                 }
-                const float *c = (const float *)(rows + (ptrdiff_t)r * rs);
-                for (size_t j = 0; j < d; j++) wide[d + j] = (double)c[j];
-                score[r] = tl_cos_score_scaled(wide, wide + d, d);
+                const float *qi = qbuf + i * qs;
+                for (size_t j = 0; j < d; j++) wide[j] = (double)qi[j];
+                tl_convert_f64(rows + (ptrdiff_t)r * rs, rows_dtype, (ptrdiff_t)tl_dtype_size(rows_dtype), d,
+                               wide + d);
+                score[r] = tl_cos_score_scaled(wide, wide + d, d, cn_in ? cnd[r] : -1.0);
             }
+            tl_cos_emit(sk, i, i0, score, nb);
         }
-        for (size_t r = 0; r < nb; r++) tl_cos_emit(sk, i0 + r, score[r]);
     }
     return TL_K_OK;
 }
 
-static int tl_cosine_run64(tl_scratch *s, const tl_vec *query, const tl_mat *cand, tl_cos_sink *sk) {
-    const size_t n = cand->rows, d = cand->cols;
-    double *q = tl_scratch_alloc(s, d * sizeof(double) + 1, TL_DEFAULT_ALIGN);
-    if (!q) return TL_K_ENOMEM;
-    tl_convert_f64(query->data, query->dtype, query->stride, d, q);
-    double qdot, qq;
-    tl_dotnorm64(q, q, 0, 1, d, &qdot, &qq);
-    const double qn = sqrt(qq);
+/* ---- float64 working precision (any float64 input): portable --------------------- */
+
+/* Fused: dot and norm of each row, one sequential sum each. The dot-only and
+ * norm-only loops are the same sums, so the batched form gives the same bits. */
+static void tl_dotnorm64(const double *q, const double *rows, size_t ld, size_t nrows, size_t d, double *dot,
+                         double *nrm) {
+    for (size_t r = 0; r < nrows; r++) {
+        const double *c = rows + r * ld;
+        double a = 0.0, b = 0.0;
+        for (size_t j = 0; j < d; j++) {
+            a += q[j] * c[j];
+            b += c[j] * c[j];
+        }
+        dot[r] = a;
+        nrm[r] = b;
+    }
+}
+
+static double tl_dot64(const double *x, const double *y, size_t d) {
+    double a = 0.0;
+    for (size_t j = 0; j < d; j++) a += x[j] * y[j];
+    return a;
+}
+
+static int tl_cosine_run64(tl_scratch *s, const tl_mat *Q, const tl_mat *C, const tl_vec *cn_in,
+                           const tl_cos_sink *sk) {
+    const size_t n = C->rows, d = C->cols, m = Q->rows;
+    double *q = tl_scratch_alloc(s, m * d * sizeof(double) + 1, TL_DEFAULT_ALIGN);
+    double *qn = tl_scratch_alloc(s, m * sizeof(double) + 1, TL_DEFAULT_ALIGN);
+    unsigned char *q_ok = tl_scratch_alloc(s, m + 1, 1);
+    if (!q || !qn || !q_ok) return TL_K_ENOMEM;
     const double lo = (double)d * 0x1p-960; /* as tl_nrm32_ok, for doubles */
-    const int q_ok = tl_nrm64_ok(qq, lo);
+    for (size_t i = 0; i < m; i++) {
+        double *qi = q + i * d, qdot, qq;
+        tl_convert_f64((const char *)Q->data + (ptrdiff_t)i * Q->row_stride, Q->dtype, Q->col_stride, d, qi);
+        tl_dotnorm64(qi, qi, 0, 1, d, &qdot, &qq);
+        qn[i] = sqrt(qq);
+        q_ok[i] = (unsigned char)tl_nrm64_ok(qq, lo);
+    }
     const size_t B = tl_rows_per_block(d, sizeof(double), n);
-    double *dot = tl_scratch_alloc(s, 2 * B * sizeof(double), TL_DEFAULT_ALIGN);
+    double *dot = tl_scratch_alloc(s, 3 * B * sizeof(double), TL_DEFAULT_ALIGN);
     double *blk = tl_scratch_alloc(s, B * d * sizeof(double) + 1, TL_DEFAULT_ALIGN);
-    if (!dot || !blk) return TL_K_ENOMEM;
-    double *nrm = dot + B;
+    float *score = tl_scratch_alloc(s, B * sizeof(float), TL_DEFAULT_ALIGN);
+    if (!dot || !blk || !score) return TL_K_ENOMEM;
+    double *nrm = dot + B, *cnd = nrm + B;
     for (size_t i0 = 0; i0 < n; i0 += B) {
         if (i0 != 0 && tl_k_interrupted()) return TL_K_EINTR;
         size_t nb = n - i0 < B ? n - i0 : B;
         for (size_t r = 0; r < nb; r++)
-            tl_convert_f64((const char *)cand->data + (ptrdiff_t)(i0 + r) * cand->row_stride,
-                           cand->dtype, cand->col_stride, d, blk + r * d);
-        tl_dotnorm64(q, blk, d, nb, d, dot, nrm);
-        for (size_t r = 0; r < nb; r++) {
-            float sc = TL_UNLIKELY(!q_ok || !tl_nrm64_ok(nrm[r], lo))
-                           ? tl_cos_score_scaled(q, blk + r * d, d) /* range edge: slow path */
-                           : tl_cos_score(dot[r], qn, sqrt(nrm[r]));
-            tl_cos_emit(sk, i0 + r, sc);
+            tl_convert_f64((const char *)C->data + (ptrdiff_t)(i0 + r) * C->row_stride, C->dtype, C->col_stride,
+                           d, blk + r * d);
+        if (cn_in) tl_cos_load_norms(cn_in, i0, nb, cnd);
+        for (size_t i = 0; i < m; i++) {
+            const double *qi = q + i * d;
+            if (m == 1 && !cn_in) {
+                tl_dotnorm64(qi, blk, d, nb, d, dot, nrm);
+            } else {
+                if (i == 0 && !cn_in)
+                    for (size_t r = 0; r < nb; r++) nrm[r] = tl_dot64(blk + r * d, blk + r * d, d);
+                for (size_t r = 0; r < nb; r++) dot[r] = tl_dot64(qi, blk + r * d, d);
+            }
+            for (size_t r = 0; r < nb; r++) {
+                double cn = cn_in ? cnd[r] : sqrt(nrm[r]);
+                int ok = q_ok[i] && (cn_in ? tl_nrm64_ok(cn * cn, lo) : tl_nrm64_ok(nrm[r], lo));
+                score[r] = TL_UNLIKELY(!ok) ? tl_cos_score_scaled(qi, blk + r * d, d, cn_in ? cn : -1.0)
+                                            : tl_cos_score(dot[r], qn[i], cn);
+            }
+            tl_cos_emit(sk, i, i0, score, nb);
         }
     }
     return TL_K_OK;
 }
 
-static int tl_cosine_check(const tl_vec *query, const tl_mat *cand) {
-    if (!tl_dtype_is_float(query->dtype) || !tl_dtype_is_float(cand->dtype)) return TL_K_EINVAL;
-    if (query->n != cand->cols) return TL_K_EINVAL;
+/* ---- entry points ------------------------------------------------------------------ */
+
+static int tl_cosine_check(const tl_mat *Q, const tl_mat *C, const tl_vec *cn) {
+    if (!tl_dtype_is_float(Q->dtype) || !tl_dtype_is_float(C->dtype)) return TL_K_EINVAL;
+    if (Q->cols != C->cols) return TL_K_EINVAL;
+    if (cn && ((cn->dtype != TL_F32 && cn->dtype != TL_F64) || cn->n != C->rows)) return TL_K_EINVAL;
     return TL_K_OK;
 }
 
-static int tl_cosine_dispatch(tl_scratch *s, const tl_vec *query, const tl_mat *cand,
-                              tl_cos_sink *sk) {
-    if (query->dtype == TL_F64 || cand->dtype == TL_F64) return tl_cosine_run64(s, query, cand, sk);
-    return tl_cosine_run32(s, query, cand, sk);
+static int tl_cosine_dispatch(tl_scratch *s, const tl_mat *Q, const tl_mat *C, const tl_vec *cn,
+                              const tl_cos_sink *sk) {
+    if (Q->dtype == TL_F64 || C->dtype == TL_F64) return tl_cosine_run64(s, Q, C, cn, sk);
+    return tl_cosine_run32(s, Q, C, cn, sk);
+}
+
+int tl_cosine_batch(tl_scratch *s, const tl_mat *queries, const tl_mat *cand, const tl_vec *cand_norms,
+                    float *out, ptrdiff_t out_row_stride, ptrdiff_t out_col_stride) {
+    int rc = tl_cosine_check(queries, cand, cand_norms);
+    if (rc != TL_K_OK) return rc;
+    if (cand->rows == 0 || queries->rows == 0) return TL_K_OK;
+    tl_cos_sink sk = {out, out_row_stride, out_col_stride, NULL, NULL, 0};
+    return tl_cosine_dispatch(s, queries, cand, cand_norms, &sk);
+}
+
+int tl_cosine_topk_batch(tl_scratch *s, const tl_mat *queries, const tl_mat *cand, const tl_vec *cand_norms,
+                         size_t k, int64_t *idx, float *scores, size_t *count) {
+    int rc = tl_cosine_check(queries, cand, cand_norms);
+    *count = 0;
+    if (rc != TL_K_OK) return rc;
+    const size_t m = queries->rows;
+    if (k > cand->rows) k = cand->rows;
+    if (k == 0 || m == 0) {
+        *count = k;
+        return TL_K_OK;
+    }
+    if (m > SIZE_MAX / sizeof(tl_topk_item) / k) return TL_K_ENOMEM;
+    tl_cos_sink sk = {NULL, 0, 0, NULL, NULL, k};
+    sk.heaps = tl_scratch_alloc(s, m * k * sizeof(tl_topk_item), TL_DEFAULT_ALIGN);
+    sk.sizes = tl_scratch_alloc(s, m * sizeof(size_t), TL_DEFAULT_ALIGN);
+    if (!sk.heaps || !sk.sizes) return TL_K_ENOMEM;
+    memset(sk.sizes, 0, m * sizeof(size_t));
+    rc = tl_cosine_dispatch(s, queries, cand, cand_norms, &sk);
+    if (rc != TL_K_OK) return rc;
+    for (size_t i = 0; i < m; i++) {
+        tl_topk_item *h = sk.heaps + i * k;
+        tl_assert(sk.sizes[i] == k); /* every row enters until the heap holds k */
+        tl_topk_finish(h, sk.sizes[i]);
+        for (size_t t = 0; t < sk.sizes[i]; t++) {
+            idx[i * k + t] = h[t].idx;
+            scores[i * k + t] = h[t].val;
+        }
+    }
+    *count = k;
+    return TL_K_OK;
+}
+
+/* The single-query form is the batched form with one query. */
+static tl_mat tl_cos_one(const tl_vec *query) {
+    tl_mat q = {query->data, query->dtype, 1, query->n, 0, query->stride};
+    return q;
 }
 
 int tl_cosine_similarity(tl_scratch *s, const tl_vec *query, const tl_mat *cand, float *out,
                          ptrdiff_t out_stride) {
-    int rc = tl_cosine_check(query, cand);
-    if (rc != TL_K_OK) return rc;
-    if (cand->rows == 0) return TL_K_OK;
-    tl_cos_sink sk = {out, out_stride, NULL, 0, 0};
-    return tl_cosine_dispatch(s, query, cand, &sk);
+    tl_mat q = tl_cos_one(query);
+    return tl_cosine_batch(s, &q, cand, NULL, out, 0, out_stride);
 }
 
 int tl_cosine_topk(tl_scratch *s, const tl_vec *query, const tl_mat *cand, size_t k, int64_t *idx,
                    float *scores, size_t *count) {
-    int rc = tl_cosine_check(query, cand);
-    *count = 0;
-    if (rc != TL_K_OK) return rc;
-    if (k > cand->rows) k = cand->rows;
-    if (k == 0) return TL_K_OK;
-    tl_cos_sink sk = {NULL, 0, NULL, 0, k};
-    sk.heap = tl_scratch_alloc(s, k * sizeof(tl_topk_item), TL_DEFAULT_ALIGN);
-    if (!sk.heap) return TL_K_ENOMEM;
-    rc = tl_cosine_dispatch(s, query, cand, &sk);
-    if (rc != TL_K_OK) return rc;
-    tl_topk_finish(sk.heap, sk.heap_size);
-    for (size_t i = 0; i < sk.heap_size; i++) {
-        idx[i] = sk.heap[i].idx;
-        scores[i] = sk.heap[i].val;
-    }
-    *count = sk.heap_size;
-    return TL_K_OK;
+    tl_mat q = tl_cos_one(query);
+    return tl_cosine_topk_batch(s, &q, cand, NULL, k, idx, scores, count);
 }

@@ -308,6 +308,7 @@ static int tl_decay_check_chunk(const void *ages, tl_dtype dtype, ptrdiff_t stri
     const char *p = (const char *)ages;
     switch (dtype) {
     case TL_F16: TL_CHECK_LOOP(uint16_t, !(tl_half_to_float(v) >= 0.0f));
+    case TL_BF16: TL_CHECK_LOOP(uint16_t, !(tl_bf16_to_float(v) >= 0.0f));
     case TL_F32:
         if (tl_is_contig(ages, stride, 4)) {
             /* Fast scan (~0.03 ns per age); the slow loop below only locates a fault. */

@@ -8,7 +8,7 @@
 size_t tl_dtype_size(tl_dtype t) {
     switch (t) {
     case TL_I8: case TL_U8: return 1;
-    case TL_F16: case TL_I16: case TL_U16: return 2;
+    case TL_F16: case TL_BF16: case TL_I16: case TL_U16: return 2;
     case TL_F32: case TL_I32: case TL_U32: return 4;
     case TL_F64: case TL_I64: case TL_U64: return 8;
     }
@@ -33,8 +33,11 @@ tl_isa tl_kernels_best_isa(void) {
 #if TL_HAVE_X86
     __builtin_cpu_init();
     /* libgcc also checks that the OS saves the wider registers (XCR0). */
-    if (__builtin_cpu_supports("avx512f")) return TL_ISA_AVX512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return TL_ISA_AVX2;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+        return TL_ISA_AVX512;
+    /* F16C comes with every AVX2 CPU (Haswell, Zen); checked all the same. */
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+        return TL_ISA_AVX2;
 #endif
     return TL_ISA_PORTABLE;
 }
@@ -95,6 +98,13 @@ void tl_convert_f32(const void *src, tl_dtype t, ptrdiff_t stride, size_t n, flo
             dst[i] = tl_half_to_float(v);
         }
         break;
+    case TL_BF16:
+        for (size_t i = 0; i < n; i++) {
+            uint16_t v;
+            memcpy(&v, p + (ptrdiff_t)i * stride, sizeof v);
+            dst[i] = tl_bf16_to_float(v);
+        }
+        break;
     case TL_F32: TL_CONVERT_LOOP(float, float);
     case TL_F64: TL_CONVERT_LOOP(double, float);
     case TL_I8: TL_CONVERT_LOOP(int8_t, float);
@@ -116,6 +126,13 @@ void tl_convert_f64(const void *src, tl_dtype t, ptrdiff_t stride, size_t n, dou
             uint16_t v;
             memcpy(&v, p + (ptrdiff_t)i * stride, sizeof v);
             dst[i] = (double)tl_half_to_float(v);
+        }
+        break;
+    case TL_BF16:
+        for (size_t i = 0; i < n; i++) {
+            uint16_t v;
+            memcpy(&v, p + (ptrdiff_t)i * stride, sizeof v);
+            dst[i] = (double)tl_bf16_to_float(v);
         }
         break;
     case TL_F32: TL_CONVERT_LOOP(float, double);

@@ -15,8 +15,8 @@
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define TL_HAVE_X86 1
-#define TL_TARGET_AVX2 __attribute__((target("avx2,fma")))
-#define TL_TARGET_AVX512 __attribute__((target("avx512f,avx2,fma")))
+#define TL_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define TL_TARGET_AVX512 __attribute__((target("avx512f,avx2,fma,f16c")))
 #else
 #define TL_HAVE_X86 0
 #endif
@@ -30,6 +30,12 @@
 void tl_convert_f32(const void *src, tl_dtype t, ptrdiff_t stride, size_t n, float *dst);
 void tl_convert_f64(const void *src, tl_dtype t, ptrdiff_t stride, size_t n, double *dst);
 float tl_half_to_float(uint16_t h);
+static inline float tl_bf16_to_float(uint16_t h) { /* exact: bfloat16 is float32's top half */
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
 
 /* The calling thread's poll function (tl_kernels_set_poll): nonzero if the
  * call should stop now with TL_K_EINTR. Called between chunks of work. */
@@ -39,12 +45,42 @@ static inline int tl_k_interrupted(void) {
     return TL_UNLIKELY(tl_k_poll_fn != NULL) && tl_k_poll_fn(tl_k_poll_ctx) != 0;
 }
 
-static inline int tl_dtype_is_float(tl_dtype t) { return t == TL_F16 || t == TL_F32 || t == TL_F64; }
+static inline int tl_dtype_is_float(tl_dtype t) {
+    return t == TL_F16 || t == TL_F32 || t == TL_F64 || t == TL_BF16;
+}
 
 /* Nonzero if `p` can be read as contiguous elements of `size` bytes in place. */
 static inline int tl_is_contig(const void *p, ptrdiff_t stride, size_t size) {
     return stride == (ptrdiff_t)size && ((uintptr_t)p % size) == 0;
 }
+
+/* ---- cosine row kernels (kernel_cosine_x86.c) ------------------------------------
+ * How a row of d float32 lanes is cut into 8-lane vectors: a masked head of
+ * `head` elements up to the next 32-byte boundary (rows that share one
+ * misalignment `mis`, their address modulo 64), full vectors up to dm, then a
+ * masked tail of rem elements. */
+typedef struct tl_cos_plan {
+    size_t head, dm, rem;
+} tl_cos_plan;
+tl_cos_plan tl_cos_plan_make(size_t d, size_t mis);
+
+/* Element kinds the vector kernels read in registers. */
+typedef enum tl_cos_kind { TL_CK_F32 = 0, TL_CK_F16 = 1, TL_CK_BF16 = 2 } tl_cos_kind;
+
+/* One instruction set's kernels for one element kind. q: float32 queries.
+ * dotnorm: dot[r] = q . row_r and nrm[r] = row_r . row_r (stream: one row at a
+ * time, for rows coming from DRAM; else three interleaved). norms: nrm[r] only.
+ * dots: dot[i * ldd + r] = q_i . row_r for m queries at q + i * qs floats. For
+ * one (query, row) pair all three give the same bits. */
+typedef struct tl_cos_ops {
+    void (*dotnorm)(const float *q, const char *rows, ptrdiff_t rs, size_t nrows, const tl_cos_plan *p,
+                    float *dot, float *nrm, int stream);
+    void (*norms)(const char *rows, ptrdiff_t rs, size_t nrows, const tl_cos_plan *p, float *nrm);
+    void (*dots)(const float *q, ptrdiff_t qs, size_t m, const char *rows, ptrdiff_t rs, size_t nrows,
+                 const tl_cos_plan *p, float *dot, size_t ldd);
+} tl_cos_ops;
+/* Fills *ops and returns 1 where the build has AVX2 kernels (x86), else 0. */
+int tl_cos_ops_avx2(tl_cos_kind k, tl_cos_ops *ops);
 
 /* ---- bounded top-k heap ---------------------------------------------------------
  * Keeps the k best (value, index) pairs seen so far. "Better" means a larger

@@ -155,10 +155,10 @@ def test_cosine_longdouble_and_byteswapped() -> None:
 @pytest.mark.parametrize(
     "kwargs, exc, match",
     [
-        ({"query": np.ones(3, np.int32)}, TypeError, "query must have a floating-point dtype"),
-        ({"query": np.ones(3, complex)}, TypeError, "query"),
+        ({"query": np.ones(3, np.int32)}, TypeError, "queries must have a floating-point dtype"),
+        ({"query": np.ones(3, complex)}, TypeError, "queries"),
         ({"candidates": np.ones((2, 3), bool)}, TypeError, "candidates"),
-        ({"query": np.ones((1, 3))}, ValueError, "query must be 1-dimensional"),
+        ({"query": np.ones((1, 1, 3))}, ValueError, "queries must be 1-dimensional"),
         ({"candidates": np.ones(3)}, ValueError, "candidates must be 2-dimensional"),
         ({"candidates": np.ones((2, 4))}, ValueError, r"shape \(n, 3\)"),
         ({"top_k": -1}, ValueError, "top_k must be >= 0"),

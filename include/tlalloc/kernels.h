@@ -26,7 +26,8 @@ extern "C" {
 typedef enum tl_dtype {
     TL_F16 = 0, TL_F32, TL_F64,
     TL_I8, TL_I16, TL_I32, TL_I64,
-    TL_U8, TL_U16, TL_U32, TL_U64
+    TL_U8, TL_U16, TL_U32, TL_U64,
+    TL_BF16 /* bfloat16: the top 16 bits of a float32 (ml_dtypes.bfloat16) */
 } tl_dtype;
 
 /* Size in bytes of one element of `t`, 0 for an unknown type. */
@@ -81,9 +82,10 @@ typedef struct tl_mat {
 
 /* score[i] = dot(q, c_i) / (|q| |c_i|) as float32, 0 where a norm is zero or not
  * finite, clamped to [-1, 1]. Writes rows scores at out + i * out_stride bytes.
- * Working precision: float64 if q or c is float64, float32 otherwise (float16 is
- * widened). Float types only; query->n must equal cand->cols. Cost: one pass over
- * the candidates (dot and norm fused); scratch only for converted blocks. */
+ * Working precision: float64 if q or c is float64, float32 otherwise (float16
+ * and bfloat16 widen exactly, in registers where the ISA allows). Float types
+ * only; query->n must equal cand->cols. Cost: one pass over the candidates (dot
+ * and norm fused); scratch only for the query and for converted blocks. */
 int tl_cosine_similarity(tl_scratch *s, const tl_vec *query, const tl_mat *cand,
                          float *out, ptrdiff_t out_stride);
 
@@ -92,6 +94,30 @@ int tl_cosine_similarity(tl_scratch *s, const tl_vec *query, const tl_mat *cand,
  * *count. Selection uses a bounded heap of k entries in scratch. */
 int tl_cosine_topk(tl_scratch *s, const tl_vec *query, const tl_mat *cand, size_t k,
                    int64_t *idx, float *scores, size_t *count);
+
+/* Batched form: m = queries->rows queries of queries->cols elements. Row i of
+ * the result is exactly what the single-query form gives for query i (same
+ * bits). The candidates are read once for all queries, in blocks that stay in
+ * cache while every query passes; their norms are computed once per call.
+ *
+ * cand_norms: NULL, or n = cand->rows norms (TL_F32 or TL_F64, strided) used
+ * instead of computing |c_i| (the caller vouches for them: finite, >= 0; a norm
+ * that is not > 0 and finite gives 0). With norms given, row i's score is
+ * dot(q, c_i) / (|q| * cand_norms[i]), clamped to [-1, 1].
+ *
+ * Scores of query i, row r go to out + i * out_row_stride + r * out_col_stride
+ * (bytes). tl_cosine_topk_batch writes count = min(k, n) entries per query,
+ * query i's at idx + i * count and scores + i * count. */
+int tl_cosine_batch(tl_scratch *s, const tl_mat *queries, const tl_mat *cand, const tl_vec *cand_norms,
+                    float *out, ptrdiff_t out_row_stride, ptrdiff_t out_col_stride);
+int tl_cosine_topk_batch(tl_scratch *s, const tl_mat *queries, const tl_mat *cand, const tl_vec *cand_norms,
+                         size_t k, int64_t *idx, float *scores, size_t *count);
+
+/* Testing aid: single-query calls whose candidates span more than `bytes`
+ * read one row at a time (the order that keeps DRAM streaming), smaller ones
+ * three rows interleaved (faster from cache). Both give the same bits. Returns
+ * the previous threshold; (size_t)-1 queries it without a change. */
+size_t tl_cosine_set_stream_bytes(size_t bytes);
 
 /* ---- spreading activation --------------------------------------------------------- */
 

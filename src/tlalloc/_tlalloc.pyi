@@ -112,8 +112,15 @@ def huffman_decode(
 _Scratch = Literal["thread", "shared", "malloc"] | None
 
 def _cosine_similarity(
-    query: Any, candidates: Any, top_k: int | None, out: NDArray[np.float32] | None, scratch: _Scratch, /
+    queries: Any,
+    candidates: Any,
+    top_k: int | None,
+    out: NDArray[np.float32] | None,
+    candidate_norms: Any,
+    scratch: _Scratch,
+    /,
 ) -> NDArray[np.float32] | tuple[NDArray[np.int64], NDArray[np.float32]]: ...
+def _cosine_stream_bytes(nbytes: int | None, /) -> int: ...
 def _spread_activation(
     indptr: Any,
     indices: Any,

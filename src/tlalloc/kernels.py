@@ -4,7 +4,7 @@ Three kernels, written in C, that release the GIL while they run and take every
 temporary buffer from the calling thread's arena (a pointer bump, no lock), so
 that they scale with threads:
 
-- :func:`cosine_similarity`: one query against many candidate vectors;
+- :func:`cosine_similarity`: one query, or a batch of queries, against many candidate vectors;
 - :func:`spread_activation`: activation spreading over a weighted graph (CSR);
 - :func:`decay`: exponential, half-life or power-law decay of strengths with age.
 
@@ -139,39 +139,50 @@ def isa() -> str:
 
 
 def cosine_similarity(
-    query: ArrayLike,
+    queries: ArrayLike,
     candidates: ArrayLike,
     *,
     top_k: int | None = None,
     out: NDArray[np.float32] | None = None,
+    candidate_norms: ArrayLike | None = None,
     _scratch: ScratchStrategy | None = None,
 ) -> NDArray[np.float32] | tuple[NDArray[np.int64], NDArray[np.float32]]:
-    """Cosine similarity of ``query`` with every row of ``candidates``.
+    """Cosine similarity of one query, or of each of ``m`` queries, with every row of ``candidates``.
 
     ``score[i] = dot(q, c_i) / (|q| * |c_i|)`` as float32; a zero or non-finite
     norm gives 0, and scores are clamped to [-1, 1]. One fused pass over the
-    candidates computes each dot product and norm together (AVX-512 or AVX2 where
-    the CPU has them). Any float dtype and any strides are accepted: float16
-    widens exactly to float32, float64 inputs are computed in float64, and rows
-    that are not contiguous float32 are converted in blocks through scratch.
+    candidates computes each dot product and norm together (AVX2+FMA where the
+    CPU has it). Any float dtype and any strides are accepted: float16 and
+    bfloat16 (``ml_dtypes.bfloat16``) widen exactly to float32, in registers when
+    the rows are contiguous; float64 inputs are computed in float64.
+
+    With ``queries`` of shape ``(m, d)`` the result has one row per query, and
+    row ``i`` is bit for bit what ``cosine_similarity(queries[i], candidates)``
+    returns; the candidates are read from memory once for all queries, and their
+    norms computed once.
 
     Args:
-        query: shape ``(d,)``, a float dtype.
-        candidates: shape ``(n, d)``, a float dtype.
-        top_k: if given, return ``(indices, scores)`` of the ``top_k`` best rows,
-            best first, ties to the lower index (``top_k > n`` returns all n).
-            Selection uses a bounded heap in scratch, not a sort.
-        out: float32 array of shape ``(n,)`` to write the scores to (not with
-            ``top_k``).
+        queries: shape ``(d,)`` (one query) or ``(m, d)``; a float dtype.
+        candidates: shape ``(n, d)``; a float dtype.
+        top_k: if given, return ``(indices, scores)`` of the ``top_k`` best rows
+            (per query), best first, ties to the lower index (``top_k > n``
+            returns all n). Selection uses a bounded heap in scratch, not a sort.
+        out: float32 array of shape ``(n,)`` (one query) or ``(m, n)`` to write
+            the scores to (not with ``top_k``).
+        candidate_norms: optional ``(n,)`` float32 or float64 array of the
+            candidates' norms, for a fixed corpus: used instead of computing
+            ``|c_i|`` (every value must be finite and >= 0; a norm of 0 gives 0).
         _scratch: benchmarking aid, see :func:`scratch_strategy`.
 
     Returns:
-        float32 scores of shape ``(n,)``, or ``(int64 indices, float32 scores)``.
+        float32 scores of shape ``(n,)`` or ``(m, n)``, or ``(int64 indices,
+        float32 scores)`` of shape ``(k,)`` or ``(m, k)`` with ``k = min(top_k, n)``.
 
     Raises:
-        TypeError: a non-float dtype, ``out`` of the wrong dtype, ``top_k`` not an int.
+        TypeError: a non-float dtype, ``out`` or ``candidate_norms`` of the wrong
+            dtype, ``top_k`` not an int.
         ValueError: wrong dimensions or lengths, negative ``top_k``, ``out`` that
-            overlaps the inputs.
+            overlaps the inputs, a negative or non-finite candidate norm.
 
     Example:
         >>> import numpy as np
@@ -182,8 +193,15 @@ def cosine_similarity(
         >>> idx, scores = cosine_similarity(q, c, top_k=2)
         >>> idx.tolist(), scores.tolist()
         ([0, 1], [1.0, 0.0])
+        >>> Q = np.array([[1.0, 0.0], [0.0, 1.0]])
+        >>> cosine_similarity(Q, c, top_k=1)[0].tolist()
+        [[0], [1]]
+        >>> cosine_similarity(Q, c, candidate_norms=np.array([2.0, 3.0, 0.0, 1.0]))[1].tolist()
+        [0.0, 1.0, 0.0, 0.0]
     """
-    return _tlalloc._cosine_similarity(query, candidates, top_k, out, _scratch)  # type: ignore[no-any-return]
+    return _tlalloc._cosine_similarity(  # type: ignore[no-any-return]
+        queries, candidates, top_k, out, candidate_norms, _scratch
+    )
 
 
 # ---------------------------------------------------------------------------- spread

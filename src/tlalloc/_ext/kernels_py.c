@@ -287,27 +287,102 @@ static int tl_py_interrupted(void) { return PyErr_CheckSignals(); }
 
 /* ---- cosine similarity ------------------------------------------------------------ */
 
+/* Nonzero if `a` holds bfloat16 (ml_dtypes registers it as a 2-byte void-kind
+ * dtype named "bfloat16"; NumPy itself has none, so ml_dtypes stays optional). */
+static int tl_py_is_bf16(PyArrayObject *a) {
+    PyArray_Descr *dt = PyArray_DESCR(a);
+    if (dt->kind != 'V' || PyArray_ITEMSIZE(a) != 2) return 0;
+    PyObject *name = PyObject_GetAttrString((PyObject *)dt, "name");
+    if (!name) {
+        PyErr_Clear();
+        return 0;
+    }
+    int yes = PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, "bfloat16") == 0;
+    Py_DECREF(name);
+    return yes;
+}
+
+/* A cosine input for `name`: a float array (tl_py_float_array's rule) or a
+ * bfloat16 one (read in place: the kernel reads 16-bit elements through memcpy
+ * or aligned vector loads, so any alignment works). *dtype gets its tl_dtype. */
+static PyArrayObject *tl_py_cos_array(PyObject *obj, const char *name, tl_dtype *dtype) {
+    if (PyArray_Check(obj) && tl_py_is_bf16((PyArrayObject *)obj)) {
+        Py_INCREF(obj);
+        *dtype = TL_BF16;
+        return (PyArrayObject *)obj;
+    }
+    PyArrayObject *a = tl_py_float_array(obj, name);
+    if (a) *dtype = (tl_dtype)tl_py_dtype(a);
+    return a;
+}
+
+/* candidate_norms: shape (n,), float32 or float64, every value finite and >= 0
+ * (one pass, with the GIL held: the kernel reads them again, but they only
+ * enter arithmetic, where a value changed meanwhile gives another score).
+ * New reference, or NULL with an exception set. */
+static PyArrayObject *tl_py_cand_norms(PyObject *obj, npy_intp n) {
+    PyArrayObject *a = tl_py_array(obj);
+    if (!a) return NULL;
+    int tn = PyArray_TYPE(a);
+    if ((tn != NPY_FLOAT && tn != NPY_DOUBLE) || !PyArray_ISNOTSWAPPED(a)) {
+        PyErr_Format(PyExc_TypeError, "candidate_norms must have dtype float32 or float64, got %R",
+                     (PyObject *)PyArray_DESCR(a));
+        goto fail;
+    }
+    if (PyArray_NDIM(a) != 1 || PyArray_DIM(a, 0) != n) {
+        PyErr_Format(PyExc_ValueError, "candidate_norms must have shape (%zd,) (one norm per candidate), got %d "
+                     "dimension(s) of size %zd", (Py_ssize_t)n, PyArray_NDIM(a),
+                     PyArray_NDIM(a) ? (Py_ssize_t)PyArray_DIM(a, 0) : (Py_ssize_t)1);
+        goto fail;
+    }
+    if (!PyArray_ISALIGNED(a)) {
+        PyArrayObject *c = tl_py_cast(a, tn);
+        Py_DECREF(a);
+        if (!c) return NULL;
+        a = c;
+    }
+    const char *p = PyArray_DATA(a);
+    npy_intp st = PyArray_STRIDE(a, 0);
+    for (npy_intp i = 0; i < n; i++) {
+        double v = tn == NPY_FLOAT ? (double)*(const float *)(p + i * st) : *(const double *)(p + i * st);
+        if (isfinite(v) && v >= 0.0) continue;
+        PyObject *pv = PyFloat_FromDouble(v);
+        if (pv) {
+            PyErr_Format(PyExc_ValueError, "candidate_norms[%zd] = %R is %s", (Py_ssize_t)i, pv,
+                         isfinite(v) ? "negative (a norm must be >= 0)" : "not finite");
+            Py_DECREF(pv);
+        }
+        goto fail;
+    }
+    return a;
+fail:
+    Py_DECREF(a);
+    return NULL;
+}
+
 static PyObject *py_cosine(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "_cosine_similarity(query, candidates, top_k, out, scratch)");
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "_cosine_similarity(queries, candidates, top_k, out, candidate_norms, scratch)");
         return NULL;
     }
     Py_ssize_t k;
     tl_scratch_kind kind;
-    if (tl_py_scratch_kind(args[4], &kind) < 0 || tl_py_opt_count(args[2], "top_k", &k) < 0) return NULL;
+    if (tl_py_scratch_kind(args[5], &kind) < 0 || tl_py_opt_count(args[2], "top_k", &k) < 0) return NULL;
     PyObject *out_obj = args[3];
     if (k >= 0 && out_obj != Py_None) {
         PyErr_SetString(PyExc_TypeError, "out cannot be combined with top_k (top_k returns new arrays)");
         return NULL;
     }
-    PyArrayObject *q = NULL, *c = NULL, *out = NULL, *ri = NULL, *rs = NULL;
+    PyArrayObject *q = NULL, *c = NULL, *out = NULL, *ri = NULL, *rs = NULL, *cn = NULL;
     PyObject *result = NULL;
-    q = tl_py_float_array(args[0], "query");
+    tl_dtype qdt, cdt;
+    q = tl_py_cos_array(args[0], "queries", &qdt);
     if (!q) goto done;
-    c = tl_py_float_array(args[1], "candidates");
+    c = tl_py_cos_array(args[1], "candidates", &cdt);
     if (!c) goto done;
-    if (PyArray_NDIM(q) != 1) {
-        PyErr_Format(PyExc_ValueError, "query must be 1-dimensional (d,), got %d dimension(s)",
+    const int batched = PyArray_NDIM(q) == 2;
+    if (PyArray_NDIM(q) != 1 && !batched) {
+        PyErr_Format(PyExc_ValueError, "queries must be 1-dimensional (d,) or 2-dimensional (m, d), got %d dimension(s)",
                      PyArray_NDIM(q));
         goto done;
     }
@@ -316,12 +391,16 @@ static PyObject *py_cosine(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssi
                      PyArray_NDIM(c));
         goto done;
     }
-    npy_intp d = PyArray_DIM(q, 0), n = PyArray_DIM(c, 0);
+    npy_intp mq = batched ? PyArray_DIM(q, 0) : 1, d = PyArray_DIM(q, batched), n = PyArray_DIM(c, 0);
     if (PyArray_DIM(c, 1) != d) {
         PyErr_Format(PyExc_ValueError,
-                     "candidates must have shape (n, %zd) to match query of length %zd, got (%zd, %zd)",
+                     "candidates must have shape (n, %zd) to match queries of length %zd, got (%zd, %zd)",
                      (Py_ssize_t)d, (Py_ssize_t)d, (Py_ssize_t)n, (Py_ssize_t)PyArray_DIM(c, 1));
         goto done;
+    }
+    if (args[4] != Py_None) {
+        cn = tl_py_cand_norms(args[4], n);
+        if (!cn) goto done;
     }
     if (out_obj != Py_None) {
         if (!PyArray_Check(out_obj)) {
@@ -334,37 +413,51 @@ static PyObject *py_cosine(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssi
             PyErr_Format(PyExc_TypeError, "out must have dtype float32, got %R", (PyObject *)PyArray_DESCR(out));
             goto done;
         }
-        if (PyArray_NDIM(out) != 1 || PyArray_DIM(out, 0) != n) {
+        if (!batched && (PyArray_NDIM(out) != 1 || PyArray_DIM(out, 0) != n)) {
             PyErr_Format(PyExc_ValueError, "out must have shape (%zd,), got %d dimension(s) of size %zd",
                          (Py_ssize_t)n, PyArray_NDIM(out),
                          PyArray_NDIM(out) ? (Py_ssize_t)PyArray_DIM(out, 0) : (Py_ssize_t)1);
+            goto done;
+        }
+        if (batched && (PyArray_NDIM(out) != 2 || PyArray_DIM(out, 0) != mq || PyArray_DIM(out, 1) != n)) {
+            PyObject *shape = PyObject_GetAttrString((PyObject *)out, "shape");
+            if (shape) {
+                PyErr_Format(PyExc_ValueError, "out must have shape (%zd, %zd) (queries x candidates), got %R",
+                             (Py_ssize_t)mq, (Py_ssize_t)n, shape);
+                Py_DECREF(shape);
+            }
             goto done;
         }
         if (!PyArray_ISWRITEABLE(out) || !PyArray_ISALIGNED(out)) {
             PyErr_SetString(PyExc_ValueError, "out must be writeable and aligned");
             goto done;
         }
-        if (tl_py_may_overlap(out, q) || tl_py_may_overlap(out, c)) {
-            PyErr_SetString(PyExc_ValueError, "out must not overlap query or candidates");
+        if (tl_py_may_overlap(out, q) || tl_py_may_overlap(out, c) || (cn && tl_py_may_overlap(out, cn))) {
+            PyErr_SetString(PyExc_ValueError, "out must not overlap queries, candidates or candidate_norms");
             goto done;
         }
     } else if (k < 0) {
-        npy_intp dims[1] = {n};
-        out = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_FLOAT);
+        npy_intp dims[2] = {mq, n};
+        out = (PyArrayObject *)PyArray_SimpleNew(batched ? 2 : 1, batched ? dims : dims + 1, NPY_FLOAT);
         if (!out) goto done;
     }
     Py_ssize_t kk = k < 0 ? 0 : (k < n ? k : n);
     if (k >= 0) {
-        npy_intp dims[1] = {kk};
-        ri = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_INT64);
-        rs = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_FLOAT);
+        npy_intp dims[2] = {mq, kk};
+        ri = (PyArrayObject *)PyArray_SimpleNew(batched ? 2 : 1, batched ? dims : dims + 1, NPY_INT64);
+        rs = (PyArrayObject *)PyArray_SimpleNew(batched ? 2 : 1, batched ? dims : dims + 1, NPY_FLOAT);
         if (!ri || !rs) goto done;
     }
     tl_arena *arena;
     if (tl_py_scratch_arena(kind, &arena) < 0) goto done;
-    tl_vec qv = {PyArray_DATA(q), (tl_dtype)tl_py_dtype(q), (size_t)d, PyArray_STRIDE(q, 0)};
-    tl_mat cm = {PyArray_DATA(c), (tl_dtype)tl_py_dtype(c), (size_t)n, (size_t)d,
-                 PyArray_STRIDE(c, 0), PyArray_STRIDE(c, 1)};
+    /* A 1-D query is the batched form with one query (row stride 0). */
+    tl_mat qm = {PyArray_DATA(q), qdt, (size_t)mq, (size_t)d, batched ? PyArray_STRIDE(q, 0) : 0,
+                 PyArray_STRIDE(q, batched)};
+    tl_mat cm = {PyArray_DATA(c), cdt, (size_t)n, (size_t)d, PyArray_STRIDE(c, 0), PyArray_STRIDE(c, 1)};
+    tl_vec cnv = {cn ? PyArray_DATA(cn) : NULL, cn && PyArray_TYPE(cn) == NPY_FLOAT ? TL_F32 : TL_F64, (size_t)n,
+                  cn ? PyArray_STRIDE(cn, 0) : 0};
+    ptrdiff_t ors = out && batched ? PyArray_STRIDE(out, 0) : 0;
+    ptrdiff_t ocs = out ? PyArray_STRIDE(out, batched) : 0;
     int rc;
     size_t count = 0;
     tl_py_nogil g;
@@ -374,9 +467,10 @@ again_cos:
     rc = tl_scratch_begin(&s, kind, kind == TL_SCRATCH_THREAD ? arena : NULL) == 0 ? TL_K_OK : TL_K_ENOMEM;
     if (rc == TL_K_OK) {
         if (k >= 0)
-            rc = tl_cosine_topk(&s, &qv, &cm, (size_t)k, PyArray_DATA(ri), PyArray_DATA(rs), &count);
+            rc = tl_cosine_topk_batch(&s, &qm, &cm, cn ? &cnv : NULL, (size_t)k, PyArray_DATA(ri), PyArray_DATA(rs),
+                                      &count);
         else
-            rc = tl_cosine_similarity(&s, &qv, &cm, PyArray_DATA(out), PyArray_STRIDE(out, 0));
+            rc = tl_cosine_batch(&s, &qm, &cm, cn ? &cnv : NULL, PyArray_DATA(out), ors, ocs);
         tl_scratch_end(&s);
     }
     tl_py_nogil_end(&g);
@@ -397,6 +491,7 @@ again_cos:
 done:
     Py_XDECREF(q);
     Py_XDECREF(c);
+    Py_XDECREF(cn);
     Py_XDECREF(out);
     Py_XDECREF(ri);
     Py_XDECREF(rs);
@@ -965,6 +1060,15 @@ static PyObject *py_best_isa(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored
     return PyUnicode_FromString(tl_isa_names[tl_kernels_best_isa()]);
 }
 
+/* Testing aid: the size above which single-query cosine streams rows one at a
+ * time (tl_cosine_set_stream_bytes); None reads it. Returns the previous one. */
+static PyObject *py_cos_stream_bytes(PyObject *Py_UNUSED(m), PyObject *arg) {
+    if (arg == Py_None) return PyLong_FromSize_t(tl_cosine_set_stream_bytes((size_t)-1));
+    Py_ssize_t v;
+    if (tl_py_opt_count(arg, "bytes", &v) < 0) return NULL;
+    return PyLong_FromSize_t(tl_cosine_set_stream_bytes((size_t)v));
+}
+
 static PyObject *py_set_isa(PyObject *Py_UNUSED(m), PyObject *arg) {
     const char *name = PyUnicode_Check(arg) ? PyUnicode_AsUTF8(arg) : NULL;
     for (int i = 0; name && i < 3; i++)
@@ -1006,6 +1110,8 @@ static PyMethodDef kernel_methods[] = {
      "Record the main thread's ident (the only thread whose kernel calls poll for SIGINT)."},
     {"_kernels_isa", py_isa, METH_NOARGS, "Instruction set the kernels use now."},
     {"_kernels_best_isa", py_best_isa, METH_NOARGS, "Best instruction set this CPU supports."},
+    {"_cosine_stream_bytes", py_cos_stream_bytes, METH_O,
+     "Testing aid: set (or with None read) the size above which cosine streams rows; returns the previous one."},
     {"_kernels_set_isa", py_set_isa, METH_O, "Testing aid: force an instruction set; returns the previous one."},
     {"_shared_scratch_stats", py_shared_stats, METH_NOARGS,
      "Statistics of the arena behind the 'shared' scratch strategy."},
