@@ -61,12 +61,31 @@ $(BUILD)/tests/%: tests/c/%.c $(BUILD)/libtlalloc.a $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $< -o $@ $(BUILD)/libtlalloc.a $(LDLIBS)
 
+# test_preload.c includes csrc/preload.c (its functions renamed).
+$(BUILD)/tests/test_preload: csrc/preload.c
+
 $(BUILD)/bench/%: bench/c/%.c $(BUILD)/libtlalloc.a $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $< -o $@ $(BUILD)/libtlalloc.a $(LDLIBS)
 
-test: $(TEST_BIN)
+test: $(TEST_BIN) $(if $(SAN),,test-preload)
 	@set -e; for t in $(TEST_BIN); do echo "== $$t"; timeout $(TEST_TIMEOUT) $$t; done; echo "C tests: all passed ($(words $(TEST_BIN)) programs, $(if $(SAN),$(SAN),plain) build)"
+
+# libtlalloc.so under a real program (plain builds only: a sanitizer must own
+# malloc): tests/c/preload_stress.c prints the same on the C library's malloc
+# and under LD_PRELOAD, and says on stderr which malloc it ran on.
+.PHONY: test-preload
+test-preload: $(BUILD)/libtlalloc.so $(BUILD)/tests/preload_stress
+	@echo "== $(BUILD)/tests/preload_stress (C library malloc, then LD_PRELOAD=$(BUILD)/libtlalloc.so)"
+	@set -e; timeout $(TEST_TIMEOUT) $(BUILD)/tests/preload_stress > $(BUILD)/tests/preload_stress.libc.out 2>/dev/null; \
+	LD_PRELOAD=$(abspath $(BUILD)/libtlalloc.so) timeout $(TEST_TIMEOUT) $(BUILD)/tests/preload_stress \
+	    > $(BUILD)/tests/preload_stress.pool.out 2> $(BUILD)/tests/preload_stress.pool.err; \
+	grep -q "pool malloc: yes" $(BUILD)/tests/preload_stress.pool.err; \
+	diff $(BUILD)/tests/preload_stress.libc.out $(BUILD)/tests/preload_stress.pool.out; \
+	cat $(BUILD)/tests/preload_stress.pool.out
+$(BUILD)/tests/preload_stress: tests/c/preload_stress.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $< -o $@ $(LDLIBS)
 
 bench: $(BENCH_BIN)
 
