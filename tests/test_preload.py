@@ -48,7 +48,7 @@ POOL_STATS = """
 import ctypes, os, sys
 def pool_allocations():
     lib = ctypes.CDLL(os.environ["LD_PRELOAD"])
-    buf = (ctypes.c_uint64 * 17)()
+    buf = (ctypes.c_uint64 * 128)()  # tl_pool_stats, with room for fields added later
     lib.tl_pool_get_stats(buf)
     return buf[4]  # num_allocations
 """
@@ -176,6 +176,40 @@ def test_c_stress_threads_exit_and_fork(tmp_path: Path) -> None:
     assert "pool malloc: yes" in pooled.stderr and "pool malloc: no" in plain.stderr
     assert pooled.stdout == plain.stdout
     assert "480 key destructors, 0 bad" in pooled.stdout and "8 of 8 children" in pooled.stdout
+
+
+LATE_KEY = POOL_STATS + r"""
+import threading
+libc = ctypes.CDLL(None)
+lib = ctypes.CDLL(os.environ["LD_PRELOAD"])
+keys = (ctypes.c_uint * 40)()
+for i in range(40):  # glibc keeps keys >= 32 in blocks it callocs on first use per thread
+    assert libc.pthread_key_create(ctypes.byref(keys, 4 * i), None) == 0
+opts = (ctypes.c_char * 256)()  # tl_pool_options, with room for fields added later
+lib.tl_pool_get_options(opts)
+assert opts[0] == b"\0"  # cache off (TLALLOC_POOL_CACHE=0): no thread cache, no key yet
+opts[0] = b"\1"
+assert lib.tl_pool_configure(opts) == 0
+def work():
+    x = [bytearray(3000) for _ in range(100)]
+    del x
+ts = [threading.Thread(target=work) for _ in range(3)]
+for t in ts: t.start()
+for t in ts: t.join()
+stats = (ctypes.c_uint64 * 128)()
+lib.tl_pool_get_stats(stats)
+print("caches created", stats[14] > 0)  # num_threads
+"""
+
+
+def test_thread_cache_with_a_late_pthread_key() -> None:
+    # The pool's key is created at the first thread cache. Made after 40 others,
+    # it is one whose value glibc keeps in a block that pthread_setspecific
+    # callocs: that calloc comes back into the pool before the thread's cache
+    # is set up, and must be served (by the locked heap) instead of recursing.
+    out = _run([sys.executable, "-c", LATE_KEY], preload=True, timeout=120, TLALLOC_POOL_CACHE="0")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "caches created True"
 
 
 # ---- settings ------------------------------------------------------------------
