@@ -9,7 +9,7 @@ Environment toggles (read at build time):
   are guided by the C code's edges (``fuzz/run.py``; with ``TLALLOC_SANITIZE=1``).
 - ``TLALLOC_DEBUG=1``: ``-O0 -g`` and the core's debug assertions.
 
-Besides the extension, the package ships ``tlalloc/libtlalloc.so``: the pool as
+Besides the extension, the package ships ``tlalloc/_lib/libtlalloc.so``: the pool as
 the process's ``malloc`` for ``LD_PRELOAD`` (``tlalloc preload-path`` prints
 where it is). It is a plain shared library of the C core (no Python), built
 the way ``make preload`` builds it, and never with the sanitizers (a preloaded
@@ -49,7 +49,10 @@ sources = core + sorted(glob.glob("src/tlalloc/_ext/*.c"))
 
 # libtlalloc.so: the pool and what it calls (-z defs: a missing file fails the
 # build, not the program that preloads the library).
-PRELOAD_NAME = "tlalloc.libtlalloc"  # built by BuildExt as tlalloc/libtlalloc.so
+# In a folder that is not a package: as tlalloc/libtlalloc.so, importlib would
+# take it for an extension module (pkgutil.walk_packages lists it, and the
+# doctest walker tries to import it).
+PRELOAD_NAME = "tlalloc._lib.libtlalloc"  # built by BuildExt as tlalloc/_lib/libtlalloc.so
 preload_sources = [PRELOAD_C] + [
     f for f in core if os.path.basename(f).startswith("pool")
     or os.path.basename(f) in ("os_linux.c", "thread.c", "arena.c", "scratch.c", "env.c")
@@ -68,10 +71,15 @@ class BuildExt(build_ext):
     def get_ext_filename(self, fullname: str) -> str:
         # Called with the dotted name, and (by get_ext_fullpath) with its last part.
         if fullname == PRELOAD_NAME:
-            return os.path.join("tlalloc", "libtlalloc.so")
+            return os.path.join(*PRELOAD_NAME.split(".")[:-1], "libtlalloc.so")
         if fullname == PRELOAD_NAME.rpartition(".")[2]:
             return "libtlalloc.so"
         return super().get_ext_filename(fullname)
+
+    def copy_extensions_to_source(self) -> None:  # editable installs, --inplace
+        build_py = self.get_finalized_command("build_py")
+        os.makedirs(build_py.get_package_dir(PRELOAD_NAME.rpartition(".")[0]), exist_ok=True)
+        super().copy_extensions_to_source()
 
     def build_extension(self, ext: Extension) -> None:
         if ext.name != PRELOAD_NAME:

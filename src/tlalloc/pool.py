@@ -318,7 +318,9 @@ def preload_path() -> str:
         >>> os.path.basename(path)  # doctest: +SKIP
         'libtlalloc.so'
     """
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), PRELOAD_LIBRARY)
+    # In _lib/, a folder that is not a package, so that importlib never takes
+    # the library for an extension module.
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_lib", PRELOAD_LIBRARY)
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"{PRELOAD_LIBRARY} is not installed at {path!r}: reinstall the package "
