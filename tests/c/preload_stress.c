@@ -2,7 +2,7 @@
  * run twice, on the C library's malloc and under LD_PRELOAD of libtlalloc.so,
  * and must print the same thing both times (`make test`, tests/test_preload.py).
  *
- * 1. producers allocate blocks (8 B to 3 MB, malloc, calloc, realloc,
+ * 1. producers allocate blocks (8 B to 9 MB, malloc, calloc, realloc,
  *    posix_memalign, aligned_alloc), fill them with a pattern and hand them to
  *    consumers, which check and free them: every block is freed by a thread
  *    other than the one that allocated it;
@@ -77,7 +77,8 @@ static int check(const unsigned char *p) {
 
 static unsigned char *make_block(unsigned *rng) {
     unsigned r = next_rand(rng);
-    size_t size = sizeof(header) + 1 + (r % 8 == 0 ? r % (3u << 20) : r % 2000);
+    /* one in 8 up to 9 MB: through the pool's classes and its mapped blocks */
+    size_t size = sizeof(header) + 1 + (r % 8 == 0 ? r % (9u << 20) : r % 2000);
     unsigned char *p = NULL;
     switch (next_rand(rng) % 5) {
     case 0: p = malloc(size); break;
@@ -117,7 +118,7 @@ static unsigned char *make_block(unsigned *rng) {
 
 /* ---- 1. producers and consumers ---------------------------------------------- */
 
-#define QUEUE_CAP 512
+#define QUEUE_CAP 64
 static unsigned char *queue[QUEUE_CAP];
 static size_t q_head, q_len;
 static int producers_left = PRODUCERS;
