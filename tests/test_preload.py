@@ -175,7 +175,9 @@ def test_c_stress_threads_exit_and_fork(tmp_path: Path) -> None:
     assert pooled.returncode == 0, pooled.stdout + pooled.stderr
     assert "pool malloc: yes" in pooled.stderr and "pool malloc: no" in plain.stderr
     assert pooled.stdout == plain.stdout
-    assert "480 key destructors, 0 bad" in pooled.stdout and "12000 blocks" in pooled.stdout and "8 of 8 children" in pooled.stdout
+    for line in ("480 key destructors, 0 bad", "12000 blocks passed between threads, 0 bad",
+                 "8 of 8 children ran cleanly"):
+        assert line in pooled.stdout
 
 
 LATE_KEY = POOL_STATS + r"""
