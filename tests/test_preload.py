@@ -29,9 +29,15 @@ SANITIZED_RUN = "libasan" in os.environ.get("LD_PRELOAD", "")
 
 
 def _env(preload: bool, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TLALLOC_") and k != "LD_PRELOAD"}
+    """The environment of a run with the library, or without it (when this suite
+    itself runs under it, as in CI); a run without it keeps the ASan step's
+    libasan, which the sanitized extension needs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TLALLOC_")}
+    outer = env.pop("LD_PRELOAD", "")
     if preload:
         env["LD_PRELOAD"] = preload_path()
+    elif SANITIZED_RUN:
+        env["LD_PRELOAD"] = outer
     env.update(extra)
     return env
 
