@@ -28,15 +28,15 @@ REPO = Path(__file__).resolve().parent.parent
 SANITIZED_RUN = "libasan" in os.environ.get("LD_PRELOAD", "")
 
 
-def _env(preload: bool, **extra: str) -> dict[str, str]:
-    """The environment of a run with the library, or without it (when this suite
-    itself runs under it, as in CI); a run without it keeps the ASan step's
-    libasan, which the sanitized extension needs."""
+def _env(preload: bool, keep_sanitizer: bool = False, **extra: str) -> dict[str, str]:
+    """The environment of a run with the library, or without any preload (also
+    when this suite itself runs under one, as in CI); ``keep_sanitizer`` keeps
+    the ASan step's libasan for a child that imports the sanitized extension."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TLALLOC_")}
     outer = env.pop("LD_PRELOAD", "")
     if preload:
         env["LD_PRELOAD"] = preload_path()
-    elif SANITIZED_RUN:
+    elif keep_sanitizer and SANITIZED_RUN:
         env["LD_PRELOAD"] = outer
     env.update(extra)
     return env
@@ -65,10 +65,11 @@ def test_preload_path_and_cli() -> None:
     assert os.path.basename(path) == "libtlalloc.so" and os.path.isfile(path)
     assert tlalloc.preload_path() == path
     out = subprocess.run([sys.executable, "-m", "tlalloc", "preload-path"], capture_output=True,
-                         text=True, env=_env(False), timeout=120)
+                         text=True, env=_env(False, keep_sanitizer=True), timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == path
     bad = subprocess.run([sys.executable, "-m", "tlalloc", "preload-path", "extra"],
-                         capture_output=True, text=True, env=_env(False), timeout=120)
+                         capture_output=True, text=True, env=_env(False, keep_sanitizer=True),
+                         timeout=120)
     assert bad.returncode == 2 and "takes no arguments" in bad.stderr
 
 
@@ -152,7 +153,7 @@ statuses = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children
 stop.set()
 for t in bg: t.join()
 print(sorted(set(results)), "children", statuses)
-if os.environ.get("LD_PRELOAD"):
+if os.environ.get("LD_PRELOAD", "").endswith("libtlalloc.so"):
     print("pool allocations", pool_allocations(), file=sys.stderr)
 """
 
@@ -174,7 +175,7 @@ def test_c_stress_threads_exit_and_fork(tmp_path: Path) -> None:
         pytest.skip("no C compiler")
     exe = tmp_path / "preload_stress"
     subprocess.run([cc, "-std=c11", "-O2", "-pthread", str(REPO / "tests/c/preload_stress.c"),
-                    "-o", str(exe)], check=True, timeout=300)
+                    "-o", str(exe)], check=True, timeout=300, env=_env(False))
     plain = _run([str(exe)], preload=False)
     pooled = _run([str(exe)], preload=True)
     assert plain.returncode == 0, plain.stdout + plain.stderr
