@@ -48,6 +48,8 @@ enum {
 };
 /* A byte count such as "4096", "64MiB", "1.5KB" (see env.c). */
 int tl_parse_size(const char *s, uint64_t *out);
+/* A delay in milliseconds: "250", "250ms", "1.5s" (TL_PARSE_FRACTION: not whole ms). */
+int tl_parse_delay_ms(const char *s, uint64_t *out);
 /* A flag: "0" or "1", surrounding spaces ignored. */
 int tl_parse_flag(const char *s, int *out);
 

@@ -19,7 +19,7 @@
  * destructor go to the global heap and the cross-thread path.
  *
  * Settings: the first allocation reads the variables of tl_env_settings below
- * from the environment, with the rules of the Python package (env.c). A bad
+ * (TLALLOC_POOL_CACHE, _RETAIN, _LARGE_CACHE, _PURGE_DELAY) from the environment, with the rules of the Python package (env.c). A bad
  * value is reported on stderr (write(2): no stdio, which allocates) and the
  * process exits with status 2 before it runs any code of its own.
  *
@@ -46,23 +46,42 @@
 
 /* ---- settings ----------------------------------------------------------------- */
 
-/* One environment variable. To add one: a field of tl_pool_options, a row
- * here (sizes are size_t fields, flags int fields) and its line in the table
- * of src/tlalloc/pool.py's docstring. */
+/* One environment variable. To add one: a row here naming its field of
+ * tl_pool_options (an int, unsigned or size_t) and its kind, and its line in
+ * the table of src/tlalloc/pool.py's docstring; the messages are Python's. */
 typedef struct tl_env_setting {
     const char *name;
-    enum { TL_ENV_FLAG, TL_ENV_SIZE } kind;
-    size_t offset;        /* of the field in tl_pool_options */
-    uint64_t max;         /* sizes: largest accepted value (the smallest is 0) */
-    const char *range;    /* sizes: the accepted range, as the Python message says it */
+    enum { TL_ENV_FLAG, TL_ENV_SIZE, TL_ENV_DELAY_MS } kind;
+    size_t offset, width; /* of the field in tl_pool_options */
+    uint64_t max;         /* sizes and delays: largest accepted value (the smallest is 0) */
+    const char *range;    /* sizes and delays: the accepted range, as Python says it */
 } tl_env_setting;
 
+#define TL_FIELD(f) offsetof(tl_pool_options, f), sizeof(((tl_pool_options *)0)->f)
+
 static const tl_env_setting tl_env_settings[] = {
-    {"TLALLOC_POOL_CACHE", TL_ENV_FLAG, offsetof(tl_pool_options, cache), 0, NULL},
-    {"TLALLOC_POOL_RETAIN", TL_ENV_SIZE, offsetof(tl_pool_options, retain_bytes), (uint64_t)1 << 40,
+    {"TLALLOC_POOL_CACHE", TL_ENV_FLAG, TL_FIELD(cache), 1, NULL},
+    {"TLALLOC_POOL_RETAIN", TL_ENV_SIZE, TL_FIELD(retain_bytes), (uint64_t)1 << 40,
      "use 0 to 1TiB (1099511627776 bytes)"},
+    {"TLALLOC_POOL_LARGE_CACHE", TL_ENV_SIZE, TL_FIELD(large_cache_bytes), TL_POOL_MAX_LARGE_CACHE,
+     "use 0 (no cache) to 1TiB (1099511627776 bytes)"},
+    {"TLALLOC_POOL_PURGE_DELAY", TL_ENV_DELAY_MS, TL_FIELD(purge_delay_ms), TL_POOL_MAX_PURGE_DELAY_MS,
+     "use 0 (purge at once) to 3600000 ms"},
 };
 #define TL_NUM_ENV_SETTINGS (sizeof tl_env_settings / sizeof tl_env_settings[0])
+
+_Static_assert(TL_POOL_MAX_LARGE_CACHE == (size_t)1 << 40 && TL_POOL_MAX_PURGE_DELAY_MS == 3600000u,
+               "the range texts above say these limits");
+
+/* Store v into a field of `width` bytes (an int or unsigned of 4, a size_t of 8). */
+static void tl_store_field(char *field, size_t width, uint64_t v) {
+    if (width == sizeof(uint32_t)) {
+        uint32_t w = (uint32_t)v;
+        memcpy(field, &w, sizeof w);
+    } else {
+        memcpy(field, &v, sizeof v);
+    }
+}
 
 /* A message built without allocating. */
 typedef struct tl_msg {
@@ -107,7 +126,7 @@ static int tl_preload_read_settings(const char *(*get)(const char *), tl_pool_op
         if (e->kind == TL_ENV_FLAG) {
             int f;
             if (tl_parse_flag(v, &f) == TL_PARSE_OK) {
-                memcpy(field, &f, sizeof f);
+                tl_store_field(field, e->width, (uint64_t)f);
                 continue;
             }
             tl_msg_add(m, e->name);
@@ -116,24 +135,25 @@ static int tl_preload_read_settings(const char *(*get)(const char *), tl_pool_op
             tl_msg_add(m, " is not accepted; use 0 or 1");
             return -1;
         }
+        int delay = e->kind == TL_ENV_DELAY_MS;
         uint64_t n;
-        int rc = tl_parse_size(v, &n);
-        if (rc == TL_PARSE_OK && n <= e->max && n <= SIZE_MAX) {
-            size_t s = (size_t)n;
-            memcpy(field, &s, sizeof s);
+        int rc = delay ? tl_parse_delay_ms(v, &n) : tl_parse_size(v, &n);
+        if (rc == TL_PARSE_OK && n <= e->max) {
+            tl_store_field(field, e->width, n);
             continue;
         }
         if (rc == TL_PARSE_SYNTAX) {
             tl_msg_add(m, e->name);
             tl_msg_add(m, ": cannot read ");
             tl_msg_add_quoted(m, v);
-            tl_msg_add(m, " as a size; use bytes or a number with a unit (KiB, MiB, GiB, TiB as "
-                          "powers of 1024; KB, MB, GB, TB as powers of 1000)");
+            tl_msg_add(m, delay ? " as a delay; use milliseconds ('250' or '250ms') or seconds ('1.5s')"
+                                : " as a size; use bytes or a number with a unit (KiB, MiB, GiB, TiB as "
+                                  "powers of 1024; KB, MB, GB, TB as powers of 1000)");
         } else if (rc == TL_PARSE_FRACTION) {
             tl_msg_add(m, e->name);
             tl_msg_add(m, ": ");
             tl_msg_add_quoted(m, v);
-            tl_msg_add(m, " is not a whole number of bytes");
+            tl_msg_add(m, delay ? " is not a whole number of milliseconds" : " is not a whole number of bytes");
         } else {
             tl_msg_add(m, e->name);
             tl_msg_add(m, "=");

@@ -224,26 +224,31 @@ def test_thread_cache_with_a_late_pthread_key() -> None:
 # ---- settings ------------------------------------------------------------------
 
 SHOW_OPTIONS = POOL_STATS + """
-class Options(ctypes.Structure):
-    _fields_ = [("cache", ctypes.c_int), ("retain_bytes", ctypes.c_size_t)]
+class Options(ctypes.Structure):  # tl_pool_options
+    _fields_ = [("cache", ctypes.c_int), ("retain_bytes", ctypes.c_size_t),
+                ("large_cache_bytes", ctypes.c_size_t), ("purge_delay_ms", ctypes.c_uint),
+                ("room", ctypes.c_char * 256)]  # for fields added later
 o = Options()
 ctypes.CDLL(os.environ["LD_PRELOAD"]).tl_pool_get_options(ctypes.byref(o))
-print(o.cache, o.retain_bytes)
+print(o.cache, o.retain_bytes, o.large_cache_bytes, o.purge_delay_ms)
 """
+
+ENV_NAMES = {"retain": "TLALLOC_POOL_RETAIN", "cache": "TLALLOC_POOL_CACHE",
+             "large": "TLALLOC_POOL_LARGE_CACHE", "delay": "TLALLOC_POOL_PURGE_DELAY"}
 
 
 @pytest.mark.parametrize(
-    "retain, cache",
-    [(None, None), ("", ""), ("1MiB", "0"), (" 64 mib ", " 1 "), ("1.5KB", None), ("0", None),
-     ("1TiB", None), ("2TiB", None), ("12XB", None), ("1.5", None), ("-1", None), ("1e3", None),
-     ("0.5KiB", None), (None, "yes"), (None, "2"), (None, "01")],
+    "setting",
+    [{}, {"retain": "", "cache": ""}, {"retain": "1MiB", "cache": "0"},
+     {"retain": " 64 mib ", "cache": " 1 "}, {"retain": "1.5KB"}, {"retain": "0"}, {"retain": "1TiB"},
+     {"retain": "2TiB"}, {"retain": "12XB"}, {"retain": "1.5"}, {"retain": "-1"}, {"retain": "1e3"},
+     {"retain": "0.5KiB"}, {"cache": "yes"}, {"cache": "2"}, {"cache": "01"},
+     {"large": "256MiB", "delay": "1.5s"}, {"large": "0", "delay": "0"}, {"large": "2TiB"},
+     {"large": "lots"}, {"delay": "250ms"}, {"delay": " 40 "}, {"delay": "0.5ms"}, {"delay": "2h"},
+     {"delay": "250MS"}, {"delay": "3601s"}],
 )
-def test_settings_follow_the_python_rules(retain: str | None, cache: str | None) -> None:
-    env = {}
-    if retain is not None:
-        env["TLALLOC_POOL_RETAIN"] = retain
-    if cache is not None:
-        env["TLALLOC_POOL_CACHE"] = cache
+def test_settings_follow_the_python_rules(setting: dict[str, str]) -> None:
+    env = {ENV_NAMES[k]: v for k, v in setting.items()}
     try:
         expected = settings_from_environ(env)
         error = None
@@ -252,16 +257,18 @@ def test_settings_follow_the_python_rules(retain: str | None, cache: str | None)
     out = _run([sys.executable, "-c", SHOW_OPTIONS], preload=True, timeout=120, **env)
     if expected is not None:
         assert out.returncode == 0, out.stderr
-        assert out.stdout.split() == [str(int(expected.cache)), str(expected.retain_bytes)]
+        assert out.stdout.split() == [str(int(expected.cache)), str(expected.retain_bytes),
+                                      str(expected.large_cache_bytes), str(expected.purge_delay_ms)]
     else:
         # Refused before the program runs, with the variable, the value and what
         # is accepted, as Python's ValueError says it.
         assert out.returncode == 2 and out.stdout == ""
         assert out.stderr.startswith("libtlalloc.so: ")
-        name = "TLALLOC_POOL_RETAIN" if "TLALLOC_POOL_RETAIN" in error else "TLALLOC_POOL_CACHE"
+        name = next(n for n in ENV_NAMES.values() if n in error)
         assert name in out.stderr and repr(env[name]) in out.stderr
-        for reason in ("out of range", "cannot read", "not a whole number of bytes", "use 0 or 1"):
+        for reason in ("out of range", "cannot read", "not a whole number of", "use 0 or 1"):
             assert (reason in out.stderr) == (reason in error), (out.stderr, error)
+        assert error.split(" ")[-1] in out.stderr  # the end of what is accepted
 
 
 def test_bad_setting_stops_any_program() -> None:

@@ -304,9 +304,9 @@ def preload_path() -> str:
     Preload it to make every allocation of a program (``malloc``, ``free``,
     ``calloc``, ``realloc``, ``posix_memalign``, ``aligned_alloc``, ...) come
     from the pool, in C code and Python alike; ``tlalloc preload-path`` prints
-    the same path for the shell. The library reads ``TLALLOC_POOL_CACHE`` and
-    ``TLALLOC_POOL_RETAIN`` from the environment with the rules above, and stops
-    the program (status 2, a message on stderr) on a bad value. It is a
+    the same path for the shell. The library reads the ``TLALLOC_POOL_*``
+    variables from the environment with the rules above, and stops the program
+    (status 2, a message on stderr) on a bad value. It is a
     separate copy of the pool from the one this package uses in Python.
 
     Raises ``FileNotFoundError`` if the package was installed without it (it is

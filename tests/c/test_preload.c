@@ -76,6 +76,27 @@ static void test_parse_size(void) {
     }
 }
 
+static void test_parse_delay(void) {
+    static const struct {
+        const char *text;
+        int rc;
+        uint64_t ms;
+    } cases[] = {
+        {"250", TL_PARSE_OK, 250},     {" 250ms ", TL_PARSE_OK, 250}, {"1.5s", TL_PARSE_OK, 1500},
+        {"0", TL_PARSE_OK, 0},         {"2 s", TL_PARSE_OK, 2000},    {"3600s", TL_PARSE_OK, 3600000},
+        {"0.5ms", TL_PARSE_FRACTION, 0}, {"1.0005s", TL_PARSE_FRACTION, 0},
+        {"250MS", TL_PARSE_SYNTAX, 0}, {"1m", TL_PARSE_SYNTAX, 0},    {"-1", TL_PARSE_SYNTAX, 0},
+        {"", TL_PARSE_SYNTAX, 0},      {"1.s", TL_PARSE_SYNTAX, 0},   {"5 sec", TL_PARSE_SYNTAX, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        uint64_t v = 12345;
+        int rc = tl_parse_delay_ms(cases[i].text, &v);
+        if (rc != cases[i].rc) fprintf(stderr, "  tl_parse_delay_ms(\"%s\") = %d\n", cases[i].text, rc);
+        CHECK(rc == cases[i].rc);
+        if (rc == TL_PARSE_OK) CHECK(v == cases[i].ms);
+    }
+}
+
 static void test_parse_flag(void) {
     int f = -1;
     CHECK(tl_parse_flag("0", &f) == TL_PARSE_OK && f == 0);
@@ -89,10 +110,10 @@ static void test_parse_flag(void) {
 
 /* ---- the settings table ------------------------------------------------------ */
 
-static const char *fake_env[4][2];
+static const char *fake_env[5][2];
 
 static const char *fake_getenv(const char *name) {
-    for (int i = 0; i < 4 && fake_env[i][0]; i++)
+    for (int i = 0; i < 5 && fake_env[i][0]; i++)
         if (strcmp(fake_env[i][0], name) == 0) return fake_env[i][1];
     return NULL;
 }
@@ -118,6 +139,21 @@ static void test_settings(void) {
     set_fake_env("1TiB", " 1");
     CHECK(tl_preload_read_settings(fake_getenv, &o, &m) == 0 && o.cache == 1 &&
           o.retain_bytes == ((size_t)1 << 40));
+    set_fake_env(NULL, NULL);
+    fake_env[2][0] = "TLALLOC_POOL_LARGE_CACHE";
+    fake_env[2][1] = "64MiB";
+    fake_env[3][0] = "TLALLOC_POOL_PURGE_DELAY";
+    fake_env[3][1] = "1.5s";
+    CHECK(tl_preload_read_settings(fake_getenv, &o, &m) == 0 &&
+          o.large_cache_bytes == ((size_t)64 << 20) && o.purge_delay_ms == 1500);
+    fake_env[3][1] = "2h";
+    tl_msg md = {.len = 0};
+    CHECK(tl_preload_read_settings(fake_getenv, &o, &md) == -1 &&
+          strstr(md.buf, "TLALLOC_POOL_PURGE_DELAY: cannot read '2h' as a delay") != NULL);
+    fake_env[3][1] = "3601s";
+    tl_msg mr = {.len = 0};
+    CHECK(tl_preload_read_settings(fake_getenv, &o, &mr) == -1 &&
+          strstr(mr.buf, "is out of range: use 0 (purge at once) to 3600000 ms") != NULL);
 
     static const struct {
         const char *retain, *cache, *says;
@@ -400,6 +436,7 @@ static void test_cross_thread(void) {
 
 int main(void) {
     RUN(test_parse_size);
+    RUN(test_parse_delay);
     RUN(test_parse_flag);
     RUN(test_settings);
     RUN(test_proc_environ);
