@@ -27,7 +27,8 @@ endif
 CFLAGS_ALL := $(CFLAGS_BASE) $(CFLAGS_SAN) $(EXTRA_CFLAGS)
 LDLIBS  := -lm -pthread
 
-CORE_SRC  := $(sort $(wildcard csrc/*.c))
+# preload.c defines malloc itself: it goes into libtlalloc.so only.
+CORE_SRC  := $(sort $(filter-out csrc/preload.c,$(wildcard csrc/*.c)))
 CORE_OBJ  := $(patsubst csrc/%.c,$(BUILD)/obj/%.o,$(CORE_SRC))
 TEST_SRC  := $(sort $(wildcard tests/c/test_*.c))
 TEST_BIN  := $(patsubst tests/c/%.c,$(BUILD)/tests/%,$(TEST_SRC))
@@ -35,9 +36,13 @@ BENCH_SRC := $(sort $(wildcard bench/c/*.c))
 BENCH_BIN := $(patsubst bench/c/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 HEADERS   := $(wildcard include/*.h include/tlalloc/*.h csrc/*.h tests/c/*.h bench/c/*.h)
 
-.PHONY: all lib test bench clean
-all: lib
+.PHONY: all lib preload test bench clean
+all: lib preload
 lib: $(BUILD)/libtlalloc.a
+# libtlalloc.so: the pool as the process's malloc (LD_PRELOAD; csrc/preload.c).
+# Only the symbols of csrc/libtlalloc.map are exported; -z defs makes a
+# missing core object a link error instead of a failure at load time.
+preload: $(BUILD)/libtlalloc.so
 
 $(BUILD)/obj/%.o: csrc/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -47,16 +52,40 @@ $(BUILD)/libtlalloc.a: $(CORE_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
+$(BUILD)/libtlalloc.so: $(BUILD)/obj/preload.o $(BUILD)/libtlalloc.a csrc/libtlalloc.map
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -shared -o $@ $(BUILD)/obj/preload.o $(BUILD)/libtlalloc.a \
+	    -Wl,--version-script=csrc/libtlalloc.map -Wl,-z,defs $(LDLIBS)
+
 $(BUILD)/tests/%: tests/c/%.c $(BUILD)/libtlalloc.a $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $< -o $@ $(BUILD)/libtlalloc.a $(LDLIBS)
+
+# test_preload.c includes csrc/preload.c (its functions renamed).
+$(BUILD)/tests/test_preload: csrc/preload.c
 
 $(BUILD)/bench/%: bench/c/%.c $(BUILD)/libtlalloc.a $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $< -o $@ $(BUILD)/libtlalloc.a $(LDLIBS)
 
-test: $(TEST_BIN)
+test: $(TEST_BIN) $(if $(SAN),,test-preload)
 	@set -e; for t in $(TEST_BIN); do echo "== $$t"; timeout $(TEST_TIMEOUT) $$t; done; echo "C tests: all passed ($(words $(TEST_BIN)) programs, $(if $(SAN),$(SAN),plain) build)"
+
+# libtlalloc.so under a real program (plain builds only: a sanitizer must own
+# malloc): tests/c/preload_stress.c prints the same on the C library's malloc
+# and under LD_PRELOAD, and says on stderr which malloc it ran on.
+.PHONY: test-preload
+test-preload: $(BUILD)/libtlalloc.so $(BUILD)/tests/preload_stress
+	@echo "== $(BUILD)/tests/preload_stress (C library malloc, then LD_PRELOAD=$(BUILD)/libtlalloc.so)"
+	@set -e; timeout $(TEST_TIMEOUT) $(BUILD)/tests/preload_stress > $(BUILD)/tests/preload_stress.libc.out 2>/dev/null; \
+	LD_PRELOAD=$(abspath $(BUILD)/libtlalloc.so) timeout $(TEST_TIMEOUT) $(BUILD)/tests/preload_stress \
+	    > $(BUILD)/tests/preload_stress.pool.out 2> $(BUILD)/tests/preload_stress.pool.err; \
+	grep -q "pool malloc: yes" $(BUILD)/tests/preload_stress.pool.err; \
+	diff $(BUILD)/tests/preload_stress.libc.out $(BUILD)/tests/preload_stress.pool.out; \
+	cat $(BUILD)/tests/preload_stress.pool.out
+$(BUILD)/tests/preload_stress: tests/c/preload_stress.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $< -o $@ $(LDLIBS)
 
 bench: $(BENCH_BIN)
 

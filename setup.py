@@ -8,6 +8,12 @@ Environment toggles (read at build time):
   (``-fsanitize=fuzzer-no-link``; needs ``CC=clang``), so that atheris targets
   are guided by the C code's edges (``fuzz/run.py``; with ``TLALLOC_SANITIZE=1``).
 - ``TLALLOC_DEBUG=1``: ``-O0 -g`` and the core's debug assertions.
+
+Besides the extension, the package ships ``tlalloc/_lib/libtlalloc.so``: the pool as
+the process's ``malloc`` for ``LD_PRELOAD`` (``tlalloc preload-path`` prints
+where it is). It is a plain shared library of the C core (no Python), built
+the way ``make preload`` builds it, and never with the sanitizers (a preloaded
+malloc cannot run under them).
 """
 
 import glob
@@ -15,6 +21,7 @@ import os
 
 import numpy
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 
 def _flag(name: str) -> bool:
@@ -35,9 +42,63 @@ if _flag("TLALLOC_FUZZ"):
     cflags += ["-fsanitize=fuzzer-no-link"]
     ldflags += ["-fsanitize=fuzzer-no-link"]
 
-sources = sorted(glob.glob("csrc/*.c")) + sorted(glob.glob("src/tlalloc/_ext/*.c"))
+# csrc/preload.c defines malloc itself: libtlalloc.so only.
+PRELOAD_C = "csrc/preload.c"
+core = sorted(f for f in glob.glob("csrc/*.c") if f != PRELOAD_C)
+sources = core + sorted(glob.glob("src/tlalloc/_ext/*.c"))
+
+# libtlalloc.so: the pool and what it calls (-z defs: a missing file fails the
+# build, not the program that preloads the library).
+# In a folder that is not a package: as tlalloc/libtlalloc.so, importlib would
+# take it for an extension module (pkgutil.walk_packages lists it, and the
+# doctest walker tries to import it).
+PRELOAD_NAME = "tlalloc._lib.libtlalloc"  # built by BuildExt as tlalloc/_lib/libtlalloc.so
+preload_sources = [PRELOAD_C] + [
+    f for f in core if os.path.basename(f).startswith("pool")
+    or os.path.basename(f) in ("os_linux.c", "thread.c", "arena.c", "scratch.c", "env.c")
+]
+preload_cflags = ["-std=c11", "-Wall", "-Wextra", "-D_GNU_SOURCE", "-pthread"]
+preload_cflags += ["-O0", "-g", "-DTLALLOC_DEBUG=1"] if _flag("TLALLOC_DEBUG") else ["-O2"]
+
+
+class BuildExt(build_ext):
+    """build_ext that also builds the preload library: a plain shared library
+    named libtlalloc.so (no Python ABI tag, no Python), in the package of the
+    wheel, or of the source tree for editable and --inplace builds. Its objects
+    go to their own folder: the same core files are compiled for the extension
+    with other flags."""
+
+    def get_ext_filename(self, fullname: str) -> str:
+        # Called with the dotted name, and (by get_ext_fullpath) with its last part.
+        if fullname == PRELOAD_NAME:
+            return os.path.join(*PRELOAD_NAME.split(".")[:-1], "libtlalloc.so")
+        if fullname == PRELOAD_NAME.rpartition(".")[2]:
+            return "libtlalloc.so"
+        return super().get_ext_filename(fullname)
+
+    def copy_extensions_to_source(self) -> None:  # editable installs, --inplace
+        build_py = self.get_finalized_command("build_py")
+        os.makedirs(build_py.get_package_dir(PRELOAD_NAME.rpartition(".")[0]), exist_ok=True)
+        super().copy_extensions_to_source()
+
+    def build_extension(self, ext: Extension) -> None:
+        if ext.name != PRELOAD_NAME:
+            super().build_extension(ext)
+            return
+        objects = self.compiler.compile(
+            ext.sources,
+            output_dir=os.path.join(self.build_temp, "preload"),
+            include_dirs=ext.include_dirs,
+            extra_postargs=ext.extra_compile_args,
+            depends=ext.depends,
+        )
+        self.compiler.link_shared_object(
+            objects, self.get_ext_fullpath(ext.name), extra_postargs=ext.extra_link_args
+        )
+
 
 setup(
+    cmdclass={"build_ext": BuildExt},
     ext_modules=[
         Extension(
             "tlalloc._tlalloc",
@@ -46,6 +107,19 @@ setup(
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
             extra_compile_args=cflags,
             extra_link_args=ldflags,
-        )
+        ),
+        Extension(
+            PRELOAD_NAME,
+            sources=preload_sources,
+            include_dirs=["include", "csrc"],
+            depends=sorted(glob.glob("csrc/*.h") + glob.glob("include/tlalloc/*.h"))
+            + ["csrc/libtlalloc.map"],
+            extra_compile_args=preload_cflags,
+            extra_link_args=[
+                "-pthread",
+                "-Wl,--version-script=csrc/libtlalloc.map",
+                "-Wl,-z,defs",
+            ],
+        ),
     ],
 )

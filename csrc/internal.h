@@ -17,9 +17,14 @@
 #if defined(__GNUC__) || defined(__clang__)
 #define TL_NOINLINE __attribute__((noinline))
 #define TL_COLD __attribute__((cold))
+/* Initial-exec TLS: one load off the thread pointer, no call into the dynamic
+ * loader (whose __tls_get_addr may allocate), so usable from malloc itself in
+ * libtlalloc.so and from the Python extension (a few bytes of static TLS). */
+#define TL_TLS_MODEL __attribute__((tls_model("initial-exec")))
 #else
 #define TL_NOINLINE
 #define TL_COLD
+#define TL_TLS_MODEL
 #endif
 
 /* Owner-only counter update: a relaxed load and store, no read-modify-write
@@ -33,6 +38,20 @@
 #define TL_STORE(field, v) atomic_store_explicit(&(field), (v), memory_order_relaxed)
 
 static inline int tl_is_pow2(size_t x) { return x != 0 && (x & (x - 1)) == 0; }
+
+/* ---- settings as text (env.c): the rules of tlalloc/_config.py, without allocating ---- */
+enum {
+    TL_PARSE_OK = 0,
+    TL_PARSE_SYNTAX = -1,   /* not a number with a known unit (or not 0/1) */
+    TL_PARSE_FRACTION = -2, /* a size that is not a whole number of bytes */
+    TL_PARSE_RANGE = -3     /* a size beyond 2^64 - 1 */
+};
+/* A byte count such as "4096", "64MiB", "1.5KB" (see env.c). */
+int tl_parse_size(const char *s, uint64_t *out);
+/* A delay in milliseconds: "250", "250ms", "1.5s" (TL_PARSE_FRACTION: not whole ms). */
+int tl_parse_delay_ms(const char *s, uint64_t *out);
+/* A flag: "0" or "1", surrounding spaces ignored. */
+int tl_parse_flag(const char *s, int *out);
 
 /* ---- fork (thread.c holds the handlers and documents the lock order) ---- */
 /* Register the core's pthread_atfork handlers (once; also done at load time). */
@@ -48,5 +67,13 @@ void tl_pool_fork_child(void);
 void tl_large_fork_lock(void);
 void tl_large_fork_unlock(void);
 void tl_large_fork_child(void);
+
+/* Nonzero while this thread sets up the pool's own per-thread state (its heap,
+ * the pthread key, the fork handlers). Those steps call into the C library
+ * (pthread_once, pthread_atfork, pthread_setspecific), which may call malloc;
+ * when the pool is the process's malloc (libtlalloc.so) that call comes back
+ * into the pool, which then serves it from the locked global heap instead of
+ * recursing into the setup (pool.c, tl_heap_resolve). */
+extern _Thread_local int tl_pool_bootstrapping TL_TLS_MODEL;
 
 #endif

@@ -67,14 +67,11 @@ static tl_heap tl_heap_dead = {.cur = TL_ALL_EMPTY, .kind = TL_HEAP_DEAD};
 pthread_mutex_t tl_depot_lock = PTHREAD_MUTEX_INITIALIZER;
 _Atomic uint64_t tl_orphan_counters[TL_NUM_HEAP_COUNTERS];
 
-/* The calling thread's heap. Initial-exec TLS: one load off the thread
- * pointer, no call, also inside the Python extension (8 bytes of static TLS). */
-#if defined(__GNUC__) || defined(__clang__)
-#define TL_TLS_MODEL __attribute__((tls_model("initial-exec")))
-#else
-#define TL_TLS_MODEL
-#endif
+/* The calling thread's heap. Initial-exec TLS (internal.h): one load off the
+ * thread pointer, no call, also inside the Python extension (8 bytes of
+ * static TLS). */
 static _Thread_local tl_heap *tl_tls_heap TL_TLS_MODEL = &tl_heap_empty;
+_Thread_local int tl_pool_bootstrapping TL_TLS_MODEL;
 
 static _Atomic int tl_cache_enabled = 1;
 
@@ -90,6 +87,20 @@ static _Atomic uint64_t tl_peak_bytes;
 
 static pthread_once_t tl_key_once = PTHREAD_ONCE_INIT;
 static pthread_key_t tl_heap_key;
+static int tl_heap_key_ok; /* pthread_key_create succeeded (written once, under tl_key_once) */
+
+/* Heap descriptors come from the pool's own mappings, never from malloc: when
+ * the pool is the process's malloc (libtlalloc.so) a calloc here would come
+ * back into the pool before the thread has a heap. Freed descriptors go on a
+ * free list for the next thread (registry lock, which the fork handlers hold
+ * across fork, so a child finds the list whole). A process keeps as many
+ * descriptors as it ever had live threads at once, plus those tl_forked_heaps
+ * keeps. */
+#define TL_HEAP_META_CHUNK ((size_t)64 << 10)
+static tl_heap *tl_heap_meta_free_list; /* linked through reg_next (registry lock) */
+static char *tl_heap_meta_next, *tl_heap_meta_end; /* unused part of the last chunk */
+
+static void tl_pool_first_use_once(void);
 
 /* ---- page queues ------------------------------------------------------------- */
 
@@ -322,29 +333,67 @@ static void tl_heap_key_destructor(void *p) {
 
 static void tl_make_key(void) {
     tl_fork_init();
-    (void)pthread_key_create(&tl_heap_key, tl_heap_key_destructor);
+    tl_heap_key_ok = pthread_key_create(&tl_heap_key, tl_heap_key_destructor) == 0;
 }
 
+/* A zeroed heap descriptor (registry lock held). mmap directly: the OS layer
+ * calls no malloc for default pages. NULL when the OS refuses. */
+static tl_heap *tl_heap_meta_alloc_locked(void) {
+    tl_heap *h = tl_heap_meta_free_list;
+    if (h) {
+        tl_heap_meta_free_list = h->reg_next;
+        memset(h, 0, sizeof *h);
+        return h;
+    }
+    const size_t sz = (sizeof(tl_heap) + 63) & ~(size_t)63;
+    if ((size_t)(tl_heap_meta_end - tl_heap_meta_next) < sz) {
+        tl_os_region r;
+        if (tl_os_map(TL_HEAP_META_CHUNK, 64, TL_PAGES_DEFAULT, TL_NUMA_OFF, 0, &r) != 0) return NULL;
+        tl_heap_meta_next = r.base; /* fresh mapping: zero; the tail of the last chunk is dropped */
+        tl_heap_meta_end = (char *)r.base + r.size;
+    }
+    h = (tl_heap *)tl_heap_meta_next;
+    tl_heap_meta_next += sz;
+    return h;
+}
+
+/* Give a torn-down heap's descriptor back for reuse (registry lock held). */
+static void tl_heap_meta_free_locked(tl_heap *h) {
+    h->reg_next = tl_heap_meta_free_list;
+    tl_heap_meta_free_list = h;
+}
+
+/* First use of the pool on this thread. Everything the C library may
+ * allocate for us here (pthread_once running pthread_atfork, and
+ * pthread_setspecific, which callocs a second-level block for keys >= 32)
+ * comes back into the pool while tl_pool_bootstrapping is set, and is served
+ * by the global heap (tl_heap_resolve). */
 TL_NOINLINE TL_COLD static tl_heap *tl_heap_create(void) {
+    tl_pool_bootstrapping++;
     pthread_once(&tl_key_once, tl_make_key);
-    tl_heap *h = calloc(1, sizeof *h);
-    if (!h) return NULL;
-    for (unsigned c = 0; c < TL_POOL_NUM_CLASSES; c++) h->cur[c] = &tl_page_empty;
-    h->kind = TL_HEAP_THREAD;
-    h->thread_id = tl_current_thread_id();
-    pthread_mutex_lock(&tl_registry_lock);
-    h->reg_next = tl_registry_head;
-    if (tl_registry_head) tl_registry_head->reg_prev = h;
-    tl_registry_head = h;
-    tl_num_heaps++;
-    tl_num_threads++;
-    pthread_mutex_unlock(&tl_registry_lock);
-    if (pthread_setspecific(tl_heap_key, h) != 0) {
+    tl_heap *h = NULL;
+    if (tl_heap_key_ok) {
+        pthread_mutex_lock(&tl_registry_lock);
+        h = tl_heap_meta_alloc_locked();
+        if (h) {
+            for (unsigned c = 0; c < TL_POOL_NUM_CLASSES; c++) h->cur[c] = &tl_page_empty;
+            h->kind = TL_HEAP_THREAD;
+            h->thread_id = tl_current_thread_id();
+            h->reg_next = tl_registry_head;
+            if (tl_registry_head) tl_registry_head->reg_prev = h;
+            tl_registry_head = h;
+            tl_num_heaps++;
+            tl_num_threads++;
+        }
+        pthread_mutex_unlock(&tl_registry_lock);
+    }
+    if (h && pthread_setspecific(tl_heap_key, h) != 0) {
         /* No exit hook: tear down at once rather than leak pages at exit. */
         tl_heap_teardown(h);
-        return NULL;
+        h = NULL;
     }
-    tl_tls_heap = h;
+    if (h) tl_tls_heap = h;
+    tl_pool_bootstrapping--;
     return h;
 }
 
@@ -410,7 +459,9 @@ static void tl_heap_teardown_unfreed(tl_heap *h, int wait) {
 
 static void tl_heap_teardown(tl_heap *h) {
     tl_heap_teardown_unfreed(h, 1);
-    free(h);
+    pthread_mutex_lock(&tl_registry_lock);
+    tl_heap_meta_free_locked(h);
+    pthread_mutex_unlock(&tl_registry_lock);
 }
 
 /* ---- fork (lock order and handlers: thread.c) ------------------------------------ */
@@ -486,10 +537,14 @@ void tl_pool_thread_release(void) {
  * its teardown (returned as &tl_heap_global; the caller takes the lock). */
 static tl_heap *tl_heap_resolve(tl_heap *h) {
     if (TL_LIKELY(h->kind == TL_HEAP_THREAD)) return h;
-    if (h->kind == TL_HEAP_EMPTY &&
-        atomic_load_explicit(&tl_cache_enabled, memory_order_relaxed)) {
-        tl_heap *nh = tl_heap_create();
-        if (nh) return nh;
+    if (h->kind == TL_HEAP_EMPTY) {
+        tl_pool_first_use_once();
+        /* While this thread sets up its heap (or the fork handlers), a call
+         * back into the pool from the C library takes the global heap. */
+        if (!tl_pool_bootstrapping && atomic_load_explicit(&tl_cache_enabled, memory_order_relaxed)) {
+            tl_heap *nh = tl_heap_create();
+            if (nh) return nh;
+        }
     }
     return &tl_heap_global;
 }
@@ -815,6 +870,18 @@ void tl_pool_free(void *p) {
 }
 
 /* ---- settings ---------------------------------------------------------------------- */
+
+/* Called once, when the first thread without a heap reaches a slow path (the
+ * first allocation of the process, in practice), before any heap exists. It
+ * must not allocate. The core does nothing here; libtlalloc.so defines it
+ * (preload.c) to read its settings from the environment, since no constructor
+ * of its own has run when the C library or the dynamic loader first calls
+ * malloc. A weak symbol, so the static library and the extension need no stub. */
+__attribute__((weak)) void tl_pool_first_use(void) {}
+
+static pthread_once_t tl_first_use_once = PTHREAD_ONCE_INIT;
+
+static void tl_pool_first_use_once(void) { pthread_once(&tl_first_use_once, tl_pool_first_use); }
 
 int tl_pool_configure(const tl_pool_options *opts) {
     tl_pool_options d = TL_POOL_OPTIONS_DEFAULT;

@@ -314,6 +314,11 @@ void tl_depot_set_retain(size_t bytes);
 size_t tl_depot_get_retain(void);
 void tl_depot_collect(int release_all);
 
+/* ---- first use (pool.c calls it once, before the first heap exists) ---- */
+/* A weak no-op in pool.c; libtlalloc.so's preload.c reads its environment
+ * settings here. Must not allocate. */
+void tl_pool_first_use(void);
+
 /* ---- debug checks (compiled out unless TLALLOC_DEBUG) ---- */
 #ifdef TLALLOC_DEBUG
 void tl_dbg_on_alloc(tl_page *pg, void *p);

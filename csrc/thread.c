@@ -310,8 +310,13 @@ static void tl_fork_child(void) {
 
 static pthread_once_t tl_fork_once = PTHREAD_ONCE_INIT;
 
+/* pthread_atfork may allocate (glibc grows its handler list with malloc), and
+ * holds its own lock meanwhile: when the pool is the process's malloc, that
+ * malloc must not come back here to register again (tl_pool_bootstrapping). */
 static void tl_fork_register(void) {
+    tl_pool_bootstrapping++;
     (void)pthread_atfork(tl_fork_prepare, tl_fork_parent, tl_fork_child);
+    tl_pool_bootstrapping--;
 }
 
 void tl_fork_init(void) { pthread_once(&tl_fork_once, tl_fork_register); }

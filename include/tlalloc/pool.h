@@ -79,6 +79,10 @@
  *
  * Thread safety: every function may be called from any thread. A block may be
  * freed by any thread, also after the thread that allocated it has exited.
+ *
+ * libtlalloc.so (csrc/preload.c, `make preload`) is this pool as a process's
+ * malloc through LD_PRELOAD; it exports the functions below too, so a program
+ * running under it can read its own malloc's statistics.
  */
 #ifndef TLALLOC_POOL_H
 #define TLALLOC_POOL_H

@@ -22,7 +22,7 @@ from tlalloc import _config, _tlalloc, huffman, kernels, metrics, numpy_alloc, p
 from tlalloc._config import Config, configure, get_config, parse_size
 from tlalloc._stats import ArenaStats, GlobalStats, ThreadStats, stats
 from tlalloc.advise import Advice, Recommendation, advise
-from tlalloc.pool import pool_stats
+from tlalloc.pool import pool_stats, preload_path
 from tlalloc.summary import summary
 
 __version__ = "0.1.0"
@@ -116,6 +116,7 @@ __all__ = [
     "pool",
     "pool_stats",
     "parse_size",
+    "preload_path",
     "scratch",
     "stats",
     "summary",

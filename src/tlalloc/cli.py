@@ -2,11 +2,13 @@
 
 ``tlalloc bench [SUITE] [options]`` runs a benchmark suite (the kernel mix by
 default); ``tlalloc stats SCRIPT [ARGS...]`` runs a script and reports the
-allocator statistics when it ends.
+allocator statistics when it ends; ``tlalloc preload-path`` prints the path of
+``libtlalloc.so``, the pool as a whole process's malloc.
 
 Example:
     $ tlalloc bench --quick
     $ tlalloc bench alloc --json alloc.json
+    $ LD_PRELOAD=$(tlalloc preload-path) python script.py
 """
 
 from __future__ import annotations
@@ -99,6 +101,20 @@ def _stats(argv: list[str]) -> int:
     return int(mod.main(argv) or 0)
 
 
+def _preload_path(argv: list[str]) -> int:
+    if argv:
+        print(f"tlalloc preload-path: takes no arguments, got {' '.join(argv)!r}", file=sys.stderr)
+        return 2
+    from tlalloc.pool import preload_path
+
+    try:
+        print(preload_path())
+    except FileNotFoundError as exc:
+        print(f"tlalloc preload-path: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tlalloc`` command.
 
@@ -113,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(SUITES)
         + f"; default {DEFAULT_SUITE})\n"
         "       tlalloc stats [--json] [-o FILE] SCRIPT [ARGS...]\n"
+        "       tlalloc preload-path   (LD_PRELOAD=$(tlalloc preload-path) CMD: the pool as CMD's malloc)\n"
         "Run 'tlalloc bench [SUITE] --help' for a suite's options."
     )
     if not argv or argv[0] in ("-h", "--help"):
@@ -123,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         return _bench(rest)
     if cmd == "stats":
         return _stats(rest)
+    if cmd == "preload-path":
+        return _preload_path(rest)
     print(f"tlalloc: unknown command {cmd!r}\n{usage}", file=sys.stderr)
     return 2
 

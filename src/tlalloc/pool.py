@@ -295,6 +295,40 @@ def size_classes() -> tuple[int, ...]:
     return tuple(_tlalloc.pool_size_classes())
 
 
+PRELOAD_LIBRARY = "libtlalloc.so"
+
+
+def preload_path() -> str:
+    """Absolute path of ``libtlalloc.so``: the pool as a whole process's ``malloc``.
+
+    Preload it to make every allocation of a program (``malloc``, ``free``,
+    ``calloc``, ``realloc``, ``posix_memalign``, ``aligned_alloc``, ...) come
+    from the pool, in C code and Python alike; ``tlalloc preload-path`` prints
+    the same path for the shell. The library reads the ``TLALLOC_POOL_*``
+    variables from the environment with the rules above, and stops the program
+    (status 2, a message on stderr) on a bad value. It is a
+    separate copy of the pool from the one this package uses in Python.
+
+    Raises ``FileNotFoundError`` if the package was installed without it (it is
+    built by ``pip install`` and by ``make preload``, for Linux).
+
+    Example:
+        >>> path = preload_path()  # doctest: +SKIP
+        >>> # shell: LD_PRELOAD=$(tlalloc preload-path) python script.py
+        >>> os.path.basename(path)  # doctest: +SKIP
+        'libtlalloc.so'
+    """
+    # In _lib/, a folder that is not a package, so that importlib never takes
+    # the library for an extension module.
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_lib", PRELOAD_LIBRARY)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{PRELOAD_LIBRARY} is not installed at {path!r}: reinstall the package "
+            "(pip install .) to build it, or build it from a checkout with 'make preload'"
+        )
+    return path
+
+
 def _load() -> None:
     s = settings_from_environ()
     _tlalloc._pool_configure(s.cache, s.retain_bytes, s.large_cache_bytes, s.purge_delay_ms)

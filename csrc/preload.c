@@ -1,0 +1,315 @@
+/* preload.c: libtlalloc.so, the pool as the whole process's malloc.
+ *
+ *   LD_PRELOAD=$(tlalloc preload-path) python script.py
+ *
+ * Compiled only into libtlalloc.so (Makefile `preload`, setup.py), never into
+ * libtlalloc.a or the Python extension: it defines malloc itself.
+ *
+ * The C library's allocation functions are defined here over the tl_pool_*
+ * API. The C library calls them through its own PLT (glibc supports replacing
+ * malloc this way), and the dynamic loader switches to them once relocation is
+ * done, so the first call can come before any constructor of this library has
+ * run. What makes that safe lives in the core (pool.c, thread.c): nothing
+ * needs initialising before the first call (static data and initial-exec TLS
+ * only); the heap descriptors come from mmap, not malloc; the calls the pool
+ * makes into the C library while setting up a thread (pthread_once,
+ * pthread_atfork, pthread_setspecific) may come back here and are then served
+ * by the locked global heap; the fork handlers are registered at the first
+ * allocation; at thread exit, frees and allocations after the pool's own key
+ * destructor go to the global heap and the cross-thread path.
+ *
+ * Settings: the first allocation reads the variables of tl_env_settings below
+ * (TLALLOC_POOL_CACHE, _RETAIN, _LARGE_CACHE, _PURGE_DELAY) from the environment, with the rules of the Python package (env.c). A bad
+ * value is reported on stderr (write(2): no stdio, which allocates) and the
+ * process exits with status 2 before it runs any code of its own.
+ *
+ * TL_PRELOAD_NAME renames the exported functions, so that a test program can
+ * include this file and call them under a sanitizer (which must keep its own
+ * malloc): tests/c/test_preload.c.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <malloc.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "pool_internal.h"
+#include "tlalloc/pool.h"
+
+#ifndef TL_PRELOAD_NAME
+#define TL_PRELOAD_NAME(name) name
+#endif
+#define TL_EXPORT __attribute__((visibility("default")))
+
+/* ---- settings ----------------------------------------------------------------- */
+
+/* One environment variable. To add one: a row here naming its field of
+ * tl_pool_options (an int, unsigned or size_t) and its kind, and its line in
+ * the table of src/tlalloc/pool.py's docstring; the messages are Python's. */
+typedef struct tl_env_setting {
+    const char *name;
+    enum { TL_ENV_FLAG, TL_ENV_SIZE, TL_ENV_DELAY_MS } kind;
+    size_t offset, width; /* of the field in tl_pool_options */
+    uint64_t max;         /* sizes and delays: largest accepted value (the smallest is 0) */
+    const char *range;    /* sizes and delays: the accepted range, as Python says it */
+} tl_env_setting;
+
+#define TL_FIELD(f) offsetof(tl_pool_options, f), sizeof(((tl_pool_options *)0)->f)
+
+static const tl_env_setting tl_env_settings[] = {
+    {"TLALLOC_POOL_CACHE", TL_ENV_FLAG, TL_FIELD(cache), 1, NULL},
+    {"TLALLOC_POOL_RETAIN", TL_ENV_SIZE, TL_FIELD(retain_bytes), (uint64_t)1 << 40,
+     "use 0 to 1TiB (1099511627776 bytes)"},
+    {"TLALLOC_POOL_LARGE_CACHE", TL_ENV_SIZE, TL_FIELD(large_cache_bytes), TL_POOL_MAX_LARGE_CACHE,
+     "use 0 (no cache) to 1TiB (1099511627776 bytes)"},
+    {"TLALLOC_POOL_PURGE_DELAY", TL_ENV_DELAY_MS, TL_FIELD(purge_delay_ms), TL_POOL_MAX_PURGE_DELAY_MS,
+     "use 0 (purge at once) to 3600000 ms"},
+};
+#define TL_NUM_ENV_SETTINGS (sizeof tl_env_settings / sizeof tl_env_settings[0])
+
+_Static_assert(TL_POOL_MAX_LARGE_CACHE == (size_t)1 << 40 && TL_POOL_MAX_PURGE_DELAY_MS == 3600000u,
+               "the range texts above say these limits");
+
+/* Store v into a field of `width` bytes (an int or unsigned of 4, a size_t of 8). */
+static void tl_store_field(char *field, size_t width, uint64_t v) {
+    if (width == sizeof(uint32_t)) {
+        uint32_t w = (uint32_t)v;
+        memcpy(field, &w, sizeof w);
+    } else {
+        memcpy(field, &v, sizeof v);
+    }
+}
+
+/* A message built without allocating. */
+typedef struct tl_msg {
+    char buf[512];
+    size_t len;
+} tl_msg;
+
+static void tl_msg_add(tl_msg *m, const char *s) {
+    for (; *s && m->len < sizeof m->buf - 1; s++) m->buf[m->len++] = *s;
+    m->buf[m->len] = '\0';
+}
+
+/* The value as Python's repr of a str would quote it (close enough: quotes,
+ * and \xNN for bytes that are not printable ASCII), cut at 100 bytes. */
+static void tl_msg_add_quoted(tl_msg *m, const char *v) {
+    static const char hex[] = "0123456789abcdef";
+    tl_msg_add(m, "'");
+    for (size_t i = 0; v[i]; i++) {
+        if (i == 100) {
+            tl_msg_add(m, "...");
+            break;
+        }
+        unsigned char c = (unsigned char)v[i];
+        char e[5] = {(char)c, 0, 0, 0, 0};
+        if (c == '\'' || c == '\\') e[0] = '\\', e[1] = (char)c;
+        else if (c < 0x20 || c >= 0x7f)
+            e[0] = '\\', e[1] = 'x', e[2] = hex[c >> 4], e[3] = hex[c & 15];
+        tl_msg_add(m, e);
+    }
+    tl_msg_add(m, "'");
+}
+
+/* Read every variable of the table through `get` (NULL or "" means unset: the
+ * default) into *o, which holds the defaults. Returns 0, or -1 with the reason
+ * in *m, naming the variable and its value. */
+static int tl_preload_read_settings(const char *(*get)(const char *), tl_pool_options *o, tl_msg *m) {
+    for (size_t i = 0; i < TL_NUM_ENV_SETTINGS; i++) {
+        const tl_env_setting *e = &tl_env_settings[i];
+        const char *v = get(e->name);
+        if (!v || !*v) continue;
+        char *field = (char *)o + e->offset;
+        if (e->kind == TL_ENV_FLAG) {
+            int f;
+            if (tl_parse_flag(v, &f) == TL_PARSE_OK) {
+                tl_store_field(field, e->width, (uint64_t)f);
+                continue;
+            }
+            tl_msg_add(m, e->name);
+            tl_msg_add(m, "=");
+            tl_msg_add_quoted(m, v);
+            tl_msg_add(m, " is not accepted; use 0 or 1");
+            return -1;
+        }
+        int delay = e->kind == TL_ENV_DELAY_MS;
+        uint64_t n;
+        int rc = delay ? tl_parse_delay_ms(v, &n) : tl_parse_size(v, &n);
+        if (rc == TL_PARSE_OK && n <= e->max) {
+            tl_store_field(field, e->width, n);
+            continue;
+        }
+        if (rc == TL_PARSE_SYNTAX) {
+            tl_msg_add(m, e->name);
+            tl_msg_add(m, ": cannot read ");
+            tl_msg_add_quoted(m, v);
+            tl_msg_add(m, delay ? " as a delay; use milliseconds ('250' or '250ms') or seconds ('1.5s')"
+                                : " as a size; use bytes or a number with a unit (KiB, MiB, GiB, TiB as "
+                                  "powers of 1024; KB, MB, GB, TB as powers of 1000)");
+        } else if (rc == TL_PARSE_FRACTION) {
+            tl_msg_add(m, e->name);
+            tl_msg_add(m, ": ");
+            tl_msg_add_quoted(m, v);
+            tl_msg_add(m, delay ? " is not a whole number of milliseconds" : " is not a whole number of bytes");
+        } else {
+            tl_msg_add(m, e->name);
+            tl_msg_add(m, "=");
+            tl_msg_add_quoted(m, v);
+            tl_msg_add(m, " is out of range: ");
+            tl_msg_add(m, e->range);
+        }
+        return -1;
+    }
+    return 0;
+}
+
+/* getenv does not allocate; it reads `environ`, which the C library has set
+ * by the first malloc (tests/test_preload.py checks that settings apply).
+ * Should a loader call malloc before that, the variables are read from
+ * /proc/self/environ instead, which holds the environment the process
+ * started with. */
+static char tl_proc_env[1 << 16]; /* first 64 KiB of /proc/self/environ (first use only) */
+static size_t tl_proc_env_len;
+
+static void tl_proc_env_load(void) {
+    int fd = open("/proc/self/environ", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    while (tl_proc_env_len < sizeof tl_proc_env - 1) {
+        ssize_t n = read(fd, tl_proc_env + tl_proc_env_len, sizeof tl_proc_env - 1 - tl_proc_env_len);
+        if (n <= 0) break;
+        tl_proc_env_len += (size_t)n;
+    }
+    close(fd);
+    tl_proc_env[tl_proc_env_len] = '\0';
+}
+
+static const char *tl_proc_getenv(const char *name) {
+    size_t nl = strlen(name);
+    for (size_t i = 0; i < tl_proc_env_len; i += strlen(tl_proc_env + i) + 1)
+        if (strncmp(tl_proc_env + i, name, nl) == 0 && tl_proc_env[i + nl] == '=')
+            return tl_proc_env + i + nl + 1;
+    return NULL;
+}
+
+static const char *tl_libc_getenv(const char *name) { return getenv(name); }
+
+extern char **environ;
+
+static void tl_write_all(const char *s, size_t n) {
+    while (n > 0) {
+        ssize_t w = write(2, s, n);
+        if (w <= 0) return;
+        s += w;
+        n -= (size_t)w;
+    }
+}
+
+/* The pool calls this once, at the process's first allocation (pool.c). */
+void tl_pool_first_use(void) {
+    tl_pool_options o;
+    tl_pool_get_options(&o);
+    tl_msg m = {.len = 0};
+    const char *(*get)(const char *) = tl_libc_getenv;
+    if (environ == NULL) {
+        tl_proc_env_load();
+        get = tl_proc_getenv;
+    }
+    if (tl_preload_read_settings(get, &o, &m) != 0) {
+        tl_write_all("libtlalloc.so: ", 15);
+        tl_write_all(m.buf, m.len);
+        tl_write_all(" (unset it for the default)\n", 28);
+        _exit(2);
+    }
+    (void)tl_pool_configure(&o); /* values checked above: cannot fail */
+}
+
+/* ---- the C library's allocation functions ---------------------------------------- */
+
+TL_EXPORT void *TL_PRELOAD_NAME(malloc)(size_t size) { return tl_pool_malloc(size); }
+
+TL_EXPORT void TL_PRELOAD_NAME(free)(void *p) { tl_pool_free(p); }
+
+TL_EXPORT void *TL_PRELOAD_NAME(calloc)(size_t n, size_t size) { return tl_pool_calloc(n, size); }
+
+/* realloc(p, 0) frees p and returns a minimal block (as mimalloc and jemalloc
+ * do; glibc returns NULL): either way the caller owns what comes back. */
+TL_EXPORT void *TL_PRELOAD_NAME(realloc)(void *p, size_t size) { return tl_pool_realloc(p, size); }
+
+TL_EXPORT void *TL_PRELOAD_NAME(reallocarray)(void *p, size_t n, size_t size) {
+    size_t total;
+    if (__builtin_mul_overflow(n, size, &total)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return tl_pool_realloc(p, total);
+}
+
+/* The pool's aligned allocation for a valid power-of-two alignment. The pool
+ * refuses alignments it cannot serve with EINVAL; to the caller the alignment
+ * was valid, so that is reported as ENOMEM. */
+static void *tl_aligned(size_t align, size_t size) {
+    void *p = tl_pool_aligned_alloc(align, size);
+    if (!p) errno = ENOMEM;
+    return p;
+}
+
+/* POSIX: EINVAL unless align is a power of two multiple of sizeof(void *);
+ * *out untouched on failure; errno unchanged. */
+TL_EXPORT int TL_PRELOAD_NAME(posix_memalign)(void **out, size_t align, size_t size) {
+    if (!tl_is_pow2(align) || align % sizeof(void *) != 0) return EINVAL;
+    int saved = errno;
+    void *p = tl_aligned(align, size);
+    errno = saved;
+    if (!p) return ENOMEM;
+    *out = p;
+    return 0;
+}
+
+/* C11/C17 (and glibc from 2.38): NULL with EINVAL unless align is a power of two. */
+TL_EXPORT void *TL_PRELOAD_NAME(aligned_alloc)(size_t align, size_t size) {
+    if (!tl_is_pow2(align)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    return tl_aligned(align, size);
+}
+
+/* As glibc: an alignment that is not a power of two is rounded up to one; one
+ * above SIZE_MAX / 2 + 1 is EINVAL. */
+TL_EXPORT void *TL_PRELOAD_NAME(memalign)(size_t align, size_t size) {
+    if (align == 0) align = 1;
+    if (align > SIZE_MAX / 2 + 1) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (!tl_is_pow2(align)) align = (size_t)1 << (64 - __builtin_clzll((unsigned long long)align));
+    return tl_aligned(align, size);
+}
+
+TL_EXPORT void *TL_PRELOAD_NAME(valloc)(size_t size) { return tl_aligned(tl_os_page_size(), size); }
+
+/* Page aligned, the size rounded up to whole pages (at least one). */
+TL_EXPORT void *TL_PRELOAD_NAME(pvalloc)(size_t size) {
+    size_t page = tl_os_page_size();
+    if (size > SIZE_MAX - page) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    size = size ? (size + page - 1) & ~(page - 1) : page;
+    return tl_aligned(page, size);
+}
+
+TL_EXPORT size_t TL_PRELOAD_NAME(malloc_usable_size)(void *p) { return tl_pool_usable_size(p); }
+
+/* glibc's malloc_trim works on glibc's heap, which nothing uses here: give the
+ * pool's free memory back instead. Returns 1 if the pool held any. */
+TL_EXPORT int TL_PRELOAD_NAME(malloc_trim)(size_t pad) {
+    (void)pad;
+    tl_pool_stats s;
+    tl_pool_get_stats(&s);
+    tl_pool_collect(1);
+    return s.retained_bytes > 0;
+}
