@@ -3,7 +3,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -40,11 +39,17 @@ size_t tl_os_huge_page_size(void) {
     size_t h = __atomic_load_n(&tl_huge_page_size_cached, __ATOMIC_RELAXED);
     if (!h) {
         h = (size_t)2 << 20; /* x86-64 and most AArch64 kernels */
-        FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", "r");
-        if (f) {
+        /* open/read, not stdio: fopen allocates, and this may run inside
+         * malloc when the pool is the process's allocator (libtlalloc.so). */
+        int fd = open("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            char buf[32];
+            ssize_t n = read(fd, buf, sizeof buf - 1);
+            close(fd);
             unsigned long long v = 0;
-            if (fscanf(f, "%llu", &v) == 1 && v >= 4096 && tl_is_pow2((size_t)v)) h = (size_t)v;
-            fclose(f);
+            for (ssize_t i = 0; i < n && buf[i] >= '0' && buf[i] <= '9' && v < (1ull << 40); i++)
+                v = v * 10 + (unsigned)(buf[i] - '0');
+            if (v >= 4096 && v <= ((size_t)1 << 40) && tl_is_pow2((size_t)v)) h = (size_t)v;
         }
         __atomic_store_n(&tl_huge_page_size_cached, h, __ATOMIC_RELAXED);
     }
