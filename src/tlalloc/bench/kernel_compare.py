@@ -12,8 +12,13 @@
 Single thread, best of several timed rounds (``_common.best_time``). Run it alone
 with ``tlalloc bench kernels``; ``tlalloc bench`` (the mix) prints it too.
 
+``tlalloc bench kernels`` then runs the cosine section of
+:mod:`tlalloc.bench.cosine_peers` (SimSIMD, faiss, usearch when installed, the
+memory-bandwidth floor, batched queries, float16 corpora); the mix does not.
+
 Example:
     $ tlalloc bench kernels --json kernels.json
+    $ tlalloc bench kernels --cosine-only --full-grid
 """
 
 from __future__ import annotations
@@ -355,26 +360,41 @@ def report(r: dict[str, Any]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``tlalloc bench kernels``."""
-    parser.add_argument("--quick", action="store_true", help="smoke run: fewer rounds, 20,000-node graph")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: fewer rounds, 20,000-node graph, small cosine cells"
+    )
+    parser.add_argument(
+        "--full-grid",
+        action="store_true",
+        help="cosine section: every d in 128, 384, 768, 1536 with every n in 1e3..1e6 (minutes, up to "
+        "~13 GiB of memory) instead of the default subset",
+    )
+    parser.add_argument(
+        "--cosine-only", action="store_true", help="run only the cosine section against the peers"
+    )
     parser.add_argument("--json", metavar="PATH", help="write every figure as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the comparison and print it."""
+    """Run the comparison and the cosine section, and print them."""
+    from tlalloc.bench import cosine_peers  # imports this module: not at the top
+
     info = machine_info()
     print(f"machine: {describe_machine(info)}")
-    r = compare(quick=args.quick, big_nodes=20_000 if args.quick else 1_000_000)
-    print(report(r))
+    payload: dict[str, Any] = {"suite": "kernels", "findings": [], "targets": [], "machine": info}
+    if not args.cosine_only:
+        r = compare(quick=args.quick, big_nodes=20_000 if args.quick else 1_000_000)
+        print(report(r))
+        payload["comparison"] = r
+        payload["findings"] += findings(r)
+        payload["targets"] += [{"target": g, "reached": ok} for g, ok in goals(r)]
+    mode = "quick" if args.quick else "full" if args.full_grid else "default"
+    cos = cosine_peers.compare(mode)
+    print(cosine_peers.report(cos))
+    payload["cosine_peers"] = cos
+    payload["findings"] += cosine_peers.findings(cos)
+    payload["targets"] += [{"target": g, "reached": ok} for g, ok in cosine_peers.goals(cos)]
     if args.json:
-        write_json(
-            args.json,
-            {
-                "suite": "kernels",
-                "comparison": r,
-                "findings": findings(r),
-                "targets": [{"target": g, "reached": ok} for g, ok in goals(r)],
-                "machine": info,
-            },
-        )
+        write_json(args.json, payload)
         print(f"wrote {args.json}")
     return 0
