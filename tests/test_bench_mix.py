@@ -210,3 +210,40 @@ def test_interleaved_rounds_time_every_function_and_rotate_the_order() -> None:
     r = cosine_peers.interleaved(fns, rounds=3, min_time=0.0)
     assert set(r) == set("abc")
     assert order[3:] == list("abc") + list("bca") + list("cab")  # after one calibration call each
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/task")
+def test_interleaved_sees_work_done_on_other_threads() -> None:
+    # A persistent worker, as BLAS and OpenMP keep theirs (a thread that has exited
+    # is no longer listed, so its time would not be seen).
+    import queue
+    import threading
+    import time
+
+    def spin() -> None:
+        end = time.thread_time() + 0.06
+        while time.thread_time() < end:
+            pass
+
+    jobs: queue.Queue[threading.Event | None] = queue.Queue()
+
+    def worker() -> None:
+        while (done := jobs.get()) is not None:
+            spin()
+            done.set()
+
+    t = threading.Thread(target=worker)
+    t.start()
+
+    def handed_off() -> None:
+        done = threading.Event()
+        jobs.put(done)
+        done.wait()
+
+    try:
+        r = cosine_peers.interleaved({"handed_off": handed_off, "inline": spin}, rounds=2, min_time=0.0)
+    finally:
+        jobs.put(None)
+        t.join()
+    assert r["handed_off"]["other_threads_share"] > 1 and r["inline"]["other_threads_share"] < 0.5
+    assert cosine_peers.off_thread({"single": [{"times": r}], "batched": []}) == ["handed_off"]
