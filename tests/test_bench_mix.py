@@ -247,3 +247,19 @@ def test_interleaved_sees_work_done_on_other_threads() -> None:
         t.join()
     assert r["handed_off"]["other_threads_share"] > 1 and r["inline"]["other_threads_share"] < 0.5
     assert cosine_peers.off_thread({"single": [{"times": r}], "batched": []}) == ["handed_off"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/task")
+def test_blas_thread_limit_holds_with_a_second_openblas_loaded() -> None:
+    # faiss-cpu's wheel loads its own OpenBLAS, whose path sorts before NumPy's:
+    # limiting only the first one found left NumPy's matrix-vector product on two threads.
+    pytest.importorskip("faiss")
+    c = np.ones((20_000, 768), np.float32)
+    q = np.ones(768, np.float32)
+    with kernel_compare.blas_threads(1) as n:
+        if n is None:
+            pytest.skip("NumPy's BLAS is not an OpenBLAS found by name")
+        before = cosine_peers.other_threads_cpu()
+        for _ in range(100):
+            c @ q
+        assert cosine_peers.other_threads_cpu() - before < 0.05

@@ -64,16 +64,21 @@ _GET_NAMES = (
 )
 
 
-def _openblas() -> tuple[Any, Any] | None:
-    """(set, get) thread-count functions of the OpenBLAS NumPy loaded, or None."""
+def _openblas() -> list[tuple[str, Any, Any]]:
+    """(path, set, get) thread-count functions of every OpenBLAS loaded, NumPy's first.
+
+    Other packages bring their own copy (faiss-cpu's wheel does): limiting only
+    the first one found could leave NumPy's at its default thread count.
+    """
     import ctypes
 
     try:
         with open("/proc/self/maps", encoding="utf-8") as fh:
             paths = {ln.split()[-1] for ln in fh if "openblas" in ln.lower() and "/" in ln}
     except OSError:
-        return None
-    for path in sorted(paths):
+        return []
+    found = []
+    for path in sorted(paths, key=lambda p: ("scipy_openblas" not in p and "numpy" not in p, p)):
         try:
             lib = ctypes.CDLL(path)
         except OSError:
@@ -81,34 +86,36 @@ def _openblas() -> tuple[Any, Any] | None:
         setter = next((getattr(lib, n) for n in _SET_NAMES if hasattr(lib, n)), None)
         getter = next((getattr(lib, n) for n in _GET_NAMES if hasattr(lib, n)), None)
         if setter is not None and getter is not None:
-            return setter, getter
-    return None
+            found.append((path, setter, getter))
+    return found
 
 
 @contextlib.contextmanager
 def blas_threads(n: int | None) -> Iterator[int | None]:
-    """Limit NumPy's OpenBLAS to ``n`` threads inside the block (None: leave it).
+    """Limit every loaded OpenBLAS (NumPy's, and any other package's copy) to ``n``
+    threads inside the block (None: leave them).
 
-    Yields the thread count in effect, or None if it cannot be known (another
-    BLAS, or no OpenBLAS symbols found).
+    Yields the thread count of NumPy's OpenBLAS in effect, or None if it cannot be
+    known (another BLAS, or no OpenBLAS symbols found).
 
     Example:
         >>> with blas_threads(1) as n:
         ...     n in (1, None)
         True
     """
-    fns = _openblas()
-    if fns is None:
+    libs = _openblas()
+    if not libs:
         yield None
         return
-    setter, getter = fns
-    before = int(getter())
+    before = [int(getter()) for _, _, getter in libs]
     if n is not None:
-        setter(n)
+        for _, setter, _ in libs:
+            setter(n)
     try:
-        yield int(getter())
+        yield int(libs[0][2]())
     finally:
-        setter(before)
+        for (_, setter, _), b in zip(libs, before, strict=True):
+            setter(b)
 
 
 def _time(fn: Callable[[], object], quick: bool) -> float:
