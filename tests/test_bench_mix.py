@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tlalloc import cli
-from tlalloc.bench import kernel_compare, mix
+from tlalloc.bench import cosine_peers, kernel_compare, mix
 
 
 def _args(**kw: object) -> argparse.Namespace:
@@ -129,3 +131,135 @@ def test_blas_thread_limit_is_restored() -> None:
         assert inside in (1, None)
     with kernel_compare.blas_threads(None) as after:
         assert after == before
+
+
+def _cosine_section(data: dict) -> dict:  # type: ignore[type-arg]
+    r = data["cosine_peers"]
+    assert r["mode"] == "quick"
+    assert [(c["d"], c["n"]) for c in r["single"]] == cosine_peers.QUICK_GRID
+    for cell in r["single"]:
+        assert {"tlalloc", "tlalloc_top10", "matvec", "floor_sum", "floor_rowsum"} <= set(cell["times"])
+        assert all(t["cpu_s"] > 0 and t["calls"] >= 1 for t in cell["times"].values())
+    assert [c["m"] for c in r["batched"]] == [16, 64]
+    for cell in r["batched"]:
+        assert {"tlalloc_loop", "numpy_gemm"} <= set(cell["times"])
+        # before and after the kernel learns 2-D queries: measured when it has them, said when not
+        if cell["batched"] == "supported":
+            assert {"tlalloc", "tlalloc_top10"} <= set(cell["times"])
+        else:
+            assert cell["batched"].startswith("not supported by this build")
+            assert "tlalloc" not in cell["times"]
+    assert {"tlalloc_f32", "floor_rowsum_f32"} <= set(r["half"]["times"])
+    return r
+
+
+def test_kernels_bench_cosine_section_with_installed_peers(tmp_path: Path) -> None:
+    out = tmp_path / "k.json"
+    assert cli.main(["bench", "kernels", "--quick", "--cosine-only", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert "comparison" not in data  # --cosine-only
+    r = _cosine_section(data)
+    peer_keys = {"simsimd": "simsimd", "faiss": "faiss_top10", "usearch": "usearch_top10"}
+    for name, key in peer_keys.items():
+        cells = r["single"] + r["batched"]
+        if r["peers"][name] == "installed":
+            assert all(key in c["times"] for c in cells) and name in r["versions"]
+        else:
+            assert r["peers"][name].startswith("skipped (not installed")
+            assert not any(key in c["times"] for c in cells)
+    # every installed peer's scores or top 10 matched tlalloc's before they were timed
+    assert all(c["agree"] for c in r["single"] + r["batched"] + [r["half"]])
+    assert "verified: every peer agrees with tlalloc" in data["findings"]
+
+
+def test_kernels_bench_reports_missing_peers_as_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for mod in ("simsimd", "faiss", "usearch", "usearch.index"):
+        monkeypatch.setitem(sys.modules, mod, None)  # makes `import mod` raise ImportError
+    out = tmp_path / "k.json"
+    assert cli.main(["bench", "kernels", "--quick", "--cosine-only", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    for name, dist in cosine_peers.PEERS.items():
+        assert f"{name}: skipped (not installed: pip install {dist})" in text
+    parts = ("Single query, float32 corpus", "fraction of the floor", "Batched queries", "Half precision")
+    assert all(part in text for part in parts)
+    r = _cosine_section(json.loads(out.read_text()))
+    want = {f"skipped (not installed: pip install {d})" for d in cosine_peers.PEERS.values()}
+    assert set(r["peers"].values()) == want
+    for cell in r["single"] + r["batched"]:
+        assert not {"simsimd", "faiss_top10", "usearch_top10"} & set(cell["times"])
+
+
+def test_cosine_section_reports_a_peer_that_disagrees() -> None:
+    wrong = types.SimpleNamespace(cdist=lambda a, b, metric: np.zeros((len(a), len(b))), __version__="0")
+    cell = cosine_peers.single_cell(16, 200, {"simsimd": wrong}, rounds=1, min_time=0.001)
+    assert not cell["agree"] and cell["problems"][0].startswith("simsimd: differs from tlalloc")
+    r = {"single": [cell], "batched": [], "peers": {"simsimd": "installed"}}
+    assert cosine_peers.findings(r)[-1].startswith("DISAGREE: simsimd")
+
+
+def test_cosine_section_mode_is_checked() -> None:
+    with pytest.raises(ValueError, match="mode must be"):
+        cosine_peers.compare("fast", peers={})
+
+
+def test_interleaved_rounds_time_every_function_and_rotate_the_order() -> None:
+    order: list[str] = []
+    fns = {k: (lambda k=k: order.append(k)) for k in "abc"}
+    r = cosine_peers.interleaved(fns, rounds=3, min_time=0.0)
+    assert set(r) == set("abc")
+    assert order[3:] == list("abc") + list("bca") + list("cab")  # after one calibration call each
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/task")
+def test_interleaved_sees_work_done_on_other_threads() -> None:
+    # A persistent worker, as BLAS and OpenMP keep theirs (a thread that has exited
+    # is no longer listed, so its time would not be seen).
+    import queue
+    import threading
+    import time
+
+    def spin() -> None:
+        end = time.thread_time() + 0.06
+        while time.thread_time() < end:
+            pass
+
+    jobs: queue.Queue[threading.Event | None] = queue.Queue()
+
+    def worker() -> None:
+        while (done := jobs.get()) is not None:
+            spin()
+            done.set()
+
+    t = threading.Thread(target=worker)
+    t.start()
+
+    def handed_off() -> None:
+        done = threading.Event()
+        jobs.put(done)
+        done.wait()
+
+    try:
+        r = cosine_peers.interleaved({"handed_off": handed_off, "inline": spin}, rounds=2, min_time=0.0)
+    finally:
+        jobs.put(None)
+        t.join()
+    assert r["handed_off"]["other_threads_share"] > 1 and r["inline"]["other_threads_share"] < 0.5
+    assert cosine_peers.off_thread({"single": [{"times": r}], "batched": []}) == ["handed_off"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/task")
+def test_blas_thread_limit_holds_with_a_second_openblas_loaded() -> None:
+    # faiss-cpu's wheel loads its own OpenBLAS, whose path sorts before NumPy's:
+    # limiting only the first one found left NumPy's matrix-vector product on two threads.
+    pytest.importorskip("faiss")
+    c = np.ones((20_000, 768), np.float32)
+    q = np.ones(768, np.float32)
+    with kernel_compare.blas_threads(1) as n:
+        if n is None:
+            pytest.skip("NumPy's BLAS is not an OpenBLAS found by name")
+        before = cosine_peers.other_threads_cpu()
+        for _ in range(100):
+            c @ q
+        assert cosine_peers.other_threads_cpu() - before < 0.05

@@ -12,8 +12,13 @@
 Single thread, best of several timed rounds (``_common.best_time``). Run it alone
 with ``tlalloc bench kernels``; ``tlalloc bench`` (the mix) prints it too.
 
+``tlalloc bench kernels`` then runs the cosine section of
+:mod:`tlalloc.bench.cosine_peers` (SimSIMD, faiss, usearch when installed, the
+memory-bandwidth floor, batched queries, float16 corpora); the mix does not.
+
 Example:
     $ tlalloc bench kernels --json kernels.json
+    $ tlalloc bench kernels --cosine-only --full-grid
 """
 
 from __future__ import annotations
@@ -59,16 +64,21 @@ _GET_NAMES = (
 )
 
 
-def _openblas() -> tuple[Any, Any] | None:
-    """(set, get) thread-count functions of the OpenBLAS NumPy loaded, or None."""
+def _openblas() -> list[tuple[str, Any, Any]]:
+    """(path, set, get) thread-count functions of every OpenBLAS loaded, NumPy's first.
+
+    Other packages bring their own copy (faiss-cpu's wheel does): limiting only
+    the first one found could leave NumPy's at its default thread count.
+    """
     import ctypes
 
     try:
         with open("/proc/self/maps", encoding="utf-8") as fh:
             paths = {ln.split()[-1] for ln in fh if "openblas" in ln.lower() and "/" in ln}
     except OSError:
-        return None
-    for path in sorted(paths):
+        return []
+    found = []
+    for path in sorted(paths, key=lambda p: ("scipy_openblas" not in p and "numpy" not in p, p)):
         try:
             lib = ctypes.CDLL(path)
         except OSError:
@@ -76,34 +86,36 @@ def _openblas() -> tuple[Any, Any] | None:
         setter = next((getattr(lib, n) for n in _SET_NAMES if hasattr(lib, n)), None)
         getter = next((getattr(lib, n) for n in _GET_NAMES if hasattr(lib, n)), None)
         if setter is not None and getter is not None:
-            return setter, getter
-    return None
+            found.append((path, setter, getter))
+    return found
 
 
 @contextlib.contextmanager
 def blas_threads(n: int | None) -> Iterator[int | None]:
-    """Limit NumPy's OpenBLAS to ``n`` threads inside the block (None: leave it).
+    """Limit every loaded OpenBLAS (NumPy's, and any other package's copy) to ``n``
+    threads inside the block (None: leave them).
 
-    Yields the thread count in effect, or None if it cannot be known (another
-    BLAS, or no OpenBLAS symbols found).
+    Yields the thread count of NumPy's OpenBLAS in effect, or None if it cannot be
+    known (another BLAS, or no OpenBLAS symbols found).
 
     Example:
         >>> with blas_threads(1) as n:
         ...     n in (1, None)
         True
     """
-    fns = _openblas()
-    if fns is None:
+    libs = _openblas()
+    if not libs:
         yield None
         return
-    setter, getter = fns
-    before = int(getter())
+    before = [int(getter()) for _, _, getter in libs]
     if n is not None:
-        setter(n)
+        for _, setter, _ in libs:
+            setter(n)
     try:
-        yield int(getter())
+        yield int(libs[0][2]())
     finally:
-        setter(before)
+        for (_, setter, _), b in zip(libs, before, strict=True):
+            setter(b)
 
 
 def _time(fn: Callable[[], object], quick: bool) -> float:
@@ -355,26 +367,41 @@ def report(r: dict[str, Any]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``tlalloc bench kernels``."""
-    parser.add_argument("--quick", action="store_true", help="smoke run: fewer rounds, 20,000-node graph")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: fewer rounds, 20,000-node graph, small cosine cells"
+    )
+    parser.add_argument(
+        "--full-grid",
+        action="store_true",
+        help="cosine section: every d in 128, 384, 768, 1536 with every n in 1e3..1e6 (minutes, up to "
+        "~13 GiB of memory) instead of the default subset",
+    )
+    parser.add_argument(
+        "--cosine-only", action="store_true", help="run only the cosine section against the peers"
+    )
     parser.add_argument("--json", metavar="PATH", help="write every figure as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the comparison and print it."""
+    """Run the comparison and the cosine section, and print them."""
+    from tlalloc.bench import cosine_peers  # imports this module: not at the top
+
     info = machine_info()
     print(f"machine: {describe_machine(info)}")
-    r = compare(quick=args.quick, big_nodes=20_000 if args.quick else 1_000_000)
-    print(report(r))
+    payload: dict[str, Any] = {"suite": "kernels", "findings": [], "targets": [], "machine": info}
+    if not args.cosine_only:
+        r = compare(quick=args.quick, big_nodes=20_000 if args.quick else 1_000_000)
+        print(report(r))
+        payload["comparison"] = r
+        payload["findings"] += findings(r)
+        payload["targets"] += [{"target": g, "reached": ok} for g, ok in goals(r)]
+    mode = "quick" if args.quick else "full" if args.full_grid else "default"
+    cos = cosine_peers.compare(mode)
+    print(cosine_peers.report(cos))
+    payload["cosine_peers"] = cos
+    payload["findings"] += cosine_peers.findings(cos)
+    payload["targets"] += [{"target": g, "reached": ok} for g, ok in cosine_peers.goals(cos)]
     if args.json:
-        write_json(
-            args.json,
-            {
-                "suite": "kernels",
-                "comparison": r,
-                "findings": findings(r),
-                "targets": [{"target": g, "reached": ok} for g, ok in goals(r)],
-                "machine": info,
-            },
-        )
+        write_json(args.json, payload)
         print(f"wrote {args.json}")
     return 0
