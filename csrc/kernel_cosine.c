@@ -13,8 +13,8 @@
  *     cache, one at a time (one address stream) when the matrix is larger than
  *     the caches (tl_cos_stream_bytes);
  *   - m queries: per block of rows, the norms once, then every query against
- *     the block while it sits in L1/L2 (kernel_cosine_x86.c: two rows by three
- *     queries per register tile), so each row comes from memory once;
+ *     the block while it sits in L1/L2 (kernel_cosine_x86.c: three rows by
+ *     four queries per register tile), so each row comes from memory once;
  *   - float16 / bfloat16 rows are widened in registers (F16C, shift), no
  *     scratch copy: half the bytes of float32.
  * Other layouts (strided columns, unaligned rows, no vector ISA for the kind)
