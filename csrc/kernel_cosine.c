@@ -13,8 +13,8 @@
  *     cache, one at a time (one address stream) when the matrix is larger than
  *     the caches (tl_cos_stream_bytes);
  *   - m queries: per block of rows, the norms once, then every query against
- *     the block while it sits in L1/L2 (kernel_cosine_x86.c: two rows by three
- *     queries per register tile), so each row comes from memory once;
+ *     the block while it sits in L1/L2 (kernel_cosine_x86.c: three rows by
+ *     four queries per register tile), so each row comes from memory once;
  *   - float16 / bfloat16 rows are widened in registers (F16C, shift), no
  *     scratch copy: half the bytes of float32.
  * Other layouts (strided columns, unaligned rows, no vector ISA for the kind)
@@ -320,9 +320,11 @@ static int tl_cosine_run32(tl_scratch *s, const tl_mat *Q, const tl_mat *C, cons
         if (B > 256) B = 256;
     }
     float *dot = tl_scratch_alloc(s, (m + 2) * B * sizeof(float), TL_DEFAULT_ALIGN);
-    double *cnd = cn_in ? tl_scratch_alloc(s, B * sizeof(double), TL_DEFAULT_ALIGN) : NULL;
+    /* cnd: the given norms, or (m > 1) sqrt of the computed ones, taken once
+     * per row rather than once per (query, row): the same bits either way. */
+    double *cnd = cn_in || m > 1 ? tl_scratch_alloc(s, B * sizeof(double), TL_DEFAULT_ALIGN) : NULL;
     float *blk = direct ? NULL : tl_scratch_alloc(s, B * d * sizeof(float) + 1, TL_DEFAULT_ALIGN);
-    if (!dot || (cn_in && !cnd) || (!direct && !blk)) return TL_K_ENOMEM;
+    if (!dot || ((cn_in || m > 1) && !cnd) || (!direct && !blk)) return TL_K_ENOMEM;
     float *nrm = dot + m * B, *score = nrm + B;
     const tl_scores32_fn scores = tl_scores32_pick();
     const int stream = m == 1 && n * d * es > tl_cosine_set_stream_bytes((size_t)-1);
@@ -353,9 +355,11 @@ static int tl_cosine_run32(tl_scratch *s, const tl_mat *Q, const tl_mat *C, cons
             for (size_t r = 0; r < nb; r++) row_edge |= !tl_cn32_ok(cnd[r], lo);
         } else {
             for (size_t r = 0; r < nb; r++) row_edge |= !tl_nrm32_ok(nrm[r], lo);
+            if (m > 1)
+                for (size_t r = 0; r < nb; r++) cnd[r] = sqrt((double)nrm[r]);
         }
         for (size_t i = 0; i < m; i++) {
-            scores(dot + i * B, cn_in ? NULL : nrm, cnd, nb, qn[i], score);
+            scores(dot + i * B, cn_in || m > 1 ? NULL : nrm, cnd, nb, qn[i], score);
             for (size_t r = 0; TL_UNLIKELY(row_edge || any_q_edge) && r < nb; r++) {
                 int ok = q_ok[i] && (cn_in ? tl_cn32_ok(cnd[r], lo) : tl_nrm32_ok(nrm[r], lo));
                 if (ok) continue;

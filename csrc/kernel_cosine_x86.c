@@ -54,6 +54,11 @@ TL_TARGET_AVX2 TL_AI __m256 tl_ld8_part(const char *c, size_t j, size_t n, __m25
     return tl_ld8((const char *)b, 0, k);
 }
 
+/* Keeps v in a register: the compiler otherwise folds a vector used R times
+ * into R FMAs as memory operands (R loads instead of one), which made the
+ * batched tile load-bound (16 loads per 12 FMAs, at two loads a cycle). */
+#define TL_IN_REG(v) __asm__("" : "+x"(v))
+
 #define TL_FMA_DN(D, N, qv, xv) (D = _mm256_fmadd_ps((qv), (xv), D), N = _mm256_fmadd_ps((xv), (xv), N))
 
 /* Fused dot and norm of R rows (at c[0..R-1]) at once: 4R independent chains;
@@ -186,97 +191,104 @@ TL_TARGET_AVX2 TL_AI void tl_norms_generic(const char *rows, ptrdiff_t rs, size_
         tl_norms_pair(rows + (ptrdiff_t)(nrows - 1) * rs, NULL, p, nrm + nrows - 1, NULL, k, 1);
 }
 
-/* Dot products of Q queries (Q <= 3, at q + i * qs floats) with R rows (R <= 2):
- * 2QR accumulators (12 at most, with 2 row vectors and 1 query vector: 15 of
- * the 16 registers). Per 8 elements: R + Q loads for QR FMAs. Same sequence per
- * pair as tl_dn_generic's d0/d1. */
-TL_TARGET_AVX2 TL_AI void tl_dots_tile(const float *q, ptrdiff_t qs, const char *rows, ptrdiff_t rs,
-                                       const tl_cos_plan *p, float *dot, size_t ldd, int k, int Q, int R) {
-    const __m256i hm = tl_mask8(p->head), tm = tl_mask8(p->rem);
+/* Dot products of Q queries (Q <= 4, at q + i * qs floats) with R rows
+ * (R <= 3, at rows + r * rs), in two passes over d with one accumulator per
+ * pair each: pass 0 sums what the row arithmetic gives accumulator 0 (head and
+ * the even full vectors), pass 1 accumulator 1 (the odd full vectors and the
+ * tail); the pass-0 sums wait in a stack buffer. The same FMAs into the same
+ * accumulator in the same order as tl_dn_group, so the same bits. Registers:
+ * QR = 12 accumulators, R = 3 row vectors, 1 query vector: all 16. Per 8
+ * elements Q + R = 7 loads for 12 FMAs (the FMA pipes, two a cycle, are the
+ * limit; two passes keep the rows in L1 for the second). */
+/* a[i][r] += q_i * x_r over the nn < 8 elements at j (masked). */
+TL_TARGET_AVX2 TL_AI void tl_dots_part(const float *q, ptrdiff_t qs, const char *rows, ptrdiff_t rs, size_t j,
+                                       size_t nn, __m256 a[4][3], int k, int Q, int R) {
+    const __m256i msk = tl_mask8(nn);
+    __m256 x[3];
+#pragma GCC unroll 3
+    for (int r = 0; r < R; r++) x[r] = tl_ld8_part(rows + r * rs, j, nn, msk, k);
+#pragma GCC unroll 4
+    for (int i = 0; i < Q; i++) {
+        __m256 qv = _mm256_maskload_ps(q + i * qs + j, msk);
+#pragma GCC unroll 3
+        for (int r = 0; r < R; r++) a[i][r] = _mm256_fmadd_ps(qv, x[r], a[i][r]);
+    }
+}
+
+/* One pass: accumulator 0 (pass 0: head, then full vectors 0, 2, 4, ...) or
+ * accumulator 1 (pass 1: full vectors 1, 3, 5, ..., then tail). */
+TL_TARGET_AVX2 TL_AI void tl_dots_pass(const float *q, ptrdiff_t qs, const char *rows, ptrdiff_t rs,
+                                       const tl_cos_plan *p, __m256 a[4][3], int k, int Q, int R, int pass) {
     const size_t head = p->head, dm = p->dm, rem = p->rem;
-    __m256 a[3][2][2];
-    __m256 x[2];
-#pragma GCC unroll 3
+    __m256 x[3];
+#pragma GCC unroll 4
     for (int i = 0; i < Q; i++)
-#pragma GCC unroll 2
-        for (int r = 0; r < R; r++) a[i][r][0] = a[i][r][1] = _mm256_setzero_ps();
-    if (head) {
-#pragma GCC unroll 2
-        for (int r = 0; r < R; r++) x[r] = tl_ld8_part(rows + r * rs, 0, head, hm, k);
 #pragma GCC unroll 3
-        for (int i = 0; i < Q; i++) {
-            __m256 qv = _mm256_maskload_ps(q + i * qs, hm);
-#pragma GCC unroll 2
-            for (int r = 0; r < R; r++) a[i][r][0] = _mm256_fmadd_ps(qv, x[r], a[i][r][0]);
+        for (int r = 0; r < R; r++) a[i][r] = _mm256_setzero_ps();
+    if (pass == 0 && head) tl_dots_part(q, qs, rows, rs, 0, head, a, k, Q, R);
+    for (size_t j = head + (pass ? 8 : 0); j + 8 <= dm; j += 16) {
+#pragma GCC unroll 3
+        for (int r = 0; r < R; r++) {
+            x[r] = tl_ld8(rows + r * rs, j, k);
+            TL_IN_REG(x[r]);
         }
-    }
-    size_t j = head;
-    for (; j + 16 <= dm; j += 16) {
-#pragma GCC unroll 2
-        for (int h = 0; h < 2; h++) {
-#pragma GCC unroll 2
-            for (int r = 0; r < R; r++) x[r] = tl_ld8(rows + r * rs, j + 8 * (size_t)h, k);
-#pragma GCC unroll 3
-            for (int i = 0; i < Q; i++) {
-                __m256 qv = _mm256_loadu_ps(q + i * qs + j + 8 * (size_t)h);
-#pragma GCC unroll 2
-                for (int r = 0; r < R; r++) a[i][r][h] = _mm256_fmadd_ps(qv, x[r], a[i][r][h]);
-            }
-        }
-    }
-    if (j < dm) {
-#pragma GCC unroll 2
-        for (int r = 0; r < R; r++) x[r] = tl_ld8(rows + r * rs, j, k);
-#pragma GCC unroll 3
+#pragma GCC unroll 4
         for (int i = 0; i < Q; i++) {
             __m256 qv = _mm256_loadu_ps(q + i * qs + j);
-#pragma GCC unroll 2
-            for (int r = 0; r < R; r++) a[i][r][0] = _mm256_fmadd_ps(qv, x[r], a[i][r][0]);
+            TL_IN_REG(qv);
+#pragma GCC unroll 3
+            for (int r = 0; r < R; r++) a[i][r] = _mm256_fmadd_ps(qv, x[r], a[i][r]);
         }
     }
-    if (rem) {
-#pragma GCC unroll 2
-        for (int r = 0; r < R; r++) x[r] = tl_ld8_part(rows + r * rs, dm, rem, tm, k);
-#pragma GCC unroll 3
-        for (int i = 0; i < Q; i++) {
-            __m256 qv = _mm256_maskload_ps(q + i * qs + dm, tm);
-#pragma GCC unroll 2
-            for (int r = 0; r < R; r++) a[i][r][1] = _mm256_fmadd_ps(qv, x[r], a[i][r][1]);
-        }
-    }
-#pragma GCC unroll 3
+    if (pass == 1 && rem) tl_dots_part(q, qs, rows, rs, dm, rem, a, k, Q, R);
+}
+
+TL_TARGET_AVX2 TL_AI void tl_dots_tile(const float *q, ptrdiff_t qs, const char *rows, ptrdiff_t rs,
+                                       const tl_cos_plan *p, float *dot, size_t ldd, int k, int Q, int R) {
+    __m256 a[4][3], a0[4][3];
+    tl_dots_pass(q, qs, rows, rs, p, a, k, Q, R, 0);
+#pragma GCC unroll 4
     for (int i = 0; i < Q; i++)
-#pragma GCC unroll 2
-        for (int r = 0; r < R; r++) dot[(size_t)i * ldd + (size_t)r] = tl_hsum8(_mm256_add_ps(a[i][r][0], a[i][r][1]));
+#pragma GCC unroll 3
+        for (int r = 0; r < R; r++) a0[i][r] = a[i][r];
+    tl_dots_pass(q, qs, rows, rs, p, a, k, Q, R, 1);
+#pragma GCC unroll 4
+    for (int i = 0; i < Q; i++)
+#pragma GCC unroll 3
+        for (int r = 0; r < R; r++) dot[(size_t)i * ldd + (size_t)r] = tl_hsum8(_mm256_add_ps(a0[i][r], a[i][r]));
+}
+
+/* Q queries (1..4) against all rows, three at a time. */
+TL_TARGET_AVX2 TL_AI void tl_dots_rows(const float *q, ptrdiff_t qs, const char *rows, ptrdiff_t rs, size_t nrows,
+                                       const tl_cos_plan *p, float *dot, size_t ldd, int k, int Q) {
+    size_t r = 0;
+    for (; r + 3 <= nrows; r += 3) tl_dots_tile(q, qs, rows + (ptrdiff_t)r * rs, rs, p, dot + r, ldd, k, Q, 3);
+    if (nrows - r == 2) tl_dots_tile(q, qs, rows + (ptrdiff_t)r * rs, rs, p, dot + r, ldd, k, Q, 2);
+    if (nrows - r == 1) tl_dots_tile(q, qs, rows + (ptrdiff_t)r * rs, rs, p, dot + r, ldd, k, Q, 1);
 }
 
 /* All m queries against nrows rows (a block the caller sized to stay in L2).
- * Queries go in chunks of qc that fit L1 (about 20 KiB) next to a row pair;
- * for each chunk, row pairs pass in order and meet every query of the chunk,
- * three at a time. Traffic per chunk: the block once from L2 (about 10 bytes a
- * cycle at d = 768, well under what L2 delivers), queries from L1. Without the
- * chunks every row pair pulled all m queries through L2 (m = 64, d = 768:
- * 32 bytes a cycle, the limit of L2, and 0.8x the speed of BLAS). */
+ * Queries go in chunks of qc (a multiple of 4) that fit L1 (about 20 KiB) next
+ * to a row triple; for each chunk, row triples pass in order and meet every
+ * query of the chunk, four at a time. Traffic per chunk: the block once from
+ * L2, queries from L1. Without the chunks every row triple pulled all m
+ * queries through L2 (m = 64, d = 768: at the limit of L2). */
 TL_TARGET_AVX2 TL_AI void tl_dots_generic(const float *q, ptrdiff_t qs, size_t m, const char *rows, ptrdiff_t rs,
                                           size_t nrows, const tl_cos_plan *p, float *dot, size_t ldd, int k) {
     const size_t d = p->dm + p->rem;
-    size_t qc = d ? ((size_t)20 << 10) / (d * sizeof(float)) / 3 * 3 : 3;
-    if (qc < 3) qc = 3;
+    size_t qc = d ? ((size_t)20 << 10) / (d * sizeof(float)) / 4 * 4 : 4;
+    if (qc < 4) qc = 4;
     for (size_t i0 = 0; i0 < m; i0 += qc) {
         const size_t i1 = m - i0 < qc ? m : i0 + qc;
-        for (size_t r = 0; r < nrows; r += 2) {
+        for (size_t r = 0; r < nrows; r += 3) {
+            const size_t nr = nrows - r < 3 ? nrows - r : 3;
             const char *c = rows + (ptrdiff_t)r * rs;
             float *o = dot + r;
             size_t i = i0;
-            if (r + 2 <= nrows) {
-                for (; i + 3 <= i1; i += 3) tl_dots_tile(q + (ptrdiff_t)i * qs, qs, c, rs, p, o + i * ldd, ldd, k, 3, 2);
-                if (i1 - i == 2) tl_dots_tile(q + (ptrdiff_t)i * qs, qs, c, rs, p, o + i * ldd, ldd, k, 2, 2);
-                if (i1 - i == 1) tl_dots_tile(q + (ptrdiff_t)i * qs, qs, c, rs, p, o + i * ldd, ldd, k, 1, 2);
-            } else {
-                for (; i + 3 <= i1; i += 3) tl_dots_tile(q + (ptrdiff_t)i * qs, qs, c, rs, p, o + i * ldd, ldd, k, 3, 1);
-                if (i1 - i == 2) tl_dots_tile(q + (ptrdiff_t)i * qs, qs, c, rs, p, o + i * ldd, ldd, k, 2, 1);
-                if (i1 - i == 1) tl_dots_tile(q + (ptrdiff_t)i * qs, qs, c, rs, p, o + i * ldd, ldd, k, 1, 1);
-            }
+            for (; i + 4 <= i1; i += 4) tl_dots_rows(q + (ptrdiff_t)i * qs, qs, c, rs, nr, p, o + i * ldd, ldd, k, 4);
+            if (i1 - i == 3) tl_dots_rows(q + (ptrdiff_t)i * qs, qs, c, rs, nr, p, o + i * ldd, ldd, k, 3);
+            if (i1 - i == 2) tl_dots_rows(q + (ptrdiff_t)i * qs, qs, c, rs, nr, p, o + i * ldd, ldd, k, 2);
+            if (i1 - i == 1) tl_dots_rows(q + (ptrdiff_t)i * qs, qs, c, rs, nr, p, o + i * ldd, ldd, k, 1);
         }
     }
 }

@@ -84,12 +84,13 @@ def exact(a: np.ndarray, b: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize("d", [0, 1, 7, 8, 9, 16, 17, 31, 33, 100, 768])
-@pytest.mark.parametrize("m", [1, 2, 3, 4, 7])
-def test_batched_equals_single_query_row_by_row(isa: str, m: int, d: int) -> None:
-    q, c = data(m, 23, d)
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 7, 9])
+@pytest.mark.parametrize("n", [22, 23])  # the batched tile takes rows three at a time: both remainders
+def test_batched_equals_single_query_row_by_row(isa: str, m: int, n: int, d: int) -> None:
+    q, c = data(m, n, d)
     scores = kernels.cosine_similarity(q, c)
     idx, top = kernels.cosine_similarity(q, c, top_k=5)
-    assert scores.shape == (m, 23) and scores.dtype == np.float32
+    assert scores.shape == (m, n) and scores.dtype == np.float32
     assert idx.shape == top.shape == (m, 5) and idx.dtype == np.int64
     for i in range(m):
         exact(scores[i], kernels.cosine_similarity(q[i], c))

@@ -42,8 +42,8 @@ static int same_bits(float a, float b) { return memcmp(&a, &b, sizeof a) == 0; }
 /* Batched == single query, row by row, for many shapes; top-k too. */
 static void test_batch_equals_single(void) {
     static const size_t ds[] = {0, 1, 7, 8, 9, 15, 16, 17, 23, 24, 31, 33, 100, 257};
-    static const size_t ms[] = {1, 2, 3, 4, 5, 7};
-    enum { N = 41, MMAX = 7, DMAX = 257 };
+    static const size_t ms[] = {1, 2, 3, 4, 5, 7, 9};
+    enum { N = 40, MMAX = 9, DMAX = 257 }; /* N % 3 == 1: the batched tile's row remainder */
     float *c = malloc(sizeof(float) * N * DMAX + 64), *q = malloc(sizeof(float) * MMAX * DMAX);
     float *out = malloc(sizeof(float) * MMAX * N), one[N];
     int64_t idx[MMAX * N], idx1[N];
