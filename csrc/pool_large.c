@@ -496,6 +496,8 @@ void tl_large_get_options(size_t *cache_bytes, unsigned *delay_ms) {
     *delay_ms = atomic_load_explicit(&tl_purge_delay, memory_order_relaxed);
 }
 
+unsigned tl_large_purge_delay(void) { return atomic_load_explicit(&tl_purge_delay, memory_order_relaxed); }
+
 void tl_large_collect(int release_all) { tl_purge_due(tl_os_coarse_ms(), release_all ? 2 : 1); }
 
 uint64_t tl_large_reserved(void) { return atomic_load_explicit(&tl_mapped, memory_order_relaxed); }
