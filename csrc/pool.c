@@ -47,7 +47,7 @@ static inline unsigned tl_size_class(size_t size) {
 size_t tl_pool_class_size(unsigned c) { return c < TL_POOL_NUM_CLASSES ? tl_class_sizes[c] : 0; }
 
 size_t tl_pool_good_size(size_t size) {
-    if (size <= TL_POOL_MAX_SMALL) return tl_class_sizes[tl_size_class(size ? size : 1)];
+    if (size <= TL_CLASS_MAX) return tl_class_sizes[tl_size_class(size ? size : 1)];
     size_t page = tl_os_page_size();
     return size > SIZE_MAX - page ? size : (size + page - 1) & ~(page - 1);
 }
@@ -701,7 +701,7 @@ TL_NOINLINE static void *tl_alloc_class_slow(tl_heap *h, unsigned c) {
 }
 
 TL_NOINLINE static void *tl_pool_malloc_slow(tl_heap *h, size_t size) {
-    if (TL_UNLIKELY(size > TL_POOL_MAX_SMALL)) return tl_huge_alloc(size, 0, 0);
+    if (TL_UNLIKELY(size > TL_CLASS_MAX)) return tl_huge_alloc(size, 0, 0);
     tl_large_maybe_tick_sampled(); /* lazy purge of the large cache (pool_internal.h) */
     return tl_alloc_class_slow(h, tl_size_class(size ? size : 1));
 }
@@ -732,7 +732,7 @@ void *tl_pool_calloc(size_t n, size_t size) {
         errno = ENOMEM;
         return NULL;
     }
-    if (total > TL_POOL_MAX_SMALL) return tl_huge_alloc(total, 0, 1);
+    if (total > TL_CLASS_MAX) return tl_huge_alloc(total, 0, 1);
     void *p = tl_pool_malloc(total);
     if (p) memset(p, 0, total);
     return p;
@@ -747,7 +747,7 @@ void *tl_pool_aligned_alloc(size_t align, size_t size) {
     size_t n = size < align ? align : size;
     /* Beyond the page alignment: a large block starting `align` bytes into its
      * mapping (the pages before it untouched; pool_large.c). */
-    if (align > TL_POOL_PAGE_ALIGN || n > TL_POOL_MAX_SMALL) return tl_huge_alloc(size, align, 0);
+    if (align > TL_POOL_PAGE_ALIGN || n > TL_CLASS_MAX) return tl_huge_alloc(size, align, 0);
     /* Pages start 4 KiB aligned, so a class whose size is a multiple of align
      * yields aligned blocks; the power of two ending n's doubling is one. */
     tl_large_maybe_tick_sampled(); /* lazy purge of the large cache (pool_internal.h) */
@@ -774,7 +774,7 @@ void *tl_pool_realloc(void *p, size_t size) {
     /* Keep the block when the new size fits and would not waste half of it. */
     if (size <= have && size >= have / 2) return p;
     tl_segment *s = tl_segment_of(p);
-    if (s->kind == TL_KIND_HUGE && size > TL_POOL_MAX_SMALL) {
+    if (s->kind == TL_KIND_HUGE && size > TL_CLASS_MAX) {
         /* Large to large: shrink in place or grow with mremap, no copy. */
         void *q = tl_huge_realloc(s, size);
         if (q) return q;

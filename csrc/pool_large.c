@@ -234,6 +234,46 @@ static void tl_purge_due(uint64_t now, int force) {
     }
 }
 
+/* Resident cached bytes beyond max(retain_bytes, bytes of live large blocks)
+ * are purged at once, oldest first, without waiting for the delay: a churn of
+ * many sizes otherwise keeps a mapping of each size it used in the last delay
+ * resident (4 threads dropping NumPy arrays of 64 KiB to 2 MB: 30 MiB cached
+ * for 12 MiB live, bench/numpy_churn_ab.py), while a program working on a few
+ * big arrays (a * b + c) keeps its temporaries, being smaller than what is
+ * live. Called after a free; takes the large lock twice when it purges. */
+static void tl_purge_excess(void) {
+    enum { MAX_BATCH = 16 };
+    tl_segment *batch[MAX_BATCH];
+    int n = 0;
+    size_t retain = tl_depot_get_retain();
+    tl_large_lock_counted();
+    uint64_t resident = atomic_load_explicit(&tl_resident_cached, memory_order_relaxed);
+    uint64_t mapped = atomic_load_explicit(&tl_mapped, memory_order_relaxed);
+    uint64_t live = mapped > tl_cached_bytes ? mapped - tl_cached_bytes : 0;
+    uint64_t cap = live > retain ? live : retain;
+    for (tl_segment *s = tl_lru_tail; s && resident > cap && n < MAX_BATCH; s = s->lru_prev) {
+        if (s->cache_state != TL_LARGE_DIRTY) continue;
+        s->cache_state = TL_LARGE_BUSY;
+        batch[n++] = s;
+        resident -= s->region.size;
+    }
+    pthread_mutex_unlock(&tl_large_lock);
+    if (n == 0) return;
+    for (int i = 0; i < n; i++) tl_purge_pages(batch[i]);
+    uint64_t now = tl_os_coarse_ms();
+    tl_large_lock_counted();
+    for (int i = 0; i < n; i++) {
+        tl_segment *s = batch[i];
+        s->cache_state = TL_LARGE_PURGED;
+        s->cached_ms = now;
+        tl_num_purged++;
+        atomic_fetch_sub_explicit(&tl_resident_cached, s->region.size, memory_order_relaxed);
+    }
+    atomic_fetch_add_explicit(&tl_num_purges, (uint64_t)n, memory_order_relaxed);
+    tl_update_due();
+    pthread_mutex_unlock(&tl_large_lock);
+}
+
 void tl_large_tick(void) {
     uint64_t now = tl_os_coarse_ms();
     if (now < atomic_load_explicit(&tl_large_due_ms, memory_order_relaxed)) return;
@@ -435,6 +475,11 @@ void tl_huge_free(tl_segment *s) {
         pthread_mutex_unlock(&tl_large_lock);
     }
     tl_unmap_chain(unmap);
+    /* Over the resident bound (tl_purge_excess): one relaxed load each, and
+     * the bound computed under the lock only when the cache holds more
+     * resident bytes than the retain limit. */
+    if (atomic_load_explicit(&tl_resident_cached, memory_order_relaxed) > tl_depot_get_retain())
+        tl_purge_excess();
     tl_large_maybe_tick();
 }
 
