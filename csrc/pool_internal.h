@@ -76,10 +76,8 @@ enum {
 #define TL_LAST_MEDIUM_CLASS 44u /* 64 KiB */
 
 /* Requests above this many bytes are large blocks (pool_large.c), not size
- * classes: see pool.c ("which sizes are large blocks"). */
-#ifndef TL_CLASS_MAX
-#define TL_CLASS_MAX ((size_t)64 << 10)
-#endif
+ * classes (why: tlalloc/pool.h). */
+#define TL_CLASS_MAX TL_POOL_MAX_SMALL
 
 /* Free blocks of at least this many bytes (classes whose sizes are multiples
  * of 4 KiB) are given back to the OS lazily by their owner, except their first
