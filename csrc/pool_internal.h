@@ -35,6 +35,10 @@
  *   cleared, so a freer that won WATCH always finds `page->heap` alive. The
  *   one exception is a child of fork, where the freer holding BUSY may not
  *   exist: there BUSY is cleared without waiting (its block at worst leaks).
+ * - Lazy purge of free blocks (pool.c): only the owner reads or writes the
+ *   contents of free blocks on its pages' `free` lists, so only the owner
+ *   marks them (second word) and gives their pages after the first 4 KiB back
+ *   to the OS; blocks on `xfree` or `xblocks` are left alone until collected.
  * - Pages that another thread emptied are given back by their owner when it
  *   frees the blocks of `xblocks` on its refill path: a page that becomes
  *   empty there goes to the depot unless the class's available pages span at
@@ -70,6 +74,15 @@ enum {
 #define TL_MEDIUM_PAGE_SHIFT 19u
 #define TL_LAST_SMALL_CLASS 32u  /* 8 KiB */
 #define TL_LAST_MEDIUM_CLASS 44u /* 64 KiB */
+
+/* Requests above this many bytes are large blocks (pool_large.c), not size
+ * classes (why: tlalloc/pool.h). */
+#define TL_CLASS_MAX TL_POOL_MAX_SMALL
+
+/* Free blocks of at least this many bytes (classes whose sizes are multiples
+ * of 4 KiB) are given back to the OS lazily by their owner, except their first
+ * 4 KiB, which holds the free-list link and the purge mark (pool.c). */
+#define TL_PURGE_MIN_BLOCK ((uint32_t)16 << 10)
 
 /* Fresh pages are carved into free lists this many bytes at a time (at least
  * one block), so that untouched memory stays untouched (not resident). */
@@ -173,6 +186,10 @@ typedef struct tl_heap {
     /* Blocks freed by other threads into pages on the full lists (delayed
      * free, see above): an atomic LIFO any thread pushes on, the owner drains. */
     _Atomic(tl_block *) xblocks;
+    /* Lazy purge of free blocks of TL_PURGE_MIN_BLOCK bytes and more (pool.c):
+     * slow-path calls counted (owner), and the next time the clock is due. */
+    uint32_t purge_calls;
+    uint64_t purge_next_ms;
     uint64_t thread_id;
     struct tl_heap *reg_next, *reg_prev; /* registry (registry lock) */
 } tl_heap;
@@ -285,6 +302,8 @@ uint64_t tl_large_reserved(void);
 uint64_t tl_large_resident_cached(void);
 int tl_large_set_options(size_t cache_bytes, unsigned delay_ms);
 void tl_large_get_options(size_t *cache_bytes, unsigned *delay_ms);
+/* The purge delay (ms), shared by the large cache and the class blocks. */
+unsigned tl_large_purge_delay(void);
 void tl_large_collect(int release_all);
 /* Lazy purge: the earliest time (coarse ms) something in the cache is due,
  * UINT64_MAX when nothing is. The check costs one relaxed load. */
@@ -307,6 +326,8 @@ static inline void tl_large_maybe_tick_sampled(void) {
         (++tl_large_tick_calls & 63u) == 0)
         tl_large_tick();
 }
+/* Free class blocks of TL_PURGE_MIN_BLOCK bytes or more given back, over time. */
+extern _Atomic uint64_t tl_num_block_purges;
 /* Bytes mapped now, free resident bytes held, segments mapped. */
 void tl_depot_usage(uint64_t *reserved, uint64_t *retained, uint64_t *segments,
                     uint64_t *abandoned);

@@ -53,7 +53,7 @@ def _offset(align: int) -> int:
 
 
 def _is_large(buf: pool.PoolBuffer, align: int) -> bool:
-    return buf.usable_size > MIB or align > HEADER
+    return buf.usable_size > pool.size_classes()[-1] or align > HEADER
 
 
 def _need(size: int, align: int) -> int:

@@ -30,12 +30,12 @@
  *   header, then the block. See "large blocks" below.
  *
  * Size classes (TL_POOL_NUM_CLASSES of them): 8, 16, 32, 48, 64 bytes, then four
- * classes per doubling: 80, 96, 112, 128, 160, 192, 224, 256, ... up to 1 MiB.
+ * classes per doubling: 80, 96, 112, 128, 160, 192, 224, 256, ... up to 64 KiB.
  * Every block of 16 bytes or more is 16-byte aligned. Worst-case internal waste:
  * 15 bytes for requests up to 64 bytes (a 17-byte request gets 32), and below
  * 20% of the block above 64 bytes (a request of 2^k + 1 gets 2^k * 5/4).
  *
- * Large blocks (above 1 MiB, or aligned beyond 4 KiB), the policy:
+ * Large blocks (above 64 KiB, or aligned beyond 4 KiB), the policy:
  *
  * - Reuse: a freed large block goes to the large cache, bounded in bytes
  *   (large_cache_bytes, default TL_POOL_DEFAULT_LARGE_CACHE = 1 GiB; the
@@ -66,6 +66,14 @@
  *   second while resident blocks are cached) every cached block is purged at
  *   once. tl_pool_collect(0) purges every cached block now and unmaps purged
  *   ones; tl_pool_collect(1) unmaps the whole cache.
+ * - Resident bound: cached mappings of up to 4 MiB are also purged at once,
+ *   oldest first, while their resident bytes exceed retain_bytes plus the
+ *   bytes of live large blocks (a churn of many sizes would otherwise keep a
+ *   mapping of each size used within the delay resident); bigger mappings
+ *   wait for the delay alone.
+ * - Free blocks of size classes of 16 KiB and more that stay free for one to
+ *   two purge delays are given back too (all but their first 4 KiB), by their
+ *   owner thread on its later allocations above 1 KiB.
  * - Transparent huge pages: mappings of 4 MiB and more are advised
  *   MADV_HUGEPAGE (as NumPy does for its arrays); every mapping starts on a
  *   4 MiB boundary, so their 2 MiB ranges can be huge pages.
@@ -94,9 +102,15 @@
 extern "C" {
 #endif
 
-/* Number of size classes and the largest size served from a class. */
+/* Number of entries of the class table, and the largest size served from a
+ * class: 64 KiB (class 44). Larger requests are large blocks, whose cache is
+ * shared by all threads and bounded: with classes up to 1 MiB, each thread
+ * kept its recent high-water mark of blocks in each of 16 classes from 80 KiB
+ * to 1 MiB resident (4 threads dropping NumPy arrays of 1 B to 2 MB: 2.8x
+ * the RSS of glibc's malloc; bench/numpy_churn_ab.py). The table's entries
+ * above TL_POOL_MAX_SMALL are unused. */
 #define TL_POOL_NUM_CLASSES 61u
-#define TL_POOL_MAX_SMALL ((size_t)1 << 20)
+#define TL_POOL_MAX_SMALL ((size_t)64 << 10)
 /* Every page starts on this boundary, so aligned requests up to it are served
  * from size classes; larger alignments (up to TL_POOL_MAX_ALIGN) are mapped. */
 #define TL_POOL_PAGE_ALIGN 4096u

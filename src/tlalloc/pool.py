@@ -8,7 +8,7 @@ the next thread that frees into them. Only page refills from the shared depot
 and returns to it take a lock.
 
 Size classes (:func:`size_classes`): 8, 16, 32, 48, 64 bytes, then four per
-doubling (80, 96, 112, 128, 160, ...) up to 1 MiB. The worst-case internal waste
+doubling (80, 96, 112, 128, 160, ...) up to 64 KiB. The worst-case internal waste
 is 15 bytes for requests up to 64 bytes and below 20% of the block above that.
 Blocks of 16 bytes or more are 16-byte aligned.
 
@@ -286,11 +286,11 @@ def release_thread_cache() -> None:
 
 
 def size_classes() -> tuple[int, ...]:
-    """The pool's block sizes, 8 bytes to 1 MiB; larger requests are mapped.
+    """The pool's block sizes, 8 bytes to 64 KiB; larger requests are large blocks.
 
     Example:
         >>> size_classes()[:5], size_classes()[-1]
-        ((8, 16, 32, 48, 64), 1048576)
+        ((8, 16, 32, 48, 64), 65536)
     """
     return tuple(_tlalloc.pool_size_classes())
 

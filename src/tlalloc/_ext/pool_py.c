@@ -387,9 +387,11 @@ static PyObject *py_pool_thread_release(PyObject *Py_UNUSED(m), PyObject *Py_UNU
 }
 
 static PyObject *py_pool_size_classes(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
-    PyObject *t = PyTuple_New(TL_POOL_NUM_CLASSES);
+    unsigned n = 0; /* the classes in use: up to TL_POOL_MAX_SMALL */
+    while (n < TL_POOL_NUM_CLASSES && tl_pool_class_size(n) <= TL_POOL_MAX_SMALL) n++;
+    PyObject *t = PyTuple_New(n);
     if (!t) return NULL;
-    for (unsigned c = 0; c < TL_POOL_NUM_CLASSES; c++) {
+    for (unsigned c = 0; c < n; c++) {
         PyObject *v = PyLong_FromSize_t(tl_pool_class_size(c));
         if (!v) {
             Py_DECREF(t);
