@@ -27,7 +27,8 @@ def cosine(fdp: atheris.FuzzedDataProvider) -> None:
     q, c = array(fdp), array(fdp)
     top_k = number(fdp) if fdp.ConsumeBool() else None
     out = array(fdp) if fdp.ConsumeIntInRange(0, 3) == 0 else None
-    r = kernels.cosine_similarity(q, c, top_k=top_k, out=out)
+    norms = array(fdp) if fdp.ConsumeIntInRange(0, 3) == 0 else None
+    r = kernels.cosine_similarity(q, c, top_k=top_k, out=out, candidate_norms=norms)
     scores = r[1] if isinstance(r, tuple) else r
     if scores.dtype != np.float32 or not np.all(np.abs(scores) <= 1.0):
         raise AssertionError(f"scores outside [-1, 1]: {scores!r}")
