@@ -180,6 +180,24 @@ static void tl_purge_pages(tl_segment *s) {
     tl_os_discard((char *)s + TL_LARGE_HDR, s->region.size - TL_LARGE_HDR);
 }
 
+/* Mark n mappings purged outside the lock (tl_purge_pages) as PURGED at `now`:
+ * they stop counting as resident. Takes the large lock. */
+static void tl_purge_finish(tl_segment *const *batch, int n, uint64_t now) {
+    tl_large_lock_counted();
+    for (int i = 0; i < n; i++) {
+        tl_segment *s = batch[i];
+        tl_assert(s->cache_state == TL_LARGE_BUSY);
+        s->cache_state = TL_LARGE_PURGED;
+        s->cached_ms = now;
+        tl_num_purged++;
+        atomic_fetch_sub_explicit(&tl_resident_cached, s->region.size, memory_order_relaxed);
+        if (s->region.size <= TL_SEG_SIZE) tl_resident_small -= s->region.size;
+    }
+    atomic_fetch_add_explicit(&tl_num_purges, (uint64_t)n, memory_order_relaxed);
+    tl_update_due();
+    pthread_mutex_unlock(&tl_large_lock);
+}
+
 /* Do what is due at `now`. force 1 (tl_pool_collect): purge every DIRTY
  * mapping and unmap every PURGED one; force 2: unmap every cached mapping.
  * Takes the large lock twice per batch of purges. */
@@ -225,18 +243,7 @@ static void tl_purge_due(uint64_t now, int force) {
         unmap = NULL;
         if (n == 0) return;
         for (int i = 0; i < n; i++) tl_purge_pages(batch[i]);
-        tl_large_lock_counted();
-        for (int i = 0; i < n; i++) {
-            tl_segment *s = batch[i];
-            s->cache_state = TL_LARGE_PURGED;
-            s->cached_ms = now;
-            tl_num_purged++;
-            atomic_fetch_sub_explicit(&tl_resident_cached, s->region.size, memory_order_relaxed);
-            if (s->region.size <= TL_SEG_SIZE) tl_resident_small -= s->region.size;
-        }
-        atomic_fetch_add_explicit(&tl_num_purges, (uint64_t)n, memory_order_relaxed);
-        tl_update_due();
-        pthread_mutex_unlock(&tl_large_lock);
+        tl_purge_finish(batch, n, now);
         if (!more) return;
     }
 }
@@ -268,19 +275,7 @@ static void tl_purge_excess(void) {
     pthread_mutex_unlock(&tl_large_lock);
     if (n == 0) return;
     for (int i = 0; i < n; i++) tl_purge_pages(batch[i]);
-    uint64_t now = tl_os_coarse_ms();
-    tl_large_lock_counted();
-    for (int i = 0; i < n; i++) {
-        tl_segment *s = batch[i];
-        s->cache_state = TL_LARGE_PURGED;
-        s->cached_ms = now;
-        tl_num_purged++;
-        atomic_fetch_sub_explicit(&tl_resident_cached, s->region.size, memory_order_relaxed);
-        if (s->region.size <= TL_SEG_SIZE) tl_resident_small -= s->region.size;
-    }
-    atomic_fetch_add_explicit(&tl_num_purges, (uint64_t)n, memory_order_relaxed);
-    tl_update_due();
-    pthread_mutex_unlock(&tl_large_lock);
+    tl_purge_finish(batch, n, tl_os_coarse_ms());
 }
 
 void tl_large_tick(void) {

@@ -8,6 +8,26 @@ import sys
 
 import pytest
 
+from tlalloc import _tlalloc
+
+# Every vectorised path this CPU can run, the portable one first.
+ISAS = [
+    isa
+    for isa in ("portable", "avx2", "avx512")
+    if ("portable", "avx2", "avx512").index(isa)
+    <= ("portable", "avx2", "avx512").index(_tlalloc._kernels_best_isa())
+]
+
+
+@pytest.fixture(params=ISAS)
+def isa(request: pytest.FixtureRequest):
+    """Force one kernel path (``_kernels_set_isa``) for the test, then restore the previous one."""
+    prev = _tlalloc._kernels_set_isa(request.param)
+    try:
+        yield request.param
+    finally:
+        _tlalloc._kernels_set_isa(prev)
+
 
 def run_python(code: str, env: dict[str, str] | None = None, timeout: float = 60):
     """Run ``code`` in a fresh interpreter with extra environment variables."""

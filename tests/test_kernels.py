@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -14,24 +13,9 @@ import tlalloc
 from tlalloc import _tlalloc, kernels
 from tlalloc.bench import numpy_kernels as ref
 
-ISAS = [
-    isa
-    for isa in ("portable", "avx2", "avx512")
-    if ("portable", "avx2", "avx512").index(isa)
-    <= ("portable", "avx2", "avx512").index(_tlalloc._kernels_best_isa())
-]
 STRATEGIES = ["thread", "shared", "malloc"]
 FLOATS = [np.float16, np.float32, np.float64]
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-@pytest.fixture(params=ISAS)
-def isa(request: pytest.FixtureRequest) -> Iterator[str]:
-    prev = _tlalloc._kernels_set_isa(request.param)
-    try:
-        yield request.param
-    finally:
-        _tlalloc._kernels_set_isa(prev)
 
 
 # Values that are 0 or at least 1e-3 in magnitude: no float32 underflow in squares.

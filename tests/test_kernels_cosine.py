@@ -14,13 +14,6 @@ import pytest
 
 from tlalloc import _tlalloc, kernels
 
-ISAS = [
-    isa
-    for isa in ("portable", "avx2", "avx512")
-    if ("portable", "avx2", "avx512").index(isa)
-    <= ("portable", "avx2", "avx512").index(_tlalloc._kernels_best_isa())
-]
-
 try:
     import ml_dtypes
 
@@ -30,15 +23,6 @@ except ImportError:  # optional: the bfloat16 tests are skipped without it
 
 FLOATS = [np.float16, np.float32, np.float64]
 needs_bf16 = pytest.mark.skipif(BF16 is None, reason="ml_dtypes (bfloat16) is not installed")
-
-
-@pytest.fixture(params=ISAS)
-def isa(request: pytest.FixtureRequest) -> Iterator[str]:
-    prev = _tlalloc._kernels_set_isa(request.param)
-    try:
-        yield request.param
-    finally:
-        _tlalloc._kernels_set_isa(prev)
 
 
 @pytest.fixture
