@@ -382,11 +382,13 @@ def gnu_time() -> str | None:
 
 
 def run_once(cmd: list[str], env: dict[str, str], stdin_path: str | None,
-             timeout: float, timer_cmd: str | None = None) -> dict[str, Any]:
+             timeout: float, timer_cmd: str | None = None, preload: str | None = None) -> dict[str, Any]:
     """Run one command; wall time, user+sys time, peak RSS, status and output.
 
     With ``timer_cmd`` (GNU time) the peak RSS is the program's own; without,
-    it is ``wait4``'s, which is at least this Python process's RSS.
+    it is ``wait4``'s, which is at least this Python process's RSS. ``preload``
+    is set as ``LD_PRELOAD`` for the program only (as bench.sh does, through
+    ``env``), not for GNU time.
 
     Example:
         >>> r = run_once(["true"], dict(os.environ), None, 10, gnu_time())
@@ -398,6 +400,11 @@ def run_once(cmd: list[str], env: dict[str, str], stdin_path: str | None,
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
             tempfile.NamedTemporaryFile(mode="r", suffix=".time") as tfile, \
             open(stdin_path or os.devnull, "rb") as inp:
+        env = {k: v for k, v in env.items() if k != "LD_PRELOAD"}
+        if preload and timer_cmd:
+            cmd = ["/usr/bin/env", f"LD_PRELOAD={preload}", *cmd]
+        elif preload:
+            env["LD_PRELOAD"] = preload
         full = [timer_cmd, "-f", "%M", "-o", tfile.name, *cmd] if timer_cmd else cmd
         t0 = time.perf_counter()
         p = subprocess.Popen(full, stdin=inp, stdout=out, stderr=err, env=env,
@@ -490,12 +497,10 @@ def run_matrix(configs: list[Config], allocators: dict[str, dict[str, Any]], bin
         for i, cfg in enumerate(configs):
             k = (rnd + i) % len(names)
             for a in names[k:] + names[:k]:
-                env = dict(base_env)
-                if allocators[a]["lib"]:
-                    env["LD_PRELOAD"] = allocators[a]["lib"]
                 args = [x.replace("{SRC}", str(src_dir)) for x in cfg.args]
                 stdin = str(src_dir / cfg.bench.stdin) if cfg.bench.stdin else None
-                r = run_once([str(bin_dir / cfg.bench.program), *args], env, stdin, timeout, timer_cmd)
+                r = run_once([str(bin_dir / cfg.bench.program), *args], base_env, stdin, timeout,
+                             timer_cmd, allocators[a]["lib"])
                 metric, error = _check(cfg, r)
                 out_hash = hashlib.sha256(r["stdout"].encode()).hexdigest()[:16]
                 entry = {"round": rnd, "time_s": metric, "wall_s": r["wall_s"], "cpu_s": r["cpu_s"],

@@ -113,6 +113,8 @@ def _thread_faults() -> int:
 
 
 def _handler(allocator: str) -> contextlib.AbstractContextManager[None]:
+    if allocator not in ALLOCATORS:
+        raise ValueError(f"allocator {allocator!r}: choose one of {', '.join(ALLOCATORS)}")
     if allocator == "tlalloc":
         from tlalloc import numpy_alloc
 
@@ -155,7 +157,6 @@ def time_expression(arrays: tuple[Any, Any, Any], threads: int, iters: int,
         except BaseException as exc:  # reported by the caller
             errors.append(exc)
             barrier.abort()
-            raise
         finally:
             with contextlib.suppress(threading.BrokenBarrierError):
                 barrier.wait()
@@ -254,6 +255,7 @@ def churn(allocator: str, seconds: float, threads: int, seed: int = 12) -> dict[
     """
     import numpy as np
 
+    _handler(allocator)  # checks the name before any thread starts
     stop = threading.Event()
     counts = [0] * threads
     errors: list[BaseException] = []
