@@ -167,7 +167,9 @@ def test_goals() -> None:
     assert "goal NOT MET peak RSS" in mb.format_summary(s, ["glibc", "mimalloc", "tlalloc"])
 
 
-def test_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mb, "installed_preload", lambda: None)
     root = _bench_dir(tmp_path)
     with pytest.raises(ValueError, match="--preload 'x': expected NAME=PATH"):
         mb.run(_args("--bench-dir", str(root), "--preload", "x"))

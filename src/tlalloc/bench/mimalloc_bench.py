@@ -6,7 +6,8 @@ daanx/mimalloc-bench (this project neither ships nor builds them: build its
 arguments its own ``bench.sh`` gives it, once per allocator: the C library's
 malloc (no preload), and every shared library named with ``--preload NAME=PATH``
 (by default Debian's ``libjemalloc2``, ``libmimalloc2.0`` and tcmalloc when
-installed; ``--tlalloc PATH`` adds ``libtlalloc.so``, see ``tlalloc.preload``).
+installed), and ``libtlalloc.so``: ``--tlalloc PATH``, or by default the one
+installed with this package (``tlalloc preload-path``).
 
 Rounds are interleaved: round r runs every benchmark once under every allocator,
 in an order rotated by r, so that drift in the machine's load hits each alike.
@@ -27,8 +28,8 @@ durations, fewer repetitions) to fit a 2-core machine's time budget; every run
 prints the exact arguments used.
 
 Example:
-    $ tlalloc bench mimalloc-bench --bench-dir /tmp/mimalloc-bench \\
-          --tlalloc "$(python -m tlalloc.preload)" --rounds 3 --json mb.json
+    $ tlalloc bench mimalloc-bench --bench-dir /tmp/mimalloc-bench --rounds 3 --json mb.json
+    $ tlalloc bench mimalloc-bench --bench-dir /tmp/mimalloc-bench --tlalloc build/c/libtlalloc.so
     $ tlalloc bench mimalloc-bench --bench-dir /tmp/mimalloc-bench --quick
 """
 
@@ -222,7 +223,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "out/bench unless --bin-dir)")
     parser.add_argument("--bin-dir", default=None, help="folder of the built benchmark programs")
     parser.add_argument("--tlalloc", default=None, metavar="PATH",
-                        help="libtlalloc.so (same as --preload tlalloc=PATH)")
+                        help="libtlalloc.so (same as --preload tlalloc=PATH; default: the one "
+                             "installed with the package, as 'tlalloc preload-path' prints)")
     parser.add_argument("--preload", action="append", default=[], metavar="NAME=PATH",
                         help="an allocator to preload (repeatable); jemalloc, mimalloc and "
                              "tcmalloc are found in the system library folders when not given")
@@ -301,6 +303,27 @@ def parse_preloads(items: list[str], tlalloc: str | None) -> dict[str, str]:
             raise ValueError(f"--preload {item!r}: {path!r} is not a file")
         out[name] = os.path.abspath(path)
     return out
+
+
+def installed_preload() -> str | None:
+    """Path of the ``libtlalloc.so`` installed with this package, or None.
+
+    Example:
+        >>> p = installed_preload()
+        >>> p is None or p.endswith("libtlalloc.so")
+        True
+    """
+    try:
+        from tlalloc import pool
+    except ImportError:
+        return None
+    fn = getattr(pool, "preload_path", None)
+    if fn is None:
+        return None
+    try:
+        return str(fn())
+    except (FileNotFoundError, OSError):
+        return None
 
 
 def detect_allocators(preloads: dict[str, str], wanted: list[str] | None) -> dict[str, dict[str, Any]]:
@@ -676,7 +699,10 @@ def run(args: argparse.Namespace) -> int:
         names = [n for n in names if n in QUICK_BENCHES] or list(QUICK_BENCHES)
         threads = [t for t in threads if t <= 2] or [1]
         rounds = 1
-    preloads = parse_preloads(args.preload, args.tlalloc)
+    tlalloc_lib = args.tlalloc
+    if tlalloc_lib is None and not any(p.startswith("tlalloc=") for p in args.preload):
+        tlalloc_lib = installed_preload()
+    preloads = parse_preloads(args.preload, tlalloc_lib)
     wanted = [a.strip() for a in args.allocators.split(",")] if args.allocators else None
     allocators = detect_allocators(preloads, wanted)
     configs = make_configs(names, threads, args.short, args.quick)
