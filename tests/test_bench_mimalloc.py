@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,18 @@ def test_cli_lists_the_suite() -> None:
 
     assert SUITES["mimalloc-bench"] == "tlalloc.bench.mimalloc_bench"
     assert SUITES["numpy-alloc"] == "tlalloc.bench.numpy_alloc"
+
+
+def test_deadline_cuts_later_rounds_only(tmp_path: Path) -> None:
+    root = _bench_dir(tmp_path)
+    allocs = {"glibc": {"lib": None, "how": "-"}, "fast": {"lib": _lib(tmp_path, "fast"), "how": "-"}}
+    cfgs = mb.make_configs(["larson", "mstress"], [1], False, True)
+    msgs: list[str] = []
+    # A deadline already past: the first round still runs whole, the second not at all.
+    begun = mb.run_matrix(cfgs, allocs, root / "out" / "bench", root / "bench", 3, 30,
+                          time.time() - 1, msgs.append)
+    assert begun == 1
+    assert all(len(runs) == 1 for c in cfgs for runs in c.runs.values())
+    assert any("stopping in round 2 before larson x1" in m for m in msgs)
+    s = mb.summarize(cfgs, "fast")
+    assert s["rows"][0]["speed"]["glibc"] == 2.0

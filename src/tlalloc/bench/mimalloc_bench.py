@@ -238,8 +238,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="thread counts for the threaded benchmarks (default 1,2,4,16)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--deadline", default=None, metavar="HH:MM",
-                        help="start no round after this (UTC) time that the last round's length "
-                             "says would end past it")
+                        help="after the first round, start no benchmark whose first-round runs "
+                             "say it would end past this UTC time (later rounds may be partial)")
     parser.add_argument("--short", action="store_true",
                         help="the reduced arguments of SHORT_CHANGES (printed) to fit 2 cores")
     parser.add_argument("--quick", action="store_true",
@@ -508,10 +508,13 @@ def run_matrix(configs: list[Config], allocators: dict[str, dict[str, Any]], bin
                src_dir: Path, rounds: int, timeout: float, deadline: float | None = None,
                log: Callable[[str], None] = lambda s: None) -> int:
     """Run every config under every allocator, ``rounds`` interleaved rounds;
-    fills ``config.runs``. Returns the number of rounds done.
+    fills ``config.runs``. Returns the number of rounds begun.
 
     Round r runs the configs in order and, for config i, the allocators rotated
     by r + i, so no allocator always runs first or after the same neighbour.
+    With a ``deadline`` (a time.time() value), the first round always runs
+    whole; a later one stops before a config whose first-round runs took longer
+    than the time left, so its configs may have one run fewer than others.
     """
     names = list(allocators)
     for cfg in configs:
@@ -519,9 +522,16 @@ def run_matrix(configs: list[Config], allocators: dict[str, dict[str, Any]], bin
     base_env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     timer_cmd = gnu_time()
     done = 0
+    first_round_s = [0.0] * len(configs)
+    stop = False
     for rnd in range(rounds):
-        t_round = time.time()
         for i, cfg in enumerate(configs):
+            if rnd > 0 and deadline is not None and time.time() + first_round_s[i] > deadline:
+                log(f"stopping in round {rnd + 1} before {cfg.label}: it would end past the deadline")
+                stop = True
+                break
+            done = rnd + 1
+            t_cfg = time.time()
             k = (rnd + i) % len(names)
             for a in names[k:] + names[:k]:
                 args = [x.replace("{SRC}", str(src_dir)) for x in cfg.args]
@@ -537,9 +547,9 @@ def run_matrix(configs: list[Config], allocators: dict[str, dict[str, Any]], bin
                 log(f"round {rnd + 1} {cfg.label:18s} {a:10s} "
                     + (f"{metric:8.3f} s  rss {r['maxrss_bytes'] / 2**20:7.1f} MiB"
                        if error is None else f"FAILED: {error}"))
-        done += 1
-        if deadline is not None and rnd + 1 < rounds and time.time() + (time.time() - t_round) > deadline:
-            log(f"stopping after round {done}: another would end past the deadline")
+            if rnd == 0:
+                first_round_s[i] = time.time() - t_cfg
+        if stop:
             break
     # The deterministic programs must print the same under every allocator.
     for cfg in configs:
@@ -578,7 +588,7 @@ def summarize(configs: list[Config], subject: str) -> dict[str, Any]:
             "benchmark": cfg.bench.name, "threads": cfg.threads if cfg.bench.threaded else None,
             "args": list(cfg.args), "note": cfg.note, "time_s": med_t, "peak_rss_bytes": med_rss,
             "failures": {a: f for a, f in failures.items() if f}, "speed": {}, "speed_rounds": {},
-            "rss_ratio": {}}
+            "rss_ratio": {}, "runs": len(ok.get(subject, []))}
         if subject in ok and ok[subject]:
             subj_by_round = {e["round"]: e["time_s"] for e in ok[subject]}
             for a in names:
@@ -630,7 +640,7 @@ def format_summary(s: dict[str, Any], allocators: list[str]) -> str:
     others = [a for a in allocators if a != subject]
     headers = ["benchmark", "threads", f"{subject} s", *[f"vs {a}" for a in others],
                f"{subject} RSS MiB", *[f"RSS/{a}" for a in others if a in ("mimalloc", "glibc")],
-               "range vs mimalloc"]
+               "range vs mimalloc", "runs"]
     rows = []
     for r in s["rows"]:
         t = r["time_s"].get(subject)
@@ -640,7 +650,7 @@ def format_summary(s: dict[str, Any], allocators: list[str]) -> str:
             *[_fmt_ratio(r["speed"].get(a)) for a in others],
             "-" if subject not in r["peak_rss_bytes"] else f"{r['peak_rss_bytes'][subject] / 2**20:.1f}",
             *[_fmt_ratio(r["rss_ratio"].get(a)) for a in others if a in ("mimalloc", "glibc")],
-            f"{min(rng):.2f}-{max(rng):.2f}" if rng else "-"])
+            f"{min(rng):.2f}-{max(rng):.2f}" if rng else "-", r.get("runs", "-")])
     lines = [format_table(headers, rows)]
     if s["geomean_speed"]:
         lines.append("geometric mean of the speed ratios: " + ", ".join(
