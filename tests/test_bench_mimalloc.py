@@ -167,6 +167,12 @@ def test_goals() -> None:
     assert g["geomean speed >= mimalloc's"]["value"] == pytest.approx((1.0 * 0.7) ** 0.5)
     assert g["no failed run"]["met"]
     assert "goal NOT MET peak RSS" in mb.format_summary(s, ["glibc", "mimalloc", "tlalloc"])
+    md = mb.format_markdown(s, ["glibc", "mimalloc", "tlalloc"]).splitlines()
+    assert md[0] == ("| benchmark | threads | tlalloc s | vs glibc | vs mimalloc | tlalloc peak RSS MiB "
+                     "| RSS vs mimalloc | runs |")
+    assert md[2] == "| cfrac | - | 1.000 | 2.00 | 1.00 | 0.0 | 1.00 | 1 |"
+    assert md[3] == "| cfrac | - | 1.000 | **0.90** | **0.70** | 0.0 | **1.30** | 1 |"
+    assert md[4].startswith("| **geometric mean** |")
 
 
 def test_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -93,9 +93,10 @@ def test_bad_arguments() -> None:
 def test_quick_run_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "n.json"
     assert bench.run(_args("--quick", "--sizes", "8KiB,4MiB", "--churn-seconds", "0.3",
-                           "--json", str(out))) == 0
+                           "--markdown", "--json", str(out))) == 0
     text = capsys.readouterr().out
     assert "tlalloc faults/op" in text and "tlalloc / numpy" in text
+    assert "| 4 MiB | 2 |" in text and "| tlalloc / numpy |" in text
     data = json.loads(out.read_text())
     assert [(r["size_bytes"], r["threads"]) for r in data["ops"]] == [
         (8192, 1), (8192, 2), (4 << 20, 1), (4 << 20, 2)]

@@ -247,6 +247,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "shorter durations")
     parser.add_argument("--timeout", type=float, default=600.0,
                         help="seconds before a run is killed and counted as failed (default 600)")
+    parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
 
 
@@ -669,6 +670,50 @@ def format_summary(s: dict[str, Any], allocators: list[str]) -> str:
     return "\n".join(lines)
 
 
+def format_markdown(s: dict[str, Any], allocators: list[str]) -> str:
+    """The results as a Markdown table (for BENCHMARKS.md); ratios that miss an
+    issue-12 goal are in bold (speed below glibc's or below 0.8x mimalloc's,
+    peak RSS above 1.2x mimalloc's).
+
+    Example:
+        >>> row = {"benchmark": "larson", "threads": 2, "time_s": {"t": 1.0}, "speed": {"glibc": 0.9},
+        ...        "speed_rounds": {}, "rss_ratio": {}, "peak_rss_bytes": {"t": 2**20}, "runs": 2}
+        >>> print(format_markdown({"subject": "t", "rows": [row], "geomean_speed": {}}, ["glibc", "t"]))
+        | benchmark | threads | t s | vs glibc | t peak RSS MiB | runs |
+        |---|---|---|---|---|---|
+        | larson | 2 | 1.000 | **0.90** | 1.0 | 2 |
+    """
+    subject = s["subject"]
+    others = [a for a in allocators if a != subject]
+    rss_cols = [a for a in others if a == "mimalloc"]
+    headers = ["benchmark", "threads", f"{subject} s", *[f"vs {a}" for a in others],
+               f"{subject} peak RSS MiB", *[f"RSS vs {a}" for a in rss_cols], "runs"]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+
+    def speed(a: str, v: float | None) -> str:
+        txt = _fmt_ratio(v)
+        bad = v is not None and math.isfinite(v) and (
+            (a == "glibc" and v < 1.0) or (a == "mimalloc" and v < 0.8))
+        return f"**{txt}**" if bad else txt
+    for r in s["rows"]:
+        t = r["time_s"].get(subject)
+        rss = r["peak_rss_bytes"].get(subject)
+        cells = [r["benchmark"], str(r["threads"] or "-"),
+                 "-" if t is None or not math.isfinite(t) else f"{t:.3f}",
+                 *[speed(a, r["speed"].get(a)) for a in others],
+                 "-" if rss is None or not math.isfinite(rss) else f"{rss / 2**20:.1f}"]
+        for a in rss_cols:
+            v = r["rss_ratio"].get(a)
+            cells.append(f"**{_fmt_ratio(v)}**" if v is not None and v > 1.2 else _fmt_ratio(v))
+        cells.append(str(r.get("runs", "-")))
+        lines.append("| " + " | ".join(cells) + " |")
+    if s.get("geomean_speed"):
+        cells = ["**geometric mean**", "", "", *[_fmt_ratio(s["geomean_speed"].get(a)) for a in others],
+                 "", *[_fmt_ratio(s["geomean_rss_ratio"].get(a)) for a in rss_cols], ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _commit(root: Path) -> str | None:
     try:
         r = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
@@ -753,6 +798,9 @@ def run(args: argparse.Namespace) -> int:
           f"start, {load_end} at end. Speed = other's time / {args.subject}'s (>1: {args.subject} "
           f"faster), medians over rounds; RSS/x = {args.subject}'s peak RSS / x's.")
     print(format_summary(s, list(allocators)))
+    if args.markdown:
+        print()
+        print(format_markdown(s, list(allocators)))
     if args.json:
         write_json(args.json, {
             "machine": machine_info(), "mimalloc_bench_commit": commit, "bench_dir": str(root),

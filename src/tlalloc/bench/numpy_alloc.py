@@ -104,6 +104,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-churn", action="store_true", help="skip the churn")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 1 round, 0.02 s cells, 3 s churn")
+    parser.add_argument("--markdown", action="store_true", help="also print the tables as Markdown")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
 
 
@@ -235,6 +236,37 @@ def format_ops(rows: list[dict[str, Any]]) -> str:
                     f"{r['faults_per_op']['numpy']:,.1f}", f"{r['faults_per_op']['tlalloc']:,.1f}"])
     return format_table(["size", "threads", "numpy us/op", "tlalloc us/op", "speed (CPU)",
                          "rounds", "speed (wall)", "numpy faults/op", "tlalloc faults/op"], out)
+
+
+def markdown(rows: list[dict[str, Any]], churn_result: dict[str, Any] | None) -> str:
+    """Both tables as Markdown (for BENCHMARKS.md); a speed below 1 is in bold.
+
+    Example:
+        >>> r = {"size_bytes": 8192, "threads": 1, "cpu_per_op": {"numpy": 1e-6, "tlalloc": 2e-6},
+        ...      "speed": 0.5, "wall_speed": 0.5, "faults_per_op": {"numpy": 0.0, "tlalloc": 1.0}}
+        >>> print(markdown([r], None).splitlines()[2])
+        | 8 KiB | 1 | 1.0 | 2.0 | **0.50** | - | 0.50 | 0.0 | 1.0 |
+    """
+    lines = ["| size | threads | numpy us/op | tlalloc us/op | speed (CPU) | rounds | speed (wall) "
+             "| numpy faults/op | tlalloc faults/op |", "|" + "---|" * 9]
+    for r in rows:
+        rng = r.get("speed_rounds")
+        sp = f"{r['speed']:.2f}"
+        lines.append(
+            f"| {format_size(r['size_bytes'])} | {r['threads']} | {r['cpu_per_op']['numpy'] * 1e6:,.1f} "
+            f"| {r['cpu_per_op']['tlalloc'] * 1e6:,.1f} | {'**' + sp + '**' if r['speed'] < 1 else sp} "
+            f"| {f'{min(rng):.2f}-{max(rng):.2f}' if rng else '-'} | {r['wall_speed']:.2f} "
+            f"| {r['faults_per_op']['numpy']:,.1f} | {r['faults_per_op']['tlalloc']:,.1f} |")
+    if churn_result:
+        c = churn_result
+        lines += ["", "| allocator | allocations/s | RSS peak MiB | RSS mean MiB | RSS at start MiB |",
+                  "|---|---|---|---|---|"]
+        for a, m in c["median"].items():
+            lines.append(f"| {a} | {m['alloc_per_s']:,.0f} | {m['rss_peak_bytes'] / 2**20:.0f} "
+                         f"| {m['rss_mean_bytes'] / 2**20:.0f} | {m['rss_baseline_bytes'] / 2**20:.0f} |")
+        lines.append(f"| tlalloc / numpy | {c['rate_ratio']:.2f} | {c['rss_peak_ratio']:.2f} "
+                     f"| {c['rss_mean_ratio']:.2f} | |")
+    return "\n".join(lines)
 
 
 def _rss_bytes() -> int:
@@ -401,6 +433,9 @@ def run(args: argparse.Namespace) -> int:
         c = churn_table(churn_s, args.churn_threads, args.churn_rounds)
         print(format_churn(c))
         payload["churn"] = c
+    if args.markdown:
+        print()
+        print(markdown(payload.get("ops", []), payload.get("churn")))
     payload["load_end"] = list(os.getloadavg())
     if args.json:
         write_json(args.json, payload)
