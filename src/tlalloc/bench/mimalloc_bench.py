@@ -514,8 +514,9 @@ def run_matrix(configs: list[Config], allocators: dict[str, dict[str, Any]], bin
     Round r runs the configs in order and, for config i, the allocators rotated
     by r + i, so no allocator always runs first or after the same neighbour.
     With a ``deadline`` (a time.time() value), the first round always runs
-    whole; a later one stops before a config whose first-round runs took longer
-    than the time left, so its configs may have one run fewer than others.
+    whole and later rounds take the configs from the quickest (by their
+    first-round runs) and stop before one that would end past the deadline, so
+    that as many configs as possible get the extra runs.
     """
     names = list(allocators)
     for cfg in configs:
@@ -526,7 +527,11 @@ def run_matrix(configs: list[Config], allocators: dict[str, dict[str, Any]], bin
     first_round_s = [0.0] * len(configs)
     stop = False
     for rnd in range(rounds):
-        for i, cfg in enumerate(configs):
+        order = list(range(len(configs)))
+        if rnd > 0 and deadline is not None:
+            order.sort(key=lambda j: first_round_s[j])
+        for i in order:
+            cfg = configs[i]
             if rnd > 0 and deadline is not None and time.time() + first_round_s[i] > deadline:
                 log(f"stopping in round {rnd + 1} before {cfg.label}: it would end past the deadline")
                 stop = True
