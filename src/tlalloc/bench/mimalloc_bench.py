@@ -179,8 +179,8 @@ SHORT_CHANGES: dict[str, tuple[tuple[str, ...], str]] = {
     "larson": (("2", "8", "1000", "5000", "100", "4141", "{P}"), "2 s runs instead of 5"),
     "larson-sized": (("2", "8", "1000", "5000", "100", "4141", "{P}"), "2 s runs instead of 5"),
     "xmalloc-test": (("-w", "{P}", "-t", "2", "-s", "64"), "2 s runs instead of 5"),
-    "rptest": (("{P}", "0", "1", "2", "100", "1000", "100", "8", "16000"),
-               "100 loops instead of 500 (it reports ops per CPU second)"),
+    "rptest": (("{P}", "0", "1", "2", "50", "1000", "100", "8", "16000"),
+               "50 loops instead of 500 (it reports ops per CPU second)"),
     "cache-scratch": (("{P}", "1000", "1", "500000", "{P}"), "500,000 repetitions instead of 2,000,000"),
     "cache-thrash": (("{P}", "1000", "1", "500000", "{P}"), "500,000 repetitions instead of 2,000,000"),
 }
