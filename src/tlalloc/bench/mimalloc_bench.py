@@ -405,7 +405,8 @@ def gnu_time() -> str | None:
 
 
 def run_once(cmd: list[str], env: dict[str, str], stdin_path: str | None,
-             timeout: float, timer_cmd: str | None = None, preload: str | None = None) -> dict[str, Any]:
+             timeout: float, timer_cmd: str | None = None, preload: str | None = None,
+             cwd: str | None = None) -> dict[str, Any]:
     """Run one command; wall time, user+sys time, peak RSS, status and output.
 
     With ``timer_cmd`` (GNU time) the peak RSS is the program's own; without,
@@ -430,7 +431,7 @@ def run_once(cmd: list[str], env: dict[str, str], stdin_path: str | None,
             env["LD_PRELOAD"] = preload
         full = [timer_cmd, "-f", "%M", "-o", tfile.name, *cmd] if timer_cmd else cmd
         t0 = time.perf_counter()
-        p = subprocess.Popen(full, stdin=inp, stdout=out, stderr=err, env=env,
+        p = subprocess.Popen(full, stdin=inp, stdout=out, stderr=err, env=env, cwd=cwd,
                              start_new_session=True)
         killed = []
 
@@ -526,6 +527,9 @@ def run_matrix(configs: list[Config], allocators: dict[str, dict[str, Any]], bin
     done = 0
     first_round_s = [0.0] * len(configs)
     stop = False
+    # rptest writes files into its working folder: each run gets a scratch one.
+    scratch = tempfile.TemporaryDirectory(prefix="mimalloc-bench-")
+    workdir = scratch.name
     for rnd in range(rounds):
         order = list(range(len(configs)))
         if rnd > 0 and deadline is not None:
@@ -543,7 +547,7 @@ def run_matrix(configs: list[Config], allocators: dict[str, dict[str, Any]], bin
                 args = [x.replace("{SRC}", str(src_dir)) for x in cfg.args]
                 stdin = str(src_dir / cfg.bench.stdin) if cfg.bench.stdin else None
                 r = run_once([str(bin_dir / cfg.bench.program), *args], base_env, stdin, timeout,
-                             timer_cmd, allocators[a]["lib"])
+                             timer_cmd, allocators[a]["lib"], workdir)
                 metric, error = _check(cfg, r)
                 out_hash = hashlib.sha256(r["stdout"].encode()).hexdigest()[:16]
                 entry = {"round": rnd, "time_s": metric, "wall_s": r["wall_s"], "cpu_s": r["cpu_s"],
@@ -557,6 +561,7 @@ def run_matrix(configs: list[Config], allocators: dict[str, dict[str, Any]], bin
                 first_round_s[i] = time.time() - t_cfg
         if stop:
             break
+    scratch.cleanup()
     # The deterministic programs must print the same under every allocator.
     for cfg in configs:
         if not cfg.bench.deterministic or "glibc" not in cfg.runs:
