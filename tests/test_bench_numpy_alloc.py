@@ -102,3 +102,12 @@ def test_quick_run_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str
         (8192, 1), (8192, 2), (4 << 20, 1), (4 << 20, 2)]
     assert set(data["churn"]["median"]) == {"numpy", "tlalloc"}
     assert data["churn"]["seconds"] == 0.3
+
+
+def test_cli_refuses_an_unwritable_json_path_before_running(capsys: pytest.CaptureFixture[str]) -> None:
+    from tlalloc.cli import main
+
+    assert main(["bench", "numpy-alloc", "--json", "/no/such/dir/x.json"]) == 2
+    assert "cannot write --json" in capsys.readouterr().err
+    assert main(["bench", "mimalloc-bench", "--bench-dir", "/nonexistent", "--json",
+                 "/no/such/dir/x.json"]) == 2
