@@ -217,3 +217,26 @@ def test_deadline_cuts_later_rounds_only(tmp_path: Path) -> None:
     assert any("stopping in round 2 before" in m for m in msgs)
     s = mb.summarize(cfgs, "fast")
     assert s["rows"][0]["speed"]["glibc"] == 2.0
+
+
+def test_interrupt_reports_the_finished_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    root = _bench_dir(tmp_path)
+    real = mb.run_once
+    calls = []
+
+    def run_once(*a: object, **k: object) -> dict[str, object]:
+        calls.append(1)
+        if len(calls) == 5:  # Ctrl-C during the 5th run: round 2's first
+            raise KeyboardInterrupt
+        return real(*a, **k)  # type: ignore[arg-type]
+    monkeypatch.setattr(mb, "run_once", run_once)
+    out = tmp_path / "r.json"
+    rc = mb.run(_args("--bench-dir", str(root), "--benchmarks", "larson", "--threads", "1,2",
+                      "--allocators", "glibc,fast", "--preload", f"fast={_lib(tmp_path, 'fast')}",
+                      "--subject", "fast", "--rounds", "2", "--json", str(out)))
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert data["interrupted"] and data["rounds"] == 1
+    assert [r["speed"]["glibc"] for r in data["summary"]["rows"]] == [2.0, 2.0]
+    assert "2 interleaved round(s)" not in capsys.readouterr().out

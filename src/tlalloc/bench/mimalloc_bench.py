@@ -800,7 +800,13 @@ def run(args: argparse.Namespace) -> int:
     def log(msg: str) -> None:
         print(f"[{time.time() - t0:6.0f} s] {msg}", file=sys.stderr, flush=True)
     load_start = _load()
-    done = run_matrix(configs, allocators, bin_dir, src_dir, rounds, args.timeout, deadline, log)
+    interrupted = False
+    try:
+        done = run_matrix(configs, allocators, bin_dir, src_dir, rounds, args.timeout, deadline, log)
+    except KeyboardInterrupt:  # Ctrl-C: report what has run (run_once ended the child)
+        interrupted = True
+        done = max((e["round"] + 1 for c in configs for es in c.runs.values() for e in es), default=0)
+        log(f"interrupted in round {done}: the results below are of the runs finished so far")
     load_end = _load()
     s = summarize(configs, args.subject)
     print()
@@ -815,7 +821,7 @@ def run(args: argparse.Namespace) -> int:
         write_json(args.json, {
             "machine": machine_info(), "mimalloc_bench_commit": commit, "bench_dir": str(root),
             "allocators": allocators, "rounds": done, "short": args.short, "quick": args.quick,
-            "load_start": load_start, "load_end": load_end, "summary": s,
+            "load_start": load_start, "load_end": load_end, "summary": s, "interrupted": interrupted,
             "peak_rss_from": "GNU time %M" if gnu_time() else "wait4 (at least this Python's RSS)",
             "runs": [{"benchmark": c.bench.name, "threads": c.threads, "args": list(c.args),
                       "runs": c.runs} for c in configs]})
