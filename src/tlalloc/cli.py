@@ -28,6 +28,8 @@ SUITES: dict[str, str] = {
     "pages": "tlalloc.bench.pages",
     "scratch": "tlalloc.bench.scratch",
     "dask": "tlalloc.bench.dask",
+    "numpy-alloc": "tlalloc.bench.numpy_alloc",
+    "mimalloc-bench": "tlalloc.bench.mimalloc_bench",
 }
 DEFAULT_SUITE = "mix"
 

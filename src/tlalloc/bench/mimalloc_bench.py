@@ -1,0 +1,828 @@
+"""mimalloc-bench programs under LD_PRELOAD: tlalloc against glibc, jemalloc, mimalloc, tcmalloc.
+
+Runs the benchmark programs of an already built checkout of the public
+daanx/mimalloc-bench (this project neither ships nor builds them: build its
+``bench/CMakeLists.txt`` targets yourself into ``ROOT/out/bench``), each with the
+arguments its own ``bench.sh`` gives it, once per allocator: the C library's
+malloc (no preload), and every shared library named with ``--preload NAME=PATH``
+(by default Debian's ``libjemalloc2``, ``libmimalloc2.0`` and tcmalloc when
+installed), and ``libtlalloc.so``: ``--tlalloc PATH``, or by default the one
+installed with this package (``tlalloc preload-path``).
+
+Rounds are interleaved: round r runs every benchmark once under every allocator,
+in an order rotated by r, so that drift in the machine's load hits each alike.
+For every run it records the wall time, user+sys time and the child's peak RSS
+(``wait4``), checks the exit status and the program's output (a result line that
+parses, a factorisation that multiplies out, the same output as under glibc for
+the deterministic programs), and takes the time ``bench.sh`` reports: the wall
+time, except for the fixed-duration programs (larson, xmalloc-test, rptest,
+glibc-thread) whose relative time comes from their own output.
+
+The table gives, per benchmark and thread count, the subject's (tlalloc's) speed
+ratio to each allocator (the other's time over the subject's: above 1 means the
+subject is faster; medians over the rounds), its peak RSS and RSS ratio to
+mimalloc's, then the geometric means and the issue-12 goals.
+
+``--short`` applies the reductions listed in ``SHORT_CHANGES`` (shorter fixed
+durations, fewer repetitions) to fit a 2-core machine's time budget; every run
+prints the exact arguments used.
+
+Example:
+    $ tlalloc bench mimalloc-bench --bench-dir /tmp/mimalloc-bench --rounds 3 --json mb.json
+    $ tlalloc bench mimalloc-bench --bench-dir /tmp/mimalloc-bench --tlalloc build/c/libtlalloc.so
+    $ tlalloc bench mimalloc-bench --bench-dir /tmp/mimalloc-bench --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import math
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tlalloc.bench._common import describe_machine, format_table, machine_info, write_json
+
+# Allocators found in the usual library directories when not named with --preload:
+# (name, Debian package, shared library). tcmalloc is the minimal build, as
+# mimalloc-bench's "tc" (libtcmalloc-minimal4, a dependency of libgoogle-perftools4).
+KNOWN_PRELOADS = (
+    ("jemalloc", "libjemalloc2", "libjemalloc.so.2"),
+    ("mimalloc", "libmimalloc2.0", "libmimalloc.so.2"),
+    ("tcmalloc", "libtcmalloc-minimal4", "libtcmalloc_minimal.so.4"),
+)
+LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib",
+            "/usr/local/lib")
+CFRAC_NUMBER = "17545186520507317056371138836327483792789528"
+
+
+@dataclass(frozen=True)
+class Bench:
+    """One benchmark of bench.sh: how to run it and how to read its output.
+
+    ``args`` is a list of strings where ``{P}`` is the thread count and ``{SRC}``
+    the checkout's ``bench`` folder (inputs); ``threaded`` says whether the
+    thread count applies; ``metric`` turns the run's output and wall time into
+    the time bench.sh reports, raising ValueError when the output is wrong.
+    """
+
+    name: str
+    program: str
+    args: tuple[str, ...]
+    threaded: bool
+    metric: Callable[[str, float, int], float]
+    deterministic: bool = False  # output must match across allocators
+    stdin: str | None = None  # a file under {SRC}
+    max_threads: int | None = None
+
+
+def _wall(out: str, wall: float, threads: int) -> float:
+    return wall
+
+
+def _larson(out: str, wall: float, threads: int) -> float:
+    m = re.search(r"relative time: ([0-9.]+)s", out)
+    if not m:
+        raise ValueError("no 'relative time:' line")
+    return float(m.group(1))
+
+
+def _xmalloc(out: str, wall: float, threads: int) -> float:
+    m = re.search(r"^rtime: ([0-9.]+)", out, re.M)
+    if not m:
+        raise ValueError("no 'rtime:' line")
+    return float(m.group(1))
+
+
+def _rptest(out: str, wall: float, threads: int) -> float:
+    m = re.search(r"\.\.\.(\d+) memory ops", out)
+    if not m or int(m.group(1)) <= 0:
+        raise ValueError("no '...N memory ops' result")
+    return 2_000_000 / int(m.group(1))  # bench.sh: relative time = 2000000 / ops
+
+
+def _glibc_thread(out: str, wall: float, threads: int) -> float:
+    m = re.search(r"^(\d+) iterations", out, re.M)
+    if not m or int(m.group(1)) <= 0:
+        raise ValueError("no 'N iterations' result")
+    return 1e9 / int(m.group(1))  # bench.sh: relative time = 1e9 / iterations
+
+
+def _cfrac(out: str, wall: float, threads: int) -> float:
+    m = re.search(r"^(\d+) = ([\d *]+)$", out, re.M)
+    if not m:
+        raise ValueError("no factorisation line")
+    product = 1
+    for f in m.group(2).split("*"):
+        product *= int(f)
+    if str(product) != m.group(1) or m.group(1) != CFRAC_NUMBER:
+        raise ValueError(f"wrong factorisation: {m.group(0)!r}")
+    return wall
+
+
+def _alloc_test(out: str, wall: float, threads: int) -> float:
+    m = re.search(r"(\d+) threads made (\d+) alloc/dealloc operations", out)
+    if not m or int(m.group(1)) != threads or int(m.group(2)) != threads * 100_000_000:
+        raise ValueError("no 'N threads made N*100000000 alloc/dealloc operations' line")
+    return wall
+
+
+def _expect(pattern: str) -> Callable[[str, float, int], float]:
+    rx = re.compile(pattern, re.M)
+
+    def check(out: str, wall: float, threads: int) -> float:
+        if not rx.search(out):
+            raise ValueError(f"output lacks {pattern!r}")
+        return wall
+    return check
+
+
+# bench.sh's command for each test (function run_test), {P} being its $procs.
+BENCHES: tuple[Bench, ...] = (
+    Bench("cfrac", "cfrac", (CFRAC_NUMBER,), False, _cfrac, deterministic=True),
+    Bench("espresso", "espresso", ("{SRC}/espresso/largest.espresso",), False, _wall),  # prints nothing
+    Bench("barnes", "barnes", (), False, _expect(r"^COMPUTETIME"), stdin="barnes/input"),
+    Bench("larson", "larson", ("5", "8", "1000", "5000", "100", "4141", "{P}"), True, _larson),
+    Bench("larson-sized", "larson-sized", ("5", "8", "1000", "5000", "100", "4141", "{P}"), True,
+          _larson),
+    Bench("xmalloc-test", "xmalloc-test", ("-w", "{P}", "-t", "5", "-s", "64"), True, _xmalloc),
+    Bench("mstress", "mstress", ("{P}", "50", "25"), True, _expect(r"^start with \d+ threads")),
+    Bench("rptest", "rptest", ("{P}", "0", "1", "2", "500", "1000", "100", "8", "16000"), True,
+          _rptest),
+    Bench("cache-scratch", "cache-scratch", ("{P}", "1000", "1", "2000000", "{P}"), True, _wall),
+    Bench("cache-thrash", "cache-thrash", ("{P}", "1000", "1", "2000000", "{P}"), True, _wall),
+    Bench("glibc-simple", "glibc-simple", (), False, _wall),
+    Bench("glibc-thread", "glibc-thread", ("{P}",), True, _glibc_thread),
+    Bench("alloc-test", "alloc-test", ("{P}",), True, _alloc_test, max_threads=16),
+    Bench("malloc-large", "malloc-large", (), False, _wall),
+    Bench("mleak10", "mleak", ("5",), False, _expect(r"^Using \d+ threads")),
+    Bench("mleak100", "mleak", ("50",), False, _expect(r"^Using \d+ threads")),
+)
+BENCH_NAMES = tuple(b.name for b in BENCHES)
+
+# --short: what changes from bench.sh's arguments, to fit the runs into a time budget
+# on 2 cores. Each entry: benchmark -> (replacement args, why). The fixed-duration
+# programs report a rate, so a shorter run measures the same quantity with more noise.
+SHORT_CHANGES: dict[str, tuple[tuple[str, ...], str]] = {
+    "larson": (("2", "8", "1000", "5000", "100", "4141", "{P}"), "2 s runs instead of 5"),
+    "larson-sized": (("2", "8", "1000", "5000", "100", "4141", "{P}"), "2 s runs instead of 5"),
+    "xmalloc-test": (("-w", "{P}", "-t", "2", "-s", "64"), "2 s runs instead of 5"),
+    "rptest": (("{P}", "0", "1", "2", "50", "1000", "100", "8", "16000"),
+               "50 loops instead of 500 (it reports ops per CPU second)"),
+    "cache-scratch": (("{P}", "1000", "1", "500000", "{P}"), "500,000 repetitions instead of 2,000,000"),
+    "cache-thrash": (("{P}", "1000", "1", "500000", "{P}"), "500,000 repetitions instead of 2,000,000"),
+}
+SHORT_MAX_THREADS = {"alloc-test": 2}  # 100M operations per thread, whatever the count
+QUICK_BENCHES = ("cfrac", "larson", "xmalloc-test", "mstress", "glibc-thread", "mleak10")
+# --quick: a smoke run of a few seconds per allocator.
+QUICK_CHANGES: dict[str, tuple[str, ...]] = {
+    "larson": ("1", "8", "1000", "5000", "100", "4141", "{P}"),
+    "xmalloc-test": ("-w", "{P}", "-t", "1", "-s", "64"),
+}
+
+
+@dataclass
+class Config:
+    """One benchmark at one thread count, with the exact command line used."""
+
+    bench: Bench
+    threads: int
+    args: tuple[str, ...]
+    note: str = ""
+    runs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.bench.name}" + (f" x{self.threads}" if self.bench.threaded else "")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``tlalloc bench mimalloc-bench``.
+
+    Example:
+        >>> p = argparse.ArgumentParser(); add_arguments(p)
+        >>> a = p.parse_args(["--bench-dir", "/x", "--preload", "foo=/lib/foo.so"])
+        >>> a.preload, a.rounds
+        (['foo=/lib/foo.so'], 3)
+    """
+    parser.add_argument("--bench-dir", required=True,
+                        help="checkout of daanx/mimalloc-bench (its bench/ inputs; binaries in "
+                             "out/bench unless --bin-dir)")
+    parser.add_argument("--bin-dir", default=None, help="folder of the built benchmark programs")
+    parser.add_argument("--tlalloc", default=None, metavar="PATH",
+                        help="libtlalloc.so (same as --preload tlalloc=PATH; default: the one "
+                             "installed with the package, as 'tlalloc preload-path' prints)")
+    parser.add_argument("--preload", action="append", default=[], metavar="NAME=PATH",
+                        help="an allocator to preload (repeatable); jemalloc, mimalloc and "
+                             "tcmalloc are found in the system library folders when not given")
+    parser.add_argument("--allocators", default=None,
+                        help="which allocators to run, in this order (default: glibc, then those "
+                             "found, then the preloads given)")
+    parser.add_argument("--subject", default="tlalloc",
+                        help="the allocator the ratios are about (default tlalloc)")
+    parser.add_argument("--benchmarks", default=",".join(BENCH_NAMES),
+                        help=f"subset of {','.join(BENCH_NAMES)}")
+    parser.add_argument("--threads", default="1,2,4,16",
+                        help="thread counts for the threaded benchmarks (default 1,2,4,16)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--deadline", default=None, metavar="HH:MM",
+                        help="after the first round, start no benchmark whose first-round runs "
+                             "say it would end past this UTC time (later rounds may be partial)")
+    parser.add_argument("--short", action="store_true",
+                        help="the reduced arguments of SHORT_CHANGES (printed) to fit 2 cores")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"smoke run: {','.join(QUICK_BENCHES)}, threads 1,2, 1 round, "
+                             "shorter durations")
+    parser.add_argument("--timeout", type=float, default=600.0,
+                        help="seconds before a run is killed and counted as failed (default 600)")
+    parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
+    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+
+
+def find_library(soname: str) -> str | None:
+    """Path of a shared library in the usual folders, or None.
+
+    Example:
+        >>> find_library("libno-such-lib.so.7") is None
+        True
+    """
+    for d in LIB_DIRS:
+        p = os.path.join(d, soname)
+        if os.path.exists(p):
+            return p
+    return None
+
+
+def package_version(package: str) -> str | None:
+    """Installed version of a Debian package, or None.
+
+    Example:
+        >>> package_version("no-such-package-xyz") is None
+        True
+    """
+    try:
+        r = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True,
+                           text=True, check=False)
+    except OSError:
+        return None
+    return (r.stdout.strip() or None) if r.returncode == 0 else None
+
+
+def parse_preloads(items: list[str], tlalloc: str | None) -> dict[str, str]:
+    """``NAME=PATH`` options into a dict, checking each path is a file.
+
+    Example:
+        >>> parse_preloads([], None)
+        {}
+        >>> parse_preloads(["x"], None)
+        Traceback (most recent call last):
+        ValueError: --preload 'x': expected NAME=PATH
+    """
+    out: dict[str, str] = {}
+    pairs = [(item, *item.split("=", 1)) if "=" in item else (item, "", "") for item in items]
+    if tlalloc is not None:
+        pairs.append((f"--tlalloc {tlalloc}", "tlalloc", tlalloc))
+    for item, name, path in pairs:
+        if not name or not path:
+            raise ValueError(f"--preload {item!r}: expected NAME=PATH")
+        if name == "glibc":
+            raise ValueError(f"--preload {item!r}: glibc is the run without a preload")
+        if not os.path.isfile(path):
+            raise ValueError(f"--preload {item!r}: {path!r} is not a file")
+        out[name] = os.path.abspath(path)
+    return out
+
+
+def installed_preload() -> str | None:
+    """Path of the ``libtlalloc.so`` installed with this package, or None.
+
+    Example:
+        >>> p = installed_preload()
+        >>> p is None or p.endswith("libtlalloc.so")
+        True
+    """
+    try:
+        from tlalloc import pool
+    except ImportError:
+        return None
+    fn = getattr(pool, "preload_path", None)
+    if fn is None:
+        return None
+    try:
+        return str(fn())
+    except (FileNotFoundError, OSError):
+        return None
+
+
+def detect_allocators(preloads: dict[str, str], wanted: list[str] | None) -> dict[str, dict[str, Any]]:
+    """Allocator name -> {"lib": path or None, "how": description}, in run order.
+
+    Example:
+        >>> list(detect_allocators({}, ["glibc"]))
+        ['glibc']
+    """
+    libc = os.confstr("CS_GNU_LIBC_VERSION") if hasattr(os, "confstr") else None
+    found: dict[str, dict[str, Any]] = {"glibc": {"lib": None, "how": f"no preload ({libc})"}}
+    for name, pkg, soname in KNOWN_PRELOADS:
+        if name in preloads:
+            continue
+        lib = find_library(soname)
+        if lib:
+            ver = package_version(pkg)
+            found[name] = {"lib": lib, "how": f"{lib} (Debian {pkg} {ver or '?'})"}
+    for name, lib in preloads.items():
+        found[name] = {"lib": lib, "how": lib}
+    if wanted is None:
+        return found
+    missing = [w for w in wanted if w not in found]
+    if missing:
+        raise ValueError(f"--allocators: {', '.join(missing)} not found; available: "
+                         f"{', '.join(found)} (add one with --preload NAME=PATH)")
+    return {w: found[w] for w in wanted}
+
+
+def make_configs(names: list[str], threads: list[int], short: bool, quick: bool) -> list[Config]:
+    """The (benchmark, thread count, arguments) list, in bench.sh's test order.
+
+    Example:
+        >>> [c.label for c in make_configs(["larson", "cfrac"], [1, 2], False, False)]
+        ['cfrac', 'larson x1', 'larson x2']
+        >>> make_configs(["larson"], [4], False, False)[0].args
+        ('5', '8', '1000', '5000', '100', '4141', '4')
+    """
+    configs = []
+    for b in BENCHES:
+        if b.name not in names:
+            continue
+        args, note = b.args, ""
+        limit = b.max_threads
+        if short and b.name in SHORT_CHANGES:
+            args, note = SHORT_CHANGES[b.name]
+        if short and b.name in SHORT_MAX_THREADS:
+            limit = SHORT_MAX_THREADS[b.name]
+            note = f"threads <= {limit} ({limit}x100M operations at most)"
+        if quick and b.name in QUICK_CHANGES:
+            args, note = QUICK_CHANGES[b.name], "quick"
+        for t in (threads if b.threaded else [1]):
+            if limit is not None and t > limit:
+                continue
+            configs.append(Config(b, t, tuple(a.replace("{P}", str(t)) for a in args), note))
+    return configs
+
+
+def gnu_time() -> str | None:
+    """Path of GNU time (``/usr/bin/time``), or None.
+
+    The peak RSS of a child comes from it: Linux keeps a process's RSS high-water
+    mark across ``execve``, so ``wait4`` on a child forked from Python reports at
+    least Python's own RSS; GNU time's child starts from time's small one (as in
+    bench.sh, which uses it too).
+
+    Example:
+        >>> gnu_time() in (None, "/usr/bin/time")
+        True
+    """
+    path = "/usr/bin/time"
+    if not os.access(path, os.X_OK):
+        return None
+    try:
+        r = subprocess.run([path, "-f", "%M", "true"], capture_output=True, text=True, check=False)
+    except OSError:
+        return None
+    return path if r.returncode == 0 and r.stderr.strip().isdigit() else None
+
+
+def run_once(cmd: list[str], env: dict[str, str], stdin_path: str | None,
+             timeout: float, timer_cmd: str | None = None, preload: str | None = None,
+             cwd: str | None = None) -> dict[str, Any]:
+    """Run one command; wall time, user+sys time, peak RSS, status and output.
+
+    With ``timer_cmd`` (GNU time) the peak RSS is the program's own; without,
+    it is ``wait4``'s, which is at least this Python process's RSS. ``preload``
+    is set as ``LD_PRELOAD`` for the program only (as bench.sh does, through
+    ``env``), not for GNU time.
+
+    Example:
+        >>> r = run_once(["true"], dict(os.environ), None, 10, gnu_time())
+        >>> r["status"], 0 < r["maxrss_bytes"]
+        (0, True)
+        >>> run_once(["sh", "-c", "kill -SEGV $$"], dict(os.environ), None, 10, gnu_time())["status"]
+        -11
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile(mode="r", suffix=".time") as tfile, \
+            open(stdin_path or os.devnull, "rb") as inp:
+        env = {k: v for k, v in env.items() if k != "LD_PRELOAD"}
+        if preload and timer_cmd:
+            cmd = ["/usr/bin/env", f"LD_PRELOAD={preload}", *cmd]
+        elif preload:
+            env["LD_PRELOAD"] = preload
+        full = [timer_cmd, "-f", "%M", "-o", tfile.name, *cmd] if timer_cmd else cmd
+        t0 = time.perf_counter()
+        p = subprocess.Popen(full, stdin=inp, stdout=out, stderr=err, env=env, cwd=cwd,
+                             start_new_session=True)
+        killed = []
+
+        def kill() -> None:
+            killed.append(True)
+            with contextlib.suppress(OSError):
+                os.killpg(p.pid, signal.SIGKILL)
+        timer = threading.Timer(timeout, kill)
+        timer.start()
+        try:
+            _, status, ru = os.wait4(p.pid, 0)
+        except BaseException:  # e.g. Ctrl-C: the child is in its own session, end it too
+            kill()
+            os.wait4(p.pid, 0)
+            p.returncode = -signal.SIGKILL
+            raise
+        finally:
+            timer.cancel()
+        wall = time.perf_counter() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)  # the Popen object must not wait again
+        code = p.returncode
+        maxrss = ru.ru_maxrss * 1024
+        if timer_cmd:
+            lines = tfile.read().strip().splitlines()
+            m = re.search(r"terminated by signal (\d+)", "\n".join(lines))
+            if m:
+                code = -int(m.group(1))
+            if lines and lines[-1].strip().isdigit():
+                maxrss = int(lines[-1]) * 1024
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode("utf-8", "replace")
+        stderr = err.read().decode("utf-8", "replace")
+    return {"status": code, "timed_out": bool(killed), "wall_s": wall,
+            "cpu_s": ru.ru_utime + ru.ru_stime, "maxrss_bytes": maxrss,
+            "minflt": ru.ru_minflt, "stdout": stdout, "stderr": stderr}
+
+
+def _check(cfg: Config, r: dict[str, Any]) -> tuple[float | None, str | None]:
+    """(bench.sh's time, error) of one run."""
+    if r["timed_out"]:
+        return None, "timed out"
+    if r["status"] != 0:
+        sig = -r["status"]
+        what = (f"killed by signal {signal.Signals(sig).name}" if r["status"] < 0 and
+                sig in signal.Signals._value2member_map_ else f"exit status {r['status']}")
+        return None, what + (f": {r['stderr'].strip()[-200:]}" if r["stderr"].strip() else "")
+    try:
+        return cfg.bench.metric(r["stdout"] + "\n" + r["stderr"], r["wall_s"], cfg.threads), None
+    except ValueError as exc:
+        return None, f"bad output ({exc}): {(r['stdout'] + r['stderr']).strip()[-200:]!r}"
+
+
+def _geomean(xs: list[float]) -> float:
+    xs = [x for x in xs if x > 0 and math.isfinite(x)]
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
+
+
+def _median(xs: list[float]) -> float:
+    return float(statistics.median(xs)) if xs else float("nan")
+
+
+def _deadline_ts(text: str | None) -> float | None:
+    if text is None:
+        return None
+    m = re.fullmatch(r"(\d{1,2}):(\d{2})", text)
+    if not m or int(m.group(1)) > 23 or int(m.group(2)) > 59:
+        raise ValueError(f"--deadline {text!r}: expected HH:MM (UTC)")
+    now = time.time()
+    day = now - now % 86400
+    ts = day + int(m.group(1)) * 3600 + int(m.group(2)) * 60
+    return ts if ts > now - 43200 else ts + 86400
+
+
+def run_matrix(configs: list[Config], allocators: dict[str, dict[str, Any]], bin_dir: Path,
+               src_dir: Path, rounds: int, timeout: float, deadline: float | None = None,
+               log: Callable[[str], None] = lambda s: None) -> int:
+    """Run every config under every allocator, ``rounds`` interleaved rounds;
+    fills ``config.runs``. Returns the number of rounds begun.
+
+    Round r runs the configs in order and, for config i, the allocators rotated
+    by r + i, so no allocator always runs first or after the same neighbour.
+    With a ``deadline`` (a time.time() value), the first round always runs
+    whole and later rounds take the configs from the quickest (by their
+    first-round runs) and stop before one that would end past the deadline, so
+    that as many configs as possible get the extra runs.
+    """
+    names = list(allocators)
+    for cfg in configs:
+        cfg.runs = {a: [] for a in names}
+    base_env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    timer_cmd = gnu_time()
+    done = 0
+    first_round_s = [0.0] * len(configs)
+    stop = False
+    # rptest writes files into its working folder: each run gets a scratch one.
+    scratch = tempfile.TemporaryDirectory(prefix="mimalloc-bench-")
+    workdir = scratch.name
+    for rnd in range(rounds):
+        order = list(range(len(configs)))
+        if rnd > 0 and deadline is not None:
+            order.sort(key=lambda j: first_round_s[j])
+        for i in order:
+            cfg = configs[i]
+            if rnd > 0 and deadline is not None and time.time() + first_round_s[i] > deadline:
+                log(f"stopping in round {rnd + 1} before {cfg.label}: it would end past the deadline")
+                stop = True
+                break
+            done = rnd + 1
+            t_cfg = time.time()
+            k = (rnd + i) % len(names)
+            for a in names[k:] + names[:k]:
+                args = [x.replace("{SRC}", str(src_dir)) for x in cfg.args]
+                stdin = str(src_dir / cfg.bench.stdin) if cfg.bench.stdin else None
+                r = run_once([str(bin_dir / cfg.bench.program), *args], base_env, stdin, timeout,
+                             timer_cmd, allocators[a]["lib"], workdir)
+                metric, error = _check(cfg, r)
+                out_hash = hashlib.sha256(r["stdout"].encode()).hexdigest()[:16]
+                entry = {"round": rnd, "time_s": metric, "wall_s": r["wall_s"], "cpu_s": r["cpu_s"],
+                         "maxrss_bytes": r["maxrss_bytes"], "minflt": r["minflt"],
+                         "error": error, "stdout_sha256": out_hash}
+                cfg.runs[a].append(entry)
+                log(f"round {rnd + 1} {cfg.label:18s} {a:10s} "
+                    + (f"{metric:8.3f} s  rss {r['maxrss_bytes'] / 2**20:7.1f} MiB"
+                       if error is None else f"FAILED: {error}"))
+            if rnd == 0:
+                first_round_s[i] = time.time() - t_cfg
+        if stop:
+            break
+    scratch.cleanup()
+    # The deterministic programs must print the same under every allocator.
+    for cfg in configs:
+        if not cfg.bench.deterministic or "glibc" not in cfg.runs:
+            continue
+        ref = {e["stdout_sha256"] for e in cfg.runs["glibc"] if e["error"] is None}
+        for entries in cfg.runs.values():
+            for e in entries:
+                if e["error"] is None and ref and e["stdout_sha256"] not in ref:
+                    e["error"] = "output differs from glibc's"
+    return done
+
+
+def summarize(configs: list[Config], subject: str) -> dict[str, Any]:
+    """Per config: median time and peak RSS per allocator, the subject's ratios
+    (speed: other's time / subject's, per round and of the medians; RSS: subject's /
+    other's), and failures; then the geometric means and the goals.
+
+    Example:
+        >>> b = BENCHES[0]
+        >>> c = Config(b, 1, b.args, runs={
+        ...     "glibc": [{"time_s": 2.0, "maxrss_bytes": 10, "error": None, "round": 0}],
+        ...     "tlalloc": [{"time_s": 1.0, "maxrss_bytes": 20, "error": None, "round": 0}]})
+        >>> s = summarize([c], "tlalloc")
+        >>> s["rows"][0]["speed"]["glibc"], s["rows"][0]["rss_ratio"]["glibc"]
+        (2.0, 2.0)
+    """
+    rows = []
+    names = list(configs[0].runs) if configs else []
+    for cfg in configs:
+        ok = {a: [e for e in es if e["error"] is None] for a, es in cfg.runs.items()}
+        med_t = {a: _median([e["time_s"] for e in es]) for a, es in ok.items()}
+        med_rss = {a: _median([e["maxrss_bytes"] for e in es]) for a, es in ok.items()}
+        failures = {a: [e["error"] for e in es if e["error"]] for a, es in cfg.runs.items()}
+        row: dict[str, Any] = {
+            "benchmark": cfg.bench.name, "threads": cfg.threads if cfg.bench.threaded else None,
+            "args": list(cfg.args), "note": cfg.note, "time_s": med_t, "peak_rss_bytes": med_rss,
+            "failures": {a: f for a, f in failures.items() if f}, "speed": {}, "speed_rounds": {},
+            "rss_ratio": {}, "runs": len(ok.get(subject, []))}
+        if subject in ok and ok[subject]:
+            subj_by_round = {e["round"]: e["time_s"] for e in ok[subject]}
+            for a in names:
+                if a == subject or not ok.get(a):
+                    continue
+                row["speed"][a] = med_t[a] / med_t[subject]
+                row["speed_rounds"][a] = [e["time_s"] / subj_by_round[e["round"]] for e in ok[a]
+                                          if e["round"] in subj_by_round]
+                row["rss_ratio"][a] = med_rss[subject] / med_rss[a] if med_rss[a] else float("nan")
+        rows.append(row)
+    others = [a for a in names if a != subject]
+    geo = {a: _geomean([r["speed"][a] for r in rows if a in r["speed"]]) for a in others}
+    geo_rss = {a: _geomean([r["rss_ratio"][a] for r in rows if a in r["rss_ratio"]]) for a in others}
+    goals: dict[str, Any] = {}
+    if "glibc" in others:
+        below = [_row_label(r) for r in rows if r["speed"].get("glibc", 1.0) < 1.0]
+        goals["at least glibc's speed everywhere"] = {"met": not below, "below": below}
+    if "mimalloc" in others:
+        goals["geomean speed >= mimalloc's"] = {"met": geo["mimalloc"] >= 1.0,
+                                                "value": geo["mimalloc"]}
+        below = [_row_label(r) for r in rows if r["speed"].get("mimalloc", 1.0) < 0.8]
+        goals["no benchmark below 0.8x mimalloc's speed"] = {"met": not below, "below": below}
+        over = [_row_label(r) for r in rows if r["rss_ratio"].get("mimalloc", 0.0) > 1.2]
+        goals["peak RSS <= 1.2x mimalloc's everywhere"] = {"met": not over, "over": over}
+    failed = [f"{_row_label(r)} {a}" for r in rows for a in r["failures"]]
+    goals["no failed run"] = {"met": not failed, "failed": failed}
+    return {"subject": subject, "rows": rows, "geomean_speed": geo, "geomean_rss_ratio": geo_rss,
+            "goals": goals}
+
+
+def _row_label(r: dict[str, Any]) -> str:
+    return r["benchmark"] + (f" x{r['threads']}" if r["threads"] else "")
+
+
+def _fmt_ratio(x: float | None) -> str:
+    return "-" if x is None or not math.isfinite(x) else f"{x:.2f}"
+
+
+def format_summary(s: dict[str, Any], allocators: list[str]) -> str:
+    """The results as text: one row per benchmark and thread count, then the
+    geometric means and the goals.
+
+    Example:
+        >>> print(format_summary({"subject": "t", "rows": [], "geomean_speed": {},
+        ...                       "geomean_rss_ratio": {}, "goals": {}}, ["t"]))  # doctest: +ELLIPSIS
+        benchmark  threads  t s...
+    """
+    subject = s["subject"]
+    others = [a for a in allocators if a != subject]
+    headers = ["benchmark", "threads", f"{subject} s", *[f"vs {a}" for a in others],
+               f"{subject} RSS MiB", *[f"RSS/{a}" for a in others if a in ("mimalloc", "glibc")],
+               "range vs mimalloc", "runs"]
+    rows = []
+    for r in s["rows"]:
+        t = r["time_s"].get(subject)
+        rng = r["speed_rounds"].get("mimalloc", [])
+        rows.append([
+            r["benchmark"], r["threads"] or "-", "-" if t is None or not math.isfinite(t) else f"{t:.3f}",
+            *[_fmt_ratio(r["speed"].get(a)) for a in others],
+            "-" if subject not in r["peak_rss_bytes"] else f"{r['peak_rss_bytes'][subject] / 2**20:.1f}",
+            *[_fmt_ratio(r["rss_ratio"].get(a)) for a in others if a in ("mimalloc", "glibc")],
+            f"{min(rng):.2f}-{max(rng):.2f}" if rng else "-", r.get("runs", "-")])
+    lines = [format_table(headers, rows)]
+    if s["geomean_speed"]:
+        lines.append("geometric mean of the speed ratios: " + ", ".join(
+            f"vs {a} {_fmt_ratio(v)}" for a, v in s["geomean_speed"].items()))
+        lines.append("geometric mean of the peak RSS ratios: " + ", ".join(
+            f"vs {a} {_fmt_ratio(v)}" for a, v in s["geomean_rss_ratio"].items()))
+    for goal, g in s["goals"].items():
+        extra = {k: v for k, v in g.items() if k != "met" and v}
+        detail = "; ".join(f"{k}: {_fmt_ratio(v) if isinstance(v, float) else ', '.join(v)}"
+                           for k, v in extra.items())
+        lines.append(f"goal {'MET    ' if g['met'] else 'NOT MET'} {goal}"
+                     + (f" ({detail})" if detail else ""))
+    for r in s["rows"]:
+        for a, errs in r["failures"].items():
+            lines.append(f"FAILED {_row_label(r)} under {a}: {len(errs)} run(s): {errs[0]}")
+    return "\n".join(lines)
+
+
+def format_markdown(s: dict[str, Any], allocators: list[str]) -> str:
+    """The results as a Markdown table (for BENCHMARKS.md); ratios that miss an
+    issue-12 goal are in bold (speed below glibc's or below 0.8x mimalloc's,
+    peak RSS above 1.2x mimalloc's).
+
+    Example:
+        >>> row = {"benchmark": "larson", "threads": 2, "time_s": {"t": 1.0}, "speed": {"glibc": 0.9},
+        ...        "speed_rounds": {}, "rss_ratio": {}, "peak_rss_bytes": {"t": 2**20}, "runs": 2}
+        >>> print(format_markdown({"subject": "t", "rows": [row], "geomean_speed": {}}, ["glibc", "t"]))
+        | benchmark | threads | t s | vs glibc | t peak RSS MiB | runs |
+        |---|---|---|---|---|---|
+        | larson | 2 | 1.000 | **0.90** | 1.0 | 2 |
+    """
+    subject = s["subject"]
+    others = [a for a in allocators if a != subject]
+    rss_cols = [a for a in others if a == "mimalloc"]
+    headers = ["benchmark", "threads", f"{subject} s", *[f"vs {a}" for a in others],
+               f"{subject} peak RSS MiB", *[f"RSS vs {a}" for a in rss_cols], "runs"]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+
+    def speed(a: str, v: float | None) -> str:
+        txt = _fmt_ratio(v)
+        bad = v is not None and math.isfinite(v) and (
+            (a == "glibc" and v < 1.0) or (a == "mimalloc" and v < 0.8))
+        return f"**{txt}**" if bad else txt
+    for r in s["rows"]:
+        t = r["time_s"].get(subject)
+        rss = r["peak_rss_bytes"].get(subject)
+        cells = [r["benchmark"], str(r["threads"] or "-"),
+                 "-" if t is None or not math.isfinite(t) else f"{t:.3f}",
+                 *[speed(a, r["speed"].get(a)) for a in others],
+                 "-" if rss is None or not math.isfinite(rss) else f"{rss / 2**20:.1f}"]
+        for a in rss_cols:
+            v = r["rss_ratio"].get(a)
+            cells.append(f"**{_fmt_ratio(v)}**" if v is not None and v > 1.2 else _fmt_ratio(v))
+        cells.append(str(r.get("runs", "-")))
+        lines.append("| " + " | ".join(cells) + " |")
+    if s.get("geomean_speed"):
+        cells = ["**geometric mean**", "", "", *[_fmt_ratio(s["geomean_speed"].get(a)) for a in others],
+                 "", *[_fmt_ratio(s["geomean_rss_ratio"].get(a)) for a in rss_cols], ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _commit(root: Path) -> str | None:
+    try:
+        r = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                           text=True, check=False)
+    except OSError:
+        return None
+    return r.stdout.strip() or None if r.returncode == 0 else None
+
+
+def _load() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``tlalloc bench mimalloc-bench``.
+
+    Example:
+        >>> p = argparse.ArgumentParser(); add_arguments(p)
+        >>> run(p.parse_args(["--bench-dir", "/nonexistent"]))
+        2
+    """
+    root = Path(args.bench_dir)
+    bin_dir = Path(args.bin_dir) if args.bin_dir else root / "out" / "bench"
+    src_dir = root / "bench"
+    if args.rounds < 1:
+        raise ValueError(f"--rounds={args.rounds!r} must be at least 1")
+    if not args.timeout > 0:
+        raise ValueError(f"--timeout={args.timeout!r} must be positive")
+    deadline = _deadline_ts(args.deadline)
+    names = [n.strip() for n in args.benchmarks.split(",") if n.strip()]
+    bad = [n for n in names if n not in BENCH_NAMES]
+    if bad or not names:
+        raise ValueError(f"--benchmarks {args.benchmarks!r}: unknown {', '.join(bad) or '(none)'}; "
+                         f"choose from {', '.join(BENCH_NAMES)}")
+    from tlalloc.bench._common import parse_threads
+    threads = parse_threads(args.threads)
+    rounds = args.rounds
+    if args.quick:
+        names = [n for n in names if n in QUICK_BENCHES] or list(QUICK_BENCHES)
+        threads = [t for t in threads if t <= 2] or [1]
+        rounds = 1
+    tlalloc_lib = args.tlalloc
+    if tlalloc_lib is None and not any(p.startswith("tlalloc=") for p in args.preload):
+        tlalloc_lib = installed_preload()
+    preloads = parse_preloads(args.preload, tlalloc_lib)
+    wanted = [a.strip() for a in args.allocators.split(",")] if args.allocators else None
+    allocators = detect_allocators(preloads, wanted)
+    configs = make_configs(names, threads, args.short, args.quick)
+    missing = sorted({c.bench.program for c in configs if not (bin_dir / c.bench.program).is_file()})
+    if missing:
+        print(f"tlalloc bench mimalloc-bench: {bin_dir} lacks {', '.join(missing)}: build "
+              "mimalloc-bench's bench/CMakeLists.txt targets there first (or pass --bin-dir)",
+              file=sys.stderr)
+        return 2
+    if args.subject not in allocators:
+        print(f"tlalloc bench mimalloc-bench: --subject {args.subject!r} is not among the "
+              f"allocators ({', '.join(allocators)}); pass --tlalloc PATH or --subject NAME",
+              file=sys.stderr)
+        return 2
+    commit = _commit(root)
+    print(f"mimalloc-bench {commit or '(not a git checkout)'} at {root}; binaries {bin_dir}")
+    print(f"machine: {describe_machine()}; load average at start {_load()}")
+    print("allocators:")
+    for a, info in allocators.items():
+        print(f"  {a:10s} {info['how']}")
+    print("runs (bench.sh's arguments" + (", with --short's changes" if args.short else "") + "):")
+    for c in configs:
+        print(f"  {c.label:18s} {c.bench.program} {' '.join(c.args)}" + (f"   [{c.note}]" if c.note else ""))
+    t0 = time.time()
+
+    def log(msg: str) -> None:
+        print(f"[{time.time() - t0:6.0f} s] {msg}", file=sys.stderr, flush=True)
+    load_start = _load()
+    interrupted = False
+    try:
+        done = run_matrix(configs, allocators, bin_dir, src_dir, rounds, args.timeout, deadline, log)
+    except KeyboardInterrupt:  # Ctrl-C: report what has run (run_once ended the child)
+        interrupted = True
+        done = max((e["round"] + 1 for c in configs for es in c.runs.values() for e in es), default=0)
+        log(f"interrupted in round {done}: the results below are of the runs finished so far")
+    load_end = _load()
+    s = summarize(configs, args.subject)
+    print()
+    print(f"{done} interleaved round(s) in {time.time() - t0:.0f} s; load average {load_start} at "
+          f"start, {load_end} at end. Speed = other's time / {args.subject}'s (>1: {args.subject} "
+          f"faster), medians over rounds; RSS/x = {args.subject}'s peak RSS / x's.")
+    print(format_summary(s, list(allocators)))
+    if args.markdown:
+        print()
+        print(format_markdown(s, list(allocators)))
+    if args.json:
+        write_json(args.json, {
+            "machine": machine_info(), "mimalloc_bench_commit": commit, "bench_dir": str(root),
+            "allocators": allocators, "rounds": done, "short": args.short, "quick": args.quick,
+            "load_start": load_start, "load_end": load_end, "summary": s, "interrupted": interrupted,
+            "peak_rss_from": "GNU time %M" if gnu_time() else "wait4 (at least this Python's RSS)",
+            "runs": [{"benchmark": c.bench.name, "threads": c.threads, "args": list(c.args),
+                      "runs": c.runs} for c in configs]})
+    return 0 if s["goals"].get("no failed run", {}).get("met", True) else 1
