@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from tlalloc.bench._common import describe_machine, format_table, machine_info, write_json
+from tlalloc.bench.larson import find_library, package_version
 
 # Allocators found in the usual library directories when not named with --preload:
 # (name, Debian package, shared library). tcmalloc is the minimal build, as
@@ -63,8 +64,6 @@ KNOWN_PRELOADS = (
     ("mimalloc", "libmimalloc2.0", "libmimalloc.so.2"),
     ("tcmalloc", "libtcmalloc-minimal4", "libtcmalloc_minimal.so.4"),
 )
-LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib",
-            "/usr/local/lib")
 CFRAC_NUMBER = "17545186520507317056371138836327483792789528"
 
 
@@ -249,35 +248,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds before a run is killed and counted as failed (default 600)")
     parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
-
-
-def find_library(soname: str) -> str | None:
-    """Path of a shared library in the usual folders, or None.
-
-    Example:
-        >>> find_library("libno-such-lib.so.7") is None
-        True
-    """
-    for d in LIB_DIRS:
-        p = os.path.join(d, soname)
-        if os.path.exists(p):
-            return p
-    return None
-
-
-def package_version(package: str) -> str | None:
-    """Installed version of a Debian package, or None.
-
-    Example:
-        >>> package_version("no-such-package-xyz") is None
-        True
-    """
-    try:
-        r = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True,
-                           text=True, check=False)
-    except OSError:
-        return None
-    return (r.stdout.strip() or None) if r.returncode == 0 else None
 
 
 def parse_preloads(items: list[str], tlalloc: str | None) -> dict[str, str]:
