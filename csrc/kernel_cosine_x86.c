@@ -59,12 +59,21 @@ TL_TARGET_AVX2 TL_AI __m256 tl_ld8_part(const char *c, size_t j, size_t n, __m25
  * batched tile load-bound (16 loads per 12 FMAs, at two loads a cycle). */
 #define TL_IN_REG(v) __asm__("" : "+x"(v))
 
-#define TL_FMA_DN(D, N, qv, xv) (D = _mm256_fmadd_ps((qv), (xv), D), N = _mm256_fmadd_ps((xv), (xv), N))
+/* One step of the row arithmetic: the dot FMA, and (W: with norms) the norm
+ * FMA. Without norms a row costs one FMA per 8 elements instead of two, which
+ * is what lets a float16 corpus from DRAM run at memory speed on a core whose
+ * FMA rate is below two per cycle (see bench/cosine_half_incache.py). */
+#define TL_FMA_DN(D, N, qv, xv)                                  \
+    do {                                                         \
+        D = _mm256_fmadd_ps((qv), (xv), D);                      \
+        if (W) N = _mm256_fmadd_ps((xv), (xv), N);               \
+    } while (0)
 
-/* Fused dot and norm of R rows (at c[0..R-1]) at once: 4R independent chains;
- * results to dot[o[i]], nrm[o[i]]. */
+/* Dot and (W) norm of R rows (at c[0..R-1]) at once: 2R or 4R independent
+ * chains; results to dot[o[i]] and (W) nrm[o[i]]. The dot chains are the same
+ * FMAs in the same order with or without W: the same bits. */
 TL_TARGET_AVX2 TL_AI void tl_dn_group(const float *q, const char *const *c, const size_t *o, const tl_cos_plan *p,
-                                      float *dot, float *nrm, int k, int R) {
+                                      float *dot, float *nrm, int k, int R, int W) {
     const __m256i hm = tl_mask8(p->head), tm = tl_mask8(p->rem);
     const size_t head = p->head, dm = p->dm, rem = p->rem;
     __m256 a[3][2], b[3][2];
@@ -97,7 +106,7 @@ TL_TARGET_AVX2 TL_AI void tl_dn_group(const float *q, const char *const *c, cons
 #pragma GCC unroll 3
     for (int i = 0; i < R; i++) {
         dot[o[i]] = tl_hsum8(_mm256_add_ps(a[i][0], a[i][1]));
-        nrm[o[i]] = tl_hsum8(_mm256_add_ps(b[i][0], b[i][1]));
+        if (W) nrm[o[i]] = tl_hsum8(_mm256_add_ps(b[i][0], b[i][1]));
     }
 }
 
@@ -111,27 +120,27 @@ TL_TARGET_AVX2 TL_AI void tl_dn_group(const float *q, const char *const *c, cons
  *   latency-bound: about 8 bytes a cycle of float16, too slow for a
  *   half-precision corpus on a busy core). */
 TL_TARGET_AVX2 TL_AI void tl_dn_generic(const float *q, const char *rows, ptrdiff_t rs, size_t nrows,
-                                        const tl_cos_plan *p, float *dot, float *nrm, int k, int stream) {
+                                        const tl_cos_plan *p, float *dot, float *nrm, int k, int stream, int W) {
     size_t r = 0;
     if (stream) {
         const size_t h = nrows / 2;
         for (; r < h; r++) {
             const char *c[2] = {rows + (ptrdiff_t)r * rs, rows + (ptrdiff_t)(r + h) * rs};
             const size_t o[2] = {r, r + h};
-            tl_dn_group(q, c, o, p, dot, nrm, k, 2);
+            tl_dn_group(q, c, o, p, dot, nrm, k, 2, W);
         }
         r = 2 * h;
     } else {
         for (; r + 3 <= nrows; r += 3) {
             const char *c[3] = {rows + (ptrdiff_t)r * rs, rows + (ptrdiff_t)(r + 1) * rs, rows + (ptrdiff_t)(r + 2) * rs};
             const size_t o[3] = {r, r + 1, r + 2};
-            tl_dn_group(q, c, o, p, dot, nrm, k, 3);
+            tl_dn_group(q, c, o, p, dot, nrm, k, 3, W);
         }
     }
     for (; r < nrows; r++) {
         const char *c[1] = {rows + (ptrdiff_t)r * rs};
         const size_t o[1] = {r};
-        tl_dn_group(q, c, o, p, dot, nrm, k, 1);
+        tl_dn_group(q, c, o, p, dot, nrm, k, 1, W);
     }
 }
 
@@ -297,10 +306,14 @@ TL_TARGET_AVX2 TL_AI void tl_dots_generic(const float *q, ptrdiff_t qs, size_t m
 #define TL_COS_INSTANCE(SUF, K)                                                                          \
     TL_TARGET_AVX2 static void tl_dn_##SUF(const float *q, const char *rows, ptrdiff_t rs, size_t nrows,   \
                                            const tl_cos_plan *p, float *dot, float *nrm, int stream) {   \
-        if (stream)                                                                                      \
-            tl_dn_generic(q, rows, rs, nrows, p, dot, nrm, K, 1);                                        \
+        if (nrm && stream)                                                                               \
+            tl_dn_generic(q, rows, rs, nrows, p, dot, nrm, K, 1, 1);                                     \
+        else if (nrm)                                                                                    \
+            tl_dn_generic(q, rows, rs, nrows, p, dot, nrm, K, 0, 1);                                     \
+        else if (stream)                                                                                 \
+            tl_dn_generic(q, rows, rs, nrows, p, dot, NULL, K, 1, 0);                                    \
         else                                                                                             \
-            tl_dn_generic(q, rows, rs, nrows, p, dot, nrm, K, 0);                                        \
+            tl_dn_generic(q, rows, rs, nrows, p, dot, NULL, K, 0, 0);                                    \
     }                                                                                                    \
     TL_TARGET_AVX2 static void tl_norms_##SUF(const char *rows, ptrdiff_t rs, size_t nrows,              \
                                               const tl_cos_plan *p, float *nrm) {                        \

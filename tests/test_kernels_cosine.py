@@ -317,3 +317,21 @@ def test_stream_bytes_setting_is_validated(stream_bytes: None) -> None:
         _tlalloc._cosine_stream_bytes(-1)
     assert _tlalloc._cosine_stream_bytes(123) >= 0
     assert _tlalloc._cosine_stream_bytes(None) == 123
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 300])
+def test_given_norms_take_the_dot_only_path_with_the_same_bits(isa: str, stream_bytes: None, n: int) -> None:
+    # With candidate_norms one query reads each row for its dot product only;
+    # those dots are the bits the batched form (and the fused dot+norm pass)
+    # computes, in the in-cache and the streaming orders and for every kind of
+    # row the kernels read in registers.
+    q, c = data(3, n, 37, seed=11)
+    for cdt in [np.float32, *HALF_DTYPES]:
+        ch = c.astype(cdt)
+        norms = np.linalg.norm(ch.astype(np.float64), axis=1) * 1.5
+        batched = kernels.cosine_similarity(q, ch, candidate_norms=norms)
+        for sb in (1 << 60, 0):
+            _tlalloc._cosine_stream_bytes(sb)
+            for i in range(3):
+                exact(kernels.cosine_similarity(q[i], ch, candidate_norms=norms), batched[i])
+        np.testing.assert_allclose(batched, reference(q, ch, norms), atol=2e-6)

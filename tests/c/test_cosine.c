@@ -179,6 +179,13 @@ static void test_given_norms(void) {
         CHECK(tl_cosine_batch(&s, &qm, &cm, &nv, &got[0][0], N * 4, 4) == TL_K_OK);
         for (size_t i = 0; i < M; i++)
             for (size_t r = 0; r < N; r++) CHECK(fabsf(got[i][r] - (r == 4 ? 0.0f : plain[i][r] / 2)) <= 3e-7f);
+        /* one query with given norms reads dots only: the batched bits */
+        for (size_t i = 0; i < M; i++) {
+            float one[N];
+            tl_mat q1 = {q[i], TL_F32, 1, D, D * 4, 4};
+            CHECK(tl_cosine_batch(&s, &q1, &cm, &nv, one, N * 4, 4) == TL_K_OK);
+            CHECK(memcmp(one, got[i], sizeof one) == 0);
+        }
         CHECK(tl_cosine_batch(&s, &qm, &cm, &nv32, &got[0][0], N * 4, 4) == TL_K_OK);
         for (size_t i = 0; i < M; i++)
             for (size_t r = 0; r < N; r++) CHECK(fabsf(got[i][r] - (r == 4 ? 0.0f : plain[i][r] / 2)) <= 3e-7f);
