@@ -764,7 +764,8 @@ def findings(r: dict[str, Any]) -> list[str]:
         out.append(text)
         rate = half_rates(h)
         if "f16_norms" in rate and "tlalloc_f32_norms" in h["times"]:
-            need = 1.8 * h["n"] * h["d"] / _t(h, "tlalloc_f32_norms") / 1e9  # type: ignore[operator]
+            f32 = min(_t(h, "tlalloc_f32"), _t(h, "tlalloc_f32_norms"))  # type: ignore[type-var]
+            need = 1.8 * h["n"] * h["d"] / f32 / 1e9  # type: ignore[operator]
             out.append(
                 f"  1.8x needs {need:.1f} G float16 elements/s from DRAM; this core converts and "
                 f"multiplies {rate['f16_norms']:.1f} G/s with the rows in cache "
