@@ -327,22 +327,31 @@ static size_t tl_shared_limit(size_t limit) {
     return limit > tc ? limit - tc : 0;
 }
 
-/* A freed (already counted) block goes to the shared cache, cached at `when`,
- * or is unmapped when it does not fit the bound. Takes the large lock. */
-static void tl_huge_cache_shared(tl_segment *s, uint64_t when) {
+/* Freed (already counted) blocks, chained by `next`, go to the shared cache,
+ * each cached at its cached_ms, or are unmapped when they do not fit the
+ * bound. Takes the large lock once. */
+static void tl_cache_shared_chain(tl_segment *s) {
     size_t limit = atomic_load_explicit(&tl_cache_limit, memory_order_relaxed);
-    int small = s->region.size <= TL_SEG_SIZE; /* read before s is shared */
-    s->next = NULL;
-    tl_segment *unmap = s;
-    if (s->region.size <= limit) {
-        tl_large_lock_counted();
-        tl_cache_link(s, when);
-        unmap = tl_cache_evict(tl_shared_limit(limit), NULL);
-        uint64_t due = when + atomic_load_explicit(&tl_purge_delay, memory_order_relaxed);
-        if (due < atomic_load_explicit(&tl_large_due_ms, memory_order_relaxed))
-            atomic_store_explicit(&tl_large_due_ms, due, memory_order_relaxed);
-        pthread_mutex_unlock(&tl_large_lock);
+    uint64_t delay = atomic_load_explicit(&tl_purge_delay, memory_order_relaxed);
+    int small = 0;
+    tl_segment *unmap = NULL;
+    tl_large_lock_counted();
+    while (s) {
+        tl_segment *next = s->next;
+        if (s->region.size <= limit) {
+            small |= s->region.size <= TL_SEG_SIZE;
+            tl_cache_link(s, s->cached_ms);
+            uint64_t due = s->cached_ms + delay;
+            if (due < atomic_load_explicit(&tl_large_due_ms, memory_order_relaxed))
+                atomic_store_explicit(&tl_large_due_ms, due, memory_order_relaxed);
+        } else {
+            s->next = unmap;
+            unmap = s;
+        }
+        s = next;
     }
+    unmap = tl_cache_evict(tl_shared_limit(limit), unmap);
+    pthread_mutex_unlock(&tl_large_lock);
     tl_unmap_chain(unmap);
     /* Over the resident bound (tl_purge_excess): one relaxed load each, and
      * the bound computed under the lock only when the cache holds more
@@ -351,14 +360,11 @@ static void tl_huge_cache_shared(tl_segment *s, uint64_t when) {
         tl_purge_excess();
 }
 
-/* Blocks stolen from thread caches (chained by next) go to the shared cache,
- * keeping their put times. */
-static void tl_cache_shared_chain(tl_segment *s) {
-    while (s) {
-        tl_segment *next = s->next;
-        tl_huge_cache_shared(s, s->cached_ms);
-        s = next;
-    }
+/* One freed (already counted) block to the shared cache, cached at `when`. */
+static void tl_huge_cache_shared(tl_segment *s, uint64_t when) {
+    s->cached_ms = when;
+    s->next = NULL;
+    tl_cache_shared_chain(s);
 }
 
 /* A thread cache slot given up (stolen, or taken by its owner): no longer
@@ -639,6 +645,15 @@ void *tl_huge_alloc(tl_heap *h, size_t size, size_t align, int zero) {
             tl_count_huge(hc, tl_huge_usable(t), 1);
             return (char *)t + off;
         }
+    }
+    if (hc) {
+        /* A miss: the thread's cached blocks go to the shared cache first, where
+         * this request may trim or grow one (a churn of many sizes otherwise
+         * maps and faults in more: 4 threads of NumPy arrays of 1 B to 2 MB made
+         * 10-25% more page faults with them kept). A scan of 4 slots if empty. */
+        uint64_t left = UINT64_MAX;
+        tl_segment *mine = tl_large_steal_heap(hc, UINT64_MAX, NULL, &left);
+        if (mine) tl_cache_shared_chain(mine);
     }
     /* The mapping's own alignment: 4 MiB; beyond, base + 4 MiB on an A boundary. */
     size_t map_align = align > TL_SEG_SIZE ? align : TL_SEG_SIZE;
