@@ -208,6 +208,8 @@ typedef struct tl_heap {
     _Atomic(struct tl_segment *) lcache[TL_LCACHE_SLOTS];
     _Atomic uint64_t lcache_ms[TL_LCACHE_SLOTS];
     size_t lcache_size[TL_LCACHE_SLOTS];
+    uint8_t lcache_missed;  /* (owner) the last look into the cache found no fit */
+    uint8_t lcache_probes;  /* (owner) frees since, every 8th kept anyway */
 } tl_heap;
 
 /* Fold the heap's in-use delta into the estimate once it has moved this far,

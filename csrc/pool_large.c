@@ -430,6 +430,9 @@ static int tl_tcache_put(tl_heap *h, tl_segment *s, uint64_t now) {
     uint64_t delay = atomic_load_explicit(&tl_purge_delay, memory_order_relaxed);
     size_t limit = atomic_load_explicit(&tl_cache_limit, memory_order_relaxed);
     if (size > TL_LCACHE_BYTES || s->huge_offset != TL_LARGE_HDR || delay == 0 || size > limit) return 0;
+    /* While the thread's requests do not fit what it keeps (a churn of many
+     * sizes), keep only every 8th block, to notice when they fit again. */
+    if (h->lcache_missed && (++h->lcache_probes & 7u) != 0) return 0;
     unsigned slot;
     for (;;) {
         size_t held = 0;
@@ -636,6 +639,7 @@ void *tl_huge_alloc(tl_heap *h, size_t size, size_t align, int zero) {
         /* The thread's cache: no lock, no system call (the block is resident). */
         tl_segment *t = tl_tcache_take(hc, need);
         if (t) {
+            hc->lcache_missed = 0;
             tl_large_maybe_tick();
             if (zero) memset((char *)t + off, 0, size);
             t->next = t->prev = NULL;
@@ -653,7 +657,10 @@ void *tl_huge_alloc(tl_heap *h, size_t size, size_t align, int zero) {
          * 10-25% more page faults with them kept). A scan of 4 slots if empty. */
         uint64_t left = UINT64_MAX;
         tl_segment *mine = tl_large_steal_heap(hc, UINT64_MAX, NULL, &left);
-        if (mine) tl_cache_shared_chain(mine);
+        if (mine) {
+            hc->lcache_missed = 1; /* it held blocks, none of them fit */
+            tl_cache_shared_chain(mine);
+        }
     }
     /* The mapping's own alignment: 4 MiB; beyond, base + 4 MiB on an A boundary. */
     size_t map_align = align > TL_SEG_SIZE ? align : TL_SEG_SIZE;

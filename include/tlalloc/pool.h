@@ -51,7 +51,10 @@
  *   4 KiB) freed by a thread with a cache stays in that thread's large cache
  *   (4 slots, at most 1 MiB; the oldest goes to the shared cache) and serves
  *   that thread's next request it fits as it is, newest first, without the
- *   large lock (NumPy temporaries of 256 KiB from two threads). These blocks
+ *   large lock (NumPy temporaries of 256 KiB from two threads). A request
+ *   that fits none of them moves them to the shared cache first (where it may
+ *   trim or grow one), and until a request fits again the thread keeps only
+ *   every 8th block (a churn of many sizes gains nothing there). These blocks
  *   count as cached (statistics, and within large_cache_bytes: a thread keeps
  *   a block only while the caches stay within it), are purged after the delay
  *   like the others (the purge moves them to the shared cache first),
