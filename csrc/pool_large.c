@@ -24,8 +24,10 @@
  * up to TL_LCACHE_BYTES (1 MiB) mapping bytes aligned to at most 4 KiB keeps
  * it in one of TL_LCACHE_SLOTS slots of its heap (at most TL_LCACHE_BYTES in
  * all, the oldest going to the shared cache) and takes it back, newest first,
- * for a request of the shared cache's as-is fit, with no lock and no shared
- * cache line but one counter (tl_tcache): NumPy's temporaries of 256 KiB from
+ * for a request of the shared cache's as-is fit (a request that fits none
+ * moves them to the shared cache, and then only every 8th block is kept until
+ * one fits again), with no lock and no shared cache line but one counter
+ * (tl_tcache) and the peak estimate: NumPy's temporaries of 256 KiB from
  * two threads were 5% slower than glibc's per-thread arenas through the shared
  * cache (two lock round trips and about ten shared cache lines per
  * allocate/free pair, and each thread getting the block the other thread last
