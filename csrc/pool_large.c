@@ -642,7 +642,8 @@ void *tl_huge_alloc(tl_heap *h, size_t size, size_t align, int zero) {
         tl_segment *t = tl_tcache_take(hc, need);
         if (t) {
             hc->lcache_missed = 0;
-            tl_large_maybe_tick();
+            /* The clock every 64th hit (the free that put it read it). */
+            tl_large_maybe_tick_sampled();
             if (zero) memset((char *)t + off, 0, size);
             t->next = t->prev = NULL;
 #ifdef TLALLOC_DEBUG
@@ -748,7 +749,8 @@ void tl_huge_free(tl_heap *h, tl_segment *s) {
     tl_count_huge_free(hc, tl_huge_usable(s));
     uint64_t now = tl_os_coarse_ms();
     if (!hc || !tl_tcache_put(hc, s, now)) tl_huge_cache_shared(s, now);
-    tl_large_maybe_tick();
+    if (TL_UNLIKELY(now >= atomic_load_explicit(&tl_large_due_ms, memory_order_relaxed)))
+        tl_purge_due(now, 0); /* lazy purge, with the clock read above */
 }
 
 void *tl_huge_realloc(tl_segment *s, size_t size) {
