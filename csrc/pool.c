@@ -290,18 +290,6 @@ void tl_heap_flush_peak(tl_heap *h) {
     tl_peak_add(d);
 }
 
-/* A heap folds its in-use delta into the estimate once it has moved this far,
- * so the peak misses at most this much per thread (plus the page being
- * carved): refills check it, and so do cross-thread frees, which is what keeps
- * the estimate right when some threads only allocate and others only free. */
-#define TL_PEAK_SLACK ((int64_t)256 << 10)
-
-static inline void tl_heap_maybe_flush(tl_heap *h) {
-    int64_t now = (int64_t)(TL_LOAD(h->c.alloc_bytes) - TL_LOAD(h->c.free_bytes));
-    int64_t d = now - h->flushed_in_use;
-    if (d >= TL_PEAK_SLACK || d <= -TL_PEAK_SLACK) tl_heap_flush_peak(h);
-}
-
 void tl_peak_add(int64_t d) {
     int64_t v = atomic_fetch_add_explicit(&tl_in_use_estimate, d, memory_order_relaxed) + d;
     if (v <= 0) return;
@@ -407,6 +395,7 @@ TL_NOINLINE TL_COLD static tl_heap *tl_heap_create(void) {
  * one's, so the compiler keeps their order). */
 static void tl_heap_teardown_unfreed(tl_heap *h, int wait) {
     tl_assert(h->kind == TL_HEAP_THREAD);
+    tl_large_heap_flush(h); /* its cached large blocks go to the shared cache */
     /* Clear WATCH on every page (waiting out freers that hold BUSY): after
      * that no thread pushes on h->xblocks or reads h through a page. Then the
      * delayed blocks go back into their pages. (After fork, `wait` is 0: the
@@ -700,8 +689,16 @@ TL_NOINLINE static void *tl_alloc_class_slow(tl_heap *h, unsigned c) {
     return p;
 }
 
+/* The heap for a large block: the thread's (created on its first use, so that
+ * a thread that only allocates large blocks has a large cache too), or
+ * another heap (no thread cache). */
+static inline tl_heap *tl_large_heap(void) {
+    tl_heap *h = tl_tls_heap;
+    return TL_LIKELY(h->kind != TL_HEAP_EMPTY) ? h : tl_heap_resolve(h);
+}
+
 TL_NOINLINE static void *tl_pool_malloc_slow(tl_heap *h, size_t size) {
-    if (TL_UNLIKELY(size > TL_CLASS_MAX)) return tl_huge_alloc(size, 0, 0);
+    if (TL_UNLIKELY(size > TL_CLASS_MAX)) return tl_huge_alloc(tl_large_heap(), size, 0, 0);
     tl_large_maybe_tick_sampled(); /* lazy purge of the large cache (pool_internal.h) */
     return tl_alloc_class_slow(h, tl_size_class(size ? size : 1));
 }
@@ -732,7 +729,7 @@ void *tl_pool_calloc(size_t n, size_t size) {
         errno = ENOMEM;
         return NULL;
     }
-    if (total > TL_CLASS_MAX) return tl_huge_alloc(total, 0, 1);
+    if (total > TL_CLASS_MAX) return tl_huge_alloc(tl_large_heap(), total, 0, 1);
     void *p = tl_pool_malloc(total);
     if (p) memset(p, 0, total);
     return p;
@@ -747,7 +744,7 @@ void *tl_pool_aligned_alloc(size_t align, size_t size) {
     size_t n = size < align ? align : size;
     /* Beyond the page alignment: a large block starting `align` bytes into its
      * mapping (the pages before it untouched; pool_large.c). */
-    if (align > TL_POOL_PAGE_ALIGN || n > TL_CLASS_MAX) return tl_huge_alloc(size, align, 0);
+    if (align > TL_POOL_PAGE_ALIGN || n > TL_CLASS_MAX) return tl_huge_alloc(tl_large_heap(), size, align, 0);
     /* Pages start 4 KiB aligned, so a class whose size is a multiple of align
      * yields aligned blocks; the power of two ending n's doubling is one. */
     tl_large_maybe_tick_sampled(); /* lazy purge of the large cache (pool_internal.h) */
@@ -849,7 +846,7 @@ static void tl_heap_adopt(tl_heap *h, tl_page *pg) {
 TL_NOINLINE static void tl_pool_free_slow(tl_heap *h, void *p) {
     tl_segment *s = tl_segment_of(p);
     if (s->kind == TL_KIND_HUGE) {
-        tl_huge_free(s);
+        tl_huge_free(h->kind != TL_HEAP_EMPTY ? h : tl_heap_resolve(h), s);
         return;
     }
     tl_page *pg = tl_page_of(s, p); /* the page, not the 64 KiB slot */
@@ -972,9 +969,9 @@ void tl_pool_collect(int release_all) {
 
 /* ---- statistics ---------------------------------------------------------------------- */
 
-void tl_pool_get_stats(tl_pool_stats *out) {
-    uint64_t sum[TL_NUM_HEAP_COUNTERS];
-    memset(out, 0, sizeof *out);
+/* Every heap's counters summed (live, torn down, orphan, the global heap). */
+static void tl_heap_counter_sums(uint64_t sum[TL_NUM_HEAP_COUNTERS], uint64_t *heaps,
+                                 uint64_t *threads) {
     pthread_mutex_lock(&tl_registry_lock);
     for (size_t i = 0; i < TL_NUM_HEAP_COUNTERS; i++)
         sum[i] = tl_dead_counters[i] + atomic_load_explicit(&tl_orphan_counters[i], memory_order_relaxed);
@@ -982,14 +979,39 @@ void tl_pool_get_stats(tl_pool_stats *out) {
         const _Atomic uint64_t *src = (const _Atomic uint64_t *)&h->c;
         for (size_t i = 0; i < TL_NUM_HEAP_COUNTERS; i++) sum[i] += TL_LOAD(src[i]);
     }
-    out->num_heaps = tl_num_heaps;
-    out->num_threads = tl_num_threads;
+    if (heaps) *heaps = tl_num_heaps;
+    if (threads) *threads = tl_num_threads;
     pthread_mutex_unlock(&tl_registry_lock);
     /* The global heap's counters are written under the depot lock. */
     pthread_mutex_lock(&tl_depot_lock);
     const _Atomic uint64_t *g = (const _Atomic uint64_t *)&tl_heap_global.c;
     for (size_t i = 0; i < TL_NUM_HEAP_COUNTERS; i++) sum[i] += TL_LOAD(g[i]);
     pthread_mutex_unlock(&tl_depot_lock);
+}
+
+void tl_pool_large_counter_sums(uint64_t *allocations, uint64_t *reuses) {
+    uint64_t sum[TL_NUM_HEAP_COUNTERS];
+    tl_heap_counter_sums(sum, NULL, NULL);
+    *allocations = sum[offsetof(tl_heap_counters, num_large_allocations) / 8];
+    *reuses = sum[offsetof(tl_heap_counters, num_large_reuses) / 8];
+}
+
+/* Walk the live heaps (registry lock: none is freed meanwhile) and steal the
+ * blocks of their large caches put before older_than_ms; returns them chained
+ * by `next`, and in *next_ms the earliest put time of those left. */
+tl_segment *tl_pool_large_steal_all(uint64_t older_than_ms, uint64_t *next_ms) {
+    tl_segment *out = NULL;
+    pthread_mutex_lock(&tl_registry_lock);
+    for (tl_heap *h = tl_registry_head; h; h = h->reg_next)
+        out = tl_large_steal_heap(h, older_than_ms, out, next_ms);
+    pthread_mutex_unlock(&tl_registry_lock);
+    return out;
+}
+
+void tl_pool_get_stats(tl_pool_stats *out) {
+    uint64_t sum[TL_NUM_HEAP_COUNTERS];
+    memset(out, 0, sizeof *out);
+    tl_heap_counter_sums(sum, &out->num_heaps, &out->num_threads);
 #define TL_SUM(field) sum[offsetof(tl_heap_counters, field) / sizeof(uint64_t)]
     uint64_t ab = TL_SUM(alloc_bytes), fb = TL_SUM(free_bytes);
     out->in_use_bytes = ab > fb ? ab - fb : 0;
@@ -999,10 +1021,10 @@ void tl_pool_get_stats(tl_pool_stats *out) {
     out->num_cache_misses = TL_SUM(num_cache_misses);
     out->num_depot_locks = TL_SUM(num_depot_locks);
     out->num_reclaimed_pages = TL_SUM(num_reclaimed_pages);
+    out->num_large_allocations = TL_SUM(num_large_allocations);
 #undef TL_SUM
     uint64_t peak = atomic_load_explicit(&tl_peak_bytes, memory_order_relaxed);
     out->peak_bytes = peak > out->in_use_bytes ? peak : out->in_use_bytes;
-    out->num_large_allocations = atomic_load_explicit(&tl_num_large_allocations, memory_order_relaxed);
     tl_depot_usage(&out->reserved_bytes, &out->retained_bytes, &out->num_segments,
                    &out->num_abandoned_pages);
     out->cache_enabled = atomic_load_explicit(&tl_cache_enabled, memory_order_relaxed);

@@ -94,6 +94,11 @@ typedef struct tl_block {
 
 struct tl_heap;
 
+/* The thread's large cache (pool_large.c): slots, and the mapping bytes it
+ * holds at most (each block's mapping at most this too). */
+#define TL_LCACHE_SLOTS 4u
+#define TL_LCACHE_BYTES ((size_t)1 << 20)
+
 /* Page descriptor: 128 bytes, the owner's hot fields in the first cache line,
  * the field other threads write (xfree) in the second. */
 typedef struct tl_page {
@@ -162,6 +167,8 @@ typedef struct tl_heap_counters {
     _Atomic uint64_t num_reclaimed_pages;
     _Atomic uint64_t num_refills;      /* calls of the refill (tl_heap_find_page) */
     _Atomic uint64_t num_refill_pages; /* pages the refills looked at */
+    _Atomic uint64_t num_large_allocations; /* large blocks handed out */
+    _Atomic uint64_t num_large_reuses;      /* of which from the thread's large cache */
 } tl_heap_counters;
 #define TL_NUM_HEAP_COUNTERS (sizeof(tl_heap_counters) / sizeof(uint64_t))
 
@@ -192,7 +199,30 @@ typedef struct tl_heap {
     uint64_t purge_next_ms;
     uint64_t thread_id;
     struct tl_heap *reg_next, *reg_prev; /* registry (registry lock) */
+    /* The thread's large cache (pool_large.c): large blocks of up to
+     * TL_LCACHE_BYTES this thread freed, reused without a lock. Only the owner
+     * stores a segment in a slot; the owner takes it back, or any thread
+     * holding the registry lock steals it (tl_large_steal), each by an atomic
+     * exchange, and only the one that got it reads the segment. lcache_size is
+     * owner-only; lcache_ms (when put) is read by stealers. */
+    _Atomic(struct tl_segment *) lcache[TL_LCACHE_SLOTS];
+    _Atomic uint64_t lcache_ms[TL_LCACHE_SLOTS];
+    size_t lcache_size[TL_LCACHE_SLOTS];
+    uint8_t lcache_missed;  /* (owner) the last look into the cache found no fit */
+    uint8_t lcache_probes;  /* (owner) frees since, every 8th kept anyway */
 } tl_heap;
+
+/* Fold the heap's in-use delta into the estimate once it has moved this far,
+ * so the peak misses at most this much per thread (plus the page being
+ * carved): refills check it, and so do cross-thread frees, which is what keeps
+ * the estimate right when some threads only allocate and others only free. */
+#define TL_PEAK_SLACK ((int64_t)256 << 10)
+void tl_heap_flush_peak(struct tl_heap *h);
+static inline void tl_heap_maybe_flush(tl_heap *h) {
+    int64_t now = (int64_t)(TL_LOAD(h->c.alloc_bytes) - TL_LOAD(h->c.free_bytes));
+    int64_t d = now - h->flushed_in_use;
+    if (d >= TL_PEAK_SLACK || d <= -TL_PEAK_SLACK) tl_heap_flush_peak(h);
+}
 
 /* ---- shared state (pool.c) ---- */
 extern tl_page tl_page_empty;     /* sentinel page: no free blocks, never extended */
@@ -202,7 +232,6 @@ extern tl_heap tl_heap_collect;   /* owner marker during tl_pool_collect */
 extern tl_heap tl_heap_redirect;  /* owner marker of non-first slots of a page */
 extern pthread_mutex_t tl_depot_lock;
 extern _Atomic uint64_t tl_orphan_counters[TL_NUM_HEAP_COUNTERS]; /* no-heap threads, huge */
-extern _Atomic uint64_t tl_num_large_allocations;
 
 /* The segment of a block: the 4 MiB boundary at or below p - 1. Every block
  * starts after its segment's header, so p - 1 is in the segment too; a large
@@ -291,8 +320,20 @@ void tl_depot_return_locked(tl_page *pg);
 /* Hand over a page with live blocks (owner, at thread exit). */
 void tl_depot_abandon_locked(tl_page *pg);
 /* ---- large blocks (pool_large.c; the large lock, never nested with others) ---- */
-void *tl_huge_alloc(size_t size, size_t align, int zero);
-void tl_huge_free(tl_segment *s);
+/* h: the calling thread's heap (its large cache is used when h is a thread's
+ * heap), or any other heap (then only the shared cache). */
+void *tl_huge_alloc(tl_heap *h, size_t size, size_t align, int zero);
+void tl_huge_free(tl_heap *h, tl_segment *s);
+/* Move every block of h's large cache to the shared cache (h's thread is
+ * exiting or gone). */
+void tl_large_heap_flush(tl_heap *h);
+/* Large-cache statistics summed over heaps (pool.c): allocations and reuses. */
+void tl_pool_large_counter_sums(uint64_t *allocations, uint64_t *reuses);
+/* Steal the blocks put before older_than_ms from every heap's large cache
+ * (pool.c: under the registry lock, tl_large_steal_heap for each heap);
+ * chained by `next`; *next_ms lowered to the earliest put time of those left. */
+tl_segment *tl_pool_large_steal_all(uint64_t older_than_ms, uint64_t *next_ms);
+tl_segment *tl_large_steal_heap(tl_heap *h, uint64_t older_than_ms, tl_segment *out, uint64_t *next_ms);
 /* Resize the large block of s in place or by moving its mapping (no copy).
  * Returns the block's new address, or NULL (block unchanged: copy instead). */
 void *tl_huge_realloc(tl_segment *s, size_t size);

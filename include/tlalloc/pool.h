@@ -47,6 +47,20 @@
  *   rest new). Only then a fresh mapping. So the cache does not hold on to
  *   blocks that no request fits. calloc clears a reused block only where it
  *   may be resident.
+ * - Thread caches: a block whose mapping is at most 1 MiB (aligned to at most
+ *   4 KiB) freed by a thread with a cache stays in that thread's large cache
+ *   (4 slots, at most 1 MiB; the oldest goes to the shared cache) and serves
+ *   that thread's next request it fits as it is, newest first, without the
+ *   large lock (NumPy temporaries of 256 KiB from two threads). A request
+ *   that fits none of them moves them to the shared cache first (where it may
+ *   trim or grow one), and until a request fits again the thread keeps only
+ *   every 8th block (a churn of many sizes gains nothing there). These blocks
+ *   count as cached (statistics, and within large_cache_bytes: a thread keeps
+ *   a block only while the caches stay within it), are purged after the delay
+ *   like the others (the purge moves them to the shared cache first),
+ *   tl_pool_collect and a change of settings empty every thread's cache, and
+ *   a thread's exit hands its blocks to the shared cache. A bound or delay of
+ *   0 turns them off.
  * - Lazy purge (as mimalloc's purge delay and jemalloc's decay): a cached block
  *   not reused for purge_delay_ms (default TL_POOL_DEFAULT_PURGE_DELAY_MS) is
  *   given back with madvise(MADV_DONTNEED): its memory leaves the resident set

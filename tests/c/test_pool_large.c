@@ -13,7 +13,13 @@
  * - alignments 8 KiB to 64 MiB served, aligned, usable, and (up to 1 MiB)
  *   without mapping more than the alignment plus the block;
  * - threads allocating, growing and freeing large blocks at once, and fork
- *   while they do (the large lock's atfork handlers).
+ *   while they do (the large lock's atfork handlers);
+ * - the thread's large cache: a 256 KiB block freed and allocated again by one
+ *   thread comes back (same address) without the large lock and without page
+ *   faults; it counts as cached; a thread's exit hands its blocks to the shared
+ *   cache; a block freed by another thread goes to that thread's cache; a
+ *   block left there is purged after the delay; a bound of 0 or a delay of 0
+ *   keeps none.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -357,6 +363,149 @@ static void test_threads(void) {
     CHECK(info().mapped_bytes == 0); /* nothing live, nothing cached */
 }
 
+/* ---- the thread's large cache ----------------------------------------------- */
+
+static uint64_t depot_locks(void) {
+    tl_pool_stats st;
+    tl_pool_get_stats(&st);
+    return st.num_depot_locks;
+}
+
+static void test_thread_cache_reuse(void) {
+    restore_defaults();
+    tl_pool_collect(1); /* purged blocks unmapped too: nothing due */
+    size_t n = 256 << 10;
+    char *a = tl_pool_malloc(n);
+    CHECK(a != NULL);
+    memset(a, 1, n);
+    tl_pool_large_info i0 = info();
+    tl_pool_free(a);
+    tl_pool_large_info i1 = info();
+    CHECK(i1.num_cached == i0.num_cached + 1); /* cached (here or in the shared cache) */
+    CHECK(i1.cached_bytes == i0.cached_bytes + n + 4096);
+    CHECK(i1.resident_bytes == i0.resident_bytes + n + 4096);
+    CHECK(i1.mapped_bytes == i0.mapped_bytes);
+    /* A thread whose requests missed its cache keeps every 8th block only, so
+     * the cache may take a few rounds to fill (earlier tests ran here). */
+    for (int k = 0; k < 16; k++) tl_pool_free(tl_pool_malloc(n));
+    i1 = info();
+    uint64_t locks0 = depot_locks();
+    long f0 = minflt();
+    for (int k = 0; k < 100; k++) {
+        char *p = tl_pool_malloc(n - 4096 * (size_t)(k % 3)); /* within the as-is fit */
+        CHECK(p == a);
+        memset(p, k, n - 4096 * (size_t)(k % 3));
+        tl_pool_free(p);
+    }
+    long faults = minflt() - f0;
+    uint64_t locks = depot_locks() - locks0;
+    CHECK(info().num_reuses == i1.num_reuses + 100);
+    /* Through the shared cache: two large-lock round trips per pair (200); a
+     * lazy-purge tick may take it a few times. */
+    CHECK(locks < 10);
+#ifndef __SANITIZE_THREAD__
+    CHECK(faults < 16); /* resident: not faulted in again (64 pages a time) */
+#else
+    (void)faults;
+#endif
+    /* calloc from the thread's cache is zero. */
+    char *z = tl_pool_calloc(1, n);
+    CHECK(z == a);
+    size_t nonzero = 0;
+    for (size_t i = 0; i < n; i++) nonzero += z[i] != 0;
+    CHECK(nonzero == 0);
+    tl_pool_free(z);
+    /* Collect empties the thread caches too. */
+    tl_pool_collect(1);
+    CHECK(info().resident_bytes == 0);
+    tl_pool_collect(1);
+    CHECK(info().num_cached == 0);
+    CHECK(info().mapped_bytes == 0);
+}
+
+struct xfree_arg {
+    char *p;      /* freed by the thread */
+    char *again;  /* what the thread got back for the same size */
+    char *kept;   /* left in the thread's cache at its exit */
+};
+
+static void *xfree_thread(void *arg) {
+    struct xfree_arg *x = arg;
+    tl_pool_free(x->p); /* allocated by the main thread */
+    x->again = tl_pool_malloc(256 << 10);
+    memset(x->again, 7, 256 << 10);
+    x->kept = tl_pool_malloc(300 << 10);
+    memset(x->kept, 8, 300 << 10);
+    tl_pool_free(x->kept);
+    return NULL;
+}
+
+static void test_thread_cache_cross_thread_and_exit(void) {
+    restore_defaults();
+    tl_pool_collect(1);
+    struct xfree_arg x = {.p = tl_pool_malloc(256 << 10)};
+    memset(x.p, 6, 256 << 10);
+    pthread_t t;
+    pthread_create(&t, NULL, xfree_thread, &x);
+    pthread_join(t, NULL);
+    CHECK(x.again == x.p); /* the freeing thread's cache served it */
+    /* The thread's exit moved `kept` to the shared cache: this thread reuses it. */
+    tl_pool_large_info i0 = info();
+    CHECK(i0.num_cached == 1);
+    char *k = tl_pool_malloc(300 << 10);
+    CHECK(k == x.kept);
+    CHECK(info().num_reuses == i0.num_reuses + 1);
+    tl_pool_free(k);
+    tl_pool_free(x.again); /* freed by another thread than its allocator */
+    CHECK(info().num_cached == 2);
+    restore_defaults();
+    tl_pool_collect(1);
+    CHECK(info().mapped_bytes == 0);
+}
+
+static void test_thread_cache_purge_and_bounds(void) {
+    restore_defaults();
+    tl_pool_collect(1);
+    size_t n = 256 << 10;
+    set_large(TL_POOL_DEFAULT_LARGE_CACHE, 50);
+    char *a = tl_pool_malloc(n);
+    memset(a, 1, n);
+    tl_pool_free(a);
+    CHECK(info().resident_bytes == n + 4096);
+    /* After the delay, a lazy-purge tick (here: this thread's next large
+     * allocation, of another size) steals it into the shared cache, which
+     * purges it at once (its age is its put time). */
+    struct timespec ts = {0, 150 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    char *other = tl_pool_malloc(2 * MIB);
+    tl_pool_large_info i = info();
+    CHECK(i.resident_bytes == 0);
+    CHECK(i.num_cached == 1 && i.num_purged == 1);
+    tl_pool_free(other);
+    /* A bound of 0, or a delay of 0, keeps no block in a thread's cache. */
+    set_large(0, 250);
+    char *b = tl_pool_malloc(n);
+    tl_pool_free(b);
+    CHECK(info().num_cached == 0);
+    CHECK(info().mapped_bytes == 0);
+    set_large(TL_POOL_DEFAULT_LARGE_CACHE, 0);
+    b = tl_pool_malloc(n);
+    memset(b, 1, n);
+    tl_pool_free(b);
+    CHECK(info().resident_bytes == 0);
+    /* A small bound covers the thread caches: 4 MiB of 700 KiB blocks freed
+     * by this thread keep at most 4 MiB cached. */
+    set_large(2 * MIB, 250);
+    char *v[8];
+    for (int k = 0; k < 8; k++) v[k] = tl_pool_malloc(700 << 10);
+    for (int k = 0; k < 8; k++) tl_pool_free(v[k]);
+    CHECK(info().cached_bytes <= 2 * MIB);
+    CHECK(info().num_cached >= 1);
+    restore_defaults();
+    tl_pool_collect(1);
+    CHECK(info().mapped_bytes == 0);
+}
+
 static void test_fork_while_churning(void) {
     set_large(64 * MIB, 1);
     atomic_store(&stop_flag, 0);
@@ -405,6 +554,9 @@ int main(void) {
     RUN(test_lazy_purge_returns_memory);
     RUN(test_alignments);
     RUN(test_threads);
+    RUN(test_thread_cache_reuse);
+    RUN(test_thread_cache_cross_thread_and_exit);
+    RUN(test_thread_cache_purge_and_bounds);
     RUN(test_fork_while_churning);
     TEST_MAIN_END();
 }
