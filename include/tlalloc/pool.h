@@ -23,7 +23,8 @@
  *   that still hold live blocks are abandoned: the next thread that refills
  *   that size class adopts it, and so does a thread that frees a block into
  *   one while its own available pages of the class are few (otherwise it
- *   pushes the block on the page, which stays for a thread that allocates).
+ *   pushes the block on the page, which stays for a thread that allocates,
+ *   and now and then gives the pages such frees emptied back to the depot).
  *   Only refills from the depot and returns to it take a lock.
  * - The depot keeps at most `retain_bytes` of free, resident pages; beyond
  *   that it gives pages back to the OS (madvise) and unmaps empty segments.

@@ -125,9 +125,44 @@ static void test_free_leaves_page_to_allocating_thread(void) {
     for (int i = 1; i < MINE; i += 2) tl_pool_free(mine[i]);
 }
 
+/* Pages left abandoned that the frees empty go back to the depot without a
+ * tl_pool_collect: a thread that frees the blocks an exited worker left
+ * behind, and never allocates in their class again, does not keep them all
+ * resident (before the sweep, every one of them stayed until tl_pool_collect). */
+static void test_emptied_abandoned_pages_go_back(void) {
+    enum { MINE = 420 }; /* 10 pages of class 1536, every other block freed */
+    static void *mine[MINE];
+    for (int i = 0; i < MINE; i++) {
+        mine[i] = tl_pool_malloc(1536);
+        CHECK(mine[i] != NULL);
+    }
+    for (int i = 0; i < MINE; i += 2) tl_pool_free(mine[i]);
+
+    static work w = {.size = 1536, .n = 42 * 12}; /* about 12 pages */
+    run_thread(allocate_and_exit, &w);
+    uintptr_t pages[MAX_BLOCKS];
+    int npages = 0;
+    for (int i = 0; i < w.n; i++) {
+        int seen = 0;
+        for (int k = 0; k < npages; k++) seen |= pages[k] == page_of(w.blocks[i]);
+        if (!seen) pages[npages++] = page_of(w.blocks[i]);
+    }
+    CHECK(npages >= 10);
+    tl_pool_stats before, after;
+    tl_pool_get_stats(&before);
+    for (int i = 0; i < w.n; i++) tl_pool_free(w.blocks[i]);
+    tl_pool_get_stats(&after);
+    CHECK(after.num_reclaimed_pages == before.num_reclaimed_pages); /* not adopted */
+    /* All but the last page or two (emptied after the last sweep) are free
+     * depot pages now, resident until the depot's retain limit. */
+    CHECK(after.retained_bytes >= before.retained_bytes + (uint64_t)(npages - 2) * 32768);
+    for (int i = 1; i < MINE; i += 2) tl_pool_free(mine[i]);
+}
+
 int main(void) {
     RUN(test_free_adopts_when_short_of_pages);
     RUN(test_free_leaves_page_to_allocating_thread);
+    RUN(test_emptied_abandoned_pages_go_back);
     tl_pool_stats s;
     tl_pool_get_stats(&s);
     CHECK(s.in_use_bytes == 0);
