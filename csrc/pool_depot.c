@@ -268,6 +268,42 @@ void tl_depot_set_retain(size_t bytes) {
 
 size_t tl_depot_get_retain(void) { return atomic_load_explicit(&tl_retain, memory_order_relaxed); }
 
+/* Take an abandoned page over for a moment to collect its foreign frees: an
+ * empty one goes to the free lists (returns 1), another is abandoned again
+ * (returns 0, still on its list), one adopted meanwhile leaves the list
+ * (returns -1). */
+static int tl_abandoned_check_locked(tl_aqueue *q, tl_page *pg) {
+    tl_heap *expected = NULL;
+    if (!atomic_compare_exchange_strong_explicit(&pg->heap, &expected, &tl_heap_collect,
+                                                 memory_order_acq_rel, memory_order_relaxed)) {
+        tl_aqueue_remove(q, pg); /* adopted meanwhile */
+        return -1;
+    }
+    tl_page_collect(pg);
+    if (pg->used == 0) {
+        tl_depot_return_locked(pg); /* unlinks it */
+        return 1;
+    }
+    atomic_store_explicit(&pg->heap, NULL, memory_order_release);
+    return 0;
+}
+
+void tl_depot_sweep_abandoned(tl_heap *h, unsigned c) {
+    pthread_mutex_lock(&tl_depot_lock);
+    TL_COUNTER_ADD(h->c.num_depot_locks, 1);
+    tl_aqueue *q = &tl_abandoned[c];
+    tl_page *pg, *last = q->tail; /* each page once, even on a short list */
+    for (int n = 0; n < TL_SWEEP_PAGES && (pg = q->head) != NULL; n++) {
+        int was_last = pg == last;
+        if (tl_abandoned_check_locked(q, pg) == 0) { /* still in use: to the back */
+            tl_aqueue_remove(q, pg);
+            tl_aqueue_push(q, pg);
+        }
+        if (was_last) break;
+    }
+    pthread_mutex_unlock(&tl_depot_lock);
+}
+
 void tl_depot_collect(int release_all) {
     pthread_mutex_lock(&tl_depot_lock);
     atomic_fetch_add_explicit(&tl_orphan_counters[offsetof(tl_heap_counters, num_depot_locks) / 8],
@@ -277,19 +313,8 @@ void tl_depot_collect(int release_all) {
     for (unsigned c = 0; c < TL_POOL_NUM_CLASSES; c++) {
         tl_page *next;
         for (tl_page *pg = tl_abandoned[c].head; pg; pg = next) {
-            next = pg->anext;
-            tl_heap *expected = NULL;
-            if (!atomic_compare_exchange_strong_explicit(&pg->heap, &expected, &tl_heap_collect,
-                                                         memory_order_acq_rel, memory_order_relaxed)) {
-                tl_aqueue_remove(&tl_abandoned[c], pg); /* adopted meanwhile */
-                continue;
-            }
-            tl_page_collect(pg);
-            if (pg->used == 0) {
-                tl_depot_return_locked(pg); /* unlinks it; `next` is still valid */
-            } else {
-                atomic_store_explicit(&pg->heap, NULL, memory_order_release);
-            }
+            next = pg->anext; /* still valid after the check unlinks pg */
+            (void)tl_abandoned_check_locked(&tl_abandoned[c], pg);
         }
     }
     /* The locked heap (caches off) keeps one empty page per class: return them.

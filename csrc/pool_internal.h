@@ -197,6 +197,9 @@ typedef struct tl_heap {
      * slow-path calls counted (owner), and the next time the clock is due. */
     uint32_t purge_calls;
     uint64_t purge_next_ms;
+    /* (owner) bytes freed into abandoned pages it did not adopt since its last
+     * sweep of them (tl_depot_sweep_abandoned, from pool.c's free path). */
+    size_t abandoned_freed;
     uint64_t thread_id;
     struct tl_heap *reg_next, *reg_prev; /* registry (registry lock) */
     /* The thread's large cache (pool_large.c): large blocks of up to
@@ -375,6 +378,11 @@ void tl_depot_usage(uint64_t *reserved, uint64_t *retained, uint64_t *segments,
 void tl_depot_set_retain(size_t bytes);
 size_t tl_depot_get_retain(void);
 void tl_depot_collect(int release_all);
+/* Look at up to TL_SWEEP_PAGES abandoned pages of class c (oldest first):
+ * collect their foreign frees, give the empty ones back to the depot, move
+ * the others to the back of the list. Takes the depot lock; h counts it. */
+#define TL_SWEEP_PAGES 64
+void tl_depot_sweep_abandoned(tl_heap *h, unsigned c);
 
 /* ---- first use (pool.c calls it once, before the first heap exists) ---- */
 /* A weak no-op in pool.c; libtlalloc.so's preload.c reads its environment

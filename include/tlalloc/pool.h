@@ -20,9 +20,12 @@
  *   free"), so a refill looks only at pages that got blocks back, whatever the
  *   number of full pages, and returns those emptied to the depot.
  * - When a thread exits, its empty pages go back to the global depot and pages
- *   that still hold live blocks are abandoned: the next thread that frees a block
- *   into one of them, or that refills that size class, adopts it. Only refills
- *   from the depot and returns to it take a lock.
+ *   that still hold live blocks are abandoned: the next thread that refills
+ *   that size class adopts it, and so does a thread that frees a block into
+ *   one while its own available pages of the class are few (otherwise it
+ *   pushes the block on the page, which stays for a thread that allocates,
+ *   and now and then gives the pages such frees emptied back to the depot).
+ *   Only refills from the depot and returns to it take a lock.
  * - The depot keeps at most `retain_bytes` of free, resident pages; beyond
  *   that it gives pages back to the OS (madvise) and unmaps empty segments.
  * - Requests above TL_POOL_MAX_SMALL bytes (or aligned beyond TL_POOL_PAGE_ALIGN)

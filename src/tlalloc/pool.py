@@ -4,8 +4,9 @@ Arenas serve scratch that dies all at once; the pool serves blocks with their
 own lifetimes, such as NumPy array data (see :mod:`tlalloc.numpy_alloc`). Each
 thread allocates from pages it owns, without a lock; a block freed by another
 thread goes back to its owner's page; pages of exited threads are adopted by
-the next thread that frees into them. Only page refills from the shared depot
-and returns to it take a lock.
+the next thread that needs a page of their size class (or frees into them while
+it has few pages of that class). Only page refills from the shared depot and
+returns to it take a lock.
 
 Size classes (:func:`size_classes`): 8, 16, 32, 48, 64 bytes, then four per
 doubling (80, 96, 112, 128, 160, ...) up to 64 KiB. The worst-case internal waste
