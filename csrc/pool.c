@@ -15,7 +15,6 @@
 #include <string.h>
 
 #include "pool_internal.h"
-#include "tlalloc/arena.h" /* tl_current_thread_id */
 
 /* ---- size classes ----------------------------------------------------------- */
 
@@ -370,7 +369,6 @@ TL_NOINLINE TL_COLD static tl_heap *tl_heap_create(void) {
         if (h) {
             for (unsigned c = 0; c < TL_POOL_NUM_CLASSES; c++) h->cur[c] = &tl_page_empty;
             h->kind = TL_HEAP_THREAD;
-            h->thread_id = tl_current_thread_id();
             h->reg_next = tl_registry_head;
             if (tl_registry_head) tl_registry_head->reg_prev = h;
             tl_registry_head = h;
@@ -490,7 +488,6 @@ static tl_heap *tl_forked_heaps;
  * nothing changes the registry between the look-ups below. */
 void tl_pool_fork_child(void) {
     tl_heap *self = tl_tls_heap;
-    if (self->kind == TL_HEAP_THREAD) self->thread_id = tl_current_thread_id();
     /* A page of ours (or of the locked heap) that a parent's thread held BUSY
      * at the fork would stay BUSY forever here: clear it (the block that
      * thread was delaying is on xblocks, or leaks). */

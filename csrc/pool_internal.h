@@ -200,7 +200,6 @@ typedef struct tl_heap {
     /* (owner) bytes freed into abandoned pages it did not adopt since its last
      * sweep of them (tl_depot_sweep_abandoned, from pool.c's free path). */
     size_t abandoned_freed;
-    uint64_t thread_id;
     struct tl_heap *reg_next, *reg_prev; /* registry (registry lock) */
     /* The thread's large cache (pool_large.c): large blocks of up to
      * TL_LCACHE_BYTES this thread freed, reused without a lock. Only the owner
