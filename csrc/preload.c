@@ -341,7 +341,13 @@ TL_EXPORT int TL_PRELOAD_NAME(malloc_trim)(size_t pad) {
  * delete are not needed, since the pool finds a block's page from its address
  * (tl_pool_free). The deletes are free's tail call. */
 
-typedef enum tl_cxx_kind { TL_CXX_NEW, TL_CXX_NEW_NOTHROW, TL_CXX_NEW_ALIGNED, TL_CXX_NEW_ALIGNED_NOTHROW } tl_cxx_kind;
+/* Which signature of operator new the failure path calls. */
+typedef enum tl_cxx_kind {
+    TL_CXX_NEW,                /* (size) */
+    TL_CXX_NEW_NOTHROW,        /* (size, nothrow) */
+    TL_CXX_NEW_ALIGNED,        /* (size, align) */
+    TL_CXX_NEW_ALIGNED_NOTHROW /* (size, align, nothrow) */
+} tl_cxx_kind;
 
 /* The failure path: the next definition of `name` (never this library's: RTLD_NEXT
  * searches the objects loaded after it). Exceptions pass through these frames
@@ -381,53 +387,51 @@ TL_NOINLINE TL_COLD static void *tl_cxx_next_new(const char *name, tl_cxx_kind k
     }
 }
 
-/* Fast path of every new: the pool's malloc (size 0 gets a block of its own,
- * as C++ wants a unique pointer), a test, a return: malloc's cost plus one
- * predicted branch. */
-#define TL_CXX_NEW_BODY(p, name, kind, size, align, nothrow)                                                  \
-    do {                                                                                                \
-        if (TL_LIKELY((p) != NULL)) return (p);                                                         \
-        return tl_cxx_next_new(name, kind, size, align, nothrow);                                       \
-    } while (0)
+/* Every new: the pool's block (malloc's fast path: size 0 gets a block of its
+ * own, as C++ wants a unique pointer), then one predicted test; the failure
+ * path is out of line. */
+static inline void *tl_cxx_result(void *p, const char *name, tl_cxx_kind kind, size_t size, size_t align,
+                                  const void *nothrow) {
+    if (TL_LIKELY(p != NULL)) return p;
+    return tl_cxx_next_new(name, kind, size, align, nothrow);
+}
 
 /* operator new(size_t), operator new[](size_t) */
 TL_EXPORT void *TL_PRELOAD_NAME(_Znwm)(size_t size) {
-    void *p = tl_pool_malloc(size);
-    TL_CXX_NEW_BODY(p, "_Znwm", TL_CXX_NEW, size, 0, NULL);
+    return tl_cxx_result(tl_pool_malloc(size), "_Znwm", TL_CXX_NEW, size, 0, NULL);
 }
 TL_EXPORT void *TL_PRELOAD_NAME(_Znam)(size_t size) {
-    void *p = tl_pool_malloc(size);
-    TL_CXX_NEW_BODY(p, "_Znam", TL_CXX_NEW, size, 0, NULL);
+    return tl_cxx_result(tl_pool_malloc(size), "_Znam", TL_CXX_NEW, size, 0, NULL);
 }
 
 /* operator new(size_t, const std::nothrow_t &), and new[] */
 TL_EXPORT void *TL_PRELOAD_NAME(_ZnwmRKSt9nothrow_t)(size_t size, const void *nothrow) {
-    void *p = tl_pool_malloc(size);
-    TL_CXX_NEW_BODY(p, "_ZnwmRKSt9nothrow_t", TL_CXX_NEW_NOTHROW, size, 0, nothrow);
+    return tl_cxx_result(tl_pool_malloc(size), "_ZnwmRKSt9nothrow_t", TL_CXX_NEW_NOTHROW, size, 0, nothrow);
 }
 TL_EXPORT void *TL_PRELOAD_NAME(_ZnamRKSt9nothrow_t)(size_t size, const void *nothrow) {
-    void *p = tl_pool_malloc(size);
-    TL_CXX_NEW_BODY(p, "_ZnamRKSt9nothrow_t", TL_CXX_NEW_NOTHROW, size, 0, nothrow);
+    return tl_cxx_result(tl_pool_malloc(size), "_ZnamRKSt9nothrow_t", TL_CXX_NEW_NOTHROW, size, 0, nothrow);
 }
 
 /* operator new(size_t, std::align_val_t) (C++17), and new[]. An alignment the
  * pool refuses (not a power of two: undefined behaviour in C++) goes to the
  * fallback too, which throws or returns NULL. */
 TL_EXPORT void *TL_PRELOAD_NAME(_ZnwmSt11align_val_t)(size_t size, size_t align) {
-    void *p = tl_pool_aligned_alloc(align, size);
-    TL_CXX_NEW_BODY(p, "_ZnwmSt11align_val_t", TL_CXX_NEW_ALIGNED, size, align, NULL);
+    return tl_cxx_result(tl_pool_aligned_alloc(align, size), "_ZnwmSt11align_val_t", TL_CXX_NEW_ALIGNED, size, align,
+                         NULL);
 }
 TL_EXPORT void *TL_PRELOAD_NAME(_ZnamSt11align_val_t)(size_t size, size_t align) {
-    void *p = tl_pool_aligned_alloc(align, size);
-    TL_CXX_NEW_BODY(p, "_ZnamSt11align_val_t", TL_CXX_NEW_ALIGNED, size, align, NULL);
+    return tl_cxx_result(tl_pool_aligned_alloc(align, size), "_ZnamSt11align_val_t", TL_CXX_NEW_ALIGNED, size, align,
+                         NULL);
 }
-TL_EXPORT void *TL_PRELOAD_NAME(_ZnwmSt11align_val_tRKSt9nothrow_t)(size_t size, size_t align, const void *nothrow) {
+TL_EXPORT void *TL_PRELOAD_NAME(_ZnwmSt11align_val_tRKSt9nothrow_t)(size_t size, size_t align,
+                                                                  const void *nothrow) {
     void *p = tl_pool_aligned_alloc(align, size);
-    TL_CXX_NEW_BODY(p, "_ZnwmSt11align_val_tRKSt9nothrow_t", TL_CXX_NEW_ALIGNED_NOTHROW, size, align, nothrow);
+    return tl_cxx_result(p, "_ZnwmSt11align_val_tRKSt9nothrow_t", TL_CXX_NEW_ALIGNED_NOTHROW, size, align, nothrow);
 }
-TL_EXPORT void *TL_PRELOAD_NAME(_ZnamSt11align_val_tRKSt9nothrow_t)(size_t size, size_t align, const void *nothrow) {
+TL_EXPORT void *TL_PRELOAD_NAME(_ZnamSt11align_val_tRKSt9nothrow_t)(size_t size, size_t align,
+                                                                  const void *nothrow) {
     void *p = tl_pool_aligned_alloc(align, size);
-    TL_CXX_NEW_BODY(p, "_ZnamSt11align_val_tRKSt9nothrow_t", TL_CXX_NEW_ALIGNED_NOTHROW, size, align, nothrow);
+    return tl_cxx_result(p, "_ZnamSt11align_val_tRKSt9nothrow_t", TL_CXX_NEW_ALIGNED_NOTHROW, size, align, nothrow);
 }
 
 /* operator delete and delete[]: plain, sized (C++14), nothrow, aligned
@@ -466,11 +470,13 @@ TL_EXPORT void TL_PRELOAD_NAME(_ZdaPvmSt11align_val_t)(void *p, size_t size, siz
     (void)size, (void)align;
     tl_pool_free(p);
 }
-TL_EXPORT void TL_PRELOAD_NAME(_ZdlPvSt11align_val_tRKSt9nothrow_t)(void *p, size_t align, const void *nothrow) {
+TL_EXPORT void TL_PRELOAD_NAME(_ZdlPvSt11align_val_tRKSt9nothrow_t)(void *p, size_t align,
+                                                                const void *nothrow) {
     (void)align, (void)nothrow;
     tl_pool_free(p);
 }
-TL_EXPORT void TL_PRELOAD_NAME(_ZdaPvSt11align_val_tRKSt9nothrow_t)(void *p, size_t align, const void *nothrow) {
+TL_EXPORT void TL_PRELOAD_NAME(_ZdaPvSt11align_val_tRKSt9nothrow_t)(void *p, size_t align,
+                                                                const void *nothrow) {
     (void)align, (void)nothrow;
     tl_pool_free(p);
 }
