@@ -43,6 +43,9 @@ lib: $(BUILD)/libtlalloc.a
 # Only the symbols of csrc/libtlalloc.map are exported; -z defs makes a
 # missing core object a link error instead of a failure at load time.
 preload: $(BUILD)/libtlalloc.so
+# operator new's failure path calls the C++ runtime's, which may throw through
+# preload.c's frames: they carry unwind tables.
+$(BUILD)/obj/preload.o: CFLAGS_ALL += -fexceptions
 
 $(BUILD)/obj/%.o: csrc/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -75,7 +78,10 @@ test: $(TEST_BIN) $(if $(SAN),,test-preload)
 # malloc): tests/c/preload_stress.c prints the same on the C library's malloc
 # and under LD_PRELOAD, and says on stderr which malloc it ran on.
 .PHONY: test-preload
-test-preload: $(BUILD)/libtlalloc.so $(BUILD)/tests/preload_stress
+# Then tests/c/preload_cxx.cpp the same way: C++'s operator new and delete
+# (defined by the library too), when a C++ compiler is installed.
+HAVE_CXX := $(shell command -v $(CXX) 2>/dev/null)
+test-preload: $(BUILD)/libtlalloc.so $(BUILD)/tests/preload_stress $(if $(HAVE_CXX),$(BUILD)/tests/preload_cxx)
 	@echo "== $(BUILD)/tests/preload_stress (C library malloc, then LD_PRELOAD=$(BUILD)/libtlalloc.so)"
 	@set -e; timeout $(TEST_TIMEOUT) $(BUILD)/tests/preload_stress > $(BUILD)/tests/preload_stress.libc.out 2>/dev/null; \
 	LD_PRELOAD=$(abspath $(BUILD)/libtlalloc.so) timeout $(TEST_TIMEOUT) $(BUILD)/tests/preload_stress \
@@ -83,9 +89,24 @@ test-preload: $(BUILD)/libtlalloc.so $(BUILD)/tests/preload_stress
 	grep -q "pool malloc: yes" $(BUILD)/tests/preload_stress.pool.err; \
 	diff $(BUILD)/tests/preload_stress.libc.out $(BUILD)/tests/preload_stress.pool.out; \
 	cat $(BUILD)/tests/preload_stress.pool.out
+ifneq ($(HAVE_CXX),)
+	@echo "== $(BUILD)/tests/preload_cxx (C++ runtime's operator new, then libtlalloc.so's)"
+	@set -e; timeout $(TEST_TIMEOUT) $(BUILD)/tests/preload_cxx > $(BUILD)/tests/preload_cxx.libc.out 2>/dev/null; \
+	LD_PRELOAD=$(abspath $(BUILD)/libtlalloc.so) timeout $(TEST_TIMEOUT) $(BUILD)/tests/preload_cxx \
+	    > $(BUILD)/tests/preload_cxx.pool.out 2> $(BUILD)/tests/preload_cxx.pool.err; \
+	grep -q "operator new from: libtlalloc.so" $(BUILD)/tests/preload_cxx.pool.err; \
+	grep -q "pool counted new: yes" $(BUILD)/tests/preload_cxx.pool.err; \
+	diff $(BUILD)/tests/preload_cxx.libc.out $(BUILD)/tests/preload_cxx.pool.out; \
+	cat $(BUILD)/tests/preload_cxx.pool.out
+else
+	@echo "== tests/c/preload_cxx.cpp skipped: no C++ compiler ($(CXX))"
+endif
 $(BUILD)/tests/preload_stress: tests/c/preload_stress.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $< -o $@ $(LDLIBS)
+$(BUILD)/tests/preload_cxx: tests/c/preload_cxx.cpp include/tlalloc/pool.h
+	@mkdir -p $(dir $@)
+	$(CXX) -std=c++17 -Wall -Wextra -Werror -Iinclude -pthread $(filter -O% -g,$(CFLAGS_SAN)) $< -o $@ -ldl
 
 bench: $(BENCH_BIN)
 

@@ -57,7 +57,8 @@ preload_sources = [PRELOAD_C] + [
     f for f in core if os.path.basename(f).startswith("pool")
     or os.path.basename(f) in ("os_linux.c", "thread.c", "arena.c", "scratch.c", "env.c")
 ]
-preload_cflags = ["-std=c11", "-Wall", "-Wextra", "-D_GNU_SOURCE", "-pthread"]
+# -fexceptions: operator new's failure path (preload.c) may throw through C frames.
+preload_cflags = ["-std=c11", "-Wall", "-Wextra", "-D_GNU_SOURCE", "-pthread", "-fexceptions"]
 preload_cflags += ["-O0", "-g", "-DTLALLOC_DEBUG=1"] if _flag("TLALLOC_DEBUG") else ["-O2"]
 
 

@@ -23,10 +23,16 @@
  * value is reported on stderr (write(2): no stdio, which allocates) and the
  * process exits with status 2 before it runs any code of its own.
  *
+ * C++'s replaceable global operator new and delete are defined here too (end
+ * of the file), as mimalloc, jemalloc and tcmalloc do: without them a C++
+ * program's new and delete go through libstdc++'s (a new_handler loop around
+ * malloc, a call to free): two more calls and PLT jumps per allocation.
+ *
  * TL_PRELOAD_NAME renames the exported functions, so that a test program can
  * include this file and call them under a sanitizer (which must keep its own
  * malloc): tests/c/test_preload.c.
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -312,4 +318,165 @@ TL_EXPORT int TL_PRELOAD_NAME(malloc_trim)(size_t pad) {
     tl_pool_get_stats(&s);
     tl_pool_collect(1);
     return s.retained_bytes > 0;
+}
+
+/* ---- C++'s replaceable global allocation functions ---------------------------------- */
+
+/* The Itanium C++ ABI names of operator new and delete (C++98 to C++17), in C:
+ * std::size_t and std::align_val_t are size_t arguments, and std::nothrow_t
+ * comes by reference (a pointer, never read). The pool serves them; only a
+ * failed allocation leaves it.
+ *
+ * operator new never returns NULL: when the pool has no memory it calls the
+ * new_handler until one frees memory or none is left, then throws
+ * std::bad_alloc; nothrow new does the same but returns NULL. C cannot throw,
+ * so that rare path goes to the next definition of the same function in the
+ * lookup order (dlsym RTLD_NEXT: libstdc++'s, or libc++'s), which is exactly
+ * that loop around malloc, aligned_alloc or posix_memalign, that is around the
+ * pool again. Only a program that defines operator new itself skips this
+ * library's, and then it never comes here.
+ *
+ * delete accepts what any of these new returned, also from that fallback (the
+ * pool's blocks too): the size of sized delete and the alignment of aligned
+ * delete are not needed, since the pool finds a block's page from its address
+ * (tl_pool_free). The deletes are free's tail call. */
+
+/* Which signature of operator new the failure path calls. */
+typedef enum tl_cxx_kind {
+    TL_CXX_NEW,                /* (size) */
+    TL_CXX_NEW_NOTHROW,        /* (size, nothrow) */
+    TL_CXX_NEW_ALIGNED,        /* (size, align) */
+    TL_CXX_NEW_ALIGNED_NOTHROW /* (size, align, nothrow) */
+} tl_cxx_kind;
+
+/* The failure path: the next definition of `name` (never this library's: RTLD_NEXT
+ * searches the objects loaded after it). Exceptions pass through these frames
+ * (built with -fexceptions: the Makefile and setup.py). */
+TL_NOINLINE TL_COLD static void *tl_cxx_next_new(const char *name, tl_cxx_kind kind, size_t size, size_t align,
+                                                const void *nothrow) {
+    void *sym = dlsym(RTLD_NEXT, name);
+    if (sym == NULL) {
+        /* Cannot happen in a program that calls operator new: it links a C++
+         * runtime, which defines them all. */
+        tl_write_all("libtlalloc.so: out of memory in operator new, and no C++ runtime defines ", 73);
+        tl_write_all(name, strlen(name));
+        tl_write_all("\n", 1);
+        abort();
+    }
+    switch (kind) {
+    case TL_CXX_NEW: {
+        void *(*f)(size_t);
+        memcpy(&f, &sym, sizeof f);
+        return f(size);
+    }
+    case TL_CXX_NEW_NOTHROW: {
+        void *(*f)(size_t, const void *);
+        memcpy(&f, &sym, sizeof f);
+        return f(size, nothrow);
+    }
+    case TL_CXX_NEW_ALIGNED: {
+        void *(*f)(size_t, size_t);
+        memcpy(&f, &sym, sizeof f);
+        return f(size, align);
+    }
+    default: {
+        void *(*f)(size_t, size_t, const void *);
+        memcpy(&f, &sym, sizeof f);
+        return f(size, align, nothrow);
+    }
+    }
+}
+
+/* Every new: the pool's block (malloc's fast path: size 0 gets a block of its
+ * own, as C++ wants a unique pointer), then one predicted test; the failure
+ * path is out of line. */
+static inline void *tl_cxx_result(void *p, const char *name, tl_cxx_kind kind, size_t size, size_t align,
+                                  const void *nothrow) {
+    if (TL_LIKELY(p != NULL)) return p;
+    return tl_cxx_next_new(name, kind, size, align, nothrow);
+}
+
+/* operator new(size_t), operator new[](size_t) */
+TL_EXPORT void *TL_PRELOAD_NAME(_Znwm)(size_t size) {
+    return tl_cxx_result(tl_pool_malloc(size), "_Znwm", TL_CXX_NEW, size, 0, NULL);
+}
+TL_EXPORT void *TL_PRELOAD_NAME(_Znam)(size_t size) {
+    return tl_cxx_result(tl_pool_malloc(size), "_Znam", TL_CXX_NEW, size, 0, NULL);
+}
+
+/* operator new(size_t, const std::nothrow_t &), and new[] */
+TL_EXPORT void *TL_PRELOAD_NAME(_ZnwmRKSt9nothrow_t)(size_t size, const void *nothrow) {
+    return tl_cxx_result(tl_pool_malloc(size), "_ZnwmRKSt9nothrow_t", TL_CXX_NEW_NOTHROW, size, 0, nothrow);
+}
+TL_EXPORT void *TL_PRELOAD_NAME(_ZnamRKSt9nothrow_t)(size_t size, const void *nothrow) {
+    return tl_cxx_result(tl_pool_malloc(size), "_ZnamRKSt9nothrow_t", TL_CXX_NEW_NOTHROW, size, 0, nothrow);
+}
+
+/* operator new(size_t, std::align_val_t) (C++17), and new[]. An alignment the
+ * pool refuses (not a power of two: undefined behaviour in C++) goes to the
+ * fallback too, which throws or returns NULL. */
+TL_EXPORT void *TL_PRELOAD_NAME(_ZnwmSt11align_val_t)(size_t size, size_t align) {
+    return tl_cxx_result(tl_pool_aligned_alloc(align, size), "_ZnwmSt11align_val_t", TL_CXX_NEW_ALIGNED, size, align,
+                         NULL);
+}
+TL_EXPORT void *TL_PRELOAD_NAME(_ZnamSt11align_val_t)(size_t size, size_t align) {
+    return tl_cxx_result(tl_pool_aligned_alloc(align, size), "_ZnamSt11align_val_t", TL_CXX_NEW_ALIGNED, size, align,
+                         NULL);
+}
+TL_EXPORT void *TL_PRELOAD_NAME(_ZnwmSt11align_val_tRKSt9nothrow_t)(size_t size, size_t align,
+                                                                  const void *nothrow) {
+    void *p = tl_pool_aligned_alloc(align, size);
+    return tl_cxx_result(p, "_ZnwmSt11align_val_tRKSt9nothrow_t", TL_CXX_NEW_ALIGNED_NOTHROW, size, align, nothrow);
+}
+TL_EXPORT void *TL_PRELOAD_NAME(_ZnamSt11align_val_tRKSt9nothrow_t)(size_t size, size_t align,
+                                                                  const void *nothrow) {
+    void *p = tl_pool_aligned_alloc(align, size);
+    return tl_cxx_result(p, "_ZnamSt11align_val_tRKSt9nothrow_t", TL_CXX_NEW_ALIGNED_NOTHROW, size, align, nothrow);
+}
+
+/* operator delete and delete[]: plain, sized (C++14), nothrow, aligned
+ * (C++17), sized and aligned, aligned nothrow. NULL is accepted (tl_pool_free). */
+TL_EXPORT void TL_PRELOAD_NAME(_ZdlPv)(void *p) { tl_pool_free(p); }
+TL_EXPORT void TL_PRELOAD_NAME(_ZdaPv)(void *p) { tl_pool_free(p); }
+TL_EXPORT void TL_PRELOAD_NAME(_ZdlPvm)(void *p, size_t size) {
+    (void)size;
+    tl_pool_free(p);
+}
+TL_EXPORT void TL_PRELOAD_NAME(_ZdaPvm)(void *p, size_t size) {
+    (void)size;
+    tl_pool_free(p);
+}
+TL_EXPORT void TL_PRELOAD_NAME(_ZdlPvRKSt9nothrow_t)(void *p, const void *nothrow) {
+    (void)nothrow;
+    tl_pool_free(p);
+}
+TL_EXPORT void TL_PRELOAD_NAME(_ZdaPvRKSt9nothrow_t)(void *p, const void *nothrow) {
+    (void)nothrow;
+    tl_pool_free(p);
+}
+TL_EXPORT void TL_PRELOAD_NAME(_ZdlPvSt11align_val_t)(void *p, size_t align) {
+    (void)align;
+    tl_pool_free(p);
+}
+TL_EXPORT void TL_PRELOAD_NAME(_ZdaPvSt11align_val_t)(void *p, size_t align) {
+    (void)align;
+    tl_pool_free(p);
+}
+TL_EXPORT void TL_PRELOAD_NAME(_ZdlPvmSt11align_val_t)(void *p, size_t size, size_t align) {
+    (void)size, (void)align;
+    tl_pool_free(p);
+}
+TL_EXPORT void TL_PRELOAD_NAME(_ZdaPvmSt11align_val_t)(void *p, size_t size, size_t align) {
+    (void)size, (void)align;
+    tl_pool_free(p);
+}
+TL_EXPORT void TL_PRELOAD_NAME(_ZdlPvSt11align_val_tRKSt9nothrow_t)(void *p, size_t align,
+                                                                const void *nothrow) {
+    (void)align, (void)nothrow;
+    tl_pool_free(p);
+}
+TL_EXPORT void TL_PRELOAD_NAME(_ZdaPvSt11align_val_tRKSt9nothrow_t)(void *p, size_t align,
+                                                                const void *nothrow) {
+    (void)align, (void)nothrow;
+    tl_pool_free(p);
 }

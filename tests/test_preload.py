@@ -84,7 +84,15 @@ def test_exports_only_the_malloc_api_and_the_pool_api() -> None:
                   "aligned_alloc", "memalign", "valloc", "pvalloc", "malloc_usable_size",
                   "malloc_trim"}
     assert malloc_api <= names
-    assert {n for n in names - malloc_api if not n.startswith("tl_pool_")} == set()
+    # C++'s replaceable operator new and delete (Itanium ABI names), as
+    # mimalloc, jemalloc and tcmalloc export them.
+    cxx_api = {f"{op}{args}" for op in ("_Znwm", "_Znam") for args in
+               ("", "RKSt9nothrow_t", "St11align_val_t", "St11align_val_tRKSt9nothrow_t")}
+    cxx_api |= {f"{op}{args}" for op in ("_ZdlPv", "_ZdaPv") for args in
+                ("", "m", "RKSt9nothrow_t", "St11align_val_t", "mSt11align_val_t",
+                 "St11align_val_tRKSt9nothrow_t")}
+    assert len(cxx_api) == 20 and cxx_api <= names
+    assert {n for n in names - malloc_api - cxx_api if not n.startswith("tl_pool_")} == set()
     assert "tl_pool_first_use" not in names and "tl_pool_fork_lock" not in names
 
 
@@ -184,6 +192,36 @@ def test_c_stress_threads_exit_and_fork(tmp_path: Path) -> None:
     assert pooled.stdout == plain.stdout
     for line in ("480 key destructors, 0 bad", "12000 blocks passed between threads, 0 bad",
                  "8 of 8 children ran cleanly"):
+        assert line in pooled.stdout
+
+
+def test_cxx_new_and_delete(tmp_path: Path) -> None:
+    """C++'s operator new and delete come from the library (they are the pool's
+    malloc and free), with C++'s semantics: aligned new honours the alignment,
+    new(0) is unique, a huge nothrow new returns nullptr, a huge new runs the
+    new_handler and throws std::bad_alloc (tests/c/preload_cxx.cpp)."""
+    cxx = shutil.which("g++") or shutil.which("c++")
+    if cxx is None:
+        pytest.skip("no C++ compiler")
+    exe = tmp_path / "preload_cxx"
+    subprocess.run([cxx, "-std=c++17", "-O2", "-pthread", f"-I{REPO / 'include'}",
+                    str(REPO / "tests/c/preload_cxx.cpp"), "-o", str(exe), "-ldl"],
+                   check=True, timeout=300, env=_env(False))
+    plain = _run([str(exe)], preload=False)
+    pooled = _run([str(exe)], preload=True)
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    assert pooled.returncode == 0, pooled.stdout + pooled.stderr
+    assert "operator new from: libtlalloc.so" in pooled.stderr, pooled.stderr
+    assert "operator new from: libtlalloc.so" not in plain.stderr
+    assert "pool counted new: yes" in pooled.stderr and "agrees: 1001 of 1001" in pooled.stderr
+    assert pooled.stdout == plain.stdout
+    for line in ("objects and arrays: 2600 of 2600 intact", "new(0): non-null 1, distinct 1",
+                 "alignas(64), alignas(4096): 100 of 100 aligned",
+                 "align_val_t 1 MiB, 4 KiB, 64: 8 of 8 aligned",
+                 "nothrow huge new: nullptr 1, new[] nullptr 1, aligned nullptr 1",
+                 "huge new: bad_alloc 1, new_handler called 1 time(s)",
+                 "huge aligned new: bad_alloc 1, new_handler called 1 time(s)",
+                 "huge nothrow new with a new_handler: nullptr 1, new_handler called 1 time(s)"):
         assert line in pooled.stdout
 
 

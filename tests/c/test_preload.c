@@ -337,6 +337,65 @@ static void test_aligned_alloc_family(void) {
     CHECK(tlp_pvalloc(SIZE_MAX - 10) == NULL && errno == ENOMEM);
 }
 
+/* C++'s operator new and delete, called as C (the Itanium ABI's arguments).
+ * Their failure path goes to the C++ runtime (the next definition), which a C
+ * program does not load: it is tested by tests/c/preload_cxx.cpp, preloaded. */
+static void test_cxx_new_delete(void) {
+    static const char nothrow_tag = 0; /* std::nothrow: passed by reference, never read */
+    size_t sizes[] = {0, 1, 8, 100, 1024, 1025, 70000, (size_t)3 << 20};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        size_t n = sizes[i], want = n ? n : 1;
+        void *p[4] = {tlp__Znwm(n), tlp__Znam(n), tlp__ZnwmRKSt9nothrow_t(n, &nothrow_tag),
+                      tlp__ZnamRKSt9nothrow_t(n, &nothrow_tag)};
+        for (int k = 0; k < 4; k++) {
+            CHECK(p[k] != NULL && tlp_malloc_usable_size(p[k]) >= want && aligned(p[k], n >= 16 ? 16 : 8));
+            memset(p[k], k, want);
+        }
+        CHECK(p[0] != p[1] && p[2] != p[3]); /* new(0) too: unique blocks */
+        tlp__ZdlPv(p[0]);
+        tlp__ZdaPvm(p[1], n);
+        tlp__ZdlPvRKSt9nothrow_t(p[2], &nothrow_tag);
+        tlp__ZdaPvRKSt9nothrow_t(p[3], &nothrow_tag);
+        void *q = tlp__Znwm(n), *r = tlp__Znam(n);
+        CHECK(q != NULL && r != NULL);
+        tlp__ZdlPvm(q, n);
+        tlp__ZdaPv(r);
+    }
+    for (size_t a = 16; a <= ((size_t)1 << 20); a *= 4) {
+        for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+            size_t n = sizes[i], want = n ? n : 1;
+            void *p[4] = {tlp__ZnwmSt11align_val_t(n, a), tlp__ZnamSt11align_val_t(n, a),
+                          tlp__ZnwmSt11align_val_tRKSt9nothrow_t(n, a, &nothrow_tag),
+                          tlp__ZnamSt11align_val_tRKSt9nothrow_t(n, a, &nothrow_tag)};
+            for (int k = 0; k < 4; k++) {
+                CHECK(p[k] != NULL && aligned(p[k], a) && tlp_malloc_usable_size(p[k]) >= want);
+                memset(p[k], k, want);
+            }
+            tlp__ZdlPvSt11align_val_t(p[0], a);
+            tlp__ZdaPvmSt11align_val_t(p[1], n, a);
+            tlp__ZdlPvSt11align_val_tRKSt9nothrow_t(p[2], a, &nothrow_tag);
+            tlp__ZdaPvSt11align_val_tRKSt9nothrow_t(p[3], a, &nothrow_tag);
+            void *q = tlp__ZnwmSt11align_val_t(n, a), *r = tlp__ZnamSt11align_val_t(n, a);
+            CHECK(q != NULL && r != NULL);
+            tlp__ZdlPvmSt11align_val_t(q, n, a);
+            tlp__ZdaPvSt11align_val_t(r, a);
+        }
+    }
+    /* delete of NULL, every form, does nothing. */
+    tlp__ZdlPv(NULL);
+    tlp__ZdaPv(NULL);
+    tlp__ZdlPvm(NULL, 8);
+    tlp__ZdaPvm(NULL, 8);
+    tlp__ZdlPvRKSt9nothrow_t(NULL, &nothrow_tag);
+    tlp__ZdaPvRKSt9nothrow_t(NULL, &nothrow_tag);
+    tlp__ZdlPvSt11align_val_t(NULL, 64);
+    tlp__ZdaPvSt11align_val_t(NULL, 64);
+    tlp__ZdlPvmSt11align_val_t(NULL, 8, 64);
+    tlp__ZdaPvmSt11align_val_t(NULL, 8, 64);
+    tlp__ZdlPvSt11align_val_tRKSt9nothrow_t(NULL, 64, &nothrow_tag);
+    tlp__ZdaPvSt11align_val_tRKSt9nothrow_t(NULL, 64, &nothrow_tag);
+}
+
 static void test_malloc_trim(void) {
     void *blocks[64];
     for (int i = 0; i < 64; i++) blocks[i] = tlp_malloc(20000);
@@ -446,6 +505,7 @@ int main(void) {
     RUN(test_reallocarray);
     RUN(test_posix_memalign);
     RUN(test_aligned_alloc_family);
+    RUN(test_cxx_new_delete);
     RUN(test_malloc_trim);
     RUN(test_destructor_after_pool_key);
     RUN(test_cross_thread);
