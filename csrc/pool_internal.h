@@ -327,8 +327,9 @@ void tl_depot_abandon_locked(tl_page *pg);
 void *tl_huge_alloc(tl_heap *h, size_t size, size_t align, int zero);
 void tl_huge_free(tl_heap *h, tl_segment *s);
 /* Move every block of h's large cache to the shared cache (h's thread is
- * exiting or gone). */
-void tl_large_heap_flush(tl_heap *h);
+ * exiting or gone, or a request of its fit none of them); 1 if it held any.
+ * Takes the large lock only then. */
+int tl_large_heap_flush(tl_heap *h);
 /* Large-cache statistics summed over heaps (pool.c): allocations and reuses. */
 void tl_pool_large_counter_sums(uint64_t *allocations, uint64_t *reuses);
 /* Steal the blocks put before older_than_ms from every heap's large cache

@@ -333,6 +333,7 @@ static size_t tl_shared_limit(size_t limit) {
  * each cached at its cached_ms, or are unmapped when they do not fit the
  * bound. Takes the large lock once. */
 static void tl_cache_shared_chain(tl_segment *s) {
+    if (!s) return; /* nothing stolen: no lock */
     size_t limit = atomic_load_explicit(&tl_cache_limit, memory_order_relaxed);
     uint64_t delay = atomic_load_explicit(&tl_purge_delay, memory_order_relaxed);
     int small = 0;
@@ -392,9 +393,11 @@ tl_segment *tl_large_steal_heap(tl_heap *h, uint64_t older_than_ms, tl_segment *
     return out;
 }
 
-void tl_large_heap_flush(tl_heap *h) {
+int tl_large_heap_flush(tl_heap *h) {
     uint64_t left = UINT64_MAX;
-    tl_cache_shared_chain(tl_large_steal_heap(h, UINT64_MAX, NULL, &left));
+    tl_segment *mine = tl_large_steal_heap(h, UINT64_MAX, NULL, &left);
+    tl_cache_shared_chain(mine);
+    return mine != NULL;
 }
 
 /* Lower tl_tcache_next_ms to `ms` (compare-and-swap: never raises it). */
@@ -658,12 +661,7 @@ void *tl_huge_alloc(tl_heap *h, size_t size, size_t align, int zero) {
          * this request may trim or grow one (a churn of many sizes otherwise
          * maps and faults in more: 4 threads of NumPy arrays of 1 B to 2 MB made
          * 10-25% more page faults with them kept). A scan of 4 slots if empty. */
-        uint64_t left = UINT64_MAX;
-        tl_segment *mine = tl_large_steal_heap(hc, UINT64_MAX, NULL, &left);
-        if (mine) {
-            hc->lcache_missed = 1; /* it held blocks, none of them fit */
-            tl_cache_shared_chain(mine);
-        }
+        if (tl_large_heap_flush(hc)) hc->lcache_missed = 1; /* it held blocks, none fit */
     }
     /* The mapping's own alignment: 4 MiB; beyond, base + 4 MiB on an A boundary. */
     size_t map_align = align > TL_SEG_SIZE ? align : TL_SEG_SIZE;
