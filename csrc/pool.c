@@ -690,16 +690,15 @@ TL_NOINLINE static void *tl_alloc_class_slow(tl_heap *h, unsigned c) {
     return p;
 }
 
-/* The heap for a large block: the thread's (created on its first use, so that
- * a thread that only allocates large blocks has a large cache too), or
- * another heap (no thread cache). */
-static inline tl_heap *tl_large_heap(void) {
-    tl_heap *h = tl_tls_heap;
+/* The heap for a large block, from the thread's tl_tls_heap h: the thread's
+ * (created on its first use, so that a thread that only allocates large
+ * blocks has a large cache too), or another heap (no thread cache). */
+static inline tl_heap *tl_large_heap(tl_heap *h) {
     return TL_LIKELY(h->kind != TL_HEAP_EMPTY) ? h : tl_heap_resolve(h);
 }
 
 TL_NOINLINE static void *tl_pool_malloc_slow(tl_heap *h, size_t size) {
-    if (TL_UNLIKELY(size > TL_CLASS_MAX)) return tl_huge_alloc(tl_large_heap(), size, 0, 0);
+    if (TL_UNLIKELY(size > TL_CLASS_MAX)) return tl_huge_alloc(tl_large_heap(tl_tls_heap), size, 0, 0);
     tl_large_maybe_tick_sampled(); /* lazy purge of the large cache (pool_internal.h) */
     return tl_alloc_class_slow(h, tl_size_class(size ? size : 1));
 }
@@ -730,7 +729,7 @@ void *tl_pool_calloc(size_t n, size_t size) {
         errno = ENOMEM;
         return NULL;
     }
-    if (total > TL_CLASS_MAX) return tl_huge_alloc(tl_large_heap(), total, 0, 1);
+    if (total > TL_CLASS_MAX) return tl_huge_alloc(tl_large_heap(tl_tls_heap), total, 0, 1);
     void *p = tl_pool_malloc(total);
     if (p) memset(p, 0, total);
     return p;
@@ -745,7 +744,7 @@ void *tl_pool_aligned_alloc(size_t align, size_t size) {
     size_t n = size < align ? align : size;
     /* Beyond the page alignment: a large block starting `align` bytes into its
      * mapping (the pages before it untouched; pool_large.c). */
-    if (align > TL_POOL_PAGE_ALIGN || n > TL_CLASS_MAX) return tl_huge_alloc(tl_large_heap(), size, align, 0);
+    if (align > TL_POOL_PAGE_ALIGN || n > TL_CLASS_MAX) return tl_huge_alloc(tl_large_heap(tl_tls_heap), size, align, 0);
     /* Pages start 4 KiB aligned, so a class whose size is a multiple of align
      * yields aligned blocks; the power of two ending n's doubling is one. */
     tl_large_maybe_tick_sampled(); /* lazy purge of the large cache (pool_internal.h) */
@@ -847,7 +846,7 @@ static void tl_heap_adopt(tl_heap *h, tl_page *pg) {
 TL_NOINLINE static void tl_pool_free_slow(tl_heap *h, void *p) {
     tl_segment *s = tl_segment_of(p);
     if (s->kind == TL_KIND_HUGE) {
-        tl_huge_free(h->kind != TL_HEAP_EMPTY ? h : tl_heap_resolve(h), s);
+        tl_huge_free(tl_large_heap(h), s);
         return;
     }
     tl_page *pg = tl_page_of(s, p); /* the page, not the 64 KiB slot */
