@@ -38,6 +38,47 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PLUGIN_SETTINGS = {"arena_size": "4MiB", "arena_overflow": "fallback"}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _no_profiler_on_free_threaded():
+    """Dask's statistical profiler crashes a free-threaded CPython (tlalloc.dask.PROFILER_OFF):
+    off for this module's clusters there, in this process (the scheduler's loop, and the
+    config LocalCluster's nannies hand their workers) and for ``dask worker`` processes."""
+    if not td.profiler_is_unsafe():
+        yield
+        return
+    import dask
+
+    old = {k: os.environ.get(k) for k in td.PROFILER_OFF_ENV}
+    os.environ.update(td.PROFILER_OFF_ENV)
+    try:
+        with dask.config.set(td.PROFILER_OFF):
+            yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def test_profiler_is_unsafe_exactly_on_free_threaded_builds():
+    import sysconfig
+
+    assert td.profiler_is_unsafe() == bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    assert td.PROFILER_OFF == {"distributed.worker.profile.enabled": False}
+    # the environment variable is the same setting, as dask reads it
+    import dask.config
+
+    assert dask.config.collect_env(td.PROFILER_OFF_ENV) == \
+        {"distributed": {"worker": {"profile": {"enabled": False}}}}
+
+
+def test_workers_run_without_the_profiler_on_free_threaded(local):
+    client, _ = local
+    enabled = client.run(lambda: __import__("dask").config.get("distributed.worker.profile.enabled"))
+    assert set(enabled.values()) == {not td.profiler_is_unsafe()}
+
+
 def numpy_handler() -> str:
     """The data-memory handler NumPy uses in the calling context, asked of NumPy itself."""
     import numpy as np

@@ -40,6 +40,7 @@ import math
 import os
 import resource
 import sys
+import sysconfig
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -64,12 +65,37 @@ _CLOSING = frozenset(getattr(Status, n) for n in ("closing", "closing_gracefully
                      if hasattr(Status, n))
 
 PLUGIN_NAME = "tlalloc"
+
+# Dask's statistical profiler (``distributed.worker.profile``) samples other threads'
+# stacks every 10 ms: ``sys._current_frames()``, then ``f_back`` up each stack. On a
+# free-threaded CPython that walk races with the sampled thread popping its frames, and
+# the process crashes (CPython 3.13t: a segfault in ``PyFrame_GetBack``, in workers and
+# in the process that runs the scheduler). ``distributed`` already skips the profiler on
+# 3.11. Pass this to ``dask.config.set`` (or set the environment variable below, which
+# ``dask worker`` processes read) before starting a cluster on a free-threaded build.
+PROFILER_OFF: dict[str, Any] = {"distributed.worker.profile.enabled": False}
+PROFILER_OFF_ENV = {"DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}
 DEFAULT_TIMEOUT = 10.0  # seconds a worker has to answer stats()/advise()/summary()
 
 # Worker address -> what the plugin applied there (read by stats()). Several workers may
 # share one process (LocalCluster(processes=False)); the arena settings are per process.
 _APPLIED: dict[str, dict[str, Any]] = {}
 _RESTORE_NAME = "tlalloc-default-numpy-allocator"
+
+
+def profiler_is_unsafe() -> bool:
+    """Whether Dask's statistical profiler can crash this interpreter (see PROFILER_OFF).
+
+    True on a free-threaded CPython build, where the profiler's walk of another
+    thread's frames races with that thread.
+
+    Example:
+        >>> import dask, tlalloc.dask
+        >>> cfg = tlalloc.dask.PROFILER_OFF if tlalloc.dask.profiler_is_unsafe() else {}
+        >>> with dask.config.set(cfg):
+        ...     pass  # start the LocalCluster here
+    """
+    return bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
 
 def _check_bool(value: object, name: str) -> bool:

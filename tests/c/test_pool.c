@@ -183,6 +183,25 @@ static void test_aligned(void) {
             tl_pool_free(p);
         }
     }
+    /* Around every class size, at every alignment a class can serve: the
+     * plain allocation when the size's own class is aligned, a larger class
+     * otherwise. Every block aligned, holding the size, not in a class larger
+     * than needed by more than the alignment demands. */
+    for (size_t align = 16; align <= 4096; align *= 2) {
+        for (unsigned c = 0; tl_pool_class_size(c) != 0; c++) {
+            size_t cs = tl_pool_class_size(c);
+            for (size_t n = cs - 1; n <= cs + 1; n++) {
+                char *p = tl_pool_aligned_alloc(align, n);
+                CHECK(p != NULL);
+                CHECK((uintptr_t)p % align == 0);
+                size_t u = tl_pool_usable_size(p);
+                CHECK(u >= n && u % align == 0);
+                fill(p, n, 5);
+                CHECK(check_fill(p, n, 5));
+                tl_pool_free(p);
+            }
+        }
+    }
 }
 
 static void test_realloc(void) {

@@ -27,6 +27,7 @@ Skipped, with a message, when Dask is not installed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 from typing import Any
@@ -169,7 +170,14 @@ def run(args: argparse.Namespace) -> int:
         registered = v == "tlalloc"
 
     results: dict[tuple[str, str], list[dict[str, float]]] = {}
-    with LocalCluster(n_workers=args.workers, threads_per_worker=args.threads, processes=True,
+    profiler: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    if tdask.profiler_is_unsafe():
+        import dask
+
+        print("free-threaded CPython: Dask's statistical profiler off (it crashes this "
+              "interpreter; tlalloc.dask.PROFILER_OFF)")
+        profiler = dask.config.set(tdask.PROFILER_OFF)
+    with profiler, LocalCluster(n_workers=args.workers, threads_per_worker=args.threads, processes=True,
                       host="127.0.0.1", dashboard_address=None, memory_limit=0,
                       silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         work = _workloads(da, client, size, chunk, rows, dim)
