@@ -675,25 +675,10 @@ void *tl_huge_alloc(tl_heap *h, size_t size, size_t align, int zero) {
         pthread_mutex_unlock(&tl_large_lock);
     }
     if (s) {
-        if (how == TL_TAKE_TRIM) {
-            size_t keep = (need + TL_SEG_MASK) & ~TL_SEG_MASK;
-            if (s->region.size >= keep + TL_SEG_SIZE) {
-                /* A tail of 4 MiB or more, from a 4 MiB boundary, stays cached as
-                 * a block of its own (its pages may be resident: the next request
-                 * takes or grows it instead of faulting fresh ones; mimalloc-bench's
-                 * malloc-large zeroed far more fresh memory than glibc with the
-                 * tail unmapped). The slack up to the boundary stays with s. */
-                tl_segment *t = (tl_segment *)((char *)s + keep);
-                tl_init_header(t, s->region.size - keep, s->thp);
-                t->cached_ms = s->cached_ms;
-                t->next = NULL;
-                s->region.size = keep;
-                tl_cache_shared_chain(t);
-            } else { /* give the tail back: it may be resident */
-                tl_os_unmap_range((char *)s + need, s->region.size - need);
-                atomic_fetch_sub_explicit(&tl_mapped, s->region.size - need, memory_order_relaxed);
-                s->region.size = need;
-            }
+        if (how == TL_TAKE_TRIM) { /* give the tail back: it may be resident */
+            tl_os_unmap_range((char *)s + need, s->region.size - need);
+            atomic_fetch_sub_explicit(&tl_mapped, s->region.size - need, memory_order_relaxed);
+            s->region.size = need;
         } else if (how == TL_TAKE_GROW) {
             size_t have = s->region.size;
             tl_segment *q = tl_os_remap(s, have, need, TL_SEG_SIZE, 0);

@@ -186,32 +186,6 @@ static void test_cache_reuse(void) {
     CHECK(info().mapped_bytes + 3 * MIB - 8192 <= i0.mapped_bytes); /* the tail went back */
     tl_pool_free(t);
     tl_pool_collect(1);
-    /* A trimmed tail of 4 MiB or more, from a 4 MiB boundary, stays cached as
-     * a block of its own, resident: the next request takes it without a fresh
-     * mapping or faulting its pages again. */
-    char *whole = tl_pool_malloc(20 * MIB);
-    memset(whole, 6, 20 * MIB);
-    tl_pool_free(whole);
-    i0 = info();
-    char *head = tl_pool_malloc(11 * MIB); /* 20 MiB is at most twice: trimmed at 12 MiB */
-    CHECK(head == whole);
-    CHECK(tl_pool_usable_size(head) >= 11 * MIB && tl_pool_usable_size(head) < 12 * MIB);
-    CHECK(info().num_cached == 1 && info().mapped_bytes == i0.mapped_bytes);
-    long t0 = minflt();
-    char *tail = tl_pool_malloc(7 * MIB);
-    memset(tail, 7, 7 * MIB);
-    long tail_faults = minflt() - t0;
-    CHECK((uintptr_t)tail >= (uintptr_t)whole + 12 * MIB && (uintptr_t)tail < (uintptr_t)whole + 21 * MIB);
-    CHECK(info().num_reuses == i0.num_reuses + 2 && info().mapped_bytes == i0.mapped_bytes);
-#ifndef __SANITIZE_THREAD__
-    CHECK(tail_faults < 256); /* its pages stayed resident */
-#else
-    (void)tail_faults;
-#endif
-    for (size_t k = 0; k < 11 * MIB; k += 4096) CHECK(head[k] == 6); /* untouched by the split */
-    tl_pool_free(tail);
-    tl_pool_free(head);
-    tl_pool_collect(1);
     char *small = tl_pool_malloc(3 * MIB);
     memset(small, 4, 3 * MIB);
     tl_pool_free(small);
