@@ -185,8 +185,7 @@ static void test_aligned(void) {
     }
     /* Around every class size, at every alignment a class can serve: the
      * plain allocation when the size's own class is aligned, a larger class
-     * otherwise. Every block aligned, holding the size, not in a class larger
-     * than needed by more than the alignment demands. */
+     * otherwise. Every block aligned and holding the size. */
     for (size_t align = 16; align <= 4096; align *= 2) {
         for (unsigned c = 0; tl_pool_class_size(c) != 0; c++) {
             size_t cs = tl_pool_class_size(c);
