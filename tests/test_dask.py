@@ -48,17 +48,10 @@ def _no_profiler_on_free_threaded():
         return
     import dask
 
-    old = {k: os.environ.get(k) for k in td.PROFILER_OFF_ENV}
-    os.environ.update(td.PROFILER_OFF_ENV)
-    try:
-        with dask.config.set(td.PROFILER_OFF):
-            yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with pytest.MonkeyPatch.context() as mp, dask.config.set(td.PROFILER_OFF):
+        for k, v in td.PROFILER_OFF_ENV.items():
+            mp.setenv(k, v)
+        yield
 
 
 def test_profiler_is_unsafe_exactly_on_free_threaded_builds():

@@ -69,8 +69,9 @@ PLUGIN_NAME = "tlalloc"
 # Dask's statistical profiler (``distributed.worker.profile``) samples other threads'
 # stacks every 10 ms: ``sys._current_frames()``, then ``f_back`` up each stack. On a
 # free-threaded CPython that walk races with the sampled thread popping its frames, and
-# the process crashes (CPython 3.13t: a segfault in ``PyFrame_GetBack``, in workers and
-# in the process that runs the scheduler). ``distributed`` already skips the profiler on
+# the process crashes (CPython 3.13t: a worker's core showed a segfault in
+# ``PyFrame_GetBack``; the process that runs the scheduler crashed too, its C stack not
+# kept). ``distributed`` already skips the profiler on
 # 3.11. Pass this to ``dask.config.set`` (or set the environment variable below, which
 # ``dask worker`` processes read) before starting a cluster on a free-threaded build.
 PROFILER_OFF: dict[str, Any] = {"distributed.worker.profile.enabled": False}
