@@ -2,6 +2,8 @@
  *
  * - refills look at a bounded number of pages, however many pages are full
  *   (delayed free instead of a walk of the full list);
+ * - a refill hands out blocks freed into the pages behind the current one (by
+ *   the owner or by other threads) before it carves fresh blocks;
  * - full pages that other threads free into are found again and reused;
  * - pages emptied by other threads' frees go back to the depot, for a live
  *   producer that never frees and for the pages of an exited thread;
@@ -118,6 +120,72 @@ static void *refill_worker(void *arg) {
 }
 
 static void test_refill_bounded(void) { run_thread(refill_worker, NULL); }
+
+/* ---- freed blocks before fresh ones ----------------------------------------- */
+
+/* A medium class: pages of 512 KiB, 32 blocks, one carved at a time. */
+#define FB_SIZE ((size_t)16 << 10)
+#define FB_PAGE ((uintptr_t)512 << 10)
+#define FB_MAX 64
+#define FB_FOREIGN 8
+
+static void *fb_blocks[FB_MAX];
+
+static uintptr_t fb_page(const void *p) { return (uintptr_t)p & ~(FB_PAGE - 1); }
+
+static void *fb_free_foreign(void *arg) {
+    (void)arg;
+    for (size_t i = 1; i <= FB_FOREIGN; i++) tl_pool_free(fb_blocks[i]);
+    return NULL;
+}
+
+/* Fill page A, then one block more: page B becomes the current page with one
+ * block carved of 32. The owner frees one block of A (A goes back behind B)
+ * and another thread frees FB_FOREIGN more (pushed on A's lists, not yet
+ * collected). The owner's next FB_FOREIGN + 1 allocations must be exactly
+ * those blocks; before the fix they were carved from B (fresh memory, the
+ * freed blocks left idle). Only then does B carve again. Run first in a fresh
+ * process: B comes from the depot (no abandoned page of the class exists
+ * yet), so it holds no free block of its own. */
+static void *fb_worker(void *arg) {
+    (void)arg;
+    size_t k = 0;
+    fb_blocks[k++] = tl_pool_malloc(FB_SIZE);
+    CHECK(fb_blocks[0] != NULL);
+    while (k < FB_MAX) {
+        fb_blocks[k] = tl_pool_malloc(FB_SIZE);
+        CHECK(fb_blocks[k] != NULL);
+        if (fb_page(fb_blocks[k++]) != fb_page(fb_blocks[0])) break;
+    }
+    size_t in_a = k - 1; /* blocks 0 .. k-2 in A, block k-1 in B */
+    uintptr_t a = fb_page(fb_blocks[0]), b = fb_page(fb_blocks[k - 1]);
+    CHECK(a != b && in_a > FB_FOREIGN + 1);
+    for (size_t i = 0; i < in_a; i++) CHECK(fb_page(fb_blocks[i]) == a);
+    if (a == b || in_a <= FB_FOREIGN + 1) return NULL;
+
+    void *freed[FB_FOREIGN + 1];
+    for (size_t i = 0; i <= FB_FOREIGN; i++) freed[i] = fb_blocks[i];
+    tl_pool_free(fb_blocks[0]);
+    run_thread(fb_free_foreign, NULL);
+    int all_reused = 1;
+    for (size_t i = 0; i <= FB_FOREIGN; i++) {
+        void *p = tl_pool_malloc(FB_SIZE);
+        CHECK(p != NULL);
+        size_t j = 0;
+        while (j <= FB_FOREIGN && freed[j] != p) j++;
+        if (j > FB_FOREIGN) all_reused = 0;
+        else freed[j] = NULL; /* each once */
+        fb_blocks[i] = p;
+    }
+    CHECK(all_reused);
+    void *next = tl_pool_malloc(FB_SIZE);
+    CHECK(next != NULL && fb_page(next) == b);
+    tl_pool_free(next);
+    for (size_t i = 0; i < k; i++) tl_pool_free(fb_blocks[i]);
+    return NULL;
+}
+
+static void test_freed_before_fresh(void) { run_thread(fb_worker, NULL); }
 
 /* ---- pages emptied by other threads go back -------------------------------- */
 
@@ -313,6 +381,7 @@ static void test_stress_producers_consumers(void) {
 }
 
 int main(void) {
+    RUN(test_freed_before_fresh); /* first: see fb_worker */
     RUN(test_refill_bounded);
     RUN(test_emptied_pages_returned_live_owner);
     RUN(test_emptied_pages_returned_exited_owner);
