@@ -556,19 +556,21 @@ static tl_page *tl_heap_find_page(tl_heap *h, unsigned c) {
     tl_heap_drain(h);
     /* 2. Available pages, from the head: collect each one's foreign frees and
      *    take the first with free blocks (made the head); a page with
-     *    neither free nor uncarved blocks is full and moves aside, watched.
-     *    Freed blocks come before fresh ones: carving touches memory that may
-     *    not be resident yet, while blocks freed into the pages behind the
-     *    head (by this thread, or by others and not collected) sit unused.
-     *    So the first page with uncarved blocks is only remembered, and carved
-     *    when no page has a free block. Carving the head first, rptest x2
-     *    (`tlalloc bench mimalloc-bench --benchmarks rptest --threads 2`) ran
-     *    at 0.79x mimalloc's speed with 1.97x its peak RSS; this way, 0.97x
-     *    and 1.39x (BENCHMARKS.md). Cost: each full page moves aside once per
-     *    time it fills (paid for by allocations); the pages passed over with
-     *    uncarved blocks are few (one is carved before the depot gives
-     *    another; pages adopted from exited threads may add some), at most
-     *    TL_SKIP_PAGES. */
+     *    neither free nor uncarved blocks is full and moves aside, watched;
+     *    the first page with uncarved blocks is carved, with one exception.
+     *    Blocks of 4 KiB and more whose next carve would touch memory not
+     *    known to be resident (pg->touched: what the page held before it left
+     *    the depot) come from blocks freed into the pages behind it first (by
+     *    this thread, or by others and not collected yet), and are carved
+     *    only if none has any: carving such blocks faults in fresh pages,
+     *    while the freed ones sit idle. rptest x2 (`tlalloc bench
+     *    mimalloc-bench --benchmarks rptest --threads 2`) ran 1.28x faster
+     *    with 0.83x the peak RSS so (BENCHMARKS.md). Smaller blocks are carved
+     *    at once: for them, the blocks a consumer thread freed (cache lines
+     *    on its core) cost more than fresh ones; xmalloc-test x1 (64-byte
+     *    blocks) ran at 0.76x the speed taking them first. Cost: each full
+     *    page moves aside once per time it fills (paid for by allocations);
+     *    at most TL_SKIP_PAGES others are passed over. */
     tl_page *pg, *next, *carve = NULL;
     uint64_t looked = 0;
     unsigned skipped = 0;
@@ -578,8 +580,17 @@ static tl_page *tl_heap_find_page(tl_heap *h, unsigned c) {
         tl_page_collect(pg);
         if (pg->free) break;
         if (pg->extended < pg->capacity) {
+            if (pg->block_size < TL_EXTEND_BYTES ||
+                (size_t)(pg->extended + 1) * pg->block_size <= pg->touched) {
+                carve = pg; /* carving it costs no fault */
+                pg = NULL;
+                break;
+            }
             if (!carve) carve = pg;
-            if (++skipped > TL_SKIP_PAGES) break;
+            if (++skipped > TL_SKIP_PAGES) {
+                pg = NULL;
+                break;
+            }
             continue;
         }
         if (!tl_page_watch(pg)) { /* foreign frees arrived: collect them */
@@ -590,13 +601,9 @@ static tl_page *tl_heap_find_page(tl_heap *h, unsigned c) {
         pg->in_full = 1;
         tl_queue_push_back(&h->full[c], pg);
     }
-    if (pg && pg->free) {
-        carve = NULL;
-    } else if (carve) {
+    if (!pg && carve) {
         pg = carve;
         tl_page_extend(pg);
-    } else {
-        pg = NULL;
     }
     if (pg && pg != q->head) {
         tl_queue_remove(q, pg);

@@ -118,7 +118,8 @@ typedef struct tl_page {
     _Alignas(64) _Atomic uintptr_t xfree; /* blocks freed by other threads | TL_X_* state */
     struct tl_page *anext, *aprev; /* (depot) abandoned list of its class */
     size_t bytes;                  /* usable bytes of the page area; fixed */
-    size_t touched;                /* (depot) bytes possibly resident while free */
+    size_t touched;                /* (depot) bytes possibly resident while free; the
+                                    * owner reads it (unchanged while owned) */
     uint8_t in_abandoned;          /* (depot) on an abandoned list */
     _Atomic uint64_t *dbg_live;    /* debug builds: one bit per block, set while out */
 } tl_page;

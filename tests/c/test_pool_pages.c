@@ -2,8 +2,9 @@
  *
  * - refills look at a bounded number of pages, however many pages are full
  *   (delayed free instead of a walk of the full list);
- * - a refill hands out blocks freed into the pages behind the current one (by
- *   the owner or by other threads) before it carves fresh blocks;
+ * - a refill hands out blocks of 4 KiB and more freed into the pages behind
+ *   the current one (by the owner or by other threads) before it carves
+ *   blocks from memory not yet resident;
  * - full pages that other threads free into are found again and reused;
  * - pages emptied by other threads' frees go back to the depot, for a live
  *   producer that never frees and for the pages of an exited thread;
@@ -145,8 +146,10 @@ static void *fb_free_foreign(void *arg) {
  * collected). The owner's next FB_FOREIGN + 1 allocations must be exactly
  * those blocks; before the fix they were carved from B (fresh memory, the
  * freed blocks left idle). Only then does B carve again. Run first in a fresh
- * process: B comes from the depot (no abandoned page of the class exists
- * yet), so it holds no free block of its own. */
+ * process: B comes from a new segment (no abandoned or once-used page of the
+ * medium kind exists yet), so it holds no free block of its own and none of
+ * its memory is resident (resident memory is carved at once, as are blocks
+ * below 4 KiB). */
 static void *fb_worker(void *arg) {
     (void)arg;
     size_t k = 0;
