@@ -563,14 +563,15 @@ static tl_page *tl_heap_find_page(tl_heap *h, unsigned c) {
      *    the depot) come from blocks freed into the pages behind it first (by
      *    this thread, or by others and not collected yet), and are carved
      *    only if none has any: carving such blocks faults in fresh pages,
-     *    while the freed ones sit idle. rptest x2 (`tlalloc bench
-     *    mimalloc-bench --benchmarks rptest --threads 2`) ran 1.28x faster
-     *    with 0.83x the peak RSS so (BENCHMARKS.md). Smaller blocks are carved
-     *    at once: for them, the blocks a consumer thread freed (cache lines
-     *    on its core) cost more than fresh ones; xmalloc-test x1 (64-byte
-     *    blocks) ran at 0.76x the speed taking them first. Cost: each full
-     *    page moves aside once per time it fills (paid for by allocations);
-     *    at most TL_SKIP_PAGES others are passed over. */
+     *    while the freed ones sit idle. The slow half of rptest x2's runs
+     *    (`tlalloc bench mimalloc-bench --benchmarks rptest --threads 2`)
+     *    took 0.65-0.72 s so, against 0.75-0.77 s (BENCHMARKS.md). Smaller
+     *    blocks are carved at once: for them, the blocks a consumer thread
+     *    freed (cache lines on its core) cost more than fresh ones;
+     *    xmalloc-test x1 (64-byte blocks) ran at 0.81x the speed taking them
+     *    first. Cost: each full page moves aside once per time it fills
+     *    (paid for by allocations); at most TL_SKIP_PAGES others are passed
+     *    over. */
     tl_page *pg, *next, *carve = NULL;
     uint64_t looked = 0;
     unsigned skipped = 0;
