@@ -566,12 +566,13 @@ static tl_page *tl_heap_find_page(tl_heap *h, unsigned c) {
      *    while the freed ones sit idle. The slow half of rptest x2's runs
      *    (`tlalloc bench mimalloc-bench --benchmarks rptest --threads 2`)
      *    took 0.65-0.72 s so, against 0.75-0.77 s (BENCHMARKS.md). Smaller
-     *    blocks are carved at once: for them, the blocks a consumer thread
-     *    freed (cache lines on its core) cost more than fresh ones;
-     *    xmalloc-test x1 (64-byte blocks) ran at 0.81x the speed taking them
-     *    first. Cost: each full page moves aside once per time it fills
-     *    (paid for by allocations); at most TL_SKIP_PAGES others are passed
-     *    over. */
+     *    blocks are carved at once: xmalloc-test x1 (64-byte blocks a
+     *    consumer thread frees) ran at 0.81x the speed taking the freed ones
+     *    first (why is not measured: likely their cache lines on the
+     *    consumer's core). 4 KiB is where one extension carves one block;
+     *    sizes between were not measured apart. Cost: each full page moves
+     *    aside once per time it fills (paid for by allocations); at most
+     *    TL_SKIP_PAGES others are passed over. */
     tl_page *pg, *next, *carve = NULL;
     uint64_t looked = 0;
     unsigned skipped = 0;
