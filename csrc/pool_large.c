@@ -558,17 +558,33 @@ static tl_segment *tl_cache_below(size_t least, size_t need, size_t off) {
 
 enum { TL_TAKE_AS_IS = 0, TL_TAKE_TRIM = 1, TL_TAKE_GROW = 2 };
 
+/* The largest cached mapping a request of `need` mapping bytes takes as it is:
+ * a quarter more, and three quarters more above 4 MiB. A trimmed tail is
+ * memory the next larger request faults in again, and above 4 MiB that is a
+ * huge-page fault: the kernel clears 2 MiB (out of the CPU's caches) that the
+ * program then writes again. malloc-large (20 live blocks of 5-25 MiB, a
+ * random one replaced 2,000 times) spent a fifth of its time in the kernel's
+ * clear_page_rep with a quarter, 0.90-0.98x glibc's speed, and 1.14-1.20x
+ * with three quarters at about the same peak RSS (BENCHMARKS.md, "malloc-large:
+ * a looser fit above 4 MiB"); a half was in between. Up to 4 MiB the quarter
+ * stays: NumPy's churn of arrays up to 2 MB keeps its RSS within 1.1x of
+ * NumPy's default. Cost: the slack of a live block stays resident. */
+static size_t tl_asis_most(size_t need) {
+    return need > TL_SEG_SIZE ? need + need / 4 * 3 : need + need / 4;
+}
+
 /* A cached mapping for a request of `need` bytes, unlinked, so that the cache
- * does not hold on to blocks no request fits: one at most a quarter larger,
+ * does not hold on to blocks no request fits: one at most tl_asis_most(need),
  * taken as it is; else one at most twice as large, whose tail the caller
  * unmaps (TL_TAKE_TRIM); else (alignments up to 4 MiB) one at least half as
  * large, which the caller grows with mremap (TL_TAKE_GROW: its pages stay,
  * only the rest is new). NULL if none. */
 static tl_segment *tl_cache_take(size_t need, size_t off, size_t align, int *how) {
-    tl_segment *s = tl_cache_best(need, need + need / 4, off, align);
+    size_t most = tl_asis_most(need); /* no overflow: need < PTRDIFF_MAX */
+    tl_segment *s = tl_cache_best(need, most, off, align);
     *how = TL_TAKE_AS_IS;
-    if (!s && need <= SIZE_MAX / 2) {
-        s = tl_cache_best(need + need / 4 + 1, 2 * need, off, align);
+    if (!s && need <= SIZE_MAX / 2 && most < 2 * need) {
+        s = tl_cache_best(most + 1, 2 * need, off, align);
         if (s) *how = TL_TAKE_TRIM;
     }
     if (!s && align <= TL_SEG_SIZE) {

@@ -174,16 +174,40 @@ static void test_cache_reuse(void) {
     CHECK(d != a);
     tl_pool_free(d);
     tl_pool_collect(1);
+    /* Above 4 MiB a mapping up to three quarters larger is taken as it is
+     * (the slack stays resident rather than faulted in again later)... */
+    char *loose = tl_pool_malloc(8 * MIB);
+    memset(loose, 3, 8 * MIB);
+    tl_pool_free(loose);
+    tl_pool_large_info i0 = info();
+    char *l2 = tl_pool_malloc(5 * MIB); /* 8 MiB + 4 KiB for 5 MiB + 4 KiB: 1.6x */
+    CHECK(l2 == loose);
+    CHECK(info().num_reuses == i0.num_reuses + 1);
+    CHECK(info().mapped_bytes == i0.mapped_bytes);
+    CHECK(tl_pool_usable_size(l2) >= 8 * MIB);
+    tl_pool_free(l2);
+    tl_pool_collect(1);
+    /* ...up to 4 MiB only a quarter larger: 4 MiB for 3 MiB is trimmed. */
+    char *q4 = tl_pool_malloc(4 * MIB - 4096);
+    memset(q4, 3, 4 * MIB - 4096);
+    tl_pool_free(q4);
+    i0 = info();
+    char *q3 = tl_pool_malloc(3 * MIB);
+    CHECK(q3 == q4);
+    CHECK(info().num_reuses == i0.num_reuses + 1);
+    CHECK(info().mapped_bytes + MIB - 8192 <= i0.mapped_bytes);
+    tl_pool_free(q3);
+    tl_pool_collect(1);
     /* No close fit: a block up to twice as large is trimmed, one at least half
      * as large is grown (its resident pages kept). Both are cache reuses. */
-    char *big = tl_pool_malloc(8 * MIB);
-    memset(big, 3, 8 * MIB);
+    char *big = tl_pool_malloc(10 * MIB);
+    memset(big, 3, 10 * MIB);
     tl_pool_free(big);
-    tl_pool_large_info i0 = info();
-    char *t = tl_pool_malloc(5 * MIB);
+    i0 = info();
+    char *t = tl_pool_malloc(5 * MIB); /* 10 MiB + 4 KiB for 5 MiB + 4 KiB: 2.0x */
     CHECK(t == big);
     CHECK(info().num_reuses == i0.num_reuses + 1);
-    CHECK(info().mapped_bytes + 3 * MIB - 8192 <= i0.mapped_bytes); /* the tail went back */
+    CHECK(info().mapped_bytes + 5 * MIB - 8192 <= i0.mapped_bytes); /* the tail went back */
     tl_pool_free(t);
     tl_pool_collect(1);
     char *small = tl_pool_malloc(3 * MIB);
