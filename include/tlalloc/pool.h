@@ -44,8 +44,10 @@
  *   (large_cache_bytes, default TL_POOL_DEFAULT_LARGE_CACHE = 1 GiB; the
  *   oldest blocks are unmapped beyond it; 0: no cache). A request is served
  *   from the cache when it can be: a block whose mapping is at least what it
- *   needs and at most a quarter more, as it is (the best fit, resident blocks
- *   before purged ones); else one up to twice as large, its tail unmapped; else
+ *   needs and at most a quarter more (three quarters more when it needs above
+ *   4 MiB: a trimmed tail is faulted in again by the next larger request), as
+ *   it is (the best fit, resident blocks before purged ones; a live block's
+ *   slack stays resident); else one up to twice as large, its tail unmapped; else
  *   one at least half as large, grown with mremap (its pages kept, only the
  *   rest new). Only then a fresh mapping. So the cache does not hold on to
  *   blocks that no request fits. calloc clears a reused block only where it

@@ -18,8 +18,9 @@ each mapped on its own:
 
 - a freed large block goes to the large cache, bounded in bytes
   (``large_cache_bytes``; the oldest blocks are unmapped beyond it); a request is
-  served from a cached block at most a quarter larger than it needs (no system
-  call, no page faults), else from one up to twice as large (its tail unmapped)
+  served from a cached block at most a quarter larger than it needs, three
+  quarters above 4 MiB (no system call, no page faults; the slack stays
+  resident while the block lives), else from one up to twice as large (its tail unmapped)
   or at least half as large (grown with ``mremap``, its pages kept);
 - a cached block not reused for ``purge_delay_ms`` is purged: its memory goes
   back to the OS (``madvise(MADV_DONTNEED)``, resident memory drops) while the
