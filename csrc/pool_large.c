@@ -564,7 +564,7 @@ enum { TL_TAKE_AS_IS = 0, TL_TAKE_TRIM = 1, TL_TAKE_GROW = 2 };
  * huge-page fault: the kernel clears 2 MiB (out of the CPU's caches) that the
  * program then writes again. malloc-large (20 live blocks of 5-25 MiB, a
  * random one replaced 2,000 times) spent a fifth of its time in the kernel's
- * clear_page_rep with a quarter, 0.90-0.98x glibc's speed, and 1.14-1.20x
+ * clear_page_rep with a quarter, 0.90-0.98x glibc's speed, and 1.17-1.19x
  * with three quarters at about the same peak RSS (BENCHMARKS.md, "malloc-large:
  * a looser fit above 4 MiB"); a half was in between. Up to 4 MiB the quarter
  * stays: NumPy's churn of arrays up to 2 MB keeps its RSS within 1.1x of
