@@ -489,14 +489,32 @@ static int tl_tcache_put(tl_heap *h, tl_segment *s, uint64_t now) {
     return 1;
 }
 
+/* The largest cached mapping a request of `need` mapping bytes takes as it is:
+ * a quarter more, and three quarters more above 4 MiB. A trimmed tail is
+ * memory the next larger request faults in again, and above 4 MiB that is a
+ * huge-page fault: the kernel clears 2 MiB (out of the CPU's caches) that the
+ * program then writes again. malloc-large (20 live blocks of 5-25 MiB, a
+ * random one replaced 2,000 times) spent a fifth of its time in the kernel's
+ * clear_page_rep with a quarter, 0.90-0.98x glibc's speed, and 1.17-1.19x
+ * with three quarters at about the same peak RSS (BENCHMARKS.md, "malloc-large:
+ * a looser fit above 4 MiB"); a half, in a scratch build, was in between.
+ * Up to 4 MiB the quarter stays: NumPy's churn of arrays up to 2 MB keeps its
+ * RSS within 1.1x of NumPy's default. Cost: the slack of a live block stays
+ * resident. */
+static size_t tl_asis_most(size_t need) {
+    return need > TL_SEG_SIZE ? need + need / 4 * 3 : need + need / 4;
+}
+
 /* The newest block of the thread's cache that a request of `need` mapping
- * bytes takes as it is (at most a quarter larger), removed; NULL if none. */
+ * bytes takes as it is (tl_asis_most: a quarter more, its blocks being at
+ * most 1 MiB), removed; NULL if none. */
 static tl_segment *tl_tcache_take(tl_heap *h, size_t need) {
     unsigned best = TL_LCACHE_SLOTS;
     uint64_t best_ms = 0;
+    size_t most = tl_asis_most(need);
     for (unsigned i = 0; i < TL_LCACHE_SLOTS; i++) {
         size_t have = h->lcache_size[i];
-        if (have < need || have > need + need / 4) continue;
+        if (have < need || have > most) continue;
         if (!atomic_load_explicit(&h->lcache[i], memory_order_relaxed)) continue;
         uint64_t ms = atomic_load_explicit(&h->lcache_ms[i], memory_order_relaxed);
         if (best == TL_LCACHE_SLOTS || ms >= best_ms) {
@@ -558,21 +576,6 @@ static tl_segment *tl_cache_below(size_t least, size_t need, size_t off) {
 
 enum { TL_TAKE_AS_IS = 0, TL_TAKE_TRIM = 1, TL_TAKE_GROW = 2 };
 
-/* The largest cached mapping a request of `need` mapping bytes takes as it is:
- * a quarter more, and three quarters more above 4 MiB. A trimmed tail is
- * memory the next larger request faults in again, and above 4 MiB that is a
- * huge-page fault: the kernel clears 2 MiB (out of the CPU's caches) that the
- * program then writes again. malloc-large (20 live blocks of 5-25 MiB, a
- * random one replaced 2,000 times) spent a fifth of its time in the kernel's
- * clear_page_rep with a quarter, 0.90-0.98x glibc's speed, and 1.17-1.19x
- * with three quarters at about the same peak RSS (BENCHMARKS.md, "malloc-large:
- * a looser fit above 4 MiB"); a half was in between. Up to 4 MiB the quarter
- * stays: NumPy's churn of arrays up to 2 MB keeps its RSS within 1.1x of
- * NumPy's default. Cost: the slack of a live block stays resident. */
-static size_t tl_asis_most(size_t need) {
-    return need > TL_SEG_SIZE ? need + need / 4 * 3 : need + need / 4;
-}
-
 /* A cached mapping for a request of `need` bytes, unlinked, so that the cache
  * does not hold on to blocks no request fits: one at most tl_asis_most(need),
  * taken as it is; else one at most twice as large, whose tail the caller
@@ -583,7 +586,7 @@ static tl_segment *tl_cache_take(size_t need, size_t off, size_t align, int *how
     size_t most = tl_asis_most(need); /* no overflow: need < PTRDIFF_MAX */
     tl_segment *s = tl_cache_best(need, most, off, align);
     *how = TL_TAKE_AS_IS;
-    if (!s && need <= SIZE_MAX / 2 && most < 2 * need) {
+    if (!s && need <= SIZE_MAX / 2) {
         s = tl_cache_best(most + 1, 2 * need, off, align);
         if (s) *how = TL_TAKE_TRIM;
     }
