@@ -683,6 +683,7 @@ static void tl_page_purge_free(tl_page *pg) {
 /* Owner only (a thread's heap). */
 TL_NOINLINE TL_COLD static void tl_heap_purge_tick(tl_heap *h) {
     uint64_t now = tl_os_coarse_ms();
+    tl_depot_maybe_tick(now); /* the depot's lazy purge (pool_depot.c): a load */
     if (now < h->purge_next_ms) return;
     h->purge_next_ms = now + tl_large_purge_delay();
     for (unsigned c = tl_size_class(TL_PURGE_MIN_BLOCK); c < TL_POOL_NUM_CLASSES; c++) {

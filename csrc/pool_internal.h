@@ -122,7 +122,9 @@ typedef struct tl_page {
                                     * owner reads it (unchanged while owned) */
     uint8_t in_abandoned;          /* (depot) on an abandoned list */
     _Atomic uint64_t *dbg_live;    /* debug builds: one bit per block, set while out */
+    uint64_t freed_ms;             /* (depot) when it went on a dirty list (coarse ms) */
 } tl_page;
+_Static_assert(sizeof(tl_page) == 128, "a page descriptor is two cache lines");
 
 /* States in the low bits of tl_page.xfree (blocks are 8-byte aligned). */
 #define TL_X_NONE ((uintptr_t)0)
@@ -377,6 +379,16 @@ extern _Atomic uint64_t tl_num_block_purges;
 void tl_depot_usage(uint64_t *reserved, uint64_t *retained, uint64_t *segments,
                     uint64_t *abandoned);
 void tl_depot_set_retain(size_t bytes);
+/* Lazy purge of the depot (pool_depot.c): the earliest time (coarse ms) free
+ * pages beyond the retain limit, or a wholly free segment, may be due to be
+ * given back; UINT64_MAX when none. tl_depot_tick(now) does what is due when
+ * now has reached it (takes the depot lock then). */
+extern _Atomic uint64_t tl_depot_due_ms;
+void tl_depot_tick(uint64_t now);
+static inline void tl_depot_maybe_tick(uint64_t now) {
+    if (TL_UNLIKELY(now >= atomic_load_explicit(&tl_depot_due_ms, memory_order_relaxed)))
+        tl_depot_tick(now);
+}
 size_t tl_depot_get_retain(void);
 void tl_depot_collect(int release_all);
 /* Look at up to TL_SWEEP_PAGES abandoned pages of class c (oldest first):

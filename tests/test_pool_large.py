@@ -1,6 +1,7 @@
 """The pool's large blocks from Python: settings (environment and configure,
 validated), realloc growth and shrink keeping contents, alignments up to 64 MiB,
-the lazy purge giving memory back (RSS from /proc/self/statm), and NumPy's
+the lazy purge giving memory back (RSS from /proc/self/statm; large blocks, and depot
+pages beyond the retain limit), and NumPy's
 ``a * b + c`` on 64 MiB arrays reusing memory instead of faulting it in."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -178,6 +180,47 @@ def test_lazy_purge_gives_memory_back(restore_settings) -> None:
     assert low <= high - 72 * MIB, (high >> 20, low >> 20)
     info = _tlalloc._pool_large_cache_info()
     assert info["resident_bytes"] == 0 and info["num_purged"] == 6
+
+
+def test_depot_keeps_pages_for_the_delay_then_gives_them_back() -> None:
+    """Pages that threads emptied stay in the depot beyond ``retain_bytes``
+    while the purge delay runs (a burst from threads that then exit), and go
+    back to the OS after it, through later allocations."""
+    old = pool.get_settings()
+    try:
+        pool.collect(release_all=True)
+        pool.configure(retain_bytes=MIB, purge_delay_ms=600_000)
+
+        both = threading.Barrier(2)
+
+        def burst() -> None:
+            bufs = [pool.alloc(4096) for _ in range(2048)]  # 8 MiB, 128 small pages
+            for b in bufs:
+                with memoryview(b) as mv:
+                    mv[::1024] = b"\x5a" * 4
+            both.wait()  # 16 MiB live at once
+            for b in bufs:
+                b.free()
+
+        threads = [threading.Thread(target=burst) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        high = _rss()
+        assert pool.pool_stats()["retained_bytes"] >= 12 * MIB
+        pool.configure(purge_delay_ms=50)
+        low, retained = high, MIB + 1
+        deadline = time.monotonic() + 10
+        while (retained > MIB or low > high - 8 * MIB) and time.monotonic() < deadline:
+            time.sleep(0.02)
+            for _ in range(64):
+                pool.alloc(5000).free()
+            low, retained = _rss(), pool.pool_stats()["retained_bytes"]
+        assert retained <= MIB, retained
+        assert low <= high - 8 * MIB, (high >> 20, low >> 20)
+    finally:
+        pool.configure(retain_bytes=old.retain_bytes, purge_delay_ms=old.purge_delay_ms)
 
 
 # ---- NumPy ---------------------------------------------------------------------------

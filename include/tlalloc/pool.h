@@ -26,8 +26,14 @@
  *   pushes the block on the page, which stays for a thread that allocates,
  *   and now and then gives the pages such frees emptied back to the depot).
  *   Only refills from the depot and returns to it take a lock.
- * - The depot keeps at most `retain_bytes` of free, resident pages; beyond
- *   that it gives pages back to the OS (madvise) and unmaps empty segments.
+ * - The depot keeps `retain_bytes` of free, resident pages. Pages beyond that
+ *   go back to the OS (madvise), and segments with no page in use beyond it
+ *   are unmapped, once they stayed free for purge_delay_ms (the lazy purge
+ *   below: a program whose threads come and go takes them again without
+ *   faulting them in); at once when retain_bytes or purge_delay_ms is 0, and
+ *   on tl_pool_collect. Checked by returns to the depot and, with a clock
+ *   read and one relaxed load, by every 64th slow-path allocation of a thread
+ *   (sizes above 1 KiB, refills).
  * - Requests above TL_POOL_MAX_SMALL bytes (or aligned beyond TL_POOL_PAGE_ALIGN)
  *   are large blocks, each mapped on its own (csrc/pool_large.c): a 4 KiB
  *   header, then the block. See "large blocks" below.
@@ -181,10 +187,12 @@ size_t tl_pool_good_size(size_t size);
 
 typedef struct tl_pool_options {
     int cache;           /* nonzero: per-thread caches (default); 0: one locked heap */
-    size_t retain_bytes; /* free resident bytes the depot keeps before giving back */
+    size_t retain_bytes; /* free resident bytes the depot keeps (beyond: given back
+                            after purge_delay_ms; 0: none, at once) */
     size_t large_cache_bytes; /* bytes of freed large blocks kept mapped for reuse
                                  (0 to TL_POOL_MAX_LARGE_CACHE; 0: none) */
-    unsigned purge_delay_ms;  /* a cached large block unused this long is purged
+    unsigned purge_delay_ms;  /* a cached large block, or a depot page beyond
+                                 retain_bytes, unused this long is purged
                                  (0 to TL_POOL_MAX_PURGE_DELAY_MS; 0: at once) */
 } tl_pool_options;
 

@@ -8,6 +8,11 @@ the next thread that needs a page of their size class (or frees into them while
 it has few pages of that class). Only page refills from the shared depot and
 returns to it take a lock.
 
+The depot keeps ``retain_bytes`` of emptied pages resident for reuse. Pages
+beyond that go back to the OS once they stayed free for ``purge_delay_ms`` (a
+program whose threads come and go takes them again without page faults), and
+at once when either setting is 0 or on :func:`collect`.
+
 Size classes (:func:`size_classes`): 8, 16, 32, 48, 64 bytes, then four per
 doubling (80, 96, 112, 128, 160, ...) up to 64 KiB. The worst-case internal waste
 is 15 bytes for requests up to 64 bytes and below 20% of the block above that.
@@ -43,14 +48,16 @@ variable                 values                                          default
 ``TLALLOC_POOL_CACHE``   ``1``: per-thread caches; ``0``: one locked     ``1``
                          heap for all threads (to measure the caches)
 ``TLALLOC_POOL_RETAIN``  free resident bytes the depot keeps for reuse   ``8MiB``
-                         before giving memory back to the OS (bytes, or
-                         with a unit: ``512KiB``, ``64MiB``, ``1GiB``)
+                         (pages beyond it go back to the OS after the
+                         purge delay; bytes, or with a unit: ``512KiB``,
+                         ``64MiB``, ``1GiB``; ``0``: none, at once)
 ``TLALLOC_POOL_LARGE_``  bytes of freed large blocks kept mapped for     ``1GiB``
 ``CACHE``                reuse, 0 to 1TiB (``0``: no cache; a size as
                          for ``TLALLOC_POOL_RETAIN``)
-``TLALLOC_POOL_PURGE_``  milliseconds a cached large block may stay      ``250``
-``DELAY``                resident unused, 0 to 3600000 (``0``: purge at
-                         once); ``250``, ``250ms`` or ``1.5s``
+``TLALLOC_POOL_PURGE_``  milliseconds a cached large block, or a depot   ``250``
+``DELAY``                page beyond the retain limit, may stay resident
+                         unused, 0 to 3600000 (``0``: purge at once);
+                         ``250``, ``250ms`` or ``1.5s``
 =======================  ==============================================  =========
 
 Example:

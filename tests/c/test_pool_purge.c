@@ -5,10 +5,14 @@
  * - free blocks of 16 KiB and more in pages that stay partly used go back to
  *   the OS after the purge delay, through later allocations of their owner;
  * - freed large blocks of up to 4 MiB are not kept resident beyond the retain
- *   limit plus the live large bytes, even before the purge delay. */
+ *   limit plus the live large bytes, even before the purge delay;
+ * - pages emptied in a burst stay in the depot beyond the retain limit for the
+ *   purge delay (taken again without page faults), then go back to the OS
+ *   through later allocations; at once with a delay of 0. */
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "pool_internal.h" /* tl_num_block_purges */
@@ -101,8 +105,81 @@ static void test_large_resident_bounded(void) {
     configure(TL_POOL_DEFAULT_PURGE_DELAY_MS);
 }
 
+static long minor_faults(void) {
+    struct rusage r;
+    getrusage(RUSAGE_SELF, &r);
+    return r.ru_minflt;
+}
+
+static tl_pool_stats pool_stats(void) {
+    tl_pool_stats s;
+    tl_pool_get_stats(&s);
+    return s;
+}
+
+enum { DEPOT_N = 4096 };
+static char *depot_b[DEPOT_N];
+
+/* 16 MiB of 4 KiB blocks (256 small pages), written, then freed: their pages
+ * empty and go to the depot. */
+static void depot_burst(int keep) {
+    for (int i = 0; i < DEPOT_N; i++) {
+        depot_b[i] = tl_pool_malloc(4096);
+        CHECK(depot_b[i] != NULL);
+        memset(depot_b[i], 0x3c, 4096);
+    }
+    if (keep) return;
+    for (int i = 0; i < DEPOT_N; i++) tl_pool_free(depot_b[i]);
+}
+
+static void test_depot_lazy_purge(void) {
+    tl_pool_collect(1);
+    tl_pool_options o = TL_POOL_OPTIONS_DEFAULT;
+    o.retain_bytes = MIB;
+    o.purge_delay_ms = 600000; /* nothing falls due during this part */
+    CHECK(tl_pool_configure(&o) == 0);
+    depot_burst(0);
+    /* Kept beyond the limit while the delay runs (the pages of the current
+     * and one more page of the class may stay with the thread). */
+    CHECK(pool_stats().retained_bytes >= 12 * MIB);
+    /* ... and taken again without faulting them in: 4096 faults otherwise. */
+    long f0 = minor_faults();
+    depot_burst(1);
+    long faults = minor_faults() - f0;
+    if (faults >= DEPOT_N / 4) fprintf(stderr, "%ld minor faults taking the pages again\n", faults);
+    CHECK(faults < DEPOT_N / 4);
+    for (int i = 0; i < DEPOT_N; i++) tl_pool_free(depot_b[i]);
+
+    /* A short delay: later allocations give the excess back. */
+    o.purge_delay_ms = 50;
+    CHECK(tl_pool_configure(&o) == 0);
+    depot_burst(0);
+    size_t high = rss_bytes(), low = high;
+    tl_pool_stats s = pool_stats();
+    for (int t = 0; t < 2000 && (s.retained_bytes > MIB || low + 8 * MIB > high); t++) {
+        usleep(5000);
+        for (int k = 0; k < 64; k++) tl_pool_free(tl_pool_malloc(2000)); /* slow path: the tick */
+        s = pool_stats();
+        low = rss_bytes();
+    }
+    if (s.retained_bytes > MIB || low + 8 * MIB > high)
+        fprintf(stderr, "retained %llu KiB, RSS %zu KiB before, %zu KiB after\n",
+                (unsigned long long)s.retained_bytes >> 10, high >> 10, low >> 10);
+    CHECK(s.retained_bytes <= MIB);
+    CHECK(low + 8 * MIB <= high);
+
+    /* A delay of 0: at once, on the free that empties each page. */
+    o.purge_delay_ms = 0;
+    CHECK(tl_pool_configure(&o) == 0);
+    depot_burst(0);
+    CHECK(pool_stats().retained_bytes <= MIB);
+    o = (tl_pool_options)TL_POOL_OPTIONS_DEFAULT;
+    CHECK(tl_pool_configure(&o) == 0);
+}
+
 int main(void) {
     RUN(test_free_class_blocks_purged);
+    RUN(test_depot_lazy_purge);
     RUN(test_large_resident_bounded);
     TEST_MAIN_END();
 }
