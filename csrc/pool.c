@@ -388,14 +388,16 @@ TL_NOINLINE TL_COLD static tl_heap *tl_heap_create(void) {
 }
 
 /* Give every page back (empty ones) or hand it over (abandon), fold the
- * counters into the totals and unregister the heap (the caller frees it).
+ * counters into the totals and unregister the heap; with free_meta, its
+ * descriptor goes back for reuse under the same lock (else the caller keeps
+ * it: a child of fork).
  * The queues are walked forward through `next` only, never unlinked one by
  * one: after fork, a heap of a thread that was in the middle of a queue
  * operation has links that disagree (a `prev` not yet updated), while the
  * forward chain from the head is always finite and lists each page once
  * (every store of a queue operation goes to memory that may alias the next
  * one's, so the compiler keeps their order). */
-static void tl_heap_teardown_unfreed(tl_heap *h, int wait) {
+static void tl_heap_teardown_unfreed(tl_heap *h, int wait, int free_meta) {
     tl_assert(h->kind == TL_HEAP_THREAD);
     tl_large_heap_flush(h); /* its cached large blocks go to the shared cache */
     /* Clear WATCH on every page (waiting out freers that hold BUSY): after
@@ -445,15 +447,11 @@ static void tl_heap_teardown_unfreed(tl_heap *h, int wait) {
     if (h->reg_next) h->reg_next->reg_prev = h->reg_prev;
     h->reg_next = h->reg_prev = NULL;
     tl_num_heaps--;
+    if (free_meta) tl_heap_meta_free_locked(h); /* same lock: one round trip per exit */
     pthread_mutex_unlock(&tl_registry_lock);
 }
 
-static void tl_heap_teardown(tl_heap *h) {
-    tl_heap_teardown_unfreed(h, 1);
-    pthread_mutex_lock(&tl_registry_lock);
-    tl_heap_meta_free_locked(h);
-    pthread_mutex_unlock(&tl_registry_lock);
-}
+static void tl_heap_teardown(tl_heap *h) { tl_heap_teardown_unfreed(h, 1, 1); }
 
 /* ---- fork (lock order and handlers: thread.c) ------------------------------------ */
 
@@ -508,7 +506,7 @@ void tl_pool_fork_child(void) {
         if (h == self) h = h->reg_next;
         pthread_mutex_unlock(&tl_registry_lock);
         if (!h) break;
-        tl_heap_teardown_unfreed(h, 0);
+        tl_heap_teardown_unfreed(h, 0, 0);
         h->reg_next = tl_forked_heaps;
         tl_forked_heaps = h;
     }
