@@ -21,7 +21,7 @@
  * returns pages and takes them again within a fraction of a second. Given
  * back at once, each such page is faulted in again (the kernel zeroes it):
  * mstress at 4 threads took 88,000 minor faults and 0.19 s of system time a
- * run so, against 13,000 and 0.03 s with every page kept (BENCHMARKS.md,
+ * run so, against 13,000 and 0.03 s with a 64 MiB limit (BENCHMARKS.md,
  * "Lazy purge of the depot").
  */
 #include <errno.h>
