@@ -156,18 +156,27 @@ static size_t tl_segment_free_space(const tl_segment *s) {
     return n;
 }
 
+/* A segment with no page in use, whose free page space the depot would
+ * still hold beyond the limit without it: to be unmapped. */
+static int tl_segment_beyond_limit_locked(const tl_segment *s, size_t limit) {
+    return s->used_pages == 0 && tl_free_space - tl_segment_free_space(s) >= limit;
+}
+
+/* Give the dirty page pg of kind k back to the OS: it moves to the clean list. */
+static void tl_page_discard_locked(int k, tl_page *pg) {
+    tl_queue_remove(&tl_dirty[k], pg);
+    tl_os_discard(pg->start, pg->touched);
+    tl_retained -= pg->touched;
+    pg->touched = 0;
+    tl_queue_push_front(&tl_clean[k], pg);
+}
+
 /* Give back dirty pages above the limit (all of them for limit 0), coldest
  * first (the tail of each dirty list). */
 static void tl_depot_trim_locked(size_t limit) {
     for (int k = TL_NUM_PAGE_KINDS - 1; k >= 0 && tl_retained > limit; k--) {
         tl_page *pg;
-        while (tl_retained > limit && (pg = tl_dirty[k].tail) != NULL) {
-            tl_queue_remove(&tl_dirty[k], pg);
-            tl_os_discard(pg->start, pg->touched);
-            tl_retained -= pg->touched;
-            pg->touched = 0;
-            tl_queue_push_front(&tl_clean[k], pg);
-        }
+        while (tl_retained > limit && (pg = tl_dirty[k].tail) != NULL) tl_page_discard_locked(k, pg);
     }
 }
 
@@ -212,16 +221,12 @@ static void tl_depot_purge_locked(uint64_t now) {
             due = pg->freed_ms + delay;
             break;
         }
-        tl_queue_remove(&tl_dirty[k], pg);
-        tl_os_discard(pg->start, pg->touched);
-        tl_retained -= pg->touched;
-        pg->touched = 0;
-        tl_queue_push_front(&tl_clean[k], pg);
+        tl_page_discard_locked(k, pg);
     }
     tl_segment *next;
     for (tl_segment *s = tl_segments; s; s = next) {
         next = s->next;
-        if (s->used_pages != 0 || tl_free_space - tl_segment_free_space(s) < limit) continue;
+        if (!tl_segment_beyond_limit_locked(s, limit)) continue;
         uint64_t t = tl_segment_dirty_ms(s) + delay;
         if (t <= now) tl_segment_free_locked(s);
         else if (t < due) due = t;
@@ -306,9 +311,10 @@ void tl_depot_return_locked(tl_page *pg) {
     size_t limit = atomic_load_explicit(&tl_retain, memory_order_relaxed);
     uint64_t delay = tl_large_purge_delay();
     int lazy = tl_depot_lazy(limit, delay);
+    uint64_t now = lazy ? tl_os_coarse_ms() : 0;
     if (pg->touched) {
         /* Dirty lists stay ordered by freed_ms (the coarse clock is monotonic). */
-        pg->freed_ms = lazy ? tl_os_coarse_ms() : 0;
+        pg->freed_ms = now;
         tl_queue_push_front(&tl_dirty[pg->kind], pg);
         tl_retained += pg->touched;
     } else {
@@ -318,7 +324,6 @@ void tl_depot_return_locked(tl_page *pg) {
     if (lazy) {
         /* Beyond the limit: due a delay from now (tl_depot_purge_locked). */
         if (tl_retained > limit || s->used_pages == 0) {
-            uint64_t now = pg->touched ? pg->freed_ms : tl_os_coarse_ms();
             if (now >= atomic_load_explicit(&tl_depot_due_ms, memory_order_relaxed))
                 tl_depot_purge_locked(now);
             tl_depot_lower_due_locked(now + delay);
@@ -328,10 +333,7 @@ void tl_depot_return_locked(tl_page *pg) {
     if (tl_retained > limit) tl_depot_trim_locked(limit);
     /* A segment with no page in use: unmap it once the depot holds more free
      * page space than the limit without it. */
-    if (s->used_pages == 0) {
-        size_t own = tl_segment_free_space(s);
-        if (tl_free_space - own >= limit) tl_segment_free_locked(s);
-    }
+    if (tl_segment_beyond_limit_locked(s, limit)) tl_segment_free_locked(s);
 }
 
 void tl_depot_abandon_locked(tl_page *pg) {
@@ -441,9 +443,7 @@ void tl_depot_collect(int release_all) {
     tl_segment *next;
     for (tl_segment *s = tl_segments; s; s = next) {
         next = s->next;
-        if (s->used_pages != 0) continue;
-        size_t own = tl_segment_free_space(s);
-        if (release_all || tl_free_space - own >= limit) tl_segment_free_locked(s);
+        if (tl_segment_beyond_limit_locked(s, limit)) tl_segment_free_locked(s); /* limit 0: all */
     }
     /* Nothing beyond the limit is left for the lazy purge. */
     atomic_store_explicit(&tl_depot_due_ms, UINT64_MAX, memory_order_relaxed);

@@ -12,7 +12,6 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include "pool_internal.h" /* tl_num_block_purges */
@@ -20,16 +19,6 @@
 #include "tlalloc.h"
 
 #define MIB ((size_t)1 << 20)
-
-static size_t rss_bytes(void) {
-    FILE *f = fopen("/proc/self/statm", "r");
-    unsigned long size = 0, res = 0;
-    if (f) {
-        if (fscanf(f, "%lu %lu", &size, &res) != 2) res = 0;
-        fclose(f);
-    }
-    return (size_t)res * (size_t)sysconf(_SC_PAGESIZE);
-}
 
 static void configure(unsigned delay_ms) {
     tl_pool_options o = TL_POOL_OPTIONS_DEFAULT;
@@ -105,12 +94,6 @@ static void test_large_resident_bounded(void) {
     configure(TL_POOL_DEFAULT_PURGE_DELAY_MS);
 }
 
-static long minor_faults(void) {
-    struct rusage r;
-    getrusage(RUSAGE_SELF, &r);
-    return r.ru_minflt;
-}
-
 static tl_pool_stats pool_stats(void) {
     tl_pool_stats s;
     tl_pool_get_stats(&s);
@@ -143,9 +126,9 @@ static void test_depot_lazy_purge(void) {
      * and one more page of the class may stay with the thread). */
     CHECK(pool_stats().retained_bytes >= 12 * MIB);
     /* ... and taken again without faulting them in: 4096 faults otherwise. */
-    long f0 = minor_faults();
+    long f0 = minflt();
     depot_burst(1);
-    long faults = minor_faults() - f0;
+    long faults = minflt() - f0;
     if (faults >= DEPOT_N / 4) fprintf(stderr, "%ld minor faults taking the pages again\n", faults);
     CHECK(faults < DEPOT_N / 4);
     for (int i = 0; i < DEPOT_N; i++) tl_pool_free(depot_b[i]);
