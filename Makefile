@@ -36,8 +36,8 @@ BENCH_SRC := $(sort $(wildcard bench/c/*.c))
 BENCH_BIN := $(patsubst bench/c/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 HEADERS   := $(wildcard include/*.h include/tlalloc/*.h csrc/*.h tests/c/*.h bench/c/*.h)
 
-.PHONY: all lib preload test bench clean
-all: lib preload
+.PHONY: all lib preload tools test bench clean
+all: lib preload tools
 lib: $(BUILD)/libtlalloc.a
 # libtlalloc.so: the pool as the process's malloc (LD_PRELOAD; csrc/preload.c).
 # Only the symbols of csrc/libtlalloc.map are exported; -z defs makes a
@@ -46,6 +46,13 @@ preload: $(BUILD)/libtlalloc.so
 # operator new's failure path calls the C++ runtime's, which may throw through
 # preload.c's frames: they carry unwind tables.
 $(BUILD)/obj/preload.o: CFLAGS_ALL += -fexceptions
+
+# liblivecount.so: a program's peak live bytes under any allocator (LD_PRELOAD
+# before it; csrc/tools/livecount.c). Standalone: no part of the pool.
+tools: $(BUILD)/liblivecount.so
+$(BUILD)/liblivecount.so: csrc/tools/livecount.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -fexceptions -fPIC -shared -o $@ $< -Wl,-z,defs -ldl -pthread
 
 $(BUILD)/obj/%.o: csrc/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -81,7 +88,10 @@ test: $(TEST_BIN) $(if $(SAN),,test-preload)
 # Then tests/c/preload_cxx.cpp the same way: C++'s operator new and delete
 # (defined by the library too), when a C++ compiler is installed.
 HAVE_CXX := $(shell command -v $(CXX) 2>/dev/null)
-test-preload: $(BUILD)/libtlalloc.so $(BUILD)/tests/preload_stress $(if $(HAVE_CXX),$(BUILD)/tests/preload_cxx)
+test-preload: $(BUILD)/libtlalloc.so $(BUILD)/tests/preload_stress $(if $(HAVE_CXX),$(BUILD)/tests/preload_cxx) \
+    $(BUILD)/liblivecount.so $(BUILD)/tests/livecount_check
+# and liblivecount.so (csrc/tools/livecount.c): right peaks under the C
+# library's malloc and libtlalloc.so, and the same output of both programs.
 	@echo "== $(BUILD)/tests/preload_stress (C library malloc, then LD_PRELOAD=$(BUILD)/libtlalloc.so)"
 	@set -e; timeout $(TEST_TIMEOUT) $(BUILD)/tests/preload_stress > $(BUILD)/tests/preload_stress.libc.out 2>/dev/null; \
 	LD_PRELOAD=$(abspath $(BUILD)/libtlalloc.so) timeout $(TEST_TIMEOUT) $(BUILD)/tests/preload_stress \
@@ -98,9 +108,24 @@ ifneq ($(HAVE_CXX),)
 	grep -q "pool counted new: yes" $(BUILD)/tests/preload_cxx.pool.err; \
 	diff $(BUILD)/tests/preload_cxx.libc.out $(BUILD)/tests/preload_cxx.pool.out; \
 	cat $(BUILD)/tests/preload_cxx.pool.out
+	@echo "== $(BUILD)/tests/preload_cxx under liblivecount.so and libtlalloc.so: same output"
+	@set -e; LD_PRELOAD="$(abspath $(BUILD)/liblivecount.so) $(abspath $(BUILD)/libtlalloc.so)" \
+	    timeout $(TEST_TIMEOUT) $(BUILD)/tests/preload_cxx > $(BUILD)/tests/preload_cxx.live.out 2>/dev/null; \
+	diff $(BUILD)/tests/preload_cxx.libc.out $(BUILD)/tests/preload_cxx.live.out
 else
 	@echo "== tests/c/preload_cxx.cpp skipped: no C++ compiler ($(CXX))"
 endif
+	@echo "== $(BUILD)/tests/livecount_check (liblivecount.so alone, then before libtlalloc.so)"
+	@set -e; for pre in "" " $(abspath $(BUILD)/libtlalloc.so)"; do \
+	    f=$$(mktemp); TLALLOC_LIVE_FILE=$$f LD_PRELOAD="$(abspath $(BUILD)/liblivecount.so)$$pre" \
+	    timeout $(TEST_TIMEOUT) $(BUILD)/tests/livecount_check || { rm -f $$f; exit 1; }; rm -f $$f; done
+	@echo "== $(BUILD)/tests/preload_stress under liblivecount.so and libtlalloc.so: same output"
+	@set -e; LD_PRELOAD="$(abspath $(BUILD)/liblivecount.so) $(abspath $(BUILD)/libtlalloc.so)" \
+	    timeout $(TEST_TIMEOUT) $(BUILD)/tests/preload_stress > $(BUILD)/tests/preload_stress.live.out 2>/dev/null; \
+	diff $(BUILD)/tests/preload_stress.libc.out $(BUILD)/tests/preload_stress.live.out
+$(BUILD)/tests/livecount_check: tests/c/livecount_check.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $< -o $@ $(LDLIBS)
 $(BUILD)/tests/preload_stress: tests/c/preload_stress.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $< -o $@ $(LDLIBS)

@@ -13,7 +13,9 @@ Besides the extension, the package ships ``tlalloc/_lib/libtlalloc.so``: the poo
 the process's ``malloc`` for ``LD_PRELOAD`` (``tlalloc preload-path`` prints
 where it is). It is a plain shared library of the C core (no Python), built
 the way ``make preload`` builds it, and never with the sanitizers (a preloaded
-malloc cannot run under them).
+malloc cannot run under them), and ``tlalloc/_lib/liblivecount.so``, which
+counts a program's peak live bytes under any allocator (``tlalloc bench
+mimalloc-bench --live``).
 """
 
 import glob
@@ -62,33 +64,44 @@ preload_cflags = ["-std=c11", "-Wall", "-Wextra", "-D_GNU_SOURCE", "-pthread", "
 preload_cflags += ["-O0", "-g", "-DTLALLOC_DEBUG=1"] if _flag("TLALLOC_DEBUG") else ["-O2"]
 
 
+# liblivecount.so: a program's peak live bytes under any allocator (LD_PRELOAD
+# before it; `tlalloc bench mimalloc-bench --live`). Standalone: no part of the pool.
+LIVECOUNT_NAME = "tlalloc._lib.liblivecount"
+livecount_cflags = ["-std=c11", "-Wall", "-Wextra", "-D_GNU_SOURCE", "-pthread", "-fexceptions", "-O2"]
+
+# Plain shared libraries (no Python ABI tag, no Python): dotted name -> file name.
+PLAIN_LIBS = {PRELOAD_NAME: "libtlalloc.so", LIVECOUNT_NAME: "liblivecount.so"}
+
+
 class BuildExt(build_ext):
-    """build_ext that also builds the preload library: a plain shared library
-    named libtlalloc.so (no Python ABI tag, no Python), in the package of the
-    wheel, or of the source tree for editable and --inplace builds. Its objects
-    go to their own folder: the same core files are compiled for the extension
-    with other flags."""
+    """build_ext that also builds the plain shared libraries of PLAIN_LIBS
+    (libtlalloc.so, liblivecount.so), in the package of the wheel, or of the
+    source tree for editable and --inplace builds. Their objects go to folders
+    of their own: the same core files are compiled for the extension with
+    other flags."""
 
     def get_ext_filename(self, fullname: str) -> str:
         # Called with the dotted name, and (by get_ext_fullpath) with its last part.
-        if fullname == PRELOAD_NAME:
-            return os.path.join(*PRELOAD_NAME.split(".")[:-1], "libtlalloc.so")
-        if fullname == PRELOAD_NAME.rpartition(".")[2]:
-            return "libtlalloc.so"
+        if fullname in PLAIN_LIBS:
+            return os.path.join(*fullname.split(".")[:-1], PLAIN_LIBS[fullname])
+        for name, file in PLAIN_LIBS.items():
+            if fullname == name.rpartition(".")[2]:
+                return file
         return super().get_ext_filename(fullname)
 
     def copy_extensions_to_source(self) -> None:  # editable installs, --inplace
         build_py = self.get_finalized_command("build_py")
-        os.makedirs(build_py.get_package_dir(PRELOAD_NAME.rpartition(".")[0]), exist_ok=True)
+        for name in PLAIN_LIBS:
+            os.makedirs(build_py.get_package_dir(name.rpartition(".")[0]), exist_ok=True)
         super().copy_extensions_to_source()
 
     def build_extension(self, ext: Extension) -> None:
-        if ext.name != PRELOAD_NAME:
+        if ext.name not in PLAIN_LIBS:
             super().build_extension(ext)
             return
         objects = self.compiler.compile(
             ext.sources,
-            output_dir=os.path.join(self.build_temp, "preload"),
+            output_dir=os.path.join(self.build_temp, ext.name.rpartition(".")[2]),
             include_dirs=ext.include_dirs,
             extra_postargs=ext.extra_compile_args,
             depends=ext.depends,
@@ -121,6 +134,12 @@ setup(
                 "-Wl,--version-script=csrc/libtlalloc.map",
                 "-Wl,-z,defs",
             ],
+        ),
+        Extension(
+            LIVECOUNT_NAME,
+            sources=["csrc/tools/livecount.c"],
+            extra_compile_args=livecount_cflags,
+            extra_link_args=["-pthread", "-Wl,-z,defs", "-ldl"],
         ),
     ],
 )

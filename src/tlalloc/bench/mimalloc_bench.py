@@ -23,6 +23,16 @@ ratio to each allocator (the other's time over the subject's: above 1 means the
 subject is faster; medians over the rounds), its peak RSS and RSS ratio to
 mimalloc's, then the geometric means and the issue-12 goals.
 
+``--live`` also runs every program under ``liblivecount.so`` (installed with
+the package; ``csrc/tools/livecount.c``), placed before the allocator in
+``LD_PRELOAD``: it counts the usable bytes the program holds and records their
+peak, so that the table can give each allocator's peak RSS per peak live byte.
+Where a program's own live set differs from run to run (rptest's peak is
+5 MiB in one run and 13 MiB in the next, under any allocator), that ratio
+says what peak RSS alone cannot. The library costs every allocation a call
+to ``malloc_usable_size`` and a thread-local add, under every allocator alike;
+speeds measured with ``--live`` include it.
+
 ``--short`` applies the reductions listed in ``SHORT_CHANGES`` (shorter fixed
 durations, fewer repetitions) to fit a 2-core machine's time budget; every run
 prints the exact arguments used.
@@ -31,6 +41,7 @@ Example:
     $ tlalloc bench mimalloc-bench --bench-dir /tmp/mimalloc-bench --rounds 3 --json mb.json
     $ tlalloc bench mimalloc-bench --bench-dir /tmp/mimalloc-bench --tlalloc build/c/libtlalloc.so
     $ tlalloc bench mimalloc-bench --bench-dir /tmp/mimalloc-bench --quick
+    $ tlalloc bench mimalloc-bench --bench-dir /tmp/mimalloc-bench --benchmarks rptest --live
 """
 
 from __future__ import annotations
@@ -246,6 +257,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "shorter durations")
     parser.add_argument("--timeout", type=float, default=600.0,
                         help="seconds before a run is killed and counted as failed (default 600)")
+    parser.add_argument("--live", nargs="?", const="", default=None, metavar="PATH",
+                        help="also measure each run's peak live bytes with liblivecount.so (PATH, or "
+                             "by default the one installed with the package), preloaded before the "
+                             "allocator, and give peak RSS per live byte")
     parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
 
@@ -294,6 +309,57 @@ def installed_preload() -> str | None:
         return str(fn())
     except (FileNotFoundError, OSError):
         return None
+
+
+LIVECOUNT_LIBRARY = "liblivecount.so"
+
+
+def livecount_path(path: str | None = None) -> str:
+    """Path of ``liblivecount.so``: ``path`` when given (it must be a file), else
+    the one installed with this package (``tlalloc/_lib``).
+
+    Raises ``ValueError`` when ``path`` is not a file (the rule of
+    ``--preload``), ``FileNotFoundError`` when the package has none.
+
+    Example:
+        >>> livecount_path("/nonexistent/liblivecount.so")
+        Traceback (most recent call last):
+        ...
+        ValueError: --live '/nonexistent/liblivecount.so': not a file
+    """
+    if path:
+        if not os.path.isfile(path):
+            raise ValueError(f"--live {path!r}: not a file")
+        return os.path.abspath(path)
+    import tlalloc
+    lib = os.path.join(os.path.dirname(os.path.abspath(tlalloc.__file__)), "_lib", LIVECOUNT_LIBRARY)
+    if not os.path.isfile(lib):
+        raise FileNotFoundError(f"{LIVECOUNT_LIBRARY} is not installed at {lib!r}: reinstall the "
+                                "package (pip install .), or build it with 'make tools' and pass "
+                                "--live build/c/liblivecount.so")
+    return lib
+
+
+def read_live_peak(path: str) -> int | None:
+    """The peak live bytes liblivecount.so wrote to ``path`` (its first 8 bytes,
+    a native unsigned integer), or None when it wrote none.
+
+    Example:
+        >>> import struct
+        >>> with tempfile.NamedTemporaryFile() as f:
+        ...     _ = f.write(struct.pack("=Q", 5 << 20)); f.flush()
+        ...     read_live_peak(f.name), read_live_peak("/nonexistent")
+        (5242880, None)
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read(8)
+    except OSError:
+        return None
+    if len(data) != 8:
+        return None
+    v = int.from_bytes(data, sys.byteorder)
+    return v or None
 
 
 def detect_allocators(preloads: dict[str, str], wanted: list[str] | None) -> dict[str, dict[str, Any]]:
@@ -478,7 +544,7 @@ def _deadline_ts(text: str | None) -> float | None:
 
 def run_matrix(configs: list[Config], allocators: dict[str, dict[str, Any]], bin_dir: Path,
                src_dir: Path, rounds: int, timeout: float, deadline: float | None = None,
-               log: Callable[[str], None] = lambda s: None) -> int:
+               log: Callable[[str], None] = lambda s: None, live: str | None = None) -> int:
     """Run every config under every allocator, ``rounds`` interleaved rounds;
     fills ``config.runs``. Returns the number of rounds begun.
 
@@ -487,7 +553,8 @@ def run_matrix(configs: list[Config], allocators: dict[str, dict[str, Any]], bin
     With a ``deadline`` (a time.time() value), the first round always runs
     whole and later rounds take the configs from the quickest (by their
     first-round runs) and stop before one that would end past the deadline, so
-    that as many configs as possible get the extra runs.
+    that as many configs as possible get the extra runs. With ``live`` (the
+    path of liblivecount.so), every run also records its peak live bytes.
     """
     names = list(allocators)
     for cfg in configs:
@@ -516,16 +583,28 @@ def run_matrix(configs: list[Config], allocators: dict[str, dict[str, Any]], bin
             for a in names[k:] + names[:k]:
                 args = [x.replace("{SRC}", str(src_dir)) for x in cfg.args]
                 stdin = str(src_dir / cfg.bench.stdin) if cfg.bench.stdin else None
-                r = run_once([str(bin_dir / cfg.bench.program), *args], base_env, stdin, timeout,
-                             timer_cmd, allocators[a]["lib"], workdir)
+                lib = allocators[a]["lib"]
+                env, live_file = base_env, None
+                if live:
+                    lib = f"{live} {lib}" if lib else live
+                    live_file = os.path.join(workdir, "live-peak")
+                    with open(live_file, "wb"):
+                        pass
+                    env = {**base_env, "TLALLOC_LIVE_FILE": live_file}
+                r = run_once([str(bin_dir / cfg.bench.program), *args], env, stdin, timeout,
+                             timer_cmd, lib, workdir)
+                live_peak = read_live_peak(live_file) if live_file else None
                 metric, error = _check(cfg, r)
                 out_hash = hashlib.sha256(r["stdout"].encode()).hexdigest()[:16]
                 entry = {"round": rnd, "time_s": metric, "wall_s": r["wall_s"], "cpu_s": r["cpu_s"],
                          "maxrss_bytes": r["maxrss_bytes"], "minflt": r["minflt"],
                          "error": error, "stdout_sha256": out_hash}
+                if live:
+                    entry["live_peak_bytes"] = live_peak
                 cfg.runs[a].append(entry)
                 log(f"round {rnd + 1} {cfg.label:18s} {a:10s} "
                     + (f"{metric:8.3f} s  rss {r['maxrss_bytes'] / 2**20:7.1f} MiB"
+                       + (f"  live {live_peak / 2**20:7.1f} MiB" if live_peak else "")
                        if error is None else f"FAILED: {error}"))
             if rnd == 0:
                 first_round_s[i] = time.time() - t_cfg
@@ -570,6 +649,15 @@ def summarize(configs: list[Config], subject: str) -> dict[str, Any]:
             "args": list(cfg.args), "note": cfg.note, "time_s": med_t, "peak_rss_bytes": med_rss,
             "failures": {a: f for a, f in failures.items() if f}, "speed": {}, "speed_rounds": {},
             "rss_ratio": {}, "runs": len(ok.get(subject, []))}
+        # --live: median peak live bytes and median RSS per live byte of each allocator.
+        per_live = {a: [e["maxrss_bytes"] / e["live_peak_bytes"] for e in es if e.get("live_peak_bytes")]
+                    for a, es in ok.items()}
+        if any(per_live.values()):
+            row["live_peak_bytes"] = {
+                a: _median([e["live_peak_bytes"] for e in es if e.get("live_peak_bytes")])
+                for a, es in ok.items() if per_live[a]}
+            row["rss_per_live"] = {a: _median(v) for a, v in per_live.items() if v}
+            row["rss_per_live_ratio"] = {}
         if subject in ok and ok[subject]:
             subj_by_round = {e["round"]: e["time_s"] for e in ok[subject]}
             for a in names:
@@ -579,6 +667,9 @@ def summarize(configs: list[Config], subject: str) -> dict[str, Any]:
                 row["speed_rounds"][a] = [e["time_s"] / subj_by_round[e["round"]] for e in ok[a]
                                           if e["round"] in subj_by_round]
                 row["rss_ratio"][a] = med_rss[subject] / med_rss[a] if med_rss[a] else float("nan")
+                rpl = row.get("rss_per_live", {})
+                if subject in rpl and a in rpl:
+                    row["rss_per_live_ratio"][a] = rpl[subject] / rpl[a]
         rows.append(row)
     others = [a for a in names if a != subject]
     geo = {a: _geomean([r["speed"][a] for r in rows if a in r["speed"]]) for a in others}
@@ -594,6 +685,11 @@ def summarize(configs: list[Config], subject: str) -> dict[str, Any]:
         goals["no benchmark below 0.8x mimalloc's speed"] = {"met": not below, "below": below}
         over = [_row_label(r) for r in rows if r["rss_ratio"].get("mimalloc", 0.0) > 1.2]
         goals["peak RSS <= 1.2x mimalloc's everywhere"] = {"met": not over, "over": over}
+        if any("rss_per_live_ratio" in r for r in rows):
+            over = [_row_label(r) for r in rows
+                    if r.get("rss_per_live_ratio", {}).get("mimalloc", 0.0) > 1.2]
+            goals["(--live) peak RSS per live byte <= 1.2x mimalloc's everywhere"] = {
+                "met": not over, "over": over}
     failed = [f"{_row_label(r)} {a}" for r in rows for a in r["failures"]]
     goals["no failed run"] = {"met": not failed, "failed": failed}
     return {"subject": subject, "rows": rows, "geomean_speed": geo, "geomean_rss_ratio": geo_rss,
@@ -619,18 +715,25 @@ def format_summary(s: dict[str, Any], allocators: list[str]) -> str:
     """
     subject = s["subject"]
     others = [a for a in allocators if a != subject]
+    live = any("live_peak_bytes" in r for r in s["rows"])
+    live_cols = [a for a in others if a in ("mimalloc", "glibc")] if live else []
     headers = ["benchmark", "threads", f"{subject} s", *[f"vs {a}" for a in others],
                f"{subject} RSS MiB", *[f"RSS/{a}" for a in others if a in ("mimalloc", "glibc")],
-               "range vs mimalloc", "runs"]
+               *([f"{subject} live MiB", f"{subject} RSS/live"] if live else []),
+               *[f"RSS/live /{a}" for a in live_cols], "range vs mimalloc", "runs"]
     rows = []
     for r in s["rows"]:
         t = r["time_s"].get(subject)
         rng = r["speed_rounds"].get("mimalloc", [])
+        lv = r.get("live_peak_bytes", {}).get(subject)
+        live_cells = ["-" if lv is None else f"{lv / 2**20:.1f}",
+                      _fmt_ratio(r.get("rss_per_live", {}).get(subject))] if live else []
         rows.append([
             r["benchmark"], r["threads"] or "-", "-" if t is None or not math.isfinite(t) else f"{t:.3f}",
             *[_fmt_ratio(r["speed"].get(a)) for a in others],
             "-" if subject not in r["peak_rss_bytes"] else f"{r['peak_rss_bytes'][subject] / 2**20:.1f}",
             *[_fmt_ratio(r["rss_ratio"].get(a)) for a in others if a in ("mimalloc", "glibc")],
+            *live_cells, *[_fmt_ratio(r.get("rss_per_live_ratio", {}).get(a)) for a in live_cols],
             f"{min(rng):.2f}-{max(rng):.2f}" if rng else "-", r.get("runs", "-")])
     lines = [format_table(headers, rows)]
     if s["geomean_speed"]:
@@ -666,8 +769,12 @@ def format_markdown(s: dict[str, Any], allocators: list[str]) -> str:
     subject = s["subject"]
     others = [a for a in allocators if a != subject]
     rss_cols = [a for a in others if a == "mimalloc"]
+    live = any("live_peak_bytes" in r for r in s["rows"])
+    live_cols = rss_cols if live else []
     headers = ["benchmark", "threads", f"{subject} s", *[f"vs {a}" for a in others],
-               f"{subject} peak RSS MiB", *[f"RSS vs {a}" for a in rss_cols], "runs"]
+               f"{subject} peak RSS MiB", *[f"RSS vs {a}" for a in rss_cols],
+               *([f"{subject} peak live MiB"] if live else []),
+               *[f"RSS per live byte vs {a}" for a in live_cols], "runs"]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
 
     def speed(a: str, v: float | None) -> str:
@@ -685,11 +792,18 @@ def format_markdown(s: dict[str, Any], allocators: list[str]) -> str:
         for a in rss_cols:
             v = r["rss_ratio"].get(a)
             cells.append(f"**{_fmt_ratio(v)}**" if v is not None and v > 1.2 else _fmt_ratio(v))
+        if live:
+            lv = r.get("live_peak_bytes", {}).get(subject)
+            cells.append("-" if lv is None else f"{lv / 2**20:.1f}")
+        for a in live_cols:
+            v = r.get("rss_per_live_ratio", {}).get(a)
+            cells.append(f"**{_fmt_ratio(v)}**" if v is not None and v > 1.2 else _fmt_ratio(v))
         cells.append(str(r.get("runs", "-")))
         lines.append("| " + " | ".join(cells) + " |")
     if s.get("geomean_speed"):
         cells = ["**geometric mean**", "", "", *[_fmt_ratio(s["geomean_speed"].get(a)) for a in others],
-                 "", *[_fmt_ratio(s["geomean_rss_ratio"].get(a)) for a in rss_cols], ""]
+                 "", *[_fmt_ratio(s["geomean_rss_ratio"].get(a)) for a in rss_cols],
+                 *([""] if live else []), *["" for _ in live_cols], ""]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -756,12 +870,19 @@ def run(args: argparse.Namespace) -> int:
               f"allocators ({', '.join(allocators)}); pass --tlalloc PATH or --subject NAME",
               file=sys.stderr)
         return 2
+    try:
+        live = livecount_path(args.live) if args.live is not None else None
+    except FileNotFoundError as exc:
+        print(f"tlalloc bench mimalloc-bench: {exc}", file=sys.stderr)
+        return 2
     commit = _commit(root)
     print(f"mimalloc-bench {commit or '(not a git checkout)'} at {root}; binaries {bin_dir}")
     print(f"machine: {describe_machine()}; load average at start {_load()}")
     print("allocators:")
     for a, info in allocators.items():
         print(f"  {a:10s} {info['how']}")
+    if live:
+        print(f"peak live bytes: {live}, preloaded before each allocator")
     print("runs (bench.sh's arguments" + (", with --short's changes" if args.short else "") + "):")
     for c in configs:
         print(f"  {c.label:18s} {c.bench.program} {' '.join(c.args)}" + (f"   [{c.note}]" if c.note else ""))
@@ -772,7 +893,8 @@ def run(args: argparse.Namespace) -> int:
     load_start = _load()
     interrupted = False
     try:
-        done = run_matrix(configs, allocators, bin_dir, src_dir, rounds, args.timeout, deadline, log)
+        done = run_matrix(configs, allocators, bin_dir, src_dir, rounds, args.timeout, deadline, log,
+                          live)
     except KeyboardInterrupt:  # Ctrl-C: report what has run (run_once ended the child)
         interrupted = True
         done = max((e["round"] + 1 for c in configs for es in c.runs.values() for e in es), default=0)
@@ -792,6 +914,7 @@ def run(args: argparse.Namespace) -> int:
             "machine": machine_info(), "mimalloc_bench_commit": commit, "bench_dir": str(root),
             "allocators": allocators, "rounds": done, "short": args.short, "quick": args.quick,
             "load_start": load_start, "load_end": load_end, "summary": s, "interrupted": interrupted,
+            "livecount": live,
             "peak_rss_from": "GNU time %M" if gnu_time() else "wait4 (at least this Python's RSS)",
             "runs": [{"benchmark": c.bench.name, "threads": c.threads, "args": list(c.args),
                       "runs": c.runs} for c in configs]})
