@@ -24,7 +24,7 @@
  * Cost: a thread keeps its count in a thread-local variable and folds it into
  * the process's (an atomic add) once it has moved by 64 KiB, so the peak is
  * exact to 64 KiB per live thread; a thread's remainder is folded at its exit
- * (a pthread key destructor). The peak goes to the first 8 bytes of the file
+ * (a pthread key destructor, set on its first count). The peak goes to the first 8 bytes of the file
  * named by TLALLOC_LIVE_FILE (a native uint64), through a shared mapping
  * updated with compare-and-swap: it survives any exit, and the processes of
  * one run (fork, or exec with the same environment) leave the largest of
@@ -100,7 +100,7 @@ static int lc_key_ok;
 static _Thread_local int64_t lc_delta LC_TLS; /* this thread's unfolded bytes */
 static _Thread_local int lc_registered LC_TLS;
 
-static void lc_fold(int64_t d) {
+__attribute__((noinline)) static void lc_fold(int64_t d) {
     int64_t live = atomic_fetch_add_explicit(&lc_live, d, memory_order_relaxed) + d;
     if (live <= 0) return;
     uint64_t v = (uint64_t)live;
@@ -120,32 +120,35 @@ static void lc_fold(int64_t d) {
     }
 }
 
-/* At thread exit: fold what the thread still holds back. */
+/* At thread exit: fold what the thread still holds back. A count after this
+ * (a later key's destructor that allocates or frees) registers the thread
+ * again, and the C library calls the destructor once more. */
 static void lc_thread_exit(void *unused) {
     (void)unused;
     int64_t d = lc_delta;
     lc_delta = 0;
+    lc_registered = 0;
     if (d) lc_fold(d);
 }
 
-/* Slow half of lc_count: out of line. */
-__attribute__((noinline)) static void lc_count_slow(int64_t x) {
-    lc_delta = 0;
-    lc_fold(x);
-    if (!lc_registered && lc_key_ok) {
-        lc_registered = 1; /* before the call: pthread_setspecific may allocate */
-        pthread_setspecific(lc_key, (void *)1);
-    }
+/* A thread's first count: its exit must fold what it holds then (a thread
+ * that allocates less than the fold size and exits, its blocks freed by
+ * others, would otherwise leave the count too low for good). */
+__attribute__((noinline)) static void lc_register(void) {
+    lc_registered = 1; /* before the call: pthread_setspecific may allocate */
+    if (lc_key_ok) pthread_setspecific(lc_key, (void *)1);
 }
 
-/* Fast path: a thread-local add and two compares. */
+/* Fast path: a thread-local add, three compares (one for the first count). */
 static inline void lc_count(int64_t d) {
+    if (__builtin_expect(!lc_registered, 0)) lc_register();
     int64_t x = lc_delta + d;
     if (x < LC_FOLD_BYTES && x > -LC_FOLD_BYTES) {
         lc_delta = x;
         return;
     }
-    lc_count_slow(x);
+    lc_delta = 0;
+    lc_fold(x);
 }
 
 /* Set while the next malloc_usable_size runs: it may allocate (tcmalloc's

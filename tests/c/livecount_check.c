@@ -3,6 +3,9 @@
  * test`, tests/test_livecount.py). Holds known amounts of memory at known
  * times and checks, after each, the peak the library wrote to the file:
  *
+ * 0. 1,000 threads, one at a time, that each allocate 16 KiB (less than a
+ *    thread folds at once) and exit; main holds them all, then frees them:
+ *    about 16 MiB (the exits fold the threads' counts);
  * 1. a buffer grown by realloc to 24 MiB, then freed: peak about 24 MiB;
  * 2. four threads that hold 8 MiB each at once (calloc, posix_memalign,
  *    aligned_alloc, memalign), then free them and exit: about 32 MiB;
@@ -13,7 +16,7 @@
  * malloc_usable_size (an allocator may round 24 MiB up, or pad an aligned
  * block); within them, stdio holds a few KiB and each thread folds its count
  * into the process's every 64 KiB. Exit status 0 and
- * "livecount: 3 peaks right" on success; the first wrong peak fails it.
+ * "livecount: 4 peaks right" on success; the first wrong peak fails it.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -60,6 +63,16 @@ static void expect_peak(const char *what, uint64_t usable) {
 
 static _Atomic uint64_t held_usable; /* phase 2: the four blocks' usable sizes */
 
+#define SHORT_THREADS 1000
+#define SHORT_BYTES (16 * 1024)
+
+static void *short_lived(void *arg) {
+    void *p = malloc(SHORT_BYTES);
+    if (p) memset(p, 3, SHORT_BYTES);
+    *(void **)arg = p;
+    return NULL;
+}
+
 static void *holder(void *arg) {
     int i = (int)(intptr_t)arg;
     void *p = NULL;
@@ -90,6 +103,18 @@ int main(void) {
         return 2;
     }
     setvbuf(stdout, NULL, _IONBF, 0); /* no buffer to hold through fork */
+
+    /* 0. short-lived threads whose blocks main frees */
+    static void *kept[SHORT_THREADS];
+    uint64_t kept_usable = 0;
+    for (int i = 0; i < SHORT_THREADS; i++) {
+        pthread_t st;
+        if (pthread_create(&st, NULL, short_lived, &kept[i]) != 0 || pthread_join(st, NULL) != 0 || !kept[i])
+            return 1;
+        kept_usable += malloc_usable_size(kept[i]);
+    }
+    for (int i = 0; i < SHORT_THREADS; i++) free(kept[i]);
+    expect_peak("1,000 threads x 16 KiB, freed by main", kept_usable);
 
     /* 1. realloc growth */
     char *buf = NULL;
@@ -134,6 +159,6 @@ int main(void) {
     int st = 0;
     if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0) return 1;
     expect_peak("child of fork, 48 MiB", child_usable);
-    printf("livecount: 3 peaks right\n");
+    printf("livecount: 4 peaks right\n");
     return 0;
 }
