@@ -20,20 +20,31 @@ from tlalloc.pool import preload_path
 MIB = 1 << 20
 
 # Holds known amounts at known times and prints the peak the library wrote after
-# each: 64 MiB alone, 4 threads x 32 MiB at once, a forked child's 192 MiB.
+# each: 64 MiB alone, 4 threads x 32 MiB at once, a forked child's 192 MiB. The
+# blocks come from the C library's malloc through ctypes (the interposed one):
+# free-threaded CPython serves its own objects from its built-in mimalloc.
 CHILD = r"""
-import os, sys, threading
+import ctypes, os, sys, threading
 path = os.environ["TLALLOC_LIVE_FILE"]
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+def hold_bytes(n):
+    p = libc.malloc(n)
+    assert p
+    ctypes.memset(p, 1, n)
+    return p
 def peak():
     with open(path, "rb") as f:
         return int.from_bytes(f.read(8), sys.byteorder)
-x = bytearray(64 << 20); del x
+libc.free(hold_bytes(64 << 20))
 print(peak())
 barrier = threading.Barrier(5)
 def hold():
-    y = bytearray(32 << 20)
+    y = hold_bytes(32 << 20)
     barrier.wait(); barrier.wait()
-    del y
+    libc.free(y)
 ts = [threading.Thread(target=hold) for _ in range(4)]
 for t in ts: t.start()
 barrier.wait(); barrier.wait()
@@ -41,7 +52,7 @@ for t in ts: t.join()
 print(peak())
 pid = os.fork()
 if pid == 0:
-    z = bytearray(192 << 20); del z
+    libc.free(hold_bytes(192 << 20))
     os._exit(0)
 assert os.waitpid(pid, 0)[1] == 0
 print(peak())
@@ -61,7 +72,7 @@ def test_peaks_of_a_threaded_forking_python_program(tmp_path: Path, under: str) 
     assert r.returncode == 0, r.stderr
     peaks = [int(x) for x in r.stdout.split()]
     # Each phase's blocks, plus what the interpreter holds in malloc'd memory
-    # (objects above 512 bytes, its own tables): a few MiB.
+    # (objects above 512 bytes, its own tables, ctypes): a few MiB.
     for got, want in zip(peaks, (64, 4 * 32, 192), strict=True):
         assert want * MIB <= got < (want + 16) * MIB, (peaks, under)
     assert mb.read_live_peak(str(peak_file)) == peaks[-1]
@@ -70,9 +81,11 @@ def test_peaks_of_a_threaded_forking_python_program(tmp_path: Path, under: str) 
 def test_without_the_variable_it_only_counts(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "TLALLOC_LIVE_FILE")}
     env["LD_PRELOAD"] = mb.livecount_path()
-    r = subprocess.run([sys.executable, "-c", "x = bytearray(1 << 20); print(len(x))"],
-                       capture_output=True, text=True, env=env, timeout=60, check=False)
-    assert (r.returncode, r.stdout) == (0, "1048576\n"), r.stderr
+    code = ("import ctypes; libc = ctypes.CDLL(None); libc.malloc.restype = ctypes.c_void_p; "
+            "libc.free.argtypes = [ctypes.c_void_p]; libc.free(libc.malloc(1 << 20)); print('ok')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=60, check=False)
+    assert (r.returncode, r.stdout) == (0, "ok\n"), r.stderr
 
 
 def test_live_path_rules(tmp_path: Path) -> None:
@@ -124,9 +137,11 @@ def test_live_option_records_each_run(tmp_path: Path, capsys: pytest.CaptureFixt
     bins = tmp_path / "mb" / "out" / "bench"
     bins.mkdir(parents=True)
     (tmp_path / "mb" / "bench").mkdir()
-    # A stand-in larson that holds 8 MiB of malloc'd memory (Python's bytearray).
+    # A stand-in larson that holds 8 MiB of the C library's malloc.
     prog = bins / "larson"
-    prog.write_text(f"#!{sys.executable}\nx = bytearray(8 << 20)\n"
+    prog.write_text(f"#!{sys.executable}\nimport ctypes\nlibc = ctypes.CDLL(None)\n"
+                    "libc.malloc.restype = ctypes.c_void_p\n"
+                    "p = libc.malloc(8 << 20); ctypes.memset(p, 1, 8 << 20)\n"
                     "print('Throughput = 1 operations per second, relative time: 1.000s.')\n")
     prog.chmod(prog.stat().st_mode | stat.S_IXUSR)
     p = argparse.ArgumentParser()
