@@ -92,6 +92,13 @@ def test_live_path_rules(tmp_path: Path) -> None:
     assert mb.livecount_path().endswith("liblivecount.so")
     with pytest.raises(ValueError, match="--live '/nonexistent.so': not a file"):
         mb.livecount_path("/nonexistent.so")
+    p = argparse.ArgumentParser()
+    mb.add_arguments(p)
+    base = ["--bench-dir", str(tmp_path), "--benchmarks", "larson", "--allocators", "glibc",
+            "--subject", "glibc"]
+    with pytest.raises(ValueError, match="--live '': not a file"):
+        mb.run(p.parse_args([*base, "--live", ""]))
+    assert p.parse_args(base).live is None and p.parse_args([*base, "--live"]).live is True
     f = tmp_path / "x"
     assert mb.read_live_peak(str(f)) is None  # no file
     f.write_bytes(b"\0" * 8)

@@ -257,7 +257,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "shorter durations")
     parser.add_argument("--timeout", type=float, default=600.0,
                         help="seconds before a run is killed and counted as failed (default 600)")
-    parser.add_argument("--live", nargs="?", const="", default=None, metavar="PATH",
+    parser.add_argument("--live", nargs="?", const=True, default=None, metavar="PATH",
                         help="also measure each run's peak live bytes with liblivecount.so (PATH, or "
                              "by default the one installed with the package), preloaded before the "
                              "allocator, and give peak RSS per live byte")
@@ -326,8 +326,12 @@ def livecount_path(path: str | None = None) -> str:
         Traceback (most recent call last):
         ...
         ValueError: --live '/nonexistent/liblivecount.so': not a file
+        >>> livecount_path("")
+        Traceback (most recent call last):
+        ...
+        ValueError: --live '': not a file
     """
-    if path:
+    if path is not None:
         if not os.path.isfile(path):
             raise ValueError(f"--live {path!r}: not a file")
         return os.path.abspath(path)
@@ -840,6 +844,11 @@ def run(args: argparse.Namespace) -> int:
     if not args.timeout > 0:
         raise ValueError(f"--timeout={args.timeout!r} must be positive")
     deadline = _deadline_ts(args.deadline)
+    try:
+        live = None if args.live is None else livecount_path(None if args.live is True else args.live)
+    except FileNotFoundError as exc:
+        print(f"tlalloc bench mimalloc-bench: {exc}", file=sys.stderr)
+        return 2
     names = [n.strip() for n in args.benchmarks.split(",") if n.strip()]
     bad = [n for n in names if n not in BENCH_NAMES]
     if bad or not names:
@@ -869,11 +878,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"tlalloc bench mimalloc-bench: --subject {args.subject!r} is not among the "
               f"allocators ({', '.join(allocators)}); pass --tlalloc PATH or --subject NAME",
               file=sys.stderr)
-        return 2
-    try:
-        live = livecount_path(args.live) if args.live is not None else None
-    except FileNotFoundError as exc:
-        print(f"tlalloc bench mimalloc-bench: {exc}", file=sys.stderr)
         return 2
     commit = _commit(root)
     print(f"mimalloc-bench {commit or '(not a git checkout)'} at {root}; binaries {bin_dir}")
