@@ -94,7 +94,7 @@ static void *lc_boot_alloc(size_t n, size_t align) {
 
 static _Atomic int64_t lc_live;       /* the process's folded count */
 static _Atomic uint64_t lc_peak;      /* its largest value */
-static _Atomic uint64_t *lc_peak_out; /* TLALLOC_LIVE_FILE's first 8 bytes, or NULL */
+static _Atomic(_Atomic(uint64_t) *) lc_peak_out; /* TLALLOC_LIVE_FILE's first 8 bytes, or NULL */
 static pthread_key_t lc_key;
 static int lc_key_ok;
 static _Thread_local int64_t lc_delta LC_TLS; /* this thread's unfolded bytes */
