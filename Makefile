@@ -88,10 +88,10 @@ test: $(TEST_BIN) $(if $(SAN),,test-preload)
 # Then tests/c/preload_cxx.cpp the same way: C++'s operator new and delete
 # (defined by the library too), when a C++ compiler is installed.
 HAVE_CXX := $(shell command -v $(CXX) 2>/dev/null)
+# Last, liblivecount.so (csrc/tools/livecount.c): right peaks under the C
+# library's malloc and libtlalloc.so, and the same output of both programs.
 test-preload: $(BUILD)/libtlalloc.so $(BUILD)/tests/preload_stress $(if $(HAVE_CXX),$(BUILD)/tests/preload_cxx) \
     $(BUILD)/liblivecount.so $(BUILD)/tests/livecount_check
-# and liblivecount.so (csrc/tools/livecount.c): right peaks under the C
-# library's malloc and libtlalloc.so, and the same output of both programs.
 	@echo "== $(BUILD)/tests/preload_stress (C library malloc, then LD_PRELOAD=$(BUILD)/libtlalloc.so)"
 	@set -e; timeout $(TEST_TIMEOUT) $(BUILD)/tests/preload_stress > $(BUILD)/tests/preload_stress.libc.out 2>/dev/null; \
 	LD_PRELOAD=$(abspath $(BUILD)/libtlalloc.so) timeout $(TEST_TIMEOUT) $(BUILD)/tests/preload_stress \

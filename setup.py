@@ -67,7 +67,6 @@ preload_cflags += ["-O0", "-g", "-DTLALLOC_DEBUG=1"] if _flag("TLALLOC_DEBUG") e
 # liblivecount.so: a program's peak live bytes under any allocator (LD_PRELOAD
 # before it; `tlalloc bench mimalloc-bench --live`). Standalone: no part of the pool.
 LIVECOUNT_NAME = "tlalloc._lib.liblivecount"
-livecount_cflags = ["-std=c11", "-Wall", "-Wextra", "-D_GNU_SOURCE", "-pthread", "-fexceptions", "-O2"]
 
 # Plain shared libraries (no Python ABI tag, no Python): dotted name -> file name.
 PLAIN_LIBS = {PRELOAD_NAME: "libtlalloc.so", LIVECOUNT_NAME: "liblivecount.so"}
@@ -138,7 +137,7 @@ setup(
         Extension(
             LIVECOUNT_NAME,
             sources=["csrc/tools/livecount.c"],
-            extra_compile_args=livecount_cflags,
+            extra_compile_args=preload_cflags,  # its operator new may throw through it too
             extra_link_args=["-pthread", "-Wl,-z,defs", "-ldl"],
         ),
     ],

@@ -16,19 +16,20 @@
  * new and delete, are defined here. Each forwards to the next definition in
  * the lookup order (dlsym RTLD_NEXT: the allocator under test, or the C
  * library) and counts the usable size (the next malloc_usable_size) of each
- * block handed out or taken back. operator new goes to the next malloc (or
- * aligned_alloc), and only when that fails to the next operator new, which
- * throws or calls the new_handler (built with -fexceptions); an allocator's
- * own operator new is thus measured as its malloc.
+ * block handed out or taken back. operator new goes to this library's malloc
+ * (or posix_memalign), and only when that fails to the next operator new,
+ * which throws or calls the new_handler (built with -fexceptions); an
+ * allocator's own operator new is thus measured as its malloc.
  *
  * Cost: a thread keeps its count in a thread-local variable and folds it into
  * the process's (an atomic add) once it has moved by 64 KiB, so the peak is
  * exact to 64 KiB per live thread; a thread's remainder is folded at its exit
- * (a pthread key destructor, set on its first count). The peak goes to the first 8 bytes of the file
- * named by TLALLOC_LIVE_FILE (a native uint64), through a shared mapping
- * updated with compare-and-swap: it survives any exit, and the processes of
- * one run (fork, or exec with the same environment) leave the largest of
- * their peaks. Without the variable the library only counts.
+ * (a pthread key destructor, set on its first count). The peak goes to the
+ * first 8 bytes of the file named by TLALLOC_LIVE_FILE (a native uint64),
+ * through a shared mapping updated with compare-and-swap: it survives any
+ * exit, and the processes of one run (fork, or exec with the same
+ * environment) leave the largest of their peaks. Without the variable the
+ * library only counts.
  *
  * Bootstrapping: dlsym may allocate. The first call resolves the next
  * functions while the thread serves its own allocations from a static buffer

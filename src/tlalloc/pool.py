@@ -327,13 +327,20 @@ def preload_path() -> str:
         >>> os.path.basename(path)  # doctest: +SKIP
         'libtlalloc.so'
     """
+    return _installed_library(PRELOAD_LIBRARY, "make preload")
+
+
+def _installed_library(name: str, make_target: str) -> str:
+    """Absolute path of the plain shared library ``name`` installed with the
+    package (``libtlalloc.so``, ``liblivecount.so``); ``FileNotFoundError``
+    naming the path and how to build it when it is not there."""
     # In _lib/, a folder that is not a package, so that importlib never takes
     # the library for an extension module.
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_lib", PRELOAD_LIBRARY)
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_lib", name)
     if not os.path.isfile(path):
         raise FileNotFoundError(
-            f"{PRELOAD_LIBRARY} is not installed at {path!r}: reinstall the package "
-            "(pip install .) to build it, or build it from a checkout with 'make preload'"
+            f"{name} is not installed at {path!r}: reinstall the package "
+            f"(pip install .) to build it, or build it from a checkout with '{make_target}'"
         )
     return path
 

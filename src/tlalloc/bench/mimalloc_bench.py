@@ -335,13 +335,8 @@ def livecount_path(path: str | None = None) -> str:
         if not os.path.isfile(path):
             raise ValueError(f"--live {path!r}: not a file")
         return os.path.abspath(path)
-    import tlalloc
-    lib = os.path.join(os.path.dirname(os.path.abspath(tlalloc.__file__)), "_lib", LIVECOUNT_LIBRARY)
-    if not os.path.isfile(lib):
-        raise FileNotFoundError(f"{LIVECOUNT_LIBRARY} is not installed at {lib!r}: reinstall the "
-                                "package (pip install .), or build it with 'make tools' and pass "
-                                "--live build/c/liblivecount.so")
-    return lib
+    from tlalloc.pool import _installed_library
+    return _installed_library(LIVECOUNT_LIBRARY, "make tools")
 
 
 def read_live_peak(path: str) -> int | None:
@@ -719,10 +714,11 @@ def format_summary(s: dict[str, Any], allocators: list[str]) -> str:
     """
     subject = s["subject"]
     others = [a for a in allocators if a != subject]
+    rss_cols = [a for a in others if a in ("mimalloc", "glibc")]
     live = any("live_peak_bytes" in r for r in s["rows"])
-    live_cols = [a for a in others if a in ("mimalloc", "glibc")] if live else []
+    live_cols = rss_cols if live else []
     headers = ["benchmark", "threads", f"{subject} s", *[f"vs {a}" for a in others],
-               f"{subject} RSS MiB", *[f"RSS/{a}" for a in others if a in ("mimalloc", "glibc")],
+               f"{subject} RSS MiB", *[f"RSS/{a}" for a in rss_cols],
                *([f"{subject} live MiB", f"{subject} RSS/live"] if live else []),
                *[f"RSS/live /{a}" for a in live_cols], "range vs mimalloc", "runs"]
     rows = []
@@ -736,7 +732,7 @@ def format_summary(s: dict[str, Any], allocators: list[str]) -> str:
             r["benchmark"], r["threads"] or "-", "-" if t is None or not math.isfinite(t) else f"{t:.3f}",
             *[_fmt_ratio(r["speed"].get(a)) for a in others],
             "-" if subject not in r["peak_rss_bytes"] else f"{r['peak_rss_bytes'][subject] / 2**20:.1f}",
-            *[_fmt_ratio(r["rss_ratio"].get(a)) for a in others if a in ("mimalloc", "glibc")],
+            *[_fmt_ratio(r["rss_ratio"].get(a)) for a in rss_cols],
             *live_cells, *[_fmt_ratio(r.get("rss_per_live_ratio", {}).get(a)) for a in live_cols],
             f"{min(rng):.2f}-{max(rng):.2f}" if rng else "-", r.get("runs", "-")])
     lines = [format_table(headers, rows)]
@@ -786,6 +782,9 @@ def format_markdown(s: dict[str, Any], allocators: list[str]) -> str:
         bad = v is not None and math.isfinite(v) and (
             (a == "glibc" and v < 1.0) or (a == "mimalloc" and v < 0.8))
         return f"**{txt}**" if bad else txt
+
+    def rss_ratio(v: float | None) -> str:  # bold above 1.2
+        return f"**{_fmt_ratio(v)}**" if v is not None and v > 1.2 else _fmt_ratio(v)
     for r in s["rows"]:
         t = r["time_s"].get(subject)
         rss = r["peak_rss_bytes"].get(subject)
@@ -793,15 +792,11 @@ def format_markdown(s: dict[str, Any], allocators: list[str]) -> str:
                  "-" if t is None or not math.isfinite(t) else f"{t:.3f}",
                  *[speed(a, r["speed"].get(a)) for a in others],
                  "-" if rss is None or not math.isfinite(rss) else f"{rss / 2**20:.1f}"]
-        for a in rss_cols:
-            v = r["rss_ratio"].get(a)
-            cells.append(f"**{_fmt_ratio(v)}**" if v is not None and v > 1.2 else _fmt_ratio(v))
+        cells += [rss_ratio(r["rss_ratio"].get(a)) for a in rss_cols]
         if live:
             lv = r.get("live_peak_bytes", {}).get(subject)
             cells.append("-" if lv is None else f"{lv / 2**20:.1f}")
-        for a in live_cols:
-            v = r.get("rss_per_live_ratio", {}).get(a)
-            cells.append(f"**{_fmt_ratio(v)}**" if v is not None and v > 1.2 else _fmt_ratio(v))
+        cells += [rss_ratio(r.get("rss_per_live_ratio", {}).get(a)) for a in live_cols]
         cells.append(str(r.get("runs", "-")))
         lines.append("| " + " | ".join(cells) + " |")
     if s.get("geomean_speed"):
