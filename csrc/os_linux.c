@@ -106,7 +106,58 @@ static void *tl_map_hugetlb(size_t size) {
 #endif
 }
 
-/* Map size bytes aligned to align (over-map, then trim both ends). */
+/* Aligned mappings first ask for an address of their alignment: one system
+ * call where over-mapping and trimming take three. mmap holds the process's
+ * mmap lock for writing, and a thread that waits on that lock sleeps (and its
+ * wake-up moves it to the waker's core, pool_depot.c's tl_depot_unlock). The
+ * hints climb through an area the kernel does not place mappings in by itself
+ * (8-16 TiB; mimalloc's hints start at 2 TiB), from a start that differs
+ * between processes (ASLR moves this variable). The kernel takes a hint only
+ * where nothing is mapped; otherwise the mapping goes the long way. Not under
+ * the sanitizers, whose shadow memory lies there. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define TL_NO_MAP_HINTS 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define TL_NO_MAP_HINTS 1
+#endif
+#endif
+#if UINTPTR_MAX > 0xFFFFFFFFu && !defined(TL_NO_MAP_HINTS)
+#define TL_HINT_BASE ((uintptr_t)8 << 40)
+#define TL_HINT_END ((uintptr_t)16 << 40)
+static _Atomic uintptr_t tl_hint_next;
+
+static void *tl_map_at_hint(size_t size, size_t align) {
+    if (size > ((size_t)1 << 30) || align > ((size_t)1 << 30)) return NULL;
+    uintptr_t cur = atomic_load_explicit(&tl_hint_next, memory_order_relaxed);
+    if (cur == 0) { /* 1 GiB steps within the area's first TiB */
+        uintptr_t mix = ((uintptr_t)&tl_hint_next >> 12) * (uintptr_t)0x9E3779B97F4A7C15u;
+        atomic_compare_exchange_strong_explicit(&tl_hint_next, &cur, TL_HINT_BASE + (mix >> 54) * ((uintptr_t)1 << 30),
+                                                memory_order_relaxed, memory_order_relaxed);
+    }
+    /* A hole of one alignment unit after each mapping: the kernel would merge
+     * adjacent mappings into one, and a mapping the kernel changes (merged
+     * into, or split by a munmap) makes the page faults of every other thread
+     * in it wait. */
+    uintptr_t step = (((uintptr_t)size + align - 1) & ~(uintptr_t)(align - 1)) + align;
+    uintptr_t h = atomic_fetch_add_explicit(&tl_hint_next, step, memory_order_relaxed);
+    h = (h + align - 1) & ~(uintptr_t)(align - 1);
+    if (h + size > TL_HINT_END) return NULL;
+    void *p = mmap((void *)h, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+    if (((uintptr_t)p & (align - 1)) == 0) return p; /* the hint (or luck) */
+    munmap(p, size);
+    return NULL;
+}
+#else
+static void *tl_map_at_hint(size_t size, size_t align) {
+    (void)size;
+    (void)align;
+    return NULL;
+}
+#endif
+
+/* Map size bytes aligned to align: at a hint, or over-map, then trim both ends. */
 static void *tl_map_aligned(size_t size, size_t align) {
     size_t page = tl_os_page_size();
     if (align <= page) {
@@ -114,6 +165,8 @@ static void *tl_map_aligned(size_t size, size_t align) {
                        -1, 0);
         return p == MAP_FAILED ? NULL : p;
     }
+    void *hinted = tl_map_at_hint(size, align);
+    if (hinted) return hinted;
     if (size > SIZE_MAX - align) return NULL;
     size_t total = size + align;
     char *raw = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,

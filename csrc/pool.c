@@ -437,7 +437,7 @@ static void tl_heap_teardown_unfreed(tl_heap *h, int wait, int free_meta) {
         }
         h->cur[c] = &tl_page_empty;
     }
-    pthread_mutex_unlock(&tl_depot_lock);
+    tl_depot_unlock();
     tl_heap_flush_peak(h);
     pthread_mutex_lock(&tl_registry_lock);
     const _Atomic uint64_t *src = (const _Atomic uint64_t *)&h->c;
@@ -486,6 +486,7 @@ static tl_heap *tl_forked_heaps;
  * nothing changes the registry between the look-ups below. */
 void tl_pool_fork_child(void) {
     tl_heap *self = tl_tls_heap;
+    tl_depot_fork_child();
     /* A page of ours (or of the locked heap) that a parent's thread held BUSY
      * at the fork would stay BUSY forever here: clear it (the block that
      * thread was delaying is on xblocks, or leaks). */
@@ -615,10 +616,7 @@ static tl_page *tl_heap_find_page(tl_heap *h, unsigned c) {
         if (h->kind == TL_HEAP_THREAD) {
             TL_COUNTER_ADD(h->c.num_cache_misses, 1); /* the global heap counts every call */
             tl_heap_flush_peak(h);
-            pthread_mutex_lock(&tl_depot_lock);
-            TL_COUNTER_ADD(h->c.num_depot_locks, 1);
-            pg = tl_depot_take_locked(h, c);
-            pthread_mutex_unlock(&tl_depot_lock);
+            pg = tl_depot_take(h, c);
         } else {
             pg = tl_depot_take_locked(h, c);
         }
@@ -728,7 +726,7 @@ TL_NOINLINE static void *tl_alloc_class_slow(tl_heap *h, unsigned c) {
     TL_COUNTER_ADD(h->c.num_depot_locks, 1);
     TL_COUNTER_ADD(h->c.num_cache_misses, 1);
     void *p = tl_heap_alloc_class(h, c);
-    pthread_mutex_unlock(&tl_depot_lock);
+    tl_depot_unlock();
     return p;
 }
 
@@ -866,7 +864,7 @@ static void tl_heap_return_pages(tl_heap *h, tl_page *list) {
         next = pg->next;
         tl_depot_return_locked(pg);
     }
-    if (thread) pthread_mutex_unlock(&tl_depot_lock);
+    if (thread) tl_depot_unlock();
 }
 
 /* Owner's free (also used for the global heap under the lock). */
@@ -907,7 +905,7 @@ TL_NOINLINE static void tl_pool_free_slow(tl_heap *h, void *p) {
         pthread_mutex_lock(&tl_depot_lock);
         TL_COUNTER_ADD(tl_heap_global.c.num_depot_locks, 1);
         tl_page_free_local(&tl_heap_global, pg, p);
-        pthread_mutex_unlock(&tl_depot_lock);
+        tl_depot_unlock();
         return;
     }
     /* A thread that only frees gets a cache too: it counts its frees there and

@@ -23,6 +23,16 @@
  * mstress at 4 threads took 88,000 minor faults and 0.19 s of system time a
  * run so, against 13,000 and 0.03 s with a 64 MiB limit (BENCHMARKS.md,
  * "Lazy purge of the depot").
+ *
+ * No system call under the lock on the paths threads take on their own: a
+ * thread heap maps a new segment with the lock released (tl_depot_take), and
+ * the lazy purge queues its madvise and munmap calls for tl_depot_unlock,
+ * which makes them after the release. A thread that waits on the lock sleeps,
+ * and the scheduler wakes it on the waker's core; with two threads on two
+ * cores, one then waits a 4 ms tick while the other core idles (BENCHMARKS.md,
+ * "rptest x2: system calls under the depot lock"). The paths a caller asks
+ * for (tl_pool_collect, a limit or delay of 0) and the locked global heap
+ * still make them under the lock.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -46,6 +56,13 @@ static uint64_t tl_num_segments, tl_num_abandoned;
 static _Atomic size_t tl_retain = TL_POOL_DEFAULT_RETAIN;
 static _Atomic uint64_t tl_reserved;
 _Atomic uint64_t tl_depot_due_ms = UINT64_MAX; /* written under the depot lock */
+/* The lazy purge's system calls, queued under the lock and made by
+ * tl_depot_unlock once it is released: dirty pages to give back (linked by
+ * `next`, flagged `purging`, each pinning its segment) and unlinked segments
+ * to unmap (linked by `next`). */
+static tl_page *tl_purge_pages;
+static tl_segment *tl_purge_segs;
+_Atomic(void (*)(void)) tl_depot_purge_hook; /* tests (pool_internal.h) */
 
 /* ---- abandoned lists ----------------------------------------------------------- */
 
@@ -89,7 +106,9 @@ static size_t tl_header_size(uint32_t num_pages, size_t dbg_words) {
     return (h + TL_POOL_PAGE_ALIGN - 1) & ~(size_t)(TL_POOL_PAGE_ALIGN - 1);
 }
 
-TL_NOINLINE TL_COLD static tl_segment *tl_segment_new_locked(int kind) {
+/* Map a segment of pages of one kind and fill in its descriptors. No lock:
+ * the segment is nobody else's until tl_segment_link_locked. */
+TL_NOINLINE TL_COLD static tl_segment *tl_segment_map(int kind) {
     tl_os_region r;
     if (tl_os_map(TL_SEG_SIZE, TL_SEG_SIZE, TL_PAGES_DEFAULT, TL_NUMA_OFF, 0, &r) != 0) return NULL;
     tl_segment *s = r.base;
@@ -119,7 +138,16 @@ TL_NOINLINE TL_COLD static tl_segment *tl_segment_new_locked(int kind) {
         pg->start = (char *)s + lo;
         pg->bytes = hi - lo;
         pg->in_depot = 1;
-        tl_queue_push_back(&tl_clean[kind], pg);
+    }
+    return s;
+}
+
+/* Hand a mapped segment's pages to the depot: all on the clean list. */
+static void tl_segment_link_locked(tl_segment *s) {
+    for (uint32_t i = 0; i < s->num_pages; i++) {
+        tl_page *pg = tl_segment_page(s, i);
+        if (!pg->in_depot) continue; /* eaten by the header */
+        tl_queue_push_back(&tl_clean[s->kind], pg);
         tl_free_space += pg->bytes;
     }
     s->next = tl_segments;
@@ -127,16 +155,16 @@ TL_NOINLINE TL_COLD static tl_segment *tl_segment_new_locked(int kind) {
     if (tl_segments) tl_segments->prev = s;
     tl_segments = s;
     tl_num_segments++;
-    atomic_fetch_add_explicit(&tl_reserved, r.size, memory_order_relaxed);
-    return s;
+    atomic_fetch_add_explicit(&tl_reserved, s->region.size, memory_order_relaxed);
 }
 
-/* Unmap a segment whose pages are all free. */
-static void tl_segment_free_locked(tl_segment *s) {
+/* Unlink a segment whose pages are all free from the depot; the caller unmaps it. */
+static void tl_segment_unlink_locked(tl_segment *s) {
     tl_assert(s->kind != TL_KIND_HUGE);
     for (uint32_t i = 0; i < s->num_pages; i++) {
         tl_page *pg = tl_segment_page(s, i);
         if (!pg->in_depot) continue;
+        tl_assert(!pg->purging); /* it pins the segment */
         tl_queue_remove(pg->touched ? &tl_dirty[s->kind] : &tl_clean[s->kind], pg);
         tl_retained -= pg->touched;
         tl_free_space -= pg->bytes;
@@ -146,6 +174,12 @@ static void tl_segment_free_locked(tl_segment *s) {
     if (s->next) s->next->prev = s->prev;
     tl_num_segments--;
     atomic_fetch_sub_explicit(&tl_reserved, s->region.size, memory_order_relaxed);
+}
+
+/* Unmap a segment whose pages are all free, under the lock (the paths a caller
+ * asked for: tl_pool_collect, a limit or delay of 0). */
+static void tl_segment_free_locked(tl_segment *s) {
+    tl_segment_unlink_locked(s);
     tl_os_region r = s->region;
     tl_os_unmap(&r);
 }
@@ -169,6 +203,19 @@ static void tl_page_discard_locked(int k, tl_page *pg) {
     tl_retained -= pg->touched;
     pg->touched = 0;
     tl_queue_push_front(&tl_clean[k], pg);
+}
+
+/* The lazy purge's way to give a dirty page back: off its list at once (no
+ * thread can take it), given back by tl_depot_unlock after the lock is
+ * released, then on the clean list. Its segment stays mapped meanwhile. */
+static void tl_page_purge_later_locked(int k, tl_page *pg) {
+    tl_queue_remove(&tl_dirty[k], pg);
+    tl_retained -= pg->touched;
+    pg->purging = 1;
+    tl_segment_of(pg->start)->used_pages++;
+    pg->prev = NULL;
+    pg->next = tl_purge_pages;
+    tl_purge_pages = pg;
 }
 
 /* Give back dirty pages above the limit (all of them for limit 0), coldest
@@ -221,28 +268,132 @@ static void tl_depot_purge_locked(uint64_t now) {
             due = pg->freed_ms + delay;
             break;
         }
-        tl_page_discard_locked(k, pg);
+        tl_page_purge_later_locked(k, pg);
     }
     tl_segment *next;
     for (tl_segment *s = tl_segments; s; s = next) {
         next = s->next;
         if (!tl_segment_beyond_limit_locked(s, limit)) continue;
         uint64_t t = tl_segment_dirty_ms(s) + delay;
-        if (t <= now) tl_segment_free_locked(s);
-        else if (t < due) due = t;
+        if (t <= now) {
+            tl_segment_unlink_locked(s);
+            s->next = tl_purge_segs;
+            tl_purge_segs = s;
+        } else if (t < due) {
+            due = t;
+        }
     }
     atomic_store_explicit(&tl_depot_due_ms, due, memory_order_relaxed);
+}
+
+/* The queued purge (tl_purge_pages, tl_purge_segs), with the lock released:
+ * madvise and munmap, then the pages go on the clean lists under the lock
+ * again. A segment that the pages leave wholly free is unmapped by a later
+ * purge (due at once). */
+TL_NOINLINE TL_COLD static void tl_depot_purge_unlocked(tl_page *pages, tl_segment *segs) {
+    void (*hook)(void) = atomic_load_explicit(&tl_depot_purge_hook, memory_order_acquire);
+    if (hook) hook();
+    for (tl_page *pg = pages; pg; pg = pg->next) tl_os_discard(pg->start, pg->touched);
+    while (segs) {
+        tl_segment *next = segs->next;
+        tl_os_region r = segs->region; /* the descriptor lives in the mapping */
+        tl_os_unmap(&r);
+        segs = next;
+    }
+    if (!pages) return;
+    pthread_mutex_lock(&tl_depot_lock);
+    int emptied = 0;
+    tl_page *next;
+    for (tl_page *pg = pages; pg; pg = next) {
+        next = pg->next;
+        tl_assert(pg->purging && pg->in_depot);
+        pg->purging = 0;
+        pg->touched = 0;
+        tl_queue_push_front(&tl_clean[pg->kind], pg);
+        if (--tl_segment_of(pg->start)->used_pages == 0) emptied = 1;
+    }
+    if (emptied) tl_depot_lower_due_locked(0);
+    pthread_mutex_unlock(&tl_depot_lock); /* nothing new was queued */
+}
+
+/* Every release of the depot lock but fork's: the system calls of a lazy
+ * purge are made here, after the release. A thread that waits on the lock
+ * sleeps in the kernel, and the waker's wake-up moves it to the waker's core,
+ * where it waits for the next tick (4 ms) while another core idles: with 2
+ * threads, rptest's peak live bytes doubled so (BENCHMARKS.md, "rptest x2:
+ * system calls under the depot lock"). Cost when nothing is queued: two loads. */
+void tl_depot_unlock(void) {
+    tl_page *pages = tl_purge_pages;
+    tl_segment *segs = tl_purge_segs;
+    if (TL_LIKELY(!pages && !segs)) {
+        pthread_mutex_unlock(&tl_depot_lock);
+        return;
+    }
+    tl_purge_pages = NULL;
+    tl_purge_segs = NULL;
+    pthread_mutex_unlock(&tl_depot_lock);
+    tl_depot_purge_unlocked(pages, segs);
 }
 
 void tl_depot_tick(uint64_t now) {
     pthread_mutex_lock(&tl_depot_lock);
     if (now >= atomic_load_explicit(&tl_depot_due_ms, memory_order_relaxed)) tl_depot_purge_locked(now);
-    pthread_mutex_unlock(&tl_depot_lock);
+    tl_depot_unlock();
+}
+
+/* The queued purge, made here under the lock (tl_pool_collect, which must
+ * leave nothing beyond its limit). */
+static void tl_depot_flush_queued_locked(void) {
+    tl_page *next;
+    for (tl_page *pg = tl_purge_pages; pg; pg = next) {
+        next = pg->next;
+        tl_os_discard(pg->start, pg->touched);
+        pg->purging = 0;
+        pg->touched = 0;
+        tl_queue_push_front(&tl_clean[pg->kind], pg);
+        tl_segment_of(pg->start)->used_pages--;
+    }
+    tl_purge_pages = NULL;
+    for (tl_segment *sg = tl_purge_segs, *n; sg; sg = n) {
+        n = sg->next;
+        tl_os_region r = sg->region;
+        tl_os_unmap(&r);
+    }
+    tl_purge_segs = NULL;
+}
+
+size_t tl_depot_purging_pages(void) {
+    size_t n = 0;
+    pthread_mutex_lock(&tl_depot_lock);
+    for (tl_segment *s = tl_segments; s; s = s->next)
+        for (uint32_t i = 0; i < s->num_pages; i++) n += tl_segment_page(s, i)->purging;
+    tl_depot_unlock();
+    return n;
+}
+
+/* In a child of fork: pages whose purge a thread of the parent had taken
+ * (flagged, on no list) go back on the dirty lists; the queued ones too. */
+void tl_depot_fork_child(void) {
+    pthread_mutex_lock(&tl_depot_lock);
+    tl_purge_pages = NULL;
+    for (tl_segment *s = tl_segments; s; s = s->next) {
+        for (uint32_t i = 0; i < s->num_pages; i++) {
+            tl_page *pg = tl_segment_page(s, i);
+            if (!pg->purging) continue;
+            pg->purging = 0;
+            s->used_pages--;
+            pg->freed_ms = 0; /* oldest: first to go */
+            tl_queue_push_back(&tl_dirty[pg->kind], pg);
+            tl_retained += pg->touched;
+        }
+    }
+    tl_depot_lower_due_locked(0);
+    tl_depot_unlock(); /* the queued segments, if any */
 }
 
 /* ---- pages in and out ------------------------------------------------------------ */
 
-tl_page *tl_depot_take_locked(tl_heap *h, unsigned c) {
+static tl_page *tl_depot_take_page_locked(tl_heap *h, unsigned c, int map) {
     /* 1. Abandoned pages of this class: adopt them (their blocks come back to
      *    whoever owns the page). A few at most, to bound the time under the lock. */
     tl_aqueue *aq = &tl_abandoned[c];
@@ -264,14 +415,17 @@ tl_page *tl_depot_take_locked(tl_heap *h, unsigned c) {
         pg->in_full = 1;
         tl_queue_push_back(&h->full[c], pg);
     }
-    /* 2. A free page, dirty (warm) ones first; a new segment if none. */
+    /* 2. A free page, dirty (warm) ones first; a new segment if none (with
+     *    `map`; else NULL, and the caller maps one without the lock). */
     int kind = tl_class_kind(c);
     tl_page_queue *q = tl_dirty[kind].head ? &tl_dirty[kind] : &tl_clean[kind];
     if (!q->head) {
-        if (!tl_segment_new_locked(kind)) {
-            errno = ENOMEM;
+        tl_segment *s = map ? tl_segment_map(kind) : NULL;
+        if (!s) {
+            if (map) errno = ENOMEM;
             return NULL;
         }
+        tl_segment_link_locked(s);
         q = &tl_clean[kind];
     }
     pg = q->head;
@@ -292,6 +446,31 @@ tl_page *tl_depot_take_locked(tl_heap *h, unsigned c) {
     tl_assert(atomic_load_explicit(&pg->xfree, memory_order_relaxed) == 0);
     atomic_store_explicit(&pg->heap, h, memory_order_relaxed); /* ordered by the lock */
     return pg;
+}
+
+/* The locked global heap, which holds the lock: a new segment is mapped under it. */
+tl_page *tl_depot_take_locked(tl_heap *h, unsigned c) { return tl_depot_take_page_locked(h, c, 1); }
+
+/* A thread heap: takes the lock, and maps a new segment with it released
+ * (an mmap and two munmaps, 10-60 us: see tl_depot_unlock for why not under
+ * it). Another thread may map one meanwhile; the depot then holds one more
+ * free segment, given back by the purge's rules. */
+tl_page *tl_depot_take(tl_heap *h, unsigned c) {
+    tl_segment *fresh = NULL;
+    for (;;) {
+        pthread_mutex_lock(&tl_depot_lock);
+        TL_COUNTER_ADD(h->c.num_depot_locks, 1);
+        if (fresh) tl_segment_link_locked(fresh);
+        tl_page *pg = tl_depot_take_page_locked(h, c, 0);
+        tl_assert(pg || !fresh); /* the new segment's pages are on the clean list */
+        tl_depot_unlock();
+        if (pg) return pg;
+        fresh = tl_segment_map(tl_class_kind(c));
+        if (!fresh) {
+            errno = ENOMEM;
+            return NULL;
+        }
+    }
 }
 
 void tl_depot_return_locked(tl_page *pg) {
@@ -358,7 +537,7 @@ void tl_depot_set_retain(size_t bytes) {
         atomic_store_explicit(&tl_depot_due_ms, 0, memory_order_relaxed);
     else
         tl_depot_trim_locked(bytes);
-    pthread_mutex_unlock(&tl_depot_lock);
+    tl_depot_unlock();
 }
 
 size_t tl_depot_get_retain(void) { return atomic_load_explicit(&tl_retain, memory_order_relaxed); }
@@ -396,7 +575,7 @@ void tl_depot_sweep_abandoned(tl_heap *h, unsigned c) {
         }
         if (was_last) break;
     }
-    pthread_mutex_unlock(&tl_depot_lock);
+    tl_depot_unlock();
 }
 
 void tl_depot_collect(int release_all) {
@@ -438,6 +617,7 @@ void tl_depot_collect(int release_all) {
         g->cur[c] = g->avail[c].head ? g->avail[c].head : &tl_page_empty;
     }
     size_t limit = release_all ? 0 : atomic_load_explicit(&tl_retain, memory_order_relaxed);
+    tl_depot_flush_queued_locked(); /* what the returns above queued */
     tl_depot_trim_locked(limit);
     /* Segments with no page in use, beyond the limit. */
     tl_segment *next;
@@ -447,7 +627,7 @@ void tl_depot_collect(int release_all) {
     }
     /* Nothing beyond the limit is left for the lazy purge. */
     atomic_store_explicit(&tl_depot_due_ms, UINT64_MAX, memory_order_relaxed);
-    pthread_mutex_unlock(&tl_depot_lock);
+    tl_depot_unlock();
 }
 
 void tl_depot_usage(uint64_t *reserved, uint64_t *retained, uint64_t *segments,

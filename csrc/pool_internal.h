@@ -121,6 +121,7 @@ typedef struct tl_page {
     size_t touched;                /* (depot) bytes possibly resident while free; the
                                     * owner reads it (unchanged while owned) */
     uint8_t in_abandoned;          /* (depot) on an abandoned list */
+    uint8_t purging;               /* (depot) free, being given back (tl_depot_unlock) */
     _Atomic uint64_t *dbg_live;    /* debug builds: one bit per block, set while out */
     uint64_t freed_ms;             /* (depot) when it went on a dirty list (coarse ms) */
 } tl_page;
@@ -320,6 +321,14 @@ void tl_peak_add(int64_t d);
 /* A page for class c owned by h: an abandoned page of that class, a free page,
  * or a page of a new segment. NULL with errno = ENOMEM if the OS refuses. */
 tl_page *tl_depot_take_locked(tl_heap *h, unsigned c);
+tl_page *tl_depot_take(tl_heap *h, unsigned c); /* takes the lock itself */
+/* Releases tl_depot_lock; every path but fork's releases it so. */
+void tl_depot_unlock(void);
+void tl_depot_fork_child(void);
+/* Tests: pages whose purge is under way (flagged, on no list), and a function
+ * that a purge calls after it released the lock, before its system calls. */
+size_t tl_depot_purging_pages(void);
+extern _Atomic(void (*)(void)) tl_depot_purge_hook;
 /* An empty page (used == 0, not on any heap queue) goes back to the depot. */
 void tl_depot_return_locked(tl_page *pg);
 /* Hand over a page with live blocks (owner, at thread exit). */

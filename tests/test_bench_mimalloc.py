@@ -99,6 +99,8 @@ def test_run_once_reports_status_rss_and_timeout(tmp_path: Path) -> None:
     r = mb.run_once(["sh", "-c", "echo hi; echo err >&2"], dict(os.environ), None, 10, timer)
     assert (r["status"], r["stdout"], r["stderr"], r["timed_out"]) == (0, "hi\n", "err\n", False)
     assert r["maxrss_bytes"] > 0 and r["wall_s"] > 0
+    # A program that sleeps waits: voluntary context switches are counted.
+    assert mb.run_once(["sleep", "0.05"], dict(os.environ), None, 10, timer)["nvcsw"] >= 1
     assert mb.run_once(["sh", "-c", "exit 3"], dict(os.environ), None, 10, timer)["status"] == 3
     assert mb.run_once(["sh", "-c", "kill -ABRT $$"], dict(os.environ), None, 10, timer)["status"] == -6
     r = mb.run_once(["sleep", "30"], dict(os.environ), None, 0.3, timer)
@@ -173,6 +175,60 @@ def test_goals() -> None:
     assert md[2] == "| cfrac | - | 1.000 | 2.00 | 1.00 | 0.0 | 1.00 | 1 |"
     assert md[3] == "| cfrac | - | 1.000 | **0.90** | **0.70** | 0.0 | **1.30** | 1 |"
     assert md[4].startswith("| **geometric mean** |")
+
+
+def _rounds(times: list[float], rss: list[int]) -> list[dict[str, object]]:
+    return [{"time_s": t, "maxrss_bytes": m, "error": None, "round": i}
+            for i, (t, m) in enumerate(zip(times, rss, strict=True))]
+
+
+def test_intervals_and_within_noise() -> None:
+    b = mb.BENCHES[0]
+    # A cell 3% slower than glibc by the medians, whose runs spread by 10%
+    # either way: a miss, but within noise. A cell 2x slower in every round
+    # is a miss outside it; a cell with 4 rounds gets no interval.
+    noisy = [1.0, 1.1, 0.9, 1.05, 0.95, 1.0, 1.1, 0.9]
+    cfgs = [
+        mb.Config(b, 1, b.args, runs={
+            "glibc": _rounds(noisy, [100] * 8),
+            "tlalloc": _rounds([t * 1.03 for t in reversed(noisy)], [100] * 8)}),
+        mb.Config(b, 2, b.args, runs={
+            "glibc": _rounds(noisy, [100] * 8),
+            "tlalloc": _rounds([2 * t for t in noisy], [300 + i for i in range(8)])}),
+        mb.Config(b, 4, b.args, runs={
+            "glibc": _rounds([1.0] * 4, [100] * 4),
+            "tlalloc": _rounds([2.0] * 4, [100] * 4)}),
+    ]
+    for c in cfgs:
+        c.bench = mb.BENCHES[mb.BENCH_NAMES.index("larson")]
+    s = mb.summarize(cfgs, "tlalloc")
+    r0, r1, r2 = s["rows"]
+    lo, hi = r0["speed_ci"]["glibc"]
+    assert lo <= r0["speed"]["glibc"] <= hi and lo < 1.0 < hi
+    assert r1["speed_ci"]["glibc"] == pytest.approx((0.5, 0.5))
+    lo, hi = r1["rss_ratio_ci"]["glibc"]
+    assert 3.0 <= lo <= hi <= 3.08
+    assert "speed_ci" not in r2 and "rss_ratio_ci" not in r2
+    g = s["goals"]["at least glibc's speed everywhere"]
+    assert not g["met"]
+    assert g["below"] == ["larson x1", "larson x2", "larson x4"]
+    assert g["within noise"] == ["larson x1"]
+    # The same runs give the same interval (the bootstrap's seed is fixed).
+    assert mb.summarize(cfgs, "tlalloc")["rows"][0]["speed_ci"] == r0["speed_ci"]
+    text = mb.format_summary(s, ["glibc", "tlalloc"])
+    assert f"{r0['speed']['glibc']:.2f} ({r0['speed_ci']['glibc'][0]:.2f}-" in text
+    assert "within noise: larson x1)" in text and "95% interval" in text
+    md = mb.format_markdown(s, ["glibc", "tlalloc"]).splitlines()
+    assert md[3].startswith("| larson | 2 | 2.000 | **0.50** (0.50-0.50) |")
+    assert md[4].startswith("| larson | 4 | 2.000 | **0.50** |")
+    assert "95% interval" in md[-1]
+
+
+def test_ratio_interval_needs_rounds_in_common() -> None:
+    a = {r: 1.0 for r in range(10)}
+    assert mb.ratio_interval(a, {r: 2.0 for r in range(6, 10)}) is None  # 4 in common
+    assert mb.ratio_interval(a, {r: 2.0 for r in range(5, 10)}) == (0.5, 0.5)
+    assert mb.ratio_interval(a, {r: 0.0 for r in range(10)}) is None  # no finite ratio
 
 
 def test_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str],

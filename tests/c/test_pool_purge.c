@@ -9,9 +9,12 @@
  * - pages emptied in a burst stay in the depot beyond the retain limit for the
  *   purge delay (taken again without page faults), then go back to the OS
  *   through later allocations; at once with a delay of 0. */
+#include <pthread.h>
+#include <semaphore.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "pool_internal.h" /* tl_num_block_purges */
@@ -160,9 +163,69 @@ static void test_depot_lazy_purge(void) {
     CHECK(tl_pool_configure(&o) == 0);
 }
 
+/* The lazy purge's system calls are made with the depot lock released, and a
+ * fork meanwhile (from another thread) leaves the child no page stuck in
+ * flight. The hook stops the first purge between the two. */
+static sem_t hook_go, hook_done;
+static int hook_calls, hook_lock_free, child_status = -1;
+static size_t hook_in_flight;
+
+static void purge_hook(void) {
+    if (hook_calls++) return;
+    hook_lock_free = pthread_mutex_trylock(&tl_depot_lock) == 0;
+    if (hook_lock_free) pthread_mutex_unlock(&tl_depot_lock);
+    hook_in_flight = tl_depot_purging_pages();
+    sem_post(&hook_go);
+    sem_wait(&hook_done);
+}
+
+static void *forker(void *arg) {
+    (void)arg;
+    sem_wait(&hook_go);
+    if (!hook_calls) return NULL; /* no purge came */
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* The purging thread does not exist here: its pages are back. */
+        void *p = tl_pool_malloc(100);
+        tl_pool_free(p);
+        _exit(tl_depot_purging_pages() == 0 && p != NULL ? 0 : 1);
+    }
+    if (pid > 0) waitpid(pid, &child_status, 0);
+    sem_post(&hook_done);
+    return NULL;
+}
+
+static void test_purge_outside_lock(void) {
+    tl_pool_options o = TL_POOL_OPTIONS_DEFAULT;
+    o.retain_bytes = MIB;
+    o.purge_delay_ms = 1;
+    CHECK(tl_pool_configure(&o) == 0);
+    sem_init(&hook_go, 0, 0);
+    sem_init(&hook_done, 0, 0);
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, forker, NULL) == 0);
+    atomic_store(&tl_depot_purge_hook, purge_hook);
+    depot_burst(0);
+    for (int i = 0; i < 2000 && !hook_calls; i++) {
+        usleep(2000);
+        for (int k = 0; k < 64; k++) tl_pool_free(tl_pool_malloc(2000)); /* the tick */
+    }
+    atomic_store(&tl_depot_purge_hook, NULL);
+    if (!hook_calls) sem_post(&hook_go);
+    pthread_join(t, NULL);
+    CHECK(hook_calls > 0);
+    CHECK(hook_lock_free);
+    CHECK(hook_in_flight > 0);
+    CHECK(WIFEXITED(child_status) && WEXITSTATUS(child_status) == 0);
+    CHECK(tl_depot_purging_pages() == 0); /* done, back on the clean lists */
+    o = (tl_pool_options)TL_POOL_OPTIONS_DEFAULT;
+    CHECK(tl_pool_configure(&o) == 0);
+}
+
 int main(void) {
     RUN(test_free_class_blocks_purged);
     RUN(test_depot_lazy_purge);
+    RUN(test_purge_outside_lock);
     RUN(test_large_resident_bounded);
     TEST_MAIN_END();
 }
