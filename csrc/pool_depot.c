@@ -286,6 +286,16 @@ static void tl_depot_purge_locked(uint64_t now) {
     atomic_store_explicit(&tl_depot_due_ms, due, memory_order_relaxed);
 }
 
+/* A page whose purge is done goes on the clean list; returns 1 if its
+ * segment has no page in use left. */
+static int tl_page_purged_locked(tl_page *pg) {
+    tl_assert(pg->purging && pg->in_depot);
+    pg->purging = 0;
+    pg->touched = 0;
+    tl_queue_push_front(&tl_clean[pg->kind], pg);
+    return --tl_segment_of(pg->start)->used_pages == 0;
+}
+
 /* The queued purge (tl_purge_pages, tl_purge_segs), with the lock released:
  * madvise and munmap, then the pages go on the clean lists under the lock
  * again. A segment that the pages leave wholly free is unmapped by a later
@@ -306,11 +316,7 @@ TL_NOINLINE TL_COLD static void tl_depot_purge_unlocked(tl_page *pages, tl_segme
     tl_page *next;
     for (tl_page *pg = pages; pg; pg = next) {
         next = pg->next;
-        tl_assert(pg->purging && pg->in_depot);
-        pg->purging = 0;
-        pg->touched = 0;
-        tl_queue_push_front(&tl_clean[pg->kind], pg);
-        if (--tl_segment_of(pg->start)->used_pages == 0) emptied = 1;
+        emptied |= tl_page_purged_locked(pg);
     }
     if (emptied) tl_depot_lower_due_locked(0);
     pthread_mutex_unlock(&tl_depot_lock); /* nothing new was queued */
@@ -348,10 +354,7 @@ static void tl_depot_flush_queued_locked(void) {
     for (tl_page *pg = tl_purge_pages; pg; pg = next) {
         next = pg->next;
         tl_os_discard(pg->start, pg->touched);
-        pg->purging = 0;
-        pg->touched = 0;
-        tl_queue_push_front(&tl_clean[pg->kind], pg);
-        tl_segment_of(pg->start)->used_pages--;
+        (void)tl_page_purged_locked(pg); /* the caller unmaps emptied segments */
     }
     tl_purge_pages = NULL;
     for (tl_segment *sg = tl_purge_segs, *n; sg; sg = n) {
