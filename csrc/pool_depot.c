@@ -296,6 +296,16 @@ static int tl_page_purged_locked(tl_page *pg) {
     return --tl_segment_of(pg->start)->used_pages == 0;
 }
 
+/* Unmap a list of unlinked segments (linked by `next`, which lives in each). */
+static void tl_segments_unmap(tl_segment *segs) {
+    while (segs) {
+        tl_segment *next = segs->next;
+        tl_os_region r = segs->region; /* the descriptor lives in the mapping */
+        tl_os_unmap(&r);
+        segs = next;
+    }
+}
+
 /* The queued purge (tl_purge_pages, tl_purge_segs), with the lock released:
  * madvise and munmap, then the pages go on the clean lists under the lock
  * again. A segment that the pages leave wholly free is unmapped by a later
@@ -304,12 +314,7 @@ TL_NOINLINE TL_COLD static void tl_depot_purge_unlocked(tl_page *pages, tl_segme
     void (*hook)(void) = atomic_load_explicit(&tl_depot_purge_hook, memory_order_acquire);
     if (hook) hook();
     for (tl_page *pg = pages; pg; pg = pg->next) tl_os_discard(pg->start, pg->touched);
-    while (segs) {
-        tl_segment *next = segs->next;
-        tl_os_region r = segs->region; /* the descriptor lives in the mapping */
-        tl_os_unmap(&r);
-        segs = next;
-    }
+    tl_segments_unmap(segs);
     if (!pages) return;
     pthread_mutex_lock(&tl_depot_lock);
     int emptied = 0;
@@ -357,11 +362,7 @@ static void tl_depot_flush_queued_locked(void) {
         (void)tl_page_purged_locked(pg); /* the caller unmaps emptied segments */
     }
     tl_purge_pages = NULL;
-    for (tl_segment *sg = tl_purge_segs, *n; sg; sg = n) {
-        n = sg->next;
-        tl_os_region r = sg->region;
-        tl_os_unmap(&r);
-    }
+    tl_segments_unmap(tl_purge_segs);
     tl_purge_segs = NULL;
 }
 

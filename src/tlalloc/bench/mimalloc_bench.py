@@ -695,9 +695,14 @@ def summarize(configs: list[Config], subject: str) -> dict[str, Any]:
             "args": list(cfg.args), "note": cfg.note, "time_s": med_t, "peak_rss_bytes": med_rss,
             "failures": {a: f for a, f in failures.items() if f}, "speed": {}, "speed_rounds": {},
             "rss_ratio": {}, "runs": len(ok.get(subject, []))}
+        # Per allocator and round: time, peak RSS, RSS per live byte (--live);
+        # for the medians and the 95% intervals (ratio_interval).
+        by_round = {a: ({e["round"]: e["time_s"] for e in es},
+                        {e["round"]: e["maxrss_bytes"] for e in es},
+                        {e["round"]: e["maxrss_bytes"] / e["live_peak_bytes"] for e in es
+                         if e.get("live_peak_bytes")}) for a, es in ok.items()}
         # --live: median peak live bytes and median RSS per live byte of each allocator.
-        per_live = {a: [e["maxrss_bytes"] / e["live_peak_bytes"] for e in es if e.get("live_peak_bytes")]
-                    for a, es in ok.items()}
+        per_live = {a: list(rounds[2].values()) for a, rounds in by_round.items()}
         if any(per_live.values()):
             row["live_peak_bytes"] = {
                 a: _median([e["live_peak_bytes"] for e in es if e.get("live_peak_bytes")])
@@ -705,11 +710,6 @@ def summarize(configs: list[Config], subject: str) -> dict[str, Any]:
             row["rss_per_live"] = {a: _median(v) for a, v in per_live.items() if v}
             row["rss_per_live_ratio"] = {}
         if subject in ok and ok[subject]:
-            # Per round, for the 95% intervals (ratio_interval).
-            by_round = {a: ({e["round"]: e["time_s"] for e in es},
-                            {e["round"]: e["maxrss_bytes"] for e in es},
-                            {e["round"]: e["maxrss_bytes"] / e["live_peak_bytes"] for e in es
-                             if e.get("live_peak_bytes")}) for a, es in ok.items()}
             subj_t, subj_rss, subj_rpl = by_round[subject]
             for a in names:
                 if a == subject or not ok.get(a):
