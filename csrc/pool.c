@@ -327,13 +327,37 @@ static void tl_make_key(void) {
     tl_heap_key_ok = pthread_key_create(&tl_heap_key, tl_heap_key_destructor) == 0;
 }
 
-/* A zeroed heap descriptor (registry lock held). mmap directly: the OS layer
- * calls no malloc for default pages. NULL when the OS refuses. */
+/* Debug builds: every class of h is as a new heap has it (no page queued,
+ * cur the sentinel). */
+static void tl_heap_assert_empty(const tl_heap *h) {
+#ifdef TLALLOC_DEBUG
+    for (unsigned c = 0; c < TL_POOL_NUM_CLASSES; c++) {
+        tl_assert(h->cur[c] == &tl_page_empty);
+        tl_assert(!h->avail[c].head && !h->avail[c].tail && h->avail[c].count == 0);
+        tl_assert(!h->full[c].head && !h->full[c].tail && h->full[c].count == 0);
+    }
+#else
+    (void)h;
+#endif
+}
+
+/* A heap descriptor with empty queues, every cur[c] the sentinel and every
+ * other field zero (registry lock held). mmap directly: the OS layer calls no
+ * malloc for default pages. NULL when the OS refuses. */
+_Static_assert(offsetof(tl_heap, cur) < offsetof(tl_heap, c) &&
+                   offsetof(tl_heap, c) < offsetof(tl_heap, avail) &&
+                   offsetof(tl_heap, avail) < offsetof(tl_heap, full) &&
+                   offsetof(tl_heap, full) < offsetof(tl_heap, xblocks),
+               "tl_heap_meta_alloc_locked zeroes c..avail and xblocks..end");
 static tl_heap *tl_heap_meta_alloc_locked(void) {
     tl_heap *h = tl_heap_meta_free_list;
     if (h) {
+        /* Back from teardown, which left cur[] and the queues (3.4 KiB of the
+         * 3.7) as a new heap has them: zero the fields around them only. */
         tl_heap_meta_free_list = h->reg_next;
-        memset(h, 0, sizeof *h);
+        tl_heap_assert_empty(h);
+        memset(&h->c, 0, offsetof(tl_heap, avail) - offsetof(tl_heap, c));
+        memset(&h->xblocks, 0, sizeof *h - offsetof(tl_heap, xblocks));
         return h;
     }
     const size_t sz = (sizeof(tl_heap) + 63) & ~(size_t)63;
@@ -345,6 +369,7 @@ static tl_heap *tl_heap_meta_alloc_locked(void) {
     }
     h = (tl_heap *)tl_heap_meta_next;
     tl_heap_meta_next += sz;
+    for (unsigned c = 0; c < TL_POOL_NUM_CLASSES; c++) h->cur[c] = &tl_page_empty;
     return h;
 }
 
@@ -367,7 +392,6 @@ TL_NOINLINE TL_COLD static tl_heap *tl_heap_create(void) {
         pthread_mutex_lock(&tl_registry_lock);
         h = tl_heap_meta_alloc_locked();
         if (h) {
-            for (unsigned c = 0; c < TL_POOL_NUM_CLASSES; c++) h->cur[c] = &tl_page_empty;
             h->kind = TL_HEAP_THREAD;
             h->reg_next = tl_registry_head;
             if (tl_registry_head) tl_registry_head->reg_prev = h;
@@ -400,11 +424,15 @@ TL_NOINLINE TL_COLD static tl_heap *tl_heap_create(void) {
 static void tl_heap_teardown_unfreed(tl_heap *h, int wait, int free_meta) {
     tl_assert(h->kind == TL_HEAP_THREAD);
     tl_large_heap_flush(h); /* its cached large blocks go to the shared cache */
+    /* Only the classes that ever had pages (h->classes); the others are
+     * empty and stay so. */
+    const uint64_t classes = h->classes;
     /* Clear WATCH on every page (waiting out freers that hold BUSY): after
      * that no thread pushes on h->xblocks or reads h through a page. Then the
      * delayed blocks go back into their pages. (After fork, `wait` is 0: the
      * thread holding BUSY may not exist in the child.) */
-    for (unsigned c = 0; c < TL_POOL_NUM_CLASSES; c++) {
+    for (uint64_t m = classes; m; m &= m - 1) {
+        const unsigned c = (unsigned)__builtin_ctzll(m);
         for (tl_page *pg = h->avail[c].head; pg; pg = pg->next) tl_page_unwatch(pg, wait);
         for (tl_page *pg = h->full[c].head; pg; pg = pg->next) tl_page_unwatch(pg, wait);
     }
@@ -420,7 +448,8 @@ static void tl_heap_teardown_unfreed(tl_heap *h, int wait, int free_meta) {
     }
     pthread_mutex_lock(&tl_depot_lock);
     TL_COUNTER_ADD(h->c.num_depot_locks, 1);
-    for (unsigned c = 0; c < TL_POOL_NUM_CLASSES; c++) {
+    for (uint64_t m = classes; m; m &= m - 1) {
+        const unsigned c = (unsigned)__builtin_ctzll(m);
         tl_page_queue *qs[2] = {&h->avail[c], &h->full[c]};
         for (int k = 0; k < 2; k++) {
             tl_page *next;
@@ -437,6 +466,8 @@ static void tl_heap_teardown_unfreed(tl_heap *h, int wait, int free_meta) {
         }
         h->cur[c] = &tl_page_empty;
     }
+    h->classes = 0;
+    tl_heap_assert_empty(h);
     tl_depot_unlock();
     tl_heap_flush_peak(h);
     pthread_mutex_lock(&tl_registry_lock);
@@ -548,6 +579,7 @@ static tl_heap *tl_heap_resolve(tl_heap *h) {
  * under the depot lock). NULL when the OS refuses memory. */
 static tl_page *tl_heap_find_page(tl_heap *h, unsigned c) {
     tl_page_queue *q = &h->avail[c];
+    h->classes |= (uint64_t)1 << c; /* pages of c may come in below */
     TL_COUNTER_ADD(h->c.num_refills, 1);
     tl_heap_maybe_flush(h);
     /* 1. Full pages that other threads freed into come back (delayed free):
@@ -881,6 +913,7 @@ static inline void tl_page_free_local(tl_heap *h, tl_page *pg, void *p) {
 static void tl_heap_adopt(tl_heap *h, tl_page *pg) {
     tl_page_collect(pg);
     pg->in_full = 0;
+    h->classes |= (uint64_t)1 << pg->cls;
     tl_queue_push_back(&h->avail[pg->cls], pg);
     tl_heap_update_cur(h, pg->cls);
     TL_COUNTER_ADD(h->c.num_reclaimed_pages, 1);

@@ -216,7 +216,14 @@ typedef struct tl_heap {
     size_t lcache_size[TL_LCACHE_SLOTS];
     uint8_t lcache_missed;  /* (owner) the last look into the cache found no fit */
     uint8_t lcache_probes;  /* (owner) frees since, every 8th kept anyway */
+    /* (owner) bit c: class c may have pages on avail[c]/full[c] (set by the
+     * refill and by adoption, the only ways in). Teardown visits these classes
+     * only, and leaves every other one as it found it: empty, cur[c] the
+     * sentinel. So a thread that used two classes starts and exits in about
+     * 200 instructions of ours, not the 3,000 of a walk over all of them. */
+    uint64_t classes;
 } tl_heap;
+_Static_assert(TL_POOL_NUM_CLASSES <= 64, "tl_heap.classes has a bit per class");
 
 /* Fold the heap's in-use delta into the estimate once it has moved this far,
  * so the peak misses at most this much per thread (plus the page being

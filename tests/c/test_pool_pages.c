@@ -8,6 +8,9 @@
  * - full pages that other threads free into are found again and reused;
  * - pages emptied by other threads' frees go back to the depot, for a live
  *   producer that never frees and for the pages of an exited thread;
+ * - a thread's exit hands over the pages of every class it used (teardown
+ *   visits only those: tl_heap.classes), and the next thread starts clean
+ *   on the reused descriptor;
  * - a stress of producers and consumers (run under TSan by `make test
  *   SAN=tsan`) that ends with every page given back.
  *
@@ -278,6 +281,80 @@ static void test_emptied_pages_returned_exited_owner(void) {
     CHECK(tl_pool_configure(NULL) == 0);
 }
 
+/* ---- thread exit visits exactly the classes the thread used --------------------
+ * Teardown walks only the classes marked in tl_heap.classes, and the next
+ * thread reuses the descriptor without clearing its queues. Each thread of a
+ * sequence takes one block of every class, frees all but one (class k for
+ * the k-th thread) and exits. The kept block's page must be abandoned (no
+ * owner) when the thread is gone: a page of a class teardown skipped would
+ * still name the freed descriptor as its owner, and the next thread, handed
+ * the same descriptor, would find it on its queues (the debug builds' check
+ * on reuse, tl_heap_assert_empty, fails there too). */
+static void *kept_blocks[TL_POOL_NUM_CLASSES];
+
+static int small_class(unsigned c) {
+    const size_t sz = tl_pool_class_size(c);
+    return sz != 0 && sz <= TL_POOL_MAX_SMALL;
+}
+
+static void *use_every_class(void *arg) {
+    const unsigned keep = (unsigned)(uintptr_t)arg;
+    for (unsigned c = 0; c < TL_POOL_NUM_CLASSES; c++) {
+        if (!small_class(c)) continue;
+        const size_t sz = tl_pool_class_size(c);
+        unsigned char *p = tl_pool_malloc(sz);
+        CHECK(p != NULL);
+        if (!p) continue;
+        memset(p, (int)c, sz);
+        if (c == keep) kept_blocks[c] = p;
+        else tl_pool_free(p);
+    }
+    return NULL;
+}
+
+static tl_heap *owner_of(void *p) {
+    return atomic_load(&tl_page_of(tl_segment_of(p), p)->heap);
+}
+
+static void test_exit_hands_over_every_class(void) {
+    tl_pool_stats s0 = stats();
+    unsigned used = 0, orphaned = 0;
+    for (unsigned c = 0; c < TL_POOL_NUM_CLASSES; c++) {
+        if (!small_class(c)) continue;
+        run_thread(use_every_class, (void *)(uintptr_t)c);
+        CHECK(stats().num_heaps == s0.num_heaps);
+        CHECK(kept_blocks[c] != NULL);
+        if (kept_blocks[c]) orphaned += owner_of(kept_blocks[c]) == NULL;
+        used++;
+    }
+    CHECK(used > 40);
+    CHECK(orphaned == used);
+    /* Every kept page is still without an owner: no later thread took one
+     * over by inheriting a queue it should not have had. */
+    unsigned still = 0;
+    size_t kept = 0;
+    for (unsigned c = 0; c < TL_POOL_NUM_CLASSES; c++) {
+        unsigned char *p = kept_blocks[c];
+        if (!p) continue;
+        still += owner_of(p) == NULL;
+        const size_t sz = tl_pool_class_size(c);
+        int intact = 1;
+        for (size_t i = 0; i < sz; i++) intact &= p[i] == (unsigned char)c;
+        CHECK(intact);
+        kept += sz;
+    }
+    printf("     %u threads, one class kept each: %u pages without an owner after the exits\n",
+           used, still);
+    tl_pool_stats s1 = stats();
+    CHECK(s1.num_threads == s0.num_threads + used);
+    CHECK(s1.in_use_bytes == s0.in_use_bytes + kept);
+    for (unsigned c = 0; c < TL_POOL_NUM_CLASSES; c++) {
+        tl_pool_free(kept_blocks[c]);
+        kept_blocks[c] = NULL;
+    }
+    CHECK(stats().in_use_bytes == s0.in_use_bytes);
+}
+
 /* ---- stress: producers and consumers, producers exiting ----------------------- */
 
 #define ST_RING 512
@@ -388,6 +465,7 @@ int main(void) {
     RUN(test_refill_bounded);
     RUN(test_emptied_pages_returned_live_owner);
     RUN(test_emptied_pages_returned_exited_owner);
+    RUN(test_exit_hands_over_every_class);
     RUN(test_stress_producers_consumers);
     TEST_MAIN_END();
 }
