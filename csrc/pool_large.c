@@ -72,6 +72,7 @@ static uint64_t tl_num_cached, tl_num_purged; /* (lock) */
 static uint64_t tl_last_pressure_ms;          /* (lock) */
 static _Atomic uint64_t tl_resident_cached;   /* DIRTY and BUSY bytes */
 static size_t tl_resident_small;              /* (lock) of which in mappings up to 4 MiB */
+static uint64_t tl_live_peak, tl_live_peak_ms; /* (lock) tl_purge_excess's recent live bytes */
 static _Atomic uint64_t tl_mapped;            /* every huge mapping, live or cached */
 static _Atomic uint64_t tl_num_purges, tl_num_reuses;
 static _Atomic size_t tl_cache_limit = TL_POOL_DEFAULT_LARGE_CACHE;
@@ -289,26 +290,46 @@ static void tl_purge_due(uint64_t now, int force) {
     }
 }
 
-/* Resident cached mappings of up to 4 MiB beyond retain_bytes plus the bytes
- * of live large blocks are purged at once, oldest first, without waiting for
- * the delay: a churn of many sizes otherwise keeps a mapping of each size it
- * used in the last delay resident (4 threads dropping NumPy arrays of 64 KiB
- * to 2 MB: 30 MiB cached for 12 MiB live, bench/numpy_churn_ab.py; bounding
- * at max(retain, live) instead cost more purges and refaults for about 10%
- * less RSS). Bigger mappings keep the delay alone: a program that frees and
- * reallocates a 64 MiB buffer keeps it resident. Called after a free; takes
- * the large lock twice when it purges. */
+/* Resident cached mappings of up to 4 MiB are purged at once, oldest first,
+ * without waiting for the delay, beyond retain_bytes plus what the live large
+ * blocks lack of the most live large bytes seen in the last purge delay: the
+ * large blocks, live and cached, stay within that most plus retain_bytes.
+ * - A churn of many sizes otherwise keeps a mapping of each size it used in
+ *   the last delay resident (4 threads dropping NumPy arrays of 64 KiB to
+ *   2 MB: 30 MiB cached for 12 MiB live, bench/numpy_churn_ab.py).
+ * - The recent most, not the live bytes now: threads that free their large
+ *   blocks before they exit, and whose successors allocate as much again
+ *   (mstress: 25 rounds of 4 threads), had every round's blocks purged and
+ *   faulted in again: 2x mimalloc's page faults, 0.73x its speed at 4
+ *   threads (BENCHMARKS.md, "mstress: the large cache's bound follows the
+ *   recent most").
+ * - Bounding the cached bytes alone by the most plus retain_bytes, instead of
+ *   the sum, raised the churn's peak RSS to 1.12x NumPy's default in a
+ *   60-second run (1.06x with the bound at the live bytes now, 1.00x with
+ *   this one).
+ * The most is sampled here, at frees, and forgotten a purge delay after it
+ * was last reached. Bigger mappings keep the delay alone: a program that
+ * frees and reallocates a 64 MiB buffer keeps it resident. Called after a
+ * free; takes the large lock twice when it purges. */
 static void tl_purge_excess(void) {
     enum { MAX_BATCH = 16 };
     tl_segment *batch[MAX_BATCH];
     int n = 0;
     size_t retain = tl_depot_get_retain();
+    uint64_t now = tl_os_coarse_ms();
+    uint64_t delay = atomic_load_explicit(&tl_purge_delay, memory_order_relaxed);
     tl_large_lock_counted();
     uint64_t mapped = atomic_load_explicit(&tl_mapped, memory_order_relaxed);
     /* Blocks in thread caches are cached and resident too (all of them small). */
     uint64_t tc = TL_TC_BYTES(atomic_load_explicit(&tl_tcache, memory_order_relaxed));
     uint64_t live = mapped > tl_cached_bytes + tc ? mapped - tl_cached_bytes - tc : 0;
-    uint64_t resident = tl_resident_small + tc, cap = live + retain;
+    if (live >= tl_live_peak || now >= tl_live_peak_ms + delay) {
+        tl_live_peak = live;
+        tl_live_peak_ms = now;
+    }
+    /* live <= tl_live_peak here: the cached part may hold what the live part
+     * does not of the recent most. */
+    uint64_t resident = tl_resident_small + tc, cap = tl_live_peak - live + retain;
     for (tl_segment *s = tl_lru_tail; s && resident > cap && n < MAX_BATCH; s = s->lru_prev) {
         if (s->cache_state != TL_LARGE_DIRTY || s->region.size > TL_SEG_SIZE) continue;
         s->cache_state = TL_LARGE_BUSY;
