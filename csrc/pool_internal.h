@@ -219,8 +219,8 @@ typedef struct tl_heap {
     /* (owner) bit c: class c may have pages on avail[c]/full[c] (set by the
      * refill and by adoption, the only ways in). Teardown visits these classes
      * only, and leaves every other one as it found it: empty, cur[c] the
-     * sentinel. So a thread that used two classes starts and exits in about
-     * 200 instructions of ours, not the 3,000 of a walk over all of them. */
+     * sentinel. So a thread that used one class starts and exits in about
+     * 360 instructions of ours, not 3,800 (callgrind, mleak). */
     uint64_t classes;
 } tl_heap;
 _Static_assert(TL_POOL_NUM_CLASSES <= 64, "tl_heap.classes has a bit per class");
