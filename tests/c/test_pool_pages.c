@@ -345,6 +345,7 @@ static void test_exit_hands_over_every_class(void) {
     }
     printf("     %u threads, one class kept each: %u pages without an owner after the exits\n",
            used, still);
+    CHECK(still == used);
     tl_pool_stats s1 = stats();
     CHECK(s1.num_threads == s0.num_threads + used);
     CHECK(s1.in_use_bytes == s0.in_use_bytes + kept);
