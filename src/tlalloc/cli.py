@@ -30,6 +30,7 @@ SUITES: dict[str, str] = {
     "dask": "tlalloc.bench.dask",
     "numpy-alloc": "tlalloc.bench.numpy_alloc",
     "mimalloc-bench": "tlalloc.bench.mimalloc_bench",
+    "footprint": "tlalloc.bench.footprint",
 }
 DEFAULT_SUITE = "mix"
 
