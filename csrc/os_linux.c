@@ -92,6 +92,116 @@ int tl_os_get_policy(const void *p, int *node) {
     return mode;
 }
 
+/* ---- the kernel's overcommit policy ------------------------------------------------ */
+
+/* Mode cached (-2: not read yet) and RAM + swap in bytes (0: not read yet or
+ * unknown); both may be overridden by tests (tl_os_set_overcommit). */
+static _Atomic int tl_overcommit = -2;
+static _Atomic uint64_t tl_ram_swap;
+
+/* A small file's first number, read without allocating (may run inside
+ * malloc under libtlalloc.so). -1 if unreadable. */
+static long tl_read_number(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    char buf[32];
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    long v = 0;
+    int digits = 0;
+    for (ssize_t i = 0; i < n && buf[i] >= '0' && buf[i] <= '9' && v < 1000000; i++, digits++)
+        v = v * 10 + (buf[i] - '0');
+    return digits ? v : -1;
+}
+
+int tl_os_overcommit_mode(void) {
+    int m = atomic_load_explicit(&tl_overcommit, memory_order_relaxed);
+    if (m == -2) {
+        long v = tl_read_number("/proc/sys/vm/overcommit_memory");
+        m = v >= 0 && v <= 2 ? (int)v : -1;
+        atomic_store_explicit(&tl_overcommit, m, memory_order_relaxed);
+    }
+    return m;
+}
+
+static int tl_meminfo_field(const char *buf, const char *key, uint64_t *out);
+
+/* MemTotal + SwapTotal from /proc/meminfo, read once (UINT64_MAX if unknown:
+ * nothing is refused then). */
+static uint64_t tl_os_ram_swap(void) {
+    uint64_t v = atomic_load_explicit(&tl_ram_swap, memory_order_relaxed);
+    if (v) return v;
+    v = UINT64_MAX;
+    char buf[4096];
+    int fd = open("/proc/meminfo", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        uint64_t ram, swap;
+        if (n > 0) {
+            buf[n] = '\0';
+            if (tl_meminfo_field(buf, "MemTotal:", &ram) == 0 && tl_meminfo_field(buf, "SwapTotal:", &swap) == 0)
+                v = ram + swap;
+        }
+    }
+    atomic_store_explicit(&tl_ram_swap, v, memory_order_relaxed);
+    return v;
+}
+
+void tl_os_set_overcommit(int mode, uint64_t ram_swap) {
+    atomic_store_explicit(&tl_overcommit, mode >= 0 && mode <= 2 ? mode : -2, memory_order_relaxed);
+    atomic_store_explicit(&tl_ram_swap, mode >= 0 ? ram_swap : 0, memory_order_relaxed);
+}
+
+/* The heuristic mode (0, the default) refuses a single mapping larger than
+ * RAM plus swap (mm/util.c, __vm_enough_memory) unless it is MAP_NORESERVE,
+ * as the pool's are: so the check is made here, and malloc(1 << 46) fails
+ * with ENOMEM as glibc's does. */
+int tl_os_size_possible(size_t n) {
+    int m = tl_os_overcommit_mode();
+    if (m == 1 || m == 2) return 1; /* 2: the kernel accounts (no MAP_NORESERVE) */
+    return (uint64_t)n <= tl_os_ram_swap();
+}
+
+/* MAP_NORESERVE (no commit charge: the address space of a segment costs
+ * nothing until touched) except under the strict mode, where the kernel
+ * ignores it anyway and a mapping must be charged to be refused. */
+static int tl_noreserve(void) { return tl_os_overcommit_mode() == 2 ? 0 : MAP_NORESERVE; }
+
+/* ---- release and retry -------------------------------------------------------------- */
+
+static _Atomic(tl_os_release_fn) tl_release_hook;
+static _Atomic unsigned tl_inject_failures;
+static _Thread_local int tl_in_release TL_TLS_MODEL;
+
+void tl_os_set_release_hook(tl_os_release_fn fn) {
+    atomic_store_explicit(&tl_release_hook, fn, memory_order_release);
+}
+
+int tl_os_release(void) {
+    tl_os_release_fn fn = atomic_load_explicit(&tl_release_hook, memory_order_acquire);
+    if (!fn || tl_in_release) return 0;
+    tl_in_release = 1;
+    fn();
+    tl_in_release = 0;
+    return 1;
+}
+
+void tl_os_inject_map_failures(unsigned n) {
+    atomic_store_explicit(&tl_inject_failures, n, memory_order_relaxed);
+}
+
+/* A failure the tests injected: takes one. A relaxed load when none (every
+ * caller is about to make a system call). */
+static int tl_injected_failure(void) {
+    unsigned n = atomic_load_explicit(&tl_inject_failures, memory_order_relaxed);
+    while (n != 0)
+        if (atomic_compare_exchange_weak_explicit(&tl_inject_failures, &n, n - 1, memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return 1;
+    return 0;
+}
+
 /* Map with MAP_HUGETLB from the huge-page pool; fails when the pool cannot hold
  * the region. No MAP_NORESERVE here: the kernel must reserve the huge pages at
  * mmap time, or a later first touch would die with SIGBUS on an empty pool. */
@@ -143,7 +253,7 @@ static void *tl_map_at_hint(size_t size, size_t align) {
     uintptr_t h = atomic_fetch_add_explicit(&tl_hint_next, step, memory_order_relaxed);
     h = (h + align - 1) & ~(uintptr_t)(align - 1);
     if (h + size > TL_HINT_END) return NULL;
-    void *p = mmap((void *)h, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    void *p = mmap((void *)h, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | tl_noreserve(), -1, 0);
     if (p == MAP_FAILED) return NULL;
     if (((uintptr_t)p & (align - 1)) == 0) return p; /* the hint (or luck) */
     munmap(p, size);
@@ -161,7 +271,7 @@ static void *tl_map_at_hint(size_t size, size_t align) {
 static void *tl_map_aligned(size_t size, size_t align) {
     size_t page = tl_os_page_size();
     if (align <= page) {
-        void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+        void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | tl_noreserve(),
                        -1, 0);
         return p == MAP_FAILED ? NULL : p;
     }
@@ -169,7 +279,7 @@ static void *tl_map_aligned(size_t size, size_t align) {
     if (hinted) return hinted;
     if (size > SIZE_MAX - align) return NULL;
     size_t total = size + align;
-    char *raw = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+    char *raw = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | tl_noreserve(),
                      -1, 0);
     if (raw == MAP_FAILED) return NULL;
     char *p = (char *)(((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1));
@@ -214,8 +324,8 @@ static void tl_prefault(tl_os_region *r) {
     r->prefaulted = 1;
 }
 
-int tl_os_map(size_t size, size_t align, tl_page_kind pages, tl_numa numa, int prefault,
-              tl_os_region *out) {
+int tl_os_map_norelease(size_t size, size_t align, tl_page_kind pages, tl_numa numa, int prefault,
+                        tl_os_region *out) {
     memset(out, 0, sizeof *out);
     size_t page = tl_os_page_size();
     if (size == 0 || !tl_is_pow2(align)) {
@@ -228,6 +338,10 @@ int tl_os_map(size_t size, size_t align, tl_page_kind pages, tl_numa numa, int p
         return -1;
     }
     size = (size + unit - 1) & ~(unit - 1);
+    if (tl_injected_failure()) {
+        errno = ENOMEM;
+        return -1;
+    }
     out->numa_node = tl_os_current_numa_node();
     out->pages = TL_PAGES_DEFAULT;
     if (pages == TL_PAGES_HUGETLB) {
@@ -259,6 +373,17 @@ int tl_os_map(size_t size, size_t align, tl_page_kind pages, tl_numa numa, int p
     return 0;
 }
 
+/* A mapping the OS refused (ENOMEM: RLIMIT_AS, the strict overcommit mode,
+ * the map count) is asked for once more after the release hook gave back
+ * what it could. (No size check here: an arena's region is address space it
+ * may never touch, up to TL_ARENA_MAX_CAPACITY.) */
+int tl_os_map(size_t size, size_t align, tl_page_kind pages, tl_numa numa, int prefault,
+              tl_os_region *out) {
+    if (tl_os_map_norelease(size, align, pages, numa, prefault, out) == 0) return 0;
+    if (errno != ENOMEM || !tl_os_release()) return -1;
+    return tl_os_map_norelease(size, align, pages, numa, prefault, out);
+}
+
 void tl_os_unmap(const tl_os_region *r) {
     if (r->base) munmap(r->base, r->size);
 }
@@ -273,7 +398,7 @@ void tl_os_discard(void *p, size_t n) {
 /* ---- raw mappings for the pool's large blocks ------------------------------------ */
 
 #define TL_MAP_RW (PROT_READ | PROT_WRITE)
-#define TL_MAP_FLAGS (MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE)
+#define TL_MAP_FLAGS (MAP_PRIVATE | MAP_ANONYMOUS | tl_noreserve())
 
 /* The first address q >= raw with (q + offset) % align == 0. */
 static char *tl_anchor(char *raw, size_t align, size_t offset) {
@@ -282,6 +407,7 @@ static char *tl_anchor(char *raw, size_t align, size_t offset) {
 }
 
 void *tl_os_map_anchored(size_t n, size_t align, size_t offset) {
+    if (!tl_os_size_possible(n) || tl_injected_failure()) return NULL;
     if (align <= tl_os_page_size() && offset % tl_os_page_size() == 0) {
         void *p = mmap(NULL, n, TL_MAP_RW, TL_MAP_FLAGS, -1, 0);
         return p == MAP_FAILED ? NULL : p;
@@ -299,6 +425,7 @@ void *tl_os_map_anchored(size_t n, size_t align, size_t offset) {
 void *tl_os_remap(void *p, size_t old, size_t n, size_t align, size_t offset) {
     /* In place: always possible when shrinking, when growing only if nothing
      * is mapped right after the region. */
+    if (n > old && (!tl_os_size_possible(n) || tl_injected_failure())) return NULL;
     void *q = mremap(p, old, n, 0);
     if (q != MAP_FAILED) return q;
     if (n <= old || n > SIZE_MAX - align) return NULL;

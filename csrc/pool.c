@@ -73,6 +73,9 @@ static _Thread_local tl_heap *tl_tls_heap TL_TLS_MODEL = &tl_heap_empty;
 _Thread_local int tl_pool_bootstrapping TL_TLS_MODEL;
 
 static _Atomic int tl_cache_enabled = 1;
+/* Raised by tl_pool_release (memory pressure, below); heaps compare it with
+ * their pressure_seen. */
+static _Atomic unsigned tl_pressure_epoch;
 
 /* Registry of live heaps, for statistics. */
 static pthread_mutex_t tl_registry_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -363,7 +366,9 @@ static tl_heap *tl_heap_meta_alloc_locked(void) {
     const size_t sz = (sizeof(tl_heap) + 63) & ~(size_t)63;
     if ((size_t)(tl_heap_meta_end - tl_heap_meta_next) < sz) {
         tl_os_region r;
-        if (tl_os_map(TL_HEAP_META_CHUNK, 64, TL_PAGES_DEFAULT, TL_NUMA_OFF, 0, &r) != 0) return NULL;
+        /* The registry lock is held: no release hook (tl_heap_create retries). */
+        if (tl_os_map_norelease(TL_HEAP_META_CHUNK, 64, TL_PAGES_DEFAULT, TL_NUMA_OFF, 0, &r) != 0)
+            return NULL;
         tl_heap_meta_next = r.base; /* fresh mapping: zero; the tail of the last chunk is dropped */
         tl_heap_meta_end = (char *)r.base + r.size;
     }
@@ -388,7 +393,8 @@ TL_NOINLINE TL_COLD static tl_heap *tl_heap_create(void) {
     tl_pool_bootstrapping++;
     pthread_once(&tl_key_once, tl_make_key);
     tl_heap *h = NULL;
-    if (tl_heap_key_ok) {
+    for (int tries = 0; tries < 2 && tl_heap_key_ok && !h; tries++) {
+        if (tries) tl_pool_release(); /* the OS refused a descriptor chunk */
         pthread_mutex_lock(&tl_registry_lock);
         h = tl_heap_meta_alloc_locked();
         if (h) {
@@ -398,6 +404,7 @@ TL_NOINLINE TL_COLD static tl_heap *tl_heap_create(void) {
             tl_registry_head = h;
             tl_num_heaps++;
             tl_num_threads++;
+            h->pressure_seen = atomic_load_explicit(&tl_pressure_epoch, memory_order_relaxed);
         }
         pthread_mutex_unlock(&tl_registry_lock);
     }
@@ -691,13 +698,14 @@ static tl_page *tl_heap_find_page(tl_heap *h, unsigned c) {
 #define TL_MARK_PURGED ((uintptr_t)0x9D26EDB10C4C0FFEull)
 _Atomic uint64_t tl_num_block_purges;
 
-static void tl_page_purge_free(tl_page *pg) {
+/* now: purge every free block at once (memory pressure), not only SEEN ones. */
+static void tl_page_purge_free(tl_page *pg, int now) {
     tl_assert(pg->block_size >= TL_PURGE_MIN_BLOCK && pg->block_size % 4096u == 0);
     uint64_t n = 0;
     for (tl_block *b = pg->free; b; b = b->next) {
         uintptr_t *mark = (uintptr_t *)b + 1;
         if (*mark == TL_MARK_PURGED) continue;
-        if (*mark != TL_MARK_SEEN) {
+        if (*mark != TL_MARK_SEEN && !now) {
             *mark = TL_MARK_SEEN;
             continue;
         }
@@ -708,16 +716,61 @@ static void tl_page_purge_free(tl_page *pg) {
     if (n) atomic_fetch_add_explicit(&tl_num_block_purges, n, memory_order_relaxed);
 }
 
+/* ---- memory pressure: release and retry ------------------------------------------ *
+ *
+ * When the OS refuses a mapping (RLIMIT_AS, the strict overcommit mode), the
+ * pool gives back what it can before it reports failure (tl_pool_release),
+ * then tries once more: the calling thread's empty pages and free blocks,
+ * every thread's cached large blocks (tl_large_collect steals them), the
+ * abandoned pages that are empty, the depot's free pages and every segment
+ * with no page in use, the whole large cache. Other threads' heaps belong to
+ * their threads: the epoch below tells each to give back its own empty pages
+ * at its next slow-path tick (every 64th allocation above 1 KiB or refill). */
+/* Owner: every empty page of h goes back to the depot (also a class's only
+ * available page), and free blocks of TL_PURGE_MIN_BLOCK bytes and more are
+ * purged now. */
+TL_NOINLINE TL_COLD static void tl_heap_release_free(tl_heap *h) {
+    h->pressure_seen = atomic_load_explicit(&tl_pressure_epoch, memory_order_relaxed);
+    tl_heap_drain(h);
+    tl_page *ret = NULL;
+    for (uint64_t m = h->classes; m; m &= m - 1) {
+        const unsigned c = (unsigned)__builtin_ctzll(m);
+        tl_page *next;
+        for (tl_page *pg = h->avail[c].head; pg; pg = next) {
+            next = pg->next;
+            tl_page_collect(pg);
+            if (pg->used == 0) {
+                tl_queue_remove(&h->avail[c], pg);
+                pg->next = ret;
+                ret = pg;
+            } else if (pg->block_size >= TL_PURGE_MIN_BLOCK) {
+                tl_page_purge_free(pg, 1);
+            }
+        }
+        tl_heap_update_cur(h, c);
+    }
+    if (ret) tl_heap_return_pages(h, ret);
+}
+
+void tl_pool_release(void) {
+    atomic_fetch_add_explicit(&tl_pressure_epoch, 1, memory_order_relaxed);
+    tl_heap *h = tl_tls_heap;
+    if (h->kind == TL_HEAP_THREAD) tl_heap_release_free(h);
+    tl_pool_collect(1);
+}
+
 /* Owner only (a thread's heap). */
 TL_NOINLINE TL_COLD static void tl_heap_purge_tick(tl_heap *h) {
     uint64_t now = tl_os_coarse_ms();
     tl_depot_maybe_tick(now); /* the depot's lazy purge (pool_depot.c): a load */
+    if (TL_UNLIKELY(atomic_load_explicit(&tl_pressure_epoch, memory_order_relaxed) != h->pressure_seen))
+        tl_heap_release_free(h);
     if (now < h->purge_next_ms) return;
     h->purge_next_ms = now + tl_large_purge_delay();
     for (unsigned c = tl_size_class(TL_PURGE_MIN_BLOCK); c < TL_POOL_NUM_CLASSES; c++) {
         for (tl_page *pg = h->avail[c].head; pg; pg = pg->next) {
             tl_page_collect(pg);
-            tl_page_purge_free(pg);
+            tl_page_purge_free(pg, 0);
         }
     }
 }
@@ -752,13 +805,23 @@ TL_NOINLINE static void *tl_alloc_class_slow(tl_heap *h, unsigned c) {
         /* Lazy purge of free blocks: an increment and a test, the clock every
          * 64th call (above). */
         if (TL_UNLIKELY((++h->purge_calls & 63u) == 0)) tl_heap_purge_tick(h);
-        return tl_heap_alloc_class(h, c);
+        void *p = tl_heap_alloc_class(h, c);
+        if (TL_UNLIKELY(!p)) { /* the OS refused a segment: release and retry */
+            tl_pool_release();
+            p = tl_heap_alloc_class(h, c);
+        }
+        return p;
     }
-    pthread_mutex_lock(&tl_depot_lock);
-    TL_COUNTER_ADD(h->c.num_depot_locks, 1);
-    TL_COUNTER_ADD(h->c.num_cache_misses, 1);
-    void *p = tl_heap_alloc_class(h, c);
-    tl_depot_unlock();
+    void *p = NULL;
+    for (int tries = 0; tries < 2 && !p; tries++) {
+        if (tries) tl_pool_release(); /* without the lock, which it takes */
+        pthread_mutex_lock(&tl_depot_lock);
+        TL_COUNTER_ADD(h->c.num_depot_locks, 1);
+        TL_COUNTER_ADD(h->c.num_cache_misses, 1);
+        p = tl_heap_alloc_class(h, c);
+        tl_depot_unlock();
+    }
+    if (!p) errno = ENOMEM;
     return p;
 }
 
@@ -1040,7 +1103,14 @@ __attribute__((weak)) void tl_pool_first_use(void) {}
 
 static pthread_once_t tl_first_use_once = PTHREAD_ONCE_INIT;
 
-static void tl_pool_first_use_once(void) { pthread_once(&tl_first_use_once, tl_pool_first_use); }
+/* The OS layer's release hook (an arena's chunk the OS refused gets the
+ * pool's unused memory), then the settings. */
+static void tl_pool_first_use_init(void) {
+    tl_os_set_release_hook(tl_pool_release);
+    tl_pool_first_use();
+}
+
+static void tl_pool_first_use_once(void) { pthread_once(&tl_first_use_once, tl_pool_first_use_init); }
 
 int tl_pool_configure(const tl_pool_options *opts) {
     tl_pool_options d = TL_POOL_OPTIONS_DEFAULT;

@@ -110,7 +110,9 @@ static size_t tl_header_size(uint32_t num_pages, size_t dbg_words) {
  * the segment is nobody else's until tl_segment_link_locked. */
 TL_NOINLINE TL_COLD static tl_segment *tl_segment_map(int kind) {
     tl_os_region r;
-    if (tl_os_map(TL_SEG_SIZE, TL_SEG_SIZE, TL_PAGES_DEFAULT, TL_NUMA_OFF, 0, &r) != 0) return NULL;
+    /* Without the OS layer's release hook: the callers release and retry
+     * (pool.c, tl_alloc_class_slow), some with the depot lock held. */
+    if (tl_os_map_norelease(TL_SEG_SIZE, TL_SEG_SIZE, TL_PAGES_DEFAULT, TL_NUMA_OFF, 0, &r) != 0) return NULL;
     tl_segment *s = r.base;
     unsigned shift = kind == TL_KIND_SMALL    ? TL_SMALL_PAGE_SHIFT
                      : kind == TL_KIND_MEDIUM ? TL_MEDIUM_PAGE_SHIFT

@@ -197,6 +197,9 @@ typedef struct tl_heap {
     /* Blocks freed by other threads into pages on the full lists (delayed
      * free, see above): an atomic LIFO any thread pushes on, the owner drains. */
     _Atomic(tl_block *) xblocks;
+    /* (owner) the pressure epoch this heap last answered (pool.c's
+     * tl_pool_release: a changed epoch makes it give back its empty pages). */
+    unsigned pressure_seen;
     /* Lazy purge of free blocks of TL_PURGE_MIN_BLOCK bytes and more (pool.c):
      * slow-path calls counted (owner), and the next time the clock is due. */
     uint32_t purge_calls;
@@ -412,6 +415,16 @@ void tl_depot_collect(int release_all);
  * the others to the back of the list. Takes the depot lock; h counts it. */
 #define TL_SWEEP_PAGES 64
 void tl_depot_sweep_abandoned(tl_heap *h, unsigned c);
+
+/* ---- memory pressure (pool.c) ---- */
+/* Give back to the OS what the pool holds unused and can reach without other
+ * threads' cooperation (the caller's empty pages and free blocks' pages,
+ * every cached large block, the empty abandoned pages, the depot's free
+ * pages and segments), and tell the other heaps to give back theirs at their
+ * next slow-path tick. Called when the OS refused memory, before one retry;
+ * the caller holds no pool lock. Registered as the OS layer's release hook
+ * (tl_os_set_release_hook) at the pool's first use. */
+void tl_pool_release(void);
 
 /* ---- first use (pool.c calls it once, before the first heap exists) ---- */
 /* A weak no-op in pool.c; libtlalloc.so's preload.c reads its environment

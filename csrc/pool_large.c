@@ -679,6 +679,10 @@ void *tl_huge_alloc(tl_heap *h, size_t size, size_t align, int zero) {
         return NULL;
     }
     size_t need = tl_page_round(off + (size ? size : 1));
+    if (TL_UNLIKELY(need > ((size_t)1 << 30)) && !tl_os_size_possible(need)) {
+        errno = ENOMEM; /* one the kernel's overcommit policy refuses (os.h) */
+        return NULL;
+    }
     tl_heap *hc = h->kind == TL_HEAP_THREAD ? h : NULL;
     if (hc && off == TL_LARGE_HDR && need <= TL_LCACHE_BYTES) {
         /* The thread's cache: no lock, no system call (the block is resident). */
@@ -748,6 +752,10 @@ void *tl_huge_alloc(tl_heap *h, size_t size, size_t align, int zero) {
         if (zero && s->cache_state != TL_LARGE_PURGED) memset((char *)s + off, 0, size);
     } else {
         char *base = tl_os_map_anchored(need, map_align, map_off);
+        if (TL_UNLIKELY(!base)) { /* the OS refused: give back what the pool holds, retry */
+            tl_pool_release();
+            base = tl_os_map_anchored(need, map_align, map_off);
+        }
         if (!base) {
             errno = ENOMEM;
             return NULL;
@@ -813,6 +821,10 @@ void *tl_huge_realloc(tl_segment *s, size_t size) {
     /* The mapping must stay on a 4 MiB boundary (its header is found by masking). */
     char *q = tl_os_remap(base, have, want, TL_SEG_SIZE, 0);
     if (!q && want != need) q = tl_os_remap(base, have, want = need, TL_SEG_SIZE, 0);
+    if (!q && tl_os_size_possible(need)) { /* refused: release what the pool holds, retry */
+        tl_pool_release();
+        q = tl_os_remap(base, have, want = need, TL_SEG_SIZE, 0);
+    }
     if (!q) return NULL;
     s = (tl_segment *)q;
     s->region.base = q;

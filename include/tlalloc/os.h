@@ -36,6 +36,10 @@ size_t tl_os_huge_page_size(void);
  * errno set. */
 int tl_os_map(size_t size, size_t align, tl_page_kind pages, tl_numa numa,
               int prefault, tl_os_region *out);
+/* tl_os_map without the release hook below (callers that hold a lock the
+ * hook takes: the pool's own mappings, which release and retry themselves). */
+int tl_os_map_norelease(size_t size, size_t align, tl_page_kind pages, tl_numa numa,
+                        int prefault, tl_os_region *out);
 /* Return a region obtained from tl_os_map. */
 void tl_os_unmap(const tl_os_region *r);
 /* Give the pages of [p, p+n) back to the OS (contents lost, range stays mapped). */
@@ -65,6 +69,43 @@ uint64_t tl_os_coarse_ms(void);
 /* MemAvailable and MemTotal from /proc/meminfo in bytes (no allocation: plain
  * open and read). Returns 0, or -1 if unknown. */
 int tl_os_meminfo(uint64_t *available, uint64_t *total);
+
+/* ---- when the OS refuses memory ------------------------------------------- */
+
+/* A function that gives memory the process holds but does not use back to
+ * the OS (the pool registers one: its caches and free pages). tl_os_map calls
+ * it when a mapping fails with ENOMEM, then tries once more: so an arena's
+ * chunk gets the memory the pool kept for reuse. It runs on the thread whose
+ * mapping failed, never nested on one thread, and must not map memory. NULL
+ * removes it. */
+typedef void (*tl_os_release_fn)(void);
+void tl_os_set_release_hook(tl_os_release_fn fn);
+/* Call the registered function (unless this thread is inside it already).
+ * Returns 1 if it ran. */
+int tl_os_release(void);
+/* Tests: the next n mappings of any kind (tl_os_map's tries,
+ * tl_os_map_norelease, tl_os_map_anchored, the growth of tl_os_remap) fail with ENOMEM as if the
+ * OS refused them, so that the release-and-retry paths can be tested where a
+ * real limit cannot be set (under ASan, which needs much address space). */
+void tl_os_inject_map_failures(unsigned n);
+
+/* ---- the kernel's overcommit policy -------------------------------------------- */
+
+/* /proc/sys/vm/overcommit_memory, read once: 0 heuristic, 1 always, 2 strict
+ * (never; -1 unreadable: treated as 0). Under 0 a single request larger than
+ * MemTotal + SwapTotal is refused as the kernel refuses it (tl_os_size_possible);
+ * under 2 mappings are made without MAP_NORESERVE, so that the kernel's commit
+ * accounting applies to them. */
+int tl_os_overcommit_mode(void);
+/* Tests: act as if the mode were `mode` (0, 1, 2), with RAM + swap of
+ * `ram_swap` bytes for mode 0 (0: read /proc/meminfo); mode -1 goes back to
+ * the kernel's. */
+void tl_os_set_overcommit(int mode, uint64_t ram_swap);
+/* 0 if a single mapping of n bytes is one the kernel's policy refuses (mode
+ * 0 and n above RAM + swap), else 1. tl_os_map_anchored and tl_os_remap (a
+ * malloc's blocks) check it; tl_os_map does not (an arena's region is address
+ * space reserved, touched as it fills). */
+int tl_os_size_possible(size_t n);
 
 /* Number of NUMA nodes configured (1 on a single-node machine). */
 int tl_os_numa_nodes(void);
