@@ -476,6 +476,7 @@ static int tl_cosine_dispatch(tl_scratch *s, const tl_mat *Q, const tl_mat *C, c
 
 int tl_cosine_batch(tl_scratch *s, const tl_mat *queries, const tl_mat *cand, const tl_vec *cand_norms,
                     float *out, ptrdiff_t out_row_stride, ptrdiff_t out_col_stride) {
+    tl_scratch_set_kernel(s, TL_SCRATCH_COSINE);
     int rc = tl_cosine_check(queries, cand, cand_norms);
     if (rc != TL_K_OK) return rc;
     if (cand->rows == 0 || queries->rows == 0) return TL_K_OK;
@@ -485,6 +486,7 @@ int tl_cosine_batch(tl_scratch *s, const tl_mat *queries, const tl_mat *cand, co
 
 int tl_cosine_topk_batch(tl_scratch *s, const tl_mat *queries, const tl_mat *cand, const tl_vec *cand_norms,
                          size_t k, int64_t *idx, float *scores, size_t *count) {
+    tl_scratch_set_kernel(s, TL_SCRATCH_COSINE);
     int rc = tl_cosine_check(queries, cand, cand_norms);
     *count = 0;
     if (rc != TL_K_OK) return rc;

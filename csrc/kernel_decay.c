@@ -409,6 +409,7 @@ TL_NOINLINE static int tl_decay_libm(tl_scratch *s, const void *sv, tl_dtype s_d
 int tl_decay(tl_scratch *s, const void *strengths, tl_dtype s_dtype, ptrdiff_t s_stride,
              const void *ages, tl_dtype a_dtype, ptrdiff_t a_stride, void *out,
              tl_dtype out_dtype, ptrdiff_t out_stride, size_t n, const tl_decay_params *p) {
+    tl_scratch_set_kernel(s, TL_SCRATCH_DECAY);
     if (!tl_dtype_is_float(s_dtype) || tl_dtype_size(a_dtype) == 0 ||
         (out_dtype != TL_F32 && out_dtype != TL_F64) || !(p->scale > 0.0) ||
         p->scale == INFINITY || (int)p->model < 0 || p->model > TL_DECAY_POWER)

@@ -492,6 +492,7 @@ int tl_spread_activation(tl_scratch *s, const tl_csr *g, const int64_t *seeds, s
                          float *dense, size_t k, int64_t *top_idx, float *top_val,
                          size_t *count, tl_spread_error *err) {
     tl_spread_error dummy;
+    tl_scratch_set_kernel(s, TL_SCRATCH_SPREAD);
     if (!err) err = &dummy;
     memset(err, 0, sizeof *err);
     if (count) *count = 0;

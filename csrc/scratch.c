@@ -1,8 +1,9 @@
 /* scratch.c: the three sources of kernel scratch memory (see tlalloc/scratch.h).
  *
  * THREAD is the product: its fast path is inline in the header. This file holds
- * the slow paths: heap blocks (overflow and the MALLOC strategy) and the shared
- * arena with its mutex.
+ * the slow paths: spilled blocks from the pool (requests the arena cannot
+ * hold), heap blocks of the MALLOC strategy, the shared arena with its mutex,
+ * and the per-kernel statistics.
  */
 #include "tlalloc/scratch.h"
 
@@ -12,12 +13,88 @@
 #include <string.h>
 
 #include "internal.h"
+#include "tlalloc/pool.h"
 
-/* A heap block: the header sits just before the aligned pointer handed out. */
+/* A spilled or MALLOC block: the header sits just before the aligned pointer
+ * handed out. */
 typedef struct tl_scratch_block {
     struct tl_scratch_block *next;
-    void *raw; /* what malloc returned */
+    void *raw; /* what tl_pool_aligned_alloc (spills) or malloc (MALLOC) returned */
 } tl_scratch_block;
+
+/* ---- per-kernel statistics ----------------------------------------------------- */
+
+typedef struct tl_kstats {
+    _Atomic uint64_t num_spilled_calls, num_spills, spilled_bytes;
+    _Atomic uint64_t peak_need_bytes, fit_capacity_bytes, spill_capacity_bytes;
+} tl_kstats;
+
+/* One cache line per kernel: threads running different kernels never share one. */
+static struct {
+    _Alignas(64) tl_kstats s;
+} g_kstats[TL_SCRATCH_NUM_KERNELS];
+
+static const char *const g_kernel_names[TL_SCRATCH_NUM_KERNELS] = {"other", "cosine", "spread", "decay"};
+
+const char *tl_scratch_kernel_name(tl_scratch_kernel k) {
+    return (unsigned)k < TL_SCRATCH_NUM_KERNELS ? g_kernel_names[k] : NULL;
+}
+
+/* Raise *p to v. Cost when v is not larger (the steady state): one relaxed load
+ * of a line that stays shared between the cores. */
+static int tl_atomic_max(_Atomic uint64_t *p, uint64_t v) {
+    uint64_t cur = atomic_load_explicit(p, memory_order_relaxed);
+    while (v > cur)
+        if (atomic_compare_exchange_weak_explicit(p, &cur, v, memory_order_relaxed, memory_order_relaxed))
+            return 1;
+    return 0;
+}
+
+void tl_scratch_kernel_get_stats(tl_scratch_kernel k, tl_scratch_kernel_stats *out) {
+    memset(out, 0, sizeof *out);
+    if ((unsigned)k >= TL_SCRATCH_NUM_KERNELS) return;
+    tl_kstats *g = &g_kstats[k].s;
+    out->num_spilled_calls = atomic_load_explicit(&g->num_spilled_calls, memory_order_relaxed);
+    out->num_spills = atomic_load_explicit(&g->num_spills, memory_order_relaxed);
+    out->spilled_bytes = atomic_load_explicit(&g->spilled_bytes, memory_order_relaxed);
+    out->peak_need_bytes = atomic_load_explicit(&g->peak_need_bytes, memory_order_relaxed);
+    out->fit_capacity_bytes = atomic_load_explicit(&g->fit_capacity_bytes, memory_order_relaxed);
+    out->spill_capacity_bytes = atomic_load_explicit(&g->spill_capacity_bytes, memory_order_relaxed);
+}
+
+void tl_scratch_kernel_reset_stats(void) {
+    for (unsigned k = 0; k < TL_SCRATCH_NUM_KERNELS; k++) {
+        tl_kstats *g = &g_kstats[k].s;
+        atomic_store_explicit(&g->num_spilled_calls, 0, memory_order_relaxed);
+        atomic_store_explicit(&g->num_spills, 0, memory_order_relaxed);
+        atomic_store_explicit(&g->spilled_bytes, 0, memory_order_relaxed);
+        atomic_store_explicit(&g->peak_need_bytes, 0, memory_order_relaxed);
+        atomic_store_explicit(&g->fit_capacity_bytes, 0, memory_order_relaxed);
+        atomic_store_explicit(&g->spill_capacity_bytes, 0, memory_order_relaxed);
+    }
+}
+
+/* At the end of a bracket, before the rewind. THREAD brackets only know their
+ * need: the arena bytes the call took since its mark plus what its spills
+ * would have taken (the arena only grows during a bracket, so its offset now
+ * is the call's peak). SHARED brackets count their spills only (their arena's
+ * offset mixes every thread's calls). */
+static void tl_scratch_record(const tl_scratch *s) {
+    if ((unsigned)s->kernel >= TL_SCRATCH_NUM_KERNELS) return;
+    tl_kstats *g = &g_kstats[s->kernel].s;
+    uint64_t need = 0, start = 0;
+    if (s->kind == TL_SCRATCH_THREAD) {
+        start = s->mark.offset;
+        need = (uint64_t)(tl_arena_used(s->arena) - s->mark.offset) + s->spill_need;
+        tl_atomic_max(&g->peak_need_bytes, need);
+    }
+    if (TL_LIKELY(s->num_overflows == 0)) return;
+    atomic_fetch_add_explicit(&g->num_spilled_calls, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&g->num_spills, s->num_overflows, memory_order_relaxed);
+    atomic_fetch_add_explicit(&g->spilled_bytes, s->heap_bytes, memory_order_relaxed);
+    if (s->kind == TL_SCRATCH_THREAD && tl_atomic_max(&g->fit_capacity_bytes, start + need))
+        atomic_store_explicit(&g->spill_capacity_bytes, s->arena->capacity, memory_order_relaxed);
+}
 
 /* ---- the shared strategy's arena ------------------------------------------ */
 
@@ -92,15 +169,20 @@ int tl_scratch_begin(tl_scratch *s, tl_scratch_kind kind, tl_arena *arena) {
 
 static void tl_scratch_free_heap(tl_scratch *s) {
     tl_scratch_block *b = s->heap;
+    const int pool = s->kind != TL_SCRATCH_MALLOC;
     while (b) {
         tl_scratch_block *next = b->next;
-        free(b->raw);
+        if (pool)
+            tl_pool_free(b->raw);
+        else
+            free(b->raw);
         b = next;
     }
     s->heap = NULL;
 }
 
 void tl_scratch_end(tl_scratch *s) {
+    if (s->kind != TL_SCRATCH_MALLOC) tl_scratch_record(s);
     tl_scratch_free_heap(s);
     switch (s->kind) {
     case TL_SCRATCH_THREAD: {
@@ -124,7 +206,8 @@ void tl_scratch_end(tl_scratch *s) {
 
 /* ---- slow path ----------------------------------------------------------------- */
 
-/* One malloc per request, header in front of the aligned pointer. */
+/* One malloc per request (the MALLOC strategy), header in front of the
+ * aligned pointer. */
 static void *tl_scratch_heap_alloc(tl_scratch *s, size_t size, size_t align) {
     if (align < sizeof(void *)) align = sizeof(void *);
     size_t extra = sizeof(tl_scratch_block) + align - 1;
@@ -140,10 +223,26 @@ static void *tl_scratch_heap_alloc(tl_scratch *s, size_t size, size_t align) {
     return (void *)p;
 }
 
-/* Serve a request that the arena cannot: heap, counted against the arena. */
+/* Serve a request that the arena cannot: a pool block (a large block from
+ * 4 MiB up, the same size classes as any other pool request below), aligned
+ * as asked, with the header in the `hdr` bytes before the pointer. Counted as
+ * an overflow of the bracket, and its need (size plus the worst padding the
+ * arena could have put before it) is remembered for the kernel's statistics.
+ * Freed at tl_scratch_end with tl_pool_free, by the same thread. */
 TL_NOINLINE TL_COLD static void *tl_scratch_overflow(tl_scratch *s, size_t size, size_t align) {
+    size_t hdr = align > sizeof(tl_scratch_block) ? align : sizeof(tl_scratch_block);
+    size_t ba = align > TL_POOL_MIN_ALIGN ? align : TL_POOL_MIN_ALIGN;
+    if (size > SIZE_MAX - hdr) return NULL;
+    char *raw = tl_pool_aligned_alloc(ba, hdr + size);
+    if (!raw) return NULL;
+    tl_scratch_block *b = (tl_scratch_block *)(raw + hdr - sizeof(tl_scratch_block));
+    b->raw = raw;
+    b->next = s->heap;
+    s->heap = b;
     s->num_overflows++;
-    return tl_scratch_heap_alloc(s, size, align);
+    s->heap_bytes += size;
+    s->spill_need += size + align - 1;
+    return raw + hdr;
 }
 
 TL_NOINLINE void *tl_scratch_alloc_slow(tl_scratch *s, size_t size, size_t align) {

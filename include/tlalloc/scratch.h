@@ -12,9 +12,12 @@
  *   TL_SCRATCH_MALLOC  malloc for every allocation, free for each at the end.
  *
  * Never fails for lack of arena space: a request that does not fit in the arena
- * is served from the heap (freed at tl_scratch_end) and counted as an overflow
- * in that arena's statistics. tl_scratch_alloc returns NULL only when the heap
- * itself is exhausted.
+ * ("spills") is served from the pool's blocks (tl_pool_aligned_alloc; large
+ * requests are the pool's large blocks), freed at tl_scratch_end, and counted
+ * twice: as an overflow in that arena's statistics, and in the statistics of
+ * the kernel the bracket serves (tl_scratch_kernel_get_stats), with the arena
+ * size that would have held the whole call. tl_scratch_alloc returns NULL only
+ * when the pool itself is exhausted.
  *
  * A tl_scratch lives on the caller's stack and is used by one thread.
  */
@@ -36,17 +39,55 @@ typedef enum tl_scratch_kind {
     TL_SCRATCH_MALLOC = 2
 } tl_scratch_kind;
 
-struct tl_scratch_block; /* a heap block (scratch.c) */
+/* Whom a bracket serves: spills are counted per kernel. A kernel's entry point
+ * sets it (tl_scratch_set_kernel) when the bracket's owner left it OTHER. */
+typedef enum tl_scratch_kernel {
+    TL_SCRATCH_OTHER = 0, /* not (yet) attributed to a kernel */
+    TL_SCRATCH_COSINE = 1,
+    TL_SCRATCH_SPREAD = 2,
+    TL_SCRATCH_DECAY = 3,
+    TL_SCRATCH_NUM_KERNELS = 4
+} tl_scratch_kernel;
+
+struct tl_scratch_block; /* a pool or heap block (scratch.c) */
 
 typedef struct tl_scratch {
     tl_scratch_kind kind;
+    tl_scratch_kernel kernel;      /* whom the statistics are charged to */
     tl_arena *arena;               /* THREAD: the caller's arena; SHARED: the shared one */
     tl_mark mark;                  /* THREAD: where to rewind at the end */
-    struct tl_scratch_block *heap; /* heap blocks to free at the end, newest first */
+    struct tl_scratch_block *heap; /* spilled (pool) or MALLOC (heap) blocks, newest first */
     uint64_t num_allocations;      /* requests served during this bracket */
-    uint64_t num_overflows;        /* requests that did not fit the arena (heap-served) */
-    uint64_t heap_bytes;           /* bytes served from the heap (overflows and MALLOC) */
+    uint64_t num_overflows;        /* requests that did not fit the arena (pool-served) */
+    uint64_t heap_bytes;           /* bytes served outside the arena (spills and MALLOC) */
+    uint64_t spill_need;           /* arena bytes the spills would have taken: each
+                                      request's size plus its alignment's worst padding */
 } tl_scratch;
+
+/* Per-kernel scratch statistics (process-wide, all threads; read any time).
+ * Written only when a bracket ends: spills add to the counters (relaxed atomic
+ * adds, rare), a call that needed more than any before raises the peak (a
+ * relaxed load, and a compare-and-swap only when it grows). */
+typedef struct tl_scratch_kernel_stats {
+    uint64_t num_spilled_calls;    /* brackets with at least one spilled request */
+    uint64_t num_spills;           /* requests served from the pool */
+    uint64_t spilled_bytes;        /* their bytes (cumulative) */
+    uint64_t peak_need_bytes;      /* most arena bytes one thread-arena call needed
+                                      (in the arena and spilled, with padding) */
+    uint64_t fit_capacity_bytes;   /* smallest thread-arena capacity that would have
+                                      held every spilled call whole: the largest
+                                      (bytes in use at the call's start + its need);
+                                      0 when no thread-arena call spilled */
+    uint64_t spill_capacity_bytes; /* capacity of the arena of the call behind
+                                      fit_capacity_bytes */
+} tl_scratch_kernel_stats;
+
+/* Charge the bracket's statistics to `k`, unless its owner already chose a
+ * kernel (the first attribution wins: a kernel called by another kernel's
+ * entry point stays charged to the outer one). */
+static inline void tl_scratch_set_kernel(tl_scratch *s, tl_scratch_kernel k) {
+    if (s->kernel == TL_SCRATCH_OTHER) s->kernel = k;
+}
 
 /* Start a bracket. `arena` is the arena for TL_SCRATCH_THREAD (normally the
  * caller's thread arena; NULL means tl_thread_arena(NULL)); it is ignored by the
@@ -71,16 +112,20 @@ static inline void *tl_scratch_alloc(tl_scratch *s, size_t size, size_t align) {
     return tl_scratch_alloc_slow(s, size, align);
 }
 
-/* End the bracket: free the heap blocks, rewind (THREAD) or leave (SHARED). */
+/* End the bracket: record its kernel's statistics, free the spilled blocks,
+ * rewind (THREAD) or leave (SHARED). */
 void tl_scratch_end(tl_scratch *s);
+
+/* Statistics of kernel `k` (all zero for an unknown k), and its name
+ * ("other", "cosine", "spread", "decay"; NULL for an unknown k). */
+void tl_scratch_kernel_get_stats(tl_scratch_kernel k, tl_scratch_kernel_stats *out);
+const char *tl_scratch_kernel_name(tl_scratch_kernel k);
+/* Zero every kernel's statistics (tests; not atomic with respect to brackets
+ * ending meanwhile). */
+void tl_scratch_kernel_reset_stats(void);
 
 /* Statistics of the shared strategy's arena (all zero before its first use). */
 void tl_scratch_shared_stats(tl_arena_stats *out);
-
-/* Record in `a`'s statistics a request of `size` bytes that did not fit and was
- * served from the heap by the caller (counted like the arena's own fallback:
- * one allocation, one overflow, `size` fallback bytes). Only the arena's owner
- * (or the holder of the shared arena's lock) may call it. */
 
 #ifdef __cplusplus
 }

@@ -9,7 +9,11 @@ that they scale with threads:
 - :func:`decay`: exponential, half-life or power-law decay of strengths with age.
 
 They never fail for lack of arena space: a request that does not fit is served
-from the heap and shows as an overflow in :func:`tlalloc.stats`. Arguments are
+from the pool's blocks, freed when the call returns, and shows twice: as an
+overflow in :func:`tlalloc.stats`, and per kernel in :func:`scratch_stats`, with
+the arena size that would have held the whole call (``tlalloc.advise()`` and
+``tlalloc stats`` name the kernel and that size). Each kernel's scratch, as a
+formula of its arguments, is in ``docs/kernels.md``. Arguments are
 checked before any memory is touched, so a bad argument raises and leaves the
 caller's arrays as they were. The exact meaning of each kernel is in
 ``docs/kernels.md``.
@@ -57,6 +61,7 @@ __all__ = [
     "scratch_strategy",
     "get_scratch_strategy",
     "isa",
+    "scratch_stats",
 ]
 
 ScratchStrategy = Literal["thread", "shared", "malloc"]
@@ -121,6 +126,31 @@ def get_scratch_strategy() -> ScratchStrategy:
         'thread'
     """
     return _tlalloc._get_thread_scratch()  # type: ignore[no-any-return]
+
+
+def scratch_stats() -> dict[str, dict[str, int]]:
+    """Scratch statistics of each kernel, process-wide: ``{kernel: {counter: value}}``.
+
+    Kernels: ``"cosine"``, ``"spread"``, ``"decay"``. Counters:
+
+    - ``num_spilled_calls``: calls with at least one scratch request the arena could
+      not hold; ``num_spills`` and ``spilled_bytes``: those requests and their bytes,
+      served from the pool instead (and freed when the call returned);
+    - ``peak_need_bytes``: the most arena bytes one call of the kernel needed
+      (calls on thread arenas, spilled or not; alignment padding included);
+    - ``fit_capacity_bytes``: the smallest arena capacity that would have held every
+      spilled call whole (the bytes the thread's arena already held when the call
+      began plus the call's need), 0 if no call spilled; ``spill_capacity_bytes``:
+      the capacity of the arena of the call behind it.
+
+    Example:
+        >>> import numpy as np
+        >>> s = spread_activation((np.array([0, 1, 1]), np.array([1]), np.array([1.0])), [0])
+        >>> st = scratch_stats()
+        >>> sorted(st), st["spread"]["peak_need_bytes"] > 0
+        (['cosine', 'decay', 'spread'], True)
+    """
+    return _tlalloc._kernel_scratch_stats()
 
 
 def isa() -> str:

@@ -1093,6 +1093,34 @@ static PyObject *py_shared_stats(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ign
                          (unsigned long long)st.fallback_bytes, "num_resets", (unsigned long long)st.num_resets);
 }
 
+/* {kernel name: {counter: value}} for every kernel (tl_scratch_kernel_stats). */
+static PyObject *py_kernel_scratch_stats(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
+    PyObject *all = PyDict_New();
+    if (!all) return NULL;
+    for (unsigned k = TL_SCRATCH_COSINE; k < TL_SCRATCH_NUM_KERNELS; k++) {
+        tl_scratch_kernel_stats st;
+        tl_scratch_kernel_get_stats((tl_scratch_kernel)k, &st);
+        PyObject *d = Py_BuildValue(
+            "{s:K,s:K,s:K,s:K,s:K,s:K}", "num_spilled_calls", (unsigned long long)st.num_spilled_calls,
+            "num_spills", (unsigned long long)st.num_spills, "spilled_bytes", (unsigned long long)st.spilled_bytes,
+            "peak_need_bytes", (unsigned long long)st.peak_need_bytes, "fit_capacity_bytes",
+            (unsigned long long)st.fit_capacity_bytes, "spill_capacity_bytes",
+            (unsigned long long)st.spill_capacity_bytes);
+        if (!d || PyDict_SetItemString(all, tl_scratch_kernel_name((tl_scratch_kernel)k), d) < 0) {
+            Py_XDECREF(d);
+            Py_DECREF(all);
+            return NULL;
+        }
+        Py_DECREF(d);
+    }
+    return all;
+}
+
+static PyObject *py_kernel_scratch_reset(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
+    tl_scratch_kernel_reset_stats();
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef kernel_methods[] = {
     {"_cosine_similarity", (PyCFunction)(void (*)(void))py_cosine, METH_FASTCALL,
      "_cosine_similarity(query, candidates, top_k, out, scratch): see tlalloc.kernels."},
@@ -1113,6 +1141,10 @@ static PyMethodDef kernel_methods[] = {
     {"_cosine_stream_bytes", py_cos_stream_bytes, METH_O,
      "Testing aid: set (or with None read) the size above which cosine streams rows; returns the previous one."},
     {"_kernels_set_isa", py_set_isa, METH_O, "Testing aid: force an instruction set; returns the previous one."},
+    {"_kernel_scratch_stats", py_kernel_scratch_stats, METH_NOARGS,
+     "Per-kernel scratch statistics: {kernel: {counter: value}} (tlalloc.kernels.scratch_stats)."},
+    {"_kernel_scratch_reset", py_kernel_scratch_reset, METH_NOARGS,
+     "Zero every kernel's scratch statistics (tests)."},
     {"_shared_scratch_stats", py_shared_stats, METH_NOARGS,
      "Statistics of the arena behind the 'shared' scratch strategy."},
     {NULL, NULL, 0, NULL},
