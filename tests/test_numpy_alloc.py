@@ -5,7 +5,10 @@ after the handler was uninstalled."""
 from __future__ import annotations
 
 import gc
+import os
 import pickle
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -214,3 +217,35 @@ def test_set_handler_rejects_other_objects() -> None:
 
     with pytest.raises(TypeError, match="handler must be a 'mem_handler' capsule or None, got 5"):
         _tlalloc._numpy_set_handler(5)
+
+
+UNDER_LIMIT = r"""
+import resource, sys
+import numpy as np
+from tlalloc import numpy_alloc
+resource.setrlimit(resource.RLIMIT_AS, (3 << 30, resource.RLIM_INFINITY))
+with numpy_alloc.pool_allocator():
+    arrays = []
+    for i in range(58):  # 58 arrays of 50 MiB, at most 20 live at a time
+        arrays.append(np.full(50 << 20, i, np.uint8))
+        if len(arrays) == 20:
+            arrays.clear()
+    arrays.clear()
+    try:
+        a = np.ones(2 << 30, np.uint8)
+        print("2 GiB:", int(a[0] + a[-1]))
+    except MemoryError:
+        print("2 GiB: MemoryError")
+"""
+
+
+@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="libasan needs far more address space than the limit")
+def test_freed_arrays_make_room_under_an_address_space_limit() -> None:
+    """RLIMIT_AS of 3 GiB: after 58 arrays of 50 MiB were freed (the large
+    cache keeps up to 1 GiB of them), a 2 GiB array is served: the pool gives
+    its cache back when the OS refuses the mapping, and tries again."""
+    ran = subprocess.run([sys.executable, "-c", UNDER_LIMIT], capture_output=True, text=True,
+                         timeout=300)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert ran.stdout == "2 GiB: 2\n"

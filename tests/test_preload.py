@@ -223,6 +223,8 @@ def test_cxx_new_and_delete(tmp_path: Path) -> None:
                  "huge aligned new: bad_alloc 1, new_handler called 1 time(s)",
                  "huge nothrow new with a new_handler: nullptr 1, new_handler called 1 time(s)"):
         assert line in pooled.stdout
+    if _overcommit_mode() != 1:  # 64 TiB is refused, as glibc's malloc refuses it
+        assert "new of 64 TiB: bad_alloc 1" in pooled.stdout
 
 
 LATE_KEY = POOL_STATS + r"""
@@ -420,3 +422,86 @@ def test_gcc_same_results(tmp_path: Path) -> None:
         outs.append((exe.read_bytes(), ran.stdout))
     assert outs[1][1] == outs[0][1] and outs[0][1].startswith("hello 21097.4")
     assert outs[1][0] == outs[0][0]  # gcc wrote the same executable
+
+
+def _address_space_limit(kib: int):
+    """A preexec_fn that sets RLIMIT_AS as ``ulimit -v KIB`` does."""
+    def limit() -> None:
+        import resource
+        resource.setrlimit(resource.RLIMIT_AS, (kib * 1024, resource.RLIM_INFINITY))
+    return limit
+
+
+def _overcommit_mode() -> int:
+    try:
+        return int(Path("/proc/sys/vm/overcommit_memory").read_text())
+    except (OSError, ValueError):
+        return -1
+
+
+@pytest.mark.skipif(SANITIZED_RUN, reason="libasan needs far more address space than the limit")
+def test_memory_freed_is_found_again_under_an_address_space_limit(tmp_path: Path) -> None:
+    """``ulimit -v 1000000``: 500,000 blocks of 1,000 B freed, a second with no
+    call, then 700 blocks of 1 MiB and a thread: all served, as by the C
+    library (the pool gives its free segments back when the OS refuses a
+    mapping, then tries again; tests/c/preload_oom.c)."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    exe = tmp_path / "preload_oom"
+    subprocess.run([cc, "-std=c11", "-O2", "-pthread", str(REPO / "tests/c/preload_oom.c"),
+                    "-o", str(exe)], check=True, timeout=300, env=_env(False))
+    outs = []
+    for preload in (False, True):
+        ran = subprocess.run([str(exe), "limit"], env=_env(preload), capture_output=True, text=True,
+                             timeout=300, preexec_fn=_address_space_limit(1_000_000))
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        outs.append(ran.stdout)
+    assert outs[1] == outs[0]
+    for line in ("blocks of 1 MiB: 700 of 700\n", "pthread_create: ok\n",
+                 "blocks of 1000 B afterwards: 1000 of 1000\n"):
+        assert line in outs[1]
+    # 64 TiB: NULL with ENOMEM where the kernel refuses it (not under "always").
+    huge = [_run([str(exe), "huge"], preload=p).stdout for p in (False, True)]
+    if _overcommit_mode() != 1:
+        assert huge[0] == huge[1] == "malloc of 64 TiB: NULL, ENOMEM\ncalloc of 64 TiB: NULL, ENOMEM\n"
+
+
+PYTHON_UNDER_LIMIT = r"""
+import gc
+def fill(make, most):
+    out = []
+    try:
+        while len(out) < most:
+            out.append(make())
+    except MemoryError:
+        pass
+    n = len(out)
+    out.clear()
+    gc.collect()
+    return n
+small = fill(lambda: b"x" * 1000 + bytes(1), 10**8)  # 1 KB objects: malloc, not pymalloc
+mib = fill(lambda: bytearray(1 << 20), 10**6)
+big = fill(lambda: bytearray(50 << 20), 10**4)
+again = fill(lambda: b"y" * 1000 + bytes(1), 100000)
+print(small, mib, big, again)
+"""
+
+
+@pytest.mark.skipif(SANITIZED_RUN, reason="libasan needs far more address space than the limit")
+def test_python_fills_memory_frees_it_and_fills_it_again_under_a_limit() -> None:
+    """``ulimit -v 2000000``: Python objects of 1 KB fill the limit and are
+    freed; then arrays of 1 MB, of 50 MB and small objects again fit about as
+    many times as under the C library's malloc (the pool kept them all
+    before: 0 arrays of 1 MB, 0 of 50 MB)."""
+    counts = []
+    for preload in (False, True):
+        ran = subprocess.run([sys.executable, "-c", PYTHON_UNDER_LIMIT], env=_env(preload),
+                             capture_output=True, text=True, timeout=300,
+                             preexec_fn=_address_space_limit(2_000_000))
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        counts.append([int(x) for x in ran.stdout.split()])
+    (small0, mib0, big0, again0), (small1, mib1, big1, again1) = counts
+    assert small0 > 100_000 and small1 > 100_000  # the limit was reached, not the cap
+    assert mib1 >= 0.9 * mib0 and big1 >= big0 - 1, counts
+    assert again0 == again1 == 100_000
