@@ -26,6 +26,17 @@ their own window as ``window_seconds`` (with optional ``window_resets`` and
 ``window_allocations``, which default to the lifetime ``num_resets`` and
 ``num_allocations``), or ``age_seconds`` (the window is the arena's whole life).
 
+Kernel scratch. A kernel call (``tlalloc.kernels``) whose scratch does not fit the
+thread's arena takes the rest from the pool and records, per kernel, the arena size
+that would have held the whole call (``tlalloc.kernels.scratch_stats()``:
+``fit_capacity_bytes``, the bytes already in use when the call began plus the
+largest need of any spilled call). Each kernel that spilled gets a verdict naming
+it, and the size recommended for every thread arena is at least that size rounded
+up to a whole MiB (``kernel_fit_size``): computed from the recorded need, once,
+instead of doubling the arena until the spills stop. An arena that overflowed while
+a kernel's recorded fit is larger than it grows to that fit, not to the next power
+of two.
+
 Released arenas. ``tlalloc.stats()`` keeps the counters of thread arenas that were
 released (their threads ended) but not their sizes or peaks. Samples keep the last
 figures of the most recent ``RELEASED_KEPT`` arenas that disappeared after a sample saw
@@ -117,6 +128,20 @@ def _pow2_at_least(n: float) -> int:
     return min(MAX_ARENA_SIZE, max(MIN_ARENA_SIZE, target))
 
 
+def kernel_fit_size(nbytes: int) -> int:
+    """The arena size recommended for a kernel call that needs ``nbytes``: rounded
+    up to a whole MiB from 1 MiB up, to a power of two below (at least 4 KiB).
+
+    Example:
+        >>> format_size(kernel_fit_size(4_684_832)), format_size(kernel_fit_size(300_000))
+        ('5MiB', '512KiB')
+    """
+    if nbytes <= 1 << 20:
+        return _pow2_at_least(nbytes)
+    mib = 1 << 20
+    return min(MAX_ARENA_SIZE, -(-nbytes // mib) * mib)
+
+
 def _pct(x: float) -> str:
     return "every request" if math.isinf(x) else f"{100 * x:.1f}%"
 
@@ -147,6 +172,7 @@ class Recommendation:
     thread_name: str | None = None
     thread_id: int | None = None
     released: bool = False
+    kernel: str | None = None
 
     @property
     def needs_action(self) -> bool:
@@ -155,9 +181,11 @@ class Recommendation:
 
     @property
     def where(self) -> str:
-        """``"overall"`` or ``"thread 'NAME' (tid N)"``."""
+        """``"overall"``, ``"kernel 'NAME'"`` or ``"thread 'NAME' (tid N)"``."""
         if self.scope == "overall":
             return "overall"
+        if self.scope == "kernel":
+            return f"kernel {self.kernel!r}"
         notes = ([f"tid {self.thread_id}"] if self.thread_id is not None else []) + (
             ["released"] if self.released else [])
         return f"thread {self.thread_name!r}" + (f" ({', '.join(notes)})" if notes else "")
@@ -183,6 +211,7 @@ class Advice:
     """The result of :func:`advise`: every recommendation, and the environment to set.
 
     ``env`` maps variables to values (empty when no change is recommended);
+    ``kernels`` holds one verdict per kernel whose scratch spilled out of its arena;
     ``str(advice)`` is a readable report, one line per recommendation.
 
     Example:
@@ -198,12 +227,13 @@ class Advice:
     overall: tuple[Recommendation, ...]
     threads: tuple[Recommendation, ...]
     env: dict[str, str]
+    kernels: tuple[Recommendation, ...] = ()
 
     def __iter__(self) -> Iterator[Recommendation]:
-        return iter(self.overall + self.threads)
+        return iter(self.overall + self.kernels + self.threads)
 
     def __len__(self) -> int:
-        return len(self.overall) + len(self.threads)
+        return len(self.overall) + len(self.kernels) + len(self.threads)
 
     @property
     def actions(self) -> tuple[Recommendation, ...]:
@@ -312,26 +342,34 @@ def _configured_size() -> int:
     return get_config().arena_size
 
 
-def _fit_size(f: _Fig) -> int | None:
-    """The size this arena should have, or None if it gives no evidence (idle)."""
+def _fit_size(f: _Fig, kernel_fit: int = 0) -> int | None:
+    """The size this arena should have, or None if it gives no evidence (idle).
+
+    ``kernel_fit``: the largest size a kernel's spilled call recorded (0: none).
+    """
     cap = int(f.capacity)
     if cap == 0 and _overflow_rate(f) > OVERFLOW_RATE_LIMIT:
         # No live arena to measure (its thread ended before a sample saw it), but
-        # its requests overflowed: twice the configured size, or more if the
-        # overflowed requests were known to be larger.
+        # its requests overflowed: the size the kernels recorded, else twice the
+        # configured size, or more if the overflowed requests were known to be larger.
+        if kernel_fit > _configured_size():
+            return max(kernel_fit, _pow2_at_least(f.demand))
         return _pow2_at_least(max(f.demand, 2 * _configured_size()))
     if (f.allocations == 0 and f.overflows == 0) or cap == 0:
         return None
     if _overflow_rate(f) > OVERFLOW_RATE_LIMIT:
         # Overflowed requests are not in peak_bytes: the peak demand was above the
-        # capacity, so the target is at least the next power of two above it.
+        # capacity. A kernel that spilled recorded the size that holds its calls:
+        # that size, computed from the need; else the next power of two above.
+        if kernel_fit > cap:
+            return max(kernel_fit, _pow2_at_least(f.demand))
         return _pow2_at_least(max(f.demand, cap + 1))
     if cap and f.peak / cap < SHRINK_BELOW:
         return min(cap, _pow2_at_least(f.peak / HEALTHY_HIGH)) if cap >= MIN_ARENA_SIZE else cap
     return cap
 
 
-def _size_verdict(f: _Fig, scope: str, who: dict[str, Any], note: str) -> Recommendation:
+def _size_verdict(f: _Fig, scope: str, who: dict[str, Any], note: str, kernel_fit: int = 0) -> Recommendation:
     rate = _overflow_rate(f)
     util = f.peak / f.capacity if f.capacity else 0.0
     figs: dict[str, Any] = {
@@ -344,7 +382,7 @@ def _size_verdict(f: _Fig, scope: str, who: dict[str, Any], note: str) -> Recomm
     }
     if f.allocations == 0 and f.overflows == 0:
         return Recommendation(Kind.IDLE, scope, f"no allocations yet{note}; nothing to size", figs, **who)
-    fit = _fit_size(f)
+    fit = _fit_size(f, kernel_fit)
     if fit is None:  # overall figures with no live arena, and no overflow: nothing to size
         return Recommendation(Kind.OK, scope, f"no live arena to measure utilization from{note}", figs, **who)
     env = f"{ENV_ARENA_SIZE}={format_size(fit, exact=True)}"
@@ -354,8 +392,10 @@ def _size_verdict(f: _Fig, scope: str, who: dict[str, Any], note: str) -> Recomm
                f"{format_size(_configured_size())} to {format_size(fit)}")
         return Recommendation(Kind.GROW, scope, msg, figs, env, fit, **who)
     if rate > OVERFLOW_RATE_LIMIT:
+        how = ("the size the spilled kernel calls recorded" if kernel_fit > f.capacity and fit == kernel_fit
+               else "next power of two covering the peak")
         msg = (f"overflow rate {_pct(rate)} is above {_pct(OVERFLOW_RATE_LIMIT)}{note}: too small; "
-               f"grow to {format_size(fit)} (next power of two covering the peak)")
+               f"grow to {format_size(fit)} ({how})")
         return Recommendation(Kind.GROW, scope, msg, figs, env, fit, **who)
     if util < SHRINK_BELOW:
         if fit < f.capacity:
@@ -377,6 +417,57 @@ def _size_verdict(f: _Fig, scope: str, who: dict[str, Any], note: str) -> Recomm
     msg = (f"utilization {_pct(util)}{note}{over}: less than {_pct(1 - HEALTHY_HIGH)} headroom; "
            f"if the peak grows, {format_size(roomy)} would keep it under {_pct(HEALTHY_HIGH)}")
     return Recommendation(Kind.TIGHT, scope, msg, figs, **who)
+
+
+_KERNEL_COUNTERS = ("num_spilled_calls", "num_spills", "spilled_bytes", "peak_need_bytes",
+                    "fit_capacity_bytes", "spill_capacity_bytes")
+
+
+def _read_kernels(kernels: object) -> dict[str, dict[str, int]]:
+    if not isinstance(kernels, Mapping):
+        raise TypeError(f"kernels must be a mapping of kernel name to scratch statistics "
+                        f"(as tlalloc.kernels.scratch_stats() returns), got {kernels!r}")
+    out: dict[str, dict[str, int]] = {}
+    for name, d in kernels.items():
+        arg = f"kernels[{name!r}]"
+        if not isinstance(d, Mapping):
+            raise TypeError(f"{arg} must be a mapping of scratch statistics, got {d!r}")
+        missing = [k for k in _KERNEL_COUNTERS if k not in d]
+        if missing:
+            raise ValueError(f"{arg} is missing {', '.join(map(repr, missing))} (have {sorted(d)!r})")
+        out[str(name)] = {k: _check_count(d, k, arg) for k in _KERNEL_COUNTERS}
+    return out
+
+
+def _kernel_verdict(name: str, k: Mapping[str, int], current: int) -> tuple[Recommendation, int] | None:
+    """The verdict on a kernel whose scratch spilled, and the arena size that holds
+    its calls (0 when only shared-strategy calls spilled: no thread-arena size to give)."""
+    if k["num_spilled_calls"] == 0:
+        return None
+    figs: dict[str, Any] = dict(k)
+    need, fit_cap = k["peak_need_bytes"], k["fit_capacity_bytes"]
+    spilled = (f"{k['num_spilled_calls']} call(s) needed more scratch than the arena held; "
+               f"{k['num_spills']} request(s), {format_size(k['spilled_bytes'])} in all, came from the pool")
+    if fit_cap == 0:
+        msg = f"{spilled} (calls on the shared scratch arena: no thread-arena size to recommend)"
+        return Recommendation(Kind.OK, "kernel", msg, figs, kernel=name), 0
+    fit = kernel_fit_size(fit_cap)
+    figs["recommended_arena_size_bytes"] = fit
+    held = k["spill_capacity_bytes"]
+    at = f" (arena of {format_size(held)})" if held else ""
+    need_txt = (f"its largest call needed {format_size(need)} of scratch, and an arena of "
+                f"{format_size(fit_cap)} would have held every spilled call")
+    if fit <= current:
+        msg = (f"{spilled}{at}; {need_txt}: the current {ENV_ARENA_SIZE}={format_size(current)} "
+               "already holds it")
+        return Recommendation(Kind.OK, "kernel", msg, figs, kernel=name), fit
+    env = f"{ENV_ARENA_SIZE}={format_size(fit, exact=True)}"
+    msg = f"{spilled}{at}; {need_txt}: grow thread arenas to {format_size(fit)}"
+    return Recommendation(Kind.GROW, "kernel", msg, figs, env, fit, kernel=name), fit
+
+
+def _live_kernels() -> dict[str, dict[str, int]]:
+    return dict(_tlalloc._kernel_scratch_stats())
 
 
 def _reset_verdict(f: _Fig, scope: str, who: dict[str, Any], note: str) -> Recommendation | None:
@@ -519,12 +610,19 @@ def _live_figures_all() -> tuple[dict[str, Any], list[dict[str, Any]], list[dict
 
 
 def advise(
-    stats: Mapping[str, Any] | None = None, per_thread: Sequence[Mapping[str, Any]] | None = None
+    stats: Mapping[str, Any] | None = None,
+    per_thread: Sequence[Mapping[str, Any]] | None = None,
+    kernels: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Advice:
-    """Sizing recommendations from the statistics, overall and per thread arena.
+    """Sizing recommendations from the statistics, overall, per kernel and per thread arena.
 
-    With no arguments it reads the live statistics (``tlalloc.stats()`` and
-    ``tlalloc.stats(per_thread=True)``). Otherwise ``stats`` is the overall figures
+    With no arguments it reads the live statistics (``tlalloc.stats()``,
+    ``tlalloc.stats(per_thread=True)`` and ``tlalloc.kernels.scratch_stats()``).
+    ``kernels`` is the per-kernel scratch statistics (as
+    ``tlalloc.kernels.scratch_stats()`` returns them); left out, they are read live
+    when ``stats`` and ``per_thread`` are too, and not used otherwise. Each kernel
+    whose scratch spilled out of its arena gets a verdict that names it and the
+    arena size that would have held its calls. Otherwise ``stats`` is the overall figures
     (a mapping with ``capacity_bytes``, ``peak_bytes``, ``num_allocations``,
     ``num_overflows``, ``num_resets`` and optionally ``num_arenas``, ``used_bytes``,
     ``fallback_live_bytes`` and a window, see the module docstring) and ``per_thread``
@@ -547,11 +645,19 @@ def advise(
         {'TLALLOC_ARENA_SIZE': '2MiB'}
         >>> print(a.overall[0])  # doctest: +ELLIPSIS
         [shrink] overall: utilization 12.5% is below 30.0%...: too large; shrink to 2MiB ...
+        >>> k = {"num_spilled_calls": 3, "num_spills": 6, "spilled_bytes": 5 << 20,
+        ...      "peak_need_bytes": 4_684_832, "fit_capacity_bytes": 4_684_832,
+        ...      "spill_capacity_bytes": 2 << 20}
+        >>> a = advise(per_thread=[], kernels={"spread": k})
+        >>> a.env, a.kernels[0].where
+        ({'TLALLOC_ARENA_SIZE': '5MiB'}, "kernel 'spread'")
     """
     if stats is None and per_thread is None:
         overall_d, threads_d, released = _live_figures_all()
         overall: Mapping[str, Any] | None = overall_d
         threads: Sequence[Mapping[str, Any]] = [*threads_d, *released]
+        if kernels is None:
+            kernels = _live_kernels()
     else:
         overall = stats
         if per_thread is None:
@@ -561,8 +667,23 @@ def advise(
         else:
             threads = per_thread
 
-    thread_recs: list[Recommendation] = []
+    kernel_recs: list[Recommendation] = []
     fits: list[tuple[int, str]] = []  # (size an arena needs, who)
+    kernel_fits: list[tuple[int, str]] = []  # a floor under the size: never a reason to shrink
+    kernel_fit = 0  # the largest size a spilled kernel call recorded
+    if kernels is not None:
+        configured = _configured_size()
+        for name, k in sorted(_read_kernels(kernels).items()):
+            kv = _kernel_verdict(name, k, configured)
+            if kv is None:
+                continue
+            rec, fit = kv
+            kernel_recs.append(rec)
+            if fit:
+                kernel_fit = max(kernel_fit, fit)
+                kernel_fits.append((fit, rec.where))
+
+    thread_recs: list[Recommendation] = []
     caps: list[int] = []
     for i, t in enumerate(threads):
         _, fig = _read(t, f"per_thread[{i}]")
@@ -570,13 +691,13 @@ def advise(
         who = {"thread_name": str(t.get("thread_name", f"#{i}")),
                "thread_id": tid if isinstance(tid, int) and not isinstance(tid, bool) else None,
                "released": bool(t.get("released", False))}
-        sized = _size_verdict(fig, "thread", who, "")
+        sized = _size_verdict(fig, "thread", who, "", kernel_fit)
         thread_recs.append(sized)
         reset = _reset_verdict(fig, "thread", who, "")
         if reset:
             thread_recs.append(reset)
         caps.append(int(fig.capacity) or _configured_size())
-        fit = _fit_size(fig)
+        fit = _fit_size(fig, kernel_fit)
         if fit is not None:
             fits.append((fit, sized.where))
 
@@ -586,10 +707,10 @@ def advise(
         oc, ofig = _read(overall, "stats")
         n = oc.get("num_arenas", 0)
         note = f" (averaged over {n} live arenas)" if n > 1 else ""
-        verdict = _size_verdict(ofig, "overall", {}, note)
+        verdict = _size_verdict(ofig, "overall", {}, note, kernel_fit)
         reset = _reset_verdict(ofig, "overall", {}, " process-wide")
         if not threads:
-            fit = _fit_size(ofig)
+            fit = _fit_size(ofig, kernel_fit)
             if fit is not None:
                 caps.append(int(ofig.capacity) or _configured_size())
                 fits.append((fit, "overall"))
@@ -602,8 +723,10 @@ def advise(
         current = max(caps)
         floor = current if max_peak >= SHRINK_BELOW * current else _pow2_at_least(max_peak / HEALTHY_HIGH)
         fits.append((floor, f"the largest peak of any thread arena ({format_size(max_peak)})"))
+    if kernel_fits and (fits or max(kernel_fits)[0] > max(caps, default=_configured_size())):
+        fits += kernel_fits
     if fits:
-        current, (need, driver) = max(caps), max(fits)
+        current, (need, driver) = max(caps, default=_configured_size()), max(fits)
         if need != current:
             env[ENV_ARENA_SIZE] = format_size(need, exact=True)
         combined = bool(threads) or max_peak is not None
@@ -633,7 +756,7 @@ def advise(
             figures={**verdict.figures, "released_arenas_not_included": unseen},
         )
     overall_recs = [r for r in (verdict, reset) if r is not None]
-    return Advice(tuple(overall_recs), tuple(thread_recs), env)
+    return Advice(tuple(overall_recs), tuple(thread_recs), env, tuple(kernel_recs))
 
 
-__all__ = ["Advice", "Kind", "Recommendation", "advise", "format_size", "live_figures"]
+__all__ = ["Advice", "Kind", "Recommendation", "advise", "format_size", "kernel_fit_size", "live_figures"]

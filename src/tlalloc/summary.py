@@ -1,8 +1,10 @@
 """A human-readable report of tlalloc's memory (as ``torch.cuda.memory_summary()``).
 
 ``summary()`` renders the configuration, the totals over every thread arena, one
-row per thread arena, the pool's figures (when the pool is built) and the sizing
-advice of :func:`tlalloc.advise.advise`. ``summary_data()`` returns the same as
+row per thread arena, each kernel's scratch (``tlalloc.kernels.scratch_stats()``:
+what spilled out of the arenas, the largest need of a call, the arena size that
+holds it), the pool's figures (when the pool is built) and the sizing advice of
+:func:`tlalloc.advise.advise`. ``summary_data()`` returns the same as
 plain, JSON-ready data (``tlalloc stats --json`` prints it).
 
 Example:
@@ -20,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from tlalloc.advise import Advice, _live_figures_all, advise, format_size
+from tlalloc.advise import Advice, _live_figures_all, _live_kernels, advise, format_size, kernel_fit_size
 from tlalloc.bench._common import format_table
 
 WIDTH = 100
@@ -59,10 +61,13 @@ def _advice_data(a: Advice) -> dict[str, Any]:
 
 
 def summary_data(
-    stats: Mapping[str, Any] | None = None, per_thread: Sequence[Mapping[str, Any]] | None = None
+    stats: Mapping[str, Any] | None = None,
+    per_thread: Sequence[Mapping[str, Any]] | None = None,
+    kernels: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The report as plain data: ``config``, ``overall``, ``threads``,
-    ``released_threads``, ``pool`` (``None`` without the pool) and ``advice``.
+    ``released_threads``, ``kernels`` (each kernel's scratch statistics), ``pool``
+    (``None`` without the pool) and ``advice``.
 
     With no arguments it reads the live statistics; otherwise it reports the given
     ones (as :func:`tlalloc.advise.advise` takes them). Non-finite numbers become
@@ -72,16 +77,18 @@ def summary_data(
         >>> from tlalloc.summary import summary_data
         >>> d = summary_data()
         >>> sorted(d)
-        ['advice', 'config', 'overall', 'pool', 'released_threads', 'threads']
+        ['advice', 'config', 'kernels', 'overall', 'pool', 'released_threads', 'threads']
     """
     released: list[dict[str, Any]] = []
     if stats is None and per_thread is None:
         overall, threads, released = _live_figures_all()
         pool = _pool()
+        if kernels is None:
+            kernels = _live_kernels()
         # Threads released after a sample saw them still say what size they needed.
-        a = advise(overall, [*threads, *released])
+        a = advise(overall, [*threads, *released], kernels)
     else:
-        a = advise(stats, per_thread)  # validates the input
+        a = advise(stats, per_thread, kernels)  # validates the input
         overall = dict(stats) if stats is not None else None
         threads = [dict(t) for t in per_thread] if per_thread is not None else []
         pool = None
@@ -90,9 +97,25 @@ def summary_data(
         "overall": overall,
         "threads": threads,
         "released_threads": released,
+        "kernels": {str(k): dict(v) for k, v in kernels.items()} if kernels is not None else {},
         "pool": pool,
         "advice": _advice_data(a),
     })
+
+
+_KERNEL_HEAD = ["kernel", "spilled calls", "spills", "spilled", "largest need", "arena that holds it",
+                "spilled at"]
+
+
+def _kernel_table(kernels: Mapping[str, Mapping[str, Any]]) -> str:
+    rows = []
+    for name, k in kernels.items():
+        fit = k.get("fit_capacity_bytes", 0)
+        rows.append([name, str(k.get("num_spilled_calls", 0)), str(k.get("num_spills", 0)),
+                     format_size(k.get("spilled_bytes", 0)), format_size(k.get("peak_need_bytes", 0)),
+                     format_size(kernel_fit_size(fit)) if fit else "-",
+                     format_size(k["spill_capacity_bytes"]) if k.get("spill_capacity_bytes") else "-"])
+    return format_table(_KERNEL_HEAD, rows)
 
 
 def _util(d: Mapping[str, Any]) -> str:
@@ -146,11 +169,13 @@ def summary(
     per_thread: Sequence[Mapping[str, Any]] | None = None,
     *,
     advice: bool = True,
+    kernels: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> str:
     """A human-readable report of tlalloc's memory, as one string.
 
     With no arguments it reports the live statistics (arguments as for
-    :func:`summary_data`); ``advice=False`` leaves out the sizing advice.
+    :func:`summary_data`, ``kernels`` included); ``advice=False`` leaves out the
+    sizing advice.
 
     Example:
         >>> import tlalloc
@@ -163,7 +188,7 @@ def summary(
     """
     if not isinstance(advice, bool):
         raise TypeError(f"advice must be a bool, got {advice!r}")
-    d = summary_data(stats, per_thread)
+    d = summary_data(stats, per_thread, kernels)
     cfg = d["config"]
     lines = [_RULE, "tlalloc memory summary".center(WIDTH).rstrip(), _RULE]
     lines.append(
@@ -183,6 +208,9 @@ def summary(
     if d["released_threads"]:
         lines += [_THIN, "thread arenas released during the run (figures as last sampled)"]
         lines += _indent(_thread_table(d["released_threads"]))
+    if d["kernels"]:
+        lines += [_THIN, "kernel scratch (calls on thread arenas; 'spilled': served from the pool)"]
+        lines += _indent(_kernel_table(d["kernels"]))
     if d["pool"] is not None:
         lines += [_THIN, "pool"]
         rows = [[k, format_size(v) if k.endswith("_bytes") and isinstance(v, (int, float)) else str(v)]
