@@ -28,7 +28,7 @@ def test_arena_size_units(python_subprocess, value, expected):
 def test_defaults(python_subprocess):
     r = python_subprocess(SHOW)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == [str(2 << 20), "error", "False", str(2 << 20), "error", "False"]
+    assert r.stdout.split() == [str(8 << 20), "error", "False", str(8 << 20), "error", "False"]
 
 
 def test_overflow_and_zero_from_env(python_subprocess):

@@ -36,7 +36,7 @@ extern "C" {
 /* Bounds on an arena's capacity. */
 #define TL_ARENA_MIN_CAPACITY ((size_t)4096)
 #define TL_ARENA_MAX_CAPACITY ((size_t)1 << 40) /* 1 TiB of address space */
-#define TL_ARENA_DEFAULT_CAPACITY ((size_t)2 << 20)
+#define TL_ARENA_DEFAULT_CAPACITY ((size_t)8 << 20) /* docs/kernels.md: from the kernels' scratch */
 
 /* What happens when a request does not fit. */
 typedef enum tl_overflow {

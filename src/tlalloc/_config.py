@@ -16,7 +16,7 @@ from tlalloc import _tlalloc
 
 MIN_ARENA_SIZE = 4096
 MAX_ARENA_SIZE = 1 << 40  # 1 TiB of address space
-DEFAULT_ARENA_SIZE = 2 << 20
+DEFAULT_ARENA_SIZE = 8 << 20  # TL_ARENA_DEFAULT_CAPACITY; chosen from the kernels' scratch (docs/kernels.md)
 
 OVERFLOW_POLICIES = ("error", "fallback", "panic")
 HUGE_PAGES = ("off", "thp", "hugetlb")
@@ -164,7 +164,7 @@ class Config:
 
     Example:
         >>> Config().arena_size
-        2097152
+        8388608
     """
 
     arena_size: int = DEFAULT_ARENA_SIZE

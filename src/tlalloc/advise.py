@@ -645,12 +645,12 @@ def advise(
         {'TLALLOC_ARENA_SIZE': '2MiB'}
         >>> print(a.overall[0])  # doctest: +ELLIPSIS
         [shrink] overall: utilization 12.5% is below 30.0%...: too large; shrink to 2MiB ...
-        >>> k = {"num_spilled_calls": 3, "num_spills": 6, "spilled_bytes": 5 << 20,
-        ...      "peak_need_bytes": 4_684_832, "fit_capacity_bytes": 4_684_832,
-        ...      "spill_capacity_bytes": 2 << 20}
+        >>> k = {"num_spilled_calls": 3, "num_spills": 6, "spilled_bytes": 9 << 20,
+        ...      "peak_need_bytes": 9_845_856, "fit_capacity_bytes": 9_845_856,
+        ...      "spill_capacity_bytes": 8 << 20}
         >>> a = advise(per_thread=[], kernels={"spread": k})
         >>> a.env, a.kernels[0].where
-        ({'TLALLOC_ARENA_SIZE': '5MiB'}, "kernel 'spread'")
+        ({'TLALLOC_ARENA_SIZE': '10MiB'}, "kernel 'spread'")
     """
     if stats is None and per_thread is None:
         overall_d, threads_d, released = _live_figures_all()
