@@ -1,4 +1,4 @@
-"""`tlalloc bench` (the kernel mix) and `tlalloc bench kernels`: they run, verify, and report."""
+"""`tlalloc bench` (its allocation-strategy comparison) and `tlalloc bench kernels`: run, verify, report."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ def _args(**kw: object) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     mix.add_arguments(parser)
     ns = parser.parse_args([])
+    ns.service = False  # the service has its tests (tests/test_bench_main.py)
     for k, v in kw.items():
         setattr(ns, k, v)
     return ns
@@ -35,7 +36,7 @@ def test_mix_runs_verifies_and_writes_every_figure(
     assert mix.run(args) == 0
     text = capsys.readouterr().out
     assert "verified: thread, shared and malloc agree bit for bit" in text
-    assert "Thread-arena statistics" in text and "What thread arenas changed on this machine:" in text
+    assert "Thread-arena statistics" in text and "What thread arenas changed on this machine" in text
     assert "NOT met" not in text
     data = json.loads(out.read_text())
     cells = {(r["strategy"], r["threads"]) for r in data["results"]}

@@ -210,8 +210,8 @@ def test_stats_advise_summary_on_a_healthy_cluster(local):
     # The probes peak far below 4MiB: the cluster is told to shrink, by the plugin's argument.
     assert a.env and a.plugin.startswith("TlallocPlugin(arena_size=")
     out = io.StringIO()
-    td.summary(client, per_thread=True, file=out)
-    text = out.getvalue()
+    text = td.summary(client, per_thread=True, file=out)  # returns the text, as tlalloc.summary()
+    assert out.getvalue() == text + "\n"
     assert "2 worker(s) answered, 0 missing" in text
     assert all(addr in text for addr in cs.workers)
     assert "sizing advice" in text and "per thread arena" in text

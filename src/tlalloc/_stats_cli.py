@@ -34,7 +34,9 @@ SAMPLE_INTERVAL = 0.1  # seconds between samples of the thread arenas while the 
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from tlalloc.bench._common import ArgumentParser
+
+    p = ArgumentParser(
         prog="tlalloc stats",
         description="Run a Python script in this process, then report tlalloc's memory "
         "statistics and sizing advice.",
@@ -42,7 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("-o", "--output", metavar="FILE",
                    help="write the report to FILE instead of stderr")
-    p.add_argument("script", metavar="SCRIPT", help="the Python script to run")
+    # Optional to argparse, so that its absence is reported as SCRIPT alone (argparse
+    # would name ARGS as required too): main() checks it.
+    p.add_argument("script", metavar="SCRIPT", nargs="?", help="the Python script to run")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="its arguments")
     return p
 
@@ -107,6 +111,7 @@ def _write(text: str, output: str | None) -> None:
         return
     with open(output, "w", encoding="utf-8") as f:
         f.write(text + "\n")
+        f.flush()  # a full disk (/dev/full) fails here, inside the caller's try
 
 
 def main(argv: list[str]) -> int:
@@ -127,6 +132,10 @@ def main(argv: list[str]) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error argparse has printed
         return exc.code if isinstance(exc.code, int) else 2
+    if args.script is None:
+        print("tlalloc stats: missing SCRIPT, the Python script to run "
+              "(usage: tlalloc stats [--json] [-o FILE] SCRIPT [ARGS...])", file=sys.stderr)
+        return 2
     script: str = args.script
     if not os.path.isfile(script):
         print(f"tlalloc stats: can't open file {script!r}: no such file", file=sys.stderr)
@@ -156,5 +165,10 @@ def main(argv: list[str]) -> int:
         from tlalloc.summary import summary
 
         report = summary() + f"\n(script {script!r} exited with status {status})"
-    _write(report, args.output)
+    try:
+        _write(report, args.output)
+    except OSError as exc:
+        print(f"tlalloc stats: cannot write the report to {args.output!r}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return 2
     return status

@@ -13,10 +13,12 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import importlib
-import os
 import sys
+
+from tlalloc.bench._common import output_path_problem
+
+__all__ = ["SUITES", "DEFAULT_SUITE", "main", "output_path_problem"]
 
 # suite name -> module under tlalloc.bench that defines add_arguments(parser) and run(args).
 SUITES: dict[str, str] = {
@@ -53,50 +55,53 @@ def _bench(argv: list[str]) -> int:
             print(f"tlalloc bench: suite {suite!r} is not available yet", file=sys.stderr)
             return 2
         raise
-    parser = argparse.ArgumentParser(
-        prog=f"tlalloc bench {suite}" if suite != DEFAULT_SUITE else "tlalloc bench",
+    from tlalloc.bench._common import ArgumentParser, BadArgument, check_finite_numbers
+
+    prog = f"tlalloc bench {suite}" if suite != DEFAULT_SUITE else "tlalloc bench"
+    parser = ArgumentParser(
+        prog=prog,
         description=(mod.__doc__ or "").strip().splitlines()[0] if mod.__doc__ else None,
     )
     mod.add_arguments(parser)
-    args = parser.parse_args(argv)
+    if suite not in OWN_NUMBER_CHECKS:
+        check_finite_numbers(parser)
+    try:
+        args = parser.parse_args(argv)  # a bad value: one line, exit status 2
+    except SystemExit as exc:  # or --help: 0
+        return exc.code if isinstance(exc.code, int) else 2
     for opt in OUTPUT_OPTIONS:  # before the work: a benchmark can take minutes
         path = getattr(args, opt, None)
         problem = output_path_problem(path) if isinstance(path, str) else None
         if problem:
-            print(f"tlalloc bench: cannot write --{opt} {path!r}: {problem}", file=sys.stderr)
+            print(f"{prog}: cannot write --{opt} {path!r}: {problem}", file=sys.stderr)
             return 2
-    return int(mod.run(args) or 0)
+    try:
+        return int(mod.run(args) or 0)
+    except BadArgument as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        # The suites name the option first ("--rounds=0 must be at least 1"): a
+        # bad value, not a bug, so one line and not a traceback.
+        if not str(exc).startswith("--"):
+            raise
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:
+        if isinstance(exc.code, str):  # SystemExit("message"): Python would exit with 1
+            msg = exc.code if exc.code.startswith("tlalloc") else f"{prog}: {exc.code}"
+            print(msg, file=sys.stderr)
+            return 2
+        raise
 
 
 # Options of the suites that name a file to write.
 OUTPUT_OPTIONS = ("json", "plot")
 
-
-def output_path_problem(path: str) -> str | None:
-    """Why a file could not be written at ``path``, or None if it looks writable.
-
-    Checked without creating or truncating anything, so that a bad path is
-    reported before the work that would fill it.
-
-    Example:
-        >>> output_path_problem("/no/such/dir/x.json")
-        "the folder '/no/such/dir' does not exist"
-        >>> output_path_problem(".") is not None
-        True
-    """
-    if path == "":
-        return "the path is empty"
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        return "it is a folder"
-    if not os.path.isdir(folder):
-        return f"the folder {folder!r} does not exist"
-    if os.path.exists(path):
-        if not os.access(path, os.W_OK):
-            return "the file is not writable"
-    elif not os.access(folder, os.W_OK | os.X_OK):
-        return f"the folder {folder!r} is not writable"
-    return None
+# Suites that check their numeric options themselves, with their own messages;
+# every other suite's bare ``type=int`` / ``type=float`` options get the shared
+# rules of tlalloc.bench._common (whole numbers >= 1, finite numbers > 0).
+OWN_NUMBER_CHECKS = frozenset({"footprint"})
 
 
 def _stats(argv: list[str]) -> int:

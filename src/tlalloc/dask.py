@@ -736,15 +736,15 @@ def advise(client: Any, *, workers: Sequence[str] | None = None,
 
 
 def summary(client: Any, *, workers: Sequence[str] | None = None, timeout: float = DEFAULT_TIMEOUT,
-            per_thread: bool = False, advice: bool = True, file: IO[str] | None = None) -> None:
-    """Print the cluster report: configuration, one row per worker and the totals,
-    missing workers, (with ``per_thread=True``) every thread arena, and the advice.
+            per_thread: bool = False, advice: bool = True, file: IO[str] | None = None) -> str:
+    """The cluster report as one string, as :func:`tlalloc.summary` gives the
+    process's: configuration, one row per worker and the totals, missing workers,
+    (with ``per_thread=True``) every thread arena, and the advice.
 
-    ``file`` defaults to ``sys.stdout``; ``str(tlalloc.dask.stats(client))`` gives
-    the report without the advice as a string.
+    With ``file`` (an open text file) the report is also written there.
 
     Example:
-        >>> tlalloc.dask.summary(client)  # doctest: +SKIP
+        >>> print(tlalloc.dask.summary(client))  # doctest: +SKIP
         ====================================================================================
                                           tlalloc on Dask
         ====================================================================================
@@ -758,7 +758,9 @@ def summary(client: Any, *, workers: Sequence[str] | None = None, timeout: float
     if advice:
         body = text.rsplit("\n", 1)[0]
         text = "\n".join([body, _THIN, str(cluster_advice(cs)), _RULE])
-    print(text, file=sys.stdout if file is None else file)
+    if file is not None:
+        print(text, file=file)
+    return text
 
 
 __all__ = ["ClusterAdvice", "ClusterStats", "PLUGIN_NAME", "TlallocPlugin", "WorkerStats",

@@ -3,13 +3,20 @@ optional progress bars and JSON output."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import os
 import platform
+import random
+import re
+import statistics
 import sys
+import threading
 import time
+import types
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 
 def machine_info() -> dict[str, Any]:
@@ -69,22 +76,196 @@ def describe_machine(info: dict[str, Any] | None = None) -> str:
     )
 
 
-def parse_threads(text: str, limit: int = 1024) -> list[int]:
-    """Parse a ``--threads`` value such as ``"1,2,4"`` into sorted, distinct counts.
+# ---- Command-line arguments: one rule per kind of argument, shared by every suite.
+#
+# Numbers are written in ASCII digits only (Python's int() and float() also take
+# "\uff14" or "1_000", which no user means), must be finite (float() takes "nan",
+# "inf" and "1e309"), and counts and durations must be positive. Each rule is an
+# argparse ``type=`` function, so that argparse reports a bad value before any work.
 
-    A bad value ends the command with a message naming the option and the value.
+_INT_RE = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_FLOAT_RE = re.compile(r"[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An ``argparse.ArgumentParser`` whose usage errors are one line, exit status 2.
+
+    Example:
+        >>> p = ArgumentParser(prog="tlalloc bench")
+        >>> _ = p.add_argument("--repeat", type=positive_int)
+        >>> p.parse_args(["--repeat", "0"])
+        Traceback (most recent call last):
+        SystemExit: 2
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
+class BadArgument(SystemExit):
+    """A bad command-line value found after parsing: exit status 2 and a one-line
+    ``message`` (printed by ``tlalloc``'s entry point, which catches it).
+
+    Example:
+        >>> e = BadArgument("--threads must not be empty")
+        >>> e.code, str(e)
+        (2, '--threads must not be empty')
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _int(text: str) -> int:
+    s = text.strip()
+    if not _INT_RE.fullmatch(s):
+        raise argparse.ArgumentTypeError(f"must be a whole number in ASCII digits, got {text!r}")
+    return int(s)
+
+
+def positive_int(text: str) -> int:
+    """A count: a whole number >= 1 (``--repeat``, ``--rounds``, sizes).
+
+    Example:
+        >>> positive_int("3")
+        3
+        >>> positive_int("0")
+        Traceback (most recent call last):
+        argparse.ArgumentTypeError: must be a whole number >= 1, got '0'
+    """
+    v = _int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return v
+
+
+def nonnegative_int(text: str) -> int:
+    """A count where 0 means "the default" (``--numpy-blas-threads``).
+
+    Example:
+        >>> nonnegative_int("0")
+        0
+        >>> nonnegative_int("-1")
+        Traceback (most recent call last):
+        argparse.ArgumentTypeError: must be a whole number >= 0, got '-1'
+    """
+    v = _int(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return v
+
+
+def positive_float(text: str) -> float:
+    """A duration or other amount: a finite number > 0 (``--duration``, ``--seconds``).
+
+    Example:
+        >>> positive_float("0.5")
+        0.5
+        >>> positive_float("nan")
+        Traceback (most recent call last):
+        argparse.ArgumentTypeError: must be a finite number > 0, got 'nan'
+    """
+    s = text.strip()
+    v = float(s) if _FLOAT_RE.fullmatch(s) else math.nan
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return v
+
+
+def thread_counts(text: str, limit: int = 1024) -> list[int]:
+    """A ``--threads`` list such as ``"1,2,4"``: sorted, distinct counts from 1 to ``limit``.
+
+    Every item must be a count: ``"1,,2"``, ``"1,"`` and ``"\uff14"`` are refused.
+
+    Example:
+        >>> thread_counts("4, 1,2,2")
+        [1, 2, 4]
+        >>> thread_counts("1,,2")
+        Traceback (most recent call last):
+        argparse.ArgumentTypeError: must be comma-separated whole numbers from 1 to 1024, got '1,,2'
+    """
+    try:
+        counts = [_int(t) for t in text.split(",")]
+    except argparse.ArgumentTypeError:
+        counts = []
+    if not counts or any(not 1 <= c <= limit for c in counts):
+        raise argparse.ArgumentTypeError(
+            f"must be comma-separated whole numbers from 1 to {limit}, got {text!r}"
+        )
+    return sorted(set(counts))
+
+
+def parse_threads(text: str | Sequence[int], limit: int = 1024) -> list[int]:
+    """:func:`thread_counts` for a value read outside argparse: a bad value ends the
+    command (exit status 2) with a message naming the option and the value.
 
     Example:
         >>> parse_threads("4, 1,2,2")
         [1, 2, 4]
+        >>> parse_threads([2, 1])
+        [1, 2]
     """
+    if not isinstance(text, str):  # already parsed by argparse (type=thread_counts)
+        return sorted(set(text))
     try:
-        counts = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise SystemExit(f"--threads must be comma-separated integers, got {text!r}") from None
-    if not counts or any(not 1 <= c <= limit for c in counts):
-        raise SystemExit(f"--threads must list counts between 1 and {limit}, got {text!r}")
-    return sorted(set(counts))
+        return thread_counts(text, limit)
+    except argparse.ArgumentTypeError as exc:
+        raise BadArgument(f"argument --threads: {exc}") from None
+
+
+def check_finite_numbers(parser: argparse.ArgumentParser) -> None:
+    """Give every option of ``parser`` still declared with a bare ``type=int`` or
+    ``type=float`` the shared rule (:func:`positive_int`, :func:`positive_float`).
+
+    Example:
+        >>> p = ArgumentParser(prog="x")
+        >>> _ = p.add_argument("--duration", type=float)
+        >>> check_finite_numbers(p)
+        >>> p.parse_args(["--duration", "1e309"])
+        Traceback (most recent call last):
+        SystemExit: 2
+    """
+    for action in parser._actions:
+        if action.type is int:
+            action.type = positive_int
+        elif action.type is float:
+            action.type = positive_float
+
+
+def output_path_problem(path: str) -> str | None:
+    """Why a file could not be written at ``path``, or None if it can.
+
+    Tried before the work that fills it, without truncating an existing file:
+    an existing file is opened for appending, a new one created and removed.
+
+    Example:
+        >>> output_path_problem("/no/such/dir/x.json")
+        "the folder '/no/such/dir' does not exist"
+        >>> output_path_problem(".") is not None
+        True
+    """
+    if path == "":
+        return "the path is empty"
+    if os.path.isdir(path):
+        return "it is a folder"
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        return f"the folder {folder!r} does not exist"
+    try:
+        if os.path.exists(path):
+            with open(path, "a", encoding="utf-8"):
+                pass
+        else:
+            with open(path, "x", encoding="utf-8"):
+                pass
+            os.unlink(path)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 def best_time(fn: Callable[[], Any], *, repeat: int = 5, min_time: float = 0.05) -> float:
@@ -180,9 +361,12 @@ def write_json(path: str, payload: dict[str, Any]) -> None:
     """
     data = dict(payload)
     data.setdefault("machine", machine_info())
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True)
-        fh.write("\n")
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:  # checked before the run, but a disk can fill up (/dev/full)
+        raise BadArgument(f"cannot write {path!r}: {exc.strerror or exc}") from None
 
 
 def compare_phrase(ratio: float, spread: float, other: str) -> str:
@@ -200,3 +384,179 @@ def compare_phrase(ratio: float, spread: float, other: str) -> str:
     if ratio > 1:
         return f"{ratio:.2f}x the throughput of {other}"
     return f"{1 / ratio:.2f}x slower than {other}"
+
+
+# ---- The timing harness and the statistics of its samples.
+
+
+def _own_copy(fn: Callable[[int], Any]) -> Callable[[int], Any]:
+    """A new function object with new closure cells (the same contents), so that
+    threads calling it do not all write the reference counts of one function and
+    its cells on every call (without the GIL, such writes contend). Callables
+    that are not plain Python functions are returned as they are."""
+    if not isinstance(fn, types.FunctionType):
+        return fn
+    cells = None
+    if fn.__closure__ is not None:
+        cells = tuple(types.CellType(c.cell_contents) for c in fn.__closure__)
+    copy = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, cells)
+    copy.__kwdefaults__ = fn.__kwdefaults__
+    return copy
+
+
+def measure(
+    fn: Callable[[int], Any] | None,
+    threads: int,
+    duration: float,
+    *,
+    make: Callable[[], Callable[[int], Any]] | None = None,
+) -> dict[str, float]:
+    """Run an operation ``op(i)`` from ``threads`` threads for about ``duration`` seconds.
+
+    Nothing is shared between the threads on the path of an operation: each thread
+    has its own copy of the operation (``make()`` builds one per thread; else a
+    copy of ``fn`` with its own closure cells), its own counters, and its own
+    deadline, read from the clock once per block of operations (blocks grow until
+    they last about a millisecond). Each thread warms up with one call (creating
+    its thread arena), then all start together at a barrier.
+
+    Returns total operations per second (``ops_per_s``: operations over the
+    time from the first thread's start to the last one's end), ``elapsed_s``,
+    ``ops`` and each thread's own CPU time per operation averaged over the threads
+    (``cpu_ns_per_op``, from ``time.thread_time``): on a loaded machine the
+    throughput falls with the load, the CPU time only grows if the threads slow
+    each other down (a lock, a contended cache line).
+
+    Example:
+        >>> r = measure(lambda i: None, 2, 0.01)
+        >>> r["ops"] > 0 and r["ops_per_s"] > 0 and r["cpu_ns_per_op"] > 0
+        True
+    """
+    if make is None:
+        if fn is None:
+            raise TypeError("measure() needs fn or make")
+        base = fn
+
+        def make() -> Callable[[int], Any]:
+            return _own_copy(base)
+
+    if not (isinstance(threads, int) and threads >= 1):
+        raise ValueError(f"threads must be an int >= 1, got {threads!r}")
+    if not (math.isfinite(duration) and duration > 0):
+        raise ValueError(f"duration must be a finite number of seconds > 0, got {duration!r}")
+    results: list[tuple[int, float, float, float] | None] = [None] * threads
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(threads)
+    block_target = min(1e-3, duration / 50)
+
+    def worker(k: int, step: int, op_maker: Callable[[], Callable[[int], Any]]) -> None:
+        try:
+            op = op_maker()
+            clock, cpu_clock = time.perf_counter, time.thread_time
+            op(k)
+            barrier.wait()
+            t0, c0 = clock(), cpu_clock()
+            deadline, last = t0 + duration, t0
+            i, n, block = k, 0, 1
+            while True:
+                for _ in range(block):
+                    op(i)
+                    i += step
+                n += block
+                now = clock()
+                if now >= deadline:
+                    break
+                if now - last < block_target:  # blocks of about a millisecond
+                    block *= 2
+                last = now
+            results[k] = (n, cpu_clock() - c0, t0, now)
+        except BaseException as exc:  # noqa: BLE001 - reported to the caller
+            errors.append(exc)
+            barrier.abort()
+
+    ts = [
+        threading.Thread(target=worker, args=(k, threads, make), name=f"bench-{k}")
+        for k in range(threads)
+    ]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    real = [e for e in errors if not isinstance(e, threading.BrokenBarrierError)]
+    if real or errors:
+        raise (real or errors)[0]
+    done = [r for r in results if r is not None]
+    ops = sum(r[0] for r in done)
+    elapsed = max(r[3] for r in done) - min(r[2] for r in done)
+    per_thread = [c / n * 1e9 for n, c, _, _ in done if n]
+    return {
+        "ops": ops,
+        "elapsed_s": elapsed,
+        "ops_per_s": ops / elapsed if elapsed > 0 else float("nan"),
+        "cpu_ns_per_op": sum(per_thread) / len(per_thread) if per_thread else float("nan"),
+    }
+
+
+INTERVAL_MIN_SAMPLES = 5  # fewer samples give no interval (as ratio_interval's rounds)
+_RESAMPLES = 1000
+
+
+def median_interval(samples: Sequence[float]) -> tuple[float, float] | None:
+    """95% percentile-bootstrap interval of the median of ``samples`` (fixed seed:
+    the same samples always give the same interval); None with fewer than
+    ``INTERVAL_MIN_SAMPLES``. The error bars of the plots.
+
+    Example:
+        >>> median_interval([2.0] * 6)
+        (2.0, 2.0)
+        >>> median_interval([1.0, 2.0]) is None
+        True
+    """
+    n = len(samples)
+    if n < INTERVAL_MIN_SAMPLES:
+        return None
+    rng = random.Random(20261130)
+    meds = sorted(statistics.median(rng.choices(samples, k=n)) for _ in range(_RESAMPLES))
+    return float(meds[int(0.025 * _RESAMPLES)]), float(meds[int(0.975 * _RESAMPLES) - 1])
+
+
+def verdict(
+    interval: tuple[float, float] | None, ratio: float, better: str, worse: str, other: str
+) -> str:
+    """A ratio (ours / ``other``'s, >1 is better for us) in words: equal when its 95%
+    interval holds 1, no verdict without an interval.
+
+    Example:
+        >>> verdict((0.97, 1.06), 1.01, "the throughput of", "slower than", "malloc")
+        'equal to malloc (1.01x, 95% interval 0.97-1.06 holds 1)'
+        >>> verdict((1.8, 2.2), 2.0, "the throughput of", "slower than", "malloc")
+        '2.00x the throughput of malloc (95% interval 1.80-2.20)'
+        >>> verdict((0.4, 0.6), 0.5, "the throughput of", "slower than", "malloc")
+        '2.00x slower than malloc (95% interval 0.40-0.60)'
+        >>> verdict(None, 2.0, "the throughput of", "slower than", "malloc")
+        'no verdict against malloc (2.00x, too few samples for an interval)'
+    """
+    if interval is None:
+        return f"no verdict against {other} ({ratio:.2f}x, too few samples for an interval)"
+    lo, hi = interval
+    iv = f"95% interval {lo:.2f}-{hi:.2f}"
+    if lo <= 1 <= hi:
+        return f"equal to {other} ({ratio:.2f}x, {iv} holds 1)"
+    if lo > 1:
+        return f"{ratio:.2f}x {better} {other} ({iv})"
+    return f"{1 / ratio:.2f}x {worse} {other} ({iv})"
+
+
+def load_average() -> str:
+    """The machine's load averages (1, 5, 15 minutes) as text, printed before and
+    after each run so that a reader knows what else ran.
+
+    Example:
+        >>> load_average().startswith("load average")
+        True
+    """
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "load average unknown"
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"

@@ -23,6 +23,7 @@ from tlalloc.bench._common import (
     format_table,
     machine_info,
     parse_threads,
+    thread_counts,
     write_json,
 )
 
@@ -31,7 +32,8 @@ STRATEGIES = ("thread", "shared", "malloc")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``tlalloc bench alloc``."""
-    parser.add_argument("--threads", default="1,2,4,16,32", help="comma-separated thread counts")
+    parser.add_argument("--threads", type=thread_counts, default="1,2,4,16,32",
+                        help="comma-separated thread counts")
     parser.add_argument("--allocs", type=int, default=4_000_000,
                         help="allocations per thread at the C level (default 4,000,000)")
     parser.add_argument("--size", type=int, default=64, help="request size in bytes (default 64)")

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tlalloc.bench._common import describe_machine, format_table, machine_info, write_json
+from tlalloc.bench._common import describe_machine, format_table, machine_info, parse_threads, write_json
 
 LARSON_ARGS = ("8", "1000", "5000", "100", "4141")  # min, max, chunks, rounds, seed
 ALLOCATORS = ("glibc", "jemalloc", "mimalloc", "tlalloc", "tlalloc-nocache")
@@ -250,9 +250,7 @@ def larson_table(args: argparse.Namespace) -> dict[str, Any] | None:
     bad = [a for a in wanted if a not in ALLOCATORS]
     if bad:
         raise ValueError(f"--allocators: unknown {', '.join(bad)}; choose from {', '.join(ALLOCATORS)}")
-    threads = [int(t) for t in args.threads.split(",") if t.strip()]
-    if not threads or min(threads) < 1:
-        raise ValueError(f"--threads={args.threads!r}: give positive thread counts such as 1,2,4,16")
+    threads = parse_threads(args.threads)
     repo = find_repo(args.repo)
     if repo is None:
         print("tlalloc bench larson: the larson benchmark is C code built from a source checkout "
