@@ -1,6 +1,16 @@
-"""Python-level scratch from 1, 2, 4, ... threads: thread arenas against np.empty and one shared locked arena.
+"""Python-level scratch: a size ladder against np.empty, then 1, 2, 4, ... threads.
 
-One operation is what a thread-pool task does for its temporaries: take a
+**Sizes** (one thread): per size from 64 B to 64 MiB, one round trip is
+``with tlalloc.scratch() as a: x = a.empty(n)`` (float64) touching each of the
+array's pages once (``x[::512] = 0``), against ``x = np.empty(n)`` doing the
+same. CPU time of the thread (``time.thread_time``), best of ``--repeat``
+samples, the two alternatives interleaved (their order swaps every round); the
+arena is a fresh thread arena of ``--arena-size`` (160 MiB by default, so that
+every size fits it), on a thread made for the ladder. Each row also gives the
+minor page faults per round trip (``getrusage(RUSAGE_THREAD)``): a size where
+one side faults is a size where it maps or returns memory on every trip.
+
+**Threads**: one operation is what a thread-pool task does for its temporaries: take a
 scope, allocate two small arrays, touch them, release the scope. Three
 strategies run the same loop:
 
@@ -15,21 +25,30 @@ CPython with the GIL disabled (``PYTHON_GIL=0``); on a build with the GIL the
 suite still runs, and says that its threads take turns. ``tlalloc bench`` (the
 mix) runs this suite at its end on a free-threaded build.
 
+Each thread of a cell counts its own operations and checks its own deadline
+every ``CHECK_EVERY`` operations: the loop shares nothing between threads (no
+stop flag or event read per operation, which on a free-threaded build would be
+a contended cache line in the measurement).
+
 Example:
+    $ python -m tlalloc bench scratch --part sizes
     $ PYTHON_GIL=0 python3.13t -m tlalloc bench scratch --threads 1,2,4
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 import tlalloc
+from tlalloc.advise import format_size
 from tlalloc.bench._common import (
     compare_phrase,
     describe_machine,
@@ -38,10 +57,16 @@ from tlalloc.bench._common import (
     parse_threads,
     write_json,
 )
-from tlalloc.bench.mix import measure
 
 STRATEGIES = ("thread", "numpy", "shared")
 SIZES = (256, 64)  # float32 elements of the two temporaries of one operation
+#: The size ladder (bytes): 64 B to 64 MiB.
+LADDER = (64, 512, 4 << 10, 64 << 10, 256 << 10, 1 << 20, 2 << 20, 4 << 20, 8 << 20, 16 << 20, 32 << 20,
+          64 << 20)
+QUICK_LADDER = (64, 4 << 10, 1 << 20, 8 << 20, 32 << 20)
+LADDER_ALTERNATIVES = ("arena", "numpy")
+CHECK_EVERY = 64  # operations between two reads of a thread's own deadline
+PAGE_FLOATS = 512  # float64 elements per 4 KiB page: x[::PAGE_FLOATS] touches each page once
 
 
 def gil_enabled() -> bool:
@@ -147,11 +172,218 @@ def operation(strategy: str, shared: SharedArena) -> Callable[[int], Any]:
     return op
 
 
+def round_trip(alternative: str, nbytes: int) -> Callable[[int], float]:
+    """``f(reps)``: ``reps`` round trips of ``nbytes`` (a float64 array touched once a
+    page), returning the calling thread's CPU seconds for all of them.
+
+    The loop is the whole measurement: local names only, nothing shared.
+
+    Example:
+        >>> f = round_trip("arena", 4096)
+        >>> f(10) >= 0.0
+        True
+    """
+    n = max(1, nbytes // 8)
+    step = PAGE_FLOATS
+    clock = time.thread_time
+    if alternative == "arena":
+        scratch = tlalloc.scratch
+
+        def run(reps: int) -> float:
+            t0 = clock()
+            for _ in range(reps):
+                with scratch() as a:
+                    x = a.empty(n)
+                    x[::step] = 0.0
+                    del x
+            return clock() - t0
+
+    elif alternative == "numpy":
+        empty = np.empty
+
+        def run(reps: int) -> float:
+            t0 = clock()
+            for _ in range(reps):
+                x = empty(n)
+                x[::step] = 0.0
+                del x
+            return clock() - t0
+
+    else:
+        raise ValueError(f"alternative must be one of {', '.join(LADDER_ALTERNATIVES)}, got {alternative!r}")
+    return run
+
+
+def _thread_faults() -> int:
+    who = getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)
+    return resource.getrusage(who).ru_minflt
+
+
+def _ladder_on_this_thread(sizes: list[int], repeat: int, sample_s: float) -> list[dict[str, Any]]:
+    rows = []
+    for nbytes in sizes:
+        fns = {alt: round_trip(alt, nbytes) for alt in LADDER_ALTERNATIVES}
+        for f in fns.values():  # warm-up: the arena's pages and the heap's chunk become resident
+            f(3)
+        # Round trips per sample: about sample_s of the slower alternative, the same for both.
+        one = max(max(f(3) / 3 for f in fns.values()), 1e-7)
+        reps = max(3, min(1_000_000, int(sample_s / one)))
+        best = dict.fromkeys(LADDER_ALTERNATIVES, float("inf"))
+        faults = dict.fromkeys(LADDER_ALTERNATIVES, 0)
+        samples: dict[str, list[float]] = {alt: [] for alt in LADDER_ALTERNATIVES}
+        for r in range(repeat):
+            order = LADDER_ALTERNATIVES if r % 2 == 0 else LADDER_ALTERNATIVES[::-1]
+            for alt in order:
+                f0 = _thread_faults()
+                t = fns[alt](reps) / reps
+                faults[alt] += _thread_faults() - f0
+                samples[alt].append(t)
+                best[alt] = min(best[alt], t)
+        rows.append({
+            "size_bytes": nbytes,
+            "reps": reps,
+            "arena_s": best["arena"],
+            "numpy_s": best["numpy"],
+            "ratio": best["arena"] / best["numpy"] if best["numpy"] > 0 else float("nan"),
+            "arena_faults_per_op": faults["arena"] / (reps * repeat),
+            "numpy_faults_per_op": faults["numpy"] / (reps * repeat),
+            "samples_s": samples,
+        })
+    return rows
+
+
+def size_ladder(sizes: list[int], repeat: int, sample_s: float, arena_size: int) -> list[dict[str, Any]]:
+    """The ladder of round trips, arena against np.empty, on a new thread whose arena
+    has ``arena_size`` bytes. Returns one row per size: best CPU seconds per round
+    trip of each, their ratio (arena / numpy) and the page faults per round trip.
+
+    Example:
+        >>> rows = size_ladder([64, 1 << 20], 1, 0.001, 8 << 20)
+        >>> [r["size_bytes"] for r in rows], all(r["ratio"] > 0 for r in rows)
+        ([64, 1048576], True)
+    """
+    if max(sizes) > arena_size:
+        raise ValueError(f"--arena-size {arena_size} is smaller than the largest size {max(sizes)}: "
+                         "those round trips would not fit the arena")
+    old = tlalloc.get_config()
+    tlalloc.configure(arena_size=arena_size)  # for the thread arena made below
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["rows"] = _ladder_on_this_thread(sizes, repeat, sample_s)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the caller
+            out["error"] = exc
+
+    try:
+        t = threading.Thread(target=run, name="scratch-ladder")
+        t.start()
+        t.join()
+    finally:
+        tlalloc.configure(**old.as_dict())
+    if "error" in out:
+        raise out["error"]
+    return out["rows"]  # type: ignore[no-any-return]
+
+
+def report_ladder(rows: list[dict[str, Any]]) -> None:
+    """Print the ladder and the two goals: never slower than np.empty, and at most
+    0.1x its time from 32 MiB up."""
+    print(format_table(
+        ["size", "arena us/op", "np.empty us/op", "arena/numpy", "arena faults/op", "numpy faults/op"],
+        [[format_size(r["size_bytes"]), f"{r['arena_s'] * 1e6:,.3f}", f"{r['numpy_s'] * 1e6:,.3f}",
+          f"{r['ratio']:.2f}x", f"{r['arena_faults_per_op']:.1f}", f"{r['numpy_faults_per_op']:.1f}"]
+         for r in rows]))
+    slower = [r for r in rows if r["ratio"] > 1.0]
+    big = [r for r in rows if r["size_bytes"] >= 32 << 20]
+    if slower:
+        worst = max(slower, key=lambda r: r["ratio"])
+        print(f"  goal 'no slower than np.empty at any size': missed at "
+              f"{', '.join(format_size(r['size_bytes']) for r in slower)} "
+              f"(worst {worst['ratio']:.2f}x at {format_size(worst['size_bytes'])})")
+    else:
+        print("  goal 'no slower than np.empty at any size': met")
+    if big:
+        over = [r for r in big if r["ratio"] > 0.1]
+        print("  goal 'at most 0.1x np.empty's time from 32 MiB up': "
+              + ("met" if not over else "missed at " + ", ".join(
+                  f"{format_size(r['size_bytes'])} ({r['ratio']:.2f}x)" for r in over)))
+
+
+def measure(fn: Callable[[int], Any], threads: int, duration: float) -> dict[str, float]:
+    """Run ``fn(i)`` from ``threads`` threads for about ``duration`` seconds each.
+
+    All threads start together at a barrier; each then runs until its own deadline
+    (a local, read every ``CHECK_EVERY`` operations), so the timed loop reads no
+    shared object. Returns total operations per second and each thread's own CPU
+    time per operation averaged over the threads (``time.thread_time``).
+
+    Example:
+        >>> r = measure(lambda i: None, 2, 0.01)
+        >>> r["ops"] > 0 and r["ops_per_s"] > 0 and r["cpu_ns_per_op"] > 0
+        True
+    """
+    counts = [0] * threads
+    cpu = [0.0] * threads
+    wall = [0.0] * threads
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(threads)
+
+    def worker(k: int) -> None:
+        try:
+            fn(k)
+            barrier.wait()
+            perf, clock = time.perf_counter, time.thread_time
+            t0, c0 = perf(), clock()
+            deadline = t0 + duration
+            i, n = k, 0
+            while True:
+                for _ in range(CHECK_EVERY):
+                    fn(i)
+                    i += threads
+                n += CHECK_EVERY
+                if perf() >= deadline:
+                    break
+            cpu[k] = clock() - c0
+            wall[k] = perf() - t0
+            counts[k] = n
+        except BaseException as exc:  # noqa: BLE001 - reported to the caller
+            errors.append(exc)
+            barrier.abort()
+
+    ts = [threading.Thread(target=worker, args=(k,), name=f"scratch-{k}") for k in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    if errors:  # the first real error, not the barrier it broke for the others
+        raise next((e for e in errors if not isinstance(e, threading.BrokenBarrierError)), errors[0])
+    ops = sum(counts)
+    elapsed = max(wall)
+    per_thread = [c / n * 1e9 for c, n in zip(cpu, counts, strict=True) if n]
+    return {
+        "ops": ops,
+        "elapsed_s": elapsed,
+        "ops_per_s": ops / elapsed if elapsed > 0 else float("nan"),
+        "cpu_ns_per_op": sum(per_thread) / len(per_thread) if per_thread else float("nan"),
+    }
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--part", choices=("all", "sizes", "threads"), default="all",
+                        help="the size ladder, the thread scaling, or both (default)")
+    parser.add_argument("--sizes", metavar="LIST",
+                        help="ladder sizes, comma-separated, units allowed (default 64B, 512B, 4KiB, "
+                             "64KiB, 256KiB, then 1MiB to 64MiB by powers of 2)")
+    parser.add_argument("--arena-size", default="160MiB",
+                        help="capacity of the ladder's thread arena (default 160MiB)")
+    parser.add_argument("--sample", type=float, default=0.1,
+                        help="seconds of CPU per ladder sample (default 0.1)")
     parser.add_argument("--threads", default="1,2,4", help="thread counts (default 1,2,4)")
     parser.add_argument("--duration", type=float, default=0.5, help="seconds per cell (default 0.5)")
-    parser.add_argument("--repeat", type=int, default=5, help="rounds over every cell (default 5)")
-    parser.add_argument("--quick", action="store_true", help="1 and 2 threads, short cells")
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="samples per ladder size and rounds over every thread cell (default 5)")
+    parser.add_argument("--quick", action="store_true", help="a short ladder, 1 and 2 threads, short cells")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
 
 
@@ -248,6 +480,23 @@ def report(result: dict[str, Any], cores: int) -> None:
                   f"({min(t, cores)} core(s) to run on{cpu})")
 
 
+def _parse_sizes(text: str | None, quick: bool) -> list[int]:
+    if text is None:
+        return list(QUICK_LADDER if quick else LADDER)
+    from tlalloc._config import parse_size
+
+    sizes = []
+    for part in text.split(","):
+        try:
+            v = parse_size(part.strip(), "--sizes")
+        except (TypeError, ValueError) as exc:
+            raise SystemExit(f"--sizes: {exc}") from None
+        sizes.append(v)
+    if not sizes:
+        raise SystemExit("--sizes must name at least one size")
+    return sizes
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the suite and print its tables."""
     threads = [1, 2] if args.quick else parse_threads(args.threads)
@@ -255,8 +504,38 @@ def run(args: argparse.Namespace) -> int:
     repeat = 2 if args.quick else max(1, args.repeat)
     if duration <= 0:
         raise SystemExit("--duration must be > 0")
+    if not args.sample > 0:
+        raise SystemExit("--sample must be > 0")
+    from tlalloc._config import parse_size
+
+    try:
+        arena_size = parse_size(args.arena_size, "--arena-size")
+    except (TypeError, ValueError) as exc:
+        raise SystemExit(f"--arena-size: {exc}") from None
+    sizes = _parse_sizes(args.sizes, args.quick)
+    if args.part != "threads" and max(sizes) > arena_size:
+        raise SystemExit(f"--arena-size {format_size(arena_size)} is smaller than the largest size "
+                         f"{format_size(max(sizes))}: those round trips would not fit the arena")
     info = machine_info()
     print(f"machine: {describe_machine(info)}")
+    out: dict[str, Any] = {"suite": "scratch", "machine": info}
+    if args.part in ("all", "sizes"):
+        sample = min(args.sample, 0.01) if args.quick else args.sample
+        print(f"\nsize ladder, one thread: `with scratch() as a: x = a.empty(n)` against `x = np.empty(n)` "
+              f"(float64), each page touched once; CPU time per round trip, best of {repeat} interleaved "
+              f"samples of ~{sample:g} s; thread arena of {format_size(arena_size)}")
+        rows = size_ladder(sizes, repeat, sample, arena_size)
+        report_ladder(rows)
+        out["ladder"] = {"arena_size_bytes": arena_size, "repeat": repeat, "rows": rows}
+    if args.part in ("all", "threads"):
+        _run_threads(args, threads, duration, repeat, info, out)
+    if args.json:
+        write_json(args.json, out)
+    return 0
+
+
+def _run_threads(args: argparse.Namespace, threads: list[int], duration: float, repeat: int,
+                 info: dict[str, Any], out: dict[str, Any]) -> None:
     gil = gil_enabled()
     print(
         f"Python {sys.version.split()[0]}, GIL "
@@ -268,6 +547,4 @@ def run(args: argparse.Namespace) -> int:
     cores = max(1, int(info.get("usable_cpus") or 1))
     print(f"\nPython-level scratch, best of {repeat} x {duration:g} s per cell:")
     report(result, cores)
-    if args.json:
-        write_json(args.json, {"suite": "scratch", "machine": info, "gil_enabled": gil, **result})
-    return 0
+    out.update({"gil_enabled": gil, **result})
