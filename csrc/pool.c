@@ -10,9 +10,11 @@
  */
 #include <errno.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "pool_internal.h"
 
@@ -309,6 +311,7 @@ void tl_peak_add(int64_t d) {
 /* ---- heaps: creation and thread exit ------------------------------------------- */
 
 static void tl_heap_teardown(tl_heap *h);
+static void tl_bg_fork_child(void);
 
 static void tl_heap_key_destructor(void *p) {
     tl_heap *h = p;
@@ -524,6 +527,7 @@ static tl_heap *tl_forked_heaps;
  * nothing changes the registry between the look-ups below. */
 void tl_pool_fork_child(void) {
     tl_heap *self = tl_tls_heap;
+    tl_bg_fork_child();
     tl_depot_fork_child();
     /* A page of ours (or of the locked heap) that a parent's thread held BUSY
      * at the fork would stay BUSY forever here: clear it (the block that
@@ -1135,6 +1139,122 @@ void tl_pool_get_options(tl_pool_options *out) {
 void tl_pool_collect(int release_all) {
     tl_depot_collect(release_all);
     tl_large_collect(release_all);
+}
+
+/* ---- the background purge thread ---------------------------------------------------- *
+ *
+ * Optional (tl_pool_purge_thread; off by default, as jemalloc's): a thread
+ * that sleeps until the depot's or the large cache's lazy purge is due and
+ * does it, so that memory freed before a program stops calling the pool goes
+ * back within the purge delay plus TL_BG_SLACK_MS, or TL_BG_IDLE_MS when
+ * nothing was due when it last looked (a free made since is only seen at its
+ * next wake). It does what any later pool call would: the depot's free pages
+ * beyond retain_bytes, then its segments with no page in use, the large
+ * cache's blocks (thread caches included) and then their mappings. What only
+ * an owner thread may touch (its own empty pages and free blocks) stays for
+ * that thread's next slow-path call. Off by default because a process with
+ * one more thread is visible: Python warns at os.fork in a multi-threaded
+ * process, and a program may count its threads. A child of fork has none
+ * (call tl_pool_purge_thread again there). Signals are blocked in it. */
+#define TL_BG_IDLE_MS 1000u
+#define TL_BG_SLACK_MS 5u /* the coarse clock's tick and a margin */
+
+static pthread_mutex_t tl_bg_ctl = PTHREAD_MUTEX_INITIALIZER;  /* start/stop, held across join */
+static pthread_mutex_t tl_bg_lock = PTHREAD_MUTEX_INITIALIZER; /* tl_bg_on and the wait */
+static pthread_cond_t tl_bg_cond = PTHREAD_COND_INITIALIZER;
+static int tl_bg_on;         /* (tl_bg_lock) the thread should run */
+static int tl_bg_exists;     /* (tl_bg_ctl) a thread was started and not joined */
+static pthread_t tl_bg_thread; /* (tl_bg_ctl) */
+static _Atomic uint64_t tl_bg_wakes; /* times it looked, for tests */
+
+static void *tl_bg_main(void *arg) {
+    (void)arg;
+    pthread_mutex_lock(&tl_bg_lock);
+    while (tl_bg_on) {
+        pthread_mutex_unlock(&tl_bg_lock);
+        atomic_fetch_add_explicit(&tl_bg_wakes, 1, memory_order_relaxed);
+        tl_depot_maybe_tick(tl_os_coarse_ms());
+        tl_large_maybe_tick();
+        uint64_t due = atomic_load_explicit(&tl_depot_due_ms, memory_order_relaxed);
+        uint64_t ldue = atomic_load_explicit(&tl_large_due_ms, memory_order_relaxed);
+        if (ldue < due) due = ldue;
+        uint64_t now = tl_os_coarse_ms();
+        uint64_t wait = due == UINT64_MAX ? TL_BG_IDLE_MS : (due > now ? due - now : 0) + TL_BG_SLACK_MS;
+        if (wait > TL_BG_IDLE_MS) wait = TL_BG_IDLE_MS;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts); /* the condition variable's clock */
+        ts.tv_sec += (time_t)(wait / 1000u);
+        ts.tv_nsec += (long)(wait % 1000u) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_mutex_lock(&tl_bg_lock);
+        if (tl_bg_on) pthread_cond_timedwait(&tl_bg_cond, &tl_bg_lock, &ts);
+    }
+    pthread_mutex_unlock(&tl_bg_lock);
+    return NULL;
+}
+
+int tl_pool_purge_thread(int on) {
+    if (on != 0 && on != 1) {
+        errno = EINVAL;
+        return -1;
+    }
+    int rc = 0;
+    pthread_mutex_lock(&tl_bg_ctl);
+    if (on && !tl_bg_exists) {
+        pthread_mutex_lock(&tl_bg_lock);
+        tl_bg_on = 1;
+        pthread_mutex_unlock(&tl_bg_lock);
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old); /* inherited: no signal lands there */
+        int e = pthread_create(&tl_bg_thread, NULL, tl_bg_main, NULL);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (e == 0) {
+            tl_bg_exists = 1;
+#if defined(__GLIBC__)
+            (void)pthread_setname_np(tl_bg_thread, "tlalloc-purge");
+#endif
+        } else {
+            pthread_mutex_lock(&tl_bg_lock);
+            tl_bg_on = 0;
+            pthread_mutex_unlock(&tl_bg_lock);
+            errno = e;
+            rc = -1;
+        }
+    } else if (!on && tl_bg_exists) {
+        pthread_mutex_lock(&tl_bg_lock);
+        tl_bg_on = 0;
+        pthread_cond_signal(&tl_bg_cond);
+        pthread_mutex_unlock(&tl_bg_lock);
+        pthread_join(tl_bg_thread, NULL);
+        tl_bg_exists = 0;
+    }
+    pthread_mutex_unlock(&tl_bg_ctl);
+    return rc;
+}
+
+int tl_pool_purge_thread_running(void) {
+    pthread_mutex_lock(&tl_bg_ctl);
+    int r = tl_bg_exists;
+    pthread_mutex_unlock(&tl_bg_ctl);
+    return r;
+}
+
+uint64_t tl_pool_purge_thread_wakes(void) { return atomic_load_explicit(&tl_bg_wakes, memory_order_relaxed); }
+
+/* In a child of fork: the thread was not copied. Its locks are re-made (a
+ * parent's thread may have held them at the fork). */
+static void tl_bg_fork_child(void) {
+    pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t c = PTHREAD_COND_INITIALIZER;
+    tl_bg_ctl = m;
+    tl_bg_lock = m;
+    tl_bg_cond = c;
+    tl_bg_on = 0;
+    tl_bg_exists = 0;
 }
 
 /* ---- statistics ---------------------------------------------------------------------- */

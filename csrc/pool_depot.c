@@ -45,6 +45,16 @@ typedef struct tl_aqueue {
     tl_page *head, *tail;
 } tl_aqueue;
 
+/* Dirty free bytes beyond the retain limit that wait for the purge delay are
+ * at most this many: a free that finds more gives the oldest back at once.
+ * What the delay is for (pages taken again within it, without faults) is
+ * kept up to this; a burst of frees larger than it leaves the resident set
+ * as it happens, as glibc's trim does, whether or not the program calls the
+ * pool again. */
+#ifndef TL_DEPOT_EAGER_BYTES
+#define TL_DEPOT_EAGER_BYTES ((size_t)16 << 20)
+#endif
+
 static tl_segment *tl_segments;                 /* all pool segments (not huge) */
 static tl_page_queue tl_dirty[TL_NUM_PAGE_KINDS]; /* free, possibly resident */
 static tl_page_queue tl_clean[TL_NUM_PAGE_KINDS]; /* free, not resident */
@@ -218,6 +228,20 @@ static void tl_page_purge_later_locked(int k, tl_page *pg) {
     pg->prev = NULL;
     pg->next = tl_purge_pages;
     tl_purge_pages = pg;
+}
+
+/* Queue the oldest dirty pages for tl_depot_unlock to give back until the
+ * dirty bytes are at most `target` (the eager bound of tl_depot_return_locked). */
+static void tl_depot_purge_oldest_locked(size_t target) {
+    while (tl_retained > target) {
+        int k = -1;
+        for (int j = 0; j < TL_NUM_PAGE_KINDS; j++) {
+            tl_page *t = tl_dirty[j].tail;
+            if (t && (k < 0 || t->freed_ms < tl_dirty[k].tail->freed_ms)) k = j;
+        }
+        tl_assert(k >= 0);
+        tl_page_purge_later_locked(k, tl_dirty[k].tail);
+    }
 }
 
 /* Give back dirty pages above the limit (all of them for limit 0), coldest
@@ -512,6 +536,13 @@ void tl_depot_return_locked(tl_page *pg) {
             if (now >= atomic_load_explicit(&tl_depot_due_ms, memory_order_relaxed))
                 tl_depot_purge_locked(now);
             tl_depot_lower_due_locked(now + delay);
+            /* The eager bound: what waits for the delay stays below
+             * TL_DEPOT_EAGER_BYTES, so that a program that frees a lot and then
+             * makes no call keeps at most that much beyond the limit. Beyond
+             * it, the oldest pages go back now (after the unlock), down to
+             * half of it: a batch, not a page per return. */
+            if (tl_retained > limit + TL_DEPOT_EAGER_BYTES)
+                tl_depot_purge_oldest_locked(limit + TL_DEPOT_EAGER_BYTES / 2);
         }
         return;
     }

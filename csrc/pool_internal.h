@@ -426,6 +426,9 @@ void tl_depot_sweep_abandoned(tl_heap *h, unsigned c);
  * (tl_os_set_release_hook) at the pool's first use. */
 void tl_pool_release(void);
 
+/* Tests: times the background purge thread looked at what is due. */
+uint64_t tl_pool_purge_thread_wakes(void);
+
 /* ---- first use (pool.c calls it once, before the first heap exists) ---- */
 /* A weak no-op in pool.c; libtlalloc.so's preload.c reads its environment
  * settings here. Must not allocate. */

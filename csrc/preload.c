@@ -19,7 +19,8 @@
  * destructor go to the global heap and the cross-thread path.
  *
  * Settings: the first allocation reads the variables of tl_env_settings below
- * (TLALLOC_POOL_CACHE, _RETAIN, _LARGE_CACHE, _PURGE_DELAY) from the environment, with the rules of the Python package (env.c). A bad
+ * (TLALLOC_POOL_CACHE, _RETAIN, _LARGE_CACHE, _PURGE_DELAY, and _PURGE_THREAD
+ * below) from the environment, with the rules of the Python package (env.c). A bad
  * value is reported on stderr (write(2): no stdio, which allocates) and the
  * process exits with status 2 before it runs any code of its own.
  *
@@ -35,6 +36,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <malloc.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -213,6 +215,21 @@ static void tl_write_all(const char *s, size_t n) {
     }
 }
 
+/* TLALLOC_POOL_PURGE_THREAD (not a field of tl_pool_options): 1 starts the
+ * background purge thread from the library's constructor. */
+#define TL_ENV_PURGE_THREAD "TLALLOC_POOL_PURGE_THREAD"
+static int tl_preload_purge_thread;
+
+static int tl_preload_read_purge_thread(const char *(*get)(const char *), tl_msg *m) {
+    const char *v = get(TL_ENV_PURGE_THREAD);
+    if (!v || !*v) return 0;
+    if (tl_parse_flag(v, &tl_preload_purge_thread) == TL_PARSE_OK) return 0;
+    tl_msg_add(m, TL_ENV_PURGE_THREAD "=");
+    tl_msg_add_quoted(m, v);
+    tl_msg_add(m, " is not accepted; use 0 or 1");
+    return -1;
+}
+
 /* The pool calls this once, at the process's first allocation (pool.c). */
 void tl_pool_first_use(void) {
     tl_pool_options o;
@@ -223,13 +240,23 @@ void tl_pool_first_use(void) {
         tl_proc_env_load();
         get = tl_proc_getenv;
     }
-    if (tl_preload_read_settings(get, &o, &m) != 0) {
+    if (tl_preload_read_settings(get, &o, &m) != 0 || tl_preload_read_purge_thread(get, &m) != 0) {
         tl_write_all("libtlalloc.so: ", 15);
         tl_write_all(m.buf, m.len);
         tl_write_all(" (unset it for the default)\n", 28);
         _exit(2);
     }
     (void)tl_pool_configure(&o); /* values checked above: cannot fail */
+}
+
+/* The purge thread starts here, in the library's constructor: an ordinary
+ * context, after the dynamic loader's relocation and before main. Started
+ * from inside a malloc call instead, pthread_create could run while the
+ * caller holds a lock of the C library's (the loader's, in dlopen). The first
+ * allocation has read the settings by then (made here if none came before). */
+__attribute__((constructor)) static void tl_preload_start_purge_thread(void) {
+    tl_pool_free(tl_pool_malloc(1));
+    if (tl_preload_purge_thread) (void)tl_pool_purge_thread(1);
 }
 
 /* ---- the C library's allocation functions ---------------------------------------- */
@@ -311,13 +338,64 @@ TL_EXPORT void *TL_PRELOAD_NAME(pvalloc)(size_t size) {
 TL_EXPORT size_t TL_PRELOAD_NAME(malloc_usable_size)(void *p) { return tl_pool_usable_size(p); }
 
 /* glibc's malloc_trim works on glibc's heap, which nothing uses here: give the
- * pool's free memory back instead. Returns 1 if the pool held any. */
+ * pool's free memory back instead, as when the OS refuses memory
+ * (tl_pool_release: the calling thread's empty pages and free blocks' pages,
+ * the depot's free pages and free segments, abandoned pages emptied since,
+ * every cached large block; other threads give back their empty pages at
+ * their next allocation above 1 KiB). pad is ignored. Returns 1 if the pool
+ * held free memory it could see. */
 TL_EXPORT int TL_PRELOAD_NAME(malloc_trim)(size_t pad) {
     (void)pad;
     tl_pool_stats s;
     tl_pool_get_stats(&s);
-    tl_pool_collect(1);
+    tl_pool_release();
     return s.retained_bytes > 0;
+}
+
+/* glibc's heap statistics, from the pool's (glibc's own heap is unused here).
+ * arena: bytes mapped for the size classes (segments); hblkhd: bytes mapped
+ * for large blocks, live and cached; uordblks: bytes handed out and not freed
+ * (class sizes, large blocks' usable bytes); fordblks: free bytes the pool
+ * keeps resident for reuse (the depot and the large cache); the other fields
+ * 0. One call takes the pool's locks briefly (tl_pool_get_stats). */
+static void tl_mallinfo_fields(size_t f[4]) {
+    tl_pool_stats s;
+    tl_pool_get_stats(&s);
+    tl_pool_large_info li;
+    tl_pool_large_cache_info(&li);
+    f[0] = (size_t)(s.reserved_bytes > li.mapped_bytes ? s.reserved_bytes - li.mapped_bytes : 0);
+    f[1] = (size_t)li.mapped_bytes;
+    f[2] = (size_t)s.in_use_bytes;
+    f[3] = (size_t)s.retained_bytes;
+}
+
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+TL_EXPORT struct mallinfo2 TL_PRELOAD_NAME(mallinfo2)(void) {
+    size_t f[4];
+    tl_mallinfo_fields(f);
+    struct mallinfo2 m;
+    memset(&m, 0, sizeof m);
+    m.arena = f[0];
+    m.hblkhd = f[1];
+    m.uordblks = f[2];
+    m.fordblks = f[3];
+    return m;
+}
+#endif
+
+/* The same in int fields (clamped), for programs that still call mallinfo. */
+static int tl_clamp_int(size_t v) { return v > (size_t)INT_MAX ? INT_MAX : (int)v; }
+
+TL_EXPORT struct mallinfo TL_PRELOAD_NAME(mallinfo)(void) {
+    size_t f[4];
+    tl_mallinfo_fields(f);
+    struct mallinfo m;
+    memset(&m, 0, sizeof m);
+    m.arena = tl_clamp_int(f[0]);
+    m.hblkhd = tl_clamp_int(f[1]);
+    m.uordblks = tl_clamp_int(f[2]);
+    m.fordblks = tl_clamp_int(f[3]);
+    return m;
 }
 
 /* ---- C++'s replaceable global allocation functions ---------------------------------- */

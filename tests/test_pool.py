@@ -394,3 +394,73 @@ def test_cache_switch_from_environment() -> None:
     on = _run(code, TLALLOC_POOL_CACHE="1").stdout.split()
     assert off[:4] == ["False", "200", "200", "True"] and float(off[4]) == 0.0
     assert on[0] == "True" and on[1] == "200" and float(on[4]) > 0.9
+
+
+# ---- memory given back while the program makes no call ---------------------------
+
+IDLE_PROGRAM = r"""
+import os, sys, time
+from tlalloc import pool
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+pool.configure(retain_bytes="1MiB", purge_delay_ms=100)
+big = pool.alloc(64 << 20)
+memoryview(big)[:] = b"\x01" * (64 << 20)
+small = [pool.alloc(4000) for _ in range(3000)]
+for b in small:
+    memoryview(b)[:] = b"\x02" * 4000
+del small
+big.free()
+before = rss()
+low = before
+deadline = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < deadline and before - low < 60 << 20:
+    time.sleep(0.02)  # no pool call: only the purge thread, if any, acts
+    low = min(low, rss())
+print(before - low >= 60 << 20)
+"""
+
+
+@pytest.mark.parametrize(("thread", "wait", "falls"), [("1", "10", "True"), ("0", "1", "False")])
+def test_rss_falls_while_idle_with_the_purge_thread(thread: str, wait: str, falls: str) -> None:
+    """With ``TLALLOC_POOL_PURGE_THREAD=1`` a 64 MiB block and 12 MB of small
+    blocks freed before the program only sleeps leave its resident set
+    (/proc/self/statm) within the purge delay and the thread's wake; without
+    the thread they stay for a later call (the control)."""
+    r = subprocess.run([sys.executable, "-c", IDLE_PROGRAM, wait], capture_output=True, text=True,
+                       env=dict(os.environ, TLALLOC_POOL_PURGE_THREAD=thread), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == falls
+
+
+def test_purge_thread_on_and_off() -> None:
+    assert pool.purge_thread(True) is True
+    assert pool.purge_thread(True) is True  # already on
+    assert pool.purge_thread(False) is False
+    assert pool.purge_thread(False) is False
+    with pytest.raises(TypeError, match="on must be True or False, got 'yes'"):
+        pool.purge_thread("yes")  # type: ignore[arg-type]
+    r = _run("import tlalloc.pool", TLALLOC_POOL_PURGE_THREAD="2")
+    assert r.returncode != 0
+    assert "TLALLOC_POOL_PURGE_THREAD='2' is not accepted; use 0 or 1" in r.stderr
+
+
+def test_release_and_retry_when_the_os_refuses() -> None:
+    """RLIMIT_AS in a child: 1 GiB freed into the large cache and the depot
+    (cached, not given back), then a 1.5 GiB block fits only if the pool
+    gives that memory back when the OS refuses the mapping."""
+    code = (
+        "import resource\n"
+        "from tlalloc import pool\n"
+        "blocks = [pool.alloc(100 << 20) for _ in range(8)] + [pool.alloc(3000) for _ in range(60000)]\n"
+        "for b in blocks: b.free()\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (2 << 30, resource.RLIM_INFINITY))\n"
+        "big = pool.alloc(1536 << 20)\n"
+        "print(big.nbytes)\n"
+    )
+    if "libasan" in os.environ.get("LD_PRELOAD", ""):
+        pytest.skip("libasan needs far more address space than the limit")
+    r = _run(code)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(1536 << 20)

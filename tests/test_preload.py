@@ -82,7 +82,7 @@ def test_exports_only_the_malloc_api_and_the_pool_api() -> None:
     names = {line.split()[-1] for line in out.splitlines() if line.strip()}
     malloc_api = {"malloc", "free", "calloc", "realloc", "reallocarray", "posix_memalign",
                   "aligned_alloc", "memalign", "valloc", "pvalloc", "malloc_usable_size",
-                  "malloc_trim"}
+                  "malloc_trim", "mallinfo", "mallinfo2"}
     assert malloc_api <= names
     # C++'s replaceable operator new and delete (Itanium ABI names), as
     # mimalloc, jemalloc and tcmalloc export them.
@@ -505,3 +505,102 @@ def test_python_fills_memory_frees_it_and_fills_it_again_under_a_limit() -> None
     assert small0 > 100_000 and small1 > 100_000  # the limit was reached, not the cap
     assert mib1 >= 0.9 * mib0 and big1 >= big0 - 1, counts
     assert again0 == again1 == 100_000
+
+
+IDLE_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+static long rss_kib(void) {
+    long size = 0, rss = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f || fscanf(f, "%ld %ld", &size, &rss) != 2) return -1;
+    fclose(f);
+    return rss * (sysconf(_SC_PAGESIZE) / 1024);
+}
+static void *volatile sink; /* so that the compiler keeps each malloc and free */
+int main(void) {
+    enum { N = 3000 };
+    static void *p[N];
+    for (int i = 0; i < N; i++) { p[i] = malloc(4000); memset(p[i], 1, 4000); }
+    char *big = malloc(64 << 20);
+    memset(big, 1, 64 << 20);
+    sink = big;
+    for (int i = 0; i < N; i++) free(p[i]);
+    free(sink);
+    long before = rss_kib(), low = before;
+    for (int t = 0; t < 500 && before - low < 60 * 1024; t++) {  /* up to 10 s, no malloc */
+        usleep(20000);
+        long r = rss_kib();
+        if (r < low) low = r;
+    }
+    printf("%s\n", before - low >= 60 * 1024 ? "fell" : "stayed");
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize(("value", "expected"), [("1", "fell"), ("0", "stayed")])
+def test_purge_thread_from_the_environment(tmp_path: Path, value: str, expected: str) -> None:
+    """``TLALLOC_POOL_PURGE_THREAD=1``: a program that frees 76 MB and then
+    only sleeps sees its RSS fall (the library's constructor started the
+    thread); with 0 the memory waits for a later call (64 MiB stays cached)."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    src = tmp_path / "idle.c"
+    src.write_text(IDLE_C)
+    exe = tmp_path / "idle"
+    subprocess.run([cc, "-O2", str(src), "-o", str(exe)], check=True, timeout=300, env=_env(False))
+    ran = _run([str(exe)], preload=True, TLALLOC_POOL_PURGE_THREAD=value,
+               TLALLOC_POOL_PURGE_DELAY="100")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == expected
+    bad = _run([str(exe)], preload=True, TLALLOC_POOL_PURGE_THREAD="on")
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert "TLALLOC_POOL_PURGE_THREAD='on' is not accepted; use 0 or 1" in bad.stderr
+
+
+MALLINFO = POOL_STATS + r"""
+import ctypes
+libc = ctypes.CDLL(None)
+class Mallinfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                               "usmblks", "fsmblks", "uordblks", "fordblks",
+                                               "keepcost")]
+libc.mallinfo2.restype = Mallinfo2
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+libc.malloc_trim.argtypes = [ctypes.c_size_t]
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+before = libc.mallinfo2()
+small = [libc.malloc(3000) for _ in range(10000)]
+big = libc.malloc(32 << 20)
+ctypes.memset(big, 1, 32 << 20)
+for p in small:
+    ctypes.memset(p, 1, 3000)
+during = libc.mallinfo2()
+print("in use grew", during.uordblks - before.uordblks >= 30_000_000 + (32 << 20))
+print("large mapped", during.hblkhd >= 32 << 20, "class bytes", during.arena >= 30_000_000)
+for p in small:
+    libc.free(p)
+libc.free(big)
+r0 = rss()
+libc.malloc_trim(0)
+after = libc.mallinfo2()
+print("trim gave back", r0 - rss() >= 40 << 20, "kept free", after.fordblks < 2 << 20)
+"""
+
+
+def test_mallinfo2_and_malloc_trim_describe_the_pool() -> None:
+    """``mallinfo2`` reports the pool (bytes in use, mapped for classes and for
+    large blocks, free kept), not glibc's unused heap; ``malloc_trim(0)`` gives
+    what the pool keeps free back to the OS."""
+    ran = _run([sys.executable, "-c", MALLINFO], preload=True)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.split("\n")[:3] == ["in use grew True", "large mapped True class bytes True",
+                                         "trim gave back True kept free True"]

@@ -33,7 +33,26 @@
  *   faulting them in); at once when retain_bytes or purge_delay_ms is 0, and
  *   on tl_pool_collect. Checked by returns to the depot and, with a clock
  *   read and one relaxed load, by every 64th slow-path allocation of a thread
- *   (sizes above 1 KiB, refills).
+ *   (sizes above 1 KiB, refills). What waits for the delay beyond
+ *   retain_bytes is bounded (16 MiB, pool_depot.c's TL_DEPOT_EAGER_BYTES): a
+ *   return that finds more gives the oldest pages back at once, so a burst
+ *   of frees leaves the resident set whether or not the program calls the
+ *   pool again.
+ * - Idle memory: with the optional background purge thread
+ *   (tl_pool_purge_thread), what is due goes back within purge_delay_ms plus
+ *   at most a second with no call at all. Without it, on later calls.
+ * - When the OS refuses memory (RLIMIT_AS, the strict overcommit mode), the
+ *   pool gives back what it holds unused and tries once more before it
+ *   returns NULL (ENOMEM): the calling thread's empty pages and free blocks'
+ *   pages, every cached large block, the empty abandoned pages, the depot's
+ *   free pages and segments; other threads give back their empty pages at
+ *   their next slow-path allocation. An arena's region refused by the OS gets
+ *   the same (the OS layer's release hook, tlalloc/os.h).
+ * - A single request the kernel's overcommit policy refuses is refused at
+ *   once (ENOMEM), as glibc's malloc is: above MemTotal + SwapTotal under the
+ *   heuristic mode (the pool's mappings are MAP_NORESERVE, which the kernel
+ *   does not check); under the strict mode mappings are made without
+ *   MAP_NORESERVE, so the kernel's commit accounting decides.
  * - Requests above TL_POOL_MAX_SMALL bytes (or aligned beyond TL_POOL_PAGE_ALIGN)
  *   are large blocks, each mapped on its own (csrc/pool_large.c): a 4 KiB
  *   header, then the block. See "large blocks" below.
@@ -81,11 +100,12 @@
  *   between mimalloc's 10 ms purge delay and jemalloc's 10 s dirty decay: a
  *   block freed and asked for again within a computation stays resident, and
  *   a burst leaves the resident set within a fraction of a second. As in
- *   mimalloc, the delay is a deadline checked on later calls, not a timer; no
- *   thread runs in the background (none to handle across fork): large
- *   allocations and frees, allocations above 1 KiB (one relaxed load; while
- *   something is cached, every 64th call of a thread reads the coarse clock)
- *   and tl_pool_collect purge what is due. A process that stops calling the pool keeps its cache until it calls
+ *   mimalloc, the delay is a deadline checked on later calls, not a timer:
+ *   large allocations and frees, allocations above 1 KiB (one relaxed load;
+ *   while something is cached, every 64th call of a thread reads the coarse
+ *   clock) and tl_pool_collect purge what is due, and so does the optional
+ *   background purge thread (tl_pool_purge_thread). Without that thread, a
+ *   process that stops calling the pool keeps its cache until it calls
  *   again (or tl_pool_collect). Under
  *   memory pressure (MemAvailable below 1/8 of MemTotal, read at most once a
  *   second while resident blocks are cached) every cached block is purged at
@@ -221,6 +241,19 @@ void tl_pool_thread_release(void);
  * the depot; then give back to the OS all free memory above the retention
  * limit (all of it if `release_all`). Takes the depot lock once. */
 void tl_pool_collect(int release_all);
+
+/* Start (on = 1) or stop (on = 0) the background purge thread: a thread that
+ * sleeps until something freed is due to go back to the OS (the purge delay)
+ * and gives it back, so that a program that stops calling the pool still
+ * sees its resident set fall within purge_delay_ms plus at most a second.
+ * Off by default (one more thread in the process). Stopping waits for the
+ * thread to exit. A child of fork starts without it. Returns 0, or -1 with
+ * errno (EINVAL for another value of on, or pthread_create's error). Call it
+ * from ordinary code, not from inside a malloc replacement's callers (the
+ * thread is created with pthread_create). */
+int tl_pool_purge_thread(int on);
+/* 1 if the background purge thread runs, else 0. */
+int tl_pool_purge_thread_running(void);
 
 /* ---- statistics ----------------------------------------------------------- */
 

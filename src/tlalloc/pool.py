@@ -11,7 +11,25 @@ returns to it take a lock.
 The depot keeps ``retain_bytes`` of emptied pages resident for reuse. Pages
 beyond that go back to the OS once they stayed free for ``purge_delay_ms`` (a
 program whose threads come and go takes them again without page faults), and
-at once when either setting is 0 or on :func:`collect`.
+at once when either setting is 0 or on :func:`collect`. What waits for the
+delay beyond ``retain_bytes`` is bounded: a free that finds more than 16 MiB
+of it gives the oldest pages back at once, so a burst of frees leaves the
+resident set as it happens even if the program never calls the pool again.
+
+Memory freed goes back without a later call only with the background purge
+thread (:func:`purge_thread`, or ``TLALLOC_POOL_PURGE_THREAD=1``): within
+``purge_delay_ms`` plus at most a second. Without it, the lazy purge runs on
+later pool calls. Either way, what only its owner thread may touch (the
+thread's own empty pages and free blocks) waits for that thread's next
+allocation above 1 KiB, its exit, or :func:`collect` from it.
+
+When the OS refuses memory (``ulimit -v``/``RLIMIT_AS``, the strict overcommit
+mode), the pool gives back what it holds unused (as ``collect(release_all=True)``
+does, plus the calling thread's own free pages, and other threads' at their
+next allocation above 1 KiB) and tries once more before it reports failure;
+the NumPy allocator (:mod:`tlalloc.numpy_alloc`) and arenas' regions do the
+same. A single request the kernel's overcommit policy refuses (above RAM plus
+swap under the default heuristic mode) fails at once with ``MemoryError``.
 
 Size classes (:func:`size_classes`): 8, 16, 32, 48, 64 bytes, then four per
 doubling (80, 96, 112, 128, 160, ...) up to 64 KiB. The worst-case internal waste
@@ -31,8 +49,10 @@ each mapped on its own:
   back to the OS (``madvise(MADV_DONTNEED)``, resident memory drops) while the
   mapping stays cached; a purged block unused for 8 times the delay (at least
   a second) is unmapped.
-  The purge is lazy, with no background thread: large allocations and frees,
-  allocations above 1 KiB and :func:`collect` do it once it is due. When the
+  The purge is lazy: large allocations and frees, allocations above 1 KiB
+  and :func:`collect` do it once it is due, and so does the optional
+  background purge thread (:func:`purge_thread`) while the program makes no
+  call. When the
   system runs low on memory (``MemAvailable`` below 1/8 of ``MemTotal``, checked
   at most once a second) every cached block is purged at once;
 - cached blocks of up to 4 MiB are purged sooner, oldest first, once they and
@@ -64,6 +84,8 @@ variable                 values                                          default
 ``DELAY``                page beyond the retain limit, may stay resident
                          unused, 0 to 3600000 (``0``: purge at once);
                          ``250``, ``250ms`` or ``1.5s``
+``TLALLOC_POOL_PURGE_``  ``1``: start the background purge thread at     ``0``
+``THREAD``               import (:func:`purge_thread`); ``0``: none
 =======================  ==============================================  =========
 
 Example:
@@ -96,6 +118,7 @@ ENV_CACHE = "TLALLOC_POOL_CACHE"
 ENV_RETAIN = "TLALLOC_POOL_RETAIN"
 ENV_LARGE_CACHE = "TLALLOC_POOL_LARGE_CACHE"
 ENV_PURGE_DELAY = "TLALLOC_POOL_PURGE_DELAY"
+ENV_PURGE_THREAD = "TLALLOC_POOL_PURGE_THREAD"
 _DELAY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s)?\s*$")
 
 
@@ -291,6 +314,28 @@ def collect(*, release_all: bool = False) -> None:
     _tlalloc.pool_collect(release_all=release_all)
 
 
+def purge_thread(on: bool) -> bool:
+    """Start (``True``) or stop (``False``) the background purge thread;
+    returns whether it runs now.
+
+    The thread sleeps until something freed is due to go back to the OS (the
+    purge delay) and gives it back: the depot's pages beyond ``retain_bytes``
+    and its segments left with no page in use, the large cache's blocks and
+    then their mappings. So a program that frees memory and then only computes
+    sees its resident set fall within ``purge_delay_ms`` plus at most a second,
+    with no further call. Off by default: it is one more thread in the process
+    (Python warns at ``os.fork`` in a multi-threaded process). A child of
+    ``fork`` starts without it. Stopping waits for the thread to exit.
+
+    Example:
+        >>> purge_thread(True)
+        True
+        >>> purge_thread(False)
+        False
+    """
+    return bool(_tlalloc._pool_purge_thread(check_flag(on, "on")))
+
+
 def release_thread_cache() -> None:
     """Tear down the calling thread's cache now, as thread exit does.
 
@@ -354,6 +399,9 @@ def _installed_library(name: str, make_target: str) -> str:
 def _load() -> None:
     s = settings_from_environ()
     _tlalloc._pool_configure(s.cache, s.retain_bytes, s.large_cache_bytes, s.purge_delay_ms)
+    raw = env_value(os.environ, ENV_PURGE_THREAD)
+    if raw is not None and _flag(raw, ENV_PURGE_THREAD):
+        _tlalloc._pool_purge_thread(True)
 
 
 _load()

@@ -386,6 +386,19 @@ static PyObject *py_pool_thread_release(PyObject *Py_UNUSED(m), PyObject *Py_UNU
     Py_RETURN_NONE;
 }
 
+/* Start (True) or stop (False) the background purge thread; stopping waits
+ * for it, without the GIL (it takes no Python object). */
+static PyObject *py_pool_purge_thread(PyObject *Py_UNUSED(m), PyObject *arg) {
+    int on = PyObject_IsTrue(arg);
+    if (on < 0) return NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = tl_pool_purge_thread(on);
+    Py_END_ALLOW_THREADS
+    if (rc != 0) return PyErr_SetFromErrno(PyExc_OSError);
+    return PyBool_FromLong(tl_pool_purge_thread_running());
+}
+
 static PyObject *py_pool_size_classes(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
     unsigned n = 0; /* the classes in use: up to TL_POOL_MAX_SMALL */
     while (n < TL_POOL_NUM_CLASSES && tl_pool_class_size(n) <= TL_POOL_MAX_SMALL) n++;
@@ -457,6 +470,7 @@ static PyMethodDef pool_methods[] = {
     {"_pool_get_options", (PyCFunction)py_pool_get_options, METH_NOARGS, NULL},
     {"_pool_large_cache_info", (PyCFunction)py_pool_large_cache_info, METH_NOARGS, NULL},
     {"_pool_thread_release", (PyCFunction)py_pool_thread_release, METH_NOARGS, NULL},
+    {"_pool_purge_thread", (PyCFunction)py_pool_purge_thread, METH_O, NULL},
     {"_numpy_set_handler", (PyCFunction)py_numpy_set_handler, METH_O, NULL},
     {NULL, NULL, 0, NULL},
 };
