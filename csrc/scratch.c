@@ -121,7 +121,7 @@ void tl_scratch_fork_child(void) {
 TL_NOINLINE TL_COLD static tl_arena *tl_shared_create_locked(void) {
     tl_arena_options opts;
     tl_get_thread_arena_options(&opts);
-    opts.overflow = TL_OVERFLOW_ERROR; /* we serve overflows from the heap ourselves */
+    opts.overflow = TL_OVERFLOW_ERROR; /* overflows are spilled to the pool here */
     return tl_arena_create(&opts);
 }
 

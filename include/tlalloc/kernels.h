@@ -37,7 +37,7 @@ size_t tl_dtype_size(tl_dtype t);
 enum {
     TL_K_OK = 0,
     TL_K_EINVAL = -1,  /* an argument the kernel cannot accept (dtype, shape) */
-    TL_K_ENOMEM = -2,  /* the heap refused scratch memory */
+    TL_K_ENOMEM = -2,  /* the pool (or, for TL_SCRATCH_MALLOC, malloc) refused scratch memory */
     TL_K_EGRAPH = -3,  /* the graph or the seeds are malformed: see tl_spread_error */
     TL_K_EAGES = -4,   /* an age is negative or NaN: see tl_decay_error */
     TL_K_EINTR = -5    /* the thread's poll function asked the call to stop */

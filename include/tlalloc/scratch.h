@@ -8,7 +8,7 @@
  *                      no lock; everything is released by one rewind at the end.
  *   TL_SCRATCH_SHARED  one arena for every thread: a mutex around every
  *                      allocation; the arena is reset when its last concurrent
- *                      user finishes; the heap serves what does not fit.
+ *                      user finishes; the pool serves what does not fit.
  *   TL_SCRATCH_MALLOC  malloc for every allocation, free for each at the end.
  *
  * Never fails for lack of arena space: a request that does not fit in the arena

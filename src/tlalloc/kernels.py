@@ -97,7 +97,7 @@ def scratch_strategy(name: ScratchStrategy) -> Iterator[None]:
 
     ``"thread"`` (the default) is the calling thread's arena; ``"shared"`` is one
     arena for all threads with a mutex around every allocation (reset when its last
-    concurrent user finishes, heap when full); ``"malloc"`` is malloc/free per
+    concurrent user finishes, the pool when full); ``"malloc"`` is malloc/free per
     buffer. The setting is per thread (a C thread-local, read by each kernel call
     without a Python lookup), so threads of one benchmark cannot interfere; it is
     restored when the block ends. A call's ``_scratch=`` argument overrides it.
