@@ -223,8 +223,9 @@ static void *tl_scratch_heap_alloc(tl_scratch *s, size_t size, size_t align) {
     return (void *)p;
 }
 
-/* Serve a request that the arena cannot: a pool block (a large block from
- * 4 MiB up, the same size classes as any other pool request below), aligned
+/* Serve a request that the arena cannot: a pool block (a large block above
+ * TL_POOL_MAX_SMALL, 64 KiB, kept in the large cache for reuse once freed; a
+ * size-class block below), aligned
  * as asked, with the header in the `hdr` bytes before the pointer. Counted as
  * an overflow of the bracket, and its need (size plus the worst padding the
  * arena could have put before it) is remembered for the kernel's statistics.
