@@ -334,8 +334,10 @@ static void tl_segments_unmap(tl_segment *segs) {
 
 /* The queued purge (tl_purge_pages, tl_purge_segs), with the lock released:
  * madvise and munmap, then the pages go on the clean lists under the lock
- * again. A segment that the pages leave wholly free is unmapped by a later
- * purge (due at once). */
+ * again. A segment that the pages leave wholly free, beyond the limit and
+ * with no page freed within the delay, is unmapped here too (not left for a
+ * later call: a program that freed a burst and makes no call sees its
+ * mapped bytes fall too); another is left to a later purge (due at once). */
 TL_NOINLINE TL_COLD static void tl_depot_purge_unlocked(tl_page *pages, tl_segment *segs) {
     void (*hook)(void) = atomic_load_explicit(&tl_depot_purge_hook, memory_order_acquire);
     if (hook) hook();
@@ -345,12 +347,31 @@ TL_NOINLINE TL_COLD static void tl_depot_purge_unlocked(tl_page *pages, tl_segme
     pthread_mutex_lock(&tl_depot_lock);
     int emptied = 0;
     tl_page *next;
+    tl_segment *unmap = NULL;
+    size_t limit = atomic_load_explicit(&tl_retain, memory_order_relaxed);
+    uint64_t delay = tl_large_purge_delay(), now = 0;
     for (tl_page *pg = pages; pg; pg = next) {
         next = pg->next;
-        emptied |= tl_page_purged_locked(pg);
+        if (!tl_page_purged_locked(pg)) continue;
+        tl_segment *s = tl_segment_of(pg->start);
+        if (!tl_segment_beyond_limit_locked(s, limit)) {
+            emptied = 1;
+            continue;
+        }
+        if (!now) now = tl_os_coarse_ms();
+        uint64_t last = tl_segment_dirty_ms(s);
+        if (last && last + delay > now) {
+            emptied = 1; /* a page of it was freed within the delay: later */
+            continue;
+        }
+        /* Each segment once: its last page's purge is the one that empties it. */
+        tl_segment_unlink_locked(s);
+        s->next = unmap;
+        unmap = s;
     }
     if (emptied) tl_depot_lower_due_locked(0);
     pthread_mutex_unlock(&tl_depot_lock); /* nothing new was queued */
+    tl_segments_unmap(unmap);
 }
 
 /* Every release of the depot lock but fork's: the system calls of a lazy

@@ -4,7 +4,7 @@
  *
  * - the depot's eager bound: a burst of frees much larger than retain_bytes
  *   leaves the resident set as it happens, even with a purge delay of a
- *   minute and no call afterwards;
+ *   minute and no call afterwards, and the segments it empties are unmapped;
  * - the background purge thread (tl_pool_purge_thread): pages beyond
  *   retain_bytes, a large cached block and the segments left with no page in
  *   use go back (RSS and mapped bytes fall) while the program only sleeps;
@@ -79,10 +79,13 @@ static void test_burst_leaves_at_once(void) {
     tl_pool_collect(1);
     size_t base = rss_bytes(), n;
     void **b = alloc_blocks(96 * MIB, &n);
-    size_t high = rss_bytes();
+    size_t high = rss_bytes(), mapped_high = mapped_bytes();
     CHECK(high >= base + 90 * MIB);
     free_blocks(b, n);
-    size_t after = rss_bytes(); /* no call since the last free */
+    size_t after = rss_bytes(), mapped_after = mapped_bytes(); /* no call since the last free */
+    /* The segments those pages leave with no page in use are unmapped too
+     * (not only their pages purged). */
+    CHECK(mapped_after + 60 * MIB <= mapped_high);
     /* retain_bytes and the 16 MiB eager bound wait; the rest is back. The
      * statistics (which purge nothing) say the same where RSS cannot. */
     tl_pool_stats st;
@@ -91,7 +94,8 @@ static void test_burst_leaves_at_once(void) {
     if (!TL_UNDER_TSAN) CHECK(after <= base + 8 * MIB + 16 * MIB + 8 * MIB);
     if (after > base + 32 * MIB)
         fprintf(stderr, "     base %zu KiB, high %zu, after %zu\n", base >> 10, high >> 10, after >> 10);
-    printf("     96 MiB freed in a burst: RSS %zu -> %zu KiB with no later call\n", high >> 10, after >> 10);
+    printf("     96 MiB freed in a burst: RSS %zu -> %zu KiB, mapped %zu -> %zu KiB with no later call\n",
+           high >> 10, after >> 10, mapped_high >> 10, mapped_after >> 10);
     configure(TL_POOL_DEFAULT_RETAIN, TL_POOL_DEFAULT_PURGE_DELAY_MS);
     tl_pool_collect(1);
 }
