@@ -1,9 +1,30 @@
 /* tlalloc/arena.h: bump arenas and thread-local arenas (public C API).
  *
- * An arena is one contiguous, page-aligned region from the OS layer. Allocation
- * bumps an offset; a mark remembers the offset and rewinding to it releases
- * everything allocated since, in O(1). Every reset or rewind changes the arena's
- * generation, so that a cached pointer or a stale mark can be detected.
+ * An arena allocates from chunks: page-aligned regions of `capacity` bytes
+ * from the OS layer. Allocation bumps an offset in the current chunk; a mark
+ * remembers the position and rewinding to it releases everything allocated
+ * since, in O(1). Every reset or rewind changes the arena's generation, so that
+ * a cached pointer or a stale mark can be detected.
+ *
+ * Escapes. Memory allocated since a mark can be handed over instead of
+ * released (tl_arena_escape): a tl_escape then holds the chunks it lies in, and
+ * the arena goes on in a fresh chunk, so that no later allocation reuses that
+ * memory. When the holder is done (tl_arena_escape_release, from any thread,
+ * no lock), a chunk that nobody else holds goes back to its arena: onto a
+ * lock-free list that the owner drains on its slow paths, or unmapped when the
+ * arena itself is gone. The chain of chunks an arena uses (the current one, and
+ * below it the chunks where still-open marks point) is the owner's alone, as
+ * the offset is; an escape never touches it after its creation. Escaped memory
+ * does not count against the capacity: the capacity bounds what one chunk
+ * holds (one request, or the memory of open scopes in one chunk), while
+ * escaped bytes are reported apart (tl_arena_stats.escaped_bytes).
+ *
+ * Bound: the chunks an arena holds are the current one, one per open mark that
+ * still points below it (a chunk kept because an inner escape started in the
+ * middle of it), and the chunks held by live escapes; plus at most
+ * TL_ARENA_SPARE_CHUNKS spare chunks kept for reuse. So its bytes are at most
+ * escaped bytes + bytes of open scopes + capacity x (1 + live escapes + kept
+ * chunks) + spares: each live escape costs at most one chunk beyond its bytes.
  *
  * Threading model: an arena is used by one thread at a time (its owner). Its
  * statistics may be read from any thread at any time without blocking the owner:
@@ -37,6 +58,8 @@ extern "C" {
 #define TL_ARENA_MIN_CAPACITY ((size_t)4096)
 #define TL_ARENA_MAX_CAPACITY ((size_t)1 << 40) /* 1 TiB of address space */
 #define TL_ARENA_DEFAULT_CAPACITY ((size_t)8 << 20) /* docs/kernels.md: from the kernels' scratch */
+/* Unused chunks an arena keeps mapped for reuse; more are unmapped. */
+#define TL_ARENA_SPARE_CHUNKS 2
 
 /* What happens when a request does not fit. */
 typedef enum tl_overflow {
@@ -88,16 +111,36 @@ typedef struct tl_arena_stats {
     uint64_t fallback_bytes;
     uint64_t fallback_live_bytes;
     uint64_t num_resets;
+    uint64_t escaped_bytes;  /* bytes handed over by escapes still held */
+    uint64_t escaped_chunks; /* chunks held only by escapes (not in use by the owner) */
+    uint64_t num_escapes;    /* escapes made (cumulative) */
+    uint64_t num_chunks;     /* chunks mapped (in use, held, spare) */
 } tl_arena_stats;
 
 struct tl_fallback; /* heap block served under the fallback policy (arena.c) */
+struct tl_chunk;    /* one region of `capacity` bytes (arena.c) */
 
 typedef struct tl_arena {
     /* --- hot: read on every allocation --- */
-    char *base;               /* region start, page-aligned */
-    _Atomic size_t offset;    /* bytes handed out; only the owner stores it */
-    size_t capacity;          /* region size */
+    char *base;               /* current chunk's start, page-aligned */
+    _Atomic size_t offset;    /* bytes handed out in the current chunk; only the owner stores it */
+    size_t capacity;          /* chunk size */
     tl_arena_counters c;
+    /* --- chunks (arena.c; the owner's, except where noted) --- */
+    struct tl_chunk **chain;  /* chain[0..chain_len-1]; the last is the current chunk */
+    size_t chain_len, chain_cap;
+    struct tl_chunk *chain_inline[4];
+    struct tl_chunk *spare;   /* unused chunks kept for reuse */
+    _Atomic size_t num_spare; /* owner writes; readers of the statistics load */
+    int top_held;             /* the current chunk is held by an escape (no fresh chunk
+                                 could be mapped): it is full until the next rewind */
+    _Atomic(struct tl_chunk *) returned; /* chunks given back by escapes (any thread pushes) */
+    _Atomic uint64_t returned_count;     /* any thread */
+    _Atomic uint64_t escaped_bytes;      /* any thread (read-modify-write) */
+    _Atomic uint64_t num_chunks;         /* written by the owner or the last reference */
+    _Atomic uint64_t kept_bytes;         /* open-scope bytes in chunks below the current one */
+    _Atomic uint64_t chain_count;        /* chain_len, for readers */
+    _Atomic uint64_t num_escapes;
     /* --- cold --- */
     _Atomic uint64_t generation; /* changes on every reset or rewind */
     uint64_t epoch;           /* changes on every full reset (invalidates marks) */
@@ -109,7 +152,7 @@ typedef struct tl_arena {
     tl_numa numa;             /* policy applied */
     int numa_node;            /* node of the creating CPU, -1 if unknown */
     int prefaulted;
-    size_t mapped;            /* bytes mapped (capacity rounded up to the page size) */
+    size_t mapped;            /* bytes mapped per chunk (capacity rounded up to the page size) */
     /* Lifetime (thread arenas and Python wrappers share it). */
     _Atomic long refcount;
     int is_thread_arena;
@@ -120,10 +163,22 @@ typedef struct tl_arena {
 
 /* A position to rewind to. */
 typedef struct tl_mark {
-    size_t offset;
+    size_t offset;                /* in the chunk chain[index] */
     struct tl_fallback *fallback;
     uint64_t epoch;
+    size_t index;                 /* position in the chain */
 } tl_mark;
+
+/* Memory handed over by tl_arena_escape. Plain data: the holder keeps it
+ * wherever it likes and passes it to tl_arena_escape_release exactly once. */
+typedef struct tl_escape {
+    struct tl_arena *arena;       /* retained; NULL when nothing is held */
+    struct tl_chunk *chunk;       /* the first chunk held */
+    struct tl_chunk **more;       /* further chunks (malloc'd), n_more of them */
+    size_t n_more;
+    struct tl_fallback *fallback; /* heap blocks handed over (fallback policy) */
+    uint64_t bytes;               /* counted in the arena's escaped_bytes */
+} tl_escape;
 
 /* ---- creation and lifetime ------------------------------------------------ */
 
@@ -182,28 +237,44 @@ static inline tl_mark tl_arena_mark(const tl_arena *a) {
     m.offset = atomic_load_explicit(&a->offset, memory_order_relaxed);
     m.fallback = a->fallback;
     m.epoch = a->epoch;
+    m.index = a->chain_len - 1;
     return m;
 }
 
 /* Release everything allocated since `m`: O(1) for arena memory, plus one
- * free() per fallback block released. Returns 0, or -1 if the mark is stale
- * (taken before a reset, or beyond the current offset); a stale mark changes
- * nothing. */
+ * free() per fallback block released (and one step per chunk left, after
+ * escapes). Returns 0, or -1 if the mark is stale (taken before a reset, or
+ * beyond the current position); a stale mark changes nothing. */
 int tl_arena_rewind(tl_arena *a, tl_mark m);
 /* Release everything. O(1) plus the fallback blocks (and the zeroing if enabled). */
 void tl_arena_reset(tl_arena *a);
+
+/* Hand everything allocated since `m` over to `e` instead of releasing it:
+ * the chunks it lies in (and fallback blocks) stay valid until
+ * tl_arena_escape_release(e), and the arena goes on in a fresh chunk, as if
+ * rewound to `m` there. Owner thread only. Returns 0 (e->arena is NULL when
+ * nothing had been allocated since `m`: there is nothing to hold), or -1 for a
+ * stale mark (nothing changes, nothing is held). If no fresh chunk can be
+ * mapped, the memory is still held and the arena is full until the next
+ * rewind below `m`; allocations there apply the overflow policy. */
+int tl_arena_escape(tl_arena *a, tl_mark m, tl_escape *e);
+/* Give the memory back. Any thread, no lock; at most one call per escape. A
+ * chunk nobody else holds returns to its arena for reuse (or is unmapped with
+ * the arena, whose reference the escape held). */
+void tl_arena_escape_release(tl_escape *e);
 
 /* ---- inspection ----------------------------------------------------------- */
 
 /* May be called from any thread. */
 void tl_arena_get_stats(const tl_arena *a, tl_arena_stats *out);
+/* Bytes used in the current chunk (what a mark taken now would record). */
 static inline size_t tl_arena_used(const tl_arena *a) {
     return atomic_load_explicit(&a->offset, memory_order_relaxed);
 }
 static inline uint64_t tl_arena_generation(const tl_arena *a) {
     return atomic_load_explicit(&a->generation, memory_order_relaxed);
 }
-/* Nonzero if p lies inside the arena's region. */
+/* Nonzero if p lies inside the arena's current chunk. */
 static inline int tl_arena_contains(const tl_arena *a, const void *p) {
     return (const char *)p >= a->base && (const char *)p < a->base + a->capacity;
 }
