@@ -163,7 +163,7 @@ def test_full_run_draws_verdicts_with_intervals(tmp_path: Path, capsys: pytest.C
 def _pure_python_op():  # each thread builds its own (the harness's `make`)
     def op(i: int) -> int:
         x = 0
-        for j in range(40):
+        for j in range(4):
             x += j ^ i
         return x
 

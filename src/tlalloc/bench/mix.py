@@ -639,14 +639,16 @@ def run(args: argparse.Namespace) -> int:
     from tlalloc.bench import scratch as scratch_bench  # it imports measure() from here
 
     scratch_result = None
-    if args.mix and not scratch_bench.gil_enabled():
+    if args.mix and smoke and not scratch_bench.gil_enabled():
+        print("\nsmoke run: Python-level scratch without the GIL is left to 'tlalloc bench scratch'")
+    elif args.mix and not scratch_bench.gil_enabled():
         # Free-threaded CPython without the GIL: Python code itself runs in
         # parallel, so show what thread arenas do for Python-level scratch.
         print("\nPython-level scratch without the GIL (tlalloc bench scratch):")
         scratch_result = scratch_bench.scaling(
             threads if max(threads) <= 8 else [t for t in threads if t <= 8] or [1],
-            0.1 if smoke else 0.5,
-            2 if smoke else 5,
+            0.5,
+            5,
         )
         scratch_bench.report(scratch_result, cores)
     elif args.mix:
