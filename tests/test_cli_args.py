@@ -57,6 +57,8 @@ HOSTILE: list[tuple[list[str], str]] = [
     (["bench", "numpy-alloc", "--threads", "1,,2"], "argument --threads: must be comma-separated whole"),
     (["bench", "huffman", "--repeat", "0"], "argument --repeat: must be a whole number >= 1"),
     (["bench", "huffman", "--threads", "-2"], "argument --threads: must be a whole number >= 1"),
+    (["bench", "huffman", "--cpus", "\uff11"], "--cpus must list counts between 1 and"),
+    (["bench", "huffman", "--cpus", "1,,2"], "--cpus must list counts between 1 and"),
     (["bench", "scratch", "--duration", "nan"], "argument --duration: must be a finite number > 0"),
     (["bench", "scratch", "--repeat", "0"], "argument --repeat: must be a whole number >= 1"),
     (["bench", "kernels", "--json", "/proc/x.json"], "cannot write --json '/proc/x.json'"),

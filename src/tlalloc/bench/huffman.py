@@ -30,6 +30,7 @@ from tlalloc.bench._common import (
     describe_machine,
     format_table,
     machine_info,
+    thread_counts,
     write_json,
 )
 
@@ -144,9 +145,9 @@ def parse_cpus(text: str | None, usable: int) -> list[int | None]:
     """
     if text is None:
         return [None]
-    try:
-        counts = [int(c) for c in text.split(",") if c.strip()]
-    except ValueError:
+    try:  # the shared rule for thread counts: ASCII digits, no empty items
+        counts = thread_counts(text, usable) and [int(c) for c in text.split(",")]
+    except argparse.ArgumentTypeError:
         counts = []
     if not counts or any(not 1 <= c <= usable for c in counts):
         raise ValueError(f"--cpus must list counts between 1 and {usable}, got {text!r}")
