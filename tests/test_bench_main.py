@@ -118,7 +118,7 @@ def test_margins_call_overlapping_strategies_equal() -> None:
 def test_quick_is_a_smoke_run_without_verdicts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "quick.json"
     rc = cli.main(["bench", "--quick", "--threads", "1,2", "--corpus-rows", "2000", "--nodes", "1000",
-                   "--no-compare", "--no-progress", "--json", str(out)])
+                   "--no-progress", "--json", str(out)])
     assert rc == 0
     text = capsys.readouterr().out
     assert "SMOKE RUN (--quick)" in text and "draws no verdicts" in text
