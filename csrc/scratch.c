@@ -83,16 +83,19 @@ static void tl_scratch_record(const tl_scratch *s) {
     if ((unsigned)s->kernel >= TL_SCRATCH_NUM_KERNELS) return;
     tl_kstats *g = &g_kstats[s->kernel].s;
     uint64_t need = 0, start = 0;
-    if (s->kind == TL_SCRATCH_THREAD) {
+    size_t used = s->kind == TL_SCRATCH_THREAD ? tl_arena_used(s->arena) : 0;
+    /* Offsets count within the arena's current chunk, which a kernel call never
+     * leaves (only a Python scope's escape moves the arena to a fresh chunk). */
+    if (s->kind == TL_SCRATCH_THREAD && TL_LIKELY(used >= s->mark.offset)) {
         start = s->mark.offset;
-        need = (uint64_t)(tl_arena_used(s->arena) - s->mark.offset) + s->spill_need;
+        need = (uint64_t)(used - s->mark.offset) + s->spill_need;
         tl_atomic_max(&g->peak_need_bytes, need);
     }
     if (TL_LIKELY(s->num_overflows == 0)) return;
     atomic_fetch_add_explicit(&g->num_spilled_calls, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&g->num_spills, s->num_overflows, memory_order_relaxed);
     atomic_fetch_add_explicit(&g->spilled_bytes, s->heap_bytes, memory_order_relaxed);
-    if (s->kind == TL_SCRATCH_THREAD && tl_atomic_max(&g->fit_capacity_bytes, start + need))
+    if (need && tl_atomic_max(&g->fit_capacity_bytes, start + need))
         atomic_store_explicit(&g->spill_capacity_bytes, s->arena->capacity, memory_order_relaxed);
 }
 
