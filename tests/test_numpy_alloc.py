@@ -220,10 +220,14 @@ def test_set_handler_rejects_other_objects() -> None:
 
 
 UNDER_LIMIT = r"""
-import resource, sys
+import os, resource
 import numpy as np
 from tlalloc import numpy_alloc
-resource.setrlimit(resource.RLIMIT_AS, (3 << 30, resource.RLIM_INFINITY))
+with open("/proc/self/statm") as f:
+    start = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+# 2.5 GiB above what is mapped now (free-threaded CPython maps about 1 GiB of
+# its own): room for the 2 GiB array, not for it and 1 GiB of cached arrays.
+resource.setrlimit(resource.RLIMIT_AS, (start + (2560 << 20), resource.RLIM_INFINITY))
 with numpy_alloc.pool_allocator():
     arrays = []
     for i in range(58):  # 58 arrays of 50 MiB, at most 20 live at a time
@@ -242,9 +246,10 @@ with numpy_alloc.pool_allocator():
 @pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
                     reason="libasan needs far more address space than the limit")
 def test_freed_arrays_make_room_under_an_address_space_limit() -> None:
-    """RLIMIT_AS of 3 GiB: after 58 arrays of 50 MiB were freed (the large
-    cache keeps up to 1 GiB of them), a 2 GiB array is served: the pool gives
-    its cache back when the OS refuses the mapping, and tries again."""
+    """RLIMIT_AS 2.5 GiB above the process's mapped bytes at the start: after
+    58 arrays of 50 MiB were freed (the large cache keeps up to 1 GiB of them),
+    a 2 GiB array is served: the pool gives its cache back when the OS refuses
+    the mapping, and tries again."""
     ran = subprocess.run([sys.executable, "-c", UNDER_LIMIT], capture_output=True, text=True,
                          timeout=300)
     assert ran.returncode == 0, ran.stdout + ran.stderr

@@ -447,15 +447,19 @@ def test_purge_thread_on_and_off() -> None:
 
 
 def test_release_and_retry_when_the_os_refuses() -> None:
-    """RLIMIT_AS in a child: 1 GiB freed into the large cache and the depot
-    (cached, not given back), then a 1.5 GiB block fits only if the pool
-    gives that memory back when the OS refuses the mapping."""
+    """RLIMIT_AS in a child, 1.6 GiB above what it had mapped at the start:
+    800 MiB of large blocks freed into the large cache (kept mapped), then a
+    1.5 GiB block fits only if the pool gives that memory back when the OS
+    refuses the mapping. (Relative to the start: free-threaded CPython maps
+    about 1 GiB of address space of its own.)"""
     code = (
-        "import resource\n"
+        "import os, resource\n"
         "from tlalloc import pool\n"
+        "with open('/proc/self/statm') as f:\n"
+        "    start = int(f.read().split()[0]) * os.sysconf('SC_PAGE_SIZE')\n"
         "blocks = [pool.alloc(100 << 20) for _ in range(8)] + [pool.alloc(3000) for _ in range(60000)]\n"
         "for b in blocks: b.free()\n"
-        "resource.setrlimit(resource.RLIMIT_AS, (2 << 30, resource.RLIM_INFINITY))\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (start + (1638 << 20), resource.RLIM_INFINITY))\n"
         "big = pool.alloc(1536 << 20)\n"
         "print(big.nbytes)\n"
     )
