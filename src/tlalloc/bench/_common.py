@@ -531,8 +531,8 @@ def verdict(
         'equal to malloc (1.01x, 95% interval 0.97-1.06 holds 1)'
         >>> verdict((1.8, 2.2), 2.0, "the throughput of", "slower than", "malloc")
         '2.00x the throughput of malloc (95% interval 1.80-2.20)'
-        >>> verdict((0.4, 0.6), 0.5, "the throughput of", "slower than", "malloc")
-        '2.00x slower than malloc (95% interval 0.40-0.60)'
+        >>> verdict((0.4, 0.5), 0.45, "the throughput of", "slower than", "malloc")
+        '2.22x slower than malloc (95% interval 2.00-2.50)'
         >>> verdict(None, 2.0, "the throughput of", "slower than", "malloc")
         'no verdict against malloc (2.00x, too few samples for an interval)'
     """
@@ -544,7 +544,8 @@ def verdict(
         return f"equal to {other} ({ratio:.2f}x, {iv} holds 1)"
     if lo > 1:
         return f"{ratio:.2f}x {better} {other} ({iv})"
-    return f"{1 / ratio:.2f}x {worse} {other} ({iv})"
+    # stated the other way round, the interval too: 1/hi to 1/lo
+    return f"{1 / ratio:.2f}x {worse} {other} (95% interval {1 / hi:.2f}-{1 / lo:.2f})"
 
 
 def load_average() -> str:
