@@ -338,8 +338,8 @@ def _plot(
         m.grid(True, alpha=0.3)
         m.legend()
     fig.suptitle(f"tlalloc bench: {info['cpu_model']}, {info['usable_cpus']} cores, "
-                 f"Python {info['python']}{' (no GIL)' if info.get('gil_disabled') else ''}",
-                 fontsize=9)
+                 f"Python {info['python']}{' (no GIL)' if info.get('gil_disabled') else ''}; "
+                 f"{load_average()} at the end", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
