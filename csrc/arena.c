@@ -452,20 +452,23 @@ static inline void tl_chunk_hold(struct tl_chunk *c) {
     atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
 }
 
+/* Bytes used in chain[k] above `lo`: its open-scope part below the current
+ * chunk, its used part for the current one. */
+static size_t tl_chunk_bytes(const tl_arena *a, size_t k, size_t lo) {
+    size_t top = a->chain_len - 1;
+    size_t hi = k == top && !a->top_held ? TL_LOAD(a->offset) : a->chain[k]->keep;
+    return hi > lo ? hi - lo : 0;
+}
+
 int tl_arena_escape(tl_arena *a, tl_mark m, tl_escape *e) {
     memset(e, 0, sizeof *e);
     if (!tl_mark_valid(a, m)) return -1;
     size_t top = a->chain_len - 1, i = m.index;
-    size_t off = TL_LOAD(a->offset);
     if (a->top_held && i == top && m.offset > a->chain[top]->keep) m.offset = a->chain[top]->keep;
     /* Bytes since the mark: the rest of chain[i], the open-scope part of the
      * chunks above it, the current chunk's used part. */
     uint64_t bytes = 0;
-    for (size_t k = i; k <= top; k++) {
-        size_t hi = k == top ? (a->top_held ? a->chain[k]->keep : off) : a->chain[k]->keep;
-        size_t lo = k == i ? m.offset : 0;
-        if (hi > lo) bytes += hi - lo;
-    }
+    for (size_t k = i; k <= top; k++) bytes += tl_chunk_bytes(a, k, k == i ? m.offset : 0);
     /* Heap blocks since the mark go with the escape. */
     uint64_t fb_bytes = 0;
     while (a->fallback != m.fallback) {
@@ -487,22 +490,38 @@ int tl_arena_escape(tl_arena *a, tl_mark m, tl_escape *e) {
     TL_COUNTER_ADD(a->generation, 1);
     if (bytes == 0) return 0; /* only heap blocks */
     tl_note_used(a);
-    /* Hold chain[i..top]. Without room to record the chunks above chain[i]
-     * (malloc failed), they are held for good: never reused, never unmapped
-     * before the arena. Leaking is safe; reusing would not be. */
-    size_t n = top - i;
-    e->chunk = a->chain[i];
-    tl_chunk_hold(e->chunk);
-    if (n) {
-        e->more = malloc(n * sizeof *e->more);
-        if (e->more) e->n_more = n;
-        for (size_t k = 0; k < n; k++) {
-            tl_chunk_hold(a->chain[i + 1 + k]);
-            if (e->more) e->more[k] = a->chain[i + 1 + k];
+    /* Hold the chunks of chain[i..top] that have bytes since the mark (an empty
+     * current chunk is not held: it becomes the fresh chunk again). Without
+     * room to record a second one (malloc failed), the others are held for
+     * good: never reused, never unmapped before the arena. Leaking is safe;
+     * reusing would not be. */
+    size_t n = 0;
+    for (size_t k = i; k <= top; k++) {
+        if (tl_chunk_bytes(a, k, k == i ? m.offset : 0) == 0) continue;
+        struct tl_chunk *c = a->chain[k];
+        tl_chunk_hold(c);
+        if (e->chunk == NULL) {
+            e->chunk = c;
+            continue;
         }
+        if (e->more == NULL && n == 0) {
+            e->more = malloc((top - k + 1) * sizeof *e->more);
+            n = 1; /* tried */
+        }
+        if (e->more) e->more[e->n_more++] = c;
     }
-    while (a->chain_len > i + 1) tl_chain_drop(a, a->chain[--a->chain_len]);
-    tl_continue_above(a, i, m.offset);
+    int held = e->chunk == a->chain[i] ||
+               atomic_load_explicit(&a->chain[i]->refs, memory_order_acquire) > 1;
+    if (a->chain_len > i + 1) {
+        a->top_held = 0;
+        while (a->chain_len > i + 1) tl_chain_drop(a, a->chain[--a->chain_len]);
+    }
+    if (held) {
+        tl_continue_above(a, i, m.offset);
+    } else { /* nothing of the escape in chain[i]: go on there, at the mark */
+        a->chain[i]->keep = 0;
+        tl_set_top(a, m.offset);
+    }
     tl_chain_published(a);
     return 0;
 }
@@ -552,7 +571,9 @@ void tl_arena_get_stats(const tl_arena *a, tl_arena_stats *out) {
     out->escaped_bytes = TL_LOAD(a->escaped_bytes);
     out->num_escapes = TL_LOAD(a->num_escapes);
     uint64_t chunks = TL_LOAD(a->num_chunks);
-    uint64_t owned = TL_LOAD(a->chain_count) + TL_LOAD(a->num_spare) + TL_LOAD(a->returned_count);
+    uint64_t spare = TL_LOAD(a->num_spare) + TL_LOAD(a->returned_count);
+    uint64_t owned = TL_LOAD(a->chain_count) + spare;
     out->num_chunks = chunks;
+    out->spare_chunks = spare;
     out->escaped_chunks = chunks > owned ? chunks - owned : 0;
 }

@@ -115,6 +115,9 @@ typedef struct tl_arena_stats {
     uint64_t escaped_chunks; /* chunks held only by escapes (not in use by the owner) */
     uint64_t num_escapes;    /* escapes made (cumulative) */
     uint64_t num_chunks;     /* chunks mapped (in use, held, spare) */
+    uint64_t spare_chunks;   /* of those, unused: kept for reuse, or given back by escapes
+                                and not yet taken by the owner (its next slow path trims
+                                them to TL_ARENA_SPARE_CHUNKS) */
 } tl_arena_stats;
 
 struct tl_fallback; /* heap block served under the fallback policy (arena.c) */

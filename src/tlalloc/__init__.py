@@ -45,10 +45,11 @@ class Arena(_tlalloc.Arena):
     that releases on exit), ``reset(*, force=False)``, ``stats()``.
 
     Memory is never released while an array from it is referenced: a scope exit or
-    ``reset()`` that meets one raises ``BufferError`` and keeps the memory.
-    ``reset(force=True)`` skips that check and is unsafe (arrays then alias memory
-    that will be reused). Using an arena from a thread other than its owner raises
-    ``RuntimeError``.
+    ``reset()`` that meets one raises ``BufferError`` naming the arrays, and the
+    memory goes with them (the arena continues in a fresh chunk; the chunk comes
+    back when the last of them dies, in whichever thread). ``reset(force=True)``
+    hands live arrays their memory the same way instead of raising. Using an arena
+    from a thread other than its owner raises ``RuntimeError``.
 
     Example:
         >>> import numpy as np

@@ -173,6 +173,7 @@ class Config:
     huge_pages: str = "off"
     numa: str = "off"
     prefault: bool = False
+    track_allocations: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as a plain dict.
@@ -192,6 +193,7 @@ ENV_VARS: dict[str, str] = {
     "TLALLOC_HUGE_PAGES": "huge_pages",
     "TLALLOC_NUMA": "numa",
     "TLALLOC_PREFAULT": "prefault",
+    "TLALLOC_TRACK_ALLOCATIONS": "track_allocations",
 }
 
 
@@ -208,7 +210,7 @@ def _validate(field: str, value: object, name: str) -> Any:
         return _choice(value, name, HUGE_PAGES)
     if field == "numa":
         return _choice(value, name, NUMA_POLICIES)
-    if field in ("zero_on_reset", "prefault"):
+    if field in ("zero_on_reset", "prefault", "track_allocations"):
         return _flag(value, name) if name in ENV_VARS else check_flag(value, name)
     raise TypeError(f"unknown setting {name!r}")  # pragma: no cover
 
@@ -245,6 +247,7 @@ def _push(cfg: Config) -> None:
         NUMA_POLICIES.index(cfg.numa),
         int(cfg.prefault),
     )
+    _tlalloc._set_track_allocations(cfg.track_allocations)
 
 
 def load() -> None:
@@ -261,7 +264,12 @@ def configure(**settings: Any) -> Config:
     (``"error"``, ``"fallback"``, ``"panic"``), ``zero_on_reset`` (bool),
     ``huge_pages`` (``"off"``, ``"thp"``, ``"hugetlb"``), ``numa`` (``"off"``,
     ``"local"``, ``"interleave"``), ``prefault`` (bool). Existing arenas, including
-    thread arenas already created, keep their settings.
+    thread arenas already created, keep their settings. ``track_allocations``
+    (bool, also ``TLALLOC_TRACK_ALLOCATIONS=1``) applies at once to every arena:
+    each allocation then remembers the file and line that made it, and a
+    ``BufferError`` names them for the arrays still alive (as ``tracemalloc``
+    does; it costs a weak reference and a frame lookup per allocation, and
+    nothing but a flag test when off).
 
     Example:
         >>> import tlalloc

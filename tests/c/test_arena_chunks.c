@@ -362,6 +362,26 @@ static void test_escape_outlives_thread(void) {
     CHECK(after.num_arenas == before.num_arenas - 1);
 }
 
+/* A deep stack of scopes, each left with a few bytes alive, closed innermost
+ * first: each escape holds only the chunk with its bytes, never the empty
+ * fresh chunk above, so the chunks stay few. */
+static void test_deep_nest_reuses_empty_chunks(void) {
+    tl_arena *a = make(CAP);
+    enum { N = 500 };
+    static tl_mark marks[N];
+    static tl_escape e[N];
+    for (int d = 0; d < N; d++) {
+        marks[d] = tl_arena_mark(a);
+        (void)tl_arena_alloc(a, 8, 8);
+    }
+    for (int d = N - 1; d >= 0; d--) {
+        CHECK(tl_arena_escape(a, marks[d], &e[d]) == 0 && e[d].bytes == 8 && e[d].n_more == 0);
+        CHECK(stats(a).num_chunks <= 3);
+    }
+    for (int d = 0; d < N; d++) tl_arena_escape_release(&e[d]);
+    tl_arena_release(a);
+}
+
 int main(void) {
     RUN(test_escape_keeps_memory_and_comes_back);
     RUN(test_empty_escape_holds_nothing);
@@ -375,5 +395,6 @@ int main(void) {
     RUN(test_churn_bound);
     RUN(test_release_from_other_threads);
     RUN(test_escape_outlives_thread);
+    RUN(test_deep_nest_reuses_empty_chunks);
     TEST_MAIN_END();
 }

@@ -9,12 +9,26 @@
  * thread is gone.
  *
  * When a scope ends while arrays from it are alive, the scope's memory is not
- * rewound: the region leaves the stack and takes a reference to its parent
- * (`acceptor`), so the parent's count now includes it, and the parent's own
- * release fails while it lives. Nothing is reused while referenced. A scope
- * exit is O(1) however many inner scopes escaped, and when the arrays go, the
- * chain of escaped regions is freed iteratively (region_dealloc), not by
- * recursion.
+ * rewound: the region takes it (tl_arena_escape: the chunks it lies in stay
+ * valid, and the arena goes on in a fresh chunk), leaves the stack, and lives
+ * on as the arrays' base. When its last array dies, in whichever thread, the
+ * region's deallocation gives the memory back (tl_arena_escape_release: a
+ * lock-free push; the owner takes it at its next slow path). The parent scope
+ * does not answer for it: its own release and reset() are not blocked by
+ * escaped arrays. At the top of the stack (no scope open), the root region
+ * collects every allocation; when the current chunk is full it is rewound if
+ * none of its arrays is alive, or escapes like a scope, and a fresh root goes
+ * on (arena_reroot). So no memory waits for a reset that a service never calls.
+ *
+ * Bound (README, "Escaped memory comes back"): the chunks in use are the
+ * current one, the chunks where open scopes still have memory, and the chunks
+ * held by live escaped regions; bytes in use <= live escaped bytes + bytes of
+ * open scopes + capacity x (live escaped regions + 1); at most
+ * TL_ARENA_SPARE_CHUNKS unused chunks stay mapped after the owner's next slow
+ * path. Escaped memory does not count against the capacity.
+ *
+ * A BufferError names the live arrays (see "naming live arrays" below) and says
+ * that their memory comes back when they die.
  *
  * Why the count is exact without the GIL (free-threaded builds). CPython's
  * biased reference counting defers a drop made by a thread other than an
@@ -152,33 +166,30 @@ typedef struct TlRegion {
     PyObject_HEAD
     tl_arena *a;               /* retained */
     tl_mark mark;              /* where the scope started */
-    struct TlRegion *acceptor; /* strong: the region that answers for this one
-                                  after its scope ended with arrays alive */
+    tl_escape esc;             /* after its scope ended with arrays alive: the memory
+                                  they use, given back when the region dies */
+    PyObject *tracked;         /* with track_allocations: a list of (weakref to the
+                                  array, file, line) for each allocation; else NULL */
 } TlRegion;
 
 static PyTypeObject TlRegion_Type;
+
+/* track_allocations (set by tlalloc._config; relaxed loads: a plain load). */
+static int tl_track;
+TL_NOINLINE static int region_track(TlRegion *r, PyObject *obj);
 
 /* Regions alive in the process: one atomic add per region made or freed (not
  * per array: scopes reuse a spare region). For tests: nothing may leak. */
 static Py_ssize_t tl_regions_alive;
 
-/* Free r, then every acceptor whose last reference was r's: a chain of N
- * escaped regions is freed in a loop, never by N nested deallocations. */
+/* The last array of r is gone (in whichever thread dropped it): the memory
+ * its scope handed over goes back to the arena, lock-free (tlalloc/arena.h). */
 static void region_dealloc(TlRegion *r) {
-    for (;;) {
-        TlRegion *next = r->acceptor;
-        tl_arena_release(r->a);
-        PyObject_Free(r);
-        __atomic_fetch_sub(&tl_regions_alive, 1, __ATOMIC_RELAXED);
-        if (next == NULL) return;
-        /* Nobody else holds `next` when its count is 1 (ours): nobody can
-         * change it concurrently, so freeing it here is what Py_DECREF would do. */
-        if (Py_REFCNT(next) != 1) {
-            Py_DECREF((PyObject *)next);
-            return;
-        }
-        r = next;
-    }
+    tl_arena_escape_release(&r->esc);
+    Py_CLEAR(r->tracked);
+    tl_arena_release(r->a);
+    PyObject_Free(r);
+    __atomic_fetch_sub(&tl_regions_alive, 1, __ATOMIC_RELAXED);
 }
 
 static TlRegion *region_new(tl_arena *a) {
@@ -189,12 +200,13 @@ static TlRegion *region_new(tl_arena *a) {
     tl_arena_retain(a);
     r->a = a;
     r->mark = tl_arena_mark(a);
-    r->acceptor = NULL;
+    memset(&r->esc, 0, sizeof r->esc);
+    r->tracked = NULL;
     return r;
 }
 
-/* Arrays, memoryviews and escaped inner regions that still use r, given that
- * the caller's structures hold `held` references to r. */
+/* Arrays and memoryviews that still use r, given that the caller's
+ * structures hold `held` references to r. */
 static inline Py_ssize_t region_live(TlRegion *r, Py_ssize_t held) {
     return Py_REFCNT(r) - held;
 }
@@ -477,19 +489,36 @@ TL_NOINLINE static void *arena_overflowed(TlArena *self, size_t nbytes) {
     return NULL;
 }
 
-/* Allocate for Python: returns the data pointer, or NULL with an exception. */
-static inline void *arena_take(TlArena *self, size_t nbytes, size_t align) {
-    void *p = tl_arena_alloc(self->a, nbytes, align);
+static int arena_reroot(TlArena *self);
+
+/* Out of line: the request did not fit the current chunk. At the top level
+ * the root's memory is reused or handed over first (arena_reroot); then the
+ * arena's own slow path applies the overflow policy. */
+TL_NOINLINE static void *arena_take_slow(TlArena *self, size_t nbytes, size_t align) {
+    tl_arena *a = self->a;
+    if (nbytes != 0 && self->depth == 1 && arena_reroot(self) == 0) {
+        void *p = tl_arena_try_alloc(a, nbytes, align);
+        if (p) return p;
+    }
+    void *p = tl_arena_alloc_slow(a, nbytes, align);
     if (TL_UNLIKELY(p == NULL)) return arena_overflowed(self, nbytes);
-    if (TL_UNLIKELY(!tl_arena_contains(self->a, p)) && nbytes != 0 && !self->warned_fallback) {
+    if (TL_UNLIKELY(!tl_arena_contains(a, p)) && nbytes != 0 && !self->warned_fallback) {
         self->warned_fallback = 1;
         if (PyErr_WarnFormat(tl_ArenaFallbackWarning, 1,
                              "arena overflow: %zu bytes served from the heap (policy 'fallback', "
                              "capacity %zu bytes, %zu in use); warned once per arena",
-                             nbytes, self->a->capacity, tl_arena_used(self->a)) < 0)
+                             nbytes, a->capacity, tl_arena_used(a)) < 0)
             return NULL; /* warnings as errors: the block is released with its scope */
     }
     return p;
+}
+
+/* Allocate for Python: returns the data pointer, or NULL with an exception.
+ * Fast path: the arena's bump and compare (tl_arena_try_alloc), inline. */
+static inline void *arena_take(TlArena *self, size_t nbytes, size_t align) {
+    void *p = tl_arena_try_alloc(self->a, nbytes, align);
+    if (TL_LIKELY(p != NULL)) return p;
+    return arena_take_slow(self, nbytes, align);
 }
 
 /* Shape, NumPy's rule: an integer (anything with __index__ but bool, such as
@@ -677,7 +706,11 @@ static PyObject *arena_make_array(TlArena *self, PyArray_Descr *descr, int nd, n
         return NULL;
     }
     if (zero && nbytes) memset(data, 0, nbytes);
-    return arena_array_over(self, descr, nd, dims, fortran, data);
+    PyObject *arr = arena_array_over(self, descr, nd, dims, fortran, data);
+    if (TL_UNLIKELY(__atomic_load_n(&tl_track, __ATOMIC_RELAXED)) && arr &&
+        region_track(self->stack[self->depth - 1], arr) < 0)
+        Py_CLEAR(arr);
+    return arr;
 }
 
 static PyObject *arena_empty_impl(TlArena *self, PyObject *const *args, Py_ssize_t nargs,
@@ -862,15 +895,356 @@ static PyObject *arena_alloc(TlArena *self, PyObject *args, PyObject *kwds) {
     if (mv) { /* both hold the array: both freed by whichever thread drops them last */
         tl_py_share(mv);
         tl_py_share((PyObject *)((PyMemoryViewObject *)mv)->mbuf);
+        if (TL_UNLIKELY(__atomic_load_n(&tl_track, __ATOMIC_RELAXED)) && region_track(self->stack[self->depth - 1], mv) < 0)
+            Py_CLEAR(mv);
     }
     return mv;
 }
 
 /* ------------------------------------------------------- scopes and reset */
 
+static PyObject *region_error(TlArena *self, TlRegion *r, Py_ssize_t live, const char *what);
+
+/* ------------------------------------------------- naming live arrays
+ *
+ * A BufferError names up to TL_NAMED arrays of the region: shape, dtype and
+ * bytes, and where they are. Two sources:
+ *
+ * - with track_allocations on (configure() or TLALLOC_TRACK_ALLOCATIONS=1),
+ *   every allocation appends (weak reference, file, line) to its region's list:
+ *   exact, and the file:line that allocated each live array. Cost only while
+ *   tracking is on; off, the allocation pays one flag test.
+ * - always: the calling thread's frames (their local variables, and tuples,
+ *   lists and dicts held by them, one level deep), which finds the arrays that
+ *   are still in a variable of the function that opened the scope, or of its
+ *   callers. An array held elsewhere (a queue, another thread) is counted,
+ *   not named, without tracking.
+ *
+ * Arrays are not tracked by the garbage collector (NumPy's are plain objects),
+ * so gc.get_referrers cannot find them; only these two ways can, and the
+ * frames cost nothing until a BufferError is raised. */
+#define TL_NAMED 5
+#define TL_SCAN_ITEMS 64 /* items looked at per container */
+
+/* The region an object's memory comes from: follows ndarray bases and a
+ * memoryview's exporter. NULL if not from an arena. */
+static TlRegion *region_of(PyObject *o) {
+    for (int hops = 0; o != NULL && hops < 64; hops++) {
+        if (Py_IS_TYPE(o, &TlRegion_Type)) return (TlRegion *)o;
+        if (PyArray_Check(o)) o = PyArray_BASE((PyArrayObject *)o);
+        else if (PyMemoryView_Check(o)) o = PyMemoryView_GET_BASE(o);
+        else return NULL;
+    }
+    return NULL;
+}
+
+/* "float32 array of shape (100000,), 400000 bytes" */
+static PyObject *describe_object(PyObject *o) {
+    if (PyMemoryView_Check(o)) {
+        Py_buffer *b = PyMemoryView_GET_BUFFER(o);
+        return PyUnicode_FromFormat("memoryview of %zd bytes", b->len);
+    }
+    if (!PyArray_Check(o)) return PyObject_Repr(o);
+    PyArrayObject *arr = (PyArrayObject *)o;
+    PyObject *shape = PyObject_GetAttrString(o, "shape");
+    if (!shape) return NULL;
+    PyObject *r = PyUnicode_FromFormat("%S array of shape %R, %zd bytes",
+                                       (PyObject *)PyArray_DESCR(arr), shape,
+                                       (Py_ssize_t)PyArray_NBYTES(arr));
+    Py_DECREF(shape);
+    return r;
+}
+
+typedef struct {
+    PyObject *seen[TL_NAMED]; /* borrowed: objects already named */
+    PyObject *lines;          /* list of str */
+    int n;
+} tl_naming;
+
+static int naming_has(tl_naming *nm, PyObject *o) {
+    for (int i = 0; i < nm->n; i++)
+        if (nm->seen[i] == o) return 1;
+    return 0;
+}
+
+/* Name o (an object of region r) with `where`; 1 if named, 0 if not, -1 on error. */
+static int naming_add(tl_naming *nm, PyObject *o, PyObject *where) {
+    if (nm->n >= TL_NAMED || naming_has(nm, o)) return 0;
+    PyObject *d = describe_object(o);
+    if (!d) return -1;
+    PyObject *line = PyUnicode_FromFormat("  - %U%s%U", d, where ? ", " : "",
+                                          where ? where : d);
+    Py_DECREF(d);
+    if (!line) return -1;
+    int rc = PyList_Append(nm->lines, line);
+    Py_DECREF(line);
+    if (rc < 0) return -1;
+    nm->seen[nm->n++] = o;
+    return 1;
+}
+
+/* Look at one value of a frame (and one level into containers). */
+static int naming_scan_value(tl_naming *nm, TlRegion *r, PyObject *v, PyObject *name,
+                             PyObject *func, PyObject *file, int line, int depth) {
+    if (region_of(v) == r) {
+        PyObject *where = PyUnicode_FromFormat("held by %s%S in %S() at %S:%d",
+                                               depth ? "an item of " : "", name, func, file, line);
+        if (!where) return -1;
+        int rc = naming_add(nm, v, where);
+        Py_DECREF(where);
+        return rc < 0 ? -1 : 0;
+    }
+    if (depth > 0) return 0;
+    /* Tuples and lists: their last TL_SCAN_ITEMS items; dicts up to that size.
+     * A raise costs O(1) per container, however large (a loop that keeps
+     * every array in a list stays linear). */
+    Py_ssize_t n;
+    if (PyTuple_CheckExact(v) || PyList_CheckExact(v)) n = PySequence_Size(v);
+    else if (PyDict_CheckExact(v) && PyDict_Size(v) <= TL_SCAN_ITEMS) n = -2;
+    else return 0;
+    if (n == -2) {
+        PyObject *items = PyDict_Values(v);
+        if (!items) return -1;
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items) && nm->n < TL_NAMED; i++) {
+            if (naming_scan_value(nm, r, PyList_GET_ITEM(items, i), name, func, file, line, 1) < 0) {
+                Py_DECREF(items);
+                return -1;
+            }
+        }
+        Py_DECREF(items);
+        return 0;
+    }
+    for (Py_ssize_t i = n > TL_SCAN_ITEMS ? n - TL_SCAN_ITEMS : 0; i < n && nm->n < TL_NAMED; i++) {
+        PyObject *item = PySequence_GetItem(v, i); /* a new reference (lists may change) */
+        if (!item) {
+            PyErr_Clear(); /* shrunk meanwhile */
+            break;
+        }
+        int rc = naming_scan_value(nm, r, item, name, func, file, line, 1);
+        Py_DECREF(item);
+        if (rc < 0) return -1;
+    }
+    return 0;
+}
+
+#if PY_VERSION_HEX < 0x030C0000
+/* CPython 3.11 has no way to read a frame's variable without PyFrame_GetLocals,
+ * whose snapshot dict would keep every local alive (and so raise false
+ * BufferErrors later): read the fast locals directly. The layout of 3.11's
+ * frames (Include/internal/pycore_frame.h), fixed for the 3.11 series. */
+typedef struct {
+    PyObject *f_func, *f_globals, *f_builtins, *f_locals;
+    PyCodeObject *f_code;
+    PyObject *frame_obj;
+    void *previous, *prev_instr;
+    int stacktop;
+    char is_entry, owner;
+    PyObject *localsplus[1];
+} tl_iframe311;
+typedef struct {
+    PyObject_HEAD
+    PyObject *f_back;
+    tl_iframe311 *f_frame;
+} tl_frame311;
+#endif
+
+/* Variable i of frame f's code (a new reference), NULL if unbound. No side
+ * effect on the frame. */
+static PyObject *frame_var(PyFrameObject *f, PyCodeObject *code, int i) {
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *v = PyFrame_GetVar(f, PyTuple_GET_ITEM(code->co_localsplusnames, i));
+    if (!v) PyErr_Clear(); /* NameError: unbound */
+    return v;
+#else
+    tl_iframe311 *fr = ((tl_frame311 *)f)->f_frame;
+    if (fr == NULL || fr->f_code != code) return NULL;
+    PyObject *v = fr->localsplus[i];
+    if (v && PyCell_Check(v)) v = PyCell_GET(v);
+    Py_XINCREF(v);
+    return v;
+#endif
+}
+
+/* The calling thread's frames, innermost first: their variables, and the
+ * items of tuples, lists and dicts among them. Read-only. */
+static int naming_scan_frames(tl_naming *nm, TlRegion *r) {
+    PyFrameObject *f = PyEval_GetFrame();
+    Py_XINCREF(f);
+    int rc = 0;
+    for (int k = 0; f != NULL && k < 64 && nm->n < TL_NAMED && rc == 0; k++) {
+        PyCodeObject *code = PyFrame_GetCode(f);
+        int line = PyFrame_GetLineNumber(f);
+        if (!(code->co_flags & CO_OPTIMIZED)) {
+            /* Module or class body: its locals are a plain dict, read as is. */
+            PyObject *locals = PyFrame_GetLocals(f);
+            PyObject *items = locals && PyDict_Check(locals) ? PyDict_Items(locals) : NULL;
+            if (!items) PyErr_Clear();
+            for (Py_ssize_t j = 0; items && j < PyList_GET_SIZE(items) && nm->n < TL_NAMED && rc == 0;
+                 j++) {
+                PyObject *kv = PyList_GET_ITEM(items, j);
+                PyObject *label = PyUnicode_FromFormat("variable %R", PyTuple_GET_ITEM(kv, 0));
+                if (!label || naming_scan_value(nm, r, PyTuple_GET_ITEM(kv, 1), label,
+                                                code->co_qualname, code->co_filename, line, 0) < 0)
+                    rc = -1;
+                Py_XDECREF(label);
+            }
+            Py_XDECREF(items);
+            Py_XDECREF(locals);
+        }
+        for (int i = 0; i < code->co_nlocalsplus && nm->n < TL_NAMED && rc == 0; i++) {
+            PyObject *v = frame_var(f, code, i);
+            if (!v) continue;
+            PyObject *label = PyUnicode_FromFormat(
+                "local '%U'", PyTuple_GET_ITEM(code->co_localsplusnames, i));
+            if (!label || naming_scan_value(nm, r, v, label, code->co_qualname,
+                                            code->co_filename, line, 0) < 0)
+                rc = -1;
+            Py_XDECREF(label);
+            Py_DECREF(v);
+        }
+        Py_DECREF(code);
+        PyFrameObject *back = PyFrame_GetBack(f);
+        Py_DECREF(f);
+        f = back;
+    }
+    Py_XDECREF(f);
+    return rc;
+}
+
+/* With tracking: the live arrays of the region's list, with their line. */
+static int naming_scan_tracked(tl_naming *nm, TlRegion *r) {
+    if (!r->tracked) return 0;
+    for (Py_ssize_t i = PyList_GET_SIZE(r->tracked) - 1; i >= 0 && nm->n < TL_NAMED; i--) {
+        PyObject *e = PyList_GET_ITEM(r->tracked, i); /* (ref, file, line, kind) */
+        PyObject *o = PyObject_CallNoArgs(PyTuple_GET_ITEM(e, 0));
+        if (!o) return -1;
+        if (o != Py_None) {
+            PyObject *where = PyUnicode_FromFormat("allocated at %S:%S", PyTuple_GET_ITEM(e, 1),
+                                                   PyTuple_GET_ITEM(e, 2));
+            int rc = where ? naming_add(nm, o, where) : -1;
+            Py_XDECREF(where);
+            if (rc < 0) {
+                Py_DECREF(o);
+                return -1;
+            }
+        }
+        Py_DECREF(o);
+    }
+    return 0;
+}
+
+/* The BufferError's text: what is alive, where, and how the memory comes back. */
+static PyObject *region_error(TlArena *self, TlRegion *r, Py_ssize_t live, const char *what) {
+    (void)self;
+    tl_naming nm = {.n = 0};
+    nm.lines = PyList_New(0);
+    if (!nm.lines) return NULL;
+    /* Tracking first (exact, with the allocating line); then the frames. With
+     * tracking, an array found in a frame too is named once, from the list. */
+    if (naming_scan_tracked(&nm, r) < 0 || naming_scan_frames(&nm, r) < 0) PyErr_Clear();
+    Py_ssize_t more = live - nm.n;
+    PyObject *sep = PyUnicode_FromString("\n");
+    PyObject *named = sep ? PyUnicode_Join(sep, nm.lines) : NULL;
+    Py_XDECREF(sep);
+    Py_DECREF(nm.lines);
+    if (!named) return NULL;
+    PyObject *rest;
+    if (nm.n == 0)
+        rest = PyUnicode_FromString(" (none of them in a variable of this thread's frames: held "
+                                    "elsewhere, by a container, a queue or another thread)");
+    else if (more > 0)
+        rest = PyUnicode_FromFormat("\n  - and %zd more, held elsewhere (a container, a queue, "
+                                    "another thread)", more);
+    else
+        rest = PyUnicode_FromString("");
+    if (!rest) {
+        Py_DECREF(named);
+        return NULL;
+    }
+    PyObject *msg = PyUnicode_FromFormat(
+        "cannot %s: %zd array(s) or memoryview(s) allocated in it are still referenced%s%U%U\n"
+        "Their memory stays valid: it now belongs to them and goes back to the arena when the "
+        "last of them is gone, from whichever thread drops it (no reset needed; nothing leaks). "
+        "Delete them before the scope ends, or copy what must outlive it.%s",
+        what, live, nm.n ? ":\n" : "", named, rest,
+        __atomic_load_n(&tl_track, __ATOMIC_RELAXED)
+            ? ""
+            : "\n(tlalloc.configure(track_allocations=True) or TLALLOC_TRACK_ALLOCATIONS=1 "
+              "also names the line that allocated each one.)");
+    Py_DECREF(named);
+    Py_DECREF(rest);
+    return msg;
+}
+
+/* Tracking: remember (weakref, file, line) for an allocation of region r,
+ * from the innermost frame outside tlalloc's own Python code. */
+static int region_track(TlRegion *r, PyObject *obj) {
+    if (!r->tracked && !(r->tracked = PyList_New(0))) return -1;
+    /* Drop entries of dead arrays when the list doubles: bounded by 2x live. */
+    Py_ssize_t n = PyList_GET_SIZE(r->tracked);
+    if (n >= 64 && (n & (n - 1)) == 0) {
+        PyObject *keep = PyList_New(0);
+        if (!keep) return -1;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *e = PyList_GET_ITEM(r->tracked, i);
+            PyObject *o = PyObject_CallNoArgs(PyTuple_GET_ITEM(e, 0));
+            int rc = o ? (o != Py_None ? PyList_Append(keep, e) : 0) : -1;
+            Py_XDECREF(o);
+            if (rc < 0) {
+                Py_DECREF(keep);
+                return -1;
+            }
+        }
+        Py_SETREF(r->tracked, keep);
+    }
+    PyObject *file = NULL, *line = NULL;
+    PyFrameObject *f = PyEval_GetFrame();
+    Py_XINCREF(f);
+    while (f) {
+        PyObject *g = PyFrame_GetGlobals(f);
+        PyObject *mod = g ? PyDict_GetItemString(g, "__name__") : NULL; /* borrowed */
+        Py_XDECREF(g);
+        const char *name = mod && PyUnicode_Check(mod) ? PyUnicode_AsUTF8(mod) : NULL;
+        int ours = name && (strcmp(name, "tlalloc") == 0 || strncmp(name, "tlalloc.", 8) == 0);
+        if (!ours) break;
+        PyFrameObject *back = PyFrame_GetBack(f);
+        Py_DECREF(f);
+        f = back;
+    }
+    if (f) {
+        PyCodeObject *code = PyFrame_GetCode(f);
+        file = code->co_filename;
+        Py_INCREF(file);
+        line = PyLong_FromLong(PyFrame_GetLineNumber(f));
+        Py_DECREF(code);
+        Py_DECREF(f);
+    } else {
+        file = PyUnicode_FromString("<unknown>");
+        line = PyLong_FromLong(0);
+    }
+    PyObject *ref = PyWeakref_NewRef(obj, NULL);
+    PyObject *e = ref && file && line ? PyTuple_Pack(3, ref, file, line) : NULL;
+    Py_XDECREF(ref);
+    Py_XDECREF(file);
+    Py_XDECREF(line);
+    int rc = e ? PyList_Append(r->tracked, e) : -1;
+    Py_XDECREF(e);
+    return rc;
+}
+
+static PyObject *py_set_track_allocations(PyObject *Py_UNUSED(m), PyObject *arg) {
+    int on = PyObject_IsTrue(arg);
+    if (on < 0) return NULL;
+    __atomic_store_n(&tl_track, on, __ATOMIC_RELAXED);
+    Py_RETURN_NONE;
+}
+
 /* Release the innermost scope. `quiet`: an exception is propagating out of the
- * with-block; if arrays are alive keep the memory and do not raise over it.
- * O(1): one reference count read (two if a settle is needed). */
+ * with-block; if arrays are alive keep their memory and do not raise over it.
+ * O(1): one reference count read (two if a settle is needed). When arrays are
+ * alive, the region takes the scope's memory with it (tl_arena_escape): the
+ * arena goes on in a fresh chunk and the memory comes back when the region's
+ * last array dies, whichever thread drops it. */
 static int arena_pop_scope(TlArena *self, int quiet) {
     tl_assert(self->depth >= 2);
     TlRegion *r = self->stack[self->depth - 1];
@@ -880,32 +1254,61 @@ static int arena_pop_scope(TlArena *self, int quiet) {
         settle_failed = tl_py_settle() < 0; /* free-threaded builds: deferred drops */
         live = region_live(r, 1);
     }
-    __atomic_store_n(&self->depth, self->depth - 1, __ATOMIC_RELAXED);
-    TlRegion *parent = self->stack[self->depth - 1];
     if (live > 0) {
-        /* Keep the memory: the parent now answers for these arrays. r leaves
-         * the stack (our reference goes) and holds the parent instead. */
-        tl_assert(r->acceptor == NULL);
-        Py_INCREF((PyObject *)parent);
-        r->acceptor = parent;
-        Py_DECREF((PyObject *)r);
+        /* Before our reference goes (no other thread can free r until then):
+         * r holds the memory; a stale mark (after a C-level reset) holds nothing. */
+        (void)tl_arena_escape(self->a, r->mark, &r->esc);
+        PyObject *err = NULL;
+        if (!quiet && !settle_failed) err = region_error(self, r, live, "release the scope");
+        __atomic_store_n(&self->depth, self->depth - 1, __ATOMIC_RELAXED);
+        Py_DECREF((PyObject *)r); /* the arrays keep it */
         if (quiet) return 0;
-        if (settle_failed) return -1; /* e.g. KeyboardInterrupt: the memory is kept */
-        PyErr_Format(PyExc_BufferError,
-                     "cannot release the scope: %zd array(s) or memoryview(s) allocated in it "
-                     "are still referenced; their memory stays allocated until the enclosing "
-                     "scope or reset releases it (delete them, or copy what must outlive the "
-                     "scope)", live);
+        if (settle_failed) return -1; /* e.g. KeyboardInterrupt: the memory is held */
+        if (err) {
+            PyErr_SetObject(PyExc_BufferError, err);
+            Py_DECREF(err);
+        }
         return -1;
     }
-    (void)tl_arena_rewind(self->a, r->mark); /* a mark made stale by a forced reset is a no-op */
+    __atomic_store_n(&self->depth, self->depth - 1, __ATOMIC_RELAXED);
+    (void)tl_arena_rewind(self->a, r->mark); /* a mark made stale by a C-level reset is a no-op */
     if (settle_failed) PyErr_Clear(); /* released after all: nothing to report */
+    Py_CLEAR(r->tracked);
     if (self->spare == NULL) self->spare = r; /* reuse: saves an allocation */
     else Py_DECREF((PyObject *)r);
     return 0;
 }
 
-/* Live arrays (and escaped inner regions) over every open scope. */
+/* At the top of the arena (no scope open) the root region collects every
+ * allocation. When the current chunk is full: if none of them is alive any
+ * more, rewind to the root's mark; else the root region takes the memory (an
+ * escape) and a fresh root starts in a fresh chunk. So the top level reuses
+ * its memory as its arrays die, whatever their order, without a reset.
+ * Returns 0 if something was done (the caller retries), -1 otherwise (with
+ * no exception set). */
+static int arena_reroot(TlArena *self) {
+    TlRegion *root = self->stack[0];
+    if (region_live(root, 1) == 0) {
+        if (tl_arena_rewind(self->a, root->mark) < 0) root->mark = tl_arena_mark(self->a);
+        Py_CLEAR(root->tracked);
+        return 0;
+    }
+    TlRegion *fresh = region_new(self->a);
+    if (!fresh) {
+        PyErr_Clear(); /* the caller's overflow handling reports the failure */
+        return -1;
+    }
+    if (tl_arena_escape(self->a, root->mark, &root->esc) < 0 || root->esc.arena == NULL) {
+        Py_DECREF((PyObject *)fresh); /* nothing held: nothing would be gained */
+        return -1;
+    }
+    fresh->mark = tl_arena_mark(self->a);
+    self->stack[0] = fresh;
+    Py_DECREF((PyObject *)root); /* its arrays keep it */
+    return 0;
+}
+
+/* Live arrays over every open scope (escaped regions are on their own). */
 static Py_ssize_t arena_live(TlArena *self) {
     Py_ssize_t live = 0;
     for (Py_ssize_t i = 0; i < self->depth; i++) live += region_live(self->stack[i], 1);
@@ -923,25 +1326,37 @@ static PyObject *arena_reset(TlArena *self, PyObject *args, PyObject *kwds) {
             if (tl_py_settle() < 0) return NULL;
             live = arena_live(self);
         }
-        if (live > 0)
-            return PyErr_Format(PyExc_BufferError,
-                                "cannot reset the arena: %zd array(s) or memoryview(s) allocated "
-                                "from it are still referenced (delete them first, or "
-                                "reset(force=True), which is unsafe)", live);
+        if (live > 0) {
+            for (Py_ssize_t i = self->depth - 1; i >= 0; i--) {
+                TlRegion *r = self->stack[i];
+                if (region_live(r, 1) > 0) {
+                    PyObject *msg = region_error(self, r, live, "reset the arena");
+                    if (msg) {
+                        PyErr_SetObject(PyExc_BufferError, msg);
+                        Py_DECREF(msg);
+                    }
+                    return NULL;
+                }
+            }
+        }
     }
-    tl_arena_reset(self->a);
-    /* Open scopes now start at the fresh beginning; regions that arrays still
-     * hold (only possible with force) are replaced so they are no longer counted. */
-    for (Py_ssize_t i = 0; i < self->depth; i++) {
+    /* force: regions that arrays still hold take their memory with them
+     * (innermost first: each escape leaves the outer marks valid), and fresh
+     * regions replace them; the arrays stay valid and are no longer counted. */
+    for (Py_ssize_t i = self->depth - 1; i >= 0; i--) {
         TlRegion *r = self->stack[i];
-        if (Py_REFCNT(r) > 1) {
+        if (region_live(r, 1) > 0) {
             TlRegion *fresh = region_new(self->a);
             if (!fresh) return NULL;
+            (void)tl_arena_escape(self->a, r->mark, &r->esc);
             self->stack[i] = fresh;
             Py_DECREF((PyObject *)r);
-        } else {
-            r->mark = tl_arena_mark(self->a);
         }
+    }
+    tl_arena_reset(self->a);
+    for (Py_ssize_t i = 0; i < self->depth; i++) {
+        self->stack[i]->mark = tl_arena_mark(self->a);
+        Py_CLEAR(self->stack[i]->tracked);
     }
     Py_RETURN_NONE;
 }
@@ -1124,7 +1539,12 @@ static PyObject *stats_dict(const tl_arena_stats *s) {
         dict_set_u64(d, "num_overflows", s->num_overflows) < 0 ||
         dict_set_u64(d, "fallback_bytes", s->fallback_bytes) < 0 ||
         dict_set_u64(d, "fallback_live_bytes", s->fallback_live_bytes) < 0 ||
-        dict_set_u64(d, "num_resets", s->num_resets) < 0) {
+        dict_set_u64(d, "num_resets", s->num_resets) < 0 ||
+        dict_set_u64(d, "escaped_bytes", s->escaped_bytes) < 0 ||
+        dict_set_u64(d, "escaped_chunks", s->escaped_chunks) < 0 ||
+        dict_set_u64(d, "num_escapes", s->num_escapes) < 0 ||
+        dict_set_u64(d, "num_chunks", s->num_chunks) < 0 ||
+        dict_set_u64(d, "spare_chunks", s->spare_chunks) < 0) {
         Py_DECREF(d);
         return NULL;
     }
@@ -1583,6 +2003,7 @@ static PyMethodDef module_methods[] = {
     {"_registry_stats", (PyCFunction)py_registry_stats, METH_NOARGS, NULL},
     {"_after_fork_child", (PyCFunction)py_after_fork_child, METH_NOARGS, NULL},
     {"_region_count", (PyCFunction)py_region_count, METH_NOARGS, NULL},
+    {"_set_track_allocations", (PyCFunction)py_set_track_allocations, METH_O, NULL},
     {"_registry_list", (PyCFunction)py_registry_list, METH_NOARGS, NULL},
     {"_set_defaults", (PyCFunction)py_set_defaults, METH_VARARGS, NULL},
     {"_set_hooks", (PyCFunction)py_set_hooks, METH_VARARGS, NULL},
