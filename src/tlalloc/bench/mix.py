@@ -483,10 +483,10 @@ def _run_service(args: argparse.Namespace, threads: list[int] | None, cores: int
 
 
 def _json_ready(result: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The service's result without its per-round maps (tuple keys: not JSON)."""
     if result is None:
         return None
-    out = {k: v for k, v in result.items() if k != "by_round"}
-    return out
+    return {k: v for k, v in result.items() if k != "by_round"}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -38,7 +38,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -404,7 +403,3 @@ def describe(rows: int, dim: int, batch: int, nodes: int, degree: int) -> str:
             f"then spreading activation from their best matches over {nodes:,} nodes x {degree} edges "
             f"(top {TOP_K}), then decay of {nodes:,} strengths")
 
-
-def finite(x: float) -> float | None:
-    """``x``, or None where it is not finite (for JSON)."""
-    return x if math.isfinite(x) else None
