@@ -27,3 +27,23 @@ def test_stress_32_threads_no_crash_no_corruption_no_leak_no_false_buffererror()
     assert r.returncode == 0, f"stdout:\n{r.stdout}\nstderr:\n{r.stderr[-4000:]}"
     assert r.stdout.startswith("ok "), r.stdout
     assert "Exception in thread" not in r.stderr, r.stderr[-4000:]
+
+
+HANDOFF = Path(__file__).with_name("stress_handoff.py")
+
+
+def test_stress_handoffs_128_threads_with_collector_no_false_buffererror():
+    """128 producers hand arrays to consumers through a bounded queue whose
+    put_nowait fails often (queue.Full, the array in its traceback), a thread
+    collects all the time, half the producers have NumPy's allocator on the pool:
+    every scope must release (see stress_handoff.py)."""
+    seconds = float(os.environ.get("TLALLOC_STRESS_SECONDS", "8"))
+    r = subprocess.run(
+        [sys.executable, str(HANDOFF), str(seconds), "128"],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 240,
+    )
+    assert r.returncode == 0, f"stdout:\n{r.stdout}\nstderr:\n{r.stderr[-4000:]}"
+    assert r.stdout.startswith("ok "), r.stdout
+    assert "Exception in thread" not in r.stderr, r.stderr[-4000:]
