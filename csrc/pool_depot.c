@@ -15,7 +15,14 @@
  * it discards the coldest dirty pages, and it unmaps segments whose pages are
  * all free once the free page space exceeds the limit: lazily, once those
  * pages stayed free for the purge delay (tl_depot_purge_locked), or at once
- * when the limit or the delay is 0, and on tl_pool_collect.
+ * when the limit or the delay is 0, and on tl_pool_collect. What waits for
+ * the delay is bounded (TL_DEPOT_EAGER_BYTES beyond the limit: the oldest
+ * pages go at once past it), and a segment that such a purge leaves with no
+ * page in use is unmapped by the same purge, so a burst of frees leaves the
+ * resident set and the address space whether or not a later call comes. The
+ * rest waits for a later call, or for the background purge thread (pool.c).
+ * When the OS refuses a segment, the callers release and retry (pool.c,
+ * tl_pool_release): tl_segment_map itself never calls the OS layer's hook.
  *
  * Why lazily: a program whose threads come and go, or whose live set swings,
  * returns pages and takes them again within a fraction of a second. Given

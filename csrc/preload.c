@@ -352,6 +352,7 @@ TL_EXPORT int TL_PRELOAD_NAME(malloc_trim)(size_t pad) {
     return s.retained_bytes > 0;
 }
 
+#if defined(__GLIBC__) /* struct mallinfo and mallinfo2 are glibc's */
 /* glibc's heap statistics, from the pool's (glibc's own heap is unused here).
  * arena: bytes mapped for the size classes (segments); hblkhd: bytes mapped
  * for large blocks, live and cached; uordblks: bytes handed out and not freed
@@ -369,7 +370,7 @@ static void tl_mallinfo_fields(size_t f[4]) {
     f[3] = (size_t)s.retained_bytes;
 }
 
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+#if __GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33)
 TL_EXPORT struct mallinfo2 TL_PRELOAD_NAME(mallinfo2)(void) {
     size_t f[4];
     tl_mallinfo_fields(f);
@@ -397,6 +398,7 @@ TL_EXPORT struct mallinfo TL_PRELOAD_NAME(mallinfo)(void) {
     m.fordblks = tl_clamp_int(f[3]);
     return m;
 }
+#endif /* __GLIBC__ */
 
 /* ---- C++'s replaceable global allocation functions ---------------------------------- */
 
