@@ -51,7 +51,10 @@
  *    which merges that queue and frees what reached zero (tl_py_settle).
  * 3. A collection running in another thread may hold such objects between
  *    taking the queues and freeing them: before raising, the release waits for
- *    a running collection to finish (gc.callbacks keep a count of them).
+ *    a running collection to finish, or for the count to fall (gc.callbacks
+ *    keep a count of collections). The wait has no short bound: a collection
+ *    that stops 128 threads on a loaded machine can take seconds, and giving
+ *    up early would raise over an array the collector was about to free.
  *
  * What remains counted is what really exists: an object that holds an array,
  * made by one non-owner thread and dropped by another, counts until its maker
@@ -96,21 +99,28 @@ static uint64_t tl_gc_thread;        /* tl_thread_serial() of the collecting thr
 static uint64_t tl_thread_serial(void);
 
 /* Before raising BufferError (points 2 and 3 above): merge this thread's
- * queue of objects other threads dropped, and wait (at most 2 s, without a
- * thread state) for a collection running in another thread to finish.
- * Returns 0, or -1 with an exception (KeyboardInterrupt from a signal handler
- * the eval breaker ran). */
-static int tl_py_settle(void) {
+ * queue of objects other threads dropped; then, while a collection runs in
+ * another thread, wait (without a thread state, so that the collection's
+ * stop-the-world never waits for us) until it ends or `probe` has no more
+ * than `held` references, whichever comes first. `probe` NULL: wait for the
+ * collection's end. A collection with many threads on a loaded machine can
+ * take seconds to stop the world; a fixed short bound (2 s before) would then
+ * raise over an array the collector was about to free. The bound left (30 s)
+ * only breaks a deadlock: a finalizer run by that collection waiting for
+ * something this thread holds. Returns 0, or -1 with an exception
+ * (KeyboardInterrupt from a signal handler the eval breaker ran). */
+static int tl_py_settle(PyObject *probe, Py_ssize_t held) {
     if (tl_merge_func) {
         PyObject *r = PyObject_CallNoArgs(tl_merge_func);
         if (!r) return -1;
         Py_DECREF(r);
     }
-    if (__atomic_load_n(&tl_gc_running, __ATOMIC_ACQUIRE) == 0 ||
+    if (__atomic_load_n(&tl_gc_running, __ATOMIC_ACQUIRE) <= 0 ||
         __atomic_load_n(&tl_gc_thread, __ATOMIC_RELAXED) == tl_thread_serial())
         return 0;
     Py_BEGIN_ALLOW_THREADS
-    for (int i = 0; i < 2000 && __atomic_load_n(&tl_gc_running, __ATOMIC_ACQUIRE) != 0; i++) {
+    for (int i = 0; i < 30000 && __atomic_load_n(&tl_gc_running, __ATOMIC_ACQUIRE) > 0; i++) {
+        if (probe && Py_REFCNT(probe) <= held) break;
         struct timespec ts = {0, 1000000}; /* 1 ms */
         nanosleep(&ts, NULL);
     }
@@ -127,7 +137,12 @@ static PyObject *py_gc_callback(PyObject *Py_UNUSED(m), PyObject *args) {
         __atomic_add_fetch(&tl_gc_running, 1, __ATOMIC_ACQ_REL);
     } else if (PyUnicode_CompareWithASCIIString(phase, "stop") == 0) {
         __atomic_store_n(&tl_gc_thread, 0, __ATOMIC_RELAXED);
-        __atomic_sub_fetch(&tl_gc_running, 1, __ATOMIC_ACQ_REL);
+        /* Never below 0: a "stop" whose "start" came before the callback was
+         * registered (import during a collection) must not hide the next one. */
+        int v = __atomic_load_n(&tl_gc_running, __ATOMIC_RELAXED);
+        while (v > 0 && !__atomic_compare_exchange_n(&tl_gc_running, &v, v - 1, 1,
+                                                     __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+        }
     }
     Py_RETURN_NONE;
 }
@@ -156,7 +171,11 @@ static int tl_settle_init(PyObject *m) {
 }
 #else
 static inline void tl_py_share(PyObject *o) { (void)o; }
-static inline int tl_py_settle(void) { return 0; }
+static inline int tl_py_settle(PyObject *probe, Py_ssize_t held) {
+    (void)probe;
+    (void)held;
+    return 0;
+}
 static inline int tl_settle_init(PyObject *m) { (void)m; return 0; }
 #endif
 
@@ -1251,7 +1270,7 @@ static int arena_pop_scope(TlArena *self, int quiet) {
     Py_ssize_t live = region_live(r, 1);
     int settle_failed = 0;
     if (live > 0 && !quiet) {
-        settle_failed = tl_py_settle() < 0; /* free-threaded builds: deferred drops */
+        settle_failed = tl_py_settle((PyObject *)r, 1) < 0; /* free-threaded: deferred drops */
         live = region_live(r, 1);
     }
     if (live > 0) {
@@ -1323,7 +1342,7 @@ static PyObject *arena_reset(TlArena *self, PyObject *args, PyObject *kwds) {
     if (!force) {
         Py_ssize_t live = arena_live(self);
         if (live > 0) {
-            if (tl_py_settle() < 0) return NULL;
+            if (tl_py_settle(NULL, 0) < 0) return NULL;
             live = arena_live(self);
         }
         if (live > 0) {
