@@ -111,11 +111,11 @@
  *   second while resident blocks are cached) every cached block is purged at
  *   once. tl_pool_collect(0) purges every cached block now and unmaps purged
  *   ones; tl_pool_collect(1) unmaps the whole cache.
- * - Resident bound: cached mappings of up to 4 MiB are also purged at once,
- *   oldest first, while their resident bytes exceed retain_bytes plus the
- *   bytes of live large blocks (a churn of many sizes would otherwise keep a
- *   mapping of each size used within the delay resident); bigger mappings
- *   wait for the delay alone.
+ * - Resident bound: cached mappings are also purged at once, oldest first,
+ *   while the cached resident bytes and the live large blocks together exceed
+ *   the most live large bytes of the last purge delay plus retain_bytes (a
+ *   churn of many sizes would otherwise keep a mapping of each size used
+ *   within the delay resident, and raise the peak above the live set's).
  * - Free blocks of size classes of 16 KiB and more that stay free for one to
  *   two purge delays are given back too (all but their first 4 KiB), by their
  *   owner thread on its later allocations above 1 KiB.

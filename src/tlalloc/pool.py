@@ -55,9 +55,9 @@ each mapped on its own:
   call. When the
   system runs low on memory (``MemAvailable`` below 1/8 of ``MemTotal``, checked
   at most once a second) every cached block is purged at once;
-- cached blocks of up to 4 MiB are purged sooner, oldest first, once they and
-  the live large blocks together hold more than the most live large bytes of
-  the last purge delay plus ``retain_bytes``: a churn of many sizes
+- cached blocks are purged sooner, oldest first, once they and the live
+  large blocks together hold more than the most live large bytes of the last
+  purge delay plus ``retain_bytes``: a churn of many sizes
   does not keep a block of each size resident, while threads that free their
   blocks and are followed by threads that allocate as much again get them back
   without page faults;

@@ -252,10 +252,47 @@ static void test_purge_outside_lock(void) {
     CHECK(tl_pool_configure(&o) == 0);
 }
 
+/* The resident bound covers mappings above 4 MiB too: a 6 MiB block freed
+ * and not reused is purged, before its delay, at the next free that checks
+ * the bound once the live large blocks hold the recent most themselves. */
+static void test_large_resident_bound_covers_big_mappings(void) {
+    tl_pool_options o = TL_POOL_OPTIONS_DEFAULT;
+    o.retain_bytes = 1 * MIB;
+    /* Forget the most live bytes of the tests before: a short delay passes,
+     * then a free samples them anew. */
+    o.purge_delay_ms = 10;
+    CHECK(tl_pool_configure(&o) == 0);
+    tl_pool_collect(1);
+    usleep(30000);
+    tl_pool_free(tl_pool_malloc(2 * MIB));
+    o.purge_delay_ms = 60000; /* nothing goes by the delay from here */
+    CHECK(tl_pool_configure(&o) == 0);
+    tl_pool_collect(1);
+    char *c = tl_pool_malloc(2 * MIB); /* above the thread cache's 1 MiB */
+    char *a = tl_pool_malloc(6 * MIB);
+    CHECK(a && c);
+    if (a) memset(a, 1, 6 * MIB);
+    tl_pool_free(a); /* cached, resident */
+    tl_pool_large_info li;
+    tl_pool_large_cache_info(&li);
+    CHECK(li.resident_bytes >= 6 * MIB);
+    char *b = tl_pool_malloc(20 * MIB); /* too big for the cached block to serve */
+    CHECK(b != NULL);
+    if (b) memset(b, 2, 20 * MIB);
+    tl_pool_free(c); /* checks the bound: the 20 MiB live are the most now */
+    tl_pool_large_cache_info(&li);
+    CHECK(li.resident_bytes <= 2 * MIB);
+    CHECK(li.num_purged >= 1);
+    tl_pool_free(b);
+    CHECK(tl_pool_configure(NULL) == 0);
+    tl_pool_collect(1);
+}
+
 int main(void) {
     RUN(test_free_class_blocks_purged);
     RUN(test_depot_lazy_purge);
     RUN(test_purge_outside_lock);
     RUN(test_large_resident_bounded);
+    RUN(test_large_resident_bound_covers_big_mappings);
     TEST_MAIN_END();
 }
