@@ -69,6 +69,7 @@ static void tl_registry_unlink_locked(tl_arena *a) {
     tl_arena_stats s;
     tl_arena_get_stats(a, &s);
     s.fallback_live_bytes = 0; /* freed with the arena */
+    s.escaped_bytes = s.escaped_chunks = s.num_chunks = s.spare_chunks = 0; /* none left */
     if (a->reg_prev) a->reg_prev->reg_next = a->reg_next;
     else tl_registry_head = a->reg_next;
     if (a->reg_next) a->reg_next->reg_prev = a->reg_prev;
@@ -140,6 +141,11 @@ static void tl_stats_add_counters(tl_arena_stats *dst, const tl_arena_stats *s) 
     dst->fallback_bytes += s->fallback_bytes;
     dst->fallback_live_bytes += s->fallback_live_bytes;
     dst->num_resets += s->num_resets;
+    dst->num_escapes += s->num_escapes;
+    dst->escaped_bytes += s->escaped_bytes;
+    dst->escaped_chunks += s->escaped_chunks;
+    dst->num_chunks += s->num_chunks;
+    dst->spare_chunks += s->spare_chunks;
 }
 
 /* Called by tl_arena_release when a thread arena's last reference goes. */

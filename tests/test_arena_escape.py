@@ -383,3 +383,15 @@ def test_track_allocations_from_environment():
         _config.from_environ({"TLALLOC_TRACK_ALLOCATIONS": "yes"})
     with pytest.raises(TypeError, match="track_allocations"):
         tlalloc.configure(track_allocations="on")
+
+
+def test_process_statistics_count_escaped_memory():
+    before = tlalloc.stats()
+    kept = escape(tlalloc.thread_arena(), 50_000, 1)
+    s = tlalloc.stats()
+    assert s.escaped_bytes >= before.escaped_bytes + 50_000
+    assert s.num_escapes == before.num_escapes + 1 and s.num_chunks >= 2
+    mine = [t for t in tlalloc.stats(per_thread=True) if t.thread_id == threading.get_native_id()]
+    assert mine and mine[0].escaped_bytes >= 50_000
+    del kept
+    assert tlalloc.stats().escaped_bytes == before.escaped_bytes
