@@ -10,6 +10,7 @@ import random
 import re
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -395,3 +396,36 @@ def test_process_statistics_count_escaped_memory():
     assert mine and mine[0].escaped_bytes >= 50_000
     del kept
     assert tlalloc.stats().escaped_bytes == before.escaped_bytes
+
+
+@pytest.mark.skipif(
+    not (hasattr(sys, "_is_gil_enabled") and not sys._is_gil_enabled()),
+    reason="the wait for a running collection is for builds without the GIL")
+def test_release_waits_for_a_slow_collection_that_frees_the_array():
+    """A collection in another thread that takes longer than 2 s (here: a gc
+    callback that sleeps) frees the cycle holding the array; the release must
+    wait for it instead of raising a false BufferError."""
+    arena = tlalloc.Arena(CAP)
+    started = threading.Event()
+
+    def slow(phase, info):
+        if phase == "start" and threading.current_thread().name == "slow-gc":
+            started.set()
+            time.sleep(3)
+
+    gc.callbacks.append(slow)
+    try:
+        gc.disable()  # only the slow collection below may free the cycle
+        with arena.scope():
+            x = arena.empty(10)
+            cycle: list = [x]
+            cycle.append(cycle)
+            del x, cycle
+            t = threading.Thread(target=gc.collect, name="slow-gc")
+            t.start()
+            assert started.wait(10)
+        t.join()
+    finally:
+        gc.enable()
+        gc.callbacks.remove(slow)
+    assert arena.stats().escaped_bytes == 0

@@ -515,7 +515,7 @@ static int arena_reroot(TlArena *self);
  * arena's own slow path applies the overflow policy. */
 TL_NOINLINE static void *arena_take_slow(TlArena *self, size_t nbytes, size_t align) {
     tl_arena *a = self->a;
-    if (nbytes != 0 && self->depth == 1 && arena_reroot(self) == 0) {
+    if (nbytes != 0 && nbytes <= a->capacity && self->depth == 1 && arena_reroot(self) == 0) {
         void *p = tl_arena_try_alloc(a, nbytes, align);
         if (p) return p;
     }
@@ -1642,7 +1642,8 @@ static PyGetSetDef arena_getset[] = {
      "Counter that changes on every reset and scope release.", NULL},
     {"depth", (getter)arena_get_depth, NULL, "Number of open scopes.", NULL},
     {"live_arrays", (getter)arena_get_live, NULL,
-     "Arrays and memoryviews from this arena that are still referenced.", NULL},
+     "Arrays and memoryviews of the open scopes (and the top level) still referenced; "
+     "escaped ones hold their own memory (stats(): escaped_bytes).", NULL},
     {"overflow", (getter)arena_get_overflow, NULL, "Overflow policy.", NULL},
     {"zero_on_reset", (getter)arena_get_zero, NULL, "Whether released memory is zeroed.", NULL},
     {"is_thread_arena", (getter)arena_get_is_thread, NULL,
