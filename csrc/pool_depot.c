@@ -16,8 +16,8 @@
  * all free once the free page space exceeds the limit: lazily, once those
  * pages stayed free for the purge delay (tl_depot_purge_locked), or at once
  * when the limit or the delay is 0, and on tl_pool_collect. What waits for
- * the delay is bounded (TL_DEPOT_EAGER_BYTES beyond the limit: the oldest
- * pages go at once past it), and a segment that such a purge leaves with no
+ * the delay is bounded (the eager bound beyond the limit, 16 MiB growing
+ * with the program's churn: the oldest pages go at once past it), and a segment that such a purge leaves with no
  * page in use is unmapped by the same purge, so a burst of frees leaves the
  * resident set and the address space whether or not a later call comes. The
  * rest waits for a later call, or for the background purge thread (pool.c).
@@ -52,15 +52,22 @@ typedef struct tl_aqueue {
     tl_page *head, *tail;
 } tl_aqueue;
 
-/* Dirty free bytes beyond the retain limit that wait for the purge delay are
- * at most this many: a free that finds more gives the oldest back at once.
- * What the delay is for (pages taken again within it, without faults) is
- * kept up to this; a burst of frees larger than it leaves the resident set
- * as it happens, as glibc's trim does, whether or not the program calls the
- * pool again. */
+/* The eager bound: dirty free bytes beyond the retain limit that wait for
+ * the purge delay are at most tl_eager bytes; a return that finds more gives
+ * the oldest back at once (down to half of it). So a burst of frees leaves
+ * the resident set as it happens, as glibc's trim does, whether or not the
+ * program calls the pool again. The bound adapts, as glibc's dynamic mmap
+ * threshold does: when a page it gave back is taken again within the purge
+ * delay (a churn that frees more than the bound and asks for it again: waves
+ * of 16 threads of 4 MB each faulted 26x as many pages with a fixed 16 MiB
+ * bound), it doubles, up to TL_DEPOT_EAGER_MAX; after 8 purge delays without
+ * that it halves, down to TL_DEPOT_EAGER_BYTES again (checked at returns). */
 #ifndef TL_DEPOT_EAGER_BYTES
 #define TL_DEPOT_EAGER_BYTES ((size_t)16 << 20)
 #endif
+#define TL_DEPOT_EAGER_MAX ((size_t)1 << 30)
+static size_t tl_eager = TL_DEPOT_EAGER_BYTES; /* (depot lock) */
+static uint64_t tl_eager_changed_ms;           /* (depot lock) last doubling or halving */
 
 static tl_segment *tl_segments;                 /* all pool segments (not huge) */
 static tl_page_queue tl_dirty[TL_NUM_PAGE_KINDS]; /* free, possibly resident */
@@ -238,8 +245,10 @@ static void tl_page_purge_later_locked(int k, tl_page *pg) {
 }
 
 /* Queue the oldest dirty pages for tl_depot_unlock to give back until the
- * dirty bytes are at most `target` (the eager bound of tl_depot_return_locked). */
-static void tl_depot_purge_oldest_locked(size_t target) {
+ * dirty bytes are at most `target` (the eager bound of tl_depot_return_locked);
+ * each is marked eager, with the time, so that taking it again within the
+ * delay raises the bound (tl_depot_eager_taken_locked). */
+static void tl_depot_purge_oldest_locked(size_t target, uint64_t now) {
     while (tl_retained > target) {
         int k = -1;
         for (int j = 0; j < TL_NUM_PAGE_KINDS; j++) {
@@ -247,8 +256,22 @@ static void tl_depot_purge_oldest_locked(size_t target) {
             if (t && (k < 0 || t->freed_ms < tl_dirty[k].tail->freed_ms)) k = j;
         }
         tl_assert(k >= 0);
-        tl_page_purge_later_locked(k, tl_dirty[k].tail);
+        tl_page *pg = tl_dirty[k].tail;
+        tl_page_purge_later_locked(k, pg);
+        pg->eager = 1;
+        pg->freed_ms = now;
     }
+}
+
+/* A page the eager bound gave back is taken again: within the purge delay,
+ * the bound was too small for this program's churn: double it (at most once
+ * per coarse-clock millisecond, so that one refill burst doubles it once). */
+TL_NOINLINE TL_COLD static void tl_depot_eager_taken_locked(tl_page *pg) {
+    pg->eager = 0;
+    uint64_t now = tl_os_coarse_ms();
+    if (now >= pg->freed_ms + tl_large_purge_delay() || now == tl_eager_changed_ms) return;
+    if (tl_eager < TL_DEPOT_EAGER_MAX) tl_eager *= 2;
+    tl_eager_changed_ms = now;
 }
 
 /* Give back dirty pages above the limit (all of them for limit 0), coldest
@@ -488,6 +511,7 @@ static tl_page *tl_depot_take_page_locked(tl_heap *h, unsigned c, int map) {
     }
     pg = q->head;
     tl_queue_remove(q, pg);
+    if (TL_UNLIKELY(pg->eager)) tl_depot_eager_taken_locked(pg);
     tl_retained -= pg->touched;
     tl_free_space -= pg->bytes;
     pg->in_depot = 0;
@@ -564,13 +588,16 @@ void tl_depot_return_locked(tl_page *pg) {
             if (now >= atomic_load_explicit(&tl_depot_due_ms, memory_order_relaxed))
                 tl_depot_purge_locked(now);
             tl_depot_lower_due_locked(now + delay);
-            /* The eager bound: what waits for the delay stays below
-             * TL_DEPOT_EAGER_BYTES, so that a program that frees a lot and then
+            /* The eager bound (tl_eager, above): what waits for the delay
+             * stays below it, so that a program that frees a lot and then
              * makes no call keeps at most that much beyond the limit. Beyond
              * it, the oldest pages go back now (after the unlock), down to
              * half of it: a batch, not a page per return. */
-            if (tl_retained > limit + TL_DEPOT_EAGER_BYTES)
-                tl_depot_purge_oldest_locked(limit + TL_DEPOT_EAGER_BYTES / 2);
+            if (tl_eager > TL_DEPOT_EAGER_BYTES && now >= tl_eager_changed_ms + 8 * delay) {
+                tl_eager /= 2;
+                tl_eager_changed_ms = now;
+            }
+            if (tl_retained > limit + tl_eager) tl_depot_purge_oldest_locked(limit + tl_eager / 2, now);
         }
         return;
     }

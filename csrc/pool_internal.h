@@ -122,6 +122,7 @@ typedef struct tl_page {
                                     * owner reads it (unchanged while owned) */
     uint8_t in_abandoned;          /* (depot) on an abandoned list */
     uint8_t purging;               /* (depot) free, being given back (tl_depot_unlock) */
+    uint8_t eager;                 /* (depot) given back by the eager bound, at freed_ms */
     _Atomic uint64_t *dbg_live;    /* debug builds: one bit per block, set while out */
     uint64_t freed_ms;             /* (depot) when it went on a dirty list (coarse ms) */
 } tl_page;

@@ -34,10 +34,12 @@
  *   on tl_pool_collect. Checked by returns to the depot and, with a clock
  *   read and one relaxed load, by every 64th slow-path allocation of a thread
  *   (sizes above 1 KiB, refills). What waits for the delay beyond
- *   retain_bytes is bounded (16 MiB, pool_depot.c's TL_DEPOT_EAGER_BYTES): a
- *   return that finds more gives the oldest pages back at once, so a burst
- *   of frees leaves the resident set whether or not the program calls the
- *   pool again.
+ *   retain_bytes is bounded (the eager bound, pool_depot.c): a return that
+ *   finds more gives the oldest pages back at once, so a burst of frees
+ *   leaves the resident set whether or not the program calls the pool again.
+ *   The bound starts at 16 MiB, doubles when a page it gave back is taken
+ *   again within the delay (a churn larger than it: it would fault in what
+ *   it frees, round after round), and halves after 8 delays without that.
  * - Idle memory: with the optional background purge thread
  *   (tl_pool_purge_thread), what is due goes back within purge_delay_ms plus
  *   at most a second with no call at all. Without it, on later calls.

@@ -14,7 +14,9 @@ program whose threads come and go takes them again without page faults), and
 at once when either setting is 0 or on :func:`collect`. What waits for the
 delay beyond ``retain_bytes`` is bounded: a free that finds more than 16 MiB
 of it gives the oldest pages back at once, so a burst of frees leaves the
-resident set as it happens even if the program never calls the pool again.
+resident set as it happens even if the program never calls the pool again
+(the bound grows for a program that keeps taking back what it freed within
+the delay, and shrinks again when it stops).
 
 Memory freed goes back without a later call only with the background purge
 thread (:func:`purge_thread`, or ``TLALLOC_POOL_PURGE_THREAD=1``): within

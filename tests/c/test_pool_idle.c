@@ -5,6 +5,8 @@
  * - the depot's eager bound: a burst of frees much larger than retain_bytes
  *   leaves the resident set as it happens, even with a purge delay of a
  *   minute and no call afterwards, and the segments it empties are unmapped;
+ *   a churn that asks for what it freed again raises the bound (its later
+ *   rounds take no page faults);
  * - the background purge thread (tl_pool_purge_thread): pages beyond
  *   retain_bytes, a large cached block and the segments left with no page in
  *   use go back (RSS and mapped bytes fall) while the program only sleeps;
@@ -100,6 +102,29 @@ static void test_burst_leaves_at_once(void) {
     tl_pool_collect(1);
 }
 
+/* A churn that frees more than the eager bound and asks for it again within
+ * the purge delay raises the bound: its later rounds take their pages back
+ * without page faults, instead of faulting in what the bound gave back. */
+static void test_churn_raises_the_eager_bound(void) {
+    configure(8 * MIB, 60000);
+    tl_pool_collect(1);
+    long faults[6];
+    for (int r = 0; r < 6; r++) {
+        long f0 = minflt();
+        size_t n;
+        void **b = alloc_blocks(64 * MIB, &n);
+        free_blocks(b, n);
+        faults[r] = minflt() - f0;
+    }
+    /* 64 MiB is 16,384 pages: a round that faults them all again lost them. */
+    printf("     64 MiB churn, page faults per round: %ld %ld %ld %ld %ld %ld\n", faults[0], faults[1],
+           faults[2], faults[3], faults[4], faults[5]);
+    CHECK(faults[0] > 12000);
+    CHECK(faults[4] < 4000 && faults[5] < 4000);
+    configure(TL_POOL_DEFAULT_RETAIN, TL_POOL_DEFAULT_PURGE_DELAY_MS);
+    tl_pool_collect(1);
+}
+
 /* Frees that stay below the eager bound (12 MiB of pages beyond a 1 MiB
  * retain, in three segments) and a 64 MiB large block (cached, resident),
  * then sleep `wait_ms` with no call. Returns the RSS and mapped bytes the
@@ -173,7 +198,8 @@ static void test_fork_child_starts_without_the_thread(void) {
 }
 
 int main(void) {
-    RUN(test_burst_leaves_at_once);
+    RUN(test_burst_leaves_at_once); /* first: the bound at its start */
+    RUN(test_churn_raises_the_eager_bound);
     RUN(test_purge_thread_gives_back_while_idle);
     RUN(test_fork_child_starts_without_the_thread);
     TEST_MAIN_END();
