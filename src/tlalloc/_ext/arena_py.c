@@ -1046,7 +1046,7 @@ static int naming_scan_value(tl_naming *nm, TlRegion *r, PyObject *v, PyObject *
     return 0;
 }
 
-#if PY_VERSION_HEX < 0x030C0000
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
 /* CPython 3.11 has no way to read a frame's variable without PyFrame_GetLocals,
  * whose snapshot dict would keep every local alive (and so raise false
  * BufferErrors later): read the fast locals directly. The layout of 3.11's
@@ -1067,6 +1067,7 @@ typedef struct {
 } tl_frame311;
 #endif
 
+#if PY_VERSION_HEX >= 0x030B0000
 /* Variable i of frame f's code (a new reference), NULL if unbound. No side
  * effect on the frame. */
 static PyObject *frame_var(PyFrameObject *f, PyCodeObject *code, int i) {
@@ -1083,10 +1084,18 @@ static PyObject *frame_var(PyFrameObject *f, PyCodeObject *code, int i) {
     return v;
 #endif
 }
+#endif
 
 /* The calling thread's frames, innermost first: their variables, and the
  * items of tuples, lists and dicts among them. Read-only. */
 static int naming_scan_frames(tl_naming *nm, TlRegion *r) {
+#if PY_VERSION_HEX < 0x030B0000
+    /* CPython 3.10: no co_qualname nor co_localsplusnames; arrays are named
+     * from the tracking list only. */
+    (void)nm;
+    (void)r;
+    return 0;
+#else
     PyFrameObject *f = PyEval_GetFrame();
     Py_XINCREF(f);
     int rc = 0;
@@ -1128,6 +1137,7 @@ static int naming_scan_frames(tl_naming *nm, TlRegion *r) {
     }
     Py_XDECREF(f);
     return rc;
+#endif
 }
 
 /* With tracking: the live arrays of the region's list, with their line. */
@@ -1219,6 +1229,7 @@ static int region_track(TlRegion *r, PyObject *obj) {
     PyObject *file = NULL, *line = NULL;
     PyFrameObject *f = PyEval_GetFrame();
     Py_XINCREF(f);
+#if PY_VERSION_HEX >= 0x030B0000 /* PyFrame_GetGlobals: 3.11 and later */
     while (f) {
         PyObject *g = PyFrame_GetGlobals(f);
         PyObject *mod = g ? PyDict_GetItemString(g, "__name__") : NULL; /* borrowed */
@@ -1230,6 +1241,7 @@ static int region_track(TlRegion *r, PyObject *obj) {
         Py_DECREF(f);
         f = back;
     }
+#endif
     if (f) {
         PyCodeObject *code = PyFrame_GetCode(f);
         file = code->co_filename;
