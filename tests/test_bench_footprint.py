@@ -55,6 +55,23 @@ def test_smoke_runs_both_allocators(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "threads" in printed and "peak / glibc" in printed and "load average" in printed
 
 
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
+                    reason="the threads program needs a C compiler")
+def test_purge_thread_variant_runs(tmp_path: Path) -> None:
+    """--purge-thread adds libtlalloc.so with TLALLOC_POOL_PURGE_THREAD=1 as its own column."""
+    _preload()
+    out = tmp_path / "fp.json"
+    rc = fp.run(_args("--workloads", "threads", "--quick", "--rounds", "1", "--idle", "0.1",
+                      "--purge-thread", "--json", str(out)))
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert set(data["runs"]["threads"]) == {"glibc", "tlalloc", fp.PURGE_VARIANT}
+    assert data["allocators"][fp.PURGE_VARIANT]["env"] == {fp.PURGE_ENV: "1"}
+    assert "env" not in data["allocators"]["tlalloc"]
+    (run,) = data["runs"]["threads"][fp.PURGE_VARIANT]
+    assert run["ok"] and run["rss_after_idle_bytes"] > 0
+
+
 def test_threads_program_frees_what_it_allocated(tmp_path: Path) -> None:
     """The program runs to the end under libtlalloc.so (cross-thread frees, thread
     exits) and its RSS after the frees is a number, not the -1 of a failed read."""
@@ -85,6 +102,7 @@ def test_threads_program_frees_what_it_allocated(tmp_path: Path) -> None:
     (["--workloads", "git"], "unknown workload 'git'"),
     (["--tlalloc", "/nonexistent/libtlalloc.so"], "--tlalloc '/nonexistent/libtlalloc.so': not a file"),
     (["--allocators", "glibc,nosuch"], "--allocators: nosuch not found"),
+    (["--allocators", "glibc", "--purge-thread"], "--purge-thread: tlalloc is not among --allocators"),
 ])
 def test_bad_options_are_refused(argv: list[str], needle: str,
                                  capsys: pytest.CaptureFixture[str]) -> None:

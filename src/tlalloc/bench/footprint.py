@@ -30,6 +30,7 @@ Example:
     $ tlalloc bench footprint                  # every workload, 3 rounds
     $ tlalloc bench footprint --rounds 7 --json footprint.json
     $ tlalloc bench footprint --workloads threads,sqlite --quick
+    $ tlalloc bench footprint --purge-thread   # also tlalloc with its purge thread on
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ from tlalloc.bench.mimalloc_bench import (
 )
 
 WORKLOADS = ("git-log", "gcc", "numpy", "sqlite", "threads")
+# --purge-thread: libtlalloc.so again, with its background purge thread on.
+PURGE_ENV = "TLALLOC_POOL_PURGE_THREAD"
+PURGE_VARIANT = "tlalloc+purge"
 
 # The 1,000-thread program. Each thread allocates BLOCKS blocks of 16 B to 4 KiB
 # (a few large ones of 64 KiB too), frees half of them itself, puts the other half
@@ -245,6 +249,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="libtlalloc.so to measure (default: the one installed with the package)")
     parser.add_argument("--preload", action="append", default=[], metavar="NAME=PATH",
                         help="another allocator to preload (repeatable)")
+    parser.add_argument("--purge-thread", action="store_true",
+                        help="also run libtlalloc.so with its background purge thread "
+                             "(TLALLOC_POOL_PURGE_THREAD=1) as the allocator 'tlalloc+purge'")
     parser.add_argument("--git-repo", metavar="DIR", default=None,
                         help="repository for git-log (default: the one holding the current directory)")
     parser.add_argument("--idle", type=float, default=2.0,
@@ -401,6 +408,13 @@ def run(args: argparse.Namespace) -> int:
         if "" in wanted:
             raise ValueError(f"--allocators {args.allocators!r}: an empty name")
         allocators = detect_allocators(preloads, wanted)
+        if args.purge_thread:
+            if "tlalloc" not in allocators:
+                raise ValueError("--purge-thread: tlalloc is not among --allocators")
+            allocators[PURGE_VARIANT] = {
+                "lib": allocators["tlalloc"]["lib"],
+                "how": f"{allocators['tlalloc']['how']} with {PURGE_ENV}=1",
+                "env": {PURGE_ENV: "1"}}
     except ValueError as exc:
         print(f"tlalloc bench footprint: {exc}", file=sys.stderr)
         return 2
@@ -424,7 +438,8 @@ def run(args: argparse.Namespace) -> int:
                 for alloc in order[k:] + order[:k]:
                     if w.setup is not None:
                         w.setup()
-                    env = dict(os.environ)
+                    env = {k: v for k, v in os.environ.items() if k != PURGE_ENV}
+                    env.update(allocators[alloc].get("env", {}))
                     r = run_once(w.cmd, env, w.stdin, args.timeout, timer,
                                  preload=allocators[alloc]["lib"])
                     ok = r["status"] == 0 and not r["timed_out"]
