@@ -10,7 +10,7 @@ Running on Dask takes three lines::
 
     import tlalloc.dask
     client.register_plugin(tlalloc.dask.TlallocPlugin(arena_size="4MiB", numpy_allocator=True))
-    tlalloc.dask.summary(client)          # after some work: every worker's arenas and advice
+    print(tlalloc.dask.summary(client))   # after some work: every worker's arenas and advice
 
 What the plugin does on each worker (:class:`TlallocPlugin`):
 
