@@ -298,19 +298,26 @@ def _rss_kib() -> int:
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc")
 def test_resident_memory_flat_over_many_escapes():
-    """200,000 escapes with a consumer keeping up to 64 arrays alive."""
+    """200,000 escapes with a consumer keeping up to 64 arrays alive: the chunks
+    the arena maps stay within the bound all along, and so does its resident
+    set (not under AddressSanitizer, whose quarantine keeps the interpreter's
+    freed objects resident by design)."""
     arena = tlalloc.Arena("1MiB")
     window: list[np.ndarray] = []
     rss = []
+    most_chunks = 0
     for it in range(200_000):
         window.append(escape(arena, 16 << 10, it & 0xFF))
         if len(window) > 64:
             window.pop(0)
+        if it % 1000 == 999:
+            most_chunks = max(most_chunks, arena.stats().num_chunks)
         if it % 20_000 == 19_999:
             rss.append(_rss_kib())
-    # after the first sample (warm), no growth beyond noise (4 MiB)
-    assert max(rss[1:]) - rss[1] < 4096, rss
-    assert arena.stats().num_chunks <= 64 + 1 + SPARE
+    assert most_chunks <= 64 + 1 + SPARE
+    if "libasan" not in os.environ.get("LD_PRELOAD", ""):
+        # after the first sample (warm), no growth beyond noise (4 MiB)
+        assert max(rss[1:]) - rss[1] < 4096, rss
 
 
 # ---------------------------------------------------------------- messages
