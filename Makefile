@@ -138,7 +138,7 @@ bench: $(BENCH_BIN)
 clean:
 	rm -rf build/c build/c-asan build/c-tsan
 
-# ---- Pool (issue 4): larson on the system malloc, a second binary -------------
+# ---- Pool: larson on the system malloc, a second binary -----------------------
 # $(BUILD)/bench/larson (rule above) runs on the tlalloc pool; larson-system is
 # the same source on the C library's malloc, also run under LD_PRELOAD of
 # jemalloc and mimalloc by `tlalloc bench larson`.

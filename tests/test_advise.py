@@ -188,7 +188,7 @@ def test_overall_uses_per_arena_averages():
 
 def test_overall_with_no_live_arena():
     # Overflows but no live arena to measure: grow says to what (twice the
-    # configured size), and the advice sets it (issue 10: it said "grow to at
+    # configured size), and the advice sets it (it once said "grow to at
     # least twice its value" with an empty env).
     twice = 2 * tlalloc.get_config().arena_size
     a = advise(arena(cap=0, peak=0, allocs=100, overflows=20, num_arenas=0))

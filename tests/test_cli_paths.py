@@ -1,5 +1,5 @@
 """The CLI checks its output paths before the work, and `tlalloc stats` reports
-once, for the original process, when the script forks (issue 10, item 7)."""
+once, for the original process, when the script forks."""
 
 from __future__ import annotations
 

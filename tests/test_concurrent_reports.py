@@ -1,5 +1,5 @@
 """advise(), summary() and the metrics collector called from many threads at once,
-while other threads create and exit thread arenas (issue 9: the clock was read
+while other threads create and exit thread arenas (the clock was once read
 before the tracker's lock, giving negative windows, and the released arenas'
 deque was iterated without it)."""
 

@@ -1,5 +1,5 @@
 """Hostile callers: input that changes during a call (GIL released), calls that
-must stop on Ctrl-C, and numbers at the edges of float32's range (issue 10)."""
+must stop on Ctrl-C, and numbers at the edges of float32's range."""
 
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def test_encode_survives_a_concurrent_writer() -> None:
 
 def test_decay_shape_error_does_not_leak() -> None:
     # The message names out.shape; the tuple fetched for it used to leak on
-    # every call (issue 9).
+    # every call.
     import tracemalloc
 
     from tlalloc.kernels import decay

@@ -1,4 +1,4 @@
-"""The pool's page logic when one thread allocates and another frees (issue 12):
+"""The pool's page logic when one thread allocates and another frees:
 pages emptied by the other thread go back to the depot, and peak_bytes stays
 near the true peak. Each check runs in a fresh interpreter, since the peak is
 process-wide and never goes down."""

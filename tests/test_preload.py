@@ -1,4 +1,4 @@
-"""libtlalloc.so, the pool as a whole process's malloc (issue 12, deliverable 2).
+"""libtlalloc.so, the pool as a whole process's malloc.
 
 Real programs run under ``LD_PRELOAD`` of the library and without it, and must
 give the same results: Python scripts with threads (also ones Python did not

@@ -1,5 +1,5 @@
 """One rule per kind of argument, shared by every entry point, NumPy's where NumPy
-has one (issue 10, item 5). Each rule gets a test that runs it through every entry
+has one. Each rule gets a test that runs it through every entry
 point that takes that kind of argument."""
 
 from __future__ import annotations

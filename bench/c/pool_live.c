@@ -1,4 +1,4 @@
-/* pool_live.c: allocation cost as the live set grows (issue 12, deliverable 5).
+/* pool_live.c: allocation cost as the live set grows.
  *
  *     pool_live [ROUNDS [LIVE...]]        e.g. pool_live 3 1000000 10000000 80000000
  *

@@ -1,5 +1,5 @@
 /* pool_xthread.c: memory held when some threads allocate and others free (in
- * the manner of mimalloc-bench's xmalloc-test; issue 12, deliverable 5).
+ * the manner of mimalloc-bench's xmalloc-test).
  *
  *     pool_xthread pool|system THREADS SECONDS
  *

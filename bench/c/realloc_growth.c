@@ -1,4 +1,4 @@
-/* realloc growth by small steps (issue 12): a buffer grown by 4,100 bytes
+/* realloc growth by small steps: a buffer grown by 4,100 bytes
  * 2,400 times (to 9.8 MB), on the pool and on the C library's realloc,
  * alternating, with time and minor page faults per run.
  *

@@ -1,5 +1,5 @@
 /* Who takes over a page whose owner exited (an abandoned page) when another
- * thread frees into it (issue 12, mimalloc-bench's mstress at 2 threads).
+ * thread frees into it (as in mimalloc-bench's mstress at 2 threads).
  *
  * A thread that frees into an abandoned page adopts it only while its own
  * available pages of that class are few: then its later frees into the page

@@ -1,4 +1,4 @@
-/* Tests of the pool's page logic across threads (issue 12, deliverable 5):
+/* Tests of the pool's page logic across threads:
  *
  * - refills look at a bounded number of pages, however many pages are full
  *   (delayed free instead of a walk of the full list);

@@ -1,4 +1,4 @@
-/* peak_bytes for producer/consumer work (issue 12, deliverable 5): one thread
+/* peak_bytes for producer/consumer work: one thread
  * only allocates, another only frees, through a bounded queue, so at most
  * QUEUE blocks are ever live. Before the fix the freeing thread never folded
  * its frees into the process-wide estimate, and the reported peak grew with

@@ -1,5 +1,5 @@
 /* Tests that the pool gives back free memory that a churn of mixed sizes
- * leaves behind (issue 12, deliverable 4), as behaviour: resident bytes from
+ * leaves behind, as behaviour: resident bytes from
  * /proc/self/statm, no timing assertions (deadlines only bound the waits).
  *
  * - free blocks of 16 KiB and more in pages that stay partly used go back to

@@ -1,6 +1,6 @@
 """Cosine similarity against the vector-search libraries and the memory-bandwidth floor.
 
-Part of ``tlalloc bench kernels`` (issue 11), not of the default ``tlalloc bench``:
+Part of ``tlalloc bench kernels``, not of the default ``tlalloc bench``:
 
 - **single query** over a grid of ``d x n`` float32 corpora: tlalloc (scores, and
   top 10) against bare NumPy ``C @ q``, SimSIMD ``cdist(q, C, "cosine")``, faiss
@@ -791,7 +791,7 @@ def half_rates(h: dict[str, Any]) -> dict[str, float]:
 
 
 def goals(r: dict[str, Any]) -> list[tuple[str, bool]]:
-    """Issue 11's targets with what was measured (for the JSON report).
+    """The cosine kernel's goals with what was measured (for the JSON report).
 
     Example:
         >>> goals({"single": [], "batched": [], "peers": {}})
