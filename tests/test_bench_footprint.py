@@ -93,11 +93,12 @@ def test_threads_program_frees_what_it_allocated(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("argv", "needle"), [
-    (["--rounds", "0"], "--rounds must be a positive integer, got 0"),
-    (["--rounds", "-3"], "--rounds must be a positive integer, got -3"),
-    (["--idle", "nan"], "--idle must be between 0 and 3600 seconds, got nan"),
-    (["--idle", "inf"], "--idle must be between 0 and 3600 seconds, got inf"),
-    (["--timeout", "0"], "--timeout must be a positive number of seconds, got 0.0"),
+    (["--rounds", "0"], "argument --rounds: must be a whole number >= 1, got '0'"),
+    (["--rounds", "-3"], "argument --rounds: must be a whole number >= 1, got '-3'"),
+    (["--idle", "nan"], "argument --idle: must be a number of seconds from 0 to 3600, got 'nan'"),
+    (["--idle", "inf"], "argument --idle: must be a number of seconds from 0 to 3600, got 'inf'"),
+    (["--idle", "3601"], "argument --idle: must be a number of seconds from 0 to 3600, got '3601'"),
+    (["--timeout", "0"], "argument --timeout: must be a finite number > 0, got '0'"),
     (["--workloads", "threads,,gcc"], "unknown workload ''"),
     (["--workloads", "git"], "unknown workload 'git'"),
     (["--tlalloc", "/nonexistent/libtlalloc.so"], "--tlalloc '/nonexistent/libtlalloc.so': not a file"),

@@ -63,8 +63,7 @@ def _bench(argv: list[str]) -> int:
         description=(mod.__doc__ or "").strip().splitlines()[0] if mod.__doc__ else None,
     )
     mod.add_arguments(parser)
-    if suite not in OWN_NUMBER_CHECKS:
-        check_finite_numbers(parser)
+    check_finite_numbers(parser)
     try:
         args = parser.parse_args(argv)  # a bad value: one line, exit status 2
     except SystemExit as exc:  # or --help: 0
@@ -98,10 +97,6 @@ def _bench(argv: list[str]) -> int:
 # Options of the suites that name a file to write.
 OUTPUT_OPTIONS = ("json", "plot")
 
-# Suites that check their numeric options themselves, with their own messages;
-# every other suite's bare ``type=int`` / ``type=float`` options get the shared
-# rules of tlalloc.bench._common (whole numbers >= 1, finite numbers > 0).
-OWN_NUMBER_CHECKS = frozenset({"footprint"})
 
 
 def _stats(argv: list[str]) -> int:

@@ -45,7 +45,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tlalloc.bench._common import describe_machine, format_table, machine_info, write_json
+from tlalloc.bench._common import (
+    describe_machine,
+    format_table,
+    machine_info,
+    positive_float,
+    positive_int,
+    write_json,
+)
 from tlalloc.bench.mimalloc_bench import (
     detect_allocators,
     gnu_time,
@@ -240,7 +247,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """
     parser.add_argument("--workloads", default=",".join(WORKLOADS),
                         help=f"comma-separated, from {', '.join(WORKLOADS)} (default: all)")
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--rounds", type=positive_int, default=3,
                         help="interleaved rounds (default 3; 5 or more give intervals)")
     parser.add_argument("--allocators", default="glibc,tlalloc",
                         help="comma-separated allocators to run (default glibc,tlalloc; jemalloc, "
@@ -254,12 +261,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(TLALLOC_POOL_PURGE_THREAD=1) as the allocator 'tlalloc+purge'")
     parser.add_argument("--git-repo", metavar="DIR", default=None,
                         help="repository for git-log (default: the one holding the current directory)")
-    parser.add_argument("--idle", type=float, default=2.0,
+    parser.add_argument("--idle", type=idle_seconds, default=2.0,
                         help="seconds the numpy and threads programs sleep before their last RSS "
                              "reading (default 2)")
     parser.add_argument("--quick", action="store_true",
                         help="small inputs (a smoke test, not a measurement)")
-    parser.add_argument("--timeout", type=float, default=600.0,
+    parser.add_argument("--timeout", type=positive_float, default=600.0,
                         help="seconds before one run is killed (default 600)")
     parser.add_argument("--json", metavar="PATH", default=None, help="write the results as JSON")
 
@@ -273,10 +280,25 @@ class Workload:
         self.setup = setup  # called before each run (e.g. removes the sqlite database)
 
 
-def _positive(name: str, value: float, integer: bool = False) -> None:
-    if value != value or value <= 0 or value == float("inf") or (integer and int(value) != value):
-        kind = "a positive integer" if integer else "a positive number of seconds"
-        raise ValueError(f"--{name} must be {kind}, got {value!r}")
+def idle_seconds(text: str) -> float:
+    """``--idle``: a finite number of seconds from 0 to 3600 (0: no idle sleep).
+
+    Example:
+        >>> idle_seconds("1.5"), idle_seconds("0")
+        (1.5, 0.0)
+        >>> idle_seconds("nan")
+        Traceback (most recent call last):
+        argparse.ArgumentTypeError: must be a number of seconds from 0 to 3600, got 'nan'
+    """
+    if text.strip() in ("0", "0.0"):
+        return 0.0
+    try:
+        v = positive_float(text)
+    except argparse.ArgumentTypeError:
+        v = -1.0
+    if not 0 < v <= 3600:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds from 0 to 3600, got {text!r}")
+    return v
 
 
 def parse_workloads(text: str) -> list[str]:
@@ -394,10 +416,6 @@ def _median(xs: list[float]) -> float:
 def run(args: argparse.Namespace) -> int:
     """Run ``tlalloc bench footprint``; returns the exit status."""
     try:
-        _positive("rounds", args.rounds, integer=True)
-        _positive("timeout", args.timeout)
-        if args.idle != args.idle or not 0 <= args.idle <= 3600:
-            raise ValueError(f"--idle must be between 0 and 3600 seconds, got {args.idle!r}")
         names = parse_workloads(args.workloads)
         tl = args.tlalloc
         if tl is not None and not os.path.isfile(tl):
