@@ -209,6 +209,66 @@ def test_harness_counts_every_operation_of_every_thread() -> None:
     assert sorted(s[0] for s in seen) == [0, 1, 2]
 
 
+def _calls_beside_the_operation(measure_op) -> list[tuple[int, int]]:
+    """Profile the harness's threads (``threading.setprofile``: threads started
+    after it) and count, per thread, the operations and the calls the harness
+    makes beside them. Each thread writes only its own counters."""
+    op_code = _pure_python_op().__code__
+    counts: dict[int, list[int]] = {}
+
+    def hook(frame, event: str, arg: object) -> None:
+        if event not in ("call", "c_call"):
+            return
+        mine = counts.get(threading.get_ident())
+        if mine is None:
+            mine = counts[threading.get_ident()] = [0, 0]
+        if frame.f_code is op_code:  # the operation, or a call from inside it
+            if event == "call":
+                mine[0] += 1
+            return
+        mine[1] += 1
+
+    threading.setprofile(hook)
+    try:
+        measure_op()
+    finally:
+        threading.setprofile(None)  # type: ignore[arg-type]
+    return [(ops, other) for ops, other in counts.values() if ops]
+
+
+def test_harness_calls_nothing_per_operation_but_the_operation() -> None:
+    # Every call a thread makes between its operations is on the per-operation
+    # path: a shared `Event.is_set()` or clock read per operation doubles the
+    # count; a deadline read once per block of operations stays near the number
+    # of blocks (about duration / 1 ms), however many operations ran.
+    duration = 0.3
+    per_thread = _calls_beside_the_operation(
+        lambda: _common.measure(None, 2, duration, make=_pure_python_op))
+    assert len(per_thread) == 2, per_thread
+    blocks = duration / 1e-3 + 64  # blocks of about a millisecond, and the doublings
+    for ops, other in per_thread:
+        assert other <= 2 * blocks + 300, (ops, other)  # a clock read and a range() a block
+        assert other < ops / 4, (ops, other)
+
+
+def test_a_plain_operation_is_copied_for_each_thread() -> None:
+    # A closure shared by every thread would have every call write the same
+    # function's and cells' reference counts; each thread gets a copy.
+    box = [0]
+
+    def op(i: int) -> int:
+        return box[0] + i
+
+    copy = _common._own_copy(op)
+    assert copy is not op and copy.__code__ is op.__code__
+    assert copy.__closure__ is not None and op.__closure__ is not None
+    assert copy.__closure__[0] is not op.__closure__[0]
+    assert copy.__closure__[0].cell_contents is box
+    assert copy(5) == op(5) == 5
+    builtin = len
+    assert _common._own_copy(builtin) is builtin
+
+
 def test_harness_reports_an_error_of_the_operation() -> None:
     def boom(i: int) -> None:
         raise RuntimeError("kaput")
