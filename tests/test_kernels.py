@@ -1,4 +1,4 @@
-"""Kernels against the NumPy reference (tlalloc.bench.numpy_kernels), on random inputs."""
+"""Kernels against the NumPy reference (tlalloc.kernels_reference), on random inputs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import tlalloc
 from tlalloc import _tlalloc, kernels
-from tlalloc.bench import numpy_kernels as ref
+from tlalloc import kernels_reference as ref
 
 STRATEGIES = ["thread", "shared", "malloc"]
 FLOATS = [np.float16, np.float32, np.float64]

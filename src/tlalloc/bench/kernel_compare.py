@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from tlalloc import kernels
-from tlalloc.bench import numpy_kernels
+from tlalloc import kernels_reference
 from tlalloc.bench._common import best_time, describe_machine, format_table, machine_info, write_json
 
 
@@ -174,7 +174,7 @@ def compare(quick: bool = False, big_nodes: int = 1_000_000) -> dict[str, Any]:
         spread["scipy"] = "skipped: SciPy is not installed (pip install scipy)"
     else:
         at = sp.csr_array((small[2], small[1], small[0]), shape=(1000, 1000)).T.tocsr()
-        t_sp = _time(lambda: numpy_kernels.spread_activation_scipy(small, seed, transposed=at), quick)
+        t_sp = _time(lambda: kernels_reference.spread_activation_scipy(small, seed, transposed=at), quick)
         spread["scipy_1k_s"] = t_sp
         spread["speedup_vs_scipy"] = t_sp / t_s
     big = random_graph(big_nodes, 10, seed=2)

@@ -50,7 +50,8 @@ import numpy as np
 
 import tlalloc
 from tlalloc import _tlalloc, kernels
-from tlalloc.bench import kernel_compare, numpy_kernels, service
+from tlalloc import kernels_reference
+from tlalloc.bench import kernel_compare, service
 from tlalloc.bench._common import (
     BadArgument,
     Progress,
@@ -129,9 +130,9 @@ def operation(w: Workload, strategy: str, kernel: str) -> Callable[[int], list[A
     queries, seeds = w.queries, w.seeds
     nq, ns = len(queries), len(seeds)
     if strategy == "numpy":
-        cos = numpy_kernels.cosine_similarity
-        spread = numpy_kernels.spread_activation
-        dec = numpy_kernels.decay
+        cos = kernels_reference.cosine_similarity
+        spread = kernels_reference.spread_activation
+        dec = kernels_reference.decay
 
         def one_cos(i: int) -> Any:
             return cos(queries[i % nq], c, top_k=TOP_K)

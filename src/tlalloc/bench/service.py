@@ -17,7 +17,7 @@ Implementations (each a function of the request index, built per thread):
 - ``numpy``: what a NumPy/SciPy user writes: ``Q @ C.T / (|q| |c|)`` with
   ``np.argpartition`` for the top k, the spreading as SciPy sparse
   matrix-vector products over the transposed adjacency built once
-  (:func:`tlalloc.bench.numpy_kernels.spread_activation_scipy`; NumPy's
+  (:func:`tlalloc.kernels_reference.spread_activation_scipy`; NumPy's
   ``bincount`` form without SciPy), ``s * np.exp(-age / tau)``;
 - ``faiss`` (where ``faiss`` is installed): ``IndexFlatIP`` over the
   normalized corpus for the cosine step, the rest as ``numpy``.
@@ -46,7 +46,8 @@ from typing import Any
 import numpy as np
 
 from tlalloc import kernels
-from tlalloc.bench import kernel_compare, numpy_kernels
+from tlalloc import kernels_reference
+from tlalloc.bench import kernel_compare
 from tlalloc.bench._common import (
     Progress,
     format_table,
@@ -172,12 +173,12 @@ def request(data: ServiceData, impl: str) -> Callable[[int], tuple[Any, ...]]:
     if impl not in ("numpy", "faiss"):
         raise ValueError(f"unknown implementation {impl!r}; choose from {IMPLEMENTATIONS}")
     if graph_t is not None:
-        sspread = numpy_kernels.spread_activation_scipy
+        sspread = kernels_reference.spread_activation_scipy
 
         def spread(seeds: np.ndarray) -> Any:
             return sspread(graph, seeds, top_k=k, transposed=graph_t)
     else:
-        nspread = numpy_kernels.spread_activation
+        nspread = kernels_reference.spread_activation
 
         def spread(seeds: np.ndarray) -> Any:
             return nspread(graph, seeds, top_k=k)
