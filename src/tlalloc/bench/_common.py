@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import types
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 
@@ -291,31 +291,6 @@ def best_time(fn: Callable[[], Any], *, repeat: int = 5, min_time: float = 0.05)
             fn()
         best = min(best, (time.perf_counter() - t0) / number)
     return best
-
-
-def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """Render rows as an aligned plain-text table.
-
-    Example:
-        >>> print(format_table(["a", "b"], [[1, 2.5]]))
-        a  b
-        -  ---
-        1  2.5
-    """
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
-        return str(v)
-
-    body = [[cell(v) for v in r] for r in rows]
-    widths = [len(h) for h in headers]
-    for r in body:
-        widths = [max(w, len(c)) for w, c in zip(widths, r, strict=True)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths).rstrip())
-    for r in body:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-    return "\n".join(lines)
 
 
 class Progress:

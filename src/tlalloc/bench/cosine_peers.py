@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from tlalloc import kernels
-from tlalloc.bench._common import format_table
+from tlalloc._report import format_table
 from tlalloc.bench.kernel_compare import blas_threads
 
 # import name -> the distribution to install

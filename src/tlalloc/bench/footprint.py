@@ -45,9 +45,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from tlalloc._report import format_table
 from tlalloc.bench._common import (
     describe_machine,
-    format_table,
     machine_info,
     positive_float,
     positive_int,

@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from tlalloc import kernels
-from tlalloc import kernels_reference
-from tlalloc.bench._common import best_time, describe_machine, format_table, machine_info, write_json
+from tlalloc import kernels, kernels_reference
+from tlalloc._report import format_table
+from tlalloc.bench._common import best_time, describe_machine, machine_info, write_json
 
 
 def random_graph(n: int, degree: int, seed: int = 0) -> tuple[Any, Any, Any]:

@@ -35,7 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tlalloc.bench._common import describe_machine, format_table, machine_info, parse_threads, write_json
+from tlalloc._report import format_table
+from tlalloc.bench._common import describe_machine, machine_info, parse_threads, write_json
 
 LARSON_ARGS = ("8", "1000", "5000", "100", "4141")  # min, max, chunks, rounds, seed
 ALLOCATORS = ("glibc", "jemalloc", "mimalloc", "tlalloc", "tlalloc-nocache")

@@ -69,7 +69,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tlalloc.bench._common import describe_machine, format_table, machine_info, write_json
+from tlalloc._report import format_table
+from tlalloc.bench._common import describe_machine, machine_info, write_json
 from tlalloc.bench.larson import find_library, package_version
 
 # Allocators found in the usual library directories when not named with --preload:
@@ -340,8 +341,8 @@ def livecount_path(path: str | None = None) -> str:
         if not os.path.isfile(path):
             raise ValueError(f"--live {path!r}: not a file")
         return os.path.abspath(path)
-    from tlalloc.pool import _installed_library
-    return _installed_library(LIVECOUNT_LIBRARY, "make tools")
+    from tlalloc.pool import installed_library
+    return installed_library(LIVECOUNT_LIBRARY, "make tools")
 
 
 def read_live_peak(path: str) -> int | None:

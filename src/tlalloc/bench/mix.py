@@ -49,14 +49,13 @@ from typing import Any
 import numpy as np
 
 import tlalloc
-from tlalloc import _tlalloc, kernels
-from tlalloc import kernels_reference
+from tlalloc import _tlalloc, kernels, kernels_reference
+from tlalloc._report import format_table
 from tlalloc.bench import kernel_compare, service
 from tlalloc.bench._common import (
     BadArgument,
     Progress,
     describe_machine,
-    format_table,
     load_average,
     machine_info,
     measure,

@@ -48,11 +48,10 @@ from typing import Any
 import numpy as np
 
 import tlalloc
-from tlalloc.advise import format_size
+from tlalloc._report import format_size, format_table
 from tlalloc.bench._common import (
     compare_phrase,
     describe_machine,
-    format_table,
     machine_info,
     parse_threads,
     write_json,

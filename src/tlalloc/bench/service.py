@@ -45,12 +45,11 @@ from typing import Any
 
 import numpy as np
 
-from tlalloc import kernels
-from tlalloc import kernels_reference
+from tlalloc import kernels, kernels_reference
+from tlalloc._report import format_table
 from tlalloc.bench import kernel_compare
 from tlalloc.bench._common import (
     Progress,
-    format_table,
     measure,
     median_interval,
     verdict,
