@@ -51,16 +51,10 @@ from tlalloc.bench._common import (
     machine_info,
     positive_float,
     positive_int,
+    ratio_interval,
     write_json,
 )
-from tlalloc.bench.mimalloc_bench import (
-    detect_allocators,
-    gnu_time,
-    installed_preload,
-    parse_preloads,
-    ratio_interval,
-    run_once,
-)
+from tlalloc.bench._preload import detect_allocators, gnu_time, installed_preload, parse_preloads, run_once
 
 WORKLOADS = ("git-log", "gcc", "numpy", "sqlite", "threads")
 # --purge-thread: libtlalloc.so again, with its background purge thread on.
