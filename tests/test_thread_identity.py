@@ -31,7 +31,7 @@ FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 def test_thread_arena_survives_thread_state_teardown_for_finalizers():
     # A threading.local finalizer runs while the thread state is being torn
     # down; thread_arena() and scratch() called there must get the thread's own,
-    # still-valid arena (the object used to be freed first: a segfault).
+    # still-valid arena (an object freed before its finalizers ran would crash).
     code = textwrap.dedent(
         """
         import threading, numpy as np, tlalloc
