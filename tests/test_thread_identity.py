@@ -1,9 +1,9 @@
 """Thread identity and lifetime: thread-state teardown, threads made by C
 libraries, races on one arena, hand-offs between threads, subinterpreters.
 
-Each test here reproduces a defect that a free-threaded build (or a C thread)
-exposed; it runs on both builds (on the default build the GIL hides some of the
-races, the test still checks the behaviour).
+Each test checks a behaviour that a free-threaded build (or a C thread) puts at
+risk (docs/threads.md); it runs on both builds (on the default build the GIL
+hides some of the races, the test still checks the behaviour).
 """
 
 from __future__ import annotations

@@ -278,7 +278,8 @@ def pool_stats() -> dict[str, Any]:
     ``num_depot_locks``, ``num_large_allocations`` (mapped on their own),
     ``num_abandoned_pages`` / ``num_reclaimed_pages`` (handed over at thread exit /
     adopted), ``num_segments``, ``num_heaps`` (live thread caches),
-    ``num_threads`` (caches ever created), ``cache_enabled``.
+    ``num_threads`` (caches ever created), ``cache_enabled``. Names as in
+    docs/naming.md.
 
     Example:
         >>> s = pool_stats()
