@@ -47,19 +47,9 @@ from typing import IO, Any
 
 import tlalloc
 from tlalloc import _config, numpy_alloc
-from tlalloc._report import (
-    ARENA_HEAD,
-    RULE,
-    THIN,
-    WIDTH,
-    arena_row,
-    format_size,
-    format_table,
-    indent,
-    thread_table,
-)
+from tlalloc._report import ARENA_HEAD, RULE, THIN, WIDTH, arena_row, format_table, indent, thread_table
 from tlalloc._stats import GlobalStats, ThreadStats
-from tlalloc.advise import TRACKER, Advice, fit_size, live_figures
+from tlalloc.advise import TRACKER, Advice, fit_size, format_size, live_figures
 from tlalloc.advise import advise as _advise
 
 EXTRA_HINT = 'tlalloc.dask needs Dask: pip install "tlalloc[dask]"'

@@ -22,18 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from tlalloc._report import (
-    ARENA_HEAD,
-    RULE,
-    THIN,
-    WIDTH,
-    arena_row,
-    format_size,
-    format_table,
-    indent,
-    thread_table,
-)
-from tlalloc.advise import Advice, advise, kernel_fit_size, live_figures_all, live_kernels
+from tlalloc._report import ARENA_HEAD, RULE, THIN, WIDTH, arena_row, format_table, indent, thread_table
+from tlalloc.advise import Advice, advise, format_size, kernel_fit_size, live_figures_all, live_kernels
 
 
 def _pool() -> dict[str, Any] | None:
