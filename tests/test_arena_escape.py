@@ -75,7 +75,7 @@ def test_escape_and_drop_in_every_order(order):
     assert arena.stats().escaped_bytes == 0 and arena.stats().escaped_chunks == 0
 
 
-def test_issue_example_used_bytes_stays_flat():
+def test_refused_escapes_from_a_scope_leave_used_bytes_flat():
     def f():
         with tlalloc.scratch() as a:
             out = a.empty(100_000, np.float32)

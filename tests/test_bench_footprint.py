@@ -22,7 +22,7 @@ def _args(*argv: str) -> argparse.Namespace:
 
 
 def _preload() -> str:
-    from tlalloc.bench.mimalloc_bench import installed_preload
+    from tlalloc.bench._preload import installed_preload
 
     path = installed_preload()
     if path is None:
@@ -84,7 +84,7 @@ def test_threads_program_frees_what_it_allocated(tmp_path: Path) -> None:
     src.write_text(fp.THREADS_C)
     exe = tmp_path / "t"
     subprocess.run([cc, "-O2", "-pthread", str(src), "-o", str(exe)], check=True)
-    from tlalloc.bench.mimalloc_bench import run_once
+    from tlalloc.bench._preload import run_once
 
     r = run_once([str(exe), "40", "8", "100", "0"], {}, None, 60, None, preload=_preload())
     assert r["status"] == 0, r["stderr"]

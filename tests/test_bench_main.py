@@ -16,7 +16,7 @@ import pytest
 
 from tlalloc import cli
 from tlalloc.bench import _common, mix, service
-from tlalloc.bench.mimalloc_bench import ratio_interval
+from tlalloc.bench._common import ratio_interval
 
 VERDICT_WORDS = ("equal to", "faster than", "slower than", "the throughput of", "no verdict")
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tlalloc.bench import _common, _preload
 from tlalloc.bench import mimalloc_bench as mb
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/bin/sh"), reason="needs /bin/sh")
@@ -95,15 +96,15 @@ def test_output_checks() -> None:
 
 
 def test_run_once_reports_status_rss_and_timeout(tmp_path: Path) -> None:
-    timer = mb.gnu_time()
-    r = mb.run_once(["sh", "-c", "echo hi; echo err >&2"], dict(os.environ), None, 10, timer)
+    timer = _preload.gnu_time()
+    r = _preload.run_once(["sh", "-c", "echo hi; echo err >&2"], dict(os.environ), None, 10, timer)
     assert (r["status"], r["stdout"], r["stderr"], r["timed_out"]) == (0, "hi\n", "err\n", False)
     assert r["maxrss_bytes"] > 0 and r["wall_s"] > 0
     # A program that sleeps waits: voluntary context switches are counted.
-    assert mb.run_once(["sleep", "0.05"], dict(os.environ), None, 10, timer)["nvcsw"] >= 1
-    assert mb.run_once(["sh", "-c", "exit 3"], dict(os.environ), None, 10, timer)["status"] == 3
-    assert mb.run_once(["sh", "-c", "kill -ABRT $$"], dict(os.environ), None, 10, timer)["status"] == -6
-    r = mb.run_once(["sleep", "30"], dict(os.environ), None, 0.3, timer)
+    assert _preload.run_once(["sleep", "0.05"], dict(os.environ), None, 10, timer)["nvcsw"] >= 1
+    assert _preload.run_once(["sh", "-c", "exit 3"], dict(os.environ), None, 10, timer)["status"] == 3
+    assert _preload.run_once(["sh", "-c", "kill -ABRT $$"], dict(os.environ), None, 10, timer)["status"] == -6
+    r = _preload.run_once(["sleep", "30"], dict(os.environ), None, 0.3, timer)
     assert r["timed_out"] and r["wall_s"] < 20
 
 
@@ -226,9 +227,9 @@ def test_intervals_and_within_noise() -> None:
 
 def test_ratio_interval_needs_rounds_in_common() -> None:
     a = {r: 1.0 for r in range(10)}
-    assert mb.ratio_interval(a, {r: 2.0 for r in range(6, 10)}) is None  # 4 in common
-    assert mb.ratio_interval(a, {r: 2.0 for r in range(5, 10)}) == (0.5, 0.5)
-    assert mb.ratio_interval(a, {r: 0.0 for r in range(10)}) is None  # no finite ratio
+    assert _common.ratio_interval(a, {r: 2.0 for r in range(6, 10)}) is None  # 4 in common
+    assert _common.ratio_interval(a, {r: 2.0 for r in range(5, 10)}) == (0.5, 0.5)
+    assert _common.ratio_interval(a, {r: 0.0 for r in range(10)}) is None  # no finite ratio
 
 
 def test_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tlalloc import cli
-from tlalloc.bench import cosine_peers, kernel_compare, mix
+from tlalloc.bench import _common, cosine_peers, mix
 
 
 def _args(**kw: object) -> argparse.Namespace:
@@ -85,6 +85,27 @@ def test_mix_refuses_to_time_strategies_that_disagree(
     assert "verification FAILED" in capsys.readouterr().out
 
 
+def test_the_cli_runs_the_mix_with_its_sections(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """tlalloc bench composes the mix with the sections of other suites (the kernel
+    comparison, Python-level scratch): each prints its part, and one JSON file
+    holds the figures of all."""
+    out = tmp_path / "mix.json"
+    args = _args(threads="1", strategies="thread", duration=0.01, repeat=1, quick=True,
+                 compare=True, progress=False, json=str(out))
+    assert cli.SECTIONS["mix"] == ("tlalloc.bench.kernel_compare", "tlalloc.bench.scratch")
+    assert cli.run_suite("mix", args) == 0
+    text = capsys.readouterr().out
+    assert "smoke run: the single-thread kernel comparison (its verdicts) is left to" in text
+    assert "Python-level scratch" in text and text.index("kernel comparison") < text.index("Python-level")
+    assert text.index("Python-level") < text.index("(after the run)") < text.index(f"wrote {out}")
+    data = json.loads(out.read_text())
+    assert data["comparison"] is None and "scratch_scaling" in data
+    assert len(data["load_average_end"]) == 3 and data["machine"]["cpu_count"] >= 1
+    assert "unwritten" not in data and data["suite"] == "mix"
+
+
 def test_bad_options() -> None:
     with pytest.raises(SystemExit):
         mix.parse_threads("1,x")
@@ -126,11 +147,11 @@ def test_kernel_comparison_reports_every_goal(tmp_path: Path, capsys: pytest.Cap
 
 
 def test_blas_thread_limit_is_restored() -> None:
-    with kernel_compare.blas_threads(None) as before:
+    with _common.blas_threads(None) as before:
         pass
-    with kernel_compare.blas_threads(1) as inside:
+    with _common.blas_threads(1) as inside:
         assert inside in (1, None)
-    with kernel_compare.blas_threads(None) as after:
+    with _common.blas_threads(None) as after:
         assert after == before
 
 
@@ -257,7 +278,7 @@ def test_blas_thread_limit_holds_with_a_second_openblas_loaded() -> None:
     pytest.importorskip("faiss")
     c = np.ones((20_000, 768), np.float32)
     q = np.ones(768, np.float32)
-    with kernel_compare.blas_threads(1) as n:
+    with _common.blas_threads(1) as n:
         if n is None:
             pytest.skip("NumPy's BLAS is not an OpenBLAS found by name")
         before = cosine_peers.other_threads_cpu()

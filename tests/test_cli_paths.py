@@ -21,8 +21,8 @@ def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("suite", ["alloc", "kernels", "huffman", "mix"])
 def test_bench_refuses_an_unwritable_json_path_before_running(suite: str, capsys) -> None:
-    # Before the fix the whole benchmark ran, then a traceback (FileNotFoundError).
-    # The check comes first, so this returns at once even for the long suites.
+    # Checked before the work, not found missing after minutes of it (then as a
+    # traceback): the check comes first, so this returns at once even for the long suites.
     assert main(["bench", suite, "--json", "/no/such/dir/x.json"]) == 2
     err = capsys.readouterr().err
     assert "cannot write --json '/no/such/dir/x.json'" in err and "does not exist" in err

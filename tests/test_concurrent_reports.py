@@ -11,7 +11,7 @@ import time
 import pytest
 
 import tlalloc
-from tlalloc.advise import _TRACKER, live_figures
+from tlalloc.advise import TRACKER, live_figures
 from tlalloc.summary import summary, summary_data
 
 
@@ -40,7 +40,7 @@ def _hammer(fn, stop: threading.Event, errors: list[BaseException]) -> None:
 
 def test_reports_from_many_threads_while_arenas_come_and_go() -> None:
     def sample_then_advise() -> None:
-        _TRACKER.sample()
+        TRACKER.sample()
         tlalloc.advise()
 
     fns = [tlalloc.advise, summary, summary_data, sample_then_advise, live_figures]

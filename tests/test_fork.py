@@ -9,7 +9,7 @@ and checks what it inherited: the registry lists only the forking thread's arena
 as alive (C-level ``thread_alive`` flags, with the child's thread id), and the
 pool has only the forking thread's cache. The parent waits for each child with a
 deadline and kills it if it hangs, so a deadlock fails the test instead of
-stalling it.
+stalling it. docs/threads.md says what holds across fork.
 """
 
 from __future__ import annotations

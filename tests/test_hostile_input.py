@@ -33,9 +33,9 @@ def test_decode_survives_a_concurrent_writer() -> None:
     # A block of two symbols with one-bit codes ('a' = 0, 'b' = 1): its bitmap
     # has 2 bits set, its payload is mostly 0xFF bytes. Flipping the bitmap
     # makes it claim 254 symbols; a decoder that counts the bitmap once and
-    # reads it again to fill its table takes payload bytes (255) as code
-    # lengths and indexes a 42-entry stack array with them (before the fix:
-    # a stack overflow, found by AddressSanitizer, or a crash).
+    # reads it again to fill its table would take payload bytes (255) as code
+    # lengths and index a 42-entry stack array with them (a stack overflow
+    # under AddressSanitizer, or a crash): the decoder must refuse the block.
     data = b"a" + b"b" * 999
     stream = huffman.encode(data, block_size=1024).data
     buf = np.frombuffer(bytearray(stream), dtype=np.uint8)
@@ -110,8 +110,8 @@ def test_encode_survives_a_concurrent_writer() -> None:
 
 
 def test_decay_shape_error_does_not_leak() -> None:
-    # The message names out.shape; the tuple fetched for it used to leak on
-    # every call.
+    # The message names out.shape; the tuple fetched for it must be released
+    # on every call, not leaked.
     import tracemalloc
 
     from tlalloc.kernels import decay

@@ -1,4 +1,4 @@
-"""Kernels against the NumPy reference (tlalloc.bench.numpy_kernels), on random inputs."""
+"""Kernels against the NumPy reference (tlalloc.kernels_reference), on random inputs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import tlalloc
 from tlalloc import _tlalloc, kernels
-from tlalloc.bench import numpy_kernels as ref
+from tlalloc import kernels_reference as ref
 
 STRATEGIES = ["thread", "shared", "malloc"]
 FLOATS = [np.float16, np.float32, np.float64]
@@ -620,8 +620,8 @@ def test_kernels_count_overflows_instead_of_failing() -> None:
 def test_decay_of_the_largest_strengths_far_out_every_isa(isa: str) -> None:
     # Every finite float32 strength, decayed by up to 400 halvings: the exact
     # result rounded to float32 (0 once it is below half the smallest
-    # subnormal). The AVX2 path used to stop at 2^-252 and return up to 2^-123
-    # for a strength above 2^102.
+    # subnormal). Every path must reach the far ages: one that stops at 2^-252
+    # returns up to 2^-123 for a strength above 2^102.
     s = np.array([3.4e38, 2.0**127, 2.0**110, 2.0**102, 1e30, 1.0, 1e-30, 1e-45], np.float32)
     ages = np.arange(0, 401, dtype=np.float32)
     strengths = np.repeat(s, len(ages))

@@ -1,4 +1,4 @@
-"""Memory placement: huge pages, NUMA policy, prefaulting (issue: production features)."""
+"""Memory placement: huge pages, NUMA policy, prefaulting."""
 
 from __future__ import annotations
 

@@ -77,8 +77,8 @@ def _run(script: str) -> dict[str, int]:
 
 
 def test_peak_bytes_for_producer_consumer_threads() -> None:
-    """Before the fix the freeing thread never folded its frees into the
-    estimate, and the peak reported was everything ever allocated (40 MB)."""
+    """The freeing thread folds its frees into the estimate: the peak is what
+    the queue holds, not everything ever allocated (40 MB)."""
     r = _run(PEAK_SCRIPT)
     assert r["in_use"] == 0
     assert r["cross"] > 0
@@ -90,7 +90,7 @@ def test_peak_bytes_for_producer_consumer_threads() -> None:
 
 def test_pages_emptied_by_another_thread_are_returned() -> None:
     """A producer that never frees: its pages, emptied by a consumer, go back at
-    its next refill (before the fix they stayed with it)."""
+    its next refill instead of staying with it."""
     r = _run(RETURN_SCRIPT)
     assert r["full"] >= r["bytes"]
     assert r["after"] + r["bytes"] // 2 <= r["full"], r

@@ -1,9 +1,9 @@
 """Thread identity and lifetime: thread-state teardown, threads made by C
 libraries, races on one arena, hand-offs between threads, subinterpreters.
 
-Each test here reproduces a defect that a free-threaded build (or a C thread)
-exposed; it runs on both builds (on the default build the GIL hides some of the
-races, the test still checks the behaviour).
+Each test checks a behaviour that a free-threaded build (or a C thread) puts at
+risk (docs/threads.md); it runs on both builds (on the default build the GIL
+hides some of the races, the test still checks the behaviour).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 def test_thread_arena_survives_thread_state_teardown_for_finalizers():
     # A threading.local finalizer runs while the thread state is being torn
     # down; thread_arena() and scratch() called there must get the thread's own,
-    # still-valid arena (the object used to be freed first: a segfault).
+    # still-valid arena (an object freed before its finalizers ran would crash).
     code = textwrap.dedent(
         """
         import threading, numpy as np, tlalloc

@@ -88,7 +88,7 @@ _tlalloc._set_hooks(Arena, parse_size)
 _config.load()
 if hasattr(os, "register_at_fork"):
     # In a forked child only the forking thread exists: drop the arena objects
-    # of the parent's other threads, as their exits would have.
+    # of the parent's other threads, as their exits would have (docs/threads.md).
     os.register_at_fork(after_in_child=_tlalloc._after_fork_child)
 
 

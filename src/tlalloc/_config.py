@@ -133,11 +133,11 @@ def check_flag(value: object, name: str) -> bool:
     raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
-def _flag(value: object, name: str) -> bool:
+def env_flag(value: object, name: str) -> bool:
     """A flag from the environment ("0" or "1"), or from Python (see check_flag).
 
     Example:
-        >>> _flag("1", "TLALLOC_ZERO_ON_RESET")
+        >>> env_flag("1", "TLALLOC_ZERO_ON_RESET")
         True
     """
     if isinstance(value, str):
@@ -197,7 +197,8 @@ ENV_VARS: dict[str, str] = {
 }
 
 
-def _validate(field: str, value: object, name: str) -> Any:
+def validate_setting(field: str, value: object, name: str) -> Any:
+    """One setting of Config checked (``field``), named ``name`` in errors."""
     if field == "arena_size":
         if isinstance(value, str):
             return _check_arena_size(parse_size(value, name), name, value)
@@ -211,7 +212,7 @@ def _validate(field: str, value: object, name: str) -> Any:
     if field == "numa":
         return _choice(value, name, NUMA_POLICIES)
     if field in ("zero_on_reset", "prefault", "track_allocations"):
-        return _flag(value, name) if name in ENV_VARS else check_flag(value, name)
+        return env_flag(value, name) if name in ENV_VARS else check_flag(value, name)
     raise TypeError(f"unknown setting {name!r}")  # pragma: no cover
 
 
@@ -229,7 +230,7 @@ def from_environ(environ: Mapping[str, str] | None = None) -> Config:
         if raw is None:
             continue
         try:
-            values[field] = _validate(field, raw, var)
+            values[field] = validate_setting(field, raw, var)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"bad environment variable: {exc}") from None
     return Config(**values)
@@ -286,7 +287,7 @@ def configure(**settings: Any) -> Config:
             raise TypeError(
                 f"configure() got an unknown setting {key!r}; accepted: {', '.join(fields)}"
             )
-        changes[key] = _validate(key, value, key)
+        changes[key] = validate_setting(key, value, key)
     new = replace(_current, **changes)
     _push(new)
     _current = new

@@ -7,7 +7,8 @@ from typing import Any
 
 from tlalloc import _tlalloc
 
-# Field names as in DESIGN.md: bytes end in _bytes, counts start with num_, peaks are peak_.
+# Field names follow docs/naming.md (bytes end in _bytes, counts start with num_, peaks with
+# peak_); tests/test_naming.py checks every key of every statistics dict against it.
 COUNTER_FIELDS = (
     "capacity_bytes",
     "used_bytes",

@@ -55,9 +55,9 @@ class _Sampler:
     """Samples the thread arenas until stopped (see tlalloc.advise's time base)."""
 
     def __init__(self, interval: float) -> None:
-        from tlalloc.advise import _TRACKER
+        from tlalloc.advise import TRACKER
 
-        self._tracker = _TRACKER
+        self._tracker = TRACKER
         self._stop = threading.Event()
         self._interval = interval
         self._thread = threading.Thread(target=self._run, name="tlalloc-stats-sampler", daemon=True)

@@ -67,6 +67,7 @@ from enum import Enum
 from typing import Any
 
 from tlalloc import _tlalloc
+from tlalloc._report import format_size
 
 OVERFLOW_RATE_LIMIT = 0.01  # above this the arena is too small
 SHRINK_BELOW = 0.30  # utilization under this: too large
@@ -97,29 +98,6 @@ class Kind(str, Enum):
 
 
 _ACTIONS = (Kind.GROW, Kind.SHRINK, Kind.RARE_RESETS)
-
-
-def format_size(nbytes: int | float, exact: bool = False) -> str:
-    """Bytes in the largest binary unit that keeps them readable. With ``exact=True``
-    the text reads back (``tlalloc.parse_size``) as exactly ``nbytes``, as a value for
-    ``TLALLOC_ARENA_SIZE`` must: a size no unit shows exactly is given in bytes.
-
-    Example:
-        >>> format_size(4 << 20), format_size(1536), format_size(100), format_size(3 << 30)
-        ('4MiB', '1.50KiB', '100B', '3GiB')
-        >>> format_size(4097), format_size(4097, exact=True)
-        ('4.00KiB', '4097B')
-    """
-    n = float(nbytes)
-    for unit, scale in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if abs(n) >= scale:
-            q = n / scale
-            if q == int(q):
-                return f"{int(q)}{unit}"
-            if not exact or round(q, 2) * scale == n:
-                return f"{q:.2f}{unit}"
-            break
-    return f"{int(n)}B" if n == int(n) else f"{n:.1f}B"
 
 
 def _pow2_at_least(n: float) -> int:
@@ -369,6 +347,19 @@ def _fit_size(f: _Fig, kernel_fit: int = 0) -> int | None:
     return cap
 
 
+def fit_size(figures: Mapping[str, Any], arg: str = "stats") -> int | None:
+    """The arena size that holds a statistics dict's peak (as :func:`advise`
+    recommends it), or None when its figures give no evidence; ``arg`` names the
+    dict in the error a malformed one raises.
+
+    Example:
+        >>> fit_size({"capacity_bytes": 1 << 20, "peak_bytes": 1 << 20, "num_allocations": 100,
+        ...           "num_overflows": 10, "num_resets": 100}) is not None
+        True
+    """
+    return _fit_size(_read(figures, arg)[1])
+
+
 def _size_verdict(f: _Fig, scope: str, who: dict[str, Any], note: str, kernel_fit: int = 0) -> Recommendation:
     rate = _overflow_rate(f)
     util = f.peak / f.capacity if f.capacity else 0.0
@@ -466,7 +457,8 @@ def _kernel_verdict(name: str, k: Mapping[str, int], current: int) -> tuple[Reco
     return Recommendation(Kind.GROW, "kernel", msg, figs, env, fit, kernel=name), fit
 
 
-def _live_kernels() -> dict[str, dict[str, int]]:
+def live_kernels() -> dict[str, dict[str, int]]:
+    """Each kernel's scratch statistics now (``tlalloc.kernels.scratch_stats()``)."""
     return dict(_tlalloc._kernel_scratch_stats())
 
 
@@ -581,7 +573,9 @@ class _Tracker:
         self.observe(None, _tlalloc._registry_list())
 
 
-_TRACKER = _Tracker()
+# The process's observation windows: every sample of the thread arenas (advise,
+# summary, tlalloc stats' sampler, the metrics collector, the Dask plugin) goes through it.
+TRACKER = _Tracker()
 
 
 def live_figures() -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -592,15 +586,15 @@ def live_figures() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         >>> overall["window_seconds"] >= 0 and all("window_seconds" in t for t in threads)
         True
     """
-    overall, threads, _ = _live_figures_all()
+    overall, threads, _ = live_figures_all()
     return overall, threads
 
 
-def _live_figures_all() -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+def live_figures_all() -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """:func:`live_figures` and the released arenas' figures, from one sample."""
     from tlalloc._stats import stats
 
-    overall, threads, released = _TRACKER.observe_all(
+    overall, threads, released = TRACKER.observe_all(
         stats().to_dict(), [t.to_dict() for t in stats(per_thread=True)])
     assert overall is not None and threads is not None
     return overall, threads, released
@@ -653,11 +647,11 @@ def advise(
         ({'TLALLOC_ARENA_SIZE': '10MiB'}, "kernel 'spread'")
     """
     if stats is None and per_thread is None:
-        overall_d, threads_d, released = _live_figures_all()
+        overall_d, threads_d, released = live_figures_all()
         overall: Mapping[str, Any] | None = overall_d
         threads: Sequence[Mapping[str, Any]] = [*threads_d, *released]
         if kernels is None:
-            kernels = _live_kernels()
+            kernels = live_kernels()
     else:
         overall = stats
         if per_thread is None:

@@ -13,12 +13,14 @@ Example:
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
+from typing import Any
 
 from tlalloc.bench._common import output_path_problem
 
-__all__ = ["SUITES", "DEFAULT_SUITE", "main", "output_path_problem"]
+__all__ = ["SUITES", "SECTIONS", "DEFAULT_SUITE", "main", "output_path_problem", "run_suite"]
 
 # suite name -> module under tlalloc.bench that defines add_arguments(parser) and run(args).
 SUITES: dict[str, str] = {
@@ -35,6 +37,39 @@ SUITES: dict[str, str] = {
     "footprint": "tlalloc.bench.footprint",
 }
 DEFAULT_SUITE = "mix"
+# suite name -> modules whose section(args, payload) run after the suite's own
+# run(args, payload), in order, before its finish(args, payload) writes the files:
+# a suite that shows another's figures is composed here, never by importing it.
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "mix": ("tlalloc.bench.kernel_compare", "tlalloc.bench.scratch"),
+    "kernels": ("tlalloc.bench.cosine_peers",),
+}
+
+
+def run_suite(suite: str, args: argparse.Namespace) -> int:
+    """Run a suite with parsed options: its ``run(args)``, or for a suite with
+    SECTIONS its ``run(args, payload)``, each section's ``section(args, payload)``
+    and its ``finish(args, payload)``; ``payload`` holds the figures of the run.
+    Returns the exit status (a failed ``run`` stops there).
+
+    Example:
+        >>> run_suite("no-such-suite", argparse.Namespace())
+        Traceback (most recent call last):
+        ...
+        KeyError: "no suite 'no-such-suite'"
+    """
+    if suite not in SUITES:
+        raise KeyError(f"no suite {suite!r}")
+    mod = importlib.import_module(SUITES[suite])
+    if suite not in SECTIONS:
+        return int(mod.run(args) or 0)
+    payload: dict[str, Any] = {}
+    rc = int(mod.run(args, payload) or 0)
+    if rc:
+        return rc
+    for name in SECTIONS[suite]:
+        importlib.import_module(name).section(args, payload)
+    return int(mod.finish(args, payload) or 0)
 
 
 def _bench(argv: list[str]) -> int:
@@ -75,7 +110,7 @@ def _bench(argv: list[str]) -> int:
             print(f"{prog}: cannot write --{opt} {path!r}: {problem}", file=sys.stderr)
             return 2
     try:
-        return int(mod.run(args) or 0)
+        return run_suite(suite, args)
     except BadArgument as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2

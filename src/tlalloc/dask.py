@@ -47,10 +47,10 @@ from typing import IO, Any
 
 import tlalloc
 from tlalloc import _config, numpy_alloc
+from tlalloc._report import ARENA_HEAD, RULE, THIN, WIDTH, arena_row, format_table, indent, thread_table
 from tlalloc._stats import GlobalStats, ThreadStats
-from tlalloc.advise import _TRACKER, Advice, _fit_size, _read, format_size, live_figures
+from tlalloc.advise import TRACKER, Advice, fit_size, format_size, live_figures
 from tlalloc.advise import advise as _advise
-from tlalloc.bench._common import format_table
 
 EXTRA_HINT = 'tlalloc.dask needs Dask: pip install "tlalloc[dask]"'
 
@@ -173,7 +173,7 @@ class TlallocPlugin(WorkerPlugin):  # type: ignore[misc]
                  "zero_on_reset": zero_on_reset, "huge_pages": huge_pages, "numa": numa,
                  "prefault": prefault}
         self.settings: dict[str, Any] = {
-            k: _config._validate(k, v, k) for k, v in given.items() if v is not None
+            k: _config.validate_setting(k, v, k) for k, v in given.items() if v is not None
         }
         self.numpy_allocator = _check_bool(numpy_allocator, "numpy_allocator")
         self.metrics = _check_bool(metrics, "metrics")
@@ -206,7 +206,7 @@ class TlallocPlugin(WorkerPlugin):  # type: ignore[misc]
         from tlalloc import metrics as _metrics
 
         if self.metrics:
-            _metrics._prometheus()  # before anything changes: ImportError names the extra
+            _metrics.require_prometheus_client()  # before anything changes: ImportError names the extra
         if _RESTORE_NAME in worker.plugins:
             await worker.plugin_remove(name=_RESTORE_NAME)
         before = tlalloc.get_config()
@@ -272,7 +272,7 @@ def _make_loader() -> Any:
 # ----------------------------------------------------------------- gathering
 
 
-def _memory() -> tuple[int | None, int | None]:
+def process_memory() -> tuple[int | None, int | None]:
     """(resident bytes now, peak resident bytes) of this process."""
     rss = peak = None
     try:
@@ -293,7 +293,7 @@ def _memory() -> tuple[int | None, int | None]:
 def _worker_report(dask_worker: Any) -> dict[str, Any]:
     """What one worker says about its arenas (run on the worker by :func:`stats`)."""
     overall, threads = live_figures()
-    rss, peak = _memory()
+    rss, peak = process_memory()
     try:
         from tlalloc.pool import pool_stats  # type: ignore[attr-defined]
     except ImportError:  # pragma: no cover - builds without the pool
@@ -309,7 +309,7 @@ def _worker_report(dask_worker: Any) -> dict[str, Any]:
         "plugin": _APPLIED.get(dask_worker.address),
         "overall": overall,
         "threads": threads,
-        "released_threads": [dict(t) for t in _TRACKER.released],
+        "released_threads": [dict(t) for t in TRACKER.released],
         "pool": pool,
         "rss_bytes": rss,
         "peak_rss_bytes": peak,
@@ -530,9 +530,7 @@ class ClusterStats:
             =====...
             ...0 worker(s) answered, 1 missing...
         """
-        from tlalloc.summary import _HEAD, _row, _thread_table
-
-        lines = [_RULE, "tlalloc on Dask".center(_WIDTH).rstrip(), _RULE]
+        lines = [RULE, "tlalloc on Dask".center(WIDTH).rstrip(), RULE]
         lines.append(f"{len(self.workers)} worker(s) answered, {len(self.missing)} missing")
         configs = {tuple(sorted(w.config.items())) for w in self.workers.values()}
         if len(configs) == 1:
@@ -546,26 +544,26 @@ class ClusterStats:
             pool_in_use = (w.pool or {}).get("in_use_bytes")
             numpy = "pool" if (w.plugin or {}).get("numpy_allocator") else "default"
             rows.append([w.label, format_size(w.config.get("arena_size", 0)),
-                         str(w.overall.get("num_arenas", 0)), *_row(w.overall),
+                         str(w.overall.get("num_arenas", 0)), *arena_row(w.overall),
                          "-" if pool_in_use is None else format_size(pool_in_use),
                          _size_or_dash(w.rss_bytes), _size_or_dash(w.peak_rss_bytes), numpy])
-        rows.append(["cluster", "", str(self.totals.get("num_arenas", 0)), *_row(self.totals),
+        rows.append(["cluster", "", str(self.totals.get("num_arenas", 0)), *arena_row(self.totals),
                      _size_or_dash((self.pool_totals or {}).get("in_use_bytes")),
                      _size_or_dash(_sum_known(w.rss_bytes for w in self.workers.values())),
                      _size_or_dash(_sum_known(w.peak_rss_bytes for w in self.workers.values())), ""])
-        lines += [_THIN, "per worker (sizes over live thread arenas; counts include released ones)"]
-        lines += _indent(format_table(["worker", "arena_size", "arenas", *_HEAD, "pool in use",
+        lines += [THIN, "per worker (sizes over live thread arenas; counts include released ones)"]
+        lines += indent(format_table(["worker", "arena_size", "arenas", *ARENA_HEAD, "pool in use",
                                        "rss", "peak rss", "numpy"], rows))
         if self.missing:
-            lines += [_THIN, "missing workers (asked, did not answer)"]
+            lines += [THIN, "missing workers (asked, did not answer)"]
             lines += [f"  {a}: {why}" for a, why in self.missing.items()]
         if per_thread:
             threads = [dict(t, thread_name=f"{w.name}/{t.get('thread_name', '?')}")
                        for w in self.workers.values() for t in w.threads]
             if threads:
-                lines += [_THIN, "per thread arena"]
-                lines += _indent(_thread_table(threads))
-        lines.append(_RULE)
+                lines += [THIN, "per thread arena"]
+                lines += indent(thread_table(threads))
+        lines.append(RULE)
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -579,14 +577,6 @@ def _size_or_dash(n: int | None) -> str:
 def _sum_known(values: Any) -> int | None:
     known = [v for v in values if v is not None]
     return sum(known) if known else None
-
-
-def _indent(text: str) -> list[str]:
-    return ["  " + line for line in text.splitlines()]
-
-
-_WIDTH = 100
-_RULE, _THIN = "=" * _WIDTH, "-" * _WIDTH
 
 
 @dataclass(frozen=True)
@@ -680,7 +670,7 @@ def cluster_advice(cs: ClusterStats) -> ClusterAdvice:
         per_worker[addr] = _advise(w.overall.to_dict(), figs)
         threads += figs
         for i, t in enumerate(figs):
-            fit = _fit_size(_read(t, f"per_thread[{i}]")[1])
+            fit = fit_size(t, f"per_thread[{i}]")
             if fit is not None:
                 fits.append((fit, addr))
     overall = cs.totals.to_dict()
@@ -757,7 +747,7 @@ def summary(client: Any, *, workers: Sequence[str] | None = None, timeout: float
     text = cs.format(per_thread=per_thread)
     if advice:
         body = text.rsplit("\n", 1)[0]
-        text = "\n".join([body, _THIN, str(cluster_advice(cs)), _RULE])
+        text = "\n".join([body, THIN, str(cluster_advice(cs)), RULE])
     if file is not None:
         print(text, file=file)
     return text

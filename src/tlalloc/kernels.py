@@ -143,6 +143,8 @@ def scratch_stats() -> dict[str, dict[str, int]]:
       began plus the call's need), 0 if no call spilled; ``spill_capacity_bytes``:
       the capacity of the arena of the call behind it.
 
+    Names as in docs/naming.md.
+
     Example:
         >>> import numpy as np
         >>> s = spread_activation((np.array([0, 1, 1]), np.array([1]), np.array([1.0])), [0])

@@ -70,7 +70,7 @@ THREAD_LABELS = ("thread", "thread_id")
 INFO_LABELS = ("page_kind", "page_kind_requested", "numa_policy", "numa_node")
 
 
-def _prometheus() -> Any:
+def require_prometheus_client() -> Any:
     try:
         return importlib.import_module("prometheus_client")
     except ImportError as exc:
@@ -104,7 +104,7 @@ class Collector:
     def __init__(self, per_thread: bool = True) -> None:
         if not isinstance(per_thread, bool):
             raise TypeError(f"per_thread must be a bool, got {per_thread!r}")
-        pc = _prometheus()
+        pc = require_prometheus_client()
         self._core = importlib.import_module("prometheus_client.core")
         self._pc = pc
         self.per_thread = per_thread
@@ -116,11 +116,11 @@ class Collector:
     def collect(self) -> Iterator[Any]:
         """Read the statistics now and yield the metric families."""
         from tlalloc._stats import stats
-        from tlalloc.advise import _TRACKER
+        from tlalloc.advise import TRACKER
 
         overall = stats().to_dict()
         threads = [t.to_dict() for t in stats(per_thread=True)] if self.per_thread else None
-        _TRACKER.observe(overall, threads)
+        TRACKER.observe(overall, threads)
         pool_fn = _pool_stats()
         pool = dict(pool_fn()) if pool_fn is not None else None
         yield from self._families(overall, threads, pool)
@@ -225,7 +225,7 @@ def register(registry: Any = None, *, per_thread: bool = True) -> Collector:
     """
     if not isinstance(per_thread, bool):
         raise TypeError(f"per_thread must be a bool, got {per_thread!r}")
-    pc = _prometheus()
+    pc = require_prometheus_client()
     reg = pc.REGISTRY if registry is None else registry
     if not hasattr(reg, "register"):
         raise TypeError(f"registry must be a prometheus_client CollectorRegistry, got {registry!r}")
@@ -265,7 +265,7 @@ def start_http_server(port: int, addr: str = "127.0.0.1", *, registry: Any = Non
         raise ValueError(f"port must be between 0 and 65535, got {port!r}")
     if not isinstance(addr, str) or not addr:
         raise TypeError(f"addr must be a host name or address string, got {addr!r}")
-    pc = _prometheus()
+    pc = require_prometheus_client()
     reg = pc.REGISTRY if registry is None else registry
     register(reg)
     result = pc.start_http_server(port, addr=addr, registry=reg)

@@ -109,7 +109,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tlalloc import _tlalloc
-from tlalloc._config import _flag, check_flag, env_value, parse_size
+from tlalloc._config import check_flag, env_flag, env_value, parse_size
 
 PoolBuffer = _tlalloc.PoolBuffer
 
@@ -201,7 +201,7 @@ def settings_from_environ(environ: Mapping[str, str] | None = None) -> PoolSetti
     raw_cache, raw_retain = env_value(env, ENV_CACHE), env_value(env, ENV_RETAIN)
     raw_large, raw_delay = env_value(env, ENV_LARGE_CACHE), env_value(env, ENV_PURGE_DELAY)
     if raw_cache is not None:  # unset or empty: the default
-        cache = _flag(raw_cache, ENV_CACHE)
+        cache = env_flag(raw_cache, ENV_CACHE)
     if raw_retain is not None:
         retain = _check_retain(raw_retain, ENV_RETAIN)
     if raw_large is not None:
@@ -278,7 +278,8 @@ def pool_stats() -> dict[str, Any]:
     ``num_depot_locks``, ``num_large_allocations`` (mapped on their own),
     ``num_abandoned_pages`` / ``num_reclaimed_pages`` (handed over at thread exit /
     adopted), ``num_segments``, ``num_heaps`` (live thread caches),
-    ``num_threads`` (caches ever created), ``cache_enabled``.
+    ``num_threads`` (caches ever created), ``cache_enabled``. Names as in
+    docs/naming.md.
 
     Example:
         >>> s = pool_stats()
@@ -380,10 +381,10 @@ def preload_path() -> str:
         >>> os.path.basename(path)  # doctest: +SKIP
         'libtlalloc.so'
     """
-    return _installed_library(PRELOAD_LIBRARY, "make preload")
+    return installed_library(PRELOAD_LIBRARY, "make preload")
 
 
-def _installed_library(name: str, make_target: str) -> str:
+def installed_library(name: str, make_target: str) -> str:
     """Absolute path of the plain shared library ``name`` installed with the
     package (``libtlalloc.so``, ``liblivecount.so``); ``FileNotFoundError``
     naming the path and how to build it when it is not there."""
@@ -402,7 +403,7 @@ def _load() -> None:
     s = settings_from_environ()
     _tlalloc._pool_configure(s.cache, s.retain_bytes, s.large_cache_bytes, s.purge_delay_ms)
     raw = env_value(os.environ, ENV_PURGE_THREAD)
-    if raw is not None and _flag(raw, ENV_PURGE_THREAD):
+    if raw is not None and env_flag(raw, ENV_PURGE_THREAD):
         _tlalloc._pool_purge_thread(True)
 
 

@@ -22,11 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from tlalloc.advise import Advice, _live_figures_all, _live_kernels, advise, format_size, kernel_fit_size
-from tlalloc.bench._common import format_table
-
-WIDTH = 100
-_RULE, _THIN = "=" * WIDTH, "-" * WIDTH
+from tlalloc._report import ARENA_HEAD, RULE, THIN, WIDTH, arena_row, format_table, indent, thread_table
+from tlalloc.advise import Advice, advise, format_size, kernel_fit_size, live_figures_all, live_kernels
 
 
 def _pool() -> dict[str, Any] | None:
@@ -81,10 +78,10 @@ def summary_data(
     """
     released: list[dict[str, Any]] = []
     if stats is None and per_thread is None:
-        overall, threads, released = _live_figures_all()
+        overall, threads, released = live_figures_all()
         pool = _pool()
         if kernels is None:
-            kernels = _live_kernels()
+            kernels = live_kernels()
         # Threads released after a sample saw them still say what size they needed.
         a = advise(overall, [*threads, *released], kernels)
     else:
@@ -118,52 +115,6 @@ def _kernel_table(kernels: Mapping[str, Mapping[str, Any]]) -> str:
     return format_table(_KERNEL_HEAD, rows)
 
 
-def _util(d: Mapping[str, Any]) -> str:
-    cap = d.get("capacity_bytes", 0)
-    return f"{100 * d.get('peak_bytes', 0) / cap:.1f}%" if cap else "-"
-
-
-def _rate(d: Mapping[str, Any]) -> str:
-    n, o = d.get("num_allocations", 0), d.get("num_overflows", 0)
-    return f"{100 * o / n:.2f}%" if n else ("all" if o else "-")
-
-
-_HEAD = ["capacity", "used", "peak", "util", "allocs", "overflows", "ovf rate", "resets", "fallback"]
-
-
-def _row(d: Mapping[str, Any]) -> list[str]:
-    return [
-        format_size(d.get("capacity_bytes", 0)),
-        format_size(d.get("used_bytes", 0)),
-        format_size(d.get("peak_bytes", 0)),
-        _util(d),
-        str(d.get("num_allocations", 0)),
-        str(d.get("num_overflows", 0)),
-        _rate(d),
-        str(d.get("num_resets", 0)),
-        format_size(d.get("fallback_bytes", 0)),
-    ]
-
-
-def _thread_table(threads: Sequence[Mapping[str, Any]]) -> str:
-    rows = []
-    for t in threads:
-        alive = "yes" if t.get("thread_alive", True) else "no"
-        pages = str(t.get("page_kind", "-"))
-        if t.get("page_kind_requested", pages) != pages:
-            pages += f" (asked {t['page_kind_requested']})"
-        numa = str(t.get("numa_policy", "-"))
-        if t.get("numa_node", -1) not in (-1, None):
-            numa += f"@{t['numa_node']}"
-        rows.append([str(t.get("thread_name", "?")), str(t.get("thread_id", "-")), alive,
-                     *_row(t), pages, numa])
-    return format_table(["thread", "tid", "alive", *_HEAD, "pages", "numa"], rows)
-
-
-def _indent(text: str) -> list[str]:
-    return ["  " + line for line in text.splitlines()]
-
-
 def summary(
     stats: Mapping[str, Any] | None = None,
     per_thread: Sequence[Mapping[str, Any]] | None = None,
@@ -190,7 +141,7 @@ def summary(
         raise TypeError(f"advice must be a bool, got {advice!r}")
     d = summary_data(stats, per_thread, kernels)
     cfg = d["config"]
-    lines = [_RULE, "tlalloc memory summary".center(WIDTH).rstrip(), _RULE]
+    lines = [RULE, "tlalloc memory summary".center(WIDTH).rstrip(), RULE]
     lines.append(
         "config: "
         + " ".join(f"{k}={format_size(v) if k == 'arena_size' else v}" for k, v in cfg.items())
@@ -200,29 +151,29 @@ def summary(
         live, made = o.get("num_arenas"), o.get("num_threads")
         if live is not None:
             lines.append(f"thread arenas: {live} live, {made} created")
-        lines += [_THIN, "all thread arenas (sizes over live arenas; counts include released ones)"]
-        lines += _indent(format_table(_HEAD, [_row(o)]))
+        lines += [THIN, "all thread arenas (sizes over live arenas; counts include released ones)"]
+        lines += indent(format_table(ARENA_HEAD, [arena_row(o)]))
     if d["threads"]:
-        lines += [_THIN, "per thread arena"]
-        lines += _indent(_thread_table(d["threads"]))
+        lines += [THIN, "per thread arena"]
+        lines += indent(thread_table(d["threads"]))
     if d["released_threads"]:
-        lines += [_THIN, "thread arenas released during the run (figures as last sampled)"]
-        lines += _indent(_thread_table(d["released_threads"]))
+        lines += [THIN, "thread arenas released during the run (figures as last sampled)"]
+        lines += indent(thread_table(d["released_threads"]))
     if d["kernels"]:
-        lines += [_THIN, "kernel scratch (calls on thread arenas; 'spilled': served from the pool)"]
-        lines += _indent(_kernel_table(d["kernels"]))
+        lines += [THIN, "kernel scratch (calls on thread arenas; 'spilled': served from the pool)"]
+        lines += indent(_kernel_table(d["kernels"]))
     if d["pool"] is not None:
-        lines += [_THIN, "pool"]
+        lines += [THIN, "pool"]
         rows = [[k, format_size(v) if k.endswith("_bytes") and isinstance(v, (int, float)) else str(v)]
                 for k, v in d["pool"].items()]
-        lines += _indent(format_table(["field", "value"], rows))
+        lines += indent(format_table(["field", "value"], rows))
     if advice:
-        lines += [_THIN, "advice"]
+        lines += [THIN, "advice"]
         env = d["advice"]["env"]
         lines.append("  set: " + " ".join(f"{k}={v}" for k, v in env.items()) if env
                      else "  no change to TLALLOC_ARENA_SIZE recommended")
         lines += [f"  {r['text']}" for r in d["advice"]["recommendations"]]
-    lines.append(_RULE)
+    lines.append(RULE)
     return "\n".join(lines)
 
 

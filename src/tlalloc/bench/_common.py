@@ -1,9 +1,12 @@
-"""Helpers shared by the benchmark suites: machine description, timing, tables,
-optional progress bars and JSON output."""
+"""Helpers shared by the benchmark suites: machine description, timing, intervals
+(bootstrap over samples or paired rounds), optional progress bars, JSON output,
+the graph inputs of the kernels and the BLAS thread limit. The suites' tables are
+drawn by :mod:`tlalloc._report`."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -15,7 +18,7 @@ import sys
 import threading
 import time
 import types
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
 
@@ -293,31 +296,6 @@ def best_time(fn: Callable[[], Any], *, repeat: int = 5, min_time: float = 0.05)
     return best
 
 
-def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """Render rows as an aligned plain-text table.
-
-    Example:
-        >>> print(format_table(["a", "b"], [[1, 2.5]]))
-        a  b
-        -  ---
-        1  2.5
-    """
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
-        return str(v)
-
-    body = [[cell(v) for v in r] for r in rows]
-    widths = [len(h) for h in headers]
-    for r in body:
-        widths = [max(w, len(c)) for w, c in zip(widths, r, strict=True)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths).rstrip())
-    for r in body:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-    return "\n".join(lines)
-
-
 class Progress:
     """A progress bar from ``tqdm`` when the ``progress`` extra is installed, else silent.
 
@@ -497,7 +475,7 @@ def measure(
     }
 
 
-INTERVAL_MIN_SAMPLES = 5  # fewer samples give no interval (as ratio_interval's rounds)
+INTERVAL_MIN_SAMPLES = 5  # fewer samples (or paired rounds) give no interval
 _RESAMPLES = 1000
 
 
@@ -518,6 +496,40 @@ def median_interval(samples: Sequence[float]) -> tuple[float, float] | None:
     rng = random.Random(20261130)
     meds = sorted(statistics.median(rng.choices(samples, k=n)) for _ in range(_RESAMPLES))
     return float(meds[int(0.025 * _RESAMPLES)]), float(meds[int(0.975 * _RESAMPLES) - 1])
+
+
+def ratio_interval(num: dict[int, float], den: dict[int, float]) -> tuple[float, float] | None:
+    """95% interval of median(num) / median(den), each a value per round.
+
+    A percentile bootstrap over the rounds that both have, resampled in pairs:
+    the two runs of one round share the machine's state of the moment, so
+    resampling rounds keeps what they share. The generator's seed is fixed,
+    so the same runs always give the same interval. None with fewer than
+    ``INTERVAL_MIN_SAMPLES`` rounds in common (an interval from 3 runs says little).
+
+    Example:
+        >>> t = {r: 1.0 + 0.01 * r for r in range(8)}
+        >>> lo, hi = ratio_interval({r: 2 * v for r, v in t.items()}, t)
+        >>> round(lo, 3), round(hi, 3)
+        (2.0, 2.0)
+        >>> ratio_interval({0: 1.0}, {0: 2.0}) is None
+        True
+    """
+    rounds = sorted(set(num) & set(den))
+    n = len(rounds)
+    if n < INTERVAL_MIN_SAMPLES:
+        return None
+    rng = random.Random(20261130)
+    ratios = []
+    for _ in range(_RESAMPLES):
+        pick = [rounds[rng.randrange(n)] for _ in range(n)]
+        d = statistics.median([den[r] for r in pick])
+        if d > 0:
+            ratios.append(statistics.median([num[r] for r in pick]) / d)
+    if len(ratios) < _RESAMPLES // 2:
+        return None
+    ratios.sort()
+    return float(ratios[int(0.025 * len(ratios))]), float(ratios[int(0.975 * len(ratios)) - 1])
 
 
 def verdict(
@@ -561,3 +573,88 @@ def load_average() -> str:
     except OSError:
         return "load average unknown"
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def random_graph(n: int, degree: int, seed: int = 0) -> tuple[Any, Any, Any]:
+    """A CSR graph of ``n`` nodes, ``degree`` random out-edges each, weights in [0, 1).
+
+    Example:
+        >>> indptr, indices, weights = random_graph(10, 3)
+        >>> int(indptr[-1]), indices.dtype.name, weights.dtype.name
+        (30, 'int32', 'float32')
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    indptr = np.arange(0, n * degree + 1, degree, dtype=np.int64)
+    indices = rng.integers(0, n, n * degree, dtype=np.int32)
+    weights = rng.random(n * degree, dtype=np.float32)
+    return indptr, indices, weights
+
+
+_SET_NAMES = (
+    "scipy_openblas_set_num_threads64_",
+    "openblas_set_num_threads64_",
+    "scipy_openblas_set_num_threads",
+    "openblas_set_num_threads",
+)
+_GET_NAMES = (
+    "scipy_openblas_get_num_threads64_",
+    "openblas_get_num_threads64_",
+    "scipy_openblas_get_num_threads",
+    "openblas_get_num_threads",
+)
+
+
+def _openblas() -> list[tuple[str, Any, Any]]:
+    """(path, set, get) thread-count functions of every OpenBLAS loaded, NumPy's first.
+
+    Other packages bring their own copy (faiss-cpu's wheel does): limiting only
+    the first one found could leave NumPy's at its default thread count.
+    """
+    import ctypes
+
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as fh:
+            paths = {ln.split()[-1] for ln in fh if "openblas" in ln.lower() and "/" in ln}
+    except OSError:
+        return []
+    found = []
+    for path in sorted(paths, key=lambda p: ("scipy_openblas" not in p and "numpy" not in p, p)):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        setter = next((getattr(lib, n) for n in _SET_NAMES if hasattr(lib, n)), None)
+        getter = next((getattr(lib, n) for n in _GET_NAMES if hasattr(lib, n)), None)
+        if setter is not None and getter is not None:
+            found.append((path, setter, getter))
+    return found
+
+
+@contextlib.contextmanager
+def blas_threads(n: int | None) -> Iterator[int | None]:
+    """Limit every loaded OpenBLAS (NumPy's, and any other package's copy) to ``n``
+    threads inside the block (None: leave them).
+
+    Yields the thread count of NumPy's OpenBLAS in effect, or None if it cannot be
+    known (another BLAS, or no OpenBLAS symbols found).
+
+    Example:
+        >>> with blas_threads(1) as n:
+        ...     n in (1, None)
+        True
+    """
+    libs = _openblas()
+    if not libs:
+        yield None
+        return
+    before = [int(getter()) for _, _, getter in libs]
+    if n is not None:
+        for _, setter, _ in libs:
+            setter(n)
+    try:
+        yield int(libs[0][2]())
+    finally:
+        for (_, setter, _), b in zip(libs, before, strict=True):
+            setter(b)

@@ -18,9 +18,9 @@ import numpy as np
 
 import tlalloc
 from tlalloc import _tlalloc
+from tlalloc._report import format_table
 from tlalloc.bench._common import (
     describe_machine,
-    format_table,
     machine_info,
     parse_threads,
     thread_counts,

@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib
 import os
@@ -42,8 +43,8 @@ from typing import Any
 import numpy as np
 
 from tlalloc import kernels
-from tlalloc.bench._common import format_table
-from tlalloc.bench.kernel_compare import blas_threads
+from tlalloc._report import format_table
+from tlalloc.bench._common import blas_threads
 
 # import name -> the distribution to install
 PEERS: dict[str, str] = {"simsimd": "simsimd", "faiss": "faiss-cpu", "usearch": "usearch"}
@@ -969,3 +970,15 @@ def report(r: dict[str, Any]) -> str:
     lines.append("What the cosine comparison says:")
     lines += [f"  {t}" for t in findings(r)]
     return "\n".join(lines)
+
+
+def section(args: argparse.Namespace, payload: dict[str, Any]) -> None:
+    """The cosine section of ``tlalloc bench kernels``: the grid of ``--quick``,
+    ``--full-grid`` or the default subset; its figures under
+    ``payload["cosine_peers"]``, its findings and targets added to the payload's."""
+    mode = "quick" if args.quick else "full" if args.full_grid else "default"
+    cos = compare(mode)
+    print(report(cos))
+    payload["cosine_peers"] = cos
+    payload["findings"] += findings(cos)
+    payload["targets"] += [{"target": g, "reached": ok} for g, ok in goals(cos)]

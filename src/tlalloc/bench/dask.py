@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from tlalloc.advise import format_size
-from tlalloc.bench._common import describe_machine, format_table, machine_info, write_json
+from tlalloc._report import format_size, format_table
+from tlalloc.bench._common import describe_machine, machine_info, write_json
 
 SKIP_MESSAGE = 'tlalloc bench dask: skipped: Dask is not installed (pip install "tlalloc[dask]")'
 VARIANTS = ("default", "tlalloc")
@@ -121,7 +121,7 @@ def _workloads(da: Any, client: Any, size: int, chunk: int, rows: int, dim: int)
 
 def _round(client: Any, make: Any) -> dict[str, float]:
     """Wall seconds, worker CPU seconds, the workers' peak RSS and the result of one compute()."""
-    from tlalloc.dask import _memory
+    from tlalloc.dask import process_memory
 
     client.run(_reset_peak_rss)
     before = client.run(_cpu_seconds)
@@ -129,7 +129,7 @@ def _round(client: Any, make: Any) -> dict[str, float]:
     result = float(make().compute())
     wall = time.perf_counter() - t0
     after = client.run(_cpu_seconds)
-    peaks = client.run(lambda: _memory()[1])
+    peaks = client.run(lambda: process_memory()[1])
     return {"wall": wall, "cpu": sum(after[w] - before[w] for w in after if w in before),
             "peak_rss": max(p or 0 for p in peaks.values()), "result": result}
 

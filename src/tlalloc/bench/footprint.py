@@ -45,22 +45,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from tlalloc._report import format_table
 from tlalloc.bench._common import (
     describe_machine,
-    format_table,
     machine_info,
     positive_float,
     positive_int,
+    ratio_interval,
     write_json,
 )
-from tlalloc.bench.mimalloc_bench import (
-    detect_allocators,
-    gnu_time,
-    installed_preload,
-    parse_preloads,
-    ratio_interval,
-    run_once,
-)
+from tlalloc.bench._preload import detect_allocators, gnu_time, installed_preload, parse_preloads, run_once
 
 WORKLOADS = ("git-log", "gcc", "numpy", "sqlite", "threads")
 # --purge-thread: libtlalloc.so again, with its background purge thread on.

@@ -25,10 +25,10 @@ from typing import Any
 
 from tlalloc import huffman
 from tlalloc._config import parse_size
+from tlalloc._report import format_table
 from tlalloc.bench._common import (
     Progress,
     describe_machine,
-    format_table,
     machine_info,
     thread_counts,
     write_json,

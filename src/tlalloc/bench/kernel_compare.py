@@ -24,98 +24,21 @@ Example:
 from __future__ import annotations
 
 import argparse
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from tlalloc import kernels
-from tlalloc.bench import numpy_kernels
-from tlalloc.bench._common import best_time, describe_machine, format_table, machine_info, write_json
-
-
-def random_graph(n: int, degree: int, seed: int = 0) -> tuple[Any, Any, Any]:
-    """A CSR graph of ``n`` nodes, ``degree`` random out-edges each, weights in [0, 1).
-
-    Example:
-        >>> indptr, indices, weights = random_graph(10, 3)
-        >>> int(indptr[-1]), indices.dtype.name, weights.dtype.name
-        (30, 'int32', 'float32')
-    """
-    rng = np.random.default_rng(seed)
-    indptr = np.arange(0, n * degree + 1, degree, dtype=np.int64)
-    indices = rng.integers(0, n, n * degree, dtype=np.int32)
-    weights = rng.random(n * degree, dtype=np.float32)
-    return indptr, indices, weights
-
-
-_SET_NAMES = (
-    "scipy_openblas_set_num_threads64_",
-    "openblas_set_num_threads64_",
-    "scipy_openblas_set_num_threads",
-    "openblas_set_num_threads",
+from tlalloc import kernels, kernels_reference
+from tlalloc._report import format_table
+from tlalloc.bench._common import (
+    best_time,
+    blas_threads,
+    describe_machine,
+    machine_info,
+    random_graph,
+    write_json,
 )
-_GET_NAMES = (
-    "scipy_openblas_get_num_threads64_",
-    "openblas_get_num_threads64_",
-    "scipy_openblas_get_num_threads",
-    "openblas_get_num_threads",
-)
-
-
-def _openblas() -> list[tuple[str, Any, Any]]:
-    """(path, set, get) thread-count functions of every OpenBLAS loaded, NumPy's first.
-
-    Other packages bring their own copy (faiss-cpu's wheel does): limiting only
-    the first one found could leave NumPy's at its default thread count.
-    """
-    import ctypes
-
-    try:
-        with open("/proc/self/maps", encoding="utf-8") as fh:
-            paths = {ln.split()[-1] for ln in fh if "openblas" in ln.lower() and "/" in ln}
-    except OSError:
-        return []
-    found = []
-    for path in sorted(paths, key=lambda p: ("scipy_openblas" not in p and "numpy" not in p, p)):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        setter = next((getattr(lib, n) for n in _SET_NAMES if hasattr(lib, n)), None)
-        getter = next((getattr(lib, n) for n in _GET_NAMES if hasattr(lib, n)), None)
-        if setter is not None and getter is not None:
-            found.append((path, setter, getter))
-    return found
-
-
-@contextlib.contextmanager
-def blas_threads(n: int | None) -> Iterator[int | None]:
-    """Limit every loaded OpenBLAS (NumPy's, and any other package's copy) to ``n``
-    threads inside the block (None: leave them).
-
-    Yields the thread count of NumPy's OpenBLAS in effect, or None if it cannot be
-    known (another BLAS, or no OpenBLAS symbols found).
-
-    Example:
-        >>> with blas_threads(1) as n:
-        ...     n in (1, None)
-        True
-    """
-    libs = _openblas()
-    if not libs:
-        yield None
-        return
-    before = [int(getter()) for _, _, getter in libs]
-    if n is not None:
-        for _, setter, _ in libs:
-            setter(n)
-    try:
-        yield int(libs[0][2]())
-    finally:
-        for (_, setter, _), b in zip(libs, before, strict=True):
-            setter(b)
 
 
 def _time(fn: Callable[[], object], quick: bool) -> float:
@@ -174,7 +97,7 @@ def compare(quick: bool = False, big_nodes: int = 1_000_000) -> dict[str, Any]:
         spread["scipy"] = "skipped: SciPy is not installed (pip install scipy)"
     else:
         at = sp.csr_array((small[2], small[1], small[0]), shape=(1000, 1000)).T.tocsr()
-        t_sp = _time(lambda: numpy_kernels.spread_activation_scipy(small, seed, transposed=at), quick)
+        t_sp = _time(lambda: kernels_reference.spread_activation_scipy(small, seed, transposed=at), quick)
         spread["scipy_1k_s"] = t_sp
         spread["speedup_vs_scipy"] = t_sp / t_s
     big = random_graph(big_nodes, 10, seed=2)
@@ -204,7 +127,7 @@ def compare(quick: bool = False, big_nodes: int = 1_000_000) -> dict[str, Any]:
 
 
 def goals(r: dict[str, Any]) -> list[tuple[str, bool]]:
-    """The issue's targets for these figures, with what was measured.
+    """The targets the kernels are built to meet, each with what was measured.
 
     Example:
         >>> goals({"cosine": {"speedup_vs_numpy": 4, "time_vs_matvec": 1.2},
@@ -382,26 +305,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="PATH", help="write every figure as JSON")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the comparison and the cosine section, and print them."""
-    from tlalloc.bench import cosine_peers  # imports this module: not at the top
+def run(args: argparse.Namespace, payload: dict[str, Any] | None = None) -> int:
+    """Run the comparison (unless ``--cosine-only``) and print it.
 
+    Alone (``payload`` None) it ends the run too (:func:`finish`). ``tlalloc
+    bench kernels`` passes ``payload``, the figures the JSON file will hold, and
+    runs the cosine section of :mod:`tlalloc.bench.cosine_peers` before
+    :func:`finish` (``tlalloc.cli.SECTIONS``).
+    """
+    standalone = payload is None
+    payload = {} if payload is None else payload
     info = machine_info()
     print(f"machine: {describe_machine(info)}")
-    payload: dict[str, Any] = {"suite": "kernels", "findings": [], "targets": [], "machine": info}
+    payload.update({"suite": "kernels", "findings": [], "targets": [], "machine": info})
     if not args.cosine_only:
         r = compare(quick=args.quick, big_nodes=20_000 if args.quick else 1_000_000)
         print(report(r))
         payload["comparison"] = r
         payload["findings"] += findings(r)
         payload["targets"] += [{"target": g, "reached": ok} for g, ok in goals(r)]
-    mode = "quick" if args.quick else "full" if args.full_grid else "default"
-    cos = cosine_peers.compare(mode)
-    print(cosine_peers.report(cos))
-    payload["cosine_peers"] = cos
-    payload["findings"] += cosine_peers.findings(cos)
-    payload["targets"] += [{"target": g, "reached": ok} for g, ok in cosine_peers.goals(cos)]
+    return finish(args, payload) if standalone else 0
+
+
+def finish(args: argparse.Namespace, payload: dict[str, Any]) -> int:
+    """Write the figures of the run and its sections (``--json``)."""
     if args.json:
         write_json(args.json, payload)
         print(f"wrote {args.json}")
     return 0
+
+
+def section(args: argparse.Namespace, payload: dict[str, Any]) -> None:
+    """The comparison as a section of the mix (``tlalloc bench --compare``, the
+    default): full size, its figures under ``payload["comparison"]``; a smoke
+    run (``--quick``) leaves it to ``tlalloc bench kernels``."""
+    if args.compare and args.quick:
+        print("\nsmoke run: the single-thread kernel comparison (its verdicts) is left to "
+              "'tlalloc bench kernels'")
+    elif args.compare:
+        print()
+        payload["comparison"] = compare(quick=False, big_nodes=1_000_000)
+        print(report(payload["comparison"]))

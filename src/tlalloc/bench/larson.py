@@ -35,7 +35,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tlalloc.bench._common import describe_machine, format_table, machine_info, parse_threads, write_json
+from tlalloc._report import format_table
+from tlalloc.bench._common import describe_machine, machine_info, parse_threads, write_json
+from tlalloc.bench._preload import find_library, package_version
 
 LARSON_ARGS = ("8", "1000", "5000", "100", "4141")  # min, max, chunks, rounds, seed
 ALLOCATORS = ("glibc", "jemalloc", "mimalloc", "tlalloc", "tlalloc-nocache")
@@ -44,10 +46,6 @@ PRELOAD = {
     "jemalloc": ("libjemalloc2", "libjemalloc.so.2"),
     "mimalloc": ("libmimalloc2.0", "libmimalloc.so.2"),
 }
-LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib",
-            "/usr/local/lib")
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``tlalloc bench larson``.
 
@@ -89,41 +87,6 @@ def find_repo(start: str | None = None) -> Path | None:
             if start:
                 break
     return None
-
-
-def find_library(soname: str) -> str | None:
-    """Path of a shared library found in the usual directories, or None.
-
-    Example:
-        >>> find_library("libdoes-not-exist.so.9") is None
-        True
-    """
-    for d in LIB_DIRS:
-        p = os.path.join(d, soname)
-        if os.path.exists(p):
-            return p
-    try:
-        out = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, check=False).stdout
-    except OSError:
-        return None
-    for line in out.splitlines():
-        if line.strip().startswith(soname + " ") and "=>" in line:
-            return line.split("=>", 1)[1].strip()
-    return None
-
-
-def package_version(package: str) -> str | None:
-    """Installed version of a Debian package (dpkg-query), or None.
-
-    Example:
-        >>> package_version("no-such-package-xyz") is None
-        True
-    """
-    if not shutil.which("dpkg-query"):
-        return None
-    r = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True,
-                       text=True, check=False)
-    return r.stdout.strip() or None if r.returncode == 0 else None
 
 
 def _install(packages: list[str]) -> str:

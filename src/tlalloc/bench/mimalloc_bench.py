@@ -21,7 +21,8 @@ glibc-thread) whose relative time comes from their own output.
 The table gives, per benchmark and thread count, the subject's (tlalloc's) speed
 ratio to each allocator (the other's time over the subject's: above 1 means the
 subject is faster; medians over the rounds), its peak RSS and RSS ratio to
-mimalloc's, then the geometric means and the issue-12 goals. From 5 rounds on,
+mimalloc's, then the geometric means and the pool's goals (speed at least glibc's
+and 0.8x mimalloc's, peak RSS at most 1.2x mimalloc's). From 5 rounds on,
 each ratio also gets its 95% interval (``ratio_interval``: a bootstrap over the
 rounds), and each goal lists the cells whose interval holds its bound ("within
 noise"): on 2 shared cores some programs' runs differ by half from one run to
@@ -51,35 +52,37 @@ Example:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import math
 import os
-import random
 import re
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tlalloc.bench._common import describe_machine, format_table, machine_info, write_json
-from tlalloc.bench.larson import find_library, package_version
-
-# Allocators found in the usual library directories when not named with --preload:
-# (name, Debian package, shared library). tcmalloc is the minimal build, as
-# mimalloc-bench's "tc" (libtcmalloc-minimal4, a dependency of libgoogle-perftools4).
-KNOWN_PRELOADS = (
-    ("jemalloc", "libjemalloc2", "libjemalloc.so.2"),
-    ("mimalloc", "libmimalloc2.0", "libmimalloc.so.2"),
-    ("tcmalloc", "libtcmalloc-minimal4", "libtcmalloc_minimal.so.4"),
+from tlalloc._report import format_table
+from tlalloc.bench._common import (
+    INTERVAL_MIN_SAMPLES,
+    describe_machine,
+    machine_info,
+    ratio_interval,
+    write_json,
 )
+from tlalloc.bench._preload import (
+    detect_allocators,
+    gnu_time,
+    installed_preload,
+    parse_preloads,
+    run_once,
+)
+
 CFRAC_NUMBER = "17545186520507317056371138836327483792789528"
 
 
@@ -270,52 +273,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
 
 
-def parse_preloads(items: list[str], tlalloc: str | None) -> dict[str, str]:
-    """``NAME=PATH`` options into a dict, checking each path is a file.
-
-    Example:
-        >>> parse_preloads([], None)
-        {}
-        >>> parse_preloads(["x"], None)
-        Traceback (most recent call last):
-        ValueError: --preload 'x': expected NAME=PATH
-    """
-    out: dict[str, str] = {}
-    pairs = [(item, *item.split("=", 1)) if "=" in item else (item, "", "") for item in items]
-    if tlalloc is not None:
-        pairs.append((f"--tlalloc {tlalloc}", "tlalloc", tlalloc))
-    for item, name, path in pairs:
-        if not name or not path:
-            raise ValueError(f"--preload {item!r}: expected NAME=PATH")
-        if name == "glibc":
-            raise ValueError(f"--preload {item!r}: glibc is the run without a preload")
-        if not os.path.isfile(path):
-            raise ValueError(f"--preload {item!r}: {path!r} is not a file")
-        out[name] = os.path.abspath(path)
-    return out
-
-
-def installed_preload() -> str | None:
-    """Path of the ``libtlalloc.so`` installed with this package, or None.
-
-    Example:
-        >>> p = installed_preload()
-        >>> p is None or p.endswith("libtlalloc.so")
-        True
-    """
-    try:
-        from tlalloc import pool
-    except ImportError:
-        return None
-    fn = getattr(pool, "preload_path", None)
-    if fn is None:
-        return None
-    try:
-        return str(fn())
-    except (FileNotFoundError, OSError):
-        return None
-
-
 LIVECOUNT_LIBRARY = "liblivecount.so"
 
 
@@ -340,8 +297,8 @@ def livecount_path(path: str | None = None) -> str:
         if not os.path.isfile(path):
             raise ValueError(f"--live {path!r}: not a file")
         return os.path.abspath(path)
-    from tlalloc.pool import _installed_library
-    return _installed_library(LIVECOUNT_LIBRARY, "make tools")
+    from tlalloc.pool import installed_library
+    return installed_library(LIVECOUNT_LIBRARY, "make tools")
 
 
 def read_live_peak(path: str) -> int | None:
@@ -364,33 +321,6 @@ def read_live_peak(path: str) -> int | None:
         return None
     v = int.from_bytes(data, sys.byteorder)
     return v or None
-
-
-def detect_allocators(preloads: dict[str, str], wanted: list[str] | None) -> dict[str, dict[str, Any]]:
-    """Allocator name -> {"lib": path or None, "how": description}, in run order.
-
-    Example:
-        >>> list(detect_allocators({}, ["glibc"]))
-        ['glibc']
-    """
-    libc = os.confstr("CS_GNU_LIBC_VERSION") if hasattr(os, "confstr") else None
-    found: dict[str, dict[str, Any]] = {"glibc": {"lib": None, "how": f"no preload ({libc})"}}
-    for name, pkg, soname in KNOWN_PRELOADS:
-        if name in preloads:
-            continue
-        lib = find_library(soname)
-        if lib:
-            ver = package_version(pkg)
-            found[name] = {"lib": lib, "how": f"{lib} (Debian {pkg} {ver or '?'})"}
-    for name, lib in preloads.items():
-        found[name] = {"lib": lib, "how": lib}
-    if wanted is None:
-        return found
-    missing = [w for w in wanted if w not in found]
-    if missing:
-        raise ValueError(f"--allocators: {', '.join(missing)} not found; available: "
-                         f"{', '.join(found)} (add one with --preload NAME=PATH)")
-    return {w: found[w] for w in wanted}
 
 
 def make_configs(names: list[str], threads: list[int], short: bool, quick: bool) -> list[Config]:
@@ -422,97 +352,6 @@ def make_configs(names: list[str], threads: list[int], short: bool, quick: bool)
     return configs
 
 
-def gnu_time() -> str | None:
-    """Path of GNU time (``/usr/bin/time``), or None.
-
-    The peak RSS of a child comes from it: Linux keeps a process's RSS high-water
-    mark across ``execve``, so ``wait4`` on a child forked from Python reports at
-    least Python's own RSS; GNU time's child starts from time's small one (as in
-    bench.sh, which uses it too).
-
-    Example:
-        >>> gnu_time() in (None, "/usr/bin/time")
-        True
-    """
-    path = "/usr/bin/time"
-    if not os.access(path, os.X_OK):
-        return None
-    try:
-        r = subprocess.run([path, "-f", "%M", "true"], capture_output=True, text=True, check=False)
-    except OSError:
-        return None
-    return path if r.returncode == 0 and r.stderr.strip().isdigit() else None
-
-
-def run_once(cmd: list[str], env: dict[str, str], stdin_path: str | None,
-             timeout: float, timer_cmd: str | None = None, preload: str | None = None,
-             cwd: str | None = None) -> dict[str, Any]:
-    """Run one command; wall time, user+sys time, peak RSS, minor page faults,
-    voluntary and involuntary context switches (``nvcsw``: the program waited,
-    on a lock or in a sleep; ``nivcsw``: it was preempted), status and output.
-
-    With ``timer_cmd`` (GNU time) the peak RSS is the program's own; without,
-    it is ``wait4``'s, which is at least this Python process's RSS. ``preload``
-    is set as ``LD_PRELOAD`` for the program only (as bench.sh does, through
-    ``env``), not for GNU time.
-
-    Example:
-        >>> r = run_once(["true"], dict(os.environ), None, 10, gnu_time())
-        >>> r["status"], 0 < r["maxrss_bytes"]
-        (0, True)
-        >>> run_once(["sh", "-c", "kill -SEGV $$"], dict(os.environ), None, 10, gnu_time())["status"]
-        -11
-    """
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
-            tempfile.NamedTemporaryFile(mode="r", suffix=".time") as tfile, \
-            open(stdin_path or os.devnull, "rb") as inp:
-        env = {k: v for k, v in env.items() if k != "LD_PRELOAD"}
-        if preload and timer_cmd:
-            cmd = ["/usr/bin/env", f"LD_PRELOAD={preload}", *cmd]
-        elif preload:
-            env["LD_PRELOAD"] = preload
-        full = [timer_cmd, "-f", "%M", "-o", tfile.name, *cmd] if timer_cmd else cmd
-        t0 = time.perf_counter()
-        p = subprocess.Popen(full, stdin=inp, stdout=out, stderr=err, env=env, cwd=cwd,
-                             start_new_session=True)
-        killed = []
-
-        def kill() -> None:
-            killed.append(True)
-            with contextlib.suppress(OSError):
-                os.killpg(p.pid, signal.SIGKILL)
-        timer = threading.Timer(timeout, kill)
-        timer.start()
-        try:
-            _, status, ru = os.wait4(p.pid, 0)
-        except BaseException:  # e.g. Ctrl-C: the child is in its own session, end it too
-            kill()
-            os.wait4(p.pid, 0)
-            p.returncode = -signal.SIGKILL
-            raise
-        finally:
-            timer.cancel()
-        wall = time.perf_counter() - t0
-        p.returncode = os.waitstatus_to_exitcode(status)  # the Popen object must not wait again
-        code = p.returncode
-        maxrss = ru.ru_maxrss * 1024
-        if timer_cmd:
-            lines = tfile.read().strip().splitlines()
-            m = re.search(r"terminated by signal (\d+)", "\n".join(lines))
-            if m:
-                code = -int(m.group(1))
-            if lines and lines[-1].strip().isdigit():
-                maxrss = int(lines[-1]) * 1024
-        out.seek(0)
-        err.seek(0)
-        stdout = out.read().decode("utf-8", "replace")
-        stderr = err.read().decode("utf-8", "replace")
-    return {"status": code, "timed_out": bool(killed), "wall_s": wall,
-            "cpu_s": ru.ru_utime + ru.ru_stime, "maxrss_bytes": maxrss,
-            "minflt": ru.ru_minflt, "nvcsw": ru.ru_nvcsw, "nivcsw": ru.ru_nivcsw,
-            "stdout": stdout, "stderr": stderr}
-
-
 def _check(cfg: Config, r: dict[str, Any]) -> tuple[float | None, str | None]:
     """(bench.sh's time, error) of one run."""
     if r["timed_out"]:
@@ -535,44 +374,6 @@ def _geomean(xs: list[float]) -> float:
 
 def _median(xs: list[float]) -> float:
     return float(statistics.median(xs)) if xs else float("nan")
-
-
-CI_MIN_ROUNDS = 5  # fewer paired rounds give no interval
-CI_RESAMPLES = 1000
-
-
-def ratio_interval(num: dict[int, float], den: dict[int, float]) -> tuple[float, float] | None:
-    """95% interval of median(num) / median(den), each a value per round.
-
-    A percentile bootstrap over the rounds that both have, resampled in pairs:
-    the two runs of one round share the machine's state of the moment, so
-    resampling rounds keeps what they share. The generator's seed is fixed,
-    so the same runs always give the same interval. None with fewer than
-    ``CI_MIN_ROUNDS`` rounds in common (an interval from 3 runs says little).
-
-    Example:
-        >>> t = {r: 1.0 + 0.01 * r for r in range(8)}
-        >>> lo, hi = ratio_interval({r: 2 * v for r, v in t.items()}, t)
-        >>> round(lo, 3), round(hi, 3)
-        (2.0, 2.0)
-        >>> ratio_interval({0: 1.0}, {0: 2.0}) is None
-        True
-    """
-    rounds = sorted(set(num) & set(den))
-    n = len(rounds)
-    if n < CI_MIN_ROUNDS:
-        return None
-    rng = random.Random(20261130)
-    ratios = []
-    for _ in range(CI_RESAMPLES):
-        pick = [rounds[rng.randrange(n)] for _ in range(n)]
-        d = statistics.median([den[r] for r in pick])
-        if d > 0:
-            ratios.append(statistics.median([num[r] for r in pick]) / d)
-    if len(ratios) < CI_RESAMPLES // 2:
-        return None
-    ratios.sort()
-    return float(ratios[int(0.025 * len(ratios))]), float(ratios[int(0.975 * len(ratios)) - 1])
 
 
 def _deadline_ts(text: str | None) -> float | None:
@@ -789,7 +590,7 @@ def _fmt_ci(r: dict[str, Any], key: str, a: str) -> str:
 
 
 _CI_NOTE = ("(a-b) after a ratio: its 95% interval, a bootstrap over the rounds "
-            f"(given from {CI_MIN_ROUNDS} rounds on)")
+            f"(given from {INTERVAL_MIN_SAMPLES} rounds on)")
 
 
 def format_summary(s: dict[str, Any], allocators: list[str]) -> str:
@@ -846,8 +647,8 @@ def format_summary(s: dict[str, Any], allocators: list[str]) -> str:
 
 
 def format_markdown(s: dict[str, Any], allocators: list[str]) -> str:
-    """The results as a Markdown table (for BENCHMARKS.md); ratios that miss an
-    issue-12 goal are in bold (speed below glibc's or below 0.8x mimalloc's,
+    """The results as a Markdown table (for BENCHMARKS.md); ratios that miss a
+    goal of the pool are in bold (speed below glibc's or below 0.8x mimalloc's,
     peak RSS above 1.2x mimalloc's).
 
     Example:

@@ -49,13 +49,14 @@ from typing import Any
 import numpy as np
 
 import tlalloc
-from tlalloc import _tlalloc, kernels
-from tlalloc.bench import kernel_compare, numpy_kernels, service
+from tlalloc import _tlalloc, kernels, kernels_reference
+from tlalloc._report import format_table
+from tlalloc.bench import service
 from tlalloc.bench._common import (
     BadArgument,
     Progress,
+    blas_threads,
     describe_machine,
-    format_table,
     load_average,
     machine_info,
     measure,
@@ -64,6 +65,8 @@ from tlalloc.bench._common import (
     parse_threads,
     positive_float,
     positive_int,
+    random_graph,
+    ratio_interval,
     thread_counts,
     verdict,
     write_json,
@@ -110,7 +113,7 @@ def make_workload(
     return Workload(
         candidates=rng.standard_normal((n_candidates, dim), dtype=np.float32),
         queries=rng.standard_normal((64, dim), dtype=np.float32),
-        graph=kernel_compare.random_graph(n_nodes, degree, seed=seed + 1),
+        graph=random_graph(n_nodes, degree, seed=seed + 1),
         seeds=rng.integers(0, n_nodes, 64),
         strengths=rng.random(n_strengths, dtype=np.float32),
         ages=(rng.random(n_strengths, dtype=np.float32) * 30 * 86400).astype(np.float32),
@@ -129,9 +132,9 @@ def operation(w: Workload, strategy: str, kernel: str) -> Callable[[int], list[A
     queries, seeds = w.queries, w.seeds
     nq, ns = len(queries), len(seeds)
     if strategy == "numpy":
-        cos = numpy_kernels.cosine_similarity
-        spread = numpy_kernels.spread_activation
-        dec = numpy_kernels.decay
+        cos = kernels_reference.cosine_similarity
+        spread = kernels_reference.spread_activation
+        dec = kernels_reference.decay
 
         def one_cos(i: int) -> Any:
             return cos(queries[i % nq], c, top_k=TOP_K)
@@ -375,8 +378,6 @@ def margins(
         >>> margins([1], ["thread", "shared"], by)
         [{'threads': 1, 'other': 'shared', 'ratio': 2.0, 'interval': (2.0, 2.0)}]
     """
-    from tlalloc.bench.mimalloc_bench import ratio_interval
-
     out = []
     if "thread" not in strategies:
         return out
@@ -489,8 +490,14 @@ def _json_ready(result: dict[str, Any] | None) -> dict[str, Any] | None:
     return {k: v for k, v in result.items() if k != "by_round"}
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the service, then the mix, and print their tables."""
+def run(args: argparse.Namespace, payload: dict[str, Any] | None = None) -> int:
+    """Run the service, then the mix, and print their tables.
+
+    Alone (``payload`` None) it ends the run too (:func:`finish`). ``tlalloc
+    bench`` passes ``payload``, the figures the JSON file will hold, and runs the
+    sections of other suites (the kernel comparison, Python-level scratch) before
+    :func:`finish`: see ``tlalloc.cli.SECTIONS``.
+    """
     smoke = bool(args.quick)
     threads_arg = parse_threads(args.threads) if args.threads is not None else None
     threads = threads_arg or ([1, 2, 4] if smoke else parse_threads(DEFAULT_THREADS))
@@ -559,7 +566,7 @@ def run(args: argparse.Namespace) -> int:
 
         cells = len(threads) * len(strategies) * repeat
         for s in strategies:  # warm-up, untimed: caches, page faults, BLAS threads
-            with kernel_compare.blas_threads(args.numpy_blas_threads if s == "numpy" else None):
+            with blas_threads(args.numpy_blas_threads if s == "numpy" else None):
                 measure(None, 1, min(duration, 0.1), make=maker(s))
         stats_before = _stats_summary()
         with Progress(total=cells, desc=f"bench {args.kernel}", enabled=args.progress) as bar:
@@ -573,7 +580,7 @@ def run(args: argparse.Namespace) -> int:
                 for t in threads:
                     for s in strategies[rnd % len(strategies):] + strategies[: rnd % len(strategies)]:
                         limit = args.numpy_blas_threads if s == "numpy" and args.numpy_blas_threads else None
-                        with kernel_compare.blas_threads(limit):
+                        with blas_threads(limit):
                             r = measure(None, t, duration, make=maker(s))
                         by_round.setdefault((s, t), {})[rnd] = r["ops_per_s"]
                         cpu_round.setdefault((s, t), {})[rnd] = r["cpu_ns_per_op"]
@@ -630,68 +637,50 @@ def run(args: argparse.Namespace) -> int:
             for text in findings:
                 print(f"  {text}")
 
-    comparison = None
-    if args.compare and smoke:
-        print("\nsmoke run: the single-thread kernel comparison (its verdicts) is left to "
-              "'tlalloc bench kernels'")
-    elif args.compare:
-        print()
-        comparison = kernel_compare.compare(quick=False, big_nodes=1_000_000)
-        print(kernel_compare.report(comparison))
+    figures: dict[str, Any] = {
+        "suite": "mix",
+        "smoke": smoke,
+        "service": _json_ready(service_result),
+        "kernel": args.kernel,
+        "duration_s": duration,
+        "repeat": repeat,
+        "threads": threads,
+        "strategies": strategies,
+        "results": records,
+        "margins": margin_list,
+        "arena_stats_delta": delta,
+        "arena_stats_after": stats_after,
+        "shared_scratch_stats": shared,
+        "findings": findings,
+        "scratch_scaling": None,
+        "comparison": None,
+        "machine": info,
+    }
+    # What finish() needs and the JSON file does not hold.
+    unwritten = {"by_round": by_round, "service_result": service_result, "skipped": skipped}
+    standalone = payload is None
+    payload = {} if payload is None else payload
+    payload.update(figures, unwritten=unwritten)
+    return finish(args, payload) if standalone else 0
 
-    from tlalloc.bench import scratch as scratch_bench  # it imports measure() from here
 
-    scratch_result = None
-    if args.mix and smoke and not scratch_bench.gil_enabled():
-        print("\nsmoke run: Python-level scratch without the GIL is left to 'tlalloc bench scratch'")
-    elif args.mix and not scratch_bench.gil_enabled():
-        # Free-threaded CPython without the GIL: Python code itself runs in
-        # parallel, so show what thread arenas do for Python-level scratch.
-        print("\nPython-level scratch without the GIL (tlalloc bench scratch):")
-        scratch_result = scratch_bench.scaling(
-            threads if max(threads) <= 8 else [t for t in threads if t <= 8] or [1],
-            0.5,
-            5,
-        )
-        scratch_bench.report(scratch_result, cores)
-    elif args.mix:
-        print(
-            "\nnote: Python-level scratch scaling runs only without the GIL (a free-threaded "
-            "CPython with PYTHON_GIL=0): see 'tlalloc bench scratch'"
-        )
-
+def finish(args: argparse.Namespace, payload: dict[str, Any]) -> int:
+    """End a run of :func:`run` and the sections after it: the load average, the
+    plot (``--plot``), the JSON file (``--json``) and the notes."""
+    unwritten = payload.pop("unwritten")
+    by_round, skipped = unwritten["by_round"], unwritten["skipped"]
+    threads, strategies = payload["threads"], payload["strategies"]
     print(f"\n{load_average()} (after the run)")
     if args.plot:
         msg = _plot(args.plot, threads, strategies, {k: list(v.values()) for k, v in by_round.items()}
-                    if args.mix else None, args.kernel, info, service_result)
+                    if args.mix else None, args.kernel, payload["machine"], unwritten["service_result"])
         if msg:
             skipped.append(msg)
         else:
             print(f"wrote {args.plot}")
     if args.json:
-        write_json(
-            args.json,
-            {
-                "suite": "mix",
-                "smoke": smoke,
-                "service": _json_ready(service_result),
-                "kernel": args.kernel,
-                "duration_s": duration,
-                "repeat": repeat,
-                "threads": threads,
-                "strategies": strategies,
-                "results": records,
-                "margins": margin_list,
-                "arena_stats_delta": delta,
-                "arena_stats_after": stats_after,
-                "shared_scratch_stats": shared,
-                "findings": findings,
-                "scratch_scaling": scratch_result,
-                "comparison": comparison,
-                "load_average_end": list(os.getloadavg()),
-                "machine": info,
-            },
-        )
+        machine = payload.pop("machine")  # last in the file, as the other suites write it
+        write_json(args.json, {**payload, "load_average_end": list(os.getloadavg()), "machine": machine})
         print(f"wrote {args.json}")
     for msg in skipped:
         print(f"note: {msg}")

@@ -40,7 +40,8 @@ import threading
 import time
 from typing import Any
 
-from tlalloc.bench._common import describe_machine, format_table, machine_info, write_json
+from tlalloc._report import format_table
+from tlalloc.bench._common import describe_machine, machine_info, write_json
 
 DEFAULT_SIZES = "8KiB,256KiB,4MiB,64MiB,256MiB"
 ALLOCATORS = ("numpy", "tlalloc")  # NumPy's default handler, the tlalloc pool's

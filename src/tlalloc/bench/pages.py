@@ -17,7 +17,8 @@ import numpy as np
 
 import tlalloc
 from tlalloc import kernels
-from tlalloc.bench._common import describe_machine, format_table, machine_info, write_json
+from tlalloc._report import format_table
+from tlalloc.bench._common import describe_machine, machine_info, write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

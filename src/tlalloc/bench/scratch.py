@@ -48,11 +48,10 @@ from typing import Any
 import numpy as np
 
 import tlalloc
-from tlalloc.advise import format_size
+from tlalloc._report import format_size, format_table
 from tlalloc.bench._common import (
     compare_phrase,
     describe_machine,
-    format_table,
     machine_info,
     parse_threads,
     write_json,
@@ -495,6 +494,30 @@ def _parse_sizes(text: str | None, quick: bool) -> list[int]:
     if not sizes:
         raise SystemExit("--sizes must name at least one size")
     return sizes
+
+
+def section(args: argparse.Namespace, payload: dict[str, Any]) -> None:
+    """Python-level scratch as a section of the mix (``tlalloc bench``, with
+    ``--mix``): without the GIL, the thread scaling at the mix's thread counts up
+    to 8 (figures under ``payload["scratch_scaling"]``); with the GIL, a note."""
+    if not args.mix:
+        return
+    threads = payload["threads"]
+    cores = max(1, int(payload["machine"].get("usable_cpus") or 1))
+    if payload["smoke"] and not gil_enabled():
+        print("\nsmoke run: Python-level scratch without the GIL is left to 'tlalloc bench scratch'")
+    elif not gil_enabled():
+        # Free-threaded CPython without the GIL: Python code itself runs in
+        # parallel, so show what thread arenas do for Python-level scratch.
+        print("\nPython-level scratch without the GIL (tlalloc bench scratch):")
+        payload["scratch_scaling"] = scaling(
+            threads if max(threads) <= 8 else [t for t in threads if t <= 8] or [1], 0.5, 5)
+        report(payload["scratch_scaling"], cores)
+    else:
+        print(
+            "\nnote: Python-level scratch scaling runs only without the GIL (a free-threaded "
+            "CPython with PYTHON_GIL=0): see 'tlalloc bench scratch'"
+        )
 
 
 def run(args: argparse.Namespace) -> int:

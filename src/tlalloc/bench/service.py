@@ -17,7 +17,7 @@ Implementations (each a function of the request index, built per thread):
 - ``numpy``: what a NumPy/SciPy user writes: ``Q @ C.T / (|q| |c|)`` with
   ``np.argpartition`` for the top k, the spreading as SciPy sparse
   matrix-vector products over the transposed adjacency built once
-  (:func:`tlalloc.bench.numpy_kernels.spread_activation_scipy`; NumPy's
+  (:func:`tlalloc.kernels_reference.spread_activation_scipy`; NumPy's
   ``bincount`` form without SciPy), ``s * np.exp(-age / tau)``;
 - ``faiss`` (where ``faiss`` is installed): ``IndexFlatIP`` over the
   normalized corpus for the cosine step, the rest as ``numpy``.
@@ -45,13 +45,15 @@ from typing import Any
 
 import numpy as np
 
-from tlalloc import kernels
-from tlalloc.bench import kernel_compare, numpy_kernels
+from tlalloc import kernels, kernels_reference
+from tlalloc._report import format_table
 from tlalloc.bench._common import (
     Progress,
-    format_table,
+    blas_threads,
     measure,
     median_interval,
+    random_graph,
+    ratio_interval,
     verdict,
 )
 
@@ -101,7 +103,7 @@ def make_data(
     corpus = rng.standard_normal((rows, dim), dtype=np.float32)
     norms = np.linalg.norm(corpus, axis=1).astype(np.float32)
     batches = rng.standard_normal((N_BATCHES, batch, dim), dtype=np.float32)
-    graph = kernel_compare.random_graph(nodes, degree, seed=seed + 1)
+    graph = random_graph(nodes, degree, seed=seed + 1)
     try:
         import scipy.sparse as sp
     except ImportError:
@@ -172,12 +174,12 @@ def request(data: ServiceData, impl: str) -> Callable[[int], tuple[Any, ...]]:
     if impl not in ("numpy", "faiss"):
         raise ValueError(f"unknown implementation {impl!r}; choose from {IMPLEMENTATIONS}")
     if graph_t is not None:
-        sspread = numpy_kernels.spread_activation_scipy
+        sspread = kernels_reference.spread_activation_scipy
 
         def spread(seeds: np.ndarray) -> Any:
             return sspread(graph, seeds, top_k=k, transposed=graph_t)
     else:
-        nspread = numpy_kernels.spread_activation
+        nspread = kernels_reference.spread_activation
 
         def spread(seeds: np.ndarray) -> Any:
             return nspread(graph, seeds, top_k=k)
@@ -304,7 +306,7 @@ def run(
             for t in threads:
                 shift = rnd % len(impls)
                 for impl in impls[shift:] + impls[:shift]:
-                    with kernel_compare.blas_threads(blas if impl != "tlalloc" else None):
+                    with blas_threads(blas if impl != "tlalloc" else None):
                         r = measure(None, t, seconds, make=lambda impl=impl: request(data, impl))
                     cpu.setdefault((impl, t), {})[rnd] = r["cpu_ns_per_op"] / 1e6
                     rps.setdefault((impl, t), {})[rnd] = r["ops_per_s"]
@@ -335,8 +337,6 @@ def comparisons(result: dict[str, Any]) -> list[dict[str, Any]]:
         >>> c["other"], c["ratio"], c["interval"]
         ('numpy', 3.0, (3.0, 3.0))
     """
-    from tlalloc.bench.mimalloc_bench import ratio_interval
-
     cpu = result["by_round"]["cpu"]
     out = []
     for (impl, t), theirs in sorted(cpu.items(), key=lambda kv: (kv[0][1], kv[0][0])):
