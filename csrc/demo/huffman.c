@@ -1,4 +1,4 @@
-/* huffman.c: block-parallel canonical Huffman coding (format in tlalloc/huffman.h).
+/* huffman.c: block-parallel canonical Huffman coding (format in huffman.h).
  *
  * Work is cut into blocks; `threads` workers code them in batches (worker w
  * codes block b*threads + w of batch b), and the coordinating thread waits for

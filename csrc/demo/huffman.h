@@ -1,4 +1,4 @@
-/* tlalloc/huffman.h: block-parallel Huffman coding over three allocators.
+/* demo/huffman.h: block-parallel Huffman coding over three allocators.
  *
  * The input is cut into blocks (default 1024 bytes). Every block gets its own
  * canonical Huffman code, built from a tree whose every node is one small

@@ -15,7 +15,7 @@
 
 #include "internal.h"
 #include "tlalloc/arena.h"
-#include "tlalloc/huffman.h"
+#include "huffman.h"
 
 /* Record a failure in err (may be NULL); returns `status`. */
 tl_huff_status tl_huff_fail(tl_huff_error *err, tl_huff_status status, const char *fmt, ...)

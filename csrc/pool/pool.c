@@ -72,7 +72,6 @@ _Atomic uint64_t tl_orphan_counters[TL_NUM_HEAP_COUNTERS];
  * thread pointer, no call, also inside the Python extension (8 bytes of
  * static TLS). */
 static _Thread_local tl_heap *tl_tls_heap TL_TLS_MODEL = &tl_heap_empty;
-_Thread_local int tl_pool_bootstrapping TL_TLS_MODEL;
 
 static _Atomic int tl_cache_enabled = 1;
 /* Raised by tl_pool_release (memory pressure, below); heaps compare it with
@@ -329,7 +328,7 @@ static void tl_heap_key_destructor(void *p) {
 }
 
 static void tl_make_key(void) {
-    tl_fork_init();
+    tl_pool_fork_register();
     tl_heap_key_ok = pthread_key_create(&tl_heap_key, tl_heap_key_destructor) == 0;
 }
 
@@ -494,7 +493,7 @@ static void tl_heap_teardown_unfreed(tl_heap *h, int wait, int free_meta) {
 
 static void tl_heap_teardown(tl_heap *h) { tl_heap_teardown_unfreed(h, 1, 1); }
 
-/* ---- fork (lock order and handlers: thread.c) ------------------------------------ */
+/* ---- fork (lock order and handlers: platform/fork.c) ------------------------------------ */
 
 /* The heap registry lock comes before the depot lock (order 4 and 5); the
  * pool never holds both at once otherwise. */

@@ -891,7 +891,7 @@ void tl_pool_large_cache_info(tl_pool_large_info *out) {
     out->num_reuses = atomic_load_explicit(&tl_num_reuses, memory_order_relaxed) + thread_reuses;
 }
 
-/* ---- fork (order 6 in thread.c's list: after the pool's depot lock) ---------------- */
+/* ---- fork (order 6 in platform/fork.c's list: after the pool's depot lock) ------- */
 
 void tl_large_fork_lock(void) { pthread_mutex_lock(&tl_large_lock); }
 void tl_large_fork_unlock(void) { pthread_mutex_unlock(&tl_large_lock); }

@@ -21,6 +21,8 @@
  *
  * Bound: the chunks an arena holds are the current one, one per open mark that
  * still points below it (a chunk kept because an inner escape started in the
+/* The branch hint of the inline fast paths below and in tlalloc/scratch.h (not
+ * part of the API). */
  * middle of it), and the chunks held by live escapes; plus at most
  * TL_ARENA_SPARE_CHUNKS spare chunks kept for reuse. So its bytes are at most
  * escaped bytes + bytes of open scopes + capacity x (1 + live escapes + kept
@@ -43,11 +45,9 @@ extern "C" {
 #endif
 
 #if defined(__GNUC__) || defined(__clang__)
-#define TL_LIKELY(x) __builtin_expect(!!(x), 1)
-#define TL_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define TLALLOC_LIKELY_(x) __builtin_expect(!!(x), 1)
 #else
-#define TL_LIKELY(x) (x)
-#define TL_UNLIKELY(x) (x)
+#define TLALLOC_LIKELY_(x) (x)
 #endif
 
 /* Default alignment of arena allocations: one cache line. */
@@ -68,7 +68,7 @@ typedef enum tl_overflow {
     TL_OVERFLOW_PANIC = 2     /* print a diagnostic to stderr and abort() */
 } tl_overflow;
 
-/* Page kind backing a region (see os.h). */
+/* Page kind backing a region. */
 typedef enum tl_page_kind {
     TL_PAGES_DEFAULT = 0, /* ordinary 4 KiB pages */
     TL_PAGES_THP = 1,     /* transparent huge pages requested with madvise */
@@ -120,8 +120,8 @@ typedef struct tl_arena_stats {
                                 them to TL_ARENA_SPARE_CHUNKS) */
 } tl_arena_stats;
 
-struct tl_fallback; /* heap block served under the fallback policy (arena.c) */
-struct tl_chunk;    /* one region of `capacity` bytes (arena.c) */
+struct tl_fallback; /* heap block served under the fallback policy (arena/arena.c) */
+struct tl_chunk;    /* one region of `capacity` bytes (arena/arena.c) */
 
 typedef struct tl_arena {
     /* --- hot: read on every allocation --- */
@@ -161,7 +161,7 @@ typedef struct tl_arena {
     int is_thread_arena;
     uint64_t thread_id;       /* OS thread id of the creator */
     char thread_name[64];
-    struct tl_arena *reg_prev, *reg_next; /* registry links (thread.c) */
+    struct tl_arena *reg_prev, *reg_next; /* registry links (arena/thread.c) */
 } tl_arena;
 
 /* A position to rewind to. */
@@ -210,7 +210,7 @@ static inline void *tl_arena_try_alloc(tl_arena *a, size_t size, size_t align) {
     uintptr_t cur = (uintptr_t)a->base + off;
     size_t pad = (size_t)(-cur & (uintptr_t)(align - 1));
     size_t avail = a->capacity - off; /* off <= capacity is an invariant */
-    if (TL_LIKELY(pad <= avail && size <= avail - pad && size != 0)) {
+    if (TLALLOC_LIKELY_(pad <= avail && size <= avail - pad && size != 0)) {
         atomic_store_explicit(&a->offset, off + pad + size, memory_order_relaxed);
         uint64_t n = atomic_load_explicit(&a->c.num_allocations, memory_order_relaxed);
         atomic_store_explicit(&a->c.num_allocations, n + 1, memory_order_relaxed);
@@ -224,7 +224,7 @@ static inline void *tl_arena_try_alloc(tl_arena *a, size_t size, size_t align) {
  * Returns NULL only under the `error` policy (or when even the heap refuses). */
 static inline void *tl_arena_alloc(tl_arena *a, size_t size, size_t align) {
     void *p = tl_arena_try_alloc(a, size, align);
-    if (TL_LIKELY(p != NULL)) return p;
+    if (TLALLOC_LIKELY_(p != NULL)) return p;
     return tl_arena_alloc_slow(a, size, align);
 }
 
@@ -282,7 +282,7 @@ static inline int tl_arena_contains(const tl_arena *a, const void *p) {
     return (const char *)p >= a->base && (const char *)p < a->base + a->capacity;
 }
 
-/* ---- thread-local arenas (thread.c) --------------------------------------- */
+/* ---- thread-local arenas (arena/thread.c) --------------------------------------- */
 
 /* Default options for thread arenas created from now on (copied). */
 void tl_set_thread_arena_options(const tl_arena_options *opts);
