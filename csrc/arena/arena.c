@@ -1,6 +1,6 @@
 /* arena.c: bump arenas. The allocation fast path is inline in tlalloc/arena.h;
  * this file holds creation, the out-of-line overflow path, rewind and reset,
- * and the chunks that escapes hold (see "chunks" in tlalloc/arena.h).
+ * and the chunks that escapes hold (the design: docs/arena.md).
  *
  * A chunk's reference count: 1 while it is in the owner's chain, plus 1 per
  * escape that holds it. Only the owner adds references (it makes escapes and

@@ -1,4 +1,5 @@
-/* thread.c: one arena per thread, created on first use, released at thread exit.
+/* thread.c: one arena per thread, created on first use, released at thread exit
+ * (docs/arena.md, "Threads").
  *
  * The calling thread's arena sits in a C11 thread-local pointer, so finding it
  * costs one TLS read. A pthread key with a destructor drops the thread's
@@ -16,10 +17,10 @@
 #include <pthread.h>
 #include <string.h>
 
-#include "internal.h"
 #include "arena_internal.h"
-#include "tlalloc/arena.h"
+#include "internal.h"
 #include "platform/fork.h"
+#include "tlalloc/arena.h"
 
 static _Thread_local tl_arena *tl_current;
 
@@ -266,8 +267,8 @@ static void tl_thread_arenas_fork_register(void) {
 }
 
 #if defined(__GNUC__) || defined(__clang__)
-/* At load time, so that a fork that happens before any subsystem's first use
- * (while another thread already holds, say, the depot lock for statistics) is
- * covered too. Every subsystem's first use calls tl_fork_init as well. */
-__attribute__((constructor)) static void tl_fork_init_at_load(void) { tl_fork_init(); }
+/* At load time, so that a fork before the first thread arena is covered too. */
+__attribute__((constructor)) static void tl_thread_arenas_fork_at_load(void) {
+    tl_thread_arenas_fork_register();
+}
 #endif

@@ -6,7 +6,8 @@
  * nothing in this file takes that lock except the refill, the return of an
  * empty page, thread exit, and the whole of the cache-off mode.
  *
- * See pool_internal.h for the ownership rules the code below relies on.
+ * The design: docs/pool.md. See pool_internal.h for the ownership rules the
+ * code below relies on.
  */
 #include <errno.h>
 #include <sched.h>

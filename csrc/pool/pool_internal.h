@@ -76,7 +76,7 @@ enum {
 #define TL_LAST_MEDIUM_CLASS 44u /* 64 KiB */
 
 /* Requests above this many bytes are large blocks (pool_large.c), not size
- * classes (why: tlalloc/pool.h). */
+ * classes (why: docs/pool.md, "Size classes"). */
 #define TL_CLASS_MAX TL_POOL_MAX_SMALL
 
 /* Free blocks of at least this many bytes (classes whose sizes are multiples

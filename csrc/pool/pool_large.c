@@ -1,6 +1,6 @@
 /* pool_large.c: the pool's large blocks (above 1 MiB, or aligned beyond 4 KiB),
  * each a mapping of its own, and the cache that reuses them. The policy is
- * described in tlalloc/pool.h ("large blocks"); this file is how.
+ * described in docs/pool.md ("Large blocks"); this file is how.
  *
  * Layout of a large block's mapping ("huge segment"): it starts on a 4 MiB
  * boundary, so tl_segment_of finds its header; the header (a tl_segment and the

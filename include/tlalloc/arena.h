@@ -1,37 +1,14 @@
 /* tlalloc/arena.h: bump arenas and thread-local arenas (public C API).
  *
- * An arena allocates from chunks: page-aligned regions of `capacity` bytes
- * from the OS layer. Allocation bumps an offset in the current chunk; a mark
- * remembers the position and rewinding to it releases everything allocated
- * since, in O(1). Every reset or rewind changes the arena's generation, so that
- * a cached pointer or a stale mark can be detected.
- *
- * Escapes. Memory allocated since a mark can be handed over instead of
- * released (tl_arena_escape): a tl_escape then holds the chunks it lies in, and
- * the arena goes on in a fresh chunk, so that no later allocation reuses that
- * memory. When the holder is done (tl_arena_escape_release, from any thread,
- * no lock), a chunk that nobody else holds goes back to its arena: onto a
- * lock-free list that the owner drains on its slow paths, or unmapped when the
- * arena itself is gone. The chain of chunks an arena uses (the current one, and
- * below it the chunks where still-open marks point) is the owner's alone, as
- * the offset is; an escape never touches it after its creation. Escaped memory
- * does not count against the capacity: the capacity bounds what one chunk
- * holds (one request, or the memory of open scopes in one chunk), while
- * escaped bytes are reported apart (tl_arena_stats.escaped_bytes).
- *
- * Bound: the chunks an arena holds are the current one, one per open mark that
- * still points below it (a chunk kept because an inner escape started in the
-/* The branch hint of the inline fast paths below and in tlalloc/scratch.h (not
- * part of the API). */
- * middle of it), and the chunks held by live escapes; plus at most
- * TL_ARENA_SPARE_CHUNKS spare chunks kept for reuse. So its bytes are at most
- * escaped bytes + bytes of open scopes + capacity x (1 + live escapes + kept
- * chunks) + spares: each live escape costs at most one chunk beyond its bytes.
+ * An arena allocates from chunks of `capacity` bytes by bumping an offset; a
+ * mark remembers the position and rewinding to it releases everything
+ * allocated since, in O(1). Memory allocated since a mark can instead be
+ * handed over (tl_arena_escape) and given back later from any thread.
  *
  * Threading model: an arena is used by one thread at a time (its owner). Its
- * statistics may be read from any thread at any time without blocking the owner:
- * every counter is written only by the owner, with relaxed atomic stores (plain
- * moves on x86-64 and AArch64), and read with relaxed atomic loads.
+ * statistics may be read from any thread at any time without blocking the
+ * owner. The design (chunks, escapes, the bound on an arena's memory, thread
+ * arenas): docs/arena.md.
  */
 #ifndef TLALLOC_ARENA_H
 #define TLALLOC_ARENA_H
@@ -44,6 +21,8 @@
 extern "C" {
 #endif
 
+/* The branch hint of the inline fast paths below and in tlalloc/scratch.h (not
+ * part of the API). */
 #if defined(__GNUC__) || defined(__clang__)
 #define TLALLOC_LIKELY_(x) __builtin_expect(!!(x), 1)
 #else
