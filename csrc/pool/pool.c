@@ -684,7 +684,7 @@ static tl_page *tl_heap_find_page(tl_heap *h, unsigned c) {
  * 1 MiB blocks of a class live keeps 4 MiB resident for that class, and with
  * one such high-water mark per class of 16 KiB and up (twenty classes) and per
  * thread, a churn of mixed sizes held 2.8x the RSS of glibc's malloc
- * (bench/numpy_churn_ab.py). So the owner gives free blocks of
+ * (`tlalloc bench numpy-alloc`, churn). So the owner gives free blocks of
  * TL_PURGE_MIN_BLOCK bytes and more back to the OS once they stayed free for a
  * purge delay (tl_pool_options.purge_delay_ms, shared with the large cache),
  * all but their first 4 KiB (the free-list link and the mark below).

@@ -292,7 +292,7 @@ static void tl_purge_due(uint64_t now, int force) {
  * large blocks, live and cached, stay within that most plus retain_bytes.
  * - A churn of many sizes otherwise keeps a mapping of each size it used in
  *   the last delay resident (4 threads dropping NumPy arrays of 64 KiB to
- *   2 MB: 30 MiB cached for 12 MiB live, bench/numpy_churn_ab.py).
+ *   2 MB: 30 MiB cached for 12 MiB live, `tlalloc bench numpy-alloc`, churn).
  * - The recent most, not the live bytes now: threads that free their large
  *   blocks before they exit, and whose successors allocate as much again
  *   (mstress: 25 rounds of 4 threads), had every round's blocks purged and
