@@ -494,7 +494,7 @@ static void tl_heap_teardown_unfreed(tl_heap *h, int wait, int free_meta) {
 
 static void tl_heap_teardown(tl_heap *h) { tl_heap_teardown_unfreed(h, 1, 1); }
 
-/* ---- fork (lock order and handlers: platform/fork.c) ------------------------------------ */
+/* ---- fork (lock order and handlers: platform/fork.c) ---------------------------- */
 
 /* The heap registry lock comes before the depot lock (order 4 and 5); the
  * pool never holds both at once otherwise. */
