@@ -1,4 +1,6 @@
 # The C core on its own: library, unit tests, sanitizer runs and C benchmarks.
+# Sources: one folder per part of csrc/ (arena, pool, kernels, demo, platform);
+# libtlalloc.so is the pool and the platform layer only (POOL_DIRS).
 #   make test            build libtlalloc.a and run every tests/c/test_*.c
 #   make test SAN=asan   the same under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make test SAN=tsan   the same under ThreadSanitizer
@@ -27,56 +29,68 @@ endif
 CFLAGS_ALL := $(CFLAGS_BASE) $(CFLAGS_SAN) $(EXTRA_CFLAGS)
 LDLIBS  := -lm -pthread
 
-# preload.c defines malloc itself: it goes into libtlalloc.so only.
-CORE_SRC  := $(sort $(filter-out csrc/preload.c,$(wildcard csrc/*.c)))
+# pool/preload.c defines malloc itself: it goes into libtlalloc.so only.
+PRELOAD_C := csrc/pool/preload.c
+CORE_SRC  := $(sort $(filter-out $(PRELOAD_C),$(wildcard csrc/*/*.c)))
 CORE_OBJ  := $(patsubst csrc/%.c,$(BUILD)/obj/%.o,$(CORE_SRC))
+# libtlalloc.so: the pool and what it calls (the platform layer), by folder.
+POOL_DIRS := pool platform
+POOL_SRC  := $(filter-out $(PRELOAD_C),$(sort $(foreach d,$(POOL_DIRS),$(wildcard csrc/$(d)/*.c))))
+POOL_OBJ  := $(patsubst csrc/%.c,$(BUILD)/obj/%.o,$(POOL_SRC))
+# The allocation benchmark's loop (bench/c/lib): in bench/c/alloc.c and in the
+# extension (`tlalloc bench alloc`); not part of the library.
+BENCH_LIB_SRC := bench/c/lib/bench_alloc.c
+BENCH_LIB_OBJ := $(BUILD)/obj/bench/bench_alloc.o
 TEST_SRC  := $(sort $(wildcard tests/c/test_*.c))
 TEST_BIN  := $(patsubst tests/c/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 BENCH_SRC := $(sort $(wildcard bench/c/*.c))
 BENCH_BIN := $(patsubst bench/c/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
-HEADERS   := $(wildcard include/*.h include/tlalloc/*.h csrc/*.h tests/c/*.h bench/c/*.h)
+HEADERS   := $(wildcard include/*.h include/tlalloc/*.h csrc/*.h csrc/*/*.h tests/c/*.h bench/c/lib/*.h)
 
 .PHONY: all lib preload tools test bench clean
 all: lib preload tools
 lib: $(BUILD)/libtlalloc.a
-# libtlalloc.so: the pool as the process's malloc (LD_PRELOAD; csrc/preload.c).
-# Only the symbols of csrc/libtlalloc.map are exported; -z defs makes a
-# missing core object a link error instead of a failure at load time.
+# libtlalloc.so: the pool as the process's malloc (LD_PRELOAD; csrc/pool/preload.c).
+# Only the symbols of csrc/pool/libtlalloc.map are exported; -z defs makes a
+# missing object a link error instead of a failure at load time.
 preload: $(BUILD)/libtlalloc.so
 # operator new's failure path calls the C++ runtime's, which may throw through
 # preload.c's frames: they carry unwind tables.
-$(BUILD)/obj/preload.o: CFLAGS_ALL += -fexceptions
+$(BUILD)/obj/pool/preload.o: CFLAGS_ALL += -fexceptions
 
 # liblivecount.so: a program's peak live bytes under any allocator (LD_PRELOAD
-# before it; csrc/tools/livecount.c). Standalone: no part of the pool.
+# before it; bench/c/lib/livecount.c). Standalone: no part of the pool.
 tools: $(BUILD)/liblivecount.so
-$(BUILD)/liblivecount.so: csrc/tools/livecount.c
+$(BUILD)/liblivecount.so: bench/c/lib/livecount.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -fexceptions -fPIC -shared -o $@ $< -Wl,-z,defs -ldl -pthread
 
 $(BUILD)/obj/%.o: csrc/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -fPIC -c $< -o $@
+$(BUILD)/obj/bench/%.o: bench/c/lib/%.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Ibench/c/lib -c $< -o $@
 
 $(BUILD)/libtlalloc.a: $(CORE_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/libtlalloc.so: $(BUILD)/obj/preload.o $(BUILD)/libtlalloc.a csrc/libtlalloc.map
+$(BUILD)/libtlalloc.so: $(BUILD)/obj/pool/preload.o $(POOL_OBJ) csrc/pool/libtlalloc.map
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -shared -o $@ $(BUILD)/obj/preload.o $(BUILD)/libtlalloc.a \
-	    -Wl,--version-script=csrc/libtlalloc.map -Wl,-z,defs $(LDLIBS)
+	$(CC) $(CFLAGS_ALL) -shared -o $@ $(BUILD)/obj/pool/preload.o $(POOL_OBJ) \
+	    -Wl,--version-script=csrc/pool/libtlalloc.map -Wl,-z,defs $(LDLIBS)
 
 $(BUILD)/tests/%: tests/c/%.c $(BUILD)/libtlalloc.a $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $< -o $@ $(BUILD)/libtlalloc.a $(LDLIBS)
 
-# test_preload.c includes csrc/preload.c (its functions renamed).
-$(BUILD)/tests/test_preload: csrc/preload.c
+# test_preload.c includes csrc/pool/preload.c (its functions renamed).
+$(BUILD)/tests/test_preload: $(PRELOAD_C)
 
-$(BUILD)/bench/%: bench/c/%.c $(BUILD)/libtlalloc.a $(HEADERS)
+$(BUILD)/bench/%: bench/c/%.c $(BUILD)/libtlalloc.a $(BENCH_LIB_OBJ) $(HEADERS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $< -o $@ $(BUILD)/libtlalloc.a $(LDLIBS)
+	$(CC) $(CFLAGS_ALL) -Ibench/c/lib $< -o $@ $(BENCH_LIB_OBJ) $(BUILD)/libtlalloc.a $(LDLIBS)
 
 test: $(TEST_BIN) $(if $(SAN),,test-preload)
 	@set -e; for t in $(TEST_BIN); do echo "== $$t"; timeout $(TEST_TIMEOUT) $$t; done; echo "C tests: all passed ($(words $(TEST_BIN)) programs, $(if $(SAN),$(SAN),plain) build)"
@@ -88,7 +102,7 @@ test: $(TEST_BIN) $(if $(SAN),,test-preload)
 # Then tests/c/preload_cxx.cpp the same way: C++'s operator new and delete
 # (defined by the library too), when a C++ compiler is installed.
 HAVE_CXX := $(shell command -v $(CXX) 2>/dev/null)
-# Last, liblivecount.so (csrc/tools/livecount.c): right peaks under the C
+# Last, liblivecount.so (bench/c/lib/livecount.c): right peaks under the C
 # library's malloc and libtlalloc.so, and the same output of both programs.
 test-preload: $(BUILD)/libtlalloc.so $(BUILD)/tests/preload_stress $(if $(HAVE_CXX),$(BUILD)/tests/preload_cxx) \
     $(BUILD)/liblivecount.so $(BUILD)/tests/livecount_check

@@ -44,21 +44,26 @@ if _flag("TLALLOC_FUZZ"):
     cflags += ["-fsanitize=fuzzer-no-link"]
     ldflags += ["-fsanitize=fuzzer-no-link"]
 
-# csrc/preload.c defines malloc itself: libtlalloc.so only.
-PRELOAD_C = "csrc/preload.c"
-core = sorted(f for f in glob.glob("csrc/*.c") if f != PRELOAD_C)
-sources = core + sorted(glob.glob("src/tlalloc/_ext/*.c"))
+# The C core: one folder per part of csrc/ (arena, pool, kernels, demo,
+# platform). csrc/pool/preload.c defines malloc itself: libtlalloc.so only.
+PRELOAD_C = "csrc/pool/preload.c"
 
-# libtlalloc.so: the pool and what it calls (-z defs: a missing file fails the
-# build, not the program that preloads the library).
+
+def _c_files(*folders: str) -> list[str]:
+    return sorted(f for d in folders for f in glob.glob(f"csrc/{d}/*.c") if f != PRELOAD_C)
+
+
+# The extension: every folder of the core, plus the allocation benchmark's loop
+# (bench/c/lib/bench_alloc.c, `tlalloc bench alloc`; shared with bench/c/alloc.c).
+sources = _c_files("*") + ["bench/c/lib/bench_alloc.c"] + sorted(glob.glob("src/tlalloc/_ext/*.c"))
+
+# libtlalloc.so: the pool and what it calls, the platform layer (-z defs: a
+# missing file fails the build, not the program that preloads the library).
 # In a folder that is not a package: as tlalloc/libtlalloc.so, importlib would
 # take it for an extension module (pkgutil.walk_packages lists it, and the
 # doctest walker tries to import it).
 PRELOAD_NAME = "tlalloc._lib.libtlalloc"  # built by BuildExt as tlalloc/_lib/libtlalloc.so
-preload_sources = [PRELOAD_C] + [
-    f for f in core if os.path.basename(f).startswith("pool")
-    or os.path.basename(f) in ("os_linux.c", "thread.c", "arena.c", "scratch.c", "env.c")
-]
+preload_sources = [PRELOAD_C] + _c_files("pool", "platform")
 # -fexceptions: operator new's failure path (preload.c) may throw through C frames.
 preload_cflags = ["-std=c11", "-Wall", "-Wextra", "-D_GNU_SOURCE", "-pthread", "-fexceptions"]
 preload_cflags += ["-O0", "-g", "-DTLALLOC_DEBUG=1"] if _flag("TLALLOC_DEBUG") else ["-O2"]
@@ -116,7 +121,7 @@ setup(
         Extension(
             "tlalloc._tlalloc",
             sources=sources,
-            include_dirs=["include", "csrc", numpy.get_include()],
+            include_dirs=["include", "csrc", "bench/c/lib", numpy.get_include()],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
             extra_compile_args=cflags,
             extra_link_args=ldflags,
@@ -125,18 +130,18 @@ setup(
             PRELOAD_NAME,
             sources=preload_sources,
             include_dirs=["include", "csrc"],
-            depends=sorted(glob.glob("csrc/*.h") + glob.glob("include/tlalloc/*.h"))
-            + ["csrc/libtlalloc.map"],
+            depends=sorted(glob.glob("csrc/*.h") + glob.glob("csrc/*/*.h") + glob.glob("include/tlalloc/*.h"))
+            + ["csrc/pool/libtlalloc.map"],
             extra_compile_args=preload_cflags,
             extra_link_args=[
                 "-pthread",
-                "-Wl,--version-script=csrc/libtlalloc.map",
+                "-Wl,--version-script=csrc/pool/libtlalloc.map",
                 "-Wl,-z,defs",
             ],
         ),
         Extension(
             LIVECOUNT_NAME,
-            sources=["csrc/tools/livecount.c"],
+            sources=["bench/c/lib/livecount.c"],
             extra_compile_args=preload_cflags,  # its operator new may throw through it too
             extra_link_args=["-pthread", "-Wl,-z,defs", "-ldl"],
         ),

@@ -1,4 +1,5 @@
-/* internal.h: helpers shared by the C core's files (not installed). */
+/* internal.h: compiler and atomic helpers shared by every folder of the C core
+ * (not installed), and the platform layer's settings parser. */
 #ifndef TLALLOC_INTERNAL_H
 #define TLALLOC_INTERNAL_H
 
@@ -15,6 +16,8 @@
 #endif
 
 #if defined(__GNUC__) || defined(__clang__)
+#define TL_LIKELY(x) __builtin_expect(!!(x), 1)
+#define TL_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define TL_NOINLINE __attribute__((noinline))
 #define TL_COLD __attribute__((cold))
 /* Initial-exec TLS: one load off the thread pointer, no call into the dynamic
@@ -22,6 +25,8 @@
  * libtlalloc.so and from the Python extension (a few bytes of static TLS). */
 #define TL_TLS_MODEL __attribute__((tls_model("initial-exec")))
 #else
+#define TL_LIKELY(x) (x)
+#define TL_UNLIKELY(x) (x)
 #define TL_NOINLINE
 #define TL_COLD
 #define TL_TLS_MODEL
@@ -39,7 +44,7 @@
 
 static inline int tl_is_pow2(size_t x) { return x != 0 && (x & (x - 1)) == 0; }
 
-/* ---- settings as text (env.c): the rules of tlalloc/_config.py, without allocating ---- */
+/* ---- settings as text (platform/env.c): the rules of tlalloc/_config.py, without allocating ---- */
 enum {
     TL_PARSE_OK = 0,
     TL_PARSE_SYNTAX = -1,   /* not a number with a known unit (or not 0/1) */
@@ -53,27 +58,13 @@ int tl_parse_delay_ms(const char *s, uint64_t *out);
 /* A flag: "0" or "1", surrounding spaces ignored. */
 int tl_parse_flag(const char *s, int *out);
 
-/* ---- fork (thread.c holds the handlers and documents the lock order) ---- */
-/* Register the core's pthread_atfork handlers (once; also done at load time). */
-void tl_fork_init(void);
-/* Each subsystem's part: take its locks (prepare), release them (parent and
- * child), and repair its state in the child once every lock is usable again. */
-void tl_scratch_fork_lock(void);
-void tl_scratch_fork_unlock(void);
-void tl_scratch_fork_child(void);
-void tl_pool_fork_lock(void);
-void tl_pool_fork_unlock(void);
-void tl_pool_fork_child(void);
-void tl_large_fork_lock(void);
-void tl_large_fork_unlock(void);
-void tl_large_fork_child(void);
-
 /* Nonzero while this thread sets up the pool's own per-thread state (its heap,
  * the pthread key, the fork handlers). Those steps call into the C library
  * (pthread_once, pthread_atfork, pthread_setspecific), which may call malloc;
  * when the pool is the process's malloc (libtlalloc.so) that call comes back
  * into the pool, which then serves it from the locked global heap instead of
- * recursing into the setup (pool.c, tl_heap_resolve). */
+ * recursing into the setup (pool.c, tl_heap_resolve). Defined with the fork
+ * handlers (platform/fork.c), whose registration sets it too. */
 extern _Thread_local int tl_pool_bootstrapping TL_TLS_MODEL;
 
 #endif

@@ -19,7 +19,7 @@ MiB = 1 << 20
 
 
 # ---------------------------------------------------------------- the formulas
-# Written from csrc/kernel_*.c, as docs/kernels.md states them: each kernel's
+# Written from csrc/kernels/kernel_*.c, as docs/kernels.md states them: each kernel's
 # scratch is a list of buffers (bytes, alignment) taken in this order; the arena
 # places each at the next multiple of its alignment.
 

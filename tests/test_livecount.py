@@ -1,4 +1,4 @@
-"""liblivecount.so (csrc/tools/livecount.c) and ``tlalloc bench mimalloc-bench --live``:
+"""liblivecount.so (bench/c/lib/livecount.c) and ``tlalloc bench mimalloc-bench --live``:
 the peak live bytes of a program under the C library's malloc and under libtlalloc.so,
 from threads and across fork, and the summary's RSS per live byte."""
 

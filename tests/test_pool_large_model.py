@@ -65,7 +65,7 @@ def _need(size: int, align: int) -> int:
 
 def _asis_most(need: int) -> int:
     """The largest cached mapping a request of `need` mapping bytes takes as it
-    is (csrc/pool_large.c, tl_asis_most)."""
+    is (csrc/pool/pool_large.c, tl_asis_most)."""
     return need + need // 4 * 3 if need > 4 * MIB else need + need // 4
 
 

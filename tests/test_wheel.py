@@ -1,7 +1,7 @@
 """The installed package holds everything a wheel must carry: the extension, the
 two plain shared libraries (libtlalloc.so for LD_PRELOAD, liblivecount.so), the
 type stubs. Checked wherever tlalloc is installed (a wheel, `pip install .`); a
-development build on PYTHONPATH (tools/dev-build.sh) has no plain libraries."""
+development build on PYTHONPATH (scripts/dev-build.sh) has no plain libraries."""
 
 from __future__ import annotations
 

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bench_alloc.h"
 #include "tlalloc.h"
 
 static const char *names[] = {"thread", "shared", "malloc"};

@@ -17,7 +17,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "pool_internal.h" /* tl_pool_refill_counters */
+#include "pool/pool_internal.h" /* tl_pool_refill_counters */
 #include "tlalloc.h"
 
 static double thread_ns(void) {

@@ -1,35 +1,14 @@
 /* tlalloc/arena.h: bump arenas and thread-local arenas (public C API).
  *
- * An arena allocates from chunks: page-aligned regions of `capacity` bytes
- * from the OS layer. Allocation bumps an offset in the current chunk; a mark
- * remembers the position and rewinding to it releases everything allocated
- * since, in O(1). Every reset or rewind changes the arena's generation, so that
- * a cached pointer or a stale mark can be detected.
- *
- * Escapes. Memory allocated since a mark can be handed over instead of
- * released (tl_arena_escape): a tl_escape then holds the chunks it lies in, and
- * the arena goes on in a fresh chunk, so that no later allocation reuses that
- * memory. When the holder is done (tl_arena_escape_release, from any thread,
- * no lock), a chunk that nobody else holds goes back to its arena: onto a
- * lock-free list that the owner drains on its slow paths, or unmapped when the
- * arena itself is gone. The chain of chunks an arena uses (the current one, and
- * below it the chunks where still-open marks point) is the owner's alone, as
- * the offset is; an escape never touches it after its creation. Escaped memory
- * does not count against the capacity: the capacity bounds what one chunk
- * holds (one request, or the memory of open scopes in one chunk), while
- * escaped bytes are reported apart (tl_arena_stats.escaped_bytes).
- *
- * Bound: the chunks an arena holds are the current one, one per open mark that
- * still points below it (a chunk kept because an inner escape started in the
- * middle of it), and the chunks held by live escapes; plus at most
- * TL_ARENA_SPARE_CHUNKS spare chunks kept for reuse. So its bytes are at most
- * escaped bytes + bytes of open scopes + capacity x (1 + live escapes + kept
- * chunks) + spares: each live escape costs at most one chunk beyond its bytes.
+ * An arena allocates from chunks of `capacity` bytes by bumping an offset; a
+ * mark remembers the position and rewinding to it releases everything
+ * allocated since, in O(1). Memory allocated since a mark can instead be
+ * handed over (tl_arena_escape) and given back later from any thread.
  *
  * Threading model: an arena is used by one thread at a time (its owner). Its
- * statistics may be read from any thread at any time without blocking the owner:
- * every counter is written only by the owner, with relaxed atomic stores (plain
- * moves on x86-64 and AArch64), and read with relaxed atomic loads.
+ * statistics may be read from any thread at any time without blocking the
+ * owner. The design (chunks, escapes, the bound on an arena's memory, thread
+ * arenas): docs/arena.md.
  */
 #ifndef TLALLOC_ARENA_H
 #define TLALLOC_ARENA_H
@@ -42,12 +21,12 @@
 extern "C" {
 #endif
 
+/* The branch hint of the inline fast paths below and in tlalloc/scratch.h (not
+ * part of the API). */
 #if defined(__GNUC__) || defined(__clang__)
-#define TL_LIKELY(x) __builtin_expect(!!(x), 1)
-#define TL_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define TLALLOC_LIKELY_(x) __builtin_expect(!!(x), 1)
 #else
-#define TL_LIKELY(x) (x)
-#define TL_UNLIKELY(x) (x)
+#define TLALLOC_LIKELY_(x) (x)
 #endif
 
 /* Default alignment of arena allocations: one cache line. */
@@ -68,7 +47,7 @@ typedef enum tl_overflow {
     TL_OVERFLOW_PANIC = 2     /* print a diagnostic to stderr and abort() */
 } tl_overflow;
 
-/* Page kind backing a region (see os.h). */
+/* Page kind backing a region. */
 typedef enum tl_page_kind {
     TL_PAGES_DEFAULT = 0, /* ordinary 4 KiB pages */
     TL_PAGES_THP = 1,     /* transparent huge pages requested with madvise */
@@ -120,8 +99,8 @@ typedef struct tl_arena_stats {
                                 them to TL_ARENA_SPARE_CHUNKS) */
 } tl_arena_stats;
 
-struct tl_fallback; /* heap block served under the fallback policy (arena.c) */
-struct tl_chunk;    /* one region of `capacity` bytes (arena.c) */
+struct tl_fallback; /* heap block served under the fallback policy (arena/arena.c) */
+struct tl_chunk;    /* one region of `capacity` bytes (arena/arena.c) */
 
 typedef struct tl_arena {
     /* --- hot: read on every allocation --- */
@@ -161,7 +140,7 @@ typedef struct tl_arena {
     int is_thread_arena;
     uint64_t thread_id;       /* OS thread id of the creator */
     char thread_name[64];
-    struct tl_arena *reg_prev, *reg_next; /* registry links (thread.c) */
+    struct tl_arena *reg_prev, *reg_next; /* registry links (arena/thread.c) */
 } tl_arena;
 
 /* A position to rewind to. */
@@ -210,7 +189,7 @@ static inline void *tl_arena_try_alloc(tl_arena *a, size_t size, size_t align) {
     uintptr_t cur = (uintptr_t)a->base + off;
     size_t pad = (size_t)(-cur & (uintptr_t)(align - 1));
     size_t avail = a->capacity - off; /* off <= capacity is an invariant */
-    if (TL_LIKELY(pad <= avail && size <= avail - pad && size != 0)) {
+    if (TLALLOC_LIKELY_(pad <= avail && size <= avail - pad && size != 0)) {
         atomic_store_explicit(&a->offset, off + pad + size, memory_order_relaxed);
         uint64_t n = atomic_load_explicit(&a->c.num_allocations, memory_order_relaxed);
         atomic_store_explicit(&a->c.num_allocations, n + 1, memory_order_relaxed);
@@ -224,7 +203,7 @@ static inline void *tl_arena_try_alloc(tl_arena *a, size_t size, size_t align) {
  * Returns NULL only under the `error` policy (or when even the heap refuses). */
 static inline void *tl_arena_alloc(tl_arena *a, size_t size, size_t align) {
     void *p = tl_arena_try_alloc(a, size, align);
-    if (TL_LIKELY(p != NULL)) return p;
+    if (TLALLOC_LIKELY_(p != NULL)) return p;
     return tl_arena_alloc_slow(a, size, align);
 }
 
@@ -282,7 +261,7 @@ static inline int tl_arena_contains(const tl_arena *a, const void *p) {
     return (const char *)p >= a->base && (const char *)p < a->base + a->capacity;
 }
 
-/* ---- thread-local arenas (thread.c) --------------------------------------- */
+/* ---- thread-local arenas (arena/thread.c) --------------------------------------- */
 
 /* Default options for thread arenas created from now on (copied). */
 void tl_set_thread_arena_options(const tl_arena_options *opts);

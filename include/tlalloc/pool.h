@@ -4,140 +4,18 @@
  * Arenas serve scratch that dies all at once; the pool serves blocks that are
  * freed one by one, possibly by another thread.
  *
- * Design (mimalloc / tcache style; see csrc/pool.c and csrc/pool_depot.c):
- *
- * - Memory comes from the OS layer in 4 MiB segments aligned to 4 MiB, so that
- *   the segment (and the descriptor of its 64 KiB slot) of any block is found by
- *   masking and shifting its address. A segment is cut into pages of one size: 64 KiB (small blocks),
- *   512 KiB (medium) or the whole segment (large). A page holds blocks of one
- *   size class and is owned by one thread's cache (its heap) at a time.
- * - Allocation pops the owner's free list of the current page of the class:
- *   no lock, no atomic read-modify-write. A free by the owner pushes on the
- *   same list. A free by another thread pushes on the page's atomic
- *   cross-thread list, which the owner collects when it runs dry; foreign blocks
- *   never enter the freeing thread's cache. The first such free into a page
- *   its owner found full goes on the owner's list instead (mimalloc's "delayed
- *   free"), so a refill looks only at pages that got blocks back, whatever the
- *   number of full pages, and returns those emptied to the depot.
- * - When a thread exits, its empty pages go back to the global depot and pages
- *   that still hold live blocks are abandoned: the next thread that refills
- *   that size class adopts it, and so does a thread that frees a block into
- *   one while its own available pages of the class are few (otherwise it
- *   pushes the block on the page, which stays for a thread that allocates,
- *   and now and then gives the pages such frees emptied back to the depot).
- *   Only refills from the depot and returns to it take a lock.
- * - The depot keeps `retain_bytes` of free, resident pages. Pages beyond that
- *   go back to the OS (madvise), and segments with no page in use beyond it
- *   are unmapped, once they stayed free for purge_delay_ms (the lazy purge
- *   below: a program whose threads come and go takes them again without
- *   faulting them in); at once when retain_bytes or purge_delay_ms is 0, and
- *   on tl_pool_collect. Checked by returns to the depot and, with a clock
- *   read and one relaxed load, by every 64th slow-path allocation of a thread
- *   (sizes above 1 KiB, refills). What waits for the delay beyond
- *   retain_bytes is bounded (the eager bound, pool_depot.c): a return that
- *   finds more gives the oldest pages back at once, so a burst of frees
- *   leaves the resident set whether or not the program calls the pool again.
- *   The bound starts at 16 MiB, doubles when a page it gave back is taken
- *   again within the delay (a churn larger than it: it would fault in what
- *   it frees, round after round), and halves after 8 delays without that.
- * - Idle memory: with the optional background purge thread
- *   (tl_pool_purge_thread), what is due goes back within purge_delay_ms plus
- *   at most a second with no call at all. Without it, on later calls.
- * - When the OS refuses memory (RLIMIT_AS, the strict overcommit mode), the
- *   pool gives back what it holds unused and tries once more before it
- *   returns NULL (ENOMEM): the calling thread's empty pages and free blocks'
- *   pages, every cached large block, the empty abandoned pages, the depot's
- *   free pages and segments; other threads give back their empty pages at
- *   their next slow-path allocation. An arena's region refused by the OS gets
- *   the same (the OS layer's release hook, tlalloc/os.h).
- * - A single request the kernel's overcommit policy refuses is refused at
- *   once (ENOMEM), as glibc's malloc is: above MemTotal + SwapTotal under the
- *   heuristic mode (the pool's mappings are MAP_NORESERVE, which the kernel
- *   does not check); under the strict mode mappings are made without
- *   MAP_NORESERVE, so the kernel's commit accounting decides.
- * - Requests above TL_POOL_MAX_SMALL bytes (or aligned beyond TL_POOL_PAGE_ALIGN)
- *   are large blocks, each mapped on its own (csrc/pool_large.c): a 4 KiB
- *   header, then the block. See "large blocks" below.
- *
- * Size classes (TL_POOL_NUM_CLASSES of them): 8, 16, 32, 48, 64 bytes, then four
- * classes per doubling: 80, 96, 112, 128, 160, 192, 224, 256, ... up to 64 KiB.
- * Every block of 16 bytes or more is 16-byte aligned. Worst-case internal waste:
- * 15 bytes for requests up to 64 bytes (a 17-byte request gets 32), and below
- * 20% of the block above 64 bytes (a request of 2^k + 1 gets 2^k * 5/4).
- *
- * Large blocks (above 64 KiB, or aligned beyond 4 KiB), the policy:
- *
- * - Reuse: a freed large block goes to the large cache, bounded in bytes
- *   (large_cache_bytes, default TL_POOL_DEFAULT_LARGE_CACHE = 1 GiB; the
- *   oldest blocks are unmapped beyond it; 0: no cache). A request is served
- *   from the cache when it can be: a block whose mapping is at least what it
- *   needs and at most a quarter more (three quarters more when it needs above
- *   4 MiB: a trimmed tail is faulted in again by the next larger request), as
- *   it is (the best fit, resident blocks before purged ones; a live block's
- *   slack stays resident); else one up to twice as large, its tail unmapped; else
- *   one at least half as large, grown with mremap (its pages kept, only the
- *   rest new). Only then a fresh mapping. So the cache does not hold on to
- *   blocks that no request fits. calloc clears a reused block only where it
- *   may be resident.
- * - Thread caches: a block whose mapping is at most 1 MiB (aligned to at most
- *   4 KiB) freed by a thread with a cache stays in that thread's large cache
- *   (4 slots, at most 1 MiB; the oldest goes to the shared cache) and serves
- *   that thread's next request it fits as it is, newest first, without the
- *   large lock (NumPy temporaries of 256 KiB from two threads). A request
- *   that fits none of them moves them to the shared cache first (where it may
- *   trim or grow one), and until a request fits again the thread keeps only
- *   every 8th block (a churn of many sizes gains nothing there). These blocks
- *   count as cached (statistics, and within large_cache_bytes: a thread keeps
- *   a block only while the caches stay within it), are purged after the delay
- *   like the others (the purge moves them to the shared cache first),
- *   tl_pool_collect and a change of settings empty every thread's cache, and
- *   a thread's exit hands its blocks to the shared cache. A bound or delay of
- *   0 turns them off.
- * - Lazy purge (as mimalloc's purge delay and jemalloc's decay): a cached block
- *   not reused for purge_delay_ms (default TL_POOL_DEFAULT_PURGE_DELAY_MS) is
- *   given back with madvise(MADV_DONTNEED): its memory leaves the resident set
- *   but the mapping stays cached (reused without a system call; zero pages). A
- *   purged block not reused for TL_POOL_UNMAP_DELAY_FACTOR times the delay (at
- *   least TL_POOL_MIN_UNMAP_DELAY_MS) is unmapped. The default delay sits
- *   between mimalloc's 10 ms purge delay and jemalloc's 10 s dirty decay: a
- *   block freed and asked for again within a computation stays resident, and
- *   a burst leaves the resident set within a fraction of a second. As in
- *   mimalloc, the delay is a deadline checked on later calls, not a timer:
- *   large allocations and frees, allocations above 1 KiB (one relaxed load;
- *   while something is cached, every 64th call of a thread reads the coarse
- *   clock) and tl_pool_collect purge what is due, and so does the optional
- *   background purge thread (tl_pool_purge_thread). Without that thread, a
- *   process that stops calling the pool keeps its cache until it calls
- *   again (or tl_pool_collect). Under
- *   memory pressure (MemAvailable below 1/8 of MemTotal, read at most once a
- *   second while resident blocks are cached) every cached block is purged at
- *   once. tl_pool_collect(0) purges every cached block now and unmaps purged
- *   ones; tl_pool_collect(1) unmaps the whole cache.
- * - Resident bound: cached mappings are also purged at once, oldest first,
- *   while the cached resident bytes and the live large blocks together exceed
- *   the most live large bytes of the last purge delay plus retain_bytes (a
- *   churn of many sizes would otherwise keep a mapping of each size used
- *   within the delay resident, and raise the peak above the live set's).
- * - Free blocks of size classes of 16 KiB and more that stay free for one to
- *   two purge delays are given back too (all but their first 4 KiB), by their
- *   owner thread on its later allocations above 1 KiB.
- * - Transparent huge pages: mappings of 4 MiB and more are advised
- *   MADV_HUGEPAGE (as NumPy does for its arrays); every mapping starts on a
- *   4 MiB boundary, so their 2 MiB ranges can be huge pages.
- * - realloc of a large block shrinks in place (the tail is unmapped) and grows
- *   with mremap (in place when the address space after it is free, else moved
- *   by its page tables): no copy, and only new pages are faulted in; growth
- *   reserves an eighth more, so repeated small growths take few system calls.
- * - Alignments up to TL_POOL_MAX_ALIGN: a block aligned to A > 4 KiB starts A
- *   bytes into its mapping (the pages between header and block are never
- *   touched); beyond 4 MiB the mapping's header sits 4 MiB before the block.
+ * Blocks come from 4 MiB segments cut into pages of one size class, each page
+ * owned by one thread's cache; blocks above TL_POOL_MAX_SMALL bytes are mapped
+ * one by one and cached for reuse. Freed memory goes back to the OS after
+ * purge_delay_ms (tl_pool_options). Every block of 16 bytes or more is 16-byte
+ * aligned. The design, its bounds and the policy of large blocks: docs/pool.md.
  *
  * Thread safety: every function may be called from any thread. A block may be
  * freed by any thread, also after the thread that allocated it has exited.
  *
- * libtlalloc.so (csrc/preload.c, `make preload`) is this pool as a process's
- * malloc through LD_PRELOAD; it exports the functions below too, so a program
- * running under it can read its own malloc's statistics.
+ * libtlalloc.so (csrc/pool/preload.c, `make preload`) is this pool as a
+ * process's malloc through LD_PRELOAD; it exports the functions below too, so
+ * a program running under it can read its own malloc's statistics.
  */
 #ifndef TLALLOC_POOL_H
 #define TLALLOC_POOL_H
@@ -151,11 +29,8 @@ extern "C" {
 
 /* Number of entries of the class table, and the largest size served from a
  * class: 64 KiB (class 44). Larger requests are large blocks, whose cache is
- * shared by all threads and bounded: with classes up to 1 MiB, each thread
- * kept its recent high-water mark of blocks in each of 16 classes from 80 KiB
- * to 1 MiB resident (4 threads dropping NumPy arrays of 1 B to 2 MB: 2.8x
- * the RSS of glibc's malloc; bench/numpy_churn_ab.py). The table's entries
- * above TL_POOL_MAX_SMALL are unused. */
+ * shared by all threads and bounded (why classes stop there: docs/pool.md,
+ * "Size classes"). The table's entries above TL_POOL_MAX_SMALL are unused. */
 #define TL_POOL_NUM_CLASSES 61u
 #define TL_POOL_MAX_SMALL ((size_t)64 << 10)
 /* Every page starts on this boundary, so aligned requests up to it are served

@@ -102,9 +102,9 @@ void *tl_scratch_alloc_slow(tl_scratch *s, size_t size, size_t align);
  * Fast path for THREAD: one fit test and the arena's pointer bump. A request of
  * 0 bytes returns a valid, unique-enough pointer that must not be dereferenced. */
 static inline void *tl_scratch_alloc(tl_scratch *s, size_t size, size_t align) {
-    if (TL_LIKELY(s->kind == TL_SCRATCH_THREAD)) {
+    if (TLALLOC_LIKELY_(s->kind == TL_SCRATCH_THREAD)) {
         void *p = tl_arena_try_alloc(s->arena, size, align);
-        if (TL_LIKELY(p != NULL)) {
+        if (TLALLOC_LIKELY_(p != NULL)) {
             s->num_allocations++;
             return p;
         }

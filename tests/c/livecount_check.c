@@ -1,4 +1,4 @@
-/* livecount_check.c: run under liblivecount.so (csrc/tools/livecount.c), alone
+/* livecount_check.c: run under liblivecount.so (bench/c/lib/livecount.c), alone
  * or before libtlalloc.so in LD_PRELOAD, with TLALLOC_LIVE_FILE set (`make
  * test`, tests/test_livecount.py). Holds known amounts of memory at known
  * times and checks, after each, the peak the library wrote to the file:

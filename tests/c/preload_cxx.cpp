@@ -1,5 +1,5 @@
 // preload_cxx.cpp: C++'s operator new and delete under LD_PRELOAD of
-// libtlalloc.so (csrc/preload.c defines them over the pool). Run twice, on
+// libtlalloc.so (csrc/pool/preload.c defines them over the pool). Run twice, on
 // the C++ runtime's operator new and under the library, it must print the
 // same thing both times (`make test`, tests/test_preload.py):
 //

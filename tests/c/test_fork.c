@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "tl_test.h"
+#include "demo/huffman.h"
 #include "tlalloc.h"
 
 #define NUM_CHILDREN 200

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "tl_test.h"
+#include "demo/huffman.h"
 #include "tlalloc.h"
 
 static const tl_huff_allocator ALL[TL_HUFF_NUM_ALLOCATORS] = {TL_HUFF_GLOBAL_LOCK,

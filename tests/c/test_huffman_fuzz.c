@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "tl_test.h"
+#include "demo/huffman.h"
 #include "tlalloc.h"
 
 static uint64_t rng_state = 0x243F6A8885A308D3u;

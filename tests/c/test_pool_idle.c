@@ -20,7 +20,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "pool_internal.h"
+#include "pool/pool_internal.h"
 #include "tl_test.h"
 #include "tlalloc.h"
 

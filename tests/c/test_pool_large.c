@@ -1,4 +1,4 @@
-/* Unit tests of the pool's large blocks (csrc/pool_large.c), no Python:
+/* Unit tests of the pool's large blocks (csrc/pool/pool_large.c), no Python:
  *
  * - realloc growth in O(n) page faults: 2,400 growths by 4,100 bytes (to 9.4 MB)
  *   fault in about final/4 KiB pages, not the quadratic millions of a copy per

@@ -24,10 +24,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "pool_internal.h"
+#include "pool/pool_internal.h"
 #include "tl_test.h"
 #include "tlalloc.h"
-#include "tlalloc/os.h"
+#include "platform/os.h"
 
 #define MIB ((size_t)1 << 20)
 

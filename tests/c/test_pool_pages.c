@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pool_internal.h" /* tl_pool_refill_counters */
+#include "pool/pool_internal.h" /* tl_pool_refill_counters */
 #include "tl_test.h"
 #include "tlalloc.h"
 

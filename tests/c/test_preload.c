@@ -1,5 +1,5 @@
-/* Unit tests of libtlalloc.so's functions (csrc/preload.c) and of the size and
- * flag parser it reads its settings with (csrc/env.c).
+/* Unit tests of libtlalloc.so's functions (csrc/pool/preload.c) and of the size and
+ * flag parser it reads its settings with (csrc/platform/env.c).
  *
  * preload.c is included here with its exported names prefixed (tlp_malloc,
  * ...), so that this program keeps the C library's malloc and can run under
@@ -15,7 +15,7 @@
 #include <string.h>
 
 #define TL_PRELOAD_NAME(name) tlp_##name
-#include "../../csrc/preload.c"
+#include "../../csrc/pool/preload.c"
 
 #include "tl_test.h"
 

@@ -19,6 +19,9 @@
 
 #include "tlalloc.h"
 #include "internal.h"
+#include "bench_alloc.h"
+#include "demo/huffman.h"
+#include "platform/os.h"
 
 /* Per-part init functions: add names to the module, return 0 or -1. */
 int tl_py_arena_init(PyObject *m);   /* arena_py.c */

@@ -29,7 +29,7 @@ noise"): on 2 shared cores some programs' runs differ by half from one run to
 the next, and a miss by 3% in 3 rounds is not a miss.
 
 ``--live`` also runs every program under ``liblivecount.so`` (installed with
-the package; ``csrc/tools/livecount.c``), placed before the allocator in
+the package; ``bench/c/lib/livecount.c``), placed before the allocator in
 ``LD_PRELOAD``: it counts the usable bytes the program holds and records their
 peak, so that the table can give each allocator's peak RSS per peak live byte.
 Where a program's own live set differs from run to run (rptest's peak is

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "platform/fork.h"
 #include "tlalloc/pool.h"
 
 /* A spilled or MALLOC block: the header sits just before the aligned pointer
@@ -108,11 +109,11 @@ static long g_shared_users;  /* brackets currently open on it */
  * the forking thread's (the others' brackets never end there). */
 static _Thread_local long g_shared_mine;
 
-/* fork (lock order and handlers: thread.c). This lock is the first one taken:
- * it is held while the options lock is taken (tl_shared_create_locked). */
-void tl_scratch_fork_lock(void) { pthread_mutex_lock(&g_shared_lock); }
-void tl_scratch_fork_unlock(void) { pthread_mutex_unlock(&g_shared_lock); }
-void tl_scratch_fork_child(void) {
+/* fork (slot TL_FORK_SCRATCH, lock 1 of platform/fork.c's order): it is held
+ * while the options lock is taken (tl_shared_create_locked). */
+static void tl_scratch_fork_lock(void) { pthread_mutex_lock(&g_shared_lock); }
+static void tl_scratch_fork_unlock(void) { pthread_mutex_unlock(&g_shared_lock); }
+static void tl_scratch_fork_child(void) {
     pthread_mutex_lock(&g_shared_lock);
     g_shared_users = g_shared_mine;
     /* Memory of the other threads' brackets is garbage now: reset when the
@@ -120,6 +121,12 @@ void tl_scratch_fork_child(void) {
     if (g_shared && g_shared_users == 0) tl_arena_reset(g_shared);
     pthread_mutex_unlock(&g_shared_lock);
 }
+static const tl_fork_hooks tl_scratch_fork_hooks = {tl_scratch_fork_lock, tl_scratch_fork_unlock,
+                                                    tl_scratch_fork_child};
+static void tl_scratch_fork_register(void) { tl_fork_register(TL_FORK_SCRATCH, &tl_scratch_fork_hooks); }
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((constructor)) static void tl_scratch_fork_at_load(void) { tl_scratch_fork_register(); }
+#endif
 
 TL_NOINLINE TL_COLD static tl_arena *tl_shared_create_locked(void) {
     tl_arena_options opts;
@@ -150,7 +157,7 @@ int tl_scratch_begin(tl_scratch *s, tl_scratch_kind kind, tl_arena *arena) {
         s->mark = tl_arena_mark(arena);
         return 0;
     case TL_SCRATCH_SHARED:
-        tl_fork_init(); /* pthread_once: a load and a branch once registered */
+        tl_scratch_fork_register(); /* pthread_once and a load once registered */
         pthread_mutex_lock(&g_shared_lock);
         if (!g_shared) g_shared = tl_shared_create_locked();
         if (!g_shared) {

@@ -1,9 +1,9 @@
-/* huffman.c: block-parallel canonical Huffman coding (format in tlalloc/huffman.h).
+/* huffman.c: block-parallel canonical Huffman coding (format in huffman.h).
  *
  * Work is cut into blocks; `threads` workers code them in batches (worker w
  * codes block b*threads + w of batch b), and the coordinating thread waits for
- * the whole batch before the next one starts, as the seed program did with its
- * batches of 20 threads. All memory a block needs while it is coded (frequency
+ * the whole batch before the next one starts (a batch job: 20 threads a batch
+ * by default). All memory a block needs while it is coded (frequency
  * table, queue, every tree node, code table, traversal stack, output buffer)
  * comes from the run's allocator (huffman_internal.h), so the three allocators
  * run exactly the same sequence of requests.
@@ -98,9 +98,10 @@ int tl_huff_allocator_parse(const char *name, tl_huff_allocator *out) {
 
 /* ---- the per-block data structures ---------------------------------------- */
 
-/* A tree node: one allocation each, as in the seed program. Nodes are ordered
- * by (weight, order); leaves have order = symbol, internal nodes 256 + their
- * creation index, so the tree (and the code) never depends on addresses. */
+/* A tree node: one allocation each (what makes the coder allocation-heavy).
+ * Nodes are ordered by (weight, order); leaves have order = symbol, internal
+ * nodes 256 + their creation index, so the tree (and the code) never depends
+ * on addresses. */
 typedef struct hf_node {
     uint64_t weight;
     struct hf_node *left, *right; /* both NULL for a leaf */

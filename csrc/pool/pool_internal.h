@@ -54,7 +54,7 @@
 #include <stdint.h>
 
 #include "internal.h"
-#include "tlalloc/os.h"
+#include "platform/os.h"
 #include "tlalloc/pool.h"
 
 /* Segments: 4 MiB, aligned to 4 MiB, so masking a block address finds them. */
@@ -76,7 +76,7 @@ enum {
 #define TL_LAST_MEDIUM_CLASS 44u /* 64 KiB */
 
 /* Requests above this many bytes are large blocks (pool_large.c), not size
- * classes (why: tlalloc/pool.h). */
+ * classes (why: docs/pool.md, "Size classes"). */
 #define TL_CLASS_MAX TL_POOL_MAX_SMALL
 
 /* Free blocks of at least this many bytes (classes whose sizes are multiples
@@ -234,7 +234,8 @@ _Static_assert(TL_POOL_NUM_CLASSES <= 64, "tl_heap.classes has a bit per class")
  * carved): refills check it, and so do cross-thread frees, which is what keeps
  * the estimate right when some threads only allocate and others only free. */
 #define TL_PEAK_SLACK ((int64_t)256 << 10)
-void tl_heap_flush_peak(struct tl_heap *h);
+/* Fold the heap's in-use delta into the process-wide estimate and the peak (pool.c). */
+void tl_heap_flush_peak(tl_heap *h);
 static inline void tl_heap_maybe_flush(tl_heap *h) {
     int64_t now = (int64_t)(TL_LOAD(h->c.alloc_bytes) - TL_LOAD(h->c.free_bytes));
     int64_t d = now - h->flushed_in_use;
@@ -310,8 +311,6 @@ void tl_queue_remove(tl_page_queue *q, tl_page *pg);
 /* ---- pages (pool.c) ---- */
 /* Move the blocks of pg->xfree onto pg->free (owner). Returns blocks moved. */
 uint32_t tl_page_collect(tl_page *pg);
-/* Fold the heap's in-use delta into the process-wide estimate and the peak. */
-void tl_heap_flush_peak(tl_heap *h);
 /* Clear WATCH (waiting out BUSY) before pg leaves its owner; `wait` 0 only in
  * a child of fork, where a BUSY freer may not exist. */
 void tl_page_unwatch(tl_page *pg, int wait);
@@ -336,6 +335,18 @@ tl_page *tl_depot_take(tl_heap *h, unsigned c); /* takes the lock itself */
 /* Releases tl_depot_lock; every path but fork's releases it so. */
 void tl_depot_unlock(void);
 void tl_depot_fork_child(void);
+
+/* ---- fork (pool_fork.c registers these in platform/fork.c's order) ---- */
+/* Slot TL_FORK_POOL (pool.c): the heap registry lock, then the depot lock. */
+void tl_pool_fork_lock(void);
+void tl_pool_fork_unlock(void);
+void tl_pool_fork_child(void);
+/* Slot TL_FORK_POOL_LARGE (pool_large.c): the large-block cache lock. */
+void tl_large_fork_lock(void);
+void tl_large_fork_unlock(void);
+void tl_large_fork_child(void);
+/* Register both slots (at load time, and on a thread's first heap). */
+void tl_pool_fork_register(void);
 /* Tests: pages whose purge is under way (flagged, on no list), and a function
  * that a purge calls after it released the lock, before its system calls. */
 size_t tl_depot_purging_pages(void);

@@ -6,7 +6,8 @@
  * nothing in this file takes that lock except the refill, the return of an
  * empty page, thread exit, and the whole of the cache-off mode.
  *
- * See pool_internal.h for the ownership rules the code below relies on.
+ * The design: docs/pool.md. See pool_internal.h for the ownership rules the
+ * code below relies on.
  */
 #include <errno.h>
 #include <sched.h>
@@ -72,7 +73,6 @@ _Atomic uint64_t tl_orphan_counters[TL_NUM_HEAP_COUNTERS];
  * thread pointer, no call, also inside the Python extension (8 bytes of
  * static TLS). */
 static _Thread_local tl_heap *tl_tls_heap TL_TLS_MODEL = &tl_heap_empty;
-_Thread_local int tl_pool_bootstrapping TL_TLS_MODEL;
 
 static _Atomic int tl_cache_enabled = 1;
 /* Raised by tl_pool_release (memory pressure, below); heaps compare it with
@@ -329,7 +329,7 @@ static void tl_heap_key_destructor(void *p) {
 }
 
 static void tl_make_key(void) {
-    tl_fork_init();
+    tl_pool_fork_register();
     tl_heap_key_ok = pthread_key_create(&tl_heap_key, tl_heap_key_destructor) == 0;
 }
 
@@ -494,7 +494,7 @@ static void tl_heap_teardown_unfreed(tl_heap *h, int wait, int free_meta) {
 
 static void tl_heap_teardown(tl_heap *h) { tl_heap_teardown_unfreed(h, 1, 1); }
 
-/* ---- fork (lock order and handlers: thread.c) ------------------------------------ */
+/* ---- fork (lock order and handlers: platform/fork.c) ---------------------------- */
 
 /* The heap registry lock comes before the depot lock (order 4 and 5); the
  * pool never holds both at once otherwise. */
@@ -684,7 +684,7 @@ static tl_page *tl_heap_find_page(tl_heap *h, unsigned c) {
  * 1 MiB blocks of a class live keeps 4 MiB resident for that class, and with
  * one such high-water mark per class of 16 KiB and up (twenty classes) and per
  * thread, a churn of mixed sizes held 2.8x the RSS of glibc's malloc
- * (bench/numpy_churn_ab.py). So the owner gives free blocks of
+ * (`tlalloc bench numpy-alloc`, churn). So the owner gives free blocks of
  * TL_PURGE_MIN_BLOCK bytes and more back to the OS once they stayed free for a
  * purge delay (tl_pool_options.purge_delay_ms, shared with the large cache),
  * all but their first 4 KiB (the free-list link and the mark below).

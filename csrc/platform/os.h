@@ -1,15 +1,18 @@
-/* tlalloc/os.h: the only door to the operating system's memory calls.
+/* platform/os.h: the only door to the operating system's memory calls (not
+ * installed).
  *
  * Everything above this layer (arena, pool) asks for regions here and never
  * calls mmap, madvise or the memory-policy system calls itself. One
- * implementation per platform lives in csrc/os_*.c.
+ * implementation per platform lives in csrc/platform/os_*.c; it also defines
+ * tl_current_thread_id (declared in tlalloc/arena.h: the thread ids that the
+ * arena's statistics report).
  */
 #ifndef TLALLOC_OS_H
 #define TLALLOC_OS_H
 
 #include <stddef.h>
 #include <stdint.h>
-#include "tlalloc/arena.h"
+#include "tlalloc/arena.h" /* tl_page_kind, tl_numa: what an arena's options ask for */
 
 #ifdef __cplusplus
 extern "C" {
@@ -45,7 +48,7 @@ void tl_os_unmap(const tl_os_region *r);
 /* Give the pages of [p, p+n) back to the OS (contents lost, range stays mapped). */
 void tl_os_discard(void *p, size_t n);
 
-/* ---- raw mappings for the pool's large blocks (csrc/pool_large.c) ---- */
+/* ---- raw mappings for the pool's large blocks (pool/pool_large.c) ---- */
 
 /* Anonymous, private, read-write memory of `n` bytes (a multiple of the page
  * size) at an address q with (q + offset) % align == 0 (align a power of two,

@@ -1,9 +1,9 @@
-/* tlalloc/huffman.h: block-parallel Huffman coding over three allocators.
+/* demo/huffman.h: block-parallel Huffman coding over three allocators.
  *
  * The input is cut into blocks (default 1024 bytes). Every block gets its own
  * canonical Huffman code, built from a tree whose every node is one small
- * allocation, so that the coder is an allocation-heavy workload: it reproduces
- * the program tlalloc grew from, and measures what an allocator lock costs.
+ * allocation, so that the coder is an allocation-heavy workload: many small
+ * allocations from many threads, which measures what an allocator lock costs.
  *
  * Threads: `threads` worker threads (default 20) code the blocks in batches; in
  * batch b, worker w codes block b*threads + w (one block at a time), and the
@@ -65,7 +65,7 @@ extern "C" {
 #define TL_HUFF_MAX_BLOCK_SIZE ((size_t)1 << 24) /* 16 MiB: keeps codes <= 34 bits */
 #define TL_HUFF_DEFAULT_THREADS 20u
 #define TL_HUFF_MAX_THREADS 1024u
-#define TL_HUFF_DEFAULT_HEAP_BYTES ((size_t)2 << 20) /* as in the seed program */
+#define TL_HUFF_DEFAULT_HEAP_BYTES ((size_t)2 << 20) /* the global-lock heap */
 #define TL_HUFF_DEFAULT_POOL_BYTES ((size_t)32 << 10)
 #define TL_HUFF_MAX_HEAP_BYTES ((size_t)1 << 36)
 #define TL_HUFF_MAX_CODE_LEN 40

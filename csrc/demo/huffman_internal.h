@@ -1,6 +1,6 @@
 /* huffman_internal.h: the three allocators behind the Huffman coder (not installed).
  *
- * tl_hheap is the seed program's allocator: one fixed region, a first-fit free
+ * tl_hheap is the baseline allocator: one fixed region, a first-fit free
  * list kept in address order (neighbours coalesce on free), one mutex around
  * every operation. tl_halloc is one worker's view of the allocator chosen for a
  * run: the global heap itself, a private pool in front of it, or the worker's
@@ -15,7 +15,7 @@
 
 #include "internal.h"
 #include "tlalloc/arena.h"
-#include "tlalloc/huffman.h"
+#include "huffman.h"
 
 /* Record a failure in err (may be NULL); returns `status`. */
 tl_huff_status tl_huff_fail(tl_huff_error *err, tl_huff_status status, const char *fmt, ...)

@@ -1,6 +1,6 @@
 /* arena.c: bump arenas. The allocation fast path is inline in tlalloc/arena.h;
  * this file holds creation, the out-of-line overflow path, rewind and reset,
- * and the chunks that escapes hold (see "chunks" in tlalloc/arena.h).
+ * and the chunks that escapes hold (the design: docs/arena.md).
  *
  * A chunk's reference count: 1 while it is in the owner's chain, plus 1 per
  * escape that holds it. Only the owner adds references (it makes escapes and
@@ -17,9 +17,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "arena_internal.h"
 #include "internal.h"
+#include "platform/os.h"
 #include "tlalloc/arena.h"
-#include "tlalloc/os.h"
 
 /* A heap block served under the fallback policy. Blocks form a stack (newest
  * first) so that a mark can remember the head and a rewind frees exactly the
@@ -167,9 +168,6 @@ void tl_arena_retain(tl_arena *a) {
     tl_assert(old > 0);
     (void)old;
 }
-
-/* Defined in thread.c: unlink a thread arena from the registry before it dies. */
-void tl_registry_retire(tl_arena *a);
 
 void tl_arena_release(tl_arena *a) {
     if (!a) return;

@@ -1,9 +1,10 @@
-/* huffman_heap.c: the seed program's global-lock heap and the per-thread pools
- * in front of it (the two baselines of the Huffman benchmark).
+/* huffman_heap.c: the two baselines the Huffman benchmark measures the thread
+ * arenas against: a global-lock heap, and per-thread pools in front of it.
  *
- * The heap is deliberately simple, as in the seed: a first-fit walk of a free
- * list kept in address order, splitting on allocation and coalescing with both
- * neighbours on free, every operation inside one mutex. Its cost is the lock
+ * The heap is deliberately simple, the allocator of a plain threaded C program:
+ * a first-fit walk of a free list kept in address order, splitting on
+ * allocation and coalescing with both neighbours on free, every operation
+ * inside one mutex. Its cost is the lock
  * (and, under load, the waiting for it), plus a list walk that grows with
  * fragmentation.
  */

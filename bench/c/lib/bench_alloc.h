@@ -1,8 +1,8 @@
-/* tlalloc/bench.h: allocation micro-benchmark shared by the C benchmark program
+/* bench_alloc.h: allocation micro-benchmark shared by the C benchmark program
  * (bench/c/alloc.c) and `tlalloc bench alloc` (through the extension), so that
  * both measure exactly the same loop. */
-#ifndef TLALLOC_BENCH_H
-#define TLALLOC_BENCH_H
+#ifndef TLALLOC_BENCH_ALLOC_H
+#define TLALLOC_BENCH_ALLOC_H
 
 #include <stddef.h>
 #include <stdint.h>

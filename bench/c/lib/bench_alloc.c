@@ -1,4 +1,4 @@
-/* bench_alloc.c: the allocation micro-benchmark (see tlalloc/bench.h). */
+/* bench_alloc.c: the allocation micro-benchmark (see bench_alloc.h). */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -7,7 +7,7 @@
 
 #include "internal.h"
 #include "tlalloc/arena.h"
-#include "tlalloc/bench.h"
+#include "bench_alloc.h"
 
 typedef struct {
     tl_bench_strategy strategy;

@@ -1,6 +1,6 @@
 /* pool_large.c: the pool's large blocks (above 1 MiB, or aligned beyond 4 KiB),
  * each a mapping of its own, and the cache that reuses them. The policy is
- * described in tlalloc/pool.h ("large blocks"); this file is how.
+ * described in docs/pool.md ("Large blocks"); this file is how.
  *
  * Layout of a large block's mapping ("huge segment"): it starts on a 4 MiB
  * boundary, so tl_segment_of finds its header; the header (a tl_segment and the
@@ -292,7 +292,7 @@ static void tl_purge_due(uint64_t now, int force) {
  * large blocks, live and cached, stay within that most plus retain_bytes.
  * - A churn of many sizes otherwise keeps a mapping of each size it used in
  *   the last delay resident (4 threads dropping NumPy arrays of 64 KiB to
- *   2 MB: 30 MiB cached for 12 MiB live, bench/numpy_churn_ab.py).
+ *   2 MB: 30 MiB cached for 12 MiB live, `tlalloc bench numpy-alloc`, churn).
  * - The recent most, not the live bytes now: threads that free their large
  *   blocks before they exit, and whose successors allocate as much again
  *   (mstress: 25 rounds of 4 threads), had every round's blocks purged and
@@ -891,7 +891,7 @@ void tl_pool_large_cache_info(tl_pool_large_info *out) {
     out->num_reuses = atomic_load_explicit(&tl_num_reuses, memory_order_relaxed) + thread_reuses;
 }
 
-/* ---- fork (order 6 in thread.c's list: after the pool's depot lock) ---------------- */
+/* ---- fork (order 6 in platform/fork.c's list: after the pool's depot lock) ------- */
 
 void tl_large_fork_lock(void) { pthread_mutex_lock(&tl_large_lock); }
 void tl_large_fork_unlock(void) { pthread_mutex_unlock(&tl_large_lock); }

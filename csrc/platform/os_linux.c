@@ -1,4 +1,4 @@
-/* os_linux.c: the OS layer on Linux (see tlalloc/os.h). Nothing else in the
+/* os_linux.c: the OS layer on Linux (see platform/os.h). Nothing else in the
  * core calls mmap, madvise or the memory-policy system calls. */
 #include <dirent.h>
 #include <errno.h>
@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "internal.h"
-#include "tlalloc/os.h"
+#include "platform/os.h"
 
 /* Memory-policy modes and flags from <linux/mempolicy.h>, spelled out so that
  * no libnuma (or kernel header) is needed. */
@@ -494,3 +494,7 @@ int tl_os_meminfo(uint64_t *available, uint64_t *total) {
     if (tl_meminfo_field(buf, "MemTotal:", total) != 0) return -1;
     return 0;
 }
+
+/* ---- thread identity ---------------------------------------------------------- */
+
+uint64_t tl_current_thread_id(void) { return (uint64_t)syscall(SYS_gettid); }

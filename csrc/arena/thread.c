@@ -1,4 +1,5 @@
-/* thread.c: one arena per thread, created on first use, released at thread exit.
+/* thread.c: one arena per thread, created on first use, released at thread exit
+ * (docs/arena.md, "Threads").
  *
  * The calling thread's arena sits in a C11 thread-local pointer, so finding it
  * costs one TLS read. A pthread key with a destructor drops the thread's
@@ -9,18 +10,16 @@
  * sum over every thread arena. Only creating and destroying an arena, and
  * reading the registry, take the mutex; allocation never does.
  *
- * This file also holds the core's fork handlers (see "fork" below): in a child
- * the registry lists only the forking thread's arena as alive.
+ * Across fork (locks 2 and 3 of platform/fork.c's order), the child's registry
+ * lists only the forking thread's arena as alive (see "fork" below).
  */
 #include <errno.h>
 #include <pthread.h>
 #include <string.h>
-#include <unistd.h>
-#if defined(__linux__)
-#include <sys/syscall.h>
-#endif
 
+#include "arena_internal.h"
 #include "internal.h"
+#include "platform/fork.h"
 #include "tlalloc/arena.h"
 
 static _Thread_local tl_arena *tl_current;
@@ -39,16 +38,10 @@ static tl_arena_options tl_thread_options = {.capacity = TL_ARENA_DEFAULT_CAPACI
 static pthread_once_t tl_key_once = PTHREAD_ONCE_INIT;
 static pthread_key_t tl_key;
 
-uint64_t tl_current_thread_id(void) {
-#if defined(__linux__)
-    return (uint64_t)syscall(SYS_gettid);
-#else
-    return (uint64_t)(uintptr_t)pthread_self();
-#endif
-}
+static void tl_thread_arenas_fork_register(void);
 
 void tl_set_thread_arena_options(const tl_arena_options *opts) {
-    tl_fork_init();
+    tl_thread_arenas_fork_register();
     pthread_mutex_lock(&tl_options_lock);
     tl_thread_options = *opts;
     pthread_mutex_unlock(&tl_options_lock);
@@ -118,7 +111,7 @@ static void tl_thread_exit(void *p) {
 }
 
 static void tl_make_key(void) {
-    tl_fork_init();
+    tl_thread_arenas_fork_register();
     (void)pthread_key_create(&tl_key, tl_thread_exit);
 }
 
@@ -229,56 +222,16 @@ size_t tl_registry_list(tl_thread_stats *out, size_t max) {
     return n;
 }
 
-/* ---- fork -----------------------------------------------------------------------
- *
- * fork() copies only the calling thread. A lock another thread held at that
- * moment would stay held in the child forever, so the prepare handler takes
- * every lock of the core and the parent and child handlers release them.
- * Prepare takes them in the one order in which any thread ever nests them
- * (outer first); this list is that order, and no code may take a lock of the
- * list while holding a later one:
- *
- *   1. the shared-scratch lock (scratch.c), held while reading the options (2)
- *      when the shared arena is created;
- *   2. the thread-arena options lock (thread.c);
- *   3. the thread-arena registry lock (thread.c);
- *   4. the pool's heap registry lock (pool.c);
- *   5. the pool's depot lock (pool.c, used by pool_depot.c);
- *   6. the pool's large-block cache lock (pool_large.c).
- *
- * Locks 3 to 6 are never held while another lock is taken (tl_pool_get_stats
- * and a heap's teardown take 4 and 5 one after the other, never nested), and
- * no code under any of them calls back into user code, so a thread holding one
- * always releases it without waiting on the forking thread. The C library
- * takes its malloc locks after these handlers ran, so malloc under our locks
- * (arena creation) cannot deadlock against prepare either.
- *
- * Locks that need no handler: the Huffman coder's (huffman.c, huffman_heap.c)
- * belong to one encode or decode call and the worker threads it starts; a child
- * does not have those threads and never touches the call's objects. The
- * once-controls are pthread_once, whose glibc implementation restarts, in a
- * child, an initialisation that a thread missing there left in progress.
- *
- * After the locks are usable again, the child repairs the state the missing
- * threads left: the arena registry lists only the forking thread as alive (the
- * other threads' references are dropped as at their exit), the shared scratch
- * arena forgets the other threads' open brackets, and the other threads' pool
- * caches are torn down as at their exit (pool.c). */
+/* ---- fork (slot TL_FORK_THREAD_ARENAS: locks 2 and 3 of platform/fork.c) ---- */
 
-static void tl_fork_prepare(void) {
-    tl_scratch_fork_lock();
+static void tl_thread_arenas_fork_lock(void) {
     pthread_mutex_lock(&tl_options_lock);
     pthread_mutex_lock(&tl_registry_lock);
-    tl_pool_fork_lock();
-    tl_large_fork_lock();
 }
 
-static void tl_fork_parent(void) {
-    tl_large_fork_unlock();
-    tl_pool_fork_unlock();
+static void tl_thread_arenas_fork_unlock(void) {
     pthread_mutex_unlock(&tl_registry_lock);
     pthread_mutex_unlock(&tl_options_lock);
-    tl_scratch_fork_unlock();
 }
 
 /* In the child: the forking thread is the only thread. Every arena whose thread
@@ -306,30 +259,16 @@ static void tl_registry_fork_child(void) {
     }
 }
 
-static void tl_fork_child(void) {
-    tl_fork_parent(); /* release all locks: the forking thread holds them */
-    tl_registry_fork_child();
-    tl_scratch_fork_child();
-    tl_pool_fork_child();
-    tl_large_fork_child();
+static const tl_fork_hooks tl_thread_arenas_fork_hooks = {
+    tl_thread_arenas_fork_lock, tl_thread_arenas_fork_unlock, tl_registry_fork_child};
+
+static void tl_thread_arenas_fork_register(void) {
+    tl_fork_register(TL_FORK_THREAD_ARENAS, &tl_thread_arenas_fork_hooks);
 }
-
-static pthread_once_t tl_fork_once = PTHREAD_ONCE_INIT;
-
-/* pthread_atfork may allocate (glibc grows its handler list with malloc), and
- * holds its own lock meanwhile: when the pool is the process's malloc, that
- * malloc must not come back here to register again (tl_pool_bootstrapping). */
-static void tl_fork_register(void) {
-    tl_pool_bootstrapping++;
-    (void)pthread_atfork(tl_fork_prepare, tl_fork_parent, tl_fork_child);
-    tl_pool_bootstrapping--;
-}
-
-void tl_fork_init(void) { pthread_once(&tl_fork_once, tl_fork_register); }
 
 #if defined(__GNUC__) || defined(__clang__)
-/* At load time, so that a fork that happens before any subsystem's first use
- * (while another thread already holds, say, the depot lock for statistics) is
- * covered too. Every subsystem's first use calls tl_fork_init as well. */
-__attribute__((constructor)) static void tl_fork_init_at_load(void) { tl_fork_init(); }
+/* At load time, so that a fork before the first thread arena is covered too. */
+__attribute__((constructor)) static void tl_thread_arenas_fork_at_load(void) {
+    tl_thread_arenas_fork_register();
+}
 #endif

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Build the extension into an isolated directory without touching src/ or other
 # builders: OUTDIR/tlalloc is a copy of src/tlalloc plus the compiled module.
-# Use:  tools/dev-build.sh /tmp/mybuild && PYTHONPATH=/tmp/mybuild python -m pytest tests
+# Use:  scripts/dev-build.sh /tmp/mybuild && PYTHONPATH=/tmp/mybuild python -m pytest tests
 # Toggles: TLALLOC_DEBUG=1, TLALLOC_SANITIZE=1 (as in setup.py).
 set -euo pipefail
-out=${1:?usage: tools/dev-build.sh OUTDIR}
+out=${1:?usage: scripts/dev-build.sh OUTDIR}
 root=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
