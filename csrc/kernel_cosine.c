@@ -96,9 +96,11 @@ static void tl_dots_portable(const float *q0, ptrdiff_t qs, size_t m, const char
 /* The kernels for rows of kind k under the current ISA; 0 if rows of that
  * kind must be converted to float32 first (portable float16 / bfloat16). */
 static int tl_cos_ops_pick(tl_cos_kind k, tl_cos_ops *ops) {
-    if (tl_kernels_isa() != TL_ISA_PORTABLE && tl_cos_ops_avx2(k, ops)) return 1;
+    const tl_isa isa = tl_kernels_isa();
+    if (isa == TL_ISA_AVX512 && tl_cos_ops_avx512(k, ops)) return 1;
+    if (isa != TL_ISA_PORTABLE && tl_cos_ops_avx2(k, ops)) return 1;
     if (k != TL_CK_F32) return 0;
-    *ops = (tl_cos_ops){tl_dn_portable, tl_norms_portable, tl_dots_portable};
+    *ops = (tl_cos_ops){tl_dn_portable, tl_norms_portable, tl_dots_portable, 8};
     return 1;
 }
 
@@ -295,7 +297,7 @@ static int tl_cosine_run32(tl_scratch *s, const tl_mat *Q, const tl_mat *C, cons
      * same misalignment so that their loads line up with the rows'. */
     size_t mis = 0;
     if (direct && kind == TL_CK_F32 && (n <= 1 || C->row_stride % 64 == 0)) mis = (uintptr_t)C->data & 63;
-    const tl_cos_plan plan = tl_cos_plan_make(d, mis), plan0 = tl_cos_plan_make(d, 0);
+    const tl_cos_plan plan = tl_cos_plan_make(d, mis, ops.lanes), plan0 = tl_cos_plan_make(d, 0, qops.lanes);
 
     /* Queries as float32, query i at qbuf + i * qs floats; their norms. */
     const size_t qs = ((d * sizeof(float) + 127) & ~(size_t)63) / sizeof(float);

@@ -53,7 +53,7 @@ typedef int (*tl_kernel_poll_fn)(void *ctx);
 void tl_kernels_set_poll(tl_kernel_poll_fn fn, void *ctx);
 
 /* Instruction set used by the vectorised paths, chosen at first use from what
- * the CPU supports (AVX-512F, else AVX2+FMA, else portable C). */
+ * the CPU supports (AVX-512 F+BW+VL+DQ, else AVX2+FMA+F16C, else portable C). */
 typedef enum tl_isa { TL_ISA_PORTABLE = 0, TL_ISA_AVX2 = 1, TL_ISA_AVX512 = 2 } tl_isa;
 tl_isa tl_kernels_isa(void);
 /* Testing aid: force an instruction set for every thread. Returns the previous
@@ -61,6 +61,19 @@ tl_isa tl_kernels_isa(void);
 int tl_kernels_set_isa(tl_isa isa);
 /* The best instruction set this CPU supports. */
 tl_isa tl_kernels_best_isa(void);
+
+/* Optional extensions a path uses where the CPU has them and the instruction
+ * set in use allows (tl_kernels_isa): AVX512_VNNI (vpdpbusd on zmm) under
+ * TL_ISA_AVX512, AVX-VNNI (vpdpbusd on ymm) under TL_ISA_AVX2 or above. Only
+ * the int8 corpus kernels use them; results are identical with and without
+ * (exact integer sums). */
+enum { TL_EXT_AVX512_VNNI = 1u, TL_EXT_AVX_VNNI = 2u };
+unsigned tl_kernels_ext(void);
+unsigned tl_kernels_best_ext(void);
+/* Testing aid: use only the extensions in `ext` (a subset of
+ * tl_kernels_best_ext()). Returns the previous set, or -1 (and changes
+ * nothing) if the CPU lacks one of them. */
+int tl_kernels_set_ext(unsigned ext);
 
 /* ---- cosine similarity ---------------------------------------------------------- */
 
