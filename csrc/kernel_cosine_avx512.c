@@ -14,9 +14,13 @@
  *   - norms only: the same two-stream order, norm chain only;
  *   - batched dots: a tile of 6 queries x 4 rows (24 chains; per 16 elements
  *     10 loads for 24 FMAs, where the 4 x 3 AVX2 tile loads 7 for 12).
- * The summation order differs from the AVX2 one (16 lanes of one chain against
- * 2 x 8 lanes), so the two ISAs' scores differ in the last bits; within this
- * ISA single, batched and streaming forms give the same bits.
+ * Lane i of the one 16-lane chain sums what lane i of the AVX2 path's first
+ * 8-lane accumulator (i < 8) or lane i - 8 of its second sums, in the same
+ * order, wherever the two plans cut the row alike (see tl5_tail_at): then the
+ * two ISAs give the same bits. Float32 rows 4 to 28 bytes past a 64-byte
+ * boundary get a longer head here (aligned zmm loads matter more than ymm
+ * ones) and differ from AVX2 in the last bits. Within this ISA the single,
+ * batched and streaming forms always give the same bits.
  *
  * Elements are widened in registers: float16 with vcvtph2ps on zmm (exact),
  * bfloat16 by a 16-bit shift (exact). Heads and tails are masked loads
@@ -53,11 +57,29 @@ TL_TARGET_AVX512 TL_AI __m512 tl5_ld(const char *c, size_t j, int k) {
 
 /* The elements of mask m from element j (other lanes 0; masked lanes are not
  * read, so a tail never touches memory past the row). */
-TL_TARGET_AVX512 TL_AI __m512 tl5_ld_part(const char *c, size_t j, __mmask16 m, int k) {
+TL_TARGET_AVX512 TL_AI __m512 tl5_ld_part(const char *c, ptrdiff_t j, __mmask16 m, int k) {
     if (k == TL_CK_F32) return _mm512_maskz_loadu_ps(m, (const float *)c + j);
     __m256i h = _mm256_maskz_loadu_epi16(m, c + 2 * j);
     if (k == TL_CK_F16) return _mm512_cvtph_ps(h);
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* Where the tail goes: the AVX2 path adds a tail of rem < 8 elements to its
+ * second accumulator, lanes 0..rem-1, which hold what lanes 8..15 hold here;
+ * loading from 8 elements before the tail with the mask moved up by 8 puts
+ * the tail in those lanes (lanes 0..7 are masked: not read). With that, a row
+ * whose head is the same in both plans (every 16-bit row; float32 rows at a
+ * 64-byte boundary, or 32 bytes past one) gets the AVX2 path's bits: AVX2's
+ * two 8-lane accumulators are this path's two halves, added first by
+ * tl5_hsum, and tl5_hsum continues as tl_hsum8. Returns the element offset of
+ * the load; *m its mask. */
+TL_TARGET_AVX512 TL_AI ptrdiff_t tl5_tail_at(const tl_cos_plan *p, __mmask16 *m) {
+    if (p->rem < 8) {
+        *m = (__mmask16)(((1u << p->rem) - 1u) << 8);
+        return (ptrdiff_t)p->dm - 8;
+    }
+    *m = tl5_mask(p->rem);
+    return (ptrdiff_t)p->dm;
 }
 
 /* Keeps v in a register (see TL_IN_REG in kernel_cosine_x86.c); "v" admits
@@ -97,11 +119,12 @@ TL_TARGET_AVX512 TL_AI void tl5_group(const float *q, const char *const *c, cons
         }
     }
     if (rem) {
-        const __mmask16 tm = tl5_mask(rem);
-        __m512 qv = D ? _mm512_maskz_loadu_ps(tm, q + dm) : _mm512_setzero_ps();
+        __mmask16 tm;
+        const ptrdiff_t t = tl5_tail_at(p, &tm);
+        __m512 qv = D ? _mm512_maskz_loadu_ps(tm, q + t) : _mm512_setzero_ps();
 #pragma GCC unroll 4
         for (int i = 0; i < R; i++) {
-            __m512 x = tl5_ld_part(c[i], dm, tm, k);
+            __m512 x = tl5_ld_part(c[i], t, tm, k);
             if (D) a[i] = _mm512_fmadd_ps(qv, x, a[i]);
             if (W) b[i] = _mm512_fmadd_ps(x, x, b[i]);
         }
@@ -179,12 +202,13 @@ TL_TARGET_AVX512 TL_AI void tl5_tile(const float *q, ptrdiff_t qs, const char *r
         }
     }
     if (rem) {
-        const __mmask16 tm = tl5_mask(rem);
+        __mmask16 tm;
+        const ptrdiff_t t = tl5_tail_at(p, &tm);
 #pragma GCC unroll 4
-        for (int r = 0; r < R; r++) x[r] = tl5_ld_part(rows + r * rs, dm, tm, k);
+        for (int r = 0; r < R; r++) x[r] = tl5_ld_part(rows + r * rs, t, tm, k);
 #pragma GCC unroll 6
         for (int i = 0; i < Q; i++) {
-            __m512 qv = _mm512_maskz_loadu_ps(tm, q + i * qs + dm);
+            __m512 qv = _mm512_maskz_loadu_ps(tm, q + i * qs + t);
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++) a[i][r] = _mm512_fmadd_ps(qv, x[r], a[i][r]);
         }
