@@ -17,7 +17,7 @@
  * Lane i of the one 16-lane chain sums what lane i of the AVX2 path's first
  * 8-lane accumulator (i < 8) or lane i - 8 of its second sums, in the same
  * order, wherever the two plans cut the row alike (see tl5_tail_at): then the
- * two ISAs give the same bits. Float32 rows 4 to 28 bytes past a 64-byte
+ * two ISAs give the same bits. Float32 rows 4 to 32 bytes past a 64-byte
  * boundary get a longer head here (aligned zmm loads matter more than ymm
  * ones) and differ from AVX2 in the last bits. Within this ISA the single,
  * batched and streaming forms always give the same bits.
@@ -69,7 +69,7 @@ TL_TARGET_AVX512 TL_AI __m512 tl5_ld_part(const char *c, ptrdiff_t j, __mmask16 
  * loading from 8 elements before the tail with the mask moved up by 8 puts
  * the tail in those lanes (lanes 0..7 are masked: not read). With that, a row
  * whose head is the same in both plans (every 16-bit row; float32 rows at a
- * 64-byte boundary, or 32 bytes past one) gets the AVX2 path's bits: AVX2's
+ * 64-byte boundary or 36 to 60 bytes past one) gets the AVX2 path's bits: AVX2's
  * two 8-lane accumulators are this path's two halves, added first by
  * tl5_hsum, and tl5_hsum continues as tl_hsum8. Returns the element offset of
  * the load; *m its mask. */
