@@ -7,8 +7,9 @@
  * shared machine falls on all of them alike, and prints per ISA the best and
  * the median thread CPU time of one call over R rounds, and the ratio of the
  * AVX2 time to the others' (medians). Cells (d = 768, float32 queries):
- *   incache  1 query against 1,000 rows of float32, float16, bfloat16
- *            (3 MiB / 1.5 MiB: from L2/L3), with norms computed;
+ *   incache  1 query against 300 rows of float32 (900 KiB: from L2), and
+ *            against 1,000 rows of float32, float16, bfloat16 (3 MiB /
+ *            1.5 MiB: from L3), with norms computed;
  *   batch    16, 64 and 256 queries against 100,000 float32 rows with cached
  *            norms (given), the form compared with NumPy's `Q @ C.T / norms`;
  *   dram     1 query against 1,000,000 float32 rows (3 GiB, from DRAM): GB/s.
@@ -143,12 +144,13 @@ int main(int argc, char **argv) {
             h[i] = to_half(c[i]);
             b[i] = to_bf16(c[i]);
         }
-        cell cs[3] = {
+        cell cs[4] = {
+            {"1 query x 300 rows, f32 (L2)", {q, TL_F32, 1, DIM, DIM * 4, 4}, {c, TL_F32, 300, DIM, DIM * 4, 4}, NULL, NULL, 0},
             {"1 query x 1,000 rows, f32", {q, TL_F32, 1, DIM, DIM * 4, 4}, {c, TL_F32, N, DIM, DIM * 4, 4}, NULL, NULL, 0},
             {"1 query x 1,000 rows, f16", {q, TL_F32, 1, DIM, DIM * 4, 4}, {h, TL_F16, N, DIM, DIM * 2, 2}, NULL, NULL, 0},
             {"1 query x 1,000 rows, bf16", {q, TL_F32, 1, DIM, DIM * 4, 4}, {b, TL_BF16, N, DIM, DIM * 2, 2}, NULL, NULL, 0},
         };
-        for (int i = 0; i < 3; i++) run_cell(&cs[i], rounds ? rounds : 2001);
+        for (int i = 0; i < 4; i++) run_cell(&cs[i], rounds ? rounds : 2001);
         free(c), free(h), free(b);
     }
     if (all || !strcmp(what, "batch")) {
