@@ -1,8 +1,8 @@
 /* kernel_int8.c: int8 corpora: per-row symmetric quantization, and cosine or
  * dot scores of float queries against an int8 corpus with exact int32 sums.
  *
- * Scheme (the one sentence-transformers' "int8"/USearch's i8 use, per row):
- * scale = max|x| / 127, q_j = round(x_j / scale) (to nearest, ties to even),
+ * Scheme (per row, symmetric, absmax: no calibration data, and the scales
+ * cancel in a cosine): scale = max|x| / 127, q_j = round(x_j / scale) (to nearest, ties to even),
  * in [-127, 127]; a row of zeros has scale 0. The value it stands for is
  * q_j * scale. Each row also keeps sum_j q_j and sum_j q_j^2 (int32), so that
  * a score needs no second pass over the row.

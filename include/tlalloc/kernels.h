@@ -133,7 +133,7 @@ int tl_cosine_topk_batch(tl_scratch *s, const tl_mat *queries, const tl_mat *can
 size_t tl_cosine_set_stream_bytes(size_t bytes);
 
 /* ---- int8 corpora ---------------------------------------------------------------
- * Scheme (per row, symmetric; the one sentence-transformers and USearch use):
+ * Scheme (per row, symmetric, absmax; docs/kernels.md compares it with others):
  * scale = max_j |x_j| / 127 (as float32), q_j = round(x_j * 127 / max_j |x_j|)
  * to nearest, ties to even, in [-127, 127]; the row stands for q_j * scale. A
  * row of zeros gets scale 0 and zeros. With each row go sum_j q_j and
