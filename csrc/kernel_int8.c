@@ -247,6 +247,25 @@ TL_TARGET_AVXVNNI static void tl_i8_dots_avxvnni(const int8_t *q, const uint8_t 
     }
 }
 
+/* tl_i8_cos_avx512 with 4 rows per step (AVX2: no AVX-512 on the CPU, or forced). */
+TL_TARGET_AVX2 static void tl_i8_cos_avx2(const int32_t *idot, const int32_t *sumsq, size_t nb, double qsq,
+                                          float *score) {
+    const __m256d qv = _mm256_set1_pd(qsq), one = _mm256_set1_pd(1.0), mone = _mm256_set1_pd(-1.0);
+    size_t r = 0;
+    for (; r + 4 <= nb; r += 4) {
+        __m256d dd = _mm256_cvtepi32_pd(_mm_loadu_si128((const __m128i *)(idot + r)));
+        __m128i ssi = _mm_loadu_si128((const __m128i *)(sumsq + r));
+        __m256d v = _mm256_div_pd(dd, _mm256_sqrt_pd(_mm256_mul_pd(qv, _mm256_cvtepi32_pd(ssi))));
+        __m256d ok = _mm256_castsi256_pd(_mm256_cvtepi32_epi64(_mm_cmpgt_epi32(ssi, _mm_setzero_si128())));
+        v = _mm256_and_pd(ok, _mm256_max_pd(_mm256_min_pd(v, one), mone));
+        _mm_storeu_ps(score + r, _mm256_cvtpd_ps(v));
+    }
+    for (; r < nb; r++) {
+        double v = sumsq[r] > 0 ? (double)idot[r] / sqrt(qsq * (double)sumsq[r]) : 0.0;
+        score[r] = (float)(v > 1.0 ? 1.0 : v < -1.0 ? -1.0 : v);
+    }
+}
+
 TL_TARGET_AVX2 TL_AI void tl_i8_avx2_group(const int8_t *q, size_t d, const int8_t *const *c, int32_t *out, int R) {
     const __m256i ones = _mm256_set1_epi16(1);
     __m256i a[4];
@@ -381,8 +400,13 @@ static void tl_i8_scores(const int32_t *idot, const tl_i8_mat *c, size_t i0, siz
         return;
     }
 #if TL_HAVE_X86
-    if (tl_kernels_isa() == TL_ISA_AVX512) { /* scalar: +20% time for 1,000 x 768 rows in cache */
+    const tl_isa isa = tl_kernels_isa();
+    if (isa == TL_ISA_AVX512) { /* scalar: +20% time for 1,000 x 768 rows in cache */
         tl_i8_cos_avx512(idot, c->sumsq + i0, nb, qsq, score);
+        return;
+    }
+    if (isa == TL_ISA_AVX2) {
+        tl_i8_cos_avx2(idot, c->sumsq + i0, nb, qsq, score);
         return;
     }
 #endif
