@@ -214,19 +214,28 @@ TL_TARGET_AVXVNNI TL_AI int32_t tl_hsum_epi32x8(__m256i v) {
 
 TL_TARGET_AVXVNNI TL_AI void tl_i8_avxvnni_group(const uint8_t *qb, size_t d, const int8_t *const *c,
                                                  const int32_t *rsum, int32_t *out, int R) {
-    __m256i a[4];
+    __m256i a[4], b[4]; /* two chains per row (even and odd 32-byte steps) */
 #pragma GCC unroll 4
-    for (int i = 0; i < R; i++) a[i] = _mm256_setzero_si256();
+    for (int i = 0; i < R; i++) a[i] = b[i] = _mm256_setzero_si256();
     size_t j = 0;
-    for (; j + 32 <= d; j += 32) {
-        __m256i qv = _mm256_loadu_si256((const __m256i *)(qb + j));
+    for (; j + 64 <= d; j += 64) {
+        __m256i q0 = _mm256_loadu_si256((const __m256i *)(qb + j)), q1 = _mm256_loadu_si256((const __m256i *)(qb + j + 32));
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++) {
+            a[i] = _mm256_dpbusd_avx_epi32(a[i], q0, _mm256_loadu_si256((const __m256i *)(c[i] + j)));
+            b[i] = _mm256_dpbusd_avx_epi32(b[i], q1, _mm256_loadu_si256((const __m256i *)(c[i] + j + 32)));
+        }
+    }
+    if (j + 32 <= d) {
+        __m256i q0 = _mm256_loadu_si256((const __m256i *)(qb + j));
 #pragma GCC unroll 4
         for (int i = 0; i < R; i++)
-            a[i] = _mm256_dpbusd_avx_epi32(a[i], qv, _mm256_loadu_si256((const __m256i *)(c[i] + j)));
+            a[i] = _mm256_dpbusd_avx_epi32(a[i], q0, _mm256_loadu_si256((const __m256i *)(c[i] + j)));
+        j += 32;
     }
 #pragma GCC unroll 4
     for (int i = 0; i < R; i++) {
-        uint32_t t = (uint32_t)tl_hsum_epi32x8(a[i]);
+        uint32_t t = (uint32_t)tl_hsum_epi32x8(_mm256_add_epi32(a[i], b[i]));
         for (size_t jj = j; jj < d; jj++) t += (uint32_t)((int32_t)qb[jj] * (int32_t)c[i][jj]); /* tail: biased too */
         out[i] = tl_i8_unbias(t, rsum[i]);
     }
