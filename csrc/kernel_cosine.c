@@ -3,7 +3,8 @@
  * Working precision float32 (float32, float16 and bfloat16 inputs) or float64
  * (any float64 input). In float32, a row's dot product and squared norm are
  * computed by one fixed sequence of operations per (query, row) pair, whatever
- * kernel runs it (see kernel_cosine_x86.c for the AVX2 one, below for the
+ * kernel runs it (see kernel_cosine_x86.c for the AVX2 one,
+ * kernel_cosine_avx512.c for the AVX-512 one, below for the
  * portable one): equal rows get bit-identical scores (which makes "ties to the
  * lower index" meaningful), the batched form equals the single-query form row
  * by row, and the loop order chosen by size does not change a bit.
@@ -13,8 +14,9 @@
  *     cache, one at a time (one address stream) when the matrix is larger than
  *     the caches (tl_cos_stream_bytes);
  *   - m queries: per block of rows, the norms once, then every query against
- *     the block while it sits in L1/L2 (kernel_cosine_x86.c: three rows by
- *     four queries per register tile), so each row comes from memory once;
+ *     the block while it sits in L1/L2 (three rows by four queries per
+ *     register tile with AVX2, four rows by six with AVX-512), so each row
+ *     comes from memory once;
  *   - float16 / bfloat16 rows are widened in registers (F16C, shift), no
  *     scratch copy: half the bytes of float32.
  * Other layouts (strided columns, unaligned rows, no vector ISA for the kind)

@@ -71,7 +71,7 @@ typedef enum tl_cos_kind { TL_CK_F32 = 0, TL_CK_F16 = 1, TL_CK_BF16 = 2 } tl_cos
 
 /* One instruction set's kernels for one element kind. q: float32 queries.
  * dotnorm: dot[r] = q . row_r and nrm[r] = row_r . row_r (stream: the order
- * for rows coming from DRAM; else three interleaved); nrm NULL: dots only
+ * for rows coming from DRAM; else several adjacent rows interleaved); nrm NULL: dots only
  * (given norms), the same dot bits. norms: nrm[r] only.
  * dots: dot[i * ldd + r] = q_i . row_r for m queries at q + i * qs floats. For
  * one (query, row) pair all three give the same bits. */
