@@ -22,6 +22,28 @@ import numpy as np
 from tlalloc import _tlalloc, kernels
 
 
+def time_pair(
+    q: np.ndarray, c: np.ndarray, norms: np.ndarray, out_k: np.ndarray, out_g: np.ndarray, rounds: int
+) -> tuple[float, float]:
+    """Median thread CPU seconds of the kernel and of the GEMM form, rounds alternating which goes first."""
+
+    def run_kernel() -> None:
+        kernels.cosine_similarity(q, c, candidate_norms=norms, out=out_k)
+
+    def run_gemm() -> None:
+        qn = np.linalg.norm(q, axis=1)
+        np.divide(q @ c.T, qn[:, None] * norms[None, :], out=out_g)
+
+    times: dict[str, list[float]] = {"kernel": [], "gemm": []}
+    order = [("kernel", run_kernel), ("gemm", run_gemm)]
+    for r in range(rounds):
+        for name, fn in order if r % 2 == 0 else order[::-1]:
+            t0 = time.thread_time()
+            fn()
+            times[name].append(time.thread_time() - t0)
+    return statistics.median(times["kernel"]), statistics.median(times["gemm"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=100_000)
@@ -32,7 +54,10 @@ def main() -> None:
     a = ap.parse_args()
     if a.isa:
         _tlalloc._kernels_set_isa(a.isa)
-    print(f"kernel ISA: {kernels.isa()}; corpus {a.rows} x {a.dim} float32; thread CPU time, median of {a.rounds}")
+    print(
+        f"kernel ISA: {kernels.isa()}; corpus {a.rows} x {a.dim} float32; "
+        f"thread CPU time, median of {a.rounds}"
+    )
     rng = np.random.default_rng(0)
     c = rng.standard_normal((a.rows, a.dim), dtype=np.float32)
     norms = np.linalg.norm(c, axis=1)
@@ -40,26 +65,11 @@ def main() -> None:
         q = rng.standard_normal((m, a.dim), dtype=np.float32)
         out_k = np.empty((m, a.rows), np.float32)
         out_g = np.empty((m, a.rows), np.float32)
-
-        def run_kernel() -> None:
-            kernels.cosine_similarity(q, c, candidate_norms=norms, out=out_k)
-
-        def run_gemm() -> None:
-            qn = np.linalg.norm(q, axis=1)
-            np.divide(q @ c.T, qn[:, None] * norms[None, :], out=out_g)
-
-        times: dict[str, list[float]] = {"kernel": [], "gemm": []}
-        for r in range(a.rounds):
-            order = [("kernel", run_kernel), ("gemm", run_gemm)]
-            for name, fn in order if r % 2 == 0 else order[::-1]:
-                t0 = time.thread_time()
-                fn()
-                times[name].append(time.thread_time() - t0)
+        tk, tg = time_pair(q, c, norms, out_k, out_g, a.rounds)
         diff = float(np.max(np.abs(out_k - out_g)))
-        tk, tg = statistics.median(times["kernel"]), statistics.median(times["gemm"])
         print(
-            f"m = {m:4d}: kernel {tk * 1e3:8.1f} ms  gemm {tg * 1e3:8.1f} ms  "
-            f"gemm / kernel {tg / tk:5.2f}x  ({2 * m * a.rows * a.dim / tk / 1e9:.0f} GFLOP/s; max diff {diff:.1e})"
+            f"m = {m:4d}: kernel {tk * 1e3:8.1f} ms  gemm {tg * 1e3:8.1f} ms  gemm / kernel {tg / tk:5.2f}x  "
+            f"({2 * m * a.rows * a.dim / tk / 1e9:.0f} GFLOP/s; max diff {diff:.1e})"
         )
 
 
