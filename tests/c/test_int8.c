@@ -3,6 +3,7 @@
  * AVX-VNNI, AVX2, portable), and the scores against a float64 reference
  * computed from the dequantized values. */
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -295,12 +296,84 @@ static void test_empty_and_large_k(void) {
     tl_scratch_end(&s);
 }
 
+/* The poll function stops a scoring call between blocks of rows. */
+static int poll_calls, poll_stop_after;
+static int poll_fn(void *ctx) {
+    (void)ctx;
+    return ++poll_calls >= poll_stop_after;
+}
+
+static void test_poll_stops_scoring(void) {
+    enum { N = 2000, D = 8 };
+    static int8_t c[N * D];
+    static float scale[N], out[N], q[D];
+    static int32_t sum[N], sumsq[N];
+    for (size_t i = 0; i < N * D; i++) c[i] = (int8_t)(int)(rnd() % 255 - 127);
+    for (size_t j = 0; j < D; j++) q[j] = (float)urand();
+    for (size_t i = 0; i < N; i++) scale[i] = 1.0f;
+    row_sums(c, N, D, D, sum, sumsq);
+    tl_i8_mat cm = {c, N, D, D, scale, sum, sumsq};
+    tl_mat qm = {q, TL_F32, 1, D, D * 4, 4};
+    for (int stop = 1; stop <= 3; stop++) {
+        tl_scratch s;
+        CHECK(tl_scratch_begin(&s, TL_SCRATCH_THREAD, NULL) == 0);
+        tl_kernels_set_poll(poll_fn, NULL);
+        poll_calls = 0, poll_stop_after = stop;
+        CHECK(tl_i8_score_batch(&s, &qm, &cm, TL_I8_COSINE, out, 0, 4) == TL_K_EINTR && poll_calls == stop);
+        tl_kernels_set_poll(NULL, NULL);
+        CHECK(tl_i8_score_batch(&s, &qm, &cm, TL_I8_COSINE, out, 0, 4) == TL_K_OK);
+        tl_scratch_end(&s);
+    }
+}
+
+/* Threads scoring one corpus at once get what one thread gets. */
+enum { TN = 700, TD = 100, TM = 3, TT = 4 };
+static int8_t t_c[TN * TD];
+static float t_scale[TN], t_q[TM * TD], t_want[TM * TN];
+static int32_t t_sum[TN], t_sumsq[TN];
+
+static void *thread_main(void *arg) {
+    float *got = arg;
+    tl_i8_mat cm = {t_c, TN, TD, TD, t_scale, t_sum, t_sumsq};
+    tl_mat qm = {t_q, TL_F32, TM, TD, TD * 4, 4};
+    for (int rep = 0; rep < 20; rep++) {
+        tl_scratch s;
+        if (tl_scratch_begin(&s, TL_SCRATCH_THREAD, NULL) != 0) return NULL;
+        int rc = tl_i8_score_batch(&s, &qm, &cm, TL_I8_COSINE, got, TN * 4, 4);
+        tl_scratch_end(&s);
+        if (rc != TL_K_OK || memcmp(got, t_want, sizeof t_want) != 0) return NULL;
+    }
+    tl_thread_arena_release_current();
+    return arg;
+}
+
+static void test_threads(void) {
+    static float x[TN * TD], got[TT][TM * TN];
+    for (size_t i = 0; i < TN * TD; i++) x[i] = (float)(urand() - 0.5);
+    for (size_t i = 0; i < TM * TD; i++) t_q[i] = (float)(urand() - 0.5);
+    tl_scratch s;
+    CHECK(tl_scratch_begin(&s, TL_SCRATCH_THREAD, NULL) == 0);
+    tl_mat xm = {x, TL_F32, TN, TD, TD * 4, 4}, qm = {t_q, TL_F32, TM, TD, TD * 4, 4};
+    CHECK(tl_quantize_i8(&s, &xm, t_c, TD, t_scale, t_sum, t_sumsq, NULL) == TL_K_OK);
+    tl_i8_mat cm = {t_c, TN, TD, TD, t_scale, t_sum, t_sumsq};
+    CHECK(tl_i8_score_batch(&s, &qm, &cm, TL_I8_COSINE, t_want, TN * 4, 4) == TL_K_OK);
+    tl_scratch_end(&s);
+    pthread_t th[TT];
+    for (int i = 0; i < TT; i++) CHECK(pthread_create(&th[i], NULL, thread_main, got[i]) == 0);
+    for (int i = 0; i < TT; i++) {
+        void *r = NULL;
+        CHECK(pthread_join(th[i], &r) == 0 && r == got[i]);
+    }
+}
+
 int main(void) {
     RUN(test_quantize_scheme);
     RUN(test_exact_dots);
     RUN(test_widest_rows);
     RUN(test_scores_match_dequantized);
     RUN(test_empty_and_large_k);
+    RUN(test_poll_stops_scoring);
+    RUN(test_threads);
     tl_thread_arena_release_current();
     TEST_MAIN_END();
 }
