@@ -3,7 +3,8 @@
  * Working precision float32 (float32, float16 and bfloat16 inputs) or float64
  * (any float64 input). In float32, a row's dot product and squared norm are
  * computed by one fixed sequence of operations per (query, row) pair, whatever
- * kernel runs it (see kernel_cosine_x86.c for the AVX2 one, below for the
+ * kernel runs it (see kernel_cosine_x86.c for the AVX2 one,
+ * kernel_cosine_avx512.c for the AVX-512 one, below for the
  * portable one): equal rows get bit-identical scores (which makes "ties to the
  * lower index" meaningful), the batched form equals the single-query form row
  * by row, and the loop order chosen by size does not change a bit.
@@ -13,8 +14,9 @@
  *     cache, one at a time (one address stream) when the matrix is larger than
  *     the caches (tl_cos_stream_bytes);
  *   - m queries: per block of rows, the norms once, then every query against
- *     the block while it sits in L1/L2 (kernel_cosine_x86.c: three rows by
- *     four queries per register tile), so each row comes from memory once;
+ *     the block while it sits in L1/L2 (three rows by four queries per
+ *     register tile with AVX2, four rows by six with AVX-512), so each row
+ *     comes from memory once;
  *   - float16 / bfloat16 rows are widened in registers (F16C, shift), no
  *     scratch copy: half the bytes of float32.
  * Other layouts (strided columns, unaligned rows, no vector ISA for the kind)
@@ -96,9 +98,11 @@ static void tl_dots_portable(const float *q0, ptrdiff_t qs, size_t m, const char
 /* The kernels for rows of kind k under the current ISA; 0 if rows of that
  * kind must be converted to float32 first (portable float16 / bfloat16). */
 static int tl_cos_ops_pick(tl_cos_kind k, tl_cos_ops *ops) {
-    if (tl_kernels_isa() != TL_ISA_PORTABLE && tl_cos_ops_avx2(k, ops)) return 1;
+    const tl_isa isa = tl_kernels_isa();
+    if (isa == TL_ISA_AVX512 && tl_cos_ops_avx512(k, ops)) return 1;
+    if (isa != TL_ISA_PORTABLE && tl_cos_ops_avx2(k, ops)) return 1;
     if (k != TL_CK_F32) return 0;
-    *ops = (tl_cos_ops){tl_dn_portable, tl_norms_portable, tl_dots_portable};
+    *ops = (tl_cos_ops){tl_dn_portable, tl_norms_portable, tl_dots_portable, 8};
     return 1;
 }
 
@@ -295,7 +299,7 @@ static int tl_cosine_run32(tl_scratch *s, const tl_mat *Q, const tl_mat *C, cons
      * same misalignment so that their loads line up with the rows'. */
     size_t mis = 0;
     if (direct && kind == TL_CK_F32 && (n <= 1 || C->row_stride % 64 == 0)) mis = (uintptr_t)C->data & 63;
-    const tl_cos_plan plan = tl_cos_plan_make(d, mis), plan0 = tl_cos_plan_make(d, 0);
+    const tl_cos_plan plan = tl_cos_plan_make(d, mis, ops.lanes), plan0 = tl_cos_plan_make(d, 0, qops.lanes);
 
     /* Queries as float32, query i at qbuf + i * qs floats; their norms. */
     const size_t qs = ((d * sizeof(float) + 127) & ~(size_t)63) / sizeof(float);

@@ -340,9 +340,9 @@ TL_COS_INSTANCE(bf16, TL_CK_BF16)
 
 int tl_cos_ops_avx2(tl_cos_kind k, tl_cos_ops *ops) {
     switch (k) {
-    case TL_CK_F32: *ops = (tl_cos_ops){tl_dn_f32, tl_norms_f32, tl_dots_f32}; return 1;
-    case TL_CK_F16: *ops = (tl_cos_ops){tl_dn_f16, tl_norms_f16, tl_dots_f16}; return 1;
-    case TL_CK_BF16: *ops = (tl_cos_ops){tl_dn_bf16, tl_norms_bf16, tl_dots_bf16}; return 1;
+    case TL_CK_F32: *ops = (tl_cos_ops){tl_dn_f32, tl_norms_f32, tl_dots_f32, 8}; return 1;
+    case TL_CK_F16: *ops = (tl_cos_ops){tl_dn_f16, tl_norms_f16, tl_dots_f16, 8}; return 1;
+    case TL_CK_BF16: *ops = (tl_cos_ops){tl_dn_bf16, tl_norms_bf16, tl_dots_bf16, 8}; return 1;
     }
     return 0;
 }
@@ -356,12 +356,13 @@ int tl_cos_ops_avx2(tl_cos_kind k, tl_cos_ops *ops) {
 
 #endif /* TL_HAVE_X86 */
 
-tl_cos_plan tl_cos_plan_make(size_t d, size_t mis) {
+tl_cos_plan tl_cos_plan_make(size_t d, size_t mis, size_t lanes) {
     tl_cos_plan p;
-    size_t head = ((32 - (mis & 31)) & 31) / 4;
+    const size_t vb = 4 * lanes; /* vector bytes: 32 or 64 */
+    size_t head = ((vb - (mis & (vb - 1))) & (vb - 1)) / 4;
     if (head > d) head = d;
     p.head = head;
-    p.dm = head + ((d - head) & ~(size_t)7);
-    p.rem = (d - head) & 7;
+    p.dm = head + ((d - head) & ~(lanes - 1));
+    p.rem = (d - head) & (lanes - 1);
     return p;
 }

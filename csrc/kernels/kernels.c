@@ -33,7 +33,9 @@ tl_isa tl_kernels_best_isa(void) {
 #if TL_HAVE_X86
     __builtin_cpu_init();
     /* libgcc also checks that the OS saves the wider registers (XCR0). */
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("f16c"))
         return TL_ISA_AVX512;
     /* F16C comes with every AVX2 CPU (Haswell, Zen); checked all the same. */
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
@@ -57,6 +59,36 @@ int tl_kernels_set_isa(tl_isa isa) {
     if ((int)isa < 0 || isa > tl_kernels_best_isa()) return -1;
     int prev = (int)tl_kernels_isa();
     atomic_store_explicit(&g_isa, (int)isa, memory_order_relaxed);
+    return prev;
+}
+
+/* ---- optional extensions --------------------------------------------------------- */
+
+static _Atomic int g_ext = -1; /* -1: not chosen yet */
+
+unsigned tl_kernels_best_ext(void) {
+    unsigned e = 0;
+#if TL_HAVE_X86
+    __builtin_cpu_init();
+    if (tl_kernels_best_isa() == TL_ISA_AVX512 && __builtin_cpu_supports("avx512vnni")) e |= TL_EXT_AVX512_VNNI;
+    if (tl_kernels_best_isa() >= TL_ISA_AVX2 && __builtin_cpu_supports("avxvnni")) e |= TL_EXT_AVX_VNNI;
+#endif
+    return e;
+}
+
+unsigned tl_kernels_ext(void) {
+    int v = atomic_load_explicit(&g_ext, memory_order_relaxed);
+    if (TL_UNLIKELY(v < 0)) {
+        v = (int)tl_kernels_best_ext();
+        atomic_store_explicit(&g_ext, v, memory_order_relaxed);
+    }
+    return (unsigned)v;
+}
+
+int tl_kernels_set_ext(unsigned ext) {
+    if (ext & ~tl_kernels_best_ext()) return -1;
+    int prev = (int)tl_kernels_ext();
+    atomic_store_explicit(&g_ext, (int)ext, memory_order_relaxed);
     return prev;
 }
 

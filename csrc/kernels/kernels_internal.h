@@ -16,7 +16,9 @@
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define TL_HAVE_X86 1
 #define TL_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
-#define TL_TARGET_AVX512 __attribute__((target("avx512f,avx2,fma,f16c")))
+/* AVX512F with BW (masked 16-bit loads), VL and DQ: every AVX-512 CPU since
+ * Skylake-SP and Zen 4 (tl_kernels_best_isa requires them). */
+#define TL_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
 #else
 #define TL_HAVE_X86 0
 #endif
@@ -54,22 +56,22 @@ static inline int tl_is_contig(const void *p, ptrdiff_t stride, size_t size) {
     return stride == (ptrdiff_t)size && ((uintptr_t)p % size) == 0;
 }
 
-/* ---- cosine row kernels (kernel_cosine_x86.c) ------------------------------------
- * How a row of d float32 lanes is cut into 8-lane vectors: a masked head of
- * `head` elements up to the next 32-byte boundary (rows that share one
- * misalignment `mis`, their address modulo 64), full vectors up to dm, then a
- * masked tail of rem elements. */
+/* ---- cosine row kernels (kernel_cosine_x86.c, kernel_cosine_avx512.c) -----------
+ * How a row of d float32 lanes is cut into vectors of `lanes` (8 or 16)
+ * elements: a masked head of `head` elements up to the next 4 * lanes-byte
+ * boundary (rows that share one misalignment `mis`, their address modulo 64),
+ * full vectors up to dm, then a masked tail of rem elements. */
 typedef struct tl_cos_plan {
     size_t head, dm, rem;
 } tl_cos_plan;
-tl_cos_plan tl_cos_plan_make(size_t d, size_t mis);
+tl_cos_plan tl_cos_plan_make(size_t d, size_t mis, size_t lanes);
 
 /* Element kinds the vector kernels read in registers. */
 typedef enum tl_cos_kind { TL_CK_F32 = 0, TL_CK_F16 = 1, TL_CK_BF16 = 2 } tl_cos_kind;
 
 /* One instruction set's kernels for one element kind. q: float32 queries.
  * dotnorm: dot[r] = q . row_r and nrm[r] = row_r . row_r (stream: the order
- * for rows coming from DRAM; else three interleaved); nrm NULL: dots only
+ * for rows coming from DRAM; else several adjacent rows interleaved); nrm NULL: dots only
  * (given norms), the same dot bits. norms: nrm[r] only.
  * dots: dot[i * ldd + r] = q_i . row_r for m queries at q + i * qs floats. For
  * one (query, row) pair all three give the same bits. */
@@ -79,9 +81,11 @@ typedef struct tl_cos_ops {
     void (*norms)(const char *rows, ptrdiff_t rs, size_t nrows, const tl_cos_plan *p, float *nrm);
     void (*dots)(const float *q, ptrdiff_t qs, size_t m, const char *rows, ptrdiff_t rs, size_t nrows,
                  const tl_cos_plan *p, float *dot, size_t ldd);
+    size_t lanes; /* the plan these kernels read (tl_cos_plan_make) */
 } tl_cos_ops;
-/* Fills *ops and returns 1 where the build has AVX2 kernels (x86), else 0. */
+/* Fill *ops and return 1 where the build has AVX2 (AVX-512) kernels (x86), else 0. */
 int tl_cos_ops_avx2(tl_cos_kind k, tl_cos_ops *ops);
+int tl_cos_ops_avx512(tl_cos_kind k, tl_cos_ops *ops);
 
 /* ---- bounded top-k heap ---------------------------------------------------------
  * Keeps the k best (value, index) pairs seen so far. "Better" means a larger

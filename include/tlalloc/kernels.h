@@ -53,7 +53,7 @@ typedef int (*tl_kernel_poll_fn)(void *ctx);
 void tl_kernels_set_poll(tl_kernel_poll_fn fn, void *ctx);
 
 /* Instruction set used by the vectorised paths, chosen at first use from what
- * the CPU supports (AVX-512F, else AVX2+FMA, else portable C). */
+ * the CPU supports (AVX-512 F+BW+VL+DQ, else AVX2+FMA+F16C, else portable C). */
 typedef enum tl_isa { TL_ISA_PORTABLE = 0, TL_ISA_AVX2 = 1, TL_ISA_AVX512 = 2 } tl_isa;
 tl_isa tl_kernels_isa(void);
 /* Testing aid: force an instruction set for every thread. Returns the previous
@@ -61,6 +61,19 @@ tl_isa tl_kernels_isa(void);
 int tl_kernels_set_isa(tl_isa isa);
 /* The best instruction set this CPU supports. */
 tl_isa tl_kernels_best_isa(void);
+
+/* Optional extensions a path uses where the CPU has them and the instruction
+ * set in use allows (tl_kernels_isa): AVX512_VNNI (vpdpbusd on zmm) under
+ * TL_ISA_AVX512, AVX-VNNI (vpdpbusd on ymm) under TL_ISA_AVX2 or above. Only
+ * the int8 corpus kernels use them; results are identical with and without
+ * (exact integer sums). */
+enum { TL_EXT_AVX512_VNNI = 1u, TL_EXT_AVX_VNNI = 2u };
+unsigned tl_kernels_ext(void);
+unsigned tl_kernels_best_ext(void);
+/* Testing aid: use only the extensions in `ext` (a subset of
+ * tl_kernels_best_ext()). Returns the previous set, or -1 (and changes
+ * nothing) if the CPU lacks one of them. */
+int tl_kernels_set_ext(unsigned ext);
 
 /* ---- cosine similarity ---------------------------------------------------------- */
 
@@ -118,6 +131,63 @@ int tl_cosine_topk_batch(tl_scratch *s, const tl_mat *queries, const tl_mat *can
  * three rows interleaved (faster from cache). Both give the same bits. Returns
  * the previous threshold; (size_t)-1 queries it without a change. */
 size_t tl_cosine_set_stream_bytes(size_t bytes);
+
+/* ---- int8 corpora ---------------------------------------------------------------
+ * Scheme (per row, symmetric, absmax; docs/kernels.md compares it with others):
+ * scale = max_j |x_j| / 127 (as float32), q_j = round(x_j * 127 / max_j |x_j|)
+ * to nearest, ties to even, in [-127, 127]; the row stands for q_j * scale. A
+ * row of zeros gets scale 0 and zeros. With each row go sum_j q_j and
+ * sum_j q_j^2 (int32): the integer kernels need them and read no other pass.
+ * Columns: at most TL_I8_MAX_COLS (every integer sum then fits int32). */
+#define TL_I8_MAX_COLS 65536
+
+/* An int8 corpus: rows x cols values, row i at data + i * row_stride bytes
+ * (elements contiguous), with per-row scale, sum and sumsq as quantized by
+ * tl_quantize_i8 (any int8 values in [-128, 127] are accepted, with their
+ * true sums). */
+typedef struct tl_i8_mat {
+    const int8_t *data;
+    size_t rows, cols;
+    ptrdiff_t row_stride;
+    const float *scale;
+    const int32_t *sum, *sumsq;
+} tl_i8_mat;
+
+/* Quantize src (any float dtype, any strides) row by row into dst (row i at
+ * dst + i * dst_row_stride), scale[i], sum[i], sumsq[i]. TL_K_EINVAL for a
+ * non-float dtype, more than TL_I8_MAX_COLS columns, or a non-finite element
+ * (its row in *bad_row when bad_row is not NULL; rows before it are written).
+ * Cost: one pass in float64 (exact for every input dtype); scratch: one row of
+ * doubles. */
+int tl_quantize_i8(tl_scratch *s, const tl_mat *src, int8_t *dst, ptrdiff_t dst_row_stride, float *scale,
+                   int32_t *sum, int32_t *sumsq, size_t *bad_row);
+
+typedef enum tl_i8_metric {
+    TL_I8_COSINE = 0, /* idot / sqrt(sum q^2 * sumsq_r): the cosine of the dequantized vectors, in [-1, 1] */
+    TL_I8_DOT = 1     /* idot * qscale * scale_r: their inner product */
+} tl_i8_metric;
+
+/* Scores of m = queries->rows float queries (any float dtype and strides)
+ * against an int8 corpus. Each query is quantized by the corpus scheme on
+ * every call; idot, its integer dot product with a row, is summed exactly in
+ * int32 (AVX512_VNNI, AVX-VNNI, AVX2 or portable: the same integers), and the
+ * score is computed in float64 from it and rounded once to float32. A query
+ * or row of zeros scores 0 (cosine); a query with a non-finite element scores
+ * 0 (cosine) or NaN (dot). Output and top-k forms as tl_cosine_batch and
+ * tl_cosine_topk_batch (top-k: higher is better, ties to the lower index).
+ * Cost: one pass over the corpus, 1 byte per element (4x less than float32);
+ * blocks of 256 rows stay in L2 while every query passes. */
+int tl_i8_score_batch(tl_scratch *s, const tl_mat *queries, const tl_i8_mat *cand, tl_i8_metric metric,
+                      float *out, ptrdiff_t out_row_stride, ptrdiff_t out_col_stride);
+int tl_i8_topk_batch(tl_scratch *s, const tl_mat *queries, const tl_i8_mat *cand, tl_i8_metric metric, size_t k,
+                     int64_t *idx, float *scores, size_t *count);
+
+/* The integer dot products themselves: out[i * out_row_stride + r] =
+ * sum_j q[i * q_row_stride + j] * row_r[j] for m int8 queries of cand->cols
+ * values in [-127, 127] (TL_K_EINVAL if one is -128). For tests and for
+ * callers that quantize their own queries. */
+int tl_i8_dots(tl_scratch *s, const int8_t *q, size_t m, ptrdiff_t q_row_stride, const tl_i8_mat *cand,
+               int32_t *out, ptrdiff_t out_row_stride);
 
 /* ---- spreading activation --------------------------------------------------------- */
 

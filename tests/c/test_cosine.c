@@ -250,6 +250,69 @@ static void test_empty_and_large_k(void) {
     tl_scratch_end(&s);
 }
 
+/* AVX-512 against AVX2: the same bits where both cut a row alike (float32
+ * rows at a 64-byte boundary or 36 to 60 bytes past one; every float16 /
+ * bfloat16 row), within float32 rounding elsewhere (4 to 32 bytes past);
+ * for every width around the 8- and 16-lane vectors and tails, one query and
+ * batched (with given norms too). */
+static void test_avx512_matches_avx2(void) {
+    if (tl_kernels_best_isa() < TL_ISA_AVX512) return;
+    static const size_t ds[] = {1, 3, 7, 8, 9, 15, 16, 17, 23, 24, 25, 31, 32, 33, 40, 47, 48, 100, 257, 768};
+    enum { N = 13, M = 7, DMAX = 768 };
+    float *c = aligned_alloc(64, sizeof(float) * (N * DMAX + 16)), *q = malloc(sizeof(float) * M * DMAX);
+    uint16_t *h = aligned_alloc(64, 2 * N * DMAX), *b = aligned_alloc(64, 2 * N * DMAX);
+    float *o2 = malloc(sizeof(float) * M * N), *o5 = malloc(sizeof(float) * M * N);
+    double nv[N];
+    CHECK(c && q && h && b && o2 && o5);
+    for (size_t di = 0; di < sizeof ds / sizeof ds[0]; di++) {
+        const size_t d = ds[di];
+        for (size_t i = 0; i < M * d; i++) q[i] = (float)((double)(rnd() >> 11) / 9007199254740992.0 - 0.5);
+        for (size_t off = 0; off < 16; off++) { /* rows at every 4-byte offset from a 64-byte boundary */
+            float *cb = c + off;
+            const size_t rsd = (d + 15) & ~(size_t)15; /* row stride: a multiple of 64 bytes */
+            for (size_t i = 0; i < N * rsd && off + i < N * DMAX + 16; i++)
+                cb[i] = (float)((double)(rnd() >> 11) / 9007199254740992.0 - 0.5);
+            if (off + N * rsd > N * DMAX + 16) continue;
+            for (size_t i = 0; i < N; i++) {
+                double a = 0;
+                for (size_t j = 0; j < d; j++) a += (double)cb[i * rsd + j] * cb[i * rsd + j];
+                nv[i] = sqrt(a);
+            }
+            for (size_t i = 0; i < N; i++)
+                for (size_t j = 0; j < d; j++) {
+                    h[i * d + j] = to_half(small_exact());
+                    b[i * d + j] = to_bf16((float)((double)(rnd() >> 11) / 9007199254740992.0 - 0.5));
+                }
+            const int same = off == 0 || off > 8; /* same head in both plans */
+            tl_mat cm = {cb, TL_F32, N, d, (ptrdiff_t)(rsd * 4), 4};
+            tl_mat hm = {h, TL_F16, N, d, (ptrdiff_t)(d * 2), 2}, bm = {b, TL_BF16, N, d, (ptrdiff_t)(d * 2), 2};
+            tl_vec nvv = {nv, TL_F64, N, 8};
+            const tl_mat *cs[3] = {&cm, &hm, &bm};
+            for (int t = 0; t < 3; t++) {
+                if (t && off) continue; /* 16-bit rows: once */
+                for (int form = 0; form < 3; form++) { /* 1 query, M queries, M queries with norms */
+                    tl_mat qm = {q, TL_F32, form ? M : 1, d, (ptrdiff_t)(d * 4), 4};
+                    const tl_vec *nn = form == 2 && t == 0 ? &nvv : NULL;
+                    float *outs[2] = {o2, o5};
+                    for (int k = 0; k < 2; k++) {
+                        tl_scratch s;
+                        int prev = tl_kernels_set_isa(k ? TL_ISA_AVX512 : TL_ISA_AVX2);
+                        CHECK(tl_scratch_begin(&s, TL_SCRATCH_THREAD, NULL) == 0);
+                        CHECK(tl_cosine_batch(&s, &qm, cs[t], nn, outs[k], N * 4, 4) == TL_K_OK);
+                        tl_scratch_end(&s);
+                        tl_kernels_set_isa((tl_isa)prev);
+                    }
+                    for (size_t i = 0; i < qm.rows * N; i++) {
+                        if (same || t) CHECK(same_bits(o2[i], o5[i]));
+                        else CHECK(fabsf(o2[i] - o5[i]) <= 4e-7f);
+                    }
+                }
+            }
+        }
+    }
+    free(c), free(q), free(h), free(b), free(o2), free(o5);
+}
+
 int main(void) {
     RUN(test_batch_equals_single);
     RUN(test_stream_equals_interleaved);
@@ -257,6 +320,7 @@ int main(void) {
     RUN(test_given_norms);
     RUN(test_given_norms_range_edges);
     RUN(test_empty_and_large_k);
+    RUN(test_avx512_matches_avx2);
     tl_thread_arena_release_current();
     TEST_MAIN_END();
 }

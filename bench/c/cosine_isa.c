@@ -1,0 +1,189 @@
+/* cosine_isa: the cosine kernels under each instruction set, side by side.
+ *
+ *   build/c/bench/cosine_isa [incache|batch|dram|all] [--rounds R]
+ *
+ * Each cell runs the same call under every ISA the CPU has (portable is left
+ * out: it is not a contender), interleaved round by round so that load on a
+ * shared machine falls on all of them alike, and prints per ISA the best and
+ * the median thread CPU time of one call over R rounds, and the ratio of the
+ * AVX2 time to the others' (medians). Cells (d = 768, float32 queries):
+ *   incache  1 query against 300 rows of float32 (900 KiB: from L2), and
+ *            against 1,000 rows of float32, float16, bfloat16 (3 MiB /
+ *            1.5 MiB: from L3), with norms computed;
+ *   batch    16, 64 and 256 queries against 100,000 float32 rows with cached
+ *            norms (given), the form compared with NumPy's `Q @ C.T / norms`;
+ *   dram     1 query against 1,000,000 float32 rows (3 GiB, from DRAM): GB/s.
+ * The scores of every ISA are checked against each other (within 1e-5) so a
+ * fast wrong kernel cannot win. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tlalloc.h"
+
+enum { DIM = 768 };
+
+static uint64_t rng = 0x9E3779B97F4A7C15ull;
+static float frand(void) {
+    rng ^= rng >> 12, rng ^= rng << 25, rng ^= rng >> 27;
+    return (float)((double)((rng * 2685821657736338717ull) >> 11) * (1.0 / 9007199254740992.0) - 0.5);
+}
+
+static double cpu_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static uint16_t to_half(float f) { /* round to nearest even, normal range only (enough here) */
+    uint32_t b;
+    memcpy(&b, &f, 4);
+    uint32_t sign = (b >> 16) & 0x8000u;
+    int e = (int)((b >> 23) & 0xff) - 127 + 15;
+    if (e <= 0) return (uint16_t)sign;
+    uint32_t man = b & 0x7fffffu, h = sign | ((uint32_t)e << 10) | (man >> 13), rest = man & 0x1fffu;
+    if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) h++;
+    return (uint16_t)h;
+}
+
+static uint16_t to_bf16(float f) {
+    uint32_t b;
+    memcpy(&b, &f, 4);
+    b += 0x7fffu + ((b >> 16) & 1u);
+    return (uint16_t)(b >> 16);
+}
+
+typedef struct cell {
+    const char *name;
+    tl_mat q, c;
+    const tl_vec *norms;
+    float *out;  /* one output per ISA, q.rows * c.rows floats each */
+    double bytes; /* corpus bytes per call, for GB/s (0: none printed) */
+} cell;
+
+static int n_isa;
+static tl_isa isas[3];
+static const char *isa_name[3] = {"portable", "avx2", "avx512"};
+
+static void run_cell(cell *ce, int rounds) {
+    const size_t per = ce->q.rows * ce->c.rows;
+    double *t = malloc(sizeof(double) * (size_t)rounds * (size_t)n_isa);
+    float *out = malloc(sizeof(float) * per * (size_t)n_isa);
+    if (!t || !out) abort();
+    for (int r = 0; r < rounds; r++)
+        for (int k = 0; k < n_isa; k++) {
+            int ki = (r & 1) ? n_isa - 1 - k : k; /* alternate which ISA goes first */
+            tl_kernels_set_isa(isas[ki]);
+            tl_scratch s;
+            tl_scratch_begin(&s, TL_SCRATCH_THREAD, NULL);
+            double t0 = cpu_now();
+            int rc = tl_cosine_batch(&s, &ce->q, &ce->c, ce->norms, out + (size_t)ki * per,
+                                     (ptrdiff_t)(ce->c.rows * sizeof(float)), sizeof(float));
+            t[(size_t)ki * (size_t)rounds + (size_t)r] = cpu_now() - t0;
+            tl_scratch_end(&s);
+            if (rc != TL_K_OK) {
+                fprintf(stderr, "%s: rc %d\n", ce->name, rc);
+                exit(1);
+            }
+        }
+    double maxdiff = 0;
+    for (int k = 1; k < n_isa; k++)
+        for (size_t i = 0; i < per; i++) {
+            double dd = fabs((double)out[(size_t)k * per + i] - (double)out[i]);
+            maxdiff = dd > maxdiff ? dd : maxdiff;
+        }
+    double med[3] = {0, 0, 0};
+    printf("%-34s", ce->name);
+    for (int k = 0; k < n_isa; k++) {
+        double *tk = t + (size_t)k * (size_t)rounds;
+        qsort(tk, (size_t)rounds, sizeof(double), cmp_d);
+        med[k] = tk[rounds / 2];
+        printf("  %s %8.3f ms (best %8.3f)", isa_name[isas[k]], med[k] * 1e3, tk[0] * 1e3);
+        if (ce->bytes > 0) printf(" %5.1f GB/s", ce->bytes / med[k] / 1e9);
+    }
+    if (n_isa > 1) printf("  avx2/avx512 %.2fx", med[0] / med[n_isa - 1]);
+    printf("  maxdiff %.1e\n", maxdiff);
+    fflush(stdout);
+    if (maxdiff > 1e-5) {
+        fprintf(stderr, "%s: the ISAs disagree by %g\n", ce->name, maxdiff);
+        exit(1);
+    }
+    free(t), free(out);
+}
+
+int main(int argc, char **argv) {
+    const char *what = "all";
+    int rounds = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
+            rounds = atoi(argv[++i]);
+        else
+            what = argv[i];
+    }
+    for (int k = TL_ISA_AVX2; k <= (int)tl_kernels_best_isa(); k++) isas[n_isa++] = (tl_isa)k;
+    if (!n_isa) {
+        printf("no vector ISA on this CPU\n");
+        return 0;
+    }
+    int all = !strcmp(what, "all");
+    float *q = malloc(sizeof(float) * 256 * DIM);
+    for (size_t i = 0; i < 256 * DIM; i++) q[i] = frand();
+    if (all || !strcmp(what, "incache")) {
+        enum { N = 1000 };
+        float *c = aligned_alloc(64, sizeof(float) * N * DIM);
+        uint16_t *h = aligned_alloc(64, 2 * N * DIM), *b = aligned_alloc(64, 2 * N * DIM);
+        for (size_t i = 0; i < (size_t)N * DIM; i++) {
+            c[i] = frand();
+            h[i] = to_half(c[i]);
+            b[i] = to_bf16(c[i]);
+        }
+        cell cs[4] = {
+            {"1 query x 300 rows, f32 (L2)", {q, TL_F32, 1, DIM, DIM * 4, 4}, {c, TL_F32, 300, DIM, DIM * 4, 4}, NULL, NULL, 0},
+            {"1 query x 1,000 rows, f32", {q, TL_F32, 1, DIM, DIM * 4, 4}, {c, TL_F32, N, DIM, DIM * 4, 4}, NULL, NULL, 0},
+            {"1 query x 1,000 rows, f16", {q, TL_F32, 1, DIM, DIM * 4, 4}, {h, TL_F16, N, DIM, DIM * 2, 2}, NULL, NULL, 0},
+            {"1 query x 1,000 rows, bf16", {q, TL_F32, 1, DIM, DIM * 4, 4}, {b, TL_BF16, N, DIM, DIM * 2, 2}, NULL, NULL, 0},
+        };
+        for (int i = 0; i < 4; i++) run_cell(&cs[i], rounds ? rounds : 2001);
+        free(c), free(h), free(b);
+    }
+    if (all || !strcmp(what, "batch")) {
+        enum { N = 100000 };
+        float *c = aligned_alloc(64, sizeof(float) * (size_t)N * DIM);
+        double *nv = malloc(sizeof(double) * N);
+        for (size_t i = 0; i < (size_t)N * DIM; i++) c[i] = frand();
+        for (size_t i = 0; i < N; i++) {
+            double a = 0;
+            for (size_t j = 0; j < DIM; j++) a += (double)c[i * DIM + j] * c[i * DIM + j];
+            nv[i] = sqrt(a);
+        }
+        tl_vec norms = {nv, TL_F64, N, 8};
+        static const size_t ms[] = {16, 64, 256};
+        for (int i = 0; i < 3; i++) {
+            char name[64];
+            snprintf(name, sizeof name, "%zu queries x 100,000 rows, norms", ms[i]);
+            cell ce = {name, {q, TL_F32, ms[i], DIM, DIM * 4, 4}, {c, TL_F32, N, DIM, DIM * 4, 4}, &norms, NULL, 0};
+            run_cell(&ce, rounds ? rounds : (ms[i] == 256 ? 5 : 9));
+        }
+        free(c), free(nv);
+    }
+    if (all || !strcmp(what, "dram")) {
+        const size_t N = 1000000;
+        float *c = aligned_alloc(64, sizeof(float) * N * DIM);
+        if (!c) return 1;
+        for (size_t i = 0; i < N * DIM; i++) c[i] = frand();
+        cell ce = {"1 query x 1,000,000 rows, f32", {q, TL_F32, 1, DIM, DIM * 4, 4}, {c, TL_F32, N, DIM, DIM * 4, 4},
+                   NULL, NULL, (double)N * DIM * 4};
+        run_cell(&ce, rounds ? rounds : 9);
+        free(c);
+    }
+    free(q);
+    tl_thread_arena_release_current();
+    return 0;
+}

@@ -1,0 +1,297 @@
+/* kernel_cosine_avx512.c: the AVX-512 row kernels of cosine similarity.
+ *
+ * The row arithmetic under TL_ISA_AVX512 (one sequence for every kernel here,
+ * as in kernel_cosine_x86.c, so that a row's dot product and norm do not depend
+ * on which kernel computed them): 16 float32 lanes, ONE accumulator per
+ * quantity. A masked head (float32 rows sharing one misalignment: up to the
+ * next 64-byte boundary, see tl_cos_plan), then full vectors in order, then a
+ * masked tail, all into that accumulator; the result is tl_hsum16(acc). With
+ * 32 vector registers, independent chains come from several rows (or queries)
+ * at once instead of from a second accumulator per pair:
+ *   - fused dot + norm, in cache: four adjacent rows (8 chains);
+ *   - fused, streaming from DRAM: two rows from the two halves of a block
+ *     (two sequential address streams, 4 chains);
+ *   - norms only: the same two-stream order, norm chain only;
+ *   - batched dots: a tile of 6 queries x 4 rows (24 chains; per 16 elements
+ *     10 loads for 24 FMAs, where the 4 x 3 AVX2 tile loads 7 for 12).
+ * Lane i of the one 16-lane chain sums what lane i of the AVX2 path's first
+ * 8-lane accumulator (i < 8) or lane i - 8 of its second sums, in the same
+ * order, wherever the two plans cut the row alike (see tl5_tail_at): then the
+ * two ISAs give the same bits. Float32 rows 4 to 32 bytes past a 64-byte
+ * boundary get a longer head here (aligned zmm loads matter more than ymm
+ * ones) and differ from AVX2 in the last bits. Within this ISA the single,
+ * batched and streaming forms always give the same bits.
+ *
+ * Elements are widened in registers: float16 with vcvtph2ps on zmm (exact),
+ * bfloat16 by a 16-bit shift (exact). Heads and tails are masked loads
+ * (AVX512BW for 16-bit elements): no stack copy, no read past the row.
+ */
+#include "kernels_internal.h"
+
+#if TL_HAVE_X86
+#include <immintrin.h>
+
+#define TL_AI static inline __attribute__((always_inline))
+
+TL_TARGET_AVX512 TL_AI __mmask16 tl5_mask(size_t n) { return (__mmask16)((1u << n) - 1u); } /* n <= 16 */
+
+/* Fixed reduction order: halves, quarters, then as tl_hsum8. */
+TL_TARGET_AVX512 TL_AI float tl5_hsum(__m512 v) {
+    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v),
+                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    __m128 sh = _mm_movehdup_ps(s);
+    s = _mm_add_ps(s, sh);
+    sh = _mm_movehl_ps(sh, s);
+    s = _mm_add_ss(s, sh);
+    return _mm_cvtss_f32(s);
+}
+
+/* Sixteen elements of kind k from element j of row c, as float32. */
+TL_TARGET_AVX512 TL_AI __m512 tl5_ld(const char *c, size_t j, int k) {
+    if (k == TL_CK_F32) return _mm512_loadu_ps((const float *)c + j);
+    __m256i h = _mm256_loadu_si256((const __m256i *)(c + 2 * j));
+    if (k == TL_CK_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* The elements of mask m from element j (other lanes 0; masked lanes are not
+ * read, so a tail never touches memory past the row). */
+TL_TARGET_AVX512 TL_AI __m512 tl5_ld_part(const char *c, ptrdiff_t j, __mmask16 m, int k) {
+    if (k == TL_CK_F32) return _mm512_maskz_loadu_ps(m, (const float *)c + j);
+    __m256i h = _mm256_maskz_loadu_epi16(m, c + 2 * j);
+    if (k == TL_CK_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* Where the tail goes: the AVX2 path adds a tail of rem < 8 elements to its
+ * second accumulator, lanes 0..rem-1, which hold what lanes 8..15 hold here;
+ * loading from 8 elements before the tail with the mask moved up by 8 puts
+ * the tail in those lanes (lanes 0..7 are masked: not read). With that, a row
+ * whose head is the same in both plans (every 16-bit row; float32 rows at a
+ * 64-byte boundary or 36 to 60 bytes past one) gets the AVX2 path's bits: AVX2's
+ * two 8-lane accumulators are this path's two halves, added first by
+ * tl5_hsum, and tl5_hsum continues as tl_hsum8. Returns the element offset of
+ * the load; *m its mask. */
+TL_TARGET_AVX512 TL_AI ptrdiff_t tl5_tail_at(const tl_cos_plan *p, __mmask16 *m) {
+    if (p->rem < 8) {
+        *m = (__mmask16)(((1u << p->rem) - 1u) << 8);
+        return (ptrdiff_t)p->dm - 8;
+    }
+    *m = tl5_mask(p->rem);
+    return (ptrdiff_t)p->dm;
+}
+
+/* Keeps v in a register (see TL_IN_REG in kernel_cosine_x86.c); "v" admits
+ * zmm16-31. */
+#define TL5_IN_REG(v) __asm__("" : "+v"(v))
+
+/* Software prefetch distance for streaming 16-bit rows (as TL_COS_PF_BYTES). */
+#define TL5_PF_BYTES 1024
+
+/* Dot (D) and norm (W) chains of R rows at c[0..R-1]: results to dot[o[i]],
+ * nrm[o[i]]. The dot chain is the same FMAs with or without W, and the norm
+ * chain the same with or without D: the same bits. */
+TL_TARGET_AVX512 TL_AI void tl5_group(const float *q, const char *const *c, const size_t *o, const tl_cos_plan *p,
+                                      float *dot, float *nrm, int k, int R, int D, int W, int PF) {
+    const size_t head = p->head, dm = p->dm, rem = p->rem;
+    __m512 a[4], b[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < R; i++) a[i] = b[i] = _mm512_setzero_ps();
+    if (head) {
+        const __mmask16 hm = tl5_mask(head);
+        __m512 qv = D ? _mm512_maskz_loadu_ps(hm, q) : _mm512_setzero_ps();
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++) {
+            __m512 x = tl5_ld_part(c[i], 0, hm, k);
+            if (D) a[i] = _mm512_fmadd_ps(qv, x, a[i]);
+            if (W) b[i] = _mm512_fmadd_ps(x, x, b[i]);
+        }
+    }
+    for (size_t j = head; j + 16 <= dm; j += 16) {
+        __m512 qv = D ? _mm512_loadu_ps(q + j) : _mm512_setzero_ps();
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++) {
+            if (PF) _mm_prefetch(c[i] + 2 * j + TL5_PF_BYTES, _MM_HINT_T0);
+            __m512 x = tl5_ld(c[i], j, k);
+            if (D) a[i] = _mm512_fmadd_ps(qv, x, a[i]);
+            if (W) b[i] = _mm512_fmadd_ps(x, x, b[i]);
+        }
+    }
+    if (rem) {
+        __mmask16 tm;
+        const ptrdiff_t t = tl5_tail_at(p, &tm);
+        __m512 qv = D ? _mm512_maskz_loadu_ps(tm, q + t) : _mm512_setzero_ps();
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++) {
+            __m512 x = tl5_ld_part(c[i], t, tm, k);
+            if (D) a[i] = _mm512_fmadd_ps(qv, x, a[i]);
+            if (W) b[i] = _mm512_fmadd_ps(x, x, b[i]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < R; i++) {
+        if (D) dot[o[i]] = tl5_hsum(a[i]);
+        if (W) nrm[o[i]] = tl5_hsum(b[i]);
+    }
+}
+
+/* nrows rows: four adjacent at a time (in cache), or rows r and r + h of the
+ * block's two halves (stream: two sequential address streams for the
+ * prefetchers); the same bits either way. */
+TL_TARGET_AVX512 TL_AI void tl5_rows(const float *q, const char *rows, ptrdiff_t rs, size_t nrows,
+                                     const tl_cos_plan *p, float *dot, float *nrm, int k, int stream, int D, int W) {
+    size_t r = 0;
+    if (stream) {
+        const size_t h = nrows / 2;
+        for (; r < h; r++) {
+            const char *c[2] = {rows + (ptrdiff_t)r * rs, rows + (ptrdiff_t)(r + h) * rs};
+            const size_t o[2] = {r, r + h};
+            tl5_group(q, c, o, p, dot, nrm, k, 2, D, W, k != TL_CK_F32);
+        }
+        r = 2 * h;
+    } else {
+        for (; r + 4 <= nrows; r += 4) {
+            const char *c[4] = {rows + (ptrdiff_t)r * rs, rows + (ptrdiff_t)(r + 1) * rs,
+                                rows + (ptrdiff_t)(r + 2) * rs, rows + (ptrdiff_t)(r + 3) * rs};
+            const size_t o[4] = {r, r + 1, r + 2, r + 3};
+            tl5_group(q, c, o, p, dot, nrm, k, 4, D, W, 0);
+        }
+    }
+    for (; r < nrows; r++) {
+        const char *c[1] = {rows + (ptrdiff_t)r * rs};
+        const size_t o[1] = {r};
+        tl5_group(q, c, o, p, dot, nrm, k, 1, D, W, 0);
+    }
+}
+
+/* Dot products of Q <= 6 queries (at q + i * qs floats) with R <= 4 rows: one
+ * chain per pair, the same FMAs in the same order as tl5_group's dot chain.
+ * Registers: 24 accumulators, 4 row vectors, 1 query vector. */
+TL_TARGET_AVX512 TL_AI void tl5_tile(const float *q, ptrdiff_t qs, const char *rows, ptrdiff_t rs,
+                                     const tl_cos_plan *p, float *dot, size_t ldd, int k, int Q, int R) {
+    const size_t head = p->head, dm = p->dm, rem = p->rem;
+    __m512 a[6][4], x[4];
+#pragma GCC unroll 6
+    for (int i = 0; i < Q; i++)
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) a[i][r] = _mm512_setzero_ps();
+    if (head) {
+        const __mmask16 hm = tl5_mask(head);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) x[r] = tl5_ld_part(rows + r * rs, 0, hm, k);
+#pragma GCC unroll 6
+        for (int i = 0; i < Q; i++) {
+            __m512 qv = _mm512_maskz_loadu_ps(hm, q + i * qs);
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) a[i][r] = _mm512_fmadd_ps(qv, x[r], a[i][r]);
+        }
+    }
+    for (size_t j = head; j + 16 <= dm; j += 16) {
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            x[r] = tl5_ld(rows + r * rs, j, k);
+            TL5_IN_REG(x[r]);
+        }
+#pragma GCC unroll 6
+        for (int i = 0; i < Q; i++) {
+            __m512 qv = _mm512_loadu_ps(q + i * qs + j);
+            TL5_IN_REG(qv);
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) a[i][r] = _mm512_fmadd_ps(qv, x[r], a[i][r]);
+        }
+    }
+    if (rem) {
+        __mmask16 tm;
+        const ptrdiff_t t = tl5_tail_at(p, &tm);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) x[r] = tl5_ld_part(rows + r * rs, t, tm, k);
+#pragma GCC unroll 6
+        for (int i = 0; i < Q; i++) {
+            __m512 qv = _mm512_maskz_loadu_ps(tm, q + i * qs + t);
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) a[i][r] = _mm512_fmadd_ps(qv, x[r], a[i][r]);
+        }
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < Q; i++)
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) dot[(size_t)i * ldd + (size_t)r] = tl5_hsum(a[i][r]);
+}
+
+/* Q queries against every row of the block, four rows at a time. */
+TL_TARGET_AVX512 TL_AI void tl5_tile_rows(const float *q, ptrdiff_t qs, const char *rows, ptrdiff_t rs,
+                                          size_t nrows, const tl_cos_plan *p, float *dot, size_t ldd, int k,
+                                          int Q) {
+    size_t r = 0;
+    for (; r + 4 <= nrows; r += 4) tl5_tile(q, qs, rows + (ptrdiff_t)r * rs, rs, p, dot + r, ldd, k, Q, 4);
+    switch (nrows - r) {
+    case 3: tl5_tile(q, qs, rows + (ptrdiff_t)r * rs, rs, p, dot + r, ldd, k, Q, 3); break;
+    case 2: tl5_tile(q, qs, rows + (ptrdiff_t)r * rs, rs, p, dot + r, ldd, k, Q, 2); break;
+    case 1: tl5_tile(q, qs, rows + (ptrdiff_t)r * rs, rs, p, dot + r, ldd, k, Q, 1); break;
+    default: break;
+    }
+}
+
+/* All m queries against a block of rows (sized by the caller to stay in L2):
+ * six queries at a time (6 x 3 KiB at d = 768: they stay in L1) meet every
+ * row of the block in turn; the block comes from L2 once per six queries. */
+TL_TARGET_AVX512 TL_AI void tl5_dots(const float *q, ptrdiff_t qs, size_t m, const char *rows, ptrdiff_t rs,
+                                     size_t nrows, const tl_cos_plan *p, float *dot, size_t ldd, int k) {
+    size_t i = 0;
+    for (; i + 6 <= m; i += 6) tl5_tile_rows(q + (ptrdiff_t)i * qs, qs, rows, rs, nrows, p, dot + i * ldd, ldd, k, 6);
+    const float *qi = q + (ptrdiff_t)i * qs;
+    float *o = dot + i * ldd;
+    switch (m - i) {
+    case 5: tl5_tile_rows(qi, qs, rows, rs, nrows, p, o, ldd, k, 5); break;
+    case 4: tl5_tile_rows(qi, qs, rows, rs, nrows, p, o, ldd, k, 4); break;
+    case 3: tl5_tile_rows(qi, qs, rows, rs, nrows, p, o, ldd, k, 3); break;
+    case 2: tl5_tile_rows(qi, qs, rows, rs, nrows, p, o, ldd, k, 2); break;
+    case 1: tl5_tile_rows(qi, qs, rows, rs, nrows, p, o, ldd, k, 1); break;
+    default: break;
+    }
+}
+
+#define TL5_INSTANCE(SUF, K)                                                                              \
+    TL_TARGET_AVX512 static void tl5_dn_##SUF(const float *q, const char *rows, ptrdiff_t rs, size_t nrows, \
+                                              const tl_cos_plan *p, float *dot, float *nrm, int stream) {   \
+        if (nrm && stream)                                                                                \
+            tl5_rows(q, rows, rs, nrows, p, dot, nrm, K, 1, 1, 1);                                        \
+        else if (nrm)                                                                                     \
+            tl5_rows(q, rows, rs, nrows, p, dot, nrm, K, 0, 1, 1);                                        \
+        else if (stream)                                                                                  \
+            tl5_rows(q, rows, rs, nrows, p, dot, NULL, K, 1, 1, 0);                                       \
+        else                                                                                              \
+            tl5_rows(q, rows, rs, nrows, p, dot, NULL, K, 0, 1, 0);                                       \
+    }                                                                                                     \
+    TL_TARGET_AVX512 static void tl5_norms_##SUF(const char *rows, ptrdiff_t rs, size_t nrows,            \
+                                                 const tl_cos_plan *p, float *nrm) {                      \
+        tl5_rows(NULL, rows, rs, nrows, p, NULL, nrm, K, 1, 0, 1);                                        \
+    }                                                                                                     \
+    TL_TARGET_AVX512 static void tl5_dots_##SUF(const float *q, ptrdiff_t qs, size_t m, const char *rows,  \
+                                                ptrdiff_t rs, size_t nrows, const tl_cos_plan *p,          \
+                                                float *dot, size_t ldd) {                                 \
+        tl5_dots(q, qs, m, rows, rs, nrows, p, dot, ldd, K);                                              \
+    }
+
+TL5_INSTANCE(f32, TL_CK_F32)
+TL5_INSTANCE(f16, TL_CK_F16)
+TL5_INSTANCE(bf16, TL_CK_BF16)
+
+int tl_cos_ops_avx512(tl_cos_kind k, tl_cos_ops *ops) {
+    switch (k) {
+    case TL_CK_F32: *ops = (tl_cos_ops){tl5_dn_f32, tl5_norms_f32, tl5_dots_f32, 16}; return 1;
+    case TL_CK_F16: *ops = (tl_cos_ops){tl5_dn_f16, tl5_norms_f16, tl5_dots_f16, 16}; return 1;
+    case TL_CK_BF16: *ops = (tl_cos_ops){tl5_dn_bf16, tl5_norms_bf16, tl5_dots_bf16, 16}; return 1;
+    }
+    return 0;
+}
+
+#else
+
+int tl_cos_ops_avx512(tl_cos_kind k, tl_cos_ops *ops) {
+    (void)k, (void)ops;
+    return 0;
+}
+
+#endif /* TL_HAVE_X86 */
