@@ -146,28 +146,13 @@ static PyObject *tl_py_kernel_error(int rc) {
     return NULL;
 }
 
-/* Optional non-negative int (None -> -1). Rejects bool. */
+/* Optional count (None -> -1): the count rule (args.c), 0 or more. */
 static int tl_py_opt_count(PyObject *obj, const char *name, Py_ssize_t *out) {
     if (obj == Py_None) {
         *out = -1;
         return 0;
     }
-    if (PyBool_Check(obj) || !PyIndex_Check(obj)) {
-        PyErr_Format(PyExc_TypeError, "%s must be an int or None, got %R", name, obj);
-        return -1;
-    }
-    Py_ssize_t v = PyNumber_AsSsize_t(obj, PyExc_OverflowError);
-    if (v == -1 && PyErr_Occurred()) {
-        PyErr_Clear();
-        PyErr_Format(PyExc_ValueError, "%s is out of range, got %R", name, obj);
-        return -1;
-    }
-    if (v < 0) {
-        PyErr_Format(PyExc_ValueError, "%s must be >= 0, got %R", name, obj);
-        return -1;
-    }
-    *out = v;
-    return 0;
+    return tl_arg_count(obj, name, 0, PY_SSIZE_T_MAX, out);
 }
 
 static int tl_py_real(PyObject *obj, const char *name, double *out) {
