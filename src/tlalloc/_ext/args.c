@@ -57,21 +57,34 @@ int tl_arg_size_text(PyObject *text, const char *name, uint64_t *out) {
     return -1;
 }
 
+/* The arguments (text: str, name: str) of the _parse_* functions below. */
+static int tl_text_args(PyObject *const *args, Py_ssize_t nargs, const char *fn, PyObject **text,
+                        const char **name) {
+    if (nargs != 2 || !PyUnicode_Check(args[0]) || !PyUnicode_Check(args[1])) {
+        PyErr_Format(PyExc_TypeError, "%s(text, name) takes two str", fn);
+        return -1;
+    }
+    *text = args[0];
+    *name = PyUnicode_AsUTF8(args[1]);
+    return *name ? 0 : -1;
+}
+
 /* _parse_size(text, name) -> int: tlalloc._config.parse_size for a str. */
-static PyObject *py_parse_size(PyObject *Py_UNUSED(m), PyObject *args) {
+static PyObject *py_parse_size(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs) {
     PyObject *text;
     const char *name;
-    if (!PyArg_ParseTuple(args, "Us:_parse_size", &text, &name)) return NULL;
     uint64_t v;
-    if (tl_arg_size_text(text, name, &v) < 0) return NULL;
+    if (tl_text_args(args, nargs, "_parse_size", &text, &name) < 0 ||
+        tl_arg_size_text(text, name, &v) < 0)
+        return NULL;
     return PyLong_FromUnsignedLongLong(v);
 }
 
 /* _parse_delay_ms(text, name) -> int: milliseconds, as TLALLOC_POOL_PURGE_DELAY. */
-static PyObject *py_parse_delay_ms(PyObject *Py_UNUSED(m), PyObject *args) {
+static PyObject *py_parse_delay_ms(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs) {
     PyObject *text;
     const char *name;
-    if (!PyArg_ParseTuple(args, "Us:_parse_delay_ms", &text, &name)) return NULL;
+    if (tl_text_args(args, nargs, "_parse_delay_ms", &text, &name) < 0) return NULL;
     const char *s = tl_arg_text(text);
     uint64_t v;
     int rc = s ? tl_parse_delay_ms(s, &v) : TL_PARSE_SYNTAX;
@@ -89,12 +102,12 @@ static PyObject *py_parse_delay_ms(PyObject *Py_UNUSED(m), PyObject *args) {
 }
 
 /* _parse_flag(text, name) -> bool: "0" or "1", as every TLALLOC_* flag. */
-static PyObject *py_parse_flag(PyObject *Py_UNUSED(m), PyObject *args) {
+static PyObject *py_parse_flag(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs) {
     PyObject *text;
     const char *name;
-    if (!PyArg_ParseTuple(args, "Us:_parse_flag", &text, &name)) return NULL;
-    const char *s = tl_arg_text(text);
     int v;
+    if (tl_text_args(args, nargs, "_parse_flag", &text, &name) < 0) return NULL;
+    const char *s = tl_arg_text(text);
     if (s && tl_parse_flag(s, &v) == TL_PARSE_OK) return PyBool_FromLong(v);
     return PyErr_Format(PyExc_ValueError, "%s=%R is not accepted; use 0 or 1", name, text);
 }
@@ -232,27 +245,32 @@ int tl_arg_capacity(PyObject *v, size_t *out) {
 
 /* ---- shape, dtype, order: NumPy's rules ----------------------------------------------- */
 
+/* One dimension of `shape` (for the messages): an int >= 0 that fits. */
+static int tl_arg_dim(PyObject *item, PyObject *shape, npy_intp *out) {
+    Py_ssize_t v = PyNumber_AsSsize_t(item, PyExc_OverflowError);
+    if (v == -1 && PyErr_Occurred()) {
+        int too_big = PyErr_ExceptionMatches(PyExc_OverflowError);
+        PyErr_Clear();
+        if (too_big)
+            PyErr_Format(PyExc_ValueError, "shape %R is too large", shape);
+        else
+            PyErr_Format(PyExc_TypeError, "shape must be an int or a sequence of ints, got %R", shape);
+        return -1;
+    }
+    if (v < 0) {
+        PyErr_Format(PyExc_ValueError, "negative dimensions are not allowed: shape=%R", shape);
+        return -1;
+    }
+    *out = (npy_intp)v;
+    return 0;
+}
+
 /* Shape, NumPy's rule: an integer (anything with __index__ but bool, such as
  * numpy.int64 or a 0-d integer array) or a sequence of them, each >= 0. */
 int tl_arg_shape(PyObject *shape, npy_intp *dims, int *nd) {
     if (PyIndex_Check(shape) && !PyBool_Check(shape) &&
         !(PyArray_Check(shape) && PyArray_NDIM((PyArrayObject *)shape) != 0)) {
-        Py_ssize_t v = PyNumber_AsSsize_t(shape, PyExc_OverflowError);
-        if (v == -1 && PyErr_Occurred()) {
-            int too_big = PyErr_ExceptionMatches(PyExc_OverflowError);
-            PyErr_Clear();
-            if (too_big)
-                PyErr_Format(PyExc_ValueError, "shape %R is too large", shape);
-            else
-                PyErr_Format(PyExc_TypeError, "shape must be an int or a sequence of ints, got %R",
-                             shape);
-            return -1;
-        }
-        if (v < 0) {
-            PyErr_Format(PyExc_ValueError, "negative dimensions are not allowed: shape=%R", shape);
-            return -1;
-        }
-        dims[0] = (npy_intp)v;
+        if (tl_arg_dim(shape, shape, &dims[0]) < 0) return -1;
         *nd = 1;
         return 0;
     }
@@ -279,24 +297,10 @@ int tl_arg_shape(PyObject *shape, npy_intp *dims, int *nd) {
                          shape);
             return -1;
         }
-        Py_ssize_t v = PyNumber_AsSsize_t(item, PyExc_OverflowError);
-        if (v == -1 && PyErr_Occurred()) {
-            int too_big = PyErr_ExceptionMatches(PyExc_OverflowError);
+        if (tl_arg_dim(item, shape, &dims[i]) < 0) {
             Py_DECREF(seq);
-            PyErr_Clear();
-            if (too_big)
-                PyErr_Format(PyExc_ValueError, "shape %R is too large", shape);
-            else
-                PyErr_Format(PyExc_TypeError, "shape must be an int or a sequence of ints, got %R",
-                             shape);
             return -1;
         }
-        if (v < 0) {
-            Py_DECREF(seq);
-            PyErr_Format(PyExc_ValueError, "negative dimensions are not allowed: shape=%R", shape);
-            return -1;
-        }
-        dims[i] = (npy_intp)v;
     }
     *nd = (int)n;
     Py_DECREF(seq);
@@ -381,11 +385,11 @@ int tl_arg_order(PyObject *order, int *fortran, int keep) {
 }
 
 static PyMethodDef args_methods[] = {
-    {"_parse_size", (PyCFunction)py_parse_size, METH_VARARGS,
+    {"_parse_size", (PyCFunction)(void (*)(void))py_parse_size, METH_FASTCALL,
      "_parse_size(text, name) -> int: a size as text, by the C library's rules."},
-    {"_parse_delay_ms", (PyCFunction)py_parse_delay_ms, METH_VARARGS,
+    {"_parse_delay_ms", (PyCFunction)(void (*)(void))py_parse_delay_ms, METH_FASTCALL,
      "_parse_delay_ms(text, name) -> int: a delay as text, in milliseconds."},
-    {"_parse_flag", (PyCFunction)py_parse_flag, METH_VARARGS,
+    {"_parse_flag", (PyCFunction)(void (*)(void))py_parse_flag, METH_FASTCALL,
      "_parse_flag(text, name) -> bool: '0' or '1', surrounding spaces ignored."},
     {NULL, NULL, 0, NULL},
 };
