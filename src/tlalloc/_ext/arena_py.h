@@ -3,6 +3,7 @@
  * arena_py.c       the region, scope and arena types (tlalloc.Arena), statistics;
  * thread_arena_py.c  one arena object per OS thread (thread_arena(), scratch()),
  *                  its release at thread exit and in a forked child;
+ * live_arrays.c    the live arrays named in a BufferError, allocation tracking;
  * liveness.c       exact live-array counts on free-threaded CPython;
  * args.c           argument rules shared by every binding file (binding.h).
  */
@@ -57,6 +58,20 @@ PyObject *tl_arena_error_from_errno(size_t capacity);
 /* A number no other thread of this process ever gets (out of line; the
  * owner checks use an inline copy). */
 uint64_t tl_py_thread_serial(void);
+
+/* The region type (internal: the NumPy base of arena arrays). */
+extern PyTypeObject TlRegion_Type;
+
+/* ---- live_arrays.c ---- */
+/* track_allocations: set by tlalloc._config; read with relaxed loads (a
+ * plain load) on every allocation. */
+extern int tl_track;
+/* With tracking on: remember (weakref, file, line) of obj, allocated from r. */
+TL_NOINLINE int region_track(TlRegion *r, PyObject *obj);
+/* The BufferError's text for `live` arrays of r alive when `what` was asked. */
+PyObject *region_error(TlRegion *r, Py_ssize_t live, const char *what);
+/* Add _set_track_allocations() to the module. */
+int tl_py_live_arrays_init(PyObject *m);
 
 /* ---- thread_arena_py.c ---- */
 /* Drop the objects of threads that have exited. Needs a thread state. */
