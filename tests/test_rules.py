@@ -231,8 +231,7 @@ print(json.dumps({"TLALLOC_POOL_RETAIN": o.retain_bytes,
 
 def _run(code: str, var: str, value: str, preload: bool) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TLALLOC_")}
-    env.pop("LD_PRELOAD", None)  # the sanitized run's libasan: the child imports no extension
-    if preload:
+    if preload:  # instead of the sanitized run's libasan: this child imports no extension
         env["LD_PRELOAD"] = preload_path()
     env[var] = value
     cmd = [sys.executable] + (["-S"] if preload else []) + ["-c", code]
