@@ -1,17 +1,17 @@
-/* env.c: settings given as text (environment variables), read in C.
+/* env.c: settings given as text (environment variables, and sizes and delays
+ * given to Python as strings), read in C.
  *
- * The Python package reads its variables in Python (tlalloc/_config.py); the
- * preloaded library (libtlalloc.so) has no Python and reads them here, by the
- * same rules, so that a value means the same in both and a bad one is refused
- * by both:
+ * The one parser of each kind: the preloaded library (libtlalloc.so) reads
+ * its variables here, and the Python package calls the same functions through
+ * its extension (tlalloc._config.parse_size and the others), so that a value
+ * means the same in both and a bad one is refused by both:
  *
  * - a size: optional spaces, a decimal number (digits, optionally a point and
  *   more digits), optional spaces, an optional unit, optional spaces. Units,
  *   case-insensitive: none or B (bytes), K or KiB, MiB, GiB, TiB (powers of
  *   1024), KB, MB, GB, TB (powers of 1000). The result must be a whole number
- *   of bytes ("1.5KB" is 1500, "1.5B" is refused). The arithmetic here is
- *   exact, where Python's goes through a float: they differ only on numbers
- *   with more significant digits than a double holds;
+ *   of bytes ("1.5KB" is 1500, "1.5B" is refused), computed exactly. Digits
+ *   and spaces are ASCII ones only ("\uff14MiB", a fullwidth 4, is refused);
  * - a delay: the same kind of number, then nothing or "ms" (milliseconds) or
  *   "s" (seconds), case-sensitive, a whole number of milliseconds;
  * - a flag: "0" or "1", surrounding spaces ignored.
@@ -30,7 +30,7 @@ static int tl_is_space(char c) {
 
 static int tl_lower(char c) { return c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c; }
 
-/* Unit names (lower case) and their factors, as tlalloc._config._UNITS. */
+/* Unit names (lower case) and their factors. */
 struct tl_unit {
     const char *name;
     uint64_t factor;

@@ -84,7 +84,7 @@ class Arena(_tlalloc.Arena):
         )
 
 
-_tlalloc._set_hooks(Arena, parse_size)
+_tlalloc._set_hooks(Arena)
 _config.load()
 if hasattr(os, "register_at_fork"):
     # In a forked child only the forking thread exists: drop the arena objects

@@ -7,7 +7,6 @@ Every value is validated; a bad one raises ``ValueError`` naming the variable
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -22,27 +21,23 @@ OVERFLOW_POLICIES = ("error", "fallback", "panic")
 HUGE_PAGES = ("off", "thp", "hugetlb")
 NUMA_POLICIES = ("off", "local", "interleave")
 
-_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 1024,
-    "kib": 1024,
-    "mib": 1024**2,
-    "gib": 1024**3,
-    "tib": 1024**4,
-    "kb": 1000,
-    "mb": 1000**2,
-    "gb": 1000**3,
-    "tb": 1000**4,
-}
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+# The texts of sizes, delays and flags are read by the C library's parsers
+# (csrc/env.c, through the extension), so that the Python package and
+# libtlalloc.so, which reads its variables before any Python runs, accept and
+# refuse exactly the same texts: ASCII digits, ASCII spaces, the units below.
+_SPACES = " \t\n\r\f\v"  # what the C parsers skip around a value
 
 
 def parse_size(value: str | int, name: str = "size") -> int:
     """Parse a byte count: an int, or a string with an optional unit.
 
-    Units: ``KiB``, ``MiB``, ``GiB``, ``TiB`` (powers of 1024) and ``KB``, ``MB``,
-    ``GB``, ``TB`` (powers of 1000), case-insensitive; ``B`` or none for bytes.
+    A string is a decimal number in ASCII digits (optionally with a point and
+    more digits), then an optional unit, with optional ASCII spaces around
+    either. Units: ``KiB``, ``MiB``, ``GiB``, ``TiB`` (powers of 1024) and
+    ``KB``, ``MB``, ``GB``, ``TB`` (powers of 1000), case-insensitive; ``B``,
+    ``K`` (KiB) or none for bytes. The result must be a whole number of bytes
+    below 2**64. These are the rules of ``libtlalloc.so`` for its variables:
+    the same parser reads both.
 
     Example:
         >>> parse_size("4MiB")
@@ -56,18 +51,27 @@ def parse_size(value: str | int, name: str = "size") -> int:
         return value
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a number of bytes or a string such as '4MiB', got {value!r}")
-    m = _SIZE_RE.match(value)
-    unit = m.group(2).lower() if m else None
-    if not m or unit not in _UNITS:
-        raise ValueError(
-            f"{name}: cannot read {value!r} as a size; use bytes or a number with a unit "
-            "(KiB, MiB, GiB, TiB as powers of 1024; KB, MB, GB, TB as powers of 1000)"
-        )
-    number = float(m.group(1)) if "." in m.group(1) else int(m.group(1))
-    nbytes = number * _UNITS[unit]
-    if nbytes != int(nbytes):
-        raise ValueError(f"{name}: {value!r} is not a whole number of bytes")
-    return int(nbytes)
+    return _tlalloc._parse_size(value, name)
+
+
+def parse_delay_ms(value: str | int, name: str = "delay") -> int:
+    """Parse a delay in milliseconds: an int, or a string ``"250"``, ``"250ms"``, ``"1.5s"``.
+
+    The number as for :func:`parse_size`; the unit ``ms`` or ``s`` (case
+    counts), a whole number of milliseconds. The rules of ``libtlalloc.so``.
+
+    Example:
+        >>> parse_delay_ms("1.5s")
+        1500
+        >>> parse_delay_ms(" 250 ms ")
+        250
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise TypeError(f"{name} must be an int (milliseconds) or a string such as '250ms' or "
+                        f"'1s', got {value!r}")
+    if isinstance(value, int):
+        return value
+    return _tlalloc._parse_delay_ms(value, name)
 
 
 def _check_arena_size(nbytes: int, name: str, raw: object) -> int:
@@ -89,14 +93,15 @@ def _check_arena_size(nbytes: int, name: str, raw: object) -> int:
 #   the names;
 # - a flag in Python (zero_on_reset, prefault, cache, per_thread): True or False
 #   (a bool or numpy.bool_); anything else is a TypeError;
-# - a value in the environment is text typed by hand: surrounding spaces and
-#   the case of a name are ignored (TLALLOC_ARENA_OVERFLOW=Fallback); a flag
-#   there is "0" or "1";
-# - a size: an int (operator.index, not bool) or a str with a unit (parse_size);
+# - a value in the environment is text typed by hand: surrounding ASCII spaces
+#   and the case of a name are ignored (TLALLOC_ARENA_OVERFLOW=Fallback); a flag
+#   there is "0" or "1" (the C library's tl_parse_flag);
+# - a size: an int (operator.index, not bool) or a str with a unit (parse_size,
+#   the C library's tl_parse_size); a delay likewise (parse_delay_ms);
 # - an environment variable that is unset or set to "" is not configured: the
 #   default applies (shells make "" easy to set by accident, as in VAR= cmd).
 #
-# The C binding applies the same rules to Arena()'s arguments (arena_py.c).
+# The C binding applies the same rules to Arena()'s arguments (_ext/args.c).
 
 
 def _choice(value: object, name: str, choices: tuple[str, ...]) -> str:
@@ -109,8 +114,9 @@ def _choice(value: object, name: str, choices: tuple[str, ...]) -> str:
         'fallback'
     """
     if isinstance(value, str) and name.startswith("TLALLOC_"):
-        if value.strip().lower() in choices:
-            return value.strip().lower()
+        text = value.strip(_SPACES)
+        if text.isascii() and text.lower() in choices:
+            return text.lower()
         raise ValueError(f"{name}={value!r} is not accepted; use one of: {', '.join(choices)}")
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str, one of: {', '.join(choices)}; got {value!r}")
@@ -134,16 +140,15 @@ def check_flag(value: object, name: str) -> bool:
 
 
 def env_flag(value: object, name: str) -> bool:
-    """A flag from the environment ("0" or "1"), or from Python (see check_flag).
+    """A flag from the environment ("0" or "1", ASCII spaces around it ignored:
+    the rule of libtlalloc.so), or from Python (see check_flag).
 
     Example:
-        >>> env_flag("1", "TLALLOC_ZERO_ON_RESET")
+        >>> env_flag(" 1", "TLALLOC_ZERO_ON_RESET")
         True
     """
     if isinstance(value, str):
-        if value.strip() in ("0", "1"):
-            return value.strip() == "1"
-        raise ValueError(f"{name}={value!r} is not accepted; use 0 or 1")
+        return _tlalloc._parse_flag(value, name)
     return check_flag(value, name)
 
 

@@ -103,13 +103,12 @@ Example:
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from tlalloc import _tlalloc
-from tlalloc._config import check_flag, env_flag, env_value, parse_size
+from tlalloc._config import check_flag, env_flag, env_value, parse_delay_ms, parse_size
 
 PoolBuffer = _tlalloc.PoolBuffer
 
@@ -121,7 +120,6 @@ ENV_RETAIN = "TLALLOC_POOL_RETAIN"
 ENV_LARGE_CACHE = "TLALLOC_POOL_LARGE_CACHE"
 ENV_PURGE_DELAY = "TLALLOC_POOL_PURGE_DELAY"
 ENV_PURGE_THREAD = "TLALLOC_POOL_PURGE_THREAD"
-_DELAY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s)?\s*$")
 
 
 @dataclass(frozen=True)
@@ -161,20 +159,7 @@ def _check_large_cache(value: object, name: str) -> int:
 
 def _check_delay(value: object, name: str) -> int:
     """A delay in milliseconds: an int, or a string ``"250"``, ``"250ms"``, ``"1.5s"``."""
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise TypeError(f"{name} must be an int (milliseconds) or a string such as '250ms' or "
-                        f"'1s', got {value!r}")
-    if isinstance(value, int):
-        ms = value
-    else:
-        m = _DELAY_RE.match(value)
-        if not m:
-            raise ValueError(f"{name}: cannot read {value!r} as a delay; use milliseconds "
-                             "('250' or '250ms') or seconds ('1.5s')")
-        number = float(m.group(1)) * (1000 if m.group(2) == "s" else 1)
-        if number != int(number):
-            raise ValueError(f"{name}: {value!r} is not a whole number of milliseconds")
-        ms = int(number)
+    ms = parse_delay_ms(value, name)  # type: ignore[arg-type]
     if not 0 <= ms <= MAX_PURGE_DELAY_MS:
         raise ValueError(
             f"{name}={value!r} is out of range: use 0 (purge at once) to {MAX_PURGE_DELAY_MS} ms"

@@ -1,4 +1,6 @@
-/* arena_py.c: the Python binding of arenas (tlalloc.Arena, thread_arena).
+/* arena_py.c: the Python binding of arenas: the region, scope and arena types
+ * (tlalloc.Arena), their statistics and the module's arena functions
+ * (thread_arena() and its per-thread objects: thread_arena_py.c).
  *
  * Safety model. Every array or memoryview handed out has, as its NumPy base, a
  * "region" object: one per open scope (plus one for allocations outside any
@@ -27,175 +29,29 @@
  * TL_ARENA_SPARE_CHUNKS unused chunks stay mapped after the owner's next slow
  * path. Escaped memory does not count against the capacity.
  *
- * A BufferError names the live arrays (see "naming live arrays" below) and says
+ * A BufferError names the live arrays (live_arrays.c) and says
  * that their memory comes back when they die.
  *
- * Why the count is exact without the GIL (free-threaded builds). CPython's
- * biased reference counting defers a drop made by a thread other than an
- * object's creator: the object is queued for its creator to merge (at its next
- * eval-breaker check), or a garbage collection in any thread takes the queue
- * and frees the object later, in the collecting thread. An array dropped by a
- * consumer thread would stay counted until then, and a release in between
- * would raise BufferError for an array that is gone. Three things close that:
- *
- * 1. Every object whose death moves the count (regions, the arrays over arena
- *    memory, the memoryview of alloc() and its managed buffer) is switched to
- *    the shared ("merged") reference-count state at birth, while only the
- *    creating thread can reach it (tl_py_share). A merged object is freed by
- *    whichever thread drops its last reference, at that moment, and is never
- *    queued. Cost: its increments are atomic, as for any object shared
- *    between threads.
- * 2. Objects the owner made that hold an array (the tuple it put on a queue,
- *    a list) are queued to the owner itself: before raising, the release runs
- *    the owner's eval-breaker work (one call of an empty Python function),
- *    which merges that queue and frees what reached zero (tl_py_settle).
- * 3. A collection running in another thread may hold such objects between
- *    taking the queues and freeing them: before raising, the release waits for
- *    a running collection to finish, or for the count to fall (gc.callbacks
- *    keep a count of collections). The wait has no short bound: a collection
- *    that stops 128 threads on a loaded machine can take seconds, and giving
- *    up early would raise over an array the collector was about to free.
- *
- * What remains counted is what really exists: an object that holds an array,
- * made by one non-owner thread and dropped by another, counts until its maker
- * next runs Python code or the next collection frees it, as a reference held
- * by any object does.
+ * On free-threaded CPython a count taken this way needs more care: liveness.c.
  *
  * An arena belongs to the thread that created it; every method that changes
  * it checks the caller's thread id (a pthread_self compare) and raises
  * RuntimeError otherwise. Fields other threads may read (depth, used, stats)
  * are read and written with atomics.
  */
-#include "binding.h"
+#include "arena_py.h"
 
-#include <pthread.h>
 #include <string.h>
-#include <time.h>
 
 PyObject *tl_ArenaOverflowError;
 PyObject *tl_ArenaFallbackWarning;
 /* Set once, while the module is imported (tlalloc/__init__.py), before any
  * other thread can use the module; read-only afterwards. */
-static PyObject *tl_arena_subtype;     /* Python subclass used for new arenas */
-static PyObject *tl_parse_size_func;   /* tlalloc._config.parse_size */
+PyObject *tl_arena_subtype;            /* Python subclass used for new arenas */
 static int tl_hooks_set;
-
-/* ------------------------------------------------ shared reference counts */
-
-#ifdef Py_GIL_DISABLED
-/* Put a new object in the merged reference-count state (no owning thread):
- * what CPython does to an object whose creator has exited. Only for an object
- * this thread has just created and not yet published, so plain stores suffice
- * (publication to another thread goes through a synchronising operation). */
-static void tl_py_share(PyObject *o) {
-    Py_ssize_t n = (Py_ssize_t)o->ob_ref_local + (o->ob_ref_shared >> _Py_REF_SHARED_SHIFT);
-    o->ob_ref_local = 0;
-    o->ob_tid = _Py_UNOWNED_TID;
-    o->ob_ref_shared = _Py_REF_SHARED(n, _Py_REF_MERGED);
-}
-static PyObject *tl_merge_func;     /* lambda: None (its call runs the eval breaker) */
-static int tl_gc_running;            /* collections in progress (gc.callbacks) */
-static uint64_t tl_gc_thread;        /* tl_thread_serial() of the collecting thread */
-static uint64_t tl_thread_serial(void);
-
-/* Before raising BufferError (points 2 and 3 above): merge this thread's
- * queue of objects other threads dropped; then, while a collection runs in
- * another thread, wait (without a thread state, so that the collection's
- * stop-the-world never waits for us) until it ends or `probe` has no more
- * than `held` references, whichever comes first. `probe` NULL: wait for the
- * collection's end. A collection with many threads on a loaded machine can
- * take seconds to stop the world; a fixed short bound (2 s before) would then
- * raise over an array the collector was about to free. The bound left (30 s)
- * only breaks a deadlock: a finalizer run by that collection waiting for
- * something this thread holds. Returns 0, or -1 with an exception
- * (KeyboardInterrupt from a signal handler the eval breaker ran). */
-static int tl_py_settle(PyObject *probe, Py_ssize_t held) {
-    if (tl_merge_func) {
-        PyObject *r = PyObject_CallNoArgs(tl_merge_func);
-        if (!r) return -1;
-        Py_DECREF(r);
-    }
-    if (__atomic_load_n(&tl_gc_running, __ATOMIC_ACQUIRE) <= 0 ||
-        __atomic_load_n(&tl_gc_thread, __ATOMIC_RELAXED) == tl_thread_serial())
-        return 0;
-    Py_BEGIN_ALLOW_THREADS
-    for (int i = 0; i < 30000 && __atomic_load_n(&tl_gc_running, __ATOMIC_ACQUIRE) > 0; i++) {
-        if (probe && Py_REFCNT(probe) <= held) break;
-        struct timespec ts = {0, 1000000}; /* 1 ms */
-        nanosleep(&ts, NULL);
-    }
-    Py_END_ALLOW_THREADS
-    return 0;
-}
-
-/* gc.callbacks entry: callback(phase, info). */
-static PyObject *py_gc_callback(PyObject *Py_UNUSED(m), PyObject *args) {
-    PyObject *phase, *info;
-    if (!PyArg_ParseTuple(args, "UO:_gc_callback", &phase, &info)) return NULL;
-    if (PyUnicode_CompareWithASCIIString(phase, "start") == 0) {
-        __atomic_store_n(&tl_gc_thread, tl_thread_serial(), __ATOMIC_RELAXED);
-        __atomic_add_fetch(&tl_gc_running, 1, __ATOMIC_ACQ_REL);
-    } else if (PyUnicode_CompareWithASCIIString(phase, "stop") == 0) {
-        __atomic_store_n(&tl_gc_thread, 0, __ATOMIC_RELAXED);
-        /* Never below 0: a "stop" whose "start" came before the callback was
-         * registered (import during a collection) must not hide the next one. */
-        int v = __atomic_load_n(&tl_gc_running, __ATOMIC_RELAXED);
-        while (v > 0 && !__atomic_compare_exchange_n(&tl_gc_running, &v, v - 1, 1,
-                                                     __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
-        }
-    }
-    Py_RETURN_NONE;
-}
-
-static PyMethodDef tl_gc_callback_def = {"_gc_callback", (PyCFunction)py_gc_callback,
-                                         METH_VARARGS, NULL};
-
-/* At import: the empty function and the gc callback. */
-static int tl_settle_init(PyObject *m) {
-    if (tl_merge_func) return 0;
-    PyObject *g = Py_BuildValue("{sO}", "__builtins__", PyEval_GetBuiltins());
-    if (!g) return -1;
-    tl_merge_func = PyRun_String("lambda: None", Py_eval_input, g, g);
-    Py_DECREF(g);
-    if (!tl_merge_func) return -1;
-    PyObject *name = PyModule_GetNameObject(m);
-    PyObject *cb = name ? PyCFunction_NewEx(&tl_gc_callback_def, NULL, name) : NULL;
-    Py_XDECREF(name);
-    PyObject *gc = cb ? PyImport_ImportModule("gc") : NULL;
-    PyObject *cbs = gc ? PyObject_GetAttrString(gc, "callbacks") : NULL;
-    int rc = cbs ? PyList_Append(cbs, cb) : -1;
-    Py_XDECREF(cbs);
-    Py_XDECREF(gc);
-    Py_XDECREF(cb);
-    return rc;
-}
-#else
-static inline void tl_py_share(PyObject *o) { (void)o; }
-static inline int tl_py_settle(PyObject *probe, Py_ssize_t held) {
-    (void)probe;
-    (void)held;
-    return 0;
-}
-static inline int tl_settle_init(PyObject *m) { (void)m; return 0; }
-#endif
 
 /* ---------------------------------------------------------------- regions */
 
-typedef struct TlRegion {
-    PyObject_HEAD
-    tl_arena *a;               /* retained */
-    tl_mark mark;              /* where the scope started */
-    tl_escape esc;             /* after its scope ended with arrays alive: the memory
-                                  they use, given back when the region dies */
-    PyObject *tracked;         /* with track_allocations: a list of (weakref to the
-                                  array, file, line) for each allocation; else NULL */
-} TlRegion;
-
-static PyTypeObject TlRegion_Type;
-
-/* track_allocations (set by tlalloc._config; relaxed loads: a plain load). */
-static int tl_track;
-TL_NOINLINE static int region_track(TlRegion *r, PyObject *obj);
 
 /* Regions alive in the process: one atomic add per region made or freed (not
  * per array: scopes reuse a spare region). For tests: nothing may leak. */
@@ -240,7 +96,7 @@ static void *grow_pointer_array(void *arr, Py_ssize_t *cap, Py_ssize_t first) {
     return p;
 }
 
-static PyTypeObject TlRegion_Type = {
+PyTypeObject TlRegion_Type = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "tlalloc._tlalloc._Region",
     .tp_basicsize = sizeof(TlRegion),
     .tp_dealloc = (destructor)region_dealloc,
@@ -250,40 +106,7 @@ static PyTypeObject TlRegion_Type = {
 
 /* ---------------------------------------------------------------- arenas */
 
-typedef struct TlArena_ {
-    PyObject_HEAD
-    tl_arena *a;
-    unsigned long owner;   /* PyThread_get_thread_ident() of the creator (for messages) */
-    uint64_t owner_serial; /* tl_thread_serial() of the creator (for the check) */
-    int is_thread;
-    int warned_fallback;
-    TlRegion **stack;      /* stack[0]: outside any scope; stack[depth-1]: innermost */
-    Py_ssize_t depth, cap; /* depth: written by the owner, read by any thread (atomics) */
-    TlRegion *spare;       /* a released region kept for the next scope (owner only) */
-    struct TlScope *cached_scope; /* reused by scope() when nobody else holds it */
-    PyObject *last_dtype;         /* the dtype argument of the last empty()/zeros() ... */
-    PyArray_Descr *last_descr;    /* ... and what it converted to (owner thread only) */
-    /* Thread arenas only: the list of every thread's arena object (tl_wrappers,
-     * for fork), and the list of those whose thread has exited (tl_orphans). */
-    struct TlArena_ *wprev, *wnext;
-    struct TlArena_ *orphan_next;
-} TlArena;
-
 static PyTypeObject TlArena_Type;
-
-/* Every thread arena object (see thread_arena() below for the whole story). */
-static pthread_mutex_t tl_wrappers_lock = PTHREAD_MUTEX_INITIALIZER;
-static TlArena *tl_wrappers;   /* head; linked through wprev/wnext */
-static TlArena *tl_orphans;    /* Treiber stack through orphan_next (atomics) */
-
-static void tl_orphans_drain(void);
-
-static void tl_wrappers_unlink_locked(TlArena *w) {
-    if (w->wprev) w->wprev->wnext = w->wnext;
-    else if (tl_wrappers == w) tl_wrappers = w->wnext;
-    if (w->wnext) w->wnext->wprev = w->wprev;
-    w->wprev = w->wnext = NULL;
-}
 
 /* A number no other thread of this process ever gets: thread idents
  * (pthread_self) are reused as soon as a thread has exited, so a new thread
@@ -299,6 +122,7 @@ static inline uint64_t tl_thread_serial(void) {
     uint64_t s = tl_serial;
     return TL_LIKELY(s != 0) ? s : tl_thread_serial_slow();
 }
+uint64_t tl_py_thread_serial(void) { return tl_thread_serial(); }
 
 static inline int arena_check_owner(TlArena *self) {
     if (TL_LIKELY(self->owner_serial == tl_thread_serial())) return 0;
@@ -321,7 +145,7 @@ static int arena_push(TlArena *self, TlRegion *r) {
     return 0;
 }
 
-static PyObject *arena_wrap(PyTypeObject *type, tl_arena *a, int is_thread) {
+PyObject *arena_wrap(PyTypeObject *type, tl_arena *a, int is_thread) {
     TlArena *self = (TlArena *)type->tp_alloc(type, 0);
     if (!self) return NULL;
     self->a = a; /* reference transferred by the caller */
@@ -349,11 +173,7 @@ static int arena_clear(TlArena *self) {
 
 static void arena_dealloc(TlArena *self) {
     PyObject_GC_UnTrack(self);
-    if (self->is_thread) { /* normally unlinked already, by the thread's exit */
-        pthread_mutex_lock(&tl_wrappers_lock);
-        tl_wrappers_unlink_locked(self);
-        pthread_mutex_unlock(&tl_wrappers_lock);
-    }
+    if (self->is_thread) tl_wrappers_remove(self); /* normally done by the thread's exit */
     Py_CLEAR(self->cached_scope);
     Py_CLEAR(self->last_dtype);
     Py_CLEAR(self->last_descr);
@@ -364,89 +184,15 @@ static void arena_dealloc(TlArena *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static int parse_overflow(PyObject *v, tl_overflow *out) {
-    if (v == NULL || v == Py_None) return 0;
-    const char *s = PyUnicode_Check(v) ? PyUnicode_AsUTF8(v) : NULL;
-    if (s && strcmp(s, "error") == 0) *out = TL_OVERFLOW_ERROR;
-    else if (s && strcmp(s, "fallback") == 0) *out = TL_OVERFLOW_FALLBACK;
-    else if (s && strcmp(s, "panic") == 0) *out = TL_OVERFLOW_PANIC;
-    else {
-        PyErr_Clear();
-        PyErr_Format(PyUnicode_Check(v) ? PyExc_ValueError : PyExc_TypeError,
-                     "overflow must be 'error', 'fallback' or 'panic', got %R", v);
-        return -1;
-    }
-    return 0;
-}
 
-/* Capacity: None (default), a positive int, or a string with a unit. */
-static int parse_capacity(PyObject *v, size_t *out) {
-    if (v == NULL || v == Py_None) return 0;
-    PyObject *n;
-    if (PyUnicode_Check(v)) {
-        if (!tl_parse_size_func) {
-            PyErr_SetString(PyExc_RuntimeError, "tlalloc is not initialised");
-            return -1;
-        }
-        n = PyObject_CallFunction(tl_parse_size_func, "Os", v, "capacity");
-        if (!n) return -1;
-    } else if (PyBool_Check(v) || !PyIndex_Check(v)) {
-        PyErr_Format(PyExc_TypeError,
-                     "capacity must be an int (bytes) or a string such as '4MiB', got %R", v);
-        return -1;
-    } else {
-        n = PyNumber_Index(v);
-        if (!n) return -1;
-    }
-    int overflow = 0;
-    long long c = PyLong_AsLongLongAndOverflow(n, &overflow);
-    Py_DECREF(n);
-    if (c == -1 && PyErr_Occurred()) return -1;
-    if (overflow || c < (long long)TL_ARENA_MIN_CAPACITY || (unsigned long long)c > TL_ARENA_MAX_CAPACITY) {
-        PyErr_Format(PyExc_ValueError,
-                     "capacity must be between %zu bytes and %zu bytes (1 TiB), got %R",
-                     (size_t)TL_ARENA_MIN_CAPACITY, (size_t)TL_ARENA_MAX_CAPACITY, v);
-        return -1;
-    }
-    *out = (size_t)c;
-    return 0;
-}
-
-/* A flag: True or False (bool or numpy.bool_), the rule configure() applies too. */
-static int parse_zero(PyObject *v, int *out) {
-    if (v == NULL || v == Py_None) return 0;
-    if (!PyBool_Check(v) && !PyArray_IsScalar(v, Bool)) {
-        PyErr_Format(PyExc_TypeError, "zero_on_reset must be True or False, got %R", v);
-        return -1;
-    }
-    int t = PyObject_IsTrue(v);
-    if (t < 0) return -1;
-    *out = t;
-    return 0;
-}
-
-static int parse_choice(PyObject *v, const char *arg, const char *const *names, int n, int *out) {
-    if (v == NULL || v == Py_None) return 0;
-    const char *s = PyUnicode_Check(v) ? PyUnicode_AsUTF8(v) : NULL;
-    for (int i = 0; s && i < n; i++) {
-        if (strcmp(s, names[i]) == 0) {
-            *out = i;
-            return 0;
-        }
-    }
-    PyErr_Clear();
-    /* A choice among names, the rule configure() applies too: a str, exactly. */
-    PyErr_Format(PyUnicode_Check(v) ? PyExc_ValueError : PyExc_TypeError,
-                 "%s must be one of '%s', '%s', '%s', got %R", arg, names[0], names[1], names[2], v);
-    return -1;
-}
-
+/* Names in the order of the C enums (tl_overflow, tl_page_kind, tl_numa). */
+static const char *const tl_overflow_names[] = {"error", "fallback", "panic"};
 static const char *const tl_page_names[] = {"off", "thp", "hugetlb"};
 static const char *const tl_numa_names[] = {"off", "local", "interleave"};
 static int tl_warned_hugetlb; /* one warning per process */
 
 /* Warn (once) when an arena asked for hugetlb pages and got something else. */
-static int warn_hugetlb_fallback(const tl_arena *a) {
+int warn_hugetlb_fallback(const tl_arena *a) {
     if (a->pages_requested != TL_PAGES_HUGETLB || a->pages == TL_PAGES_HUGETLB) return 0;
     if (__atomic_exchange_n(&tl_warned_hugetlb, 1, __ATOMIC_RELAXED)) return 0;
     return PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
@@ -456,7 +202,7 @@ static int warn_hugetlb_fallback(const tl_arena *a) {
                             a->pages == TL_PAGES_THP ? "thp" : "default");
 }
 
-static PyObject *tl_arena_error_from_errno(size_t capacity) {
+PyObject *tl_arena_error_from_errno(size_t capacity) {
     if (errno == EINVAL)
         return PyErr_Format(PyExc_ValueError, "invalid arena options (capacity %zu bytes)", capacity);
     return PyErr_Format(PyExc_MemoryError,
@@ -473,16 +219,16 @@ static PyObject *arena_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     tl_orphans_drain();
     tl_arena_options o;
     tl_get_thread_arena_options(&o);
-    int pages = (int)o.pages, numa = (int)o.numa, prefault = o.prefault;
-    if (parse_capacity(cap, &o.capacity) < 0 || parse_overflow(ov, &o.overflow) < 0 ||
-        parse_zero(zr, &o.zero_on_reset) < 0 ||
-        parse_choice(hp, "huge_pages", tl_page_names, 3, &pages) < 0 ||
-        parse_choice(nm, "numa", tl_numa_names, 3, &numa) < 0)
+    int overflow = (int)o.overflow, pages = (int)o.pages, numa = (int)o.numa;
+    int prefault = o.prefault;
+    if (tl_arg_capacity(cap, &o.capacity) < 0 ||
+        tl_arg_choice(ov, "overflow", tl_overflow_names, 3, &overflow) < 0 ||
+        tl_arg_flag(zr, "zero_on_reset", &o.zero_on_reset) < 0 ||
+        tl_arg_choice(hp, "huge_pages", tl_page_names, 3, &pages) < 0 ||
+        tl_arg_choice(nm, "numa", tl_numa_names, 3, &numa) < 0 ||
+        tl_arg_flag(pf, "prefault", &prefault) < 0)
         return NULL;
-    if (pf && pf != Py_None) {
-        if (!PyBool_Check(pf)) return PyErr_Format(PyExc_TypeError, "prefault must be a bool, got %R", pf);
-        prefault = pf == Py_True;
-    }
+    o.overflow = (tl_overflow)overflow;
     o.pages = (tl_page_kind)pages;
     o.numa = (tl_numa)numa;
     o.prefault = prefault;
@@ -540,155 +286,6 @@ static inline void *arena_take(TlArena *self, size_t nbytes, size_t align) {
     return arena_take_slow(self, nbytes, align);
 }
 
-/* Shape, NumPy's rule: an integer (anything with __index__ but bool, such as
- * numpy.int64 or a 0-d integer array) or a sequence of them, each >= 0. */
-static int parse_shape(PyObject *shape, npy_intp *dims, int *nd) {
-    if (PyIndex_Check(shape) && !PyBool_Check(shape) &&
-        !(PyArray_Check(shape) && PyArray_NDIM((PyArrayObject *)shape) != 0)) {
-        Py_ssize_t v = PyNumber_AsSsize_t(shape, PyExc_OverflowError);
-        if (v == -1 && PyErr_Occurred()) {
-            int too_big = PyErr_ExceptionMatches(PyExc_OverflowError);
-            PyErr_Clear();
-            if (too_big)
-                PyErr_Format(PyExc_ValueError, "shape %R is too large", shape);
-            else
-                PyErr_Format(PyExc_TypeError, "shape must be an int or a sequence of ints, got %R",
-                             shape);
-            return -1;
-        }
-        if (v < 0) {
-            PyErr_Format(PyExc_ValueError, "negative dimensions are not allowed: shape=%R", shape);
-            return -1;
-        }
-        dims[0] = (npy_intp)v;
-        *nd = 1;
-        return 0;
-    }
-    PyObject *seq = PySequence_Check(shape) && !PyUnicode_Check(shape) && !PyBytes_Check(shape)
-                        ? PySequence_Fast(shape, "shape")
-                        : NULL;
-    if (!seq) {
-        PyErr_Clear();
-        PyErr_Format(PyExc_TypeError, "shape must be an int or a sequence of ints, got %R", shape);
-        return -1;
-    }
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    if (n > NPY_MAXDIMS) {
-        Py_DECREF(seq);
-        PyErr_Format(PyExc_ValueError, "shape has %zd dimensions, at most %d are allowed", n,
-                     NPY_MAXDIMS);
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
-        if (PyBool_Check(item) || !PyIndex_Check(item)) {
-            Py_DECREF(seq);
-            PyErr_Format(PyExc_TypeError, "shape must be an int or a sequence of ints, got %R",
-                         shape);
-            return -1;
-        }
-        Py_ssize_t v = PyNumber_AsSsize_t(item, PyExc_OverflowError);
-        if (v == -1 && PyErr_Occurred()) {
-            int too_big = PyErr_ExceptionMatches(PyExc_OverflowError);
-            Py_DECREF(seq);
-            PyErr_Clear();
-            if (too_big)
-                PyErr_Format(PyExc_ValueError, "shape %R is too large", shape);
-            else
-                PyErr_Format(PyExc_TypeError, "shape must be an int or a sequence of ints, got %R",
-                             shape);
-            return -1;
-        }
-        if (v < 0) {
-            Py_DECREF(seq);
-            PyErr_Format(PyExc_ValueError, "negative dimensions are not allowed: shape=%R", shape);
-            return -1;
-        }
-        dims[i] = (npy_intp)v;
-    }
-    *nd = (int)n;
-    Py_DECREF(seq);
-    return 0;
-}
-
-/* Bytes for dims x itemsize, refusing anything beyond NPY_MAX_INTP. */
-static int shape_nbytes(const npy_intp *dims, int nd, size_t itemsize, PyObject *shape,
-                        size_t *out) {
-    size_t n = itemsize;
-    for (int i = 0; i < nd; i++) {
-        if (__builtin_mul_overflow(n, (size_t)dims[i], &n)) goto too_big;
-    }
-    /* A zero dimension makes the product 0 whatever the others are; NumPy still
-     * requires each dimension alone to fit, which parse_shape ensured. */
-    if (n > (size_t)NPY_MAX_INTP) goto too_big;
-    *out = n;
-    return 0;
-too_big:
-    PyErr_Format(PyExc_ValueError,
-                 "array is too big: shape %R with %zu-byte items needs more than %zd bytes",
-                 shape, itemsize, (Py_ssize_t)NPY_MAX_INTP);
-    return -1;
-}
-
-static PyArray_Descr *parse_dtype(PyObject *dtype) {
-    PyArray_Descr *d = NULL;
-    if (dtype == NULL || dtype == Py_None) return PyArray_DescrFromType(NPY_DOUBLE);
-    if (!PyArray_DescrConverter2(dtype, &d)) {
-        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
-            PyObject *type, *value, *tb;
-            PyErr_Fetch(&type, &value, &tb);
-            PyErr_NormalizeException(&type, &value, &tb);
-            PyErr_Format(PyExc_TypeError, "dtype %R is not understood (%S)", dtype,
-                         value ? value : Py_None);
-            Py_XDECREF(type);
-            Py_XDECREF(value);
-            Py_XDECREF(tb);
-        }
-        return NULL;
-    }
-    if (d == NULL) return PyArray_DescrFromType(NPY_DOUBLE);
-    if (PyDataType_REFCHK(d)) {
-        PyErr_Format(PyExc_TypeError,
-                     "dtype %R holds Python object references; arena memory can only hold "
-                     "plain data (numbers, bytes, structured types of them)", (PyObject *)d);
-        Py_DECREF(d);
-        return NULL;
-    }
-    if (PyDataType_ELSIZE(d) == 0 && PyDataType_ISFLEXIBLE(d)) {
-        PyErr_Format(PyExc_TypeError,
-                     "dtype %R has no size; give one, for example 'S16' or 'U8'", (PyObject *)d);
-        Py_DECREF(d);
-        return NULL;
-    }
-    return d;
-}
-
-/* Order, NumPy's rule: None (the default), or a str among 'C', 'F', 'A', 'K'
- * (either case); another type is a TypeError. With `keep` (empty_like), 'A' and
- * 'K' give 2 (follow the prototype); else they are refused as np.empty does. */
-static int parse_order_ex(PyObject *order, int *fortran, int keep) {
-    *fortran = keep ? 2 : 0;
-    if (order == NULL || order == Py_None) return 0;
-    if (!PyUnicode_Check(order) && !PyBytes_Check(order)) { /* NumPy takes bytes too */
-        PyErr_Format(PyExc_TypeError, "order must be a str ('C', 'F'%s), got %R",
-                     keep ? ", 'A' or 'K'" : "", order);
-        return -1;
-    }
-    const char *s = PyBytes_Check(order) ? PyBytes_AS_STRING(order) : PyUnicode_AsUTF8(order);
-    if (s == NULL) return -1;
-    char c = s[0] && !s[1] ? s[0] : 0;
-    if (c == 'C' || c == 'c') *fortran = 0;
-    else if (c == 'F' || c == 'f') *fortran = 1;
-    else if (keep && (c == 'A' || c == 'a' || c == 'K' || c == 'k')) *fortran = 2;
-    else {
-        PyErr_Format(PyExc_ValueError, "order must be 'C' or 'F'%s, got %R",
-                     keep ? " ('A' and 'K' follow the prototype)" : "", order);
-        return -1;
-    }
-    return 0;
-}
-
-static int parse_order(PyObject *order, int *fortran) { return parse_order_ex(order, fortran, 0); }
 
 /* An ndarray over `data` (memory just taken from the arena) whose base is the
  * innermost region, so that releasing that region sees it; steals `descr`. */
@@ -712,7 +309,7 @@ static PyObject *arena_array_over(TlArena *self, PyArray_Descr *descr, int nd, n
 static PyObject *arena_make_array(TlArena *self, PyArray_Descr *descr, int nd, npy_intp *dims,
                                   int fortran, PyObject *shape_for_errors, int zero) {
     size_t nbytes;
-    if (shape_nbytes(dims, nd, (size_t)PyDataType_ELSIZE(descr), shape_for_errors, &nbytes) < 0) {
+    if (tl_arg_shape_nbytes(dims, nd, (size_t)PyDataType_ELSIZE(descr), shape_for_errors, &nbytes) < 0) {
         Py_DECREF(descr);
         return NULL;
     }
@@ -772,7 +369,7 @@ static PyObject *arena_empty_impl(TlArena *self, PyObject *const *args, Py_ssize
     }
     npy_intp dims[NPY_MAXDIMS];
     int nd, fortran;
-    if (parse_shape(vals[0], dims, &nd) < 0 || parse_order(vals[2], &fortran) < 0) return NULL;
+    if (tl_arg_shape(vals[0], dims, &nd) < 0 || tl_arg_order(vals[2], &fortran, 0) < 0) return NULL;
     /* A loop allocates with the same dtype object again and again: remember the
      * last conversion (a pointer compare instead of NumPy's converter, ~20 ns). */
     PyArray_Descr *d;
@@ -780,7 +377,7 @@ static PyObject *arena_empty_impl(TlArena *self, PyObject *const *args, Py_ssize
         d = self->last_descr;
         Py_INCREF(d);
     } else {
-        d = parse_dtype(vals[1]);
+        d = tl_arg_dtype(vals[1]);
         if (!d) return NULL;
         /* Only immutable specifications: a list or dict could change in between,
          * and so could the .dtype attribute of a class defined in Python (a heap
@@ -818,7 +415,7 @@ static PyObject *arena_empty_like(TlArena *self, PyObject *args, PyObject *kwds)
     PyArrayObject *p = (PyArrayObject *)PyArray_FROM_O(proto);
     if (!p) return NULL;
     int fortran = 0;
-    if (parse_order_ex(order, &fortran, 1) < 0) {
+    if (tl_arg_order(order, &fortran, 1) < 0) {
         Py_DECREF(p);
         return NULL;
     }
@@ -826,13 +423,13 @@ static PyObject *arena_empty_like(TlArena *self, PyObject *args, PyObject *kwds)
         fortran = PyArray_NDIM(p) > 1 && PyArray_IS_F_CONTIGUOUS(p) && !PyArray_IS_C_CONTIGUOUS(p);
     PyArray_Descr *d;
     if (dtype && dtype != Py_None) {
-        d = parse_dtype(dtype);
+        d = tl_arg_dtype(dtype);
     } else {
         d = PyArray_DESCR(p);
         Py_INCREF(d);
         if (PyDataType_REFCHK(d)) {
             Py_DECREF(d);
-            d = parse_dtype((PyObject *)PyArray_DESCR(p)); /* raises the TypeError */
+            d = tl_arg_dtype((PyObject *)PyArray_DESCR(p)); /* raises the TypeError */
         }
     }
     if (!d) {
@@ -845,7 +442,7 @@ static PyObject *arena_empty_like(TlArena *self, PyObject *args, PyObject *kwds)
     if (shape && shape != Py_None) {
         shape_obj = shape;
         Py_INCREF(shape_obj);
-        if (parse_shape(shape, dims, &nd) < 0) {
+        if (tl_arg_shape(shape, dims, &nd) < 0) {
             Py_DECREF(d);
             Py_DECREF(p);
             Py_DECREF(shape_obj);
@@ -874,37 +471,11 @@ static PyObject *arena_alloc(TlArena *self, PyObject *args, PyObject *kwds) {
     if (arena_check_owner(self) < 0) return NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O:alloc", kwlist, &nb_obj, &al_obj))
         return NULL;
-    if (PyBool_Check(nb_obj) || !PyIndex_Check(nb_obj)) {
-        PyErr_Format(PyExc_TypeError, "nbytes must be an int, got %R", nb_obj);
+    size_t nb, align = TL_DEFAULT_ALIGN;
+    if (tl_arg_nbytes(nb_obj, "nbytes", &nb) < 0 ||
+        (al_obj && tl_arg_align(al_obj, TL_MAX_ALIGN, &align) < 0))
         return NULL;
-    }
-    Py_ssize_t nb = PyNumber_AsSsize_t(nb_obj, PyExc_OverflowError); /* no clipping */
-    if (nb == -1 && PyErr_Occurred()) {
-        PyErr_Clear();
-        PyErr_Format(PyExc_ValueError, "nbytes %R is too large (at most %zd)", nb_obj,
-                     PY_SSIZE_T_MAX);
-        return NULL;
-    }
-    if (nb < 0) {
-        PyErr_Format(PyExc_ValueError, "nbytes must be >= 0, got %R", nb_obj);
-        return NULL;
-    }
-    Py_ssize_t align = TL_DEFAULT_ALIGN;
-    if (al_obj) {
-        if (PyBool_Check(al_obj) || !PyIndex_Check(al_obj)) {
-            PyErr_Format(PyExc_TypeError, "align must be an int, got %R", al_obj);
-            return NULL;
-        }
-        align = PyNumber_AsSsize_t(al_obj, PyExc_OverflowError);
-        if (align == -1 && PyErr_Occurred()) PyErr_Clear(); /* out of range: refused below */
-        if (align <= 0 || !tl_is_pow2((size_t)align) || (size_t)align > TL_MAX_ALIGN) {
-            PyErr_Format(PyExc_ValueError,
-                         "align must be a power of two between 1 and %u, got %R", TL_MAX_ALIGN,
-                         al_obj);
-            return NULL;
-        }
-    }
-    void *data = arena_take(self, (size_t)nb, (size_t)align);
+    void *data = arena_take(self, nb, align);
     if (!data) return NULL;
     npy_intp dims[1] = {(npy_intp)nb};
     PyObject *arr = arena_array_over(self, PyArray_DescrFromType(NPY_UINT8), 1, dims, 0, data);
@@ -921,354 +492,6 @@ static PyObject *arena_alloc(TlArena *self, PyObject *args, PyObject *kwds) {
 }
 
 /* ------------------------------------------------------- scopes and reset */
-
-static PyObject *region_error(TlArena *self, TlRegion *r, Py_ssize_t live, const char *what);
-
-/* ------------------------------------------------- naming live arrays
- *
- * A BufferError names up to TL_NAMED arrays of the region: shape, dtype and
- * bytes, and where they are. Two sources:
- *
- * - with track_allocations on (configure() or TLALLOC_TRACK_ALLOCATIONS=1),
- *   every allocation appends (weak reference, file, line) to its region's list:
- *   exact, and the file:line that allocated each live array. Cost only while
- *   tracking is on; off, the allocation pays one flag test.
- * - always: the calling thread's frames (their local variables, and tuples,
- *   lists and dicts held by them, one level deep), which finds the arrays that
- *   are still in a variable of the function that opened the scope, or of its
- *   callers. An array held elsewhere (a queue, another thread) is counted,
- *   not named, without tracking.
- *
- * Arrays are not tracked by the garbage collector (NumPy's are plain objects),
- * so gc.get_referrers cannot find them; only these two ways can, and the
- * frames cost nothing until a BufferError is raised. */
-#define TL_NAMED 5
-#define TL_SCAN_ITEMS 64 /* items looked at per container */
-
-/* The region an object's memory comes from: follows ndarray bases and a
- * memoryview's exporter. NULL if not from an arena. */
-static TlRegion *region_of(PyObject *o) {
-    for (int hops = 0; o != NULL && hops < 64; hops++) {
-        if (Py_IS_TYPE(o, &TlRegion_Type)) return (TlRegion *)o;
-        if (PyArray_Check(o)) o = PyArray_BASE((PyArrayObject *)o);
-        else if (PyMemoryView_Check(o)) o = PyMemoryView_GET_BASE(o);
-        else return NULL;
-    }
-    return NULL;
-}
-
-/* "float32 array of shape (100000,), 400000 bytes" */
-static PyObject *describe_object(PyObject *o) {
-    if (PyMemoryView_Check(o)) {
-        Py_buffer *b = PyMemoryView_GET_BUFFER(o);
-        return PyUnicode_FromFormat("memoryview of %zd bytes", b->len);
-    }
-    if (!PyArray_Check(o)) return PyObject_Repr(o);
-    PyArrayObject *arr = (PyArrayObject *)o;
-    PyObject *shape = PyObject_GetAttrString(o, "shape");
-    if (!shape) return NULL;
-    PyObject *r = PyUnicode_FromFormat("%S array of shape %R, %zd bytes",
-                                       (PyObject *)PyArray_DESCR(arr), shape,
-                                       (Py_ssize_t)PyArray_NBYTES(arr));
-    Py_DECREF(shape);
-    return r;
-}
-
-typedef struct {
-    PyObject *seen[TL_NAMED]; /* borrowed: objects already named */
-    PyObject *lines;          /* list of str */
-    int n;
-} tl_naming;
-
-static int naming_has(tl_naming *nm, PyObject *o) {
-    for (int i = 0; i < nm->n; i++)
-        if (nm->seen[i] == o) return 1;
-    return 0;
-}
-
-/* Name o (an object of region r) with `where`; 1 if named, 0 if not, -1 on error. */
-static int naming_add(tl_naming *nm, PyObject *o, PyObject *where) {
-    if (nm->n >= TL_NAMED || naming_has(nm, o)) return 0;
-    PyObject *d = describe_object(o);
-    if (!d) return -1;
-    PyObject *line = PyUnicode_FromFormat("  - %U%s%U", d, where ? ", " : "",
-                                          where ? where : d);
-    Py_DECREF(d);
-    if (!line) return -1;
-    int rc = PyList_Append(nm->lines, line);
-    Py_DECREF(line);
-    if (rc < 0) return -1;
-    nm->seen[nm->n++] = o;
-    return 1;
-}
-
-/* Look at one value of a frame (and one level into containers). */
-static int naming_scan_value(tl_naming *nm, TlRegion *r, PyObject *v, PyObject *name,
-                             PyObject *func, PyObject *file, int line, int depth) {
-    if (region_of(v) == r) {
-        PyObject *where = PyUnicode_FromFormat("held by %s%S in %S() at %S:%d",
-                                               depth ? "an item of " : "", name, func, file, line);
-        if (!where) return -1;
-        int rc = naming_add(nm, v, where);
-        Py_DECREF(where);
-        return rc < 0 ? -1 : 0;
-    }
-    if (depth > 0) return 0;
-    /* Tuples and lists: their last TL_SCAN_ITEMS items; dicts up to that size.
-     * A raise costs O(1) per container, however large (a loop that keeps
-     * every array in a list stays linear). */
-    Py_ssize_t n;
-    if (PyTuple_CheckExact(v) || PyList_CheckExact(v)) n = PySequence_Size(v);
-    else if (PyDict_CheckExact(v) && PyDict_Size(v) <= TL_SCAN_ITEMS) n = -2;
-    else return 0;
-    if (n == -2) {
-        PyObject *items = PyDict_Values(v);
-        if (!items) return -1;
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items) && nm->n < TL_NAMED; i++) {
-            if (naming_scan_value(nm, r, PyList_GET_ITEM(items, i), name, func, file, line, 1) < 0) {
-                Py_DECREF(items);
-                return -1;
-            }
-        }
-        Py_DECREF(items);
-        return 0;
-    }
-    for (Py_ssize_t i = n > TL_SCAN_ITEMS ? n - TL_SCAN_ITEMS : 0; i < n && nm->n < TL_NAMED; i++) {
-        PyObject *item = PySequence_GetItem(v, i); /* a new reference (lists may change) */
-        if (!item) {
-            PyErr_Clear(); /* shrunk meanwhile */
-            break;
-        }
-        int rc = naming_scan_value(nm, r, item, name, func, file, line, 1);
-        Py_DECREF(item);
-        if (rc < 0) return -1;
-    }
-    return 0;
-}
-
-#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
-/* CPython 3.11 has no way to read a frame's variable without PyFrame_GetLocals,
- * whose snapshot dict would keep every local alive (and so raise false
- * BufferErrors later): read the fast locals directly. The layout of 3.11's
- * frames (Include/internal/pycore_frame.h), fixed for the 3.11 series. */
-typedef struct {
-    PyObject *f_func, *f_globals, *f_builtins, *f_locals;
-    PyCodeObject *f_code;
-    PyObject *frame_obj;
-    void *previous, *prev_instr;
-    int stacktop;
-    char is_entry, owner;
-    PyObject *localsplus[1];
-} tl_iframe311;
-typedef struct {
-    PyObject_HEAD
-    PyObject *f_back;
-    tl_iframe311 *f_frame;
-} tl_frame311;
-#endif
-
-#if PY_VERSION_HEX >= 0x030B0000
-/* Variable i of frame f's code (a new reference), NULL if unbound. No side
- * effect on the frame. */
-static PyObject *frame_var(PyFrameObject *f, PyCodeObject *code, int i) {
-#if PY_VERSION_HEX >= 0x030C0000
-    PyObject *v = PyFrame_GetVar(f, PyTuple_GET_ITEM(code->co_localsplusnames, i));
-    if (!v) PyErr_Clear(); /* NameError: unbound */
-    return v;
-#else
-    tl_iframe311 *fr = ((tl_frame311 *)f)->f_frame;
-    if (fr == NULL || fr->f_code != code) return NULL;
-    PyObject *v = fr->localsplus[i];
-    if (v && PyCell_Check(v)) v = PyCell_GET(v);
-    Py_XINCREF(v);
-    return v;
-#endif
-}
-#endif
-
-/* The calling thread's frames, innermost first: their variables, and the
- * items of tuples, lists and dicts among them. Read-only. */
-static int naming_scan_frames(tl_naming *nm, TlRegion *r) {
-#if PY_VERSION_HEX < 0x030B0000
-    /* CPython 3.10: no co_qualname nor co_localsplusnames; arrays are named
-     * from the tracking list only. */
-    (void)nm;
-    (void)r;
-    return 0;
-#else
-    PyFrameObject *f = PyEval_GetFrame();
-    Py_XINCREF(f);
-    int rc = 0;
-    for (int k = 0; f != NULL && k < 64 && nm->n < TL_NAMED && rc == 0; k++) {
-        PyCodeObject *code = PyFrame_GetCode(f);
-        int line = PyFrame_GetLineNumber(f);
-        if (!(code->co_flags & CO_OPTIMIZED)) {
-            /* Module or class body: its locals are a plain dict, read as is. */
-            PyObject *locals = PyFrame_GetLocals(f);
-            PyObject *items = locals && PyDict_Check(locals) ? PyDict_Items(locals) : NULL;
-            if (!items) PyErr_Clear();
-            for (Py_ssize_t j = 0; items && j < PyList_GET_SIZE(items) && nm->n < TL_NAMED && rc == 0;
-                 j++) {
-                PyObject *kv = PyList_GET_ITEM(items, j);
-                PyObject *label = PyUnicode_FromFormat("variable %R", PyTuple_GET_ITEM(kv, 0));
-                if (!label || naming_scan_value(nm, r, PyTuple_GET_ITEM(kv, 1), label,
-                                                code->co_qualname, code->co_filename, line, 0) < 0)
-                    rc = -1;
-                Py_XDECREF(label);
-            }
-            Py_XDECREF(items);
-            Py_XDECREF(locals);
-        }
-        for (int i = 0; i < code->co_nlocalsplus && nm->n < TL_NAMED && rc == 0; i++) {
-            PyObject *v = frame_var(f, code, i);
-            if (!v) continue;
-            PyObject *label = PyUnicode_FromFormat(
-                "local '%U'", PyTuple_GET_ITEM(code->co_localsplusnames, i));
-            if (!label || naming_scan_value(nm, r, v, label, code->co_qualname,
-                                            code->co_filename, line, 0) < 0)
-                rc = -1;
-            Py_XDECREF(label);
-            Py_DECREF(v);
-        }
-        Py_DECREF(code);
-        PyFrameObject *back = PyFrame_GetBack(f);
-        Py_DECREF(f);
-        f = back;
-    }
-    Py_XDECREF(f);
-    return rc;
-#endif
-}
-
-/* With tracking: the live arrays of the region's list, with their line. */
-static int naming_scan_tracked(tl_naming *nm, TlRegion *r) {
-    if (!r->tracked) return 0;
-    for (Py_ssize_t i = PyList_GET_SIZE(r->tracked) - 1; i >= 0 && nm->n < TL_NAMED; i--) {
-        PyObject *e = PyList_GET_ITEM(r->tracked, i); /* (ref, file, line, kind) */
-        PyObject *o = PyObject_CallNoArgs(PyTuple_GET_ITEM(e, 0));
-        if (!o) return -1;
-        if (o != Py_None) {
-            PyObject *where = PyUnicode_FromFormat("allocated at %S:%S", PyTuple_GET_ITEM(e, 1),
-                                                   PyTuple_GET_ITEM(e, 2));
-            int rc = where ? naming_add(nm, o, where) : -1;
-            Py_XDECREF(where);
-            if (rc < 0) {
-                Py_DECREF(o);
-                return -1;
-            }
-        }
-        Py_DECREF(o);
-    }
-    return 0;
-}
-
-/* The BufferError's text: what is alive, where, and how the memory comes back. */
-static PyObject *region_error(TlArena *self, TlRegion *r, Py_ssize_t live, const char *what) {
-    (void)self;
-    tl_naming nm = {.n = 0};
-    nm.lines = PyList_New(0);
-    if (!nm.lines) return NULL;
-    /* Tracking first (exact, with the allocating line); then the frames. With
-     * tracking, an array found in a frame too is named once, from the list. */
-    if (naming_scan_tracked(&nm, r) < 0 || naming_scan_frames(&nm, r) < 0) PyErr_Clear();
-    Py_ssize_t more = live - nm.n;
-    PyObject *sep = PyUnicode_FromString("\n");
-    PyObject *named = sep ? PyUnicode_Join(sep, nm.lines) : NULL;
-    Py_XDECREF(sep);
-    Py_DECREF(nm.lines);
-    if (!named) return NULL;
-    PyObject *rest;
-    if (nm.n == 0)
-        rest = PyUnicode_FromString(" (none of them in a variable of this thread's frames: held "
-                                    "elsewhere, by a container, a queue or another thread)");
-    else if (more > 0)
-        rest = PyUnicode_FromFormat("\n  - and %zd more, held elsewhere (a container, a queue, "
-                                    "another thread)", more);
-    else
-        rest = PyUnicode_FromString("");
-    if (!rest) {
-        Py_DECREF(named);
-        return NULL;
-    }
-    PyObject *msg = PyUnicode_FromFormat(
-        "cannot %s: %zd array(s) or memoryview(s) allocated in it are still referenced%s%U%U\n"
-        "Their memory stays valid: it now belongs to them and goes back to the arena when the "
-        "last of them is gone, from whichever thread drops it (no reset needed; nothing leaks). "
-        "Delete them before the scope ends, or copy what must outlive it.%s",
-        what, live, nm.n ? ":\n" : "", named, rest,
-        __atomic_load_n(&tl_track, __ATOMIC_RELAXED)
-            ? ""
-            : "\n(tlalloc.configure(track_allocations=True) or TLALLOC_TRACK_ALLOCATIONS=1 "
-              "also names the line that allocated each one.)");
-    Py_DECREF(named);
-    Py_DECREF(rest);
-    return msg;
-}
-
-/* Tracking: remember (weakref, file, line) for an allocation of region r,
- * from the innermost frame outside tlalloc's own Python code. */
-static int region_track(TlRegion *r, PyObject *obj) {
-    if (!r->tracked && !(r->tracked = PyList_New(0))) return -1;
-    /* Drop entries of dead arrays when the list doubles: bounded by 2x live. */
-    Py_ssize_t n = PyList_GET_SIZE(r->tracked);
-    if (n >= 64 && (n & (n - 1)) == 0) {
-        PyObject *keep = PyList_New(0);
-        if (!keep) return -1;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            PyObject *e = PyList_GET_ITEM(r->tracked, i);
-            PyObject *o = PyObject_CallNoArgs(PyTuple_GET_ITEM(e, 0));
-            int rc = o ? (o != Py_None ? PyList_Append(keep, e) : 0) : -1;
-            Py_XDECREF(o);
-            if (rc < 0) {
-                Py_DECREF(keep);
-                return -1;
-            }
-        }
-        Py_SETREF(r->tracked, keep);
-    }
-    PyObject *file = NULL, *line = NULL;
-    PyFrameObject *f = PyEval_GetFrame();
-    Py_XINCREF(f);
-#if PY_VERSION_HEX >= 0x030B0000 /* PyFrame_GetGlobals: 3.11 and later */
-    while (f) {
-        PyObject *g = PyFrame_GetGlobals(f);
-        PyObject *mod = g ? PyDict_GetItemString(g, "__name__") : NULL; /* borrowed */
-        Py_XDECREF(g);
-        const char *name = mod && PyUnicode_Check(mod) ? PyUnicode_AsUTF8(mod) : NULL;
-        int ours = name && (strcmp(name, "tlalloc") == 0 || strncmp(name, "tlalloc.", 8) == 0);
-        if (!ours) break;
-        PyFrameObject *back = PyFrame_GetBack(f);
-        Py_DECREF(f);
-        f = back;
-    }
-#endif
-    if (f) {
-        PyCodeObject *code = PyFrame_GetCode(f);
-        file = code->co_filename;
-        Py_INCREF(file);
-        line = PyLong_FromLong(PyFrame_GetLineNumber(f));
-        Py_DECREF(code);
-        Py_DECREF(f);
-    } else {
-        file = PyUnicode_FromString("<unknown>");
-        line = PyLong_FromLong(0);
-    }
-    PyObject *ref = PyWeakref_NewRef(obj, NULL);
-    PyObject *e = ref && file && line ? PyTuple_Pack(3, ref, file, line) : NULL;
-    Py_XDECREF(ref);
-    Py_XDECREF(file);
-    Py_XDECREF(line);
-    int rc = e ? PyList_Append(r->tracked, e) : -1;
-    Py_XDECREF(e);
-    return rc;
-}
-
-static PyObject *py_set_track_allocations(PyObject *Py_UNUSED(m), PyObject *arg) {
-    int on = PyObject_IsTrue(arg);
-    if (on < 0) return NULL;
-    __atomic_store_n(&tl_track, on, __ATOMIC_RELAXED);
-    Py_RETURN_NONE;
-}
 
 /* Release the innermost scope. `quiet`: an exception is propagating out of the
  * with-block; if arrays are alive keep their memory and do not raise over it.
@@ -1290,7 +513,7 @@ static int arena_pop_scope(TlArena *self, int quiet) {
          * r holds the memory; a stale mark (after a C-level reset) holds nothing. */
         (void)tl_arena_escape(self->a, r->mark, &r->esc);
         PyObject *err = NULL;
-        if (!quiet && !settle_failed) err = region_error(self, r, live, "release the scope");
+        if (!quiet && !settle_failed) err = region_error(r, live, "release the scope");
         __atomic_store_n(&self->depth, self->depth - 1, __ATOMIC_RELAXED);
         Py_DECREF((PyObject *)r); /* the arrays keep it */
         if (quiet) return 0;
@@ -1361,7 +584,7 @@ static PyObject *arena_reset(TlArena *self, PyObject *args, PyObject *kwds) {
             for (Py_ssize_t i = self->depth - 1; i >= 0; i--) {
                 TlRegion *r = self->stack[i];
                 if (region_live(r, 1) > 0) {
-                    PyObject *msg = region_error(self, r, live, "reset the arena");
+                    PyObject *msg = region_error(r, live, "reset the arena");
                     if (msg) {
                         PyErr_SetObject(PyExc_BufferError, msg);
                         Py_DECREF(msg);
@@ -1418,7 +641,7 @@ static PyTypeObject TlScope_Type;
 /* arena.scope(): reuses the arena's cached scope object when nobody else holds
  * it (the common `with tlalloc.scratch()` loop), which saves an allocation and
  * a deallocation per round trip. */
-static PyObject *arena_scope(TlArena *self, PyObject *Py_UNUSED(ignored)) {
+PyObject *arena_scope(TlArena *self, PyObject *Py_UNUSED(ignored)) {
     /* The cache and the arena's reference count are the owner's: another
      * thread gets its RuntimeError here, before it touches either. */
     if (arena_check_owner(self) < 0) return NULL;
@@ -1697,185 +920,11 @@ static PyTypeObject TlArena_Type = {
               "A bump arena owned by the thread that creates it.",
 };
 
-/* ----------------------------------------------------- thread arenas */
-
-tl_arena *tl_py_thread_arena(void) {
-    tl_arena *a = tl_thread_arena_peek();
-    if (TL_LIKELY(a != NULL)) return a;
-    /* First use on this thread: name the arena after the Python thread. */
-    char name[64] = "";
-    PyObject *threading = PyImport_ImportModule("threading");
-    if (threading) {
-        PyObject *t = PyObject_CallMethod(threading, "current_thread", NULL);
-        PyObject *n = t ? PyObject_GetAttrString(t, "name") : NULL;
-        const char *s = n && PyUnicode_Check(n) ? PyUnicode_AsUTF8(n) : NULL;
-        if (s) snprintf(name, sizeof name, "%s", s);
-        Py_XDECREF(n);
-        Py_XDECREF(t);
-        Py_DECREF(threading);
-    }
-    PyErr_Clear();
-    a = tl_thread_arena(name);
-    if (!a) {
-        tl_arena_options o;
-        tl_get_thread_arena_options(&o);
-        tl_arena_error_from_errno(o.capacity);
-    }
-    return a;
-}
-
-/* thread_arena(): one Python object per OS thread, for the thread's whole life.
- *
- * The calling thread's object sits in a C thread-local with a strong
- * reference, so it survives the thread state's teardown (a threading.local
- * finalizer may still call thread_arena() or scratch()), and every thread
- * state an OS thread ever gets (a thread made by a C library gets a new one
- * for each call into Python through ctypes or cffi) sees the same object, and
- * so the same scope stack and the same live-array accounting as the C arena
- * it wraps. Objects and C thread arenas correspond one to one.
- *
- * When the OS thread exits, a pthread key destructor (tl_wrapper_exit) runs
- * after Python has detached that thread: it may not touch Python objects, so
- * it pushes the object onto a lock-free list of orphans, and the next thread
- * that calls into the arena binding with a thread state drops those
- * references (tl_orphans_drain: thread_arena()'s first call in a thread, Arena
- * creation, statistics). The arena's memory lives on while arrays from it do.
- *
- * tl_wrappers lists every thread's object (under tl_wrappers_lock, never held
- * while calling Python), so that a forked child can drop those of the threads
- * that do not exist in it (_after_fork_child). */
-static _Thread_local PyObject *tl_thread_arena_obj; /* strong */
-static pthread_key_t tl_wrapper_key;
-static pthread_once_t tl_wrapper_once = PTHREAD_ONCE_INIT;
-static int tl_wrapper_key_ok;
-
-static void tl_orphan_push(TlArena *w) {
-    TlArena *head = __atomic_load_n(&tl_orphans, __ATOMIC_RELAXED);
-    do {
-        w->orphan_next = head;
-    } while (!__atomic_compare_exchange_n(&tl_orphans, &head, w, 1, __ATOMIC_RELEASE,
-                                          __ATOMIC_RELAXED));
-}
-
-/* pthread key destructor: the OS thread is exiting; no Python here. */
-static void tl_wrapper_exit(void *p) {
-    TlArena *w = p;
-    /* After fork, glibc may give a new thread of the child the stack of a dead
-     * parent thread with its key values still set: only our own object counts
-     * (the child's _after_fork_child has already dropped the others). */
-    if ((PyObject *)w != tl_thread_arena_obj) return;
-    tl_thread_arena_obj = NULL;
-    pthread_mutex_lock(&tl_wrappers_lock);
-    tl_wrappers_unlink_locked(w);
-    pthread_mutex_unlock(&tl_wrappers_lock);
-    tl_orphan_push(w);
-}
-
-static void tl_wrappers_prepare(void) { pthread_mutex_lock(&tl_wrappers_lock); }
-static void tl_wrappers_parent(void) { pthread_mutex_unlock(&tl_wrappers_lock); }
-static void tl_wrappers_child(void) { pthread_mutex_init(&tl_wrappers_lock, NULL); }
-
-static void tl_wrapper_key_make(void) {
-    tl_wrapper_key_ok = pthread_key_create(&tl_wrapper_key, tl_wrapper_exit) == 0;
-    (void)pthread_atfork(tl_wrappers_prepare, tl_wrappers_parent, tl_wrappers_child);
-}
-
-/* Drop the references of threads that have exited. Needs a thread state. One
- * atomic load when there is nothing to do. */
-static void tl_orphans_drain(void) {
-    if (TL_LIKELY(__atomic_load_n(&tl_orphans, __ATOMIC_RELAXED) == NULL)) return;
-    TlArena *w = __atomic_exchange_n(&tl_orphans, NULL, __ATOMIC_ACQUIRE);
-    while (w) {
-        TlArena *next = w->orphan_next;
-        w->orphan_next = NULL;
-        Py_DECREF((PyObject *)w);
-        w = next;
-    }
-}
-
-/* Slow path of thread_arena(): first call on this OS thread. */
-TL_NOINLINE static PyObject *thread_arena_create(void) {
-    tl_orphans_drain();
-    pthread_once(&tl_wrapper_once, tl_wrapper_key_make);
-    if (!tl_wrapper_key_ok) {
-        PyErr_SetString(PyExc_RuntimeError, "tlalloc: no thread-specific key available");
-        return NULL;
-    }
-    tl_arena *a = tl_py_thread_arena();
-    if (!a) return NULL;
-    tl_arena_retain(a);
-    PyObject *obj = arena_wrap((PyTypeObject *)tl_arena_subtype, a, 1);
-    if (!obj) return NULL;
-    tl_py_share(obj); /* its last reference is dropped by another thread */
-    if (warn_hugetlb_fallback(a) < 0 || pthread_setspecific(tl_wrapper_key, obj) != 0) {
-        if (!PyErr_Occurred()) PyErr_NoMemory();
-        Py_DECREF(obj);
-        return NULL;
-    }
-    TlArena *w = (TlArena *)obj;
-    pthread_mutex_lock(&tl_wrappers_lock);
-    w->wnext = tl_wrappers;
-    if (tl_wrappers) tl_wrappers->wprev = w;
-    tl_wrappers = w;
-    pthread_mutex_unlock(&tl_wrappers_lock);
-    tl_thread_arena_obj = obj; /* the thread's reference (the one arena_wrap made) */
-    Py_INCREF(obj);            /* the caller's */
-    return obj;
-}
-
-/* Fast path: one TLS read and one compare (the object must still wrap this
- * thread's C arena; a C caller may have released that arena). */
-static PyObject *py_thread_arena(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
-    PyObject *obj = tl_thread_arena_obj;
-    if (TL_LIKELY(obj != NULL && ((TlArena *)obj)->a == tl_thread_arena_peek())) {
-        Py_INCREF(obj);
-        return obj;
-    }
-    if (obj != NULL) { /* the C arena was released under it: start over */
-        tl_thread_arena_obj = NULL;
-        (void)pthread_setspecific(tl_wrapper_key, NULL);
-        pthread_mutex_lock(&tl_wrappers_lock);
-        tl_wrappers_unlink_locked((TlArena *)obj);
-        pthread_mutex_unlock(&tl_wrappers_lock);
-        Py_DECREF(obj);
-    }
-    return thread_arena_create();
-}
-
-/* _after_fork_child(): called in a child made by os.fork (os.register_at_fork).
- * Only the forking thread exists there: drop the objects of all the others, as
- * their exits would have. */
-static PyObject *py_after_fork_child(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
-    PyObject *mine = tl_thread_arena_obj;
-    pthread_mutex_lock(&tl_wrappers_lock);
-    TlArena *w = tl_wrappers;
-    tl_wrappers = NULL;
-    while (w) {
-        TlArena *next = w->wnext;
-        w->wprev = w->wnext = NULL;
-        if ((PyObject *)w == mine) {
-            tl_wrappers = w; /* the only entry left */
-        } else {
-            tl_orphan_push(w);
-        }
-        w = next;
-    }
-    pthread_mutex_unlock(&tl_wrappers_lock);
-    tl_orphans_drain();
-    Py_RETURN_NONE;
-}
 
 static PyObject *py_region_count(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
     return PyLong_FromSsize_t(__atomic_load_n(&tl_regions_alive, __ATOMIC_RELAXED));
 }
 
-static PyObject *py_scratch(PyObject *m, PyObject *Py_UNUSED(ignored)) {
-    PyObject *arena = py_thread_arena(m, NULL);
-    if (!arena) return NULL;
-    PyObject *s = arena_scope((TlArena *)arena, NULL);
-    Py_DECREF(arena);
-    return s;
-}
 
 static PyObject *py_registry_stats(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
     tl_orphans_drain();
@@ -1949,16 +998,14 @@ static PyObject *py_set_defaults(PyObject *Py_UNUSED(m), PyObject *args) {
 }
 
 static PyObject *py_set_hooks(PyObject *Py_UNUSED(m), PyObject *args) {
-    PyObject *subtype, *parse_size;
-    if (!PyArg_ParseTuple(args, "OO:_set_hooks", &subtype, &parse_size)) return NULL;
+    PyObject *subtype;
+    if (!PyArg_ParseTuple(args, "O:_set_hooks", &subtype)) return NULL;
     if (tl_hooks_set) /* read without a lock from then on: set once, at import */
         return PyErr_Format(PyExc_RuntimeError, "_set_hooks may be called only once");
     if (!PyType_Check(subtype) || !PyType_IsSubtype((PyTypeObject *)subtype, &TlArena_Type))
         return PyErr_Format(PyExc_TypeError, "subtype must be a subclass of Arena");
     Py_INCREF(subtype);
     Py_XSETREF(tl_arena_subtype, subtype);
-    Py_INCREF(parse_size);
-    Py_XSETREF(tl_parse_size_func, parse_size);
     tl_hooks_set = 1;
     Py_RETURN_NONE;
 }
@@ -1984,26 +1031,26 @@ static PyObject *py_region_address(PyObject *Py_UNUSED(m), PyObject *arena) {
 }
 
 /* _bench_alloc(strategy, threads, allocs_per_thread, size) -> dict: the C
- * allocation micro-benchmark (tlalloc/bench.h), run without the GIL. */
+ * allocation micro-benchmark (bench/c/lib/bench_alloc.h), run without the GIL. */
 static PyObject *py_bench_alloc(PyObject *Py_UNUSED(m), PyObject *args) {
     const char *strategy;
-    int threads;
+    PyObject *threads_obj;
+    Py_ssize_t threads;
     unsigned long long n, size;
-    if (!PyArg_ParseTuple(args, "siKK:_bench_alloc", &strategy, &threads, &n, &size)) return NULL;
+    if (!PyArg_ParseTuple(args, "sOKK:_bench_alloc", &strategy, &threads_obj, &n, &size)) return NULL;
     tl_bench_strategy s;
     if (strcmp(strategy, "thread") == 0) s = TL_BENCH_THREAD;
     else if (strcmp(strategy, "shared") == 0) s = TL_BENCH_SHARED;
     else if (strcmp(strategy, "malloc") == 0) s = TL_BENCH_MALLOC;
     else return PyErr_Format(PyExc_ValueError, "strategy must be 'thread', 'shared' or 'malloc', "
                                                "got '%s'", strategy);
-    if (threads < 1 || threads > 4096)
-        return PyErr_Format(PyExc_ValueError, "threads must be between 1 and 4096, got %d", threads);
+    if (tl_arg_count(threads_obj, "threads", 1, 4096, &threads) < 0) return NULL;
     if (size == 0 || size > (1u << 20))
         return PyErr_Format(PyExc_ValueError, "size must be between 1 and 1048576, got %llu", size);
     tl_bench_result r;
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = tl_bench_alloc(s, threads, (uint64_t)n, (size_t)size, &r);
+    rc = tl_bench_alloc(s, (int)threads, (uint64_t)n, (size_t)size, &r);
     Py_END_ALLOW_THREADS
     if (rc != 0) return PyErr_SetFromErrno(PyExc_OSError);
     return Py_BuildValue("{s:d,s:d,s:d,s:K}", "wall_seconds", r.wall_seconds, "ns_per_alloc",
@@ -2013,29 +1060,8 @@ static PyObject *py_bench_alloc(PyObject *Py_UNUSED(m), PyObject *args) {
 
 static PyMethodDef module_methods[] = {
     {"_bench_alloc", (PyCFunction)py_bench_alloc, METH_VARARGS, NULL},
-    {"thread_arena", (PyCFunction)py_thread_arena, METH_NOARGS,
-     "thread_arena()\n--\n\n"
-     "The calling thread's arena, created on first use with the configured size.\n\n"
-     "It is never shared with another thread; it is released after the thread exits\n"
-     "and the last array allocated from it is gone.\n\n"
-     "Example:\n"
-     "    >>> import tlalloc\n"
-     "    >>> tlalloc.thread_arena() is tlalloc.thread_arena()\n"
-     "    True\n"},
-    {"scratch", (PyCFunction)py_scratch, METH_NOARGS,
-     "scratch()\n--\n\n"
-     "A scope on the calling thread's arena: ``thread_arena().scope()``.\n\n"
-     "Example:\n"
-     "    >>> import numpy as np, tlalloc\n"
-     "    >>> with tlalloc.scratch() as a:\n"
-     "    ...     v = a.empty(8, np.float64)\n"
-     "    ...     v.shape\n"
-     "    ...     del v\n"
-     "    (8,)\n"},
     {"_registry_stats", (PyCFunction)py_registry_stats, METH_NOARGS, NULL},
-    {"_after_fork_child", (PyCFunction)py_after_fork_child, METH_NOARGS, NULL},
     {"_region_count", (PyCFunction)py_region_count, METH_NOARGS, NULL},
-    {"_set_track_allocations", (PyCFunction)py_set_track_allocations, METH_O, NULL},
     {"_registry_list", (PyCFunction)py_registry_list, METH_NOARGS, NULL},
     {"_set_defaults", (PyCFunction)py_set_defaults, METH_VARARGS, NULL},
     {"_set_hooks", (PyCFunction)py_set_hooks, METH_VARARGS, NULL},
@@ -2047,6 +1073,8 @@ static PyMethodDef module_methods[] = {
 
 int tl_py_arena_init(PyObject *m) {
     if (tl_settle_init(m) < 0) return -1;
+    if (tl_py_thread_arena_init(m) < 0) return -1;
+    if (tl_py_live_arrays_init(m) < 0) return -1;
     if (PyType_Ready(&TlRegion_Type) < 0 || PyType_Ready(&TlScope_Type) < 0 ||
         PyType_Ready(&TlArena_Type) < 0)
         return -1;

@@ -1,4 +1,4 @@
-/* huffman_py.c: binding for the block-parallel Huffman coder (csrc/huffman.c).
+/* huffman_py.c: binding for the block-parallel Huffman coder (csrc/demo/huffman.c).
  *
  * huffman_encode(data, block_size, threads, allocator, heap_bytes, pool_bytes)
  *     -> (bytes, dict of statistics)
@@ -32,14 +32,13 @@ static PyObject *huff_raise(const tl_huff_error *err) {
 }
 
 /* Options shared by both calls; returns -1 with an exception set. */
-static int huff_options(tl_huff_options *o, Py_ssize_t threads, const char *allocator,
+static int huff_options(tl_huff_options *o, PyObject *threads_obj, const char *allocator,
                         Py_ssize_t heap_bytes, Py_ssize_t pool_bytes) {
     memset(o, 0, sizeof *o);
-    if (threads < 1 || threads > (Py_ssize_t)TL_HUFF_MAX_THREADS) {
-        PyErr_Format(PyExc_ValueError, "threads=%zd is out of range (1 .. %u)", threads,
-                     TL_HUFF_MAX_THREADS);
+    Py_ssize_t threads = TL_HUFF_DEFAULT_THREADS;
+    if (threads_obj &&
+        tl_arg_count(threads_obj, "threads", 1, (Py_ssize_t)TL_HUFF_MAX_THREADS, &threads) < 0)
         return -1;
-    }
     if (tl_huff_allocator_parse(allocator, &o->allocator) != 0) {
         PyErr_Format(PyExc_ValueError,
                      "allocator='%s' is not one of 'global-lock', 'pooled', 'tlalloc'",
@@ -91,20 +90,19 @@ static PyObject *py_huffman_encode(PyObject *self, PyObject *args, PyObject *kwa
                              "heap_bytes", "pool_bytes", NULL};
     Py_buffer view;
     Py_ssize_t block_size = (Py_ssize_t)TL_HUFF_DEFAULT_BLOCK_SIZE;
-    Py_ssize_t threads = TL_HUFF_DEFAULT_THREADS, heap_bytes = 0, pool_bytes = 0;
+    Py_ssize_t heap_bytes = 0, pool_bytes = 0;
+    PyObject *threads = NULL, *block_size_obj = NULL;
     const char *allocator = "tlalloc";
     (void)self;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*|nnsnn:huffman_encode", kwlist, &view,
-                                     &block_size, &threads, &allocator, &heap_bytes,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*|OOsnn:huffman_encode", kwlist, &view,
+                                     &block_size_obj, &threads, &allocator, &heap_bytes,
                                      &pool_bytes))
         return NULL;
     tl_huff_options o;
     if (huff_options(&o, threads, allocator, heap_bytes, pool_bytes) < 0) goto fail;
-    if (block_size < 1 || (size_t)block_size > TL_HUFF_MAX_BLOCK_SIZE) {
-        PyErr_Format(PyExc_ValueError, "block_size=%zd is out of range (1 .. %zu)", block_size,
-                     TL_HUFF_MAX_BLOCK_SIZE);
+    if (block_size_obj && tl_arg_count(block_size_obj, "block_size", 1,
+                                       (Py_ssize_t)TL_HUFF_MAX_BLOCK_SIZE, &block_size) < 0)
         goto fail;
-    }
     o.block_size = (size_t)block_size;
 
     uint8_t *out = NULL;
@@ -138,10 +136,11 @@ fail:
 static PyObject *py_huffman_decode(PyObject *self, PyObject *args, PyObject *kwargs) {
     static char *kwlist[] = {"data", "threads", "allocator", "heap_bytes", "pool_bytes", NULL};
     Py_buffer view;
-    Py_ssize_t threads = TL_HUFF_DEFAULT_THREADS, heap_bytes = 0, pool_bytes = 0;
+    Py_ssize_t heap_bytes = 0, pool_bytes = 0;
+    PyObject *threads = NULL;
     const char *allocator = "tlalloc";
     (void)self;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*|nsnn:huffman_decode", kwlist, &view,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*|Osnn:huffman_decode", kwlist, &view,
                                      &threads, &allocator, &heap_bytes, &pool_bytes))
         return NULL;
     tl_huff_options o;

@@ -146,28 +146,13 @@ static PyObject *tl_py_kernel_error(int rc) {
     return NULL;
 }
 
-/* Optional non-negative int (None -> -1). Rejects bool. */
+/* Optional count (None -> -1): the count rule (args.c), 0 or more. */
 static int tl_py_opt_count(PyObject *obj, const char *name, Py_ssize_t *out) {
     if (obj == Py_None) {
         *out = -1;
         return 0;
     }
-    if (PyBool_Check(obj) || !PyIndex_Check(obj)) {
-        PyErr_Format(PyExc_TypeError, "%s must be an int or None, got %R", name, obj);
-        return -1;
-    }
-    Py_ssize_t v = PyNumber_AsSsize_t(obj, PyExc_OverflowError);
-    if (v == -1 && PyErr_Occurred()) {
-        PyErr_Clear();
-        PyErr_Format(PyExc_ValueError, "%s is out of range, got %R", name, obj);
-        return -1;
-    }
-    if (v < 0) {
-        PyErr_Format(PyExc_ValueError, "%s must be >= 0, got %R", name, obj);
-        return -1;
-    }
-    *out = v;
-    return 0;
+    return tl_arg_count(obj, name, 0, PY_SSIZE_T_MAX, out);
 }
 
 static int tl_py_real(PyObject *obj, const char *name, double *out) {
@@ -281,9 +266,53 @@ static void tl_py_nogil_end(tl_py_nogil *g) {
     if (g->polled) tl_kernels_set_poll(NULL, NULL);
 }
 
-/* After a kernel returned TL_K_EINTR (GIL held): run the signal handlers.
- * -1: they raised (the call fails with their exception); 0: start over. */
-static int tl_py_interrupted(void) { return PyErr_CheckSignals(); }
+/* A kernel's work with the GIL released: the kernel's code (TL_K_*). */
+typedef int (*tl_py_work_fn)(void *ctx, tl_scratch *s, tl_py_nogil *g);
+
+/* The scratch memory a call's work runs in (NULL: none). */
+typedef struct tl_py_scratch_arg {
+    tl_scratch_kind kind;
+    tl_arena *arena; /* TL_SCRATCH_THREAD: the thread's arena */
+} tl_py_scratch_arg;
+
+/* Open the scratch scope `sa` names: TL_K_OK, or TL_K_ENOMEM. */
+static int tl_py_scratch_open(tl_scratch *s, const tl_py_scratch_arg *sa) {
+    return tl_scratch_begin(s, sa->kind, sa->kind == TL_SCRATCH_THREAD ? sa->arena : NULL) == 0
+               ? TL_K_OK
+               : TL_K_ENOMEM;
+}
+
+/* tl_py_run returns this when the signal handlers (or `restart`) raised. */
+#define TL_PY_RAISED (-100)
+
+/* Run work(ctx) with the GIL released (polled for SIGINT on the main thread),
+ * inside a scratch scope if `sa` is given. When a poll stops it (TL_K_EINTR),
+ * run the signal handlers with the GIL held: if they raise (Ctrl-C's
+ * KeyboardInterrupt), return TL_PY_RAISED; else call `restart` (if any: it
+ * rewinds the work's input, -1 with an exception set on failure) and run the
+ * work again from the start. Returns the work's code otherwise. */
+static int tl_py_run(tl_py_work_fn work, void *ctx, const tl_py_scratch_arg *sa,
+                     int (*restart)(void *ctx)) {
+    for (;;) {
+        tl_py_nogil g;
+        tl_py_nogil_begin(&g);
+        int rc;
+        if (sa) {
+            tl_scratch s;
+            rc = tl_py_scratch_open(&s, sa);
+            if (rc == TL_K_OK) {
+                rc = work(ctx, &s, &g);
+                tl_scratch_end(&s);
+            }
+        } else {
+            rc = work(ctx, NULL, &g);
+        }
+        tl_py_nogil_end(&g);
+        if (rc != TL_K_EINTR) return rc;
+        if (PyErr_CheckSignals() < 0) return TL_PY_RAISED;
+        if (restart && restart(ctx) < 0) return TL_PY_RAISED;
+    }
+}
 
 /* ---- cosine similarity ------------------------------------------------------------ */
 
@@ -358,6 +387,25 @@ static PyArrayObject *tl_py_cand_norms(PyObject *obj, npy_intp n) {
 fail:
     Py_DECREF(a);
     return NULL;
+}
+
+/* One cosine call's arguments, for its work without the GIL. */
+typedef struct tl_py_cos_call {
+    const tl_mat *q, *c;
+    const tl_vec *cn; /* candidate norms, or NULL */
+    Py_ssize_t k;     /* top_k, or -1: every score into out */
+    void *ri, *rs;    /* top_k: indices and scores */
+    size_t *count;
+    void *out;
+    ptrdiff_t ors, ocs;
+} tl_py_cos_call;
+
+static int tl_py_cos_work(void *ctx, tl_scratch *s, tl_py_nogil *g) {
+    tl_py_cos_call *c = ctx;
+    (void)g;
+    if (c->k >= 0)
+        return tl_cosine_topk_batch(s, c->q, c->c, c->cn, (size_t)c->k, c->ri, c->rs, c->count);
+    return tl_cosine_batch(s, c->q, c->c, c->cn, c->out, c->ors, c->ocs);
 }
 
 static PyObject *py_cosine(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs) {
@@ -458,26 +506,13 @@ static PyObject *py_cosine(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssi
                   cn ? PyArray_STRIDE(cn, 0) : 0};
     ptrdiff_t ors = out && batched ? PyArray_STRIDE(out, 0) : 0;
     ptrdiff_t ocs = out ? PyArray_STRIDE(out, batched) : 0;
-    int rc;
     size_t count = 0;
-    tl_py_nogil g;
-again_cos:
-    tl_py_nogil_begin(&g);
-    tl_scratch s;
-    rc = tl_scratch_begin(&s, kind, kind == TL_SCRATCH_THREAD ? arena : NULL) == 0 ? TL_K_OK : TL_K_ENOMEM;
-    if (rc == TL_K_OK) {
-        if (k >= 0)
-            rc = tl_cosine_topk_batch(&s, &qm, &cm, cn ? &cnv : NULL, (size_t)k, PyArray_DATA(ri), PyArray_DATA(rs),
-                                      &count);
-        else
-            rc = tl_cosine_batch(&s, &qm, &cm, cn ? &cnv : NULL, PyArray_DATA(out), ors, ocs);
-        tl_scratch_end(&s);
-    }
-    tl_py_nogil_end(&g);
-    if (rc == TL_K_EINTR) {
-        if (tl_py_interrupted() < 0) goto done;
-        goto again_cos;
-    }
+    tl_py_cos_call call = {&qm, &cm, cn ? &cnv : NULL, k, ri ? PyArray_DATA(ri) : NULL,
+                           rs ? PyArray_DATA(rs) : NULL, &count, out ? PyArray_DATA(out) : NULL,
+                           ors, ocs};
+    tl_py_scratch_arg sa = {kind, arena};
+    int rc = tl_py_run(tl_py_cos_work, &call, &sa, NULL);
+    if (rc == TL_PY_RAISED) goto done;
     if (rc != TL_K_OK) {
         tl_py_kernel_error(rc);
         goto done;
@@ -615,6 +650,29 @@ static PyObject *tl_py_graph_error(const tl_spread_error *e, size_t n, size_t nn
  * second; kernels.py publishes it as MAX_DEPTH. */
 #define TL_PY_MAX_DEPTH 1000000
 
+/* One spreading call's arguments, for its work without the GIL. */
+typedef struct tl_py_spread_call {
+    const tl_csr *g;
+    const int64_t *seeds;
+    size_t nseeds;
+    const double *act;
+    size_t nact;
+    const tl_spread_params *p;
+    float *dense;
+    size_t k;
+    int64_t *ri;
+    float *rv;
+    size_t *count;
+    tl_spread_error *err;
+} tl_py_spread_call;
+
+static int tl_py_spread_work(void *ctx, tl_scratch *s, tl_py_nogil *g) {
+    tl_py_spread_call *c = ctx;
+    (void)g;
+    return tl_spread_activation(s, c->g, c->seeds, c->nseeds, c->act, c->nact, c->p, c->dense, c->k,
+                                c->ri, c->rv, c->count, c->err);
+}
+
 /* _spread_activation(indptr, indices, data, seeds, activation, decay_rate,
  *                    threshold, max_depth, top_k, scratch, engine) */
 static PyObject *py_spread(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs) {
@@ -744,25 +802,14 @@ static PyObject *py_spread(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssi
     tl_spread_error err;
     memset(&err, 0, sizeof err);
     size_t count = 0;
-    int rc;
     size_t nact = PyArray_NDIM(act) == 0 ? 1 : (size_t)ns;
     if (ns == 0) nact = 0;
-    tl_py_nogil ng;
-again_spread:
-    tl_py_nogil_begin(&ng);
-    tl_scratch s;
-    rc = tl_scratch_begin(&s, kind, kind == TL_SCRATCH_THREAD ? arena : NULL) == 0 ? TL_K_OK : TL_K_ENOMEM;
-    if (rc == TL_K_OK) {
-        rc = tl_spread_activation(&s, &g, PyArray_DATA(seeds), (size_t)ns, PyArray_DATA(act), nact, &p,
-                                  dense ? PyArray_DATA(dense) : NULL, k < 0 ? 0 : (size_t)k,
-                                  ri ? PyArray_DATA(ri) : NULL, rv ? PyArray_DATA(rv) : NULL, &count, &err);
-        tl_scratch_end(&s);
-    }
-    tl_py_nogil_end(&ng);
-    if (rc == TL_K_EINTR) {
-        if (tl_py_interrupted() < 0) goto done;
-        goto again_spread;
-    }
+    tl_py_spread_call call = {&g, PyArray_DATA(seeds), (size_t)ns, PyArray_DATA(act), nact, &p,
+                              dense ? PyArray_DATA(dense) : NULL, k < 0 ? 0 : (size_t)k,
+                              ri ? PyArray_DATA(ri) : NULL, rv ? PyArray_DATA(rv) : NULL, &count, &err};
+    tl_py_scratch_arg sa = {kind, arena};
+    int rc = tl_py_run(tl_py_spread_work, &call, &sa, NULL);
+    if (rc == TL_PY_RAISED) goto done;
     if (rc == TL_K_EGRAPH) {
         tl_py_graph_error(&err, n, (size_t)nnz);
         goto done;
@@ -813,6 +860,252 @@ static int tl_py_time_constant(PyObject *obj, const char *name, double *out) {
     return 0;
 }
 
+/* The arguments of one decay call, checked and converted. */
+typedef struct tl_py_decay_args {
+    PyArrayObject *s, *a, *out; /* strengths, ages, out (NULL: made here); owned */
+    int res_type;               /* NPY_FLOAT or NPY_DOUBLE */
+    tl_dtype sd, ad, od;        /* of s, a and the result */
+    tl_decay_params p;
+    tl_py_scratch_arg sa;
+} tl_py_decay_args;
+
+/* Check and convert _decay's arguments into *d (whose arrays the caller
+ * releases, also on failure). Returns 0, or -1 with an exception set. */
+static int tl_py_decay_parse(PyObject *const *args, tl_py_decay_args *d) {
+    long model = -1;
+    if (PyUnicode_Check(args[2])) {
+        if (PyUnicode_CompareWithASCIIString(args[2], "exponential") == 0) model = TL_DECAY_EXP;
+        else if (PyUnicode_CompareWithASCIIString(args[2], "power") == 0) model = TL_DECAY_POWER;
+    }
+    if (model < 0) {
+        PyErr_Format(PyExc_ValueError, "model must be 'exponential' or 'power', got %R", args[2]);
+        return -1;
+    }
+    PyObject *tau_o = args[3] == tl_py_default_tau ? Py_None : args[3], *hl_o = args[4];
+    double scale = 86400.0, alpha;
+    if (hl_o != Py_None) {
+        if (tau_o != Py_None) {
+            PyErr_SetString(PyExc_TypeError, "give either tau or half_life, not both");
+            return -1;
+        }
+        if (model != TL_DECAY_EXP) {
+            PyErr_SetString(PyExc_ValueError, "half_life applies to the exponential model only; use tau");
+            return -1;
+        }
+        if (tl_py_time_constant(hl_o, "half_life", &scale) < 0) return -1;
+        model = TL_DECAY_HALF_LIFE;
+    } else if (tau_o != Py_None && tl_py_time_constant(tau_o, "tau", &scale) < 0) {
+        return -1;
+    }
+    if (tl_py_real(args[5], "alpha", &alpha) < 0) return -1;
+    if (!isfinite(alpha)) {
+        PyErr_Format(PyExc_ValueError, "alpha must be finite, got %R", args[5]);
+        return -1;
+    }
+    if (tl_py_scratch_kind(args[7], &d->sa.kind) < 0) return -1;
+    PyObject *out_obj = args[6];
+    if (!(d->s = tl_py_float_array(args[0], "strengths"))) return -1;
+    if (!(d->a = tl_py_array(args[1]))) return -1;
+    int tn = PyArray_TYPE(d->a);
+    if (!(PyTypeNum_ISFLOAT(tn) || PyTypeNum_ISINTEGER(tn)) || PyTypeNum_ISBOOL(tn)) {
+        PyErr_Format(PyExc_TypeError, "ages must have an integer or floating-point dtype, got %R",
+                     (PyObject *)PyArray_DESCR(d->a));
+        return -1;
+    }
+    if (tl_py_dtype(d->a) < 0 || !PyArray_ISALIGNED(d->a)) { /* long double, swapped: copy */
+        PyArrayObject *c = tl_py_cast(d->a, PyTypeNum_ISFLOAT(tn) ? NPY_DOUBLE : (PyTypeNum_ISSIGNED(tn) ? NPY_INT64 : NPY_UINT64));
+        Py_SETREF(d->a, c);
+        if (!d->a) return -1;
+    }
+    d->res_type = PyArray_TYPE(d->s) == NPY_DOUBLE ? NPY_DOUBLE : NPY_FLOAT;
+    if (out_obj != Py_None) {
+        if (!PyArray_Check(out_obj)) {
+            PyErr_Format(PyExc_TypeError, "out must be a numpy.ndarray, got %.100s", Py_TYPE(out_obj)->tp_name);
+            return -1;
+        }
+        d->out = (PyArrayObject *)out_obj;
+        Py_INCREF(d->out);
+        if (PyArray_TYPE(d->out) != d->res_type || !PyArray_ISNOTSWAPPED(d->out)) {
+            PyErr_Format(PyExc_TypeError, "out must have dtype %s (the result type for strengths of dtype %R), got %R",
+                         d->res_type == NPY_DOUBLE ? "float64" : "float32", (PyObject *)PyArray_DESCR(d->s),
+                         (PyObject *)PyArray_DESCR(d->out));
+            return -1;
+        }
+        if (!PyArray_ISWRITEABLE(d->out) || !PyArray_ISALIGNED(d->out)) {
+            PyErr_SetString(PyExc_ValueError, "out must be writeable and aligned");
+            return -1;
+        }
+    }
+    d->sd = (tl_dtype)tl_py_dtype(d->s);
+    d->ad = (tl_dtype)tl_py_dtype(d->a);
+    d->od = d->res_type == NPY_DOUBLE ? TL_F64 : TL_F32;
+    d->p = (tl_decay_params){(tl_decay_model)model, scale, alpha};
+    return tl_py_scratch_arena(d->sa.kind, &d->sa.arena);
+}
+
+/* 1-D arrays of one length, in one pass: ages checked, then decayed. */
+typedef struct tl_py_decay_1d {
+    const tl_py_decay_args *d;
+    size_t n, bad;
+} tl_py_decay_1d;
+
+static int tl_py_decay_1d_work(void *ctx, tl_scratch *unused, tl_py_nogil *g) {
+    tl_py_decay_1d *c = ctx;
+    const tl_py_decay_args *d = c->d;
+    (void)unused;
+    (void)g;
+    int rc = tl_decay_check_ages(PyArray_DATA(d->a), d->ad, PyArray_STRIDE(d->a, 0), c->n, &c->bad);
+    if (rc != TL_K_OK) return rc;
+    tl_scratch sc; /* opened after the check, so that bad ages take no scratch */
+    rc = tl_py_scratch_open(&sc, &d->sa);
+    if (rc != TL_K_OK) return rc;
+    rc = tl_decay(&sc, PyArray_DATA(d->s), d->sd, PyArray_STRIDE(d->s, 0), PyArray_DATA(d->a), d->ad,
+                  PyArray_STRIDE(d->a, 0), PyArray_DATA(d->out), d->od, PyArray_STRIDE(d->out, 0), c->n,
+                  &d->p);
+    tl_scratch_end(&sc);
+    return rc;
+}
+
+/* Any shapes that broadcast: NumPy's iterator hands out 1-D strided chunks.
+ * Pass 1 checks every age, pass 2 computes, so a bad age writes nothing. Both
+ * poll between chunks (they may be short) and start over from the first
+ * chunk after a signal. */
+typedef struct tl_py_decay_iter {
+    const tl_py_decay_args *d;
+    NpyIter *it;
+    NpyIter_IterNextFunc *next;
+    char **ptrs;
+    npy_intp *strides, *sizep;
+    const char *badp; /* pass 1: the bad age */
+} tl_py_decay_iter;
+
+static int tl_py_decay_iter_reset(void *ctx) {
+    tl_py_decay_iter *c = ctx;
+    return NpyIter_Reset(c->it, NULL) == NPY_SUCCEED ? 0 : -1;
+}
+
+static int tl_py_decay_check_work(void *ctx, tl_scratch *unused, tl_py_nogil *g) {
+    tl_py_decay_iter *c = ctx;
+    size_t bad;
+    int rc;
+    (void)unused;
+    do {
+        rc = tl_decay_check_ages(c->ptrs[1], c->d->ad, c->strides[1], (size_t)*c->sizep, &bad);
+        if (rc == TL_K_EAGES) c->badp = c->ptrs[1] + (npy_intp)bad * c->strides[1];
+        if (rc == TL_K_OK && g->polled && tl_py_poll(g)) rc = TL_K_EINTR;
+    } while (rc == TL_K_OK && c->next(c->it));
+    return rc;
+}
+
+static int tl_py_decay_iter_work(void *ctx, tl_scratch *s, tl_py_nogil *g) {
+    tl_py_decay_iter *c = ctx;
+    const tl_py_decay_args *d = c->d;
+    int rc;
+    do {
+        rc = tl_decay(s, c->ptrs[0], d->sd, c->strides[0], c->ptrs[1], d->ad, c->strides[1], c->ptrs[2], d->od,
+                      c->strides[2], (size_t)*c->sizep, &d->p);
+        if (rc == TL_K_OK && g->polled && tl_py_poll(g)) rc = TL_K_EINTR;
+    } while (rc == TL_K_OK && c->next(c->it));
+    return rc;
+}
+
+/* The iterator's refusal of the shapes, in the arguments' words. */
+static void tl_py_decay_shape_error(const tl_py_decay_args *d) {
+    PyErr_Clear();
+    PyObject *shp_s = PyObject_GetAttrString((PyObject *)d->s, "shape");
+    PyObject *shp_a = shp_s ? PyObject_GetAttrString((PyObject *)d->a, "shape") : NULL;
+    PyObject *shp_o = shp_a && d->out ? PyObject_GetAttrString((PyObject *)d->out, "shape") : NULL;
+    if (!shp_a || (d->out && !shp_o))
+        ; /* the attribute lookup's exception stands */
+    else if (d->out)
+        PyErr_Format(PyExc_ValueError,
+                     "strengths %R, ages %R and out %R do not have matching shapes "
+                     "(out must have the broadcast shape of strengths and ages)",
+                     shp_s, shp_a, shp_o);
+    else
+        PyErr_Format(PyExc_ValueError, "strengths of shape %R and ages of shape %R do not broadcast",
+                     shp_s, shp_a);
+    Py_XDECREF(shp_s);
+    Py_XDECREF(shp_a);
+    Py_XDECREF(shp_o);
+}
+
+/* The call for 1-D inputs of one length whose out (if any) does not partly
+ * overlap them; *done = 0 where that does not hold (nothing done then). */
+static PyObject *tl_py_decay_call_1d(tl_py_decay_args *d, int *done) {
+    PyArrayObject *s = d->s, *a = d->a, *out = d->out;
+    *done = 0;
+    if (!(PyArray_NDIM(s) == 1 && PyArray_NDIM(a) == 1 && PyArray_DIM(s, 0) == PyArray_DIM(a, 0) &&
+          (!out || (PyArray_NDIM(out) == 1 && PyArray_DIM(out, 0) == PyArray_DIM(s, 0)))))
+        return NULL;
+    npy_intp n = PyArray_DIM(s, 0);
+    /* One pass is safe when out either does not overlap an input or is
+     * exactly it (same start, stride and item size: element i is read before
+     * it is written). Any other overlap goes through the iterator, which
+     * copies. */
+    if (out && n > 0 && (!tl_py_same_or_apart(out, s) || !tl_py_same_or_apart(out, a))) return NULL;
+    *done = 1;
+    if (!out) {
+        npy_intp dims[1] = {n};
+        if (!(d->out = (PyArrayObject *)PyArray_SimpleNew(1, dims, d->res_type))) return NULL;
+    }
+    tl_py_decay_1d call = {d, (size_t)n, 0};
+    int rc = tl_py_run(tl_py_decay_1d_work, &call, NULL, NULL);
+    if (rc == TL_PY_RAISED) return NULL;
+    if (rc == TL_K_EAGES)
+        return tl_py_age_error((const char *)PyArray_DATA(a) + (npy_intp)call.bad * PyArray_STRIDE(a, 0), a,
+                               (npy_intp)call.bad, 1);
+    if (rc != TL_K_OK) return tl_py_kernel_error(rc);
+    Py_INCREF(d->out);
+    return (PyObject *)d->out;
+}
+
+/* The call for any shapes that broadcast (the iterator's two passes). */
+static PyObject *tl_py_decay_call_iter(tl_py_decay_args *d) {
+    PyArrayObject *ops[3] = {d->s, d->a, d->out};
+    npy_uint32 op_flags[3] = {NPY_ITER_READONLY, NPY_ITER_READONLY,
+                              NPY_ITER_WRITEONLY | NPY_ITER_ALLOCATE | NPY_ITER_NO_BROADCAST};
+    PyArray_Descr *dts[3] = {NULL, NULL, PyArray_DescrFromType(d->res_type)};
+    NpyIter *it = NpyIter_MultiNew(3, ops,
+                                   NPY_ITER_EXTERNAL_LOOP | NPY_ITER_ZEROSIZE_OK | NPY_ITER_COPY_IF_OVERLAP,
+                                   NPY_KEEPORDER, NPY_SAFE_CASTING, op_flags, dts);
+    Py_DECREF(dts[2]);
+    if (!it) {
+        if (PyErr_ExceptionMatches(PyExc_ValueError)) tl_py_decay_shape_error(d);
+        return NULL;
+    }
+    PyArrayObject *res = NpyIter_GetOperandArray(it)[2];
+    Py_INCREF(res);
+    if (NpyIter_GetIterSize(it) > 0) {
+        tl_py_decay_iter c = {d, it, NpyIter_GetIterNext(it, NULL), NpyIter_GetDataPtrArray(it),
+                              NpyIter_GetInnerStrideArray(it), NpyIter_GetInnerLoopSizePtr(it), NULL};
+        int rc = TL_PY_RAISED;
+        if (c.next) rc = tl_py_run(tl_py_decay_check_work, &c, NULL, tl_py_decay_iter_reset);
+        if (rc == TL_K_EAGES) {
+            tl_py_age_error(c.badp, d->a, 0, 0);
+            rc = TL_PY_RAISED;
+        } else if (rc == TL_K_OK) {
+            rc = tl_py_decay_iter_reset(&c) < 0
+                     ? TL_PY_RAISED
+                     : tl_py_run(tl_py_decay_iter_work, &c, &d->sa, tl_py_decay_iter_reset);
+        }
+        if (rc != TL_K_OK && rc != TL_PY_RAISED) {
+            tl_py_kernel_error(rc);
+            rc = TL_PY_RAISED;
+        }
+        if (rc == TL_PY_RAISED) {
+            NpyIter_Deallocate(it);
+            Py_DECREF(res);
+            return NULL;
+        }
+    }
+    if (NpyIter_Deallocate(it) != NPY_SUCCEED) {
+        Py_DECREF(res);
+        return NULL;
+    }
+    return (PyObject *)res;
+}
+
 /* _decay(strengths, ages, model, tau, half_life, alpha, out, scratch): the
  * public keyword arguments as given; tau is the registered default object
  * unless given. */
@@ -821,230 +1114,16 @@ static PyObject *py_decay(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssiz
         PyErr_SetString(PyExc_TypeError, "_decay takes 8 arguments");
         return NULL;
     }
-    long model = -1;
-    if (PyUnicode_Check(args[2])) {
-        if (PyUnicode_CompareWithASCIIString(args[2], "exponential") == 0) model = TL_DECAY_EXP;
-        else if (PyUnicode_CompareWithASCIIString(args[2], "power") == 0) model = TL_DECAY_POWER;
-    }
-    if (model < 0) return PyErr_Format(PyExc_ValueError, "model must be 'exponential' or 'power', got %R", args[2]);
-    PyObject *tau_o = args[3] == tl_py_default_tau ? Py_None : args[3], *hl_o = args[4];
-    double scale = 86400.0, alpha;
-    if (hl_o != Py_None) {
-        if (tau_o != Py_None) return PyErr_Format(PyExc_TypeError, "give either tau or half_life, not both");
-        if (model != TL_DECAY_EXP)
-            return PyErr_Format(PyExc_ValueError, "half_life applies to the exponential model only; use tau");
-        if (tl_py_time_constant(hl_o, "half_life", &scale) < 0) return NULL;
-        model = TL_DECAY_HALF_LIFE;
-    } else if (tau_o != Py_None && tl_py_time_constant(tau_o, "tau", &scale) < 0) {
-        return NULL;
-    }
-    if (tl_py_real(args[5], "alpha", &alpha) < 0) return NULL;
-    if (!isfinite(alpha)) return PyErr_Format(PyExc_ValueError, "alpha must be finite, got %R", args[5]);
-    tl_scratch_kind kind;
-    if (tl_py_scratch_kind(args[7], &kind) < 0) return NULL;
-    PyObject *out_obj = args[6];
-    PyArrayObject *s = NULL, *a = NULL, *out = NULL;
+    tl_py_decay_args d = {0};
     PyObject *result = NULL;
-    NpyIter *it = NULL;
-    if (!(s = tl_py_float_array(args[0], "strengths"))) goto done;
-    if (!(a = tl_py_array(args[1]))) goto done;
-    {
-        int tn = PyArray_TYPE(a);
-        if (!(PyTypeNum_ISFLOAT(tn) || PyTypeNum_ISINTEGER(tn)) || PyTypeNum_ISBOOL(tn)) {
-            PyErr_Format(PyExc_TypeError, "ages must have an integer or floating-point dtype, got %R",
-                         (PyObject *)PyArray_DESCR(a));
-            goto done;
-        }
-        if (tl_py_dtype(a) < 0 || !PyArray_ISALIGNED(a)) { /* long double, swapped: copy */
-            PyArrayObject *c = tl_py_cast(a, PyTypeNum_ISFLOAT(tn) ? NPY_DOUBLE : (PyTypeNum_ISSIGNED(tn) ? NPY_INT64 : NPY_UINT64));
-            Py_DECREF(a);
-            if (!(a = c)) goto done;
-        }
+    if (tl_py_decay_parse(args, &d) == 0) {
+        int done;
+        result = tl_py_decay_call_1d(&d, &done);
+        if (!done) result = tl_py_decay_call_iter(&d);
     }
-    const int res_type = PyArray_TYPE(s) == NPY_DOUBLE ? NPY_DOUBLE : NPY_FLOAT;
-    if (out_obj != Py_None) {
-        if (!PyArray_Check(out_obj)) {
-            PyErr_Format(PyExc_TypeError, "out must be a numpy.ndarray, got %.100s", Py_TYPE(out_obj)->tp_name);
-            goto done;
-        }
-        out = (PyArrayObject *)out_obj;
-        Py_INCREF(out);
-        if (PyArray_TYPE(out) != res_type || !PyArray_ISNOTSWAPPED(out)) {
-            PyErr_Format(PyExc_TypeError, "out must have dtype %s (the result type for strengths of dtype %R), got %R",
-                         res_type == NPY_DOUBLE ? "float64" : "float32", (PyObject *)PyArray_DESCR(s),
-                         (PyObject *)PyArray_DESCR(out));
-            goto done;
-        }
-        if (!PyArray_ISWRITEABLE(out) || !PyArray_ISALIGNED(out)) {
-            PyErr_SetString(PyExc_ValueError, "out must be writeable and aligned");
-            goto done;
-        }
-    }
-    tl_decay_params p = {(tl_decay_model)model, scale, alpha};
-    tl_arena *arena;
-    if (tl_py_scratch_arena(kind, &arena) < 0) goto done;
-    tl_dtype sd = (tl_dtype)tl_py_dtype(s), ad = (tl_dtype)tl_py_dtype(a);
-    const tl_dtype od = res_type == NPY_DOUBLE ? TL_F64 : TL_F32;
-    int rc = TL_K_OK;
-    size_t bad = 0;
-
-    /* Fast path: 1-D arrays of one length (no iterator). */
-    if (PyArray_NDIM(s) == 1 && PyArray_NDIM(a) == 1 && PyArray_DIM(s, 0) == PyArray_DIM(a, 0) &&
-        (!out || (PyArray_NDIM(out) == 1 && PyArray_DIM(out, 0) == PyArray_DIM(s, 0)))) {
-        npy_intp n = PyArray_DIM(s, 0);
-        /* One pass is safe when out either does not overlap an input or is
-         * exactly it (same start, stride and item size: element i is read before
-         * it is written). Any other overlap goes through the iterator, which
-         * copies. */
-        if (out && n > 0 && (!tl_py_same_or_apart(out, s) || !tl_py_same_or_apart(out, a))) goto general;
-        if (!out) {
-            npy_intp dims[1] = {n};
-            out = (PyArrayObject *)PyArray_SimpleNew(1, dims, res_type);
-            if (!out) goto done;
-        }
-        tl_py_nogil g;
-    again_decay:
-        tl_py_nogil_begin(&g);
-        rc = tl_decay_check_ages(PyArray_DATA(a), ad, PyArray_STRIDE(a, 0), (size_t)n, &bad);
-        if (rc == TL_K_OK) {
-            tl_scratch sc;
-            rc = tl_scratch_begin(&sc, kind, kind == TL_SCRATCH_THREAD ? arena : NULL) == 0 ? TL_K_OK : TL_K_ENOMEM;
-            if (rc == TL_K_OK) {
-                rc = tl_decay(&sc, PyArray_DATA(s), sd, PyArray_STRIDE(s, 0), PyArray_DATA(a), ad,
-                              PyArray_STRIDE(a, 0), PyArray_DATA(out), od, PyArray_STRIDE(out, 0), (size_t)n, &p);
-                tl_scratch_end(&sc);
-            }
-        }
-        tl_py_nogil_end(&g);
-        if (rc == TL_K_EINTR) {
-            if (tl_py_interrupted() < 0) goto done;
-            goto again_decay;
-        }
-        if (rc == TL_K_EAGES) {
-            tl_py_age_error((const char *)PyArray_DATA(a) + (npy_intp)bad * PyArray_STRIDE(a, 0), a, (npy_intp)bad, 1);
-            goto done;
-        }
-        if (rc != TL_K_OK) {
-            tl_py_kernel_error(rc);
-            goto done;
-        }
-        result = (PyObject *)out;
-        Py_INCREF(result);
-        goto done;
-    }
-
-general: {
-    /* Any shapes that broadcast: NumPy's iterator hands out 1-D strided chunks.
-     * Pass 1 checks every age, pass 2 computes, so a bad age writes nothing. */
-    PyArrayObject *ops[3] = {s, a, out};
-    npy_uint32 op_flags[3] = {NPY_ITER_READONLY, NPY_ITER_READONLY,
-                              NPY_ITER_WRITEONLY | NPY_ITER_ALLOCATE | NPY_ITER_NO_BROADCAST};
-    PyArray_Descr *dts[3] = {NULL, NULL, PyArray_DescrFromType(res_type)};
-    it = NpyIter_MultiNew(3, ops,
-                          NPY_ITER_EXTERNAL_LOOP | NPY_ITER_ZEROSIZE_OK | NPY_ITER_COPY_IF_OVERLAP,
-                          NPY_KEEPORDER, NPY_SAFE_CASTING, op_flags, dts);
-    Py_DECREF(dts[2]);
-    if (!it) {
-        if (PyErr_ExceptionMatches(PyExc_ValueError)) {
-            PyErr_Clear();
-            PyObject *shp_s = PyObject_GetAttrString((PyObject *)s, "shape");
-            PyObject *shp_a = shp_s ? PyObject_GetAttrString((PyObject *)a, "shape") : NULL;
-            PyObject *shp_o = shp_a && out ? PyObject_GetAttrString((PyObject *)out, "shape") : NULL;
-            if (!shp_a || (out && !shp_o))
-                ; /* the attribute lookup's exception stands */
-            else if (out)
-                PyErr_Format(PyExc_ValueError,
-                             "strengths %R, ages %R and out %R do not have matching shapes "
-                             "(out must have the broadcast shape of strengths and ages)",
-                             shp_s, shp_a, shp_o);
-            else
-                PyErr_Format(PyExc_ValueError, "strengths of shape %R and ages of shape %R do not broadcast",
-                             shp_s, shp_a);
-            Py_XDECREF(shp_s);
-            Py_XDECREF(shp_a);
-            Py_XDECREF(shp_o);
-        }
-        goto done;
-    }
-    PyArrayObject *res = NpyIter_GetOperandArray(it)[2];
-    Py_INCREF(res);
-    if (NpyIter_GetIterSize(it) > 0) {
-        NpyIter_IterNextFunc *next = NpyIter_GetIterNext(it, NULL);
-        if (!next) {
-            Py_DECREF(res);
-            goto done;
-        }
-        char **ptrs = NpyIter_GetDataPtrArray(it);
-        npy_intp *strides = NpyIter_GetInnerStrideArray(it);
-        npy_intp *sizep = NpyIter_GetInnerLoopSizePtr(it);
-        const char *badp = NULL;
-    again_check:
-        {
-            tl_py_nogil g1;
-            tl_py_nogil_begin(&g1);
-            do {
-                rc = tl_decay_check_ages(ptrs[1], ad, strides[1], (size_t)*sizep, &bad);
-                if (rc == TL_K_EAGES) badp = ptrs[1] + (npy_intp)bad * strides[1];
-                if (rc == TL_K_OK && g1.polled && tl_py_poll(&g1)) rc = TL_K_EINTR;
-            } while (rc == TL_K_OK && next(it));
-            tl_py_nogil_end(&g1);
-        }
-        if (rc == TL_K_EINTR) {
-            if (tl_py_interrupted() < 0 || NpyIter_Reset(it, NULL) != NPY_SUCCEED) {
-                Py_DECREF(res);
-                goto done;
-            }
-            goto again_check;
-        }
-        if (rc == TL_K_EAGES) {
-            tl_py_age_error(badp, a, 0, 0);
-            Py_DECREF(res);
-            goto done;
-        }
-    again_general:
-        if (NpyIter_Reset(it, NULL) != NPY_SUCCEED) {
-            Py_DECREF(res);
-            goto done;
-        }
-        tl_py_nogil g;
-        tl_py_nogil_begin(&g);
-        tl_scratch sc;
-        rc = tl_scratch_begin(&sc, kind, kind == TL_SCRATCH_THREAD ? arena : NULL) == 0 ? TL_K_OK : TL_K_ENOMEM;
-        if (rc == TL_K_OK) {
-            do { /* the iterator's chunks may be short: poll between them too */
-                rc = tl_decay(&sc, ptrs[0], sd, strides[0], ptrs[1], ad, strides[1], ptrs[2], od, strides[2],
-                              (size_t)*sizep, &p);
-                if (rc == TL_K_OK && g.polled && tl_py_poll(&g)) rc = TL_K_EINTR;
-            } while (rc == TL_K_OK && next(it));
-            tl_scratch_end(&sc);
-        }
-        tl_py_nogil_end(&g);
-        if (rc == TL_K_EINTR) {
-            if (tl_py_interrupted() < 0) {
-                Py_DECREF(res);
-                goto done;
-            }
-            goto again_general;
-        }
-        if (rc != TL_K_OK) {
-            Py_DECREF(res);
-            tl_py_kernel_error(rc);
-            goto done;
-        }
-    }
-    if (NpyIter_Deallocate(it) != NPY_SUCCEED) {
-        it = NULL;
-        Py_DECREF(res);
-        goto done;
-    }
-    it = NULL;
-    result = (PyObject *)res;
-}
-done:
-    if (it) NpyIter_Deallocate(it);
-    Py_XDECREF(s);
-    Py_XDECREF(a);
-    Py_XDECREF(out);
+    Py_XDECREF(d.s);
+    Py_XDECREF(d.a);
+    Py_XDECREF(d.out);
     return result;
 }
 

@@ -19,6 +19,7 @@ static int tl_module_exec(PyObject *m) {
         return -1;
     }
     if (PyArray_ImportNumPyAPI() < 0) return -1;
+    if (tl_py_args_init(m) < 0) return -1;
     if (tl_py_arena_init(m) < 0) return -1;
     if (tl_py_kernels_init(m) < 0) return -1;
     if (tl_py_pool_init(m) < 0) return -1;

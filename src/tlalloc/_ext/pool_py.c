@@ -1,6 +1,6 @@
 /* pool_py.c: the Python binding of the size-class pool (tlalloc/pool.h).
  *
- * - pool_stats(): the pool's statistics as a dict (names as in DESIGN.md).
+ * - pool_stats(): the pool's statistics as a dict (names as in docs/naming.md).
  * - pool_alloc(nbytes, align=16, zero=False) -> PoolBuffer: one pool block as a
  *   writable buffer, freed explicitly (free()) or when the object goes away.
  *   A PoolBuffer refuses to free or move its block while a memoryview or array
@@ -17,59 +17,6 @@
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
-
-static int tl_is_pow2_py(size_t x) { return x != 0 && (x & (x - 1)) == 0; }
-
-/* ------------------------------------------------------------ argument checks */
-
-/* A byte count: an int in [0, PTRDIFF_MAX]. Returns 0 or -1 with an exception
- * naming the argument and the value. */
-static int tl_parse_nbytes(PyObject *obj, const char *name, size_t *out) {
-    if (PyBool_Check(obj) || !PyIndex_Check(obj)) {
-        PyErr_Format(PyExc_TypeError, "%s must be an int (bytes), got %R", name, obj);
-        return -1;
-    }
-    PyObject *idx = PyNumber_Index(obj);
-    if (!idx) return -1;
-    int overflow = 0;
-    long long v = PyLong_AsLongLongAndOverflow(idx, &overflow);
-    if (v == -1 && PyErr_Occurred()) {
-        Py_DECREF(idx);
-        return -1;
-    }
-    if (overflow < 0 || (overflow == 0 && v < 0)) {
-        PyErr_Format(PyExc_ValueError, "%s must be >= 0, got %R", name, idx);
-        Py_DECREF(idx);
-        return -1;
-    }
-    if (overflow > 0 || (unsigned long long)v > (unsigned long long)PTRDIFF_MAX) {
-        PyErr_Format(PyExc_ValueError, "%s=%R is out of range: at most %zd bytes", name, idx,
-                     (Py_ssize_t)PTRDIFF_MAX);
-        Py_DECREF(idx);
-        return -1;
-    }
-    Py_DECREF(idx);
-    *out = (size_t)v;
-    return 0;
-}
-
-static int tl_parse_align(PyObject *obj, size_t *out) {
-    if (PyBool_Check(obj) || !PyLong_Check(obj)) {
-        PyErr_Format(PyExc_TypeError, "align must be an int, got %R", obj);
-        return -1;
-    }
-    int overflow = 0;
-    long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
-    if (v == -1 && PyErr_Occurred()) return -1;
-    if (overflow || v < 1 || (unsigned long long)v > TL_POOL_MAX_ALIGN ||
-        !tl_is_pow2_py((size_t)v)) {
-        PyErr_Format(PyExc_ValueError, "align must be a power of two between 1 and %zu, got %R",
-                     (size_t)TL_POOL_MAX_ALIGN, obj);
-        return -1;
-    }
-    *out = (size_t)v;
-    return 0;
-}
 
 /* ------------------------------------------------------------------ PoolBuffer */
 
@@ -185,7 +132,7 @@ static PyObject *poolbuf_realloc_locked(TlPoolBuffer *self, size_t n) {
 
 static PyObject *poolbuf_realloc(TlPoolBuffer *self, PyObject *arg) {
     size_t n;
-    if (tl_parse_nbytes(arg, "nbytes", &n) < 0) return NULL;
+    if (tl_arg_nbytes(arg, "nbytes", &n) < 0) return NULL;
     PyObject *r;
     TL_CS_BEGIN(self)
     r = poolbuf_realloc_locked(self, n);
@@ -283,8 +230,8 @@ static PyObject *py_pool_alloc(PyObject *Py_UNUSED(m), PyObject *args, PyObject 
                                      &zero))
         return NULL;
     size_t n, align = TL_POOL_MIN_ALIGN;
-    if (tl_parse_nbytes(nb_obj, "nbytes", &n) < 0) return NULL;
-    if (al_obj && tl_parse_align(al_obj, &align) < 0) return NULL;
+    if (tl_arg_nbytes(nb_obj, "nbytes", &n) < 0) return NULL;
+    if (al_obj && tl_arg_align(al_obj, TL_POOL_MAX_ALIGN, &align) < 0) return NULL;
     TlPoolBuffer *self = PyObject_New(TlPoolBuffer, &TlPoolBuffer_Type);
     if (!self) return NULL;
     self->exports = 0;
