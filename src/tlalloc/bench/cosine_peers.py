@@ -4,8 +4,9 @@ Part of ``tlalloc bench kernels``, not of the default ``tlalloc bench``:
 
 - **single query** over a grid of ``d x n`` float32 corpora: tlalloc (scores, and
   top 10) against bare NumPy ``C @ q``, SimSIMD ``cdist(q, C, "cosine")``, NumKong
-  (SimSIMD's successor) ``cdist(q, C, "angular", out_dtype="f32")`` and its packed
-  form ``angulars_packed(q, dots_pack(C))`` (the corpus packed once, outside the
+  (SimSIMD's successor) ``cdist(q, C, "angular", threads=1)`` (with the faster of
+  its output types, see :func:`numkong_cdist_output`) and its packed form
+  ``angulars_packed(q, dots_pack(C))`` (the corpus packed once, outside the
   timing), faiss ``IndexFlatIP.search`` top 10 on normalised data and usearch's
   exact search top 10;
   with, in the same interleaved rounds, the **read floor**: the faster of two plain
