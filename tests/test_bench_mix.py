@@ -253,12 +253,17 @@ def test_numkong_cdist_and_packed_give_tlalloc_scores() -> None:
         cf = c.astype(fmt)
         for q2 in (qs[:1].astype(fmt), qs.astype(fmt)):
             want = np.stack([kernels.cosine_similarity(q.astype(np.float32), cf) for q in q2])
-            calls, sims = cosine_peers.numkong_calls(nk, q2, cf)
+            _, sims = cosine_peers.numkong_calls(nk, q2, cf)
             assert set(sims) == {"numkong", "numkong_packed"}
             for name, sim in sims.items():
                 got = sim()
                 assert got.shape == want.shape, (name, fmt)
                 np.testing.assert_allclose(got, want, atol=cosine_peers._tol(40), err_msg=f"{name} {fmt}")
+            # whichever output type the benchmark picks for cdist
+            for out_dtype in cosine_peers.NUMKONG_OUTPUTS:
+                kw = {} if out_dtype is None else {"out_dtype": out_dtype}
+                got = 1 - np.asarray(nk.cdist(q2, cf, "angular", threads=1, **kw), np.float64)
+                np.testing.assert_allclose(got, want, atol=cosine_peers._tol(40), err_msg=str(out_dtype))
     # the cells check them the same way before timing
     cell = cosine_peers.single_cell(40, 300, {"numkong": nk}, rounds=1, min_time=0.001)
     assert cell["agree"] and {"numkong", "numkong_packed"} <= set(cell["times"])
