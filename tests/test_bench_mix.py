@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tlalloc import cli
+from tlalloc import cli, kernels
 from tlalloc.bench import _common, cosine_peers, mix
 
 
@@ -181,14 +181,25 @@ def test_kernels_bench_cosine_section_with_installed_peers(tmp_path: Path) -> No
     data = json.loads(out.read_text())
     assert "comparison" not in data  # --cosine-only
     r = _cosine_section(data)
-    peer_keys = {"simsimd": "simsimd", "faiss": "faiss_top10", "usearch": "usearch_top10"}
-    for name, key in peer_keys.items():
+    peer_keys = {
+        "simsimd": ["simsimd"],
+        "numkong": ["numkong", "numkong_packed"],
+        "faiss": ["faiss_top10"],
+        "usearch": ["usearch_top10"],
+    }
+    for name, keys in peer_keys.items():
         cells = r["single"] + r["batched"]
-        if r["peers"][name] == "installed":
-            assert all(key in c["times"] for c in cells) and name in r["versions"]
-        else:
-            assert r["peers"][name].startswith("skipped (not installed")
-            assert not any(key in c["times"] for c in cells)
+        for key in keys:
+            if r["peers"][name] == "installed":
+                assert all(key in c["times"] for c in cells) and name in r["versions"]
+            else:
+                assert r["peers"][name].startswith("skipped (not installed")
+                assert not any(key in c["times"] for c in cells)
+    if r["peers"]["numkong"] == "installed":
+        half = {"numkong_f32", "numkong_f16", "numkong_f16_packed"}
+        if r["half"]["bfloat16"] != "skipped (ml_dtypes not installed)":
+            half |= {"numkong_bf16", "numkong_bf16_packed"}
+        assert half <= set(r["half"]["times"])
     # every installed peer's scores or top 10 matched tlalloc's before they were timed
     assert all(c["agree"] for c in r["single"] + r["batched"] + [r["half"]])
     assert "verified: every peer agrees with tlalloc" in data["findings"]
@@ -197,7 +208,7 @@ def test_kernels_bench_cosine_section_with_installed_peers(tmp_path: Path) -> No
 def test_kernels_bench_reports_missing_peers_as_skipped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for mod in ("simsimd", "faiss", "usearch", "usearch.index"):
+    for mod in ("simsimd", "numkong", "faiss", "usearch", "usearch.index"):
         monkeypatch.setitem(sys.modules, mod, None)  # makes `import mod` raise ImportError
     out = tmp_path / "k.json"
     assert cli.main(["bench", "kernels", "--quick", "--cosine-only", "--json", str(out)]) == 0
@@ -209,8 +220,10 @@ def test_kernels_bench_reports_missing_peers_as_skipped(
     r = _cosine_section(json.loads(out.read_text()))
     want = {f"skipped (not installed: pip install {d})" for d in cosine_peers.PEERS.values()}
     assert set(r["peers"].values()) == want
+    peer_keys = {"simsimd", "numkong", "numkong_packed", "faiss_top10", "usearch_top10"}
     for cell in r["single"] + r["batched"]:
-        assert not {"simsimd", "faiss_top10", "usearch_top10"} & set(cell["times"])
+        assert not peer_keys & set(cell["times"])
+    assert not any(k.startswith("numkong") for k in r["half"]["times"])
 
 
 def test_cosine_section_reports_a_peer_that_disagrees() -> None:
@@ -219,6 +232,98 @@ def test_cosine_section_reports_a_peer_that_disagrees() -> None:
     assert not cell["agree"] and cell["problems"][0].startswith("simsimd: differs from tlalloc")
     r = {"single": [cell], "batched": [], "peers": {"simsimd": "installed"}}
     assert cosine_peers.findings(r)[-1].startswith("DISAGREE: simsimd")
+
+
+def test_numkong_cdist_and_packed_give_tlalloc_scores() -> None:
+    # Every form the benchmark times (cdist and the packed corpus; float32, float16,
+    # bfloat16), one query and a batch, against tlalloc's scores for the same
+    # (rounded) queries.
+    nk = pytest.importorskip("numkong")
+    rng = np.random.default_rng(3)
+    c = cosine_peers.corpus(300, 40)
+    qs = rng.standard_normal((5, 40), dtype=np.float32)
+    formats: list[object] = [np.float32, np.float16]
+    try:
+        import ml_dtypes
+    except ImportError:
+        pass
+    else:
+        formats.append(ml_dtypes.bfloat16)
+    for fmt in formats:
+        cf = c.astype(fmt)
+        for q2 in (qs[:1].astype(fmt), qs.astype(fmt)):
+            want = np.stack([kernels.cosine_similarity(q.astype(np.float32), cf) for q in q2])
+            _, sims = cosine_peers.numkong_calls(nk, q2, cf)
+            assert set(sims) == {"numkong", "numkong_packed"}
+            for name, sim in sims.items():
+                got = sim()
+                assert got.shape == want.shape, (name, fmt)
+                np.testing.assert_allclose(got, want, atol=cosine_peers._tol(40), err_msg=f"{name} {fmt}")
+            # whichever output type the benchmark picks for cdist
+            for out_dtype in cosine_peers.NUMKONG_OUTPUTS:
+                kw = {} if out_dtype is None else {"out_dtype": out_dtype}
+                got = 1 - np.asarray(nk.cdist(q2, cf, "angular", threads=1, **kw), np.float64)
+                np.testing.assert_allclose(got, want, atol=cosine_peers._tol(40), err_msg=str(out_dtype))
+    # the cells check them the same way before timing
+    cell = cosine_peers.single_cell(40, 300, {"numkong": nk}, rounds=1, min_time=0.001)
+    assert cell["agree"] and {"numkong", "numkong_packed"} <= set(cell["times"])
+    half = cosine_peers.half_cell(300, 40, {"numkong": nk}, rounds=1, min_time=0.001)
+    assert half["agree"] and {"numkong_f16", "numkong_f16_packed"} <= set(half["times"])
+
+
+def test_cosine_section_reports_numkong_without_it_installed() -> None:
+    # A stand-in module with NumKong's call shapes (cdist, dots_pack,
+    # angulars_packed): the cells time and check both forms, the report prints
+    # them, and a wrong answer is caught, whether or not numkong is installed.
+    def cdist(
+        q: np.ndarray, c: np.ndarray, metric: str, *, threads: int, out_dtype: str | None = None
+    ) -> np.ndarray:
+        assert (metric, threads, out_dtype) in {("angular", 1, "f32"), ("angular", 1, None)}
+        q64, c64 = np.asarray(q, np.float64), np.asarray(c, np.float64)
+        cos = (q64 @ c64.T) / np.linalg.norm(q64, axis=1)[:, None] / np.linalg.norm(c64, axis=1)
+        return (1 - cos).astype(np.float32)
+
+    packed_rows: list[int] = []
+
+    def dots_pack(c: np.ndarray) -> np.ndarray:
+        packed_rows.append(len(c))
+        return np.array(c)
+
+    fake = types.SimpleNamespace(
+        cdist=cdist,
+        dots_pack=dots_pack,
+        angulars_packed=lambda q, packed: cdist(q, packed, "angular", threads=1, out_dtype="f32"),
+        __version__="0",
+    )
+    cell = cosine_peers.single_cell(16, 200, {"numkong": fake}, rounds=1, min_time=0.001)
+    assert cell["agree"], cell["problems"]
+    assert {"numkong", "numkong_packed"} <= set(cell["times"]) and packed_rows == [200]
+    batch = cosine_peers.batched_cell(3, 16, 100, {"numkong": fake}, rounds=1, min_time=0.001)
+    assert batch["agree"] and {"numkong", "numkong_packed"} <= set(batch["times"])
+    half = cosine_peers.half_cell(100, 16, {"numkong": fake}, rounds=1, min_time=0.001)
+    assert half["agree"], half["problems"]
+    assert {"numkong_f32", "numkong_f16", "numkong_f16_packed"} <= set(half["times"])
+    r = {
+        "isa": "avx2",
+        "llc_bytes": 2**25,
+        "versions": {"numkong": "0"},
+        "single": [cell],
+        "batched": [batch],
+        "half": half,
+        "peers": {"numkong": "installed"},
+    }
+    text = cosine_peers.report(r)
+    assert "NumKong cdist" in text and "NumKong packed" in text and "NumKong angulars_packed" in text
+    assert "NumKong packed, float16" in text and "with the faster output type" in text
+    assert set(half["numkong_out_dtype"]) == {"numkong_f32", "numkong_f16"} | (
+        {"numkong_bf16"} if "numkong_bf16" in half["times"] else set()
+    )
+    assert cosine_peers.findings(r)[-1] == "verified: every peer agrees with tlalloc"
+    assert any("NumKong packed" in g for g, _ in cosine_peers.goals(r))
+
+    fake.angulars_packed = lambda q, packed: np.ones((len(q), len(packed)))
+    wrong = cosine_peers.single_cell(16, 200, {"numkong": fake}, rounds=1, min_time=0.001)
+    assert not wrong["agree"] and wrong["problems"][0].startswith("numkong_packed: differs from tlalloc")
 
 
 def test_cosine_section_mode_is_checked() -> None:

@@ -3,22 +3,30 @@
 Part of ``tlalloc bench kernels``, not of the default ``tlalloc bench``:
 
 - **single query** over a grid of ``d x n`` float32 corpora: tlalloc (scores, and
-  top 10) against bare NumPy ``C @ q``, SimSIMD ``cdist(q, C, "cosine")``, faiss
-  ``IndexFlatIP.search`` top 10 on normalised data and usearch's exact search top 10;
+  top 10) against bare NumPy ``C @ q``, SimSIMD ``cdist(q, C, "cosine")``, NumKong
+  (SimSIMD's successor) ``cdist(q, C, "angular", threads=1)`` (with the faster of
+  its output types, see :func:`numkong_cdist_output`) and its packed form
+  ``angulars_packed(q, dots_pack(C))`` (the corpus packed once, outside the
+  timing), faiss ``IndexFlatIP.search`` top 10 on normalised data and usearch's
+  exact search top 10;
   with, in the same interleaved rounds, the **read floor**: the faster of two plain
   passes that only read the array (``np.add.reduce`` over the flat array, and the row
   sums ``C @ ones`` through BLAS), so that every method's read rate is printed as a
   fraction of what one core reads from that array;
 - **batched queries** (m = 16 and 64, d = 768, n = 100,000): tlalloc's 2-D ``queries``
   where the installed kernel has them (otherwise a loop of m single calls, said so)
-  against NumPy ``Q @ C.T`` with candidate norms computed once, SimSIMD ``cdist`` and
-  faiss / usearch top 10;
+  against NumPy ``Q @ C.T`` with candidate norms computed once, SimSIMD ``cdist``,
+  NumKong ``cdist`` and packed, and faiss / usearch top 10;
 - **half precision**: the same corpus (n = 1,000,000, d = 768) in float16 against
-  float32 (and bfloat16 when ``ml_dtypes`` is installed and the kernel takes it).
+  float32 (and bfloat16 when ``ml_dtypes`` is installed and the kernel takes it),
+  with the peers that take each format (NumKong wants the query in the corpus's
+  format: its answers are checked against tlalloc's for that rounded query).
 
 Each peer is optional (``pip install 'tlalloc[peers]'``) and reported as skipped when
 it is missing. One thread everywhere: BLAS and faiss's OpenMP are limited to one
-thread, SimSIMD and usearch are called with ``threads=1``. Every timing is thread CPU
+thread, SimSIMD, NumKong's ``cdist`` and usearch are called with ``threads=1``
+(NumKong's packed functions take no thread count: they run on the calling thread,
+which the other-threads CPU check below confirms). Every timing is thread CPU
 time (``time.thread_time``), best of interleaved rounds (each round runs every method
 once, in a rotated order). Ratios are the peer's time over tlalloc's: above 1 means
 tlalloc is faster. Before timing, every peer's scores or top 10 are checked against
@@ -47,7 +55,12 @@ from tlalloc._report import format_table
 from tlalloc.bench._common import blas_threads
 
 # import name -> the distribution to install
-PEERS: dict[str, str] = {"simsimd": "simsimd", "faiss": "faiss-cpu", "usearch": "usearch"}
+PEERS: dict[str, str] = {
+    "simsimd": "simsimd",
+    "numkong": "numkong",
+    "faiss": "faiss-cpu",
+    "usearch": "usearch",
+}
 
 # (d, n) cells of the single-query grid.
 FULL_GRID = [(d, n) for d in (128, 384, 768, 1536) for n in (1_000, 10_000, 100_000, 1_000_000)]
@@ -351,7 +364,7 @@ def _check(label: str, got: np.ndarray, want: np.ndarray, tol: float, problems: 
 
 
 def _peer_calls(
-    peers: dict[str, Any], q: np.ndarray, c: np.ndarray, index: Any
+    peers: dict[str, Any], q: np.ndarray, c: np.ndarray, index: Any, chosen: dict[str, str]
 ) -> tuple[dict[str, Callable[[], object]], dict[str, Callable[[], np.ndarray]]]:
     """Timed calls of the peers on ``q`` (1-D or 2-D) against ``c``, and for each a
     function giving its similarities (full rows, or the best TOP_K) to check."""
@@ -362,6 +375,11 @@ def _peer_calls(
     if not isinstance(simsimd, (str, type(None))):
         calls["simsimd"] = lambda: simsimd.cdist(q2, c, "cosine")
         sims["simsimd"] = lambda: 1 - np.asarray(simsimd.cdist(q2, c, "cosine"))
+    numkong = peers.get("numkong")
+    if not isinstance(numkong, (str, type(None))):
+        nk_calls, nk_sims = numkong_calls(numkong, q2, c, chosen=chosen)
+        calls.update(nk_calls)
+        sims.update(nk_sims)
     if index is not None:
         qn = _normalised(q2)
         calls["faiss_top10"] = lambda: index.search(qn, TOP_K)
@@ -379,6 +397,85 @@ def _peer_calls(
 
         calls["usearch_top10"] = us
         sims["usearch_top10"] = us_sims
+    return calls, sims
+
+
+# NumKong's cdist output types tried: float32, and its default (float64).
+NUMKONG_OUTPUTS = ("f32", None)
+
+
+def numkong_cdist_output(numkong: Any, q2: np.ndarray, c: np.ndarray, rows: int = 8192) -> str | None:
+    """The ``out_dtype`` of the faster NumKong ``cdist`` for these inputs: float32
+    (``"f32"``) or its default float64 (``None``), by thread CPU time on the first
+    ``rows`` rows (best of 3).
+
+    Which is faster depends on the input format, and by more than 10x: NumKong
+    7.8.6 on a Zen 4 core, 1 query against 100,000 x 768, takes 12.5 ms with
+    float32 output and 169 ms with float64 for a float32 corpus, but 6.3 ms with
+    float64 and 143 ms with float32 for a float16 corpus (bfloat16: 7.6 and
+    85 ms). Picking per format compares with NumKong at its best.
+
+    Example (a stand-in whose float64 output is the slow one):
+        >>> import types
+        >>> def cdist(q, c, metric, *, threads, out_dtype=None):
+        ...     return 1 - (q @ c.T if out_dtype else np.stack([q @ c.T] * 200)[0])
+        >>> numkong_cdist_output(types.SimpleNamespace(cdist=cdist), corpus(500, 64)[:1], corpus(500, 64))
+        'f32'
+    """
+    sample = c[:rows]
+    best: tuple[float, str | None] = (float("inf"), None)
+    for out_dtype in NUMKONG_OUTPUTS:
+        kw = {} if out_dtype is None else {"out_dtype": out_dtype}
+        for _ in range(3):
+            t0 = time.thread_time()
+            numkong.cdist(q2, sample, "angular", threads=1, **kw)
+            best = min(best, (time.thread_time() - t0, out_dtype), key=lambda b: b[0])
+    return best[1]
+
+
+def numkong_calls(
+    numkong: Any,
+    q2: np.ndarray,
+    c: np.ndarray,
+    suffix: str = "",
+    chosen: dict[str, str] | None = None,
+    *,
+    packed: bool = True,
+) -> tuple[dict[str, Callable[[], object]], dict[str, Callable[[], np.ndarray]]]:
+    """NumKong's two forms for the 2-D queries ``q2`` against ``c`` (same dtype):
+    ``cdist(q2, c, "angular", threads=1)`` (with the faster output type, see
+    :func:`numkong_cdist_output`; recorded in ``chosen`` when given) and
+    ``angulars_packed(q2, dots_pack(c))``, the corpus packed once, here, outside
+    the timing, as for a fixed corpus (the packed functions take no thread count:
+    they run on the calling thread; ``packed=False`` leaves this form out). Both
+    give the angular distance, 1 - cosine; the similarities are ``1 - distance``.
+
+    Example (with a stand-in for the module, which takes the same calls):
+        >>> import types
+        >>> nk = types.SimpleNamespace(
+        ...     dots_pack=lambda c: c,
+        ...     cdist=lambda q, c, metric, threads, out_dtype=None: 1 - q @ c.T,
+        ...     angulars_packed=lambda q, packed: 1 - q @ packed.T,
+        ... )
+        >>> c = corpus(50, 8)
+        >>> chosen = {}
+        >>> calls, sims = numkong_calls(nk, c[:2], c, "_f32", chosen)
+        >>> sorted(calls), sims["numkong_f32_packed"]().shape, list(chosen)
+        (['numkong_f32', 'numkong_f32_packed'], (2, 50), ['numkong_f32'])
+    """
+    out_dtype = numkong_cdist_output(numkong, q2, c)
+    kw = {} if out_dtype is None else {"out_dtype": out_dtype}
+    if chosen is not None:
+        chosen[f"numkong{suffix}"] = out_dtype or "default (float64)"
+    calls: dict[str, Callable[[], object]] = {
+        f"numkong{suffix}": lambda: numkong.cdist(q2, c, "angular", threads=1, **kw),
+    }
+    if packed:
+        matrix = numkong.dots_pack(c)
+        calls[f"numkong{suffix}_packed"] = lambda: numkong.angulars_packed(q2, matrix)
+    sims: dict[str, Callable[[], np.ndarray]] = {
+        name: (lambda fn=fn: 1 - np.asarray(fn(), np.float64)) for name, fn in calls.items()
+    }
     return calls, sims
 
 
@@ -418,7 +515,8 @@ def single_cell(d: int, n: int, peers: dict[str, Any], *, rounds: int, min_time:
         "tlalloc_top10": lambda: kernels.cosine_similarity(q, c, top_k=TOP_K),
         "matvec": lambda: np.matmul(c, q, out=mv),
     }
-    calls, sims = _peer_calls(peers, q, c, index)
+    chosen: dict[str, str] = {}
+    calls, sims = _peer_calls(peers, q, c, index, chosen)
     fns.update(calls)
     problems: list[str] = []
     want = kernels.cosine_similarity(q, c)
@@ -433,6 +531,7 @@ def single_cell(d: int, n: int, peers: dict[str, Any], *, rounds: int, min_time:
         "bytes": int(c.nbytes),
         "from_dram": bool(c.nbytes > llc_bytes()),
         "times": times,
+        "numkong_out_dtype": chosen,
         "agree": not problems,
         "problems": problems,
     }
@@ -487,7 +586,8 @@ def batched_cell(
                 qs, c, out=out, candidate_norms=cn
             )
     index = _faiss_index(peers, c)
-    calls, sims = _peer_calls(peers, qs, c, index)
+    chosen: dict[str, str] = {}
+    calls, sims = _peer_calls(peers, qs, c, index, chosen)
     fns.update(calls)
     problems: list[str] = []
     want = np.stack([kernels.cosine_similarity(qs[i], c) for i in range(m)])
@@ -505,6 +605,7 @@ def batched_cell(
         "n": n,
         "batched": refusal or "supported",
         "times": times,
+        "numkong_out_dtype": chosen,
         "agree": not problems,
         "problems": problems,
     }
@@ -557,6 +658,7 @@ def half_cell(n: int, d: int, peers: dict[str, Any], *, rounds: int, min_time: f
     tiny = np.eye(3, dtype=np.float16)
     refusal16 = kernel_refusal(lambda: kernels.cosine_similarity(np.ones(3, np.float32), tiny))
     problems: list[str] = []
+    chosen: dict[str, str] = {}
     ref = reference_cosine(q, c16)
     if refusal16 is None:
         fns["tlalloc_f16"] = lambda: kernels.cosine_similarity(q, c16, out=s16)
@@ -567,6 +669,26 @@ def half_cell(n: int, d: int, peers: dict[str, Any], *, rounds: int, min_time: f
         fns["simsimd_f32"] = lambda: simsimd.cdist(q2, c32, "cosine")
         fns["simsimd_f16"] = lambda: simsimd.cdist(q16_2, c16, "cosine")
         _check("simsimd float16", 1 - np.asarray(simsimd.cdist(q16_2, c16, "cosine"))[0], ref, 2e-3, problems)
+    numkong = peers.get("numkong")
+    has_numkong = not isinstance(numkong, (str, type(None)))
+    if has_numkong:
+        # NumKong takes the query in the corpus's format: checked against tlalloc
+        # given the same rounded query (exact in float32), so the check is as tight
+        # as the float32 one.
+        # packed float32 is in the single-query grid: not packed again here
+        nk_calls, nk_sims = numkong_calls(numkong, q[None], c32, "_f32", chosen, packed=False)
+        fns.update(nk_calls)
+        _check(
+            "numkong_f32", nk_sims["numkong_f32"]()[0], kernels.cosine_similarity(q, c32), _tol(d), problems
+        )
+        if refusal16 is None:
+            want16 = kernels.cosine_similarity(q16.astype(np.float32), c16)
+        else:
+            want16 = reference_cosine(q16, c16)
+        nk_calls, nk_sims = numkong_calls(numkong, q16[None], c16, "_f16", chosen)
+        fns.update(nk_calls)
+        for name, sim in nk_sims.items():
+            _check(name, sim()[0], want16, _tol(d), problems)
     usearch = peers.get("usearch")
     if not isinstance(usearch, (str, type(None))):
         cos = usearch.MetricKind.Cos
@@ -583,6 +705,16 @@ def half_cell(n: int, d: int, peers: dict[str, Any], *, rounds: int, min_time: f
         if refusal_b is None:
             sb = np.empty(n, np.float32)
             fns["tlalloc_bf16"] = lambda: kernels.cosine_similarity(q, cb, out=sb)
+        if has_numkong:
+            qb = q.astype(ml_dtypes.bfloat16)
+            if refusal_b is None:
+                want_b = kernels.cosine_similarity(qb.astype(np.float32), cb)
+            else:
+                want_b = reference_cosine(qb.astype(np.float32), cb)
+            nk_calls, nk_sims = numkong_calls(numkong, qb[None], cb, "_bf16", chosen)
+            fns.update(nk_calls)
+            for name, sim in nk_sims.items():
+                _check(name, sim()[0], want_b, _tol(d), problems)
     # The same passes with the norms given (a fixed corpus): dots only, one FMA
     # per element instead of two; and the rate in cache (INCACHE_ROWS rows, so
     # no DRAM), the bound a 16-bit pass from DRAM cannot beat.
@@ -610,6 +742,7 @@ def half_cell(n: int, d: int, peers: dict[str, Any], *, rounds: int, min_time: f
         "float16": refusal16 or "supported",
         "bfloat16": bf16_status,
         "times": times,
+        "numkong_out_dtype": chosen,
         "agree": not problems,
         "problems": problems,
     }
@@ -640,6 +773,8 @@ def compare(mode: str = "default", peers: dict[str, Any] | None = None) -> dict[
     rounds, min_time = {"quick": (2, 0.002), "default": (3, 0.05), "full": (5, 0.05)}[mode]
     batch_n, half_n = (2_000, 20_000) if quick else (100_000, 1_000_000)
     has_faiss = not isinstance(peers.get("faiss", "absent"), str)
+    has_numkong = not isinstance(peers.get("numkong", "absent"), str)
+    copies = 1.2 + has_faiss + has_numkong  # the corpus, faiss's copy, NumKong's packed copy
     out: dict[str, Any] = {
         "mode": mode,
         "rounds": rounds,
@@ -652,13 +787,14 @@ def compare(mode: str = "default", peers: dict[str, Any] | None = None) -> dict[
     }
     with one_thread(peers):
         for d, n in grid:
-            skip = _fits(n * d * 4, 2.2 if has_faiss else 1.2)
+            skip = _fits(n * d * 4, copies)
             if skip:
                 out["single"].append({"d": d, "n": n, "skipped": skip})
                 continue
             out["single"].append(single_cell(d, n, peers, rounds=rounds, min_time=min_time))
         # the half-precision corpus is the grid's last one (cached) in the default mode
-        skip = _fits(half_n * 768 * 4, 2.1)  # float32, float16 and bfloat16 copies
+        # float32, float16 and bfloat16 copies, and NumKong's packed float16 and bfloat16
+        skip = _fits(half_n * 768 * 4, 2.1 + has_numkong)
         if skip:
             out["half"] = {"n": half_n, "d": 768, "skipped": skip}
         else:
@@ -674,9 +810,15 @@ def compare(mode: str = "default", peers: dict[str, Any] | None = None) -> dict[
 _SINGLE_PEERS = [
     ("matvec", "tlalloc", "C @ q"),
     ("simsimd", "tlalloc", "SimSIMD"),
+    ("numkong", "tlalloc", "NumKong cdist"),
+    ("numkong_packed", "tlalloc", "NumKong packed"),
     ("faiss_top10", "tlalloc_top10", "faiss top10"),
     ("usearch_top10", "tlalloc_top10", "usearch top10"),
 ]
+
+
+# The peers that give every score (no top-k), against tlalloc's scores.
+_SCORE_PEERS = [("simsimd", "SimSIMD"), ("numkong", "NumKong cdist"), ("numkong_packed", "NumKong packed")]
 
 
 def _t(cell: dict[str, Any], name: str) -> float | None:
@@ -736,9 +878,10 @@ def findings(r: dict[str, Any]) -> list[str]:
             f"single query from DRAM ({len(dram)} cells): tlalloc reads at {min(frac):.0%}-{max(frac):.0%} "
             f"of the read floor ({min(gbs):.1f}-{max(gbs):.1f} GB/s on one core)"
         )
-        if any(_t(c, "simsimd") is not None for c in dram):
-            fs = [floor_s(c) / _t(c, "simsimd") for c in dram]  # type: ignore[operator]
-            out.append(f"  SimSIMD reaches {min(fs):.0%}-{max(fs):.0%} of the same floor")
+        for peer, label in _SCORE_PEERS:
+            if all(_t(c, peer) is not None for c in dram):
+                fs = [floor_s(c) / _t(c, peer) for c in dram]  # type: ignore[operator]
+                out.append(f"  {label} reaches {min(fs):.0%}-{max(fs):.0%} of the same floor")
     for peer, _, label in _SINGLE_PEERS:
         rs = ratios(r, peer)
         if rs:
@@ -751,6 +894,8 @@ def findings(r: dict[str, Any]) -> list[str]:
         how = "2-D queries" if ref == "tlalloc" else "a loop of m single calls: this build has no 2-D queries"
         g = _t(cell, "numpy_gemm") / _t(cell, ref)  # type: ignore[operator]
         text = f"batched m={cell['m']}: tlalloc ({how}) vs NumPy Q @ C.T: {g:.2f}x"
+        if _t(cell, "numkong_packed") is not None:
+            text += f"; vs NumKong packed: {_t(cell, 'numkong_packed') / _t(cell, ref):.2f}x"  # type: ignore[operator]
         if _t(cell, "faiss_top10") is not None:
             ref_top = "tlalloc_top10" if ref == "tlalloc" else "tlalloc_loop_top10"
             text += f"; vs faiss top 10: {_t(cell, 'faiss_top10') / _t(cell, ref_top):.2f}x"  # type: ignore[operator]
@@ -763,6 +908,18 @@ def findings(r: dict[str, Any]) -> list[str]:
             y = _t(h, "tlalloc_f32_norms") / _t(h, "tlalloc_f16_norms")  # type: ignore[operator]
             text += f", {y:.2f}x with candidate_norms (dots only)"
         out.append(text)
+        for fmt, label in (("f16", "float16"), ("bf16", "bfloat16")):
+            mine = _t(h, f"tlalloc_{fmt}")
+            theirs = [
+                (_t(h, f"numkong_{fmt}{form}"), name) for form, name in (("", "cdist"), ("_packed", "packed"))
+            ]
+            theirs = [(t, name) for t, name in theirs if t is not None]
+            if mine is not None and theirs:
+                out.append(
+                    f"  {label} corpus: NumKong takes "
+                    + ", ".join(f"{t / mine:.2f}x ({name})" for t, name in theirs)
+                    + " tlalloc's time"
+                )
         rate = half_rates(h)
         if "f16_norms" in rate and "tlalloc_f32_norms" in h["times"]:
             f32 = min(_t(h, "tlalloc_f32"), _t(h, "tlalloc_f32_norms"))  # type: ignore[type-var]
@@ -799,9 +956,10 @@ def goals(r: dict[str, Any]) -> list[tuple[str, bool]]:
         []
     """
     g: list[tuple[str, bool]] = []
-    rs = ratios(r, "simsimd")
-    if rs:
-        g.append((f"single query no slower than SimSIMD (worst {min(rs):.2f}x)", min(rs) >= 1))
+    for peer, label in _SCORE_PEERS:
+        rs = ratios(r, peer)
+        if rs:
+            g.append((f"single query no slower than {label} (worst {min(rs):.2f}x)", min(rs) >= 1))
     dram = [c for c in r["single"] if c.get("from_dram") and "times" in c]
     if dram:
         worst = min(floor_s(c) / _t(c, "tlalloc") for c in dram)  # type: ignore[operator]
@@ -810,6 +968,9 @@ def goals(r: dict[str, Any]) -> list[tuple[str, bool]]:
         if "tlalloc" in cell["times"]:
             x = _t(cell, "numpy_gemm") / _t(cell, "tlalloc")  # type: ignore[operator]
             g.append((f"batched m={cell['m']} no slower than NumPy GEMM ({x:.2f}x)", x >= 1))
+            if "numkong_packed" in cell["times"]:
+                z = _t(cell, "numkong_packed") / _t(cell, "tlalloc")  # type: ignore[operator]
+                g.append((f"batched m={cell['m']} no slower than NumKong packed ({z:.2f}x)", z >= 1))
             if "faiss_top10" in cell["times"]:
                 y = _t(cell, "faiss_top10") / _t(cell, "tlalloc_top10")  # type: ignore[operator]
                 g.append((f"batched m={cell['m']} faster than faiss ({y:.2f}x)", y > 1))
@@ -842,12 +1003,21 @@ def report(r: dict[str, Any]) -> str:
     ]
     for name, why in _skipped_names(r).items():
         lines.append(f"  {name}: {why}")
+    picks: dict[str, set[str]] = {}
+    for cell in r["single"] + r["batched"] + [r.get("half", {})]:
+        for k, v in cell.get("numkong_out_dtype", {}).items():
+            picks.setdefault(k, set()).add(v)
+    if picks:
+        lines.append(
+            '  NumKong cdist(..., "angular", threads=1) with the faster output type, tried per cell: '
+            + ", ".join(f"{k}: {' or '.join(sorted(v))}" for k, v in sorted(picks.items()))
+        )
     rows = []
     frows = []
     for cell in r["single"]:
         d, n = cell["d"], cell["n"]
         if "skipped" in cell:
-            rows.append([d, f"{n:,}", "", cell["skipped"], "", "", "", "", "", ""])
+            rows.append([d, f"{n:,}", "", cell["skipped"]] + [""] * (2 + len(_SINGLE_PEERS)))
             continue
         t_k, t_top = _t(cell, "tlalloc"), _t(cell, "tlalloc_top10")
         where = "DRAM" if cell["from_dram"] else "cache"
@@ -864,7 +1034,16 @@ def report(r: dict[str, Any]) -> str:
             f"{cell['bytes'] / _t(cell, 'floor_sum') / 1e9:.1f}",
             f"{cell['bytes'] / _t(cell, 'floor_rowsum') / 1e9:.1f}",
         ]  # type: ignore[operator]
-        for name in ("tlalloc", "tlalloc_top10", "matvec", "simsimd", "faiss_top10", "usearch_top10"):
+        for name in (
+            "tlalloc",
+            "tlalloc_top10",
+            "matvec",
+            "simsimd",
+            "numkong",
+            "numkong_packed",
+            "faiss_top10",
+            "usearch_top10",
+        ):
             t = _t(cell, name)
             fr.append("-" if t is None else f"{fl / t:.0%}")
         frows.append(fr)
@@ -894,6 +1073,8 @@ def report(r: dict[str, Any]) -> str:
                 "top10",
                 "C @ q",
                 "SimSIMD",
+                "NumKong",
+                "NK packed",
                 "faiss",
                 "usearch",
             ],
@@ -912,6 +1093,8 @@ def report(r: dict[str, Any]) -> str:
             ("tlalloc_loop_top10", "tlalloc, loop, top_k=10", ref_top),
             ("numpy_gemm", "NumPy Q @ C.T / norms (norms of C once)", ref),
             ("simsimd", "SimSIMD cdist", ref),
+            ("numkong", "NumKong cdist", ref),
+            ("numkong_packed", "NumKong angulars_packed (packed once)", ref),
             ("faiss_top10", "faiss IndexFlatIP top 10", ref_top),
             ("usearch_top10", "usearch exact top 10", ref_top),
         ]
@@ -946,6 +1129,11 @@ def report(r: dict[str, Any]) -> str:
             ("tlalloc_bf16_norms", "tlalloc, bfloat16, candidate_norms", h["bytes_f16"]),
             ("simsimd_f32", "SimSIMD, float32", h["bytes_f32"]),
             ("simsimd_f16", "SimSIMD, float16", h["bytes_f16"]),
+            ("numkong_f32", "NumKong cdist, float32", h["bytes_f32"]),
+            ("numkong_f16", "NumKong cdist, float16", h["bytes_f16"]),
+            ("numkong_f16_packed", "NumKong packed, float16", h["bytes_f16"]),
+            ("numkong_bf16", "NumKong cdist, bfloat16", h["bytes_f16"]),
+            ("numkong_bf16_packed", "NumKong packed, bfloat16", h["bytes_f16"]),
             ("usearch_f16_top10", "usearch exact top 10, float16", h["bytes_f16"]),
         ):
             t = _t(h, name)

@@ -13,7 +13,7 @@ Single thread, best of several timed rounds (``_common.best_time``). Run it alon
 with ``tlalloc bench kernels``; ``tlalloc bench`` (the mix) prints it too.
 
 ``tlalloc bench kernels`` then runs the cosine section of
-:mod:`tlalloc.bench.cosine_peers` (SimSIMD, faiss, usearch when installed, the
+:mod:`tlalloc.bench.cosine_peers` (SimSIMD, NumKong, faiss, usearch when installed, the
 memory-bandwidth floor, batched queries, float16 corpora); the mix does not.
 
 Example:
