@@ -168,7 +168,7 @@ def test_configure_placement():
     [
         ({"huge_pages": "always"}, ValueError, "huge_pages must be one of 'off', 'thp', 'hugetlb'"),
         ({"numa": "remote"}, ValueError, "numa must be one of 'off', 'local', 'interleave'"),
-        ({"prefault": "yes"}, TypeError, "prefault must be a bool"),
+        ({"prefault": "yes"}, TypeError, "prefault must be True or False"),
     ],
 )
 def test_bad_placement_arguments(kwargs, exc, match):

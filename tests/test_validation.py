@@ -145,6 +145,8 @@ def test_flag_rule_is_the_same_everywhere(value: object) -> None:
         tlalloc.configure(zero_on_reset=value)
     with pytest.raises(TypeError, match="prefault must be True or False"):
         tlalloc.configure(prefault=value)
+    with pytest.raises(TypeError, match="prefault must be True or False"):
+        tlalloc.Arena(1 << 16, prefault=value)
     with pytest.raises(TypeError, match="cache must be True or False"):
         tlalloc.pool.configure(cache=value)
 
@@ -155,6 +157,8 @@ def test_flags_accept_bools_and_numpy_bools() -> None:
         for v in (True, False, np.True_, np.False_):
             assert tlalloc.Arena(1 << 16, zero_on_reset=v).zero_on_reset is bool(v)
             assert tlalloc.configure(zero_on_reset=v).zero_on_reset is bool(v)
+            assert tlalloc.configure(prefault=v).prefault is bool(v)
+            tlalloc.Arena(1 << 16, prefault=v)  # accepted as configure() accepts it
     finally:
         tlalloc.configure(**old.as_dict())
 

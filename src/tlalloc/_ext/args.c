@@ -205,8 +205,7 @@ int tl_arg_choice(PyObject *v, const char *name, const char *const *names, int n
     PyErr_Clear();
     PyObject *list = PyUnicode_FromString("");
     for (int i = 0; list && i < n; i++)
-        Py_SETREF(list, PyUnicode_FromFormat("%U%s'%s'", list, i == 0 ? "" : i == n - 1 ? " or " : ", ",
-                                             names[i]));
+        Py_SETREF(list, PyUnicode_FromFormat("%U%s'%s'", list, i ? ", " : "", names[i]));
     if (!list) return -1;
     PyErr_Format(PyUnicode_Check(v) ? PyExc_ValueError : PyExc_TypeError,
                  "%s must be one of %U, got %R", name, list, v);
