@@ -21,12 +21,14 @@ def _args(*argv: str) -> argparse.Namespace:
     return p.parse_args(list(argv))
 
 
-def test_parse_size() -> None:
-    assert [bench.parse_size(s) for s in bench.DEFAULT_SIZES.split(",")] == [
-        8 << 10, 256 << 10, 4 << 20, 64 << 20, 256 << 20]
-    for bad in ("", "0", "-5", "4XB", "1.5MiB"):
-        with pytest.raises(ValueError, match="expected a number of bytes"):
-            bench.parse_size(bad)
+def test_sizes_follow_the_library_rule() -> None:
+    from tlalloc.bench._common import size_list
+
+    assert size_list(bench.DEFAULT_SIZES) == [8 << 10, 256 << 10, 4 << 20, 64 << 20, 256 << 20]
+    assert size_list("1.5MiB, 2MB") == [3 << 19, 2_000_000]
+    for bad in ("", "0", "-5", "4XB", "1e3", "0x10"):
+        with pytest.raises(SystemExit, match="--sizes: must be comma-separated sizes"):
+            size_list(bad)
 
 
 def test_handler_is_the_pool_in_worker_threads() -> None:
@@ -80,14 +82,15 @@ def test_churn_child_failure_is_reported() -> None:
 
 
 def test_bad_arguments() -> None:
-    with pytest.raises(ValueError, match="--sizes='8KiB,lots': size 'lots'"):
+    with pytest.raises(SystemExit, match="--sizes: must be comma-separated sizes .* got '8KiB,lots'"):
         bench.run(_args("--sizes", "8KiB,lots"))
     with pytest.raises(ValueError, match="--churn-threads=0 must be at least 1"):
         bench.run(_args("--churn-threads", "0"))
     with pytest.raises(ValueError, match="--churn-seconds=nan must be a positive"):
         bench.run(_args("--churn-seconds", "nan"))
-    with pytest.raises(ValueError, match="--sizes=',': give at least one size"):
-        bench.run(_args("--sizes", ","))
+    for sizes in (",", "8KiB,,4MiB", "\uff14MiB", "0"):  # the library's size rule
+        with pytest.raises(SystemExit, match="--sizes: must be comma-separated sizes"):
+            bench.run(_args("--sizes", sizes))
 
 
 def test_quick_run_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

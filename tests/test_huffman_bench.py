@@ -85,7 +85,7 @@ def test_cli_input_file_and_options(tmp_path: Path, capsys: pytest.CaptureFixtur
         (["--allocators", "malloc"], "--allocators"),
         (["--allocators", "pooled,pooled"], "--allocators"),
         (["--sizes", "lots"], "--sizes"),
-        (["--sizes", "0"], "--sizes must be positive"),
+        (["--sizes", "0"], "argument --sizes: must be comma-separated sizes of at least 1 byte"),
         (["--repeat", "0"], "--repeat"),
         (["--heap-bytes", "1KiB", "--sizes", "4KiB"], "heap_bytes=1024"),
         (["--block-size", "0", "--sizes", "4KiB"], "argument --block-size: must be a whole number >= 1"),

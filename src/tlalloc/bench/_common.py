@@ -179,6 +179,34 @@ def positive_float(text: str) -> float:
     return v
 
 
+def size_list(text: str, name: str = "--sizes") -> list[int]:
+    """Comma-separated sizes, each by the library's size rule
+    (:func:`tlalloc.parse_size`: ``"8192"``, ``"256KiB"``, ``"4MiB"``, ``"2MB"``) and at
+    least 1 byte; an empty item or list is refused. A bad value ends the command
+    (exit status 2) with a message naming the option and the value.
+
+    Example:
+        >>> size_list("8KiB, 4MiB,2MB")
+        [8192, 4194304, 2000000]
+        >>> try:
+        ...     size_list("8KiB,,4MiB")
+        ... except BadArgument as exc:
+        ...     print(exc.code, exc)
+        2 argument --sizes: must be comma-separated sizes of at least 1 byte, got '8KiB,,4MiB'
+    """
+    from tlalloc._config import parse_size  # the library's rule (the C parser)
+
+    try:
+        sizes = [parse_size(item, name) for item in text.split(",")]
+    except (TypeError, ValueError):
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise BadArgument(
+            f"argument {name}: must be comma-separated sizes of at least 1 byte, got {text!r}"
+        )
+    return sizes
+
+
 def thread_counts(text: str, limit: int = 1024) -> list[int]:
     """A ``--threads`` list such as ``"1,2,4"``: sorted, distinct counts from 1 to ``limit``.
 

@@ -30,6 +30,7 @@ from tlalloc.bench._common import (
     Progress,
     describe_machine,
     machine_info,
+    size_list,
     thread_counts,
     write_json,
 )
@@ -250,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
         allocators = parse_allocators(args.allocators)
         heap = None if args.heap_bytes is None else parse_size(args.heap_bytes, "--heap-bytes")
         pool = None if args.pool_bytes is None else parse_size(args.pool_bytes, "--pool-bytes")
-        sizes = [parse_size(s.strip(), "--sizes") for s in args.sizes.split(",") if s.strip()]
+        sizes = size_list(args.sizes)
         usable = _usable_cpus()
         cpu_counts = parse_cpus(args.cpus, len(usable))
     except (TypeError, ValueError) as exc:
@@ -269,8 +270,6 @@ def run(args: argparse.Namespace) -> int:
             except OSError as exc:
                 raise SystemExit(f"tlalloc bench huffman: --input {path}: {exc}") from None
     else:
-        if not sizes or any(s < 1 for s in sizes):
-            raise SystemExit(f"tlalloc bench huffman: --sizes must be positive, got {args.sizes!r}")
         inputs = [(f"text {_label(s)}", make_text(s)) for s in sizes]
     for name, data in inputs:
         if not data:

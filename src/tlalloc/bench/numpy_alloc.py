@@ -31,7 +31,6 @@ import json
 import math
 import os
 import random
-import re
 import resource
 import statistics
 import subprocess
@@ -41,30 +40,13 @@ import time
 from typing import Any
 
 from tlalloc._report import format_table
-from tlalloc.bench._common import describe_machine, machine_info, write_json
+from tlalloc.bench._common import describe_machine, machine_info, size_list, write_json
 
 DEFAULT_SIZES = "8KiB,256KiB,4MiB,64MiB,256MiB"
 ALLOCATORS = ("numpy", "tlalloc")  # NumPy's default handler, the tlalloc pool's
-UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "kb": 1000,
-         "mb": 1000**2, "gb": 1000**3}
+
 CHURN_MAX_BYTES = 2_000_000
 CHURN_SLOTS = 64  # live arrays per thread
-
-
-def parse_size(text: str) -> int:
-    """Bytes from ``"256KiB"``, ``"4MiB"``, ``"2MB"`` or ``"8192"``.
-
-    Example:
-        >>> parse_size("4MiB"), parse_size("8192"), parse_size("2 MB")
-        (4194304, 8192, 2000000)
-        >>> parse_size("lots")
-        Traceback (most recent call last):
-        ValueError: size 'lots': expected a number of bytes such as 8192, 256KiB or 4MiB
-    """
-    m = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", text)
-    if not m or m.group(2).lower() not in UNITS or int(m.group(1)) <= 0:
-        raise ValueError(f"size {text!r}: expected a number of bytes such as 8192, 256KiB or 4MiB")
-    return int(m.group(1)) * UNITS[m.group(2).lower()]
 
 
 def format_size(n: int) -> str:
@@ -409,12 +391,7 @@ def run(args: argparse.Namespace) -> int:
         v = getattr(args, opt)
         if not (v > 0 and math.isfinite(v)):
             raise ValueError(f"--{opt.replace('_', '-')}={v!r} must be a positive number of seconds")
-    try:
-        sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
-    except ValueError as exc:
-        raise ValueError(f"--sizes={args.sizes!r}: {exc}") from None
-    if not sizes:
-        raise ValueError(f"--sizes={args.sizes!r}: give at least one size")
+    sizes = size_list(args.sizes)
     threads = parse_threads(args.threads)
     rounds, target, churn_s = args.rounds, args.target_seconds, args.churn_seconds
     if args.quick:
