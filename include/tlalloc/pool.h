@@ -59,11 +59,15 @@
  *   are large blocks, each mapped on its own (csrc/pool_large.c): a 4 KiB
  *   header, then the block. See "large blocks" below.
  *
- * Size classes (TL_POOL_NUM_CLASSES of them): 8, 16, 32, 48, 64 bytes, then four
- * classes per doubling: 80, 96, 112, 128, 160, 192, 224, 256, ... up to 64 KiB.
- * Every block of 16 bytes or more is 16-byte aligned. Worst-case internal waste:
- * 15 bytes for requests up to 64 bytes (a 17-byte request gets 32), and below
- * 20% of the block above 64 bytes (a request of 2^k + 1 gets 2^k * 5/4).
+ * Size classes (56 in use): 8, 16, 32, 48, 64 bytes, then four classes per
+ * doubling to 1 KiB: 80, 96, 112, 128, 160, 192, 224, 256, ..., 1024; from
+ * 1 KiB to 8 KiB the largest multiples of 16 that fill a 64 KiB page with n
+ * blocks (n = 56, 48, 42, 36, 32, ..., 16, 15, 14, ..., 8: 1168, 1360, ...,
+ * 4096, 4368, 4672, ..., 7280, 8192); eight classes per doubling to 16 KiB,
+ * four to 64 KiB. Every block of 16 bytes or more is 16-byte aligned.
+ * Worst-case internal waste: 15 bytes for requests up to 64 bytes (a 17-byte
+ * request gets 32), and below 20% of the block above 64 bytes (a request of
+ * 2^k + 1 gets 2^k * 5/4 up to 1 KiB; 1025 B gets 1168 B).
  *
  * Large blocks (above 64 KiB, or aligned beyond 4 KiB), the policy:
  *
@@ -150,7 +154,7 @@ extern "C" {
 #endif
 
 /* Number of entries of the class table, and the largest size served from a
- * class: 64 KiB (class 44). Larger requests are large blocks, whose cache is
+ * class: 64 KiB (class 55). Larger requests are large blocks, whose cache is
  * shared by all threads and bounded: with classes up to 1 MiB, each thread
  * kept its recent high-water mark of blocks in each of 16 classes from 80 KiB
  * to 1 MiB resident (4 threads dropping NumPy arrays of 1 B to 2 MB: 2.8x
