@@ -337,6 +337,21 @@ void tl_peak_add(int64_t d) {
 
 static void tl_heap_teardown(tl_heap *h);
 static void tl_bg_fork_child(void);
+static void tl_bg_fork_prepare(void);
+static void tl_bg_fork_parent(void);
+
+/* The background purge thread starts itself (see its section below) at the
+ * first allocation slow path after something freed waits for the purge delay.
+ * tl_bg_autostart is nonzero only while no purge thread runs and one may
+ * start: while it runs (or is off), the check is one relaxed load. */
+static _Atomic int tl_bg_autostart = 1;
+TL_NOINLINE TL_COLD static void tl_bg_autostart_slow(void);
+static inline void tl_bg_maybe_autostart(void) {
+    if (TL_UNLIKELY(atomic_load_explicit(&tl_bg_autostart, memory_order_relaxed)) &&
+        (atomic_load_explicit(&tl_depot_due_ms, memory_order_relaxed) != UINT64_MAX ||
+         atomic_load_explicit(&tl_large_due_ms, memory_order_relaxed) != UINT64_MAX))
+        tl_bg_autostart_slow();
+}
 
 static void tl_heap_key_destructor(void *p) {
     tl_heap *h = p;
@@ -524,6 +539,7 @@ static void tl_heap_teardown(tl_heap *h) { tl_heap_teardown_unfreed(h, 1, 1); }
 /* The heap registry lock comes before the depot lock (order 4 and 5); the
  * pool never holds both at once otherwise. */
 void tl_pool_fork_lock(void) {
+    tl_bg_fork_prepare(); /* before 4 and 5: the purge thread takes them */
     pthread_mutex_lock(&tl_registry_lock);
     pthread_mutex_lock(&tl_depot_lock);
 }
@@ -531,6 +547,7 @@ void tl_pool_fork_lock(void) {
 void tl_pool_fork_unlock(void) {
     pthread_mutex_unlock(&tl_depot_lock);
     pthread_mutex_unlock(&tl_registry_lock);
+    tl_bg_fork_parent();
 }
 
 /* Heaps of threads that fork did not copy, torn down in a child: kept here and
@@ -862,6 +879,7 @@ static inline tl_heap *tl_large_heap(tl_heap *h) {
 }
 
 TL_NOINLINE static void *tl_pool_malloc_slow(tl_heap *h, size_t size) {
+    tl_bg_maybe_autostart(); /* the purge thread, once something is due (one load) */
     if (TL_UNLIKELY(size > TL_CLASS_MAX)) return tl_huge_alloc(tl_large_heap(tl_tls_heap), size, 0, 0);
     tl_large_maybe_tick_sampled(); /* lazy purge of the large cache (pool_internal.h) */
     return tl_alloc_class_slow(h, tl_size_class(size ? size : 1));
@@ -1168,19 +1186,36 @@ void tl_pool_collect(int release_all) {
 
 /* ---- the background purge thread ---------------------------------------------------- *
  *
- * Optional (tl_pool_purge_thread; off by default, as jemalloc's): a thread
- * that sleeps until the depot's or the large cache's lazy purge is due and
- * does it, so that memory freed before a program stops calling the pool goes
- * back within the purge delay plus TL_BG_SLACK_MS, or TL_BG_IDLE_MS when
- * nothing was due when it last looked (a free made since is only seen at its
- * next wake). It does what any later pool call would: the depot's free pages
- * beyond retain_bytes, then its segments with no page in use, the large
+ * A thread that sleeps until the depot's or the large cache's lazy purge is
+ * due and does it, so that memory freed before a program stops calling the
+ * pool goes back within the purge delay plus TL_BG_SLACK_MS, or TL_BG_IDLE_MS
+ * when nothing was due when it last looked (a free made since is only seen at
+ * its next wake). It does what any later pool call would: the depot's free
+ * pages beyond retain_bytes, then its segments with no page in use, the large
  * cache's blocks (thread caches included) and then their mappings. What only
  * an owner thread may touch (its own empty pages and free blocks) stays for
- * that thread's next slow-path call. Off by default because a process with
- * one more thread is visible: Python warns at os.fork in a multi-threaded
- * process, and a program may count its threads. A child of fork has none
- * (call tl_pool_purge_thread again there). Signals are blocked in it. */
+ * that thread's next slow-path call.
+ *
+ * On by default, started lazily: the first malloc slow path (sizes above
+ * 1 KiB, refills) after something freed waits for the purge delay starts it
+ * (tl_bg_maybe_autostart, no pool lock held), so a program that never frees
+ * enough to wait for the delay never has it. Never from free: the C library
+ * frees with its own locks held, some of which pthread_create takes (glibc
+ * frees a dead thread's TLS under the stack-cache lock: a thread started
+ * there deadlocked). Its malloc calls under a lock are under the loader's
+ * recursive locks (dlopen, TLS), where library constructors start thread
+ * pools too. tl_pool_purge_thread(0) (or TLALLOC_POOL_PURGE_THREAD=0 for
+ * libtlalloc.so and the Python module) stops it and keeps it off;
+ * tl_pool_purge_thread(1) starts it at once.
+ *
+ * Fork: the prepare handler stops it (joins it) and neither the parent nor
+ * the child restarts it in a fork handler; each starts its own again at its
+ * next allocation slow path while something is due. So the thread does not exist while
+ * fork copies the process, and a parent that counts its threads right after
+ * fork returns does not see it: CPython 3.12 and later count
+ * /proc/self/stat's threads in the parent after fork (before their
+ * after-fork hooks run) to warn about forking a multi-threaded process.
+ * Signals are blocked in it. */
 #define TL_BG_IDLE_MS 1000u
 #define TL_BG_SLACK_MS 5u /* the coarse clock's tick and a margin */
 
@@ -1189,6 +1224,7 @@ static pthread_mutex_t tl_bg_lock = PTHREAD_MUTEX_INITIALIZER; /* tl_bg_on and t
 static pthread_cond_t tl_bg_cond = PTHREAD_COND_INITIALIZER;
 static int tl_bg_on;         /* (tl_bg_lock) the thread should run */
 static int tl_bg_exists;     /* (tl_bg_ctl) a thread was started and not joined */
+static int tl_bg_enabled = 1; /* (tl_bg_ctl) starts itself when something is due */
 static pthread_t tl_bg_thread; /* (tl_bg_ctl) */
 static _Atomic uint64_t tl_bg_wakes; /* times it looked, for tests */
 
@@ -1221,6 +1257,51 @@ static void *tl_bg_main(void *arg) {
     return NULL;
 }
 
+/* Start the thread (tl_bg_ctl held). Returns 0 or pthread_create's error. */
+static int tl_bg_start_locked(void) {
+    if (tl_bg_exists) return 0;
+    pthread_mutex_lock(&tl_bg_lock);
+    tl_bg_on = 1;
+    pthread_mutex_unlock(&tl_bg_lock);
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old); /* inherited: no signal lands there */
+    int e = pthread_create(&tl_bg_thread, NULL, tl_bg_main, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (e == 0) {
+        tl_bg_exists = 1;
+#if defined(__GLIBC__)
+        (void)pthread_setname_np(tl_bg_thread, "tlalloc-purge");
+#endif
+    } else {
+        pthread_mutex_lock(&tl_bg_lock);
+        tl_bg_on = 0;
+        pthread_mutex_unlock(&tl_bg_lock);
+    }
+    return e;
+}
+
+/* Stop and join the thread (tl_bg_ctl held). */
+static void tl_bg_stop_locked(void) {
+    if (!tl_bg_exists) return;
+    pthread_mutex_lock(&tl_bg_lock);
+    tl_bg_on = 0;
+    pthread_cond_signal(&tl_bg_cond);
+    pthread_mutex_unlock(&tl_bg_lock);
+    pthread_join(tl_bg_thread, NULL);
+    tl_bg_exists = 0;
+}
+
+/* tl_bg_maybe_autostart found something due while no thread runs. Only one
+ * caller gets past the exchange; one whose start fails leaves it off (the
+ * purge then waits for later pool calls, as without the thread). */
+TL_NOINLINE TL_COLD static void tl_bg_autostart_slow(void) {
+    if (!atomic_exchange_explicit(&tl_bg_autostart, 0, memory_order_relaxed)) return;
+    pthread_mutex_lock(&tl_bg_ctl);
+    if (tl_bg_enabled) (void)tl_bg_start_locked();
+    pthread_mutex_unlock(&tl_bg_ctl);
+}
+
 int tl_pool_purge_thread(int on) {
     if (on != 0 && on != 1) {
         errno = EINVAL;
@@ -1228,34 +1309,17 @@ int tl_pool_purge_thread(int on) {
     }
     int rc = 0;
     pthread_mutex_lock(&tl_bg_ctl);
-    if (on && !tl_bg_exists) {
-        pthread_mutex_lock(&tl_bg_lock);
-        tl_bg_on = 1;
-        pthread_mutex_unlock(&tl_bg_lock);
-        sigset_t all, old;
-        sigfillset(&all);
-        pthread_sigmask(SIG_SETMASK, &all, &old); /* inherited: no signal lands there */
-        int e = pthread_create(&tl_bg_thread, NULL, tl_bg_main, NULL);
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
-        if (e == 0) {
-            tl_bg_exists = 1;
-#if defined(__GLIBC__)
-            (void)pthread_setname_np(tl_bg_thread, "tlalloc-purge");
-#endif
-        } else {
-            pthread_mutex_lock(&tl_bg_lock);
-            tl_bg_on = 0;
-            pthread_mutex_unlock(&tl_bg_lock);
+    tl_bg_enabled = on;
+    atomic_store_explicit(&tl_bg_autostart, 0, memory_order_relaxed);
+    if (on) {
+        int e = tl_bg_start_locked();
+        if (e != 0) {
             errno = e;
             rc = -1;
+            atomic_store_explicit(&tl_bg_autostart, 1, memory_order_relaxed); /* try again later */
         }
-    } else if (!on && tl_bg_exists) {
-        pthread_mutex_lock(&tl_bg_lock);
-        tl_bg_on = 0;
-        pthread_cond_signal(&tl_bg_cond);
-        pthread_mutex_unlock(&tl_bg_lock);
-        pthread_join(tl_bg_thread, NULL);
-        tl_bg_exists = 0;
+    } else {
+        tl_bg_stop_locked();
     }
     pthread_mutex_unlock(&tl_bg_ctl);
     return rc;
@@ -1270,8 +1334,25 @@ int tl_pool_purge_thread_running(void) {
 
 uint64_t tl_pool_purge_thread_wakes(void) { return atomic_load_explicit(&tl_bg_wakes, memory_order_relaxed); }
 
-/* In a child of fork: the thread was not copied. Its locks are re-made (a
- * parent's thread may have held them at the fork). */
+/* Fork's prepare handler (before the pool's locks): stop the thread and hold
+ * tl_bg_ctl across the fork, so that no free starts it meanwhile. The thread
+ * takes none of the locks the prepare handler holds before this one. */
+static void tl_bg_fork_prepare(void) {
+    pthread_mutex_lock(&tl_bg_ctl);
+    atomic_store_explicit(&tl_bg_autostart, 0, memory_order_relaxed);
+    tl_bg_stop_locked();
+}
+
+/* Parent (and child, before tl_bg_fork_child): the next allocation slow path
+ * while something is due starts the thread again, if it is enabled. */
+static void tl_bg_fork_parent(void) {
+    atomic_store_explicit(&tl_bg_autostart, tl_bg_enabled, memory_order_relaxed);
+    pthread_mutex_unlock(&tl_bg_ctl);
+}
+
+/* In a child of fork: the thread was stopped before the fork. Its locks are
+ * re-made all the same (fork copied tl_bg_ctl locked by this thread, released
+ * by tl_bg_fork_parent). */
 static void tl_bg_fork_child(void) {
     pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
     pthread_cond_t c = PTHREAD_COND_INITIALIZER;
