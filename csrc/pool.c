@@ -344,7 +344,18 @@ static void tl_bg_fork_parent(void);
  * first allocation slow path after something freed waits for the purge delay.
  * tl_bg_autostart is nonzero only while no purge thread runs and one may
  * start: while it runs (or is off), the check is one relaxed load. */
-static _Atomic int tl_bg_autostart = 1;
+#if defined(__SANITIZE_THREAD__)
+#define TL_BG_DEFAULT 0
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TL_BG_DEFAULT 0
+#endif
+#endif
+#ifndef TL_BG_DEFAULT
+#define TL_BG_DEFAULT 1 /* off under ThreadSanitizer, which cannot start a thread in
+                         * a child of a multi-threaded fork */
+#endif
+static _Atomic int tl_bg_autostart = TL_BG_DEFAULT;
 TL_NOINLINE TL_COLD static void tl_bg_autostart_slow(void);
 static inline void tl_bg_maybe_autostart(void) {
     if (TL_UNLIKELY(atomic_load_explicit(&tl_bg_autostart, memory_order_relaxed)) &&
@@ -1224,7 +1235,7 @@ static pthread_mutex_t tl_bg_lock = PTHREAD_MUTEX_INITIALIZER; /* tl_bg_on and t
 static pthread_cond_t tl_bg_cond = PTHREAD_COND_INITIALIZER;
 static int tl_bg_on;         /* (tl_bg_lock) the thread should run */
 static int tl_bg_exists;     /* (tl_bg_ctl) a thread was started and not joined */
-static int tl_bg_enabled = 1; /* (tl_bg_ctl) starts itself when something is due */
+static int tl_bg_enabled = TL_BG_DEFAULT; /* (tl_bg_ctl) starts itself when something is due */
 static pthread_t tl_bg_thread; /* (tl_bg_ctl) */
 static _Atomic uint64_t tl_bg_wakes; /* times it looked, for tests */
 
