@@ -121,9 +121,11 @@
  *   ones; tl_pool_collect(1) unmaps the whole cache.
  * - Resident bound: cached mappings are also purged at once, oldest first,
  *   while the cached resident bytes and the live large blocks together exceed
- *   the most live large bytes of the last purge delay plus retain_bytes (a
- *   churn of many sizes would otherwise keep a mapping of each size used
- *   within the delay resident, and raise the peak above the live set's).
+ *   the most live large bytes of the last purge delay (counting the blocks
+ *   a free just cached as live) plus a slack: a 32nd of that most, at least
+ *   1 MiB, at most retain_bytes (a churn of many sizes would otherwise keep
+ *   a mapping of each size used within the delay resident, and raise the
+ *   peak above the live set's).
  * - Free blocks of size classes of 16 KiB and more that stay free for one to
  *   two purge delays are given back too (all but their first 4 KiB), by their
  *   owner thread on its later allocations above 1 KiB.

@@ -63,7 +63,8 @@ each mapped on its own:
   at most once a second) every cached block is purged at once;
 - cached blocks are purged sooner, oldest first, once they and the live
   large blocks together hold more than the most live large bytes of the last
-  purge delay plus ``retain_bytes``: a churn of many sizes
+  purge delay (the blocks a free just cached counted as live) plus a 32nd of
+  it (at least 1 MiB, at most ``retain_bytes``): a churn of many sizes
   does not keep a block of each size resident, while threads that free their
   blocks and are followed by threads that allocate as much again get them back
   without page faults;
