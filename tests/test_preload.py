@@ -541,11 +541,15 @@ int main(void) {
 """
 
 
-@pytest.mark.parametrize(("value", "expected"), [("1", "fell"), ("0", "stayed")])
-def test_purge_thread_from_the_environment(tmp_path: Path, value: str, expected: str) -> None:
-    """``TLALLOC_POOL_PURGE_THREAD=1``: a program that frees 76 MB and then
-    only sleeps sees its RSS fall (the library's constructor started the
-    thread); with 0 the memory waits for a later call (64 MiB stays cached)."""
+@pytest.mark.parametrize(("value", "expected"), [(None, "fell"), ("1", "fell"), ("0", "stayed")])
+def test_purge_thread_from_the_environment(tmp_path: Path, value: str | None,
+                                           expected: str) -> None:
+    """A program that frees 76 MB and then only sleeps sees its RSS fall: by
+    default (the thread starts itself at the first allocation slow path once
+    something waits for the purge delay: here the stdio buffer of the first
+    RSS reading) and with ``TLALLOC_POOL_PURGE_THREAD=1`` (the library's
+    constructor started it); with 0 the memory waits for a later call (64 MiB
+    stays cached)."""
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         pytest.skip("no C compiler")
@@ -553,8 +557,8 @@ def test_purge_thread_from_the_environment(tmp_path: Path, value: str, expected:
     src.write_text(IDLE_C)
     exe = tmp_path / "idle"
     subprocess.run([cc, "-O2", str(src), "-o", str(exe)], check=True, timeout=300, env=_env(False))
-    ran = _run([str(exe)], preload=True, TLALLOC_POOL_PURGE_THREAD=value,
-               TLALLOC_POOL_PURGE_DELAY="100")
+    setting = {} if value is None else {"TLALLOC_POOL_PURGE_THREAD": value}
+    ran = _run([str(exe)], preload=True, TLALLOC_POOL_PURGE_DELAY="100", **setting)
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.strip() == expected
     bad = _run([str(exe)], preload=True, TLALLOC_POOL_PURGE_THREAD="on")
@@ -604,3 +608,47 @@ def test_mallinfo2_and_malloc_trim_describe_the_pool() -> None:
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.split("\n")[:3] == ["in use grew True", "large mapped True class bytes True",
                                          "trim gave back True kept free True"]
+
+
+FORK_WARNING = r"""
+import os, sys, warnings
+def threads():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("Threads:"))
+b = bytearray(50 << 20)
+del b  # a large block cached: due after the purge delay
+x = [bytearray(3000) for _ in range(100)]  # allocations above 1 KiB: the thread starts
+before = threads()
+warnings.simplefilter("always", DeprecationWarning)  # CPython 3.12+: multi-threaded fork
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
+print(before)
+"""
+
+
+def _python_with_fork_warning() -> str | None:
+    """An interpreter that warns at os.fork in a multi-threaded process (3.12+)."""
+    if sys.version_info >= (3, 12):
+        return sys.executable
+    for name in ("python3.14", "python3.13", "python3.12"):
+        path = shutil.which(name)
+        if path and subprocess.run([path, "-c", "import sys; assert sys.version_info >= (3, 12)"],
+                                   capture_output=True, timeout=60).returncode == 0:
+            return path
+    return None
+
+
+def test_fork_does_not_count_the_purge_thread() -> None:
+    """The purge thread, started by itself, is stopped across fork: CPython's
+    check of the parent's threads right after fork sees one thread and prints
+    no multi-threaded-fork warning, while the thread ran before the fork (two
+    threads)."""
+    python = _python_with_fork_warning()
+    if python is None:
+        pytest.skip("no CPython 3.12 or later to run")
+    ran = _run([python, "-c", FORK_WARNING], preload=True)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == "2"
+    assert "multi-threaded" not in ran.stderr

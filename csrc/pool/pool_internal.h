@@ -72,8 +72,8 @@ enum {
 };
 #define TL_SMALL_PAGE_SHIFT 16u
 #define TL_MEDIUM_PAGE_SHIFT 19u
-#define TL_LAST_SMALL_CLASS 32u  /* 8 KiB */
-#define TL_LAST_MEDIUM_CLASS 44u /* 64 KiB */
+#define TL_LAST_SMALL_CLASS 39u  /* 8 KiB */
+#define TL_LAST_MEDIUM_CLASS 55u /* 64 KiB */
 
 /* Requests above this many bytes are large blocks (pool_large.c), not size
  * classes (why: docs/pool.md, "Size classes"). */

@@ -215,10 +215,12 @@ static void tl_write_all(const char *s, size_t n) {
     }
 }
 
-/* TLALLOC_POOL_PURGE_THREAD (not a field of tl_pool_options): 1 starts the
- * background purge thread from the library's constructor. */
+/* TLALLOC_POOL_PURGE_THREAD (not a field of tl_pool_options): unset, the
+ * background purge thread starts itself at an allocation once something freed
+ * waited for the purge delay (pool.c); 1 starts it from the library's constructor; 0
+ * keeps it off (set at the first allocation, before any free). */
 #define TL_ENV_PURGE_THREAD "TLALLOC_POOL_PURGE_THREAD"
-static int tl_preload_purge_thread;
+static int tl_preload_purge_thread = -1;
 
 static int tl_preload_read_purge_thread(const char *(*get)(const char *), tl_msg *m) {
     const char *v = get(TL_ENV_PURGE_THREAD);
@@ -247,16 +249,16 @@ void tl_pool_first_use(void) {
         _exit(2);
     }
     (void)tl_pool_configure(&o); /* values checked above: cannot fail */
+    if (tl_preload_purge_thread == 0) (void)tl_pool_purge_thread(0); /* no thread to stop */
 }
 
-/* The purge thread starts here, in the library's constructor: an ordinary
- * context, after the dynamic loader's relocation and before main. Started
- * from inside a malloc call instead, pthread_create could run while the
- * caller holds a lock of the C library's (the loader's, in dlopen). The first
- * allocation has read the settings by then (made here if none came before). */
+/* With TLALLOC_POOL_PURGE_THREAD=1 the purge thread starts here, in the
+ * library's constructor, before main (otherwise at an allocation once something
+ * is due, pool.c). The first allocation has read the settings by then
+ * (made here if none came before). */
 __attribute__((constructor)) static void tl_preload_start_purge_thread(void) {
     tl_pool_free(tl_pool_malloc(1));
-    if (tl_preload_purge_thread) (void)tl_pool_purge_thread(1);
+    if (tl_preload_purge_thread == 1) (void)tl_pool_purge_thread(1);
 }
 
 /* ---- the C library's allocation functions ---------------------------------------- */

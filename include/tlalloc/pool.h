@@ -28,7 +28,7 @@ extern "C" {
 #endif
 
 /* Number of entries of the class table, and the largest size served from a
- * class: 64 KiB (class 44). Larger requests are large blocks, whose cache is
+ * class: 64 KiB (class 55). Larger requests are large blocks, whose cache is
  * shared by all threads and bounded (why classes stop there: docs/pool.md,
  * "Size classes"). The table's entries above TL_POOL_MAX_SMALL are unused. */
 #define TL_POOL_NUM_CLASSES 61u
@@ -119,17 +119,26 @@ void tl_pool_thread_release(void);
  * limit (all of it if `release_all`). Takes the depot lock once. */
 void tl_pool_collect(int release_all);
 
-/* Start (on = 1) or stop (on = 0) the background purge thread: a thread that
- * sleeps until something freed is due to go back to the OS (the purge delay)
- * and gives it back, so that a program that stops calling the pool still
- * sees its resident set fall within purge_delay_ms plus at most a second.
- * Off by default (one more thread in the process). Stopping waits for the
- * thread to exit. A child of fork starts without it. Returns 0, or -1 with
- * errno (EINVAL for another value of on, or pthread_create's error). Call it
- * from ordinary code, not from inside a malloc replacement's callers (the
- * thread is created with pthread_create). */
+/* The background purge thread: a thread that sleeps until something freed is
+ * due to go back to the OS (the purge delay) and gives it back, so that a
+ * program that stops calling the pool still sees its resident set fall within
+ * purge_delay_ms plus at most a second. On by default: the first allocation
+ * slow path (sizes above 1 KiB, refills) after something freed waited for the
+ * delay starts it (never a free: the C library frees under locks that
+ * pthread_create takes), so a program that never frees that much has none.
+ * Fork's prepare handler stops it, and the next such allocation starts it
+ * again in the parent and in the child: it does not exist while the process is copied
+ * (CPython 3.12+ counts the parent's threads right after fork to warn about
+ * forking a multi-threaded process). on = 1 starts it now; on = 0 stops it
+ * (waiting for it to exit) and keeps it off, so nothing starts it again until
+ * on = 1 (libtlalloc.so: TLALLOC_POOL_PURGE_THREAD=0; a program that needs to
+ * stay single-threaded, e.g. for unshare(CLONE_NEWUSER), wants that). Returns
+ * 0, or -1 with errno (EINVAL for another value of on, or pthread_create's
+ * error). Call it from ordinary code, not from inside a malloc replacement's
+ * callers (on = 1 creates the thread with pthread_create). */
 int tl_pool_purge_thread(int on);
-/* 1 if the background purge thread runs, else 0. */
+/* 1 if the background purge thread runs now, else 0 (also while it is on but
+ * has not started itself yet). */
 int tl_pool_purge_thread_running(void);
 
 /* ---- statistics ----------------------------------------------------------- */

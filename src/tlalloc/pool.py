@@ -18,12 +18,17 @@ resident set as it happens even if the program never calls the pool again
 (the bound grows for a program that keeps taking back what it freed within
 the delay, and shrinks again when it stops).
 
-Memory freed goes back without a later call only with the background purge
-thread (:func:`purge_thread`, or ``TLALLOC_POOL_PURGE_THREAD=1``): within
-``purge_delay_ms`` plus at most a second. Without it, the lazy purge runs on
-later pool calls. Either way, what only its owner thread may touch (the
-thread's own empty pages and free blocks) waits for that thread's next
-allocation above 1 KiB, its exit, or :func:`collect` from it.
+Memory freed goes back without a later call: the background purge thread
+(:func:`purge_thread`), on by default, starts itself at the first allocation
+above 1 KiB (or refill) after something freed waited for the purge delay, and
+from then on gives back what is due within ``purge_delay_ms`` plus at most a
+second, with no further pool call. Fork stops it (it does not exist while the
+process is copied, so Python's multi-threaded fork warning does not count it)
+and the next such allocation starts it again, in the parent and in the child.
+``TLALLOC_POOL_PURGE_THREAD=0`` or ``purge_thread(False)`` keeps it off (then
+the lazy purge runs on later pool calls only). Either way, what only its owner
+thread may touch (the thread's own empty pages and free blocks) waits for that
+thread's next allocation above 1 KiB, its exit, or :func:`collect` from it.
 
 When the OS refuses memory (``ulimit -v``/``RLIMIT_AS``, the strict overcommit
 mode), the pool gives back what it holds unused (as ``collect(release_all=True)``
@@ -52,14 +57,14 @@ each mapped on its own:
   mapping stays cached; a purged block unused for 8 times the delay (at least
   a second) is unmapped.
   The purge is lazy: large allocations and frees, allocations above 1 KiB
-  and :func:`collect` do it once it is due, and so does the optional
-  background purge thread (:func:`purge_thread`) while the program makes no
-  call. When the
+  and :func:`collect` do it once it is due, and so does the background
+  purge thread (:func:`purge_thread`) while the program makes no call. When the
   system runs low on memory (``MemAvailable`` below 1/8 of ``MemTotal``, checked
   at most once a second) every cached block is purged at once;
 - cached blocks are purged sooner, oldest first, once they and the live
   large blocks together hold more than the most live large bytes of the last
-  purge delay plus ``retain_bytes``: a churn of many sizes
+  purge delay (the blocks a free just cached counted as live) plus a 32nd of
+  it (at least 1 MiB, at most ``retain_bytes``): a churn of many sizes
   does not keep a block of each size resident, while threads that free their
   blocks and are followed by threads that allocate as much again get them back
   without page faults;
@@ -86,8 +91,9 @@ variable                 values                                          default
 ``DELAY``                page beyond the retain limit, may stay resident
                          unused, 0 to 3600000 (``0``: purge at once);
                          ``250``, ``250ms`` or ``1.5s``
-``TLALLOC_POOL_PURGE_``  ``1``: start the background purge thread at     ``0``
-``THREAD``               import (:func:`purge_thread`); ``0``: none
+``TLALLOC_POOL_PURGE_``  unset: the background purge thread starts      unset
+``THREAD``               itself when something is due; ``1``: start it
+                         at import (:func:`purge_thread`); ``0``: none
 =======================  ==============================================  =========
 
 Example:
@@ -311,9 +317,12 @@ def purge_thread(on: bool) -> bool:
     and its segments left with no page in use, the large cache's blocks and
     then their mappings. So a program that frees memory and then only computes
     sees its resident set fall within ``purge_delay_ms`` plus at most a second,
-    with no further call. Off by default: it is one more thread in the process
-    (Python warns at ``os.fork`` in a multi-threaded process). A child of
-    ``fork`` starts without it. Stopping waits for the thread to exit.
+    with no further call. On by default, started by the first allocation
+    above 1 KiB (or refill) after something freed waited for the purge delay;
+    ``fork`` stops it and the next such allocation, in the parent or the
+    child, starts it again. ``False`` stops it and
+    keeps it off (also ``TLALLOC_POOL_PURGE_THREAD=0``); ``True`` starts it
+    now. Stopping waits for the thread to exit.
 
     Example:
         >>> purge_thread(True)
@@ -388,8 +397,8 @@ def _load() -> None:
     s = settings_from_environ()
     _tlalloc._pool_configure(s.cache, s.retain_bytes, s.large_cache_bytes, s.purge_delay_ms)
     raw = env_value(os.environ, ENV_PURGE_THREAD)
-    if raw is not None and env_flag(raw, ENV_PURGE_THREAD):
-        _tlalloc._pool_purge_thread(True)
+    if raw is not None:
+        _tlalloc._pool_purge_thread(env_flag(raw, ENV_PURGE_THREAD))
 
 
 _load()

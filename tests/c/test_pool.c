@@ -79,7 +79,7 @@ static void test_double_free_detected_in_debug(void) {
 
 static void test_size_classes(void) {
     CHECK(tl_pool_class_size(0) == 8);
-    CHECK(tl_pool_class_size(44) == TL_POOL_MAX_SMALL); /* the last class in use */
+    CHECK(tl_pool_class_size(55) == TL_POOL_MAX_SMALL); /* the last class in use */
     CHECK(tl_pool_class_size(TL_POOL_NUM_CLASSES) == 0);
     for (unsigned c = 1; c < TL_POOL_NUM_CLASSES; c++) {
         size_t s = tl_pool_class_size(c), prev = tl_pool_class_size(c - 1);

@@ -11,7 +11,12 @@
  *   retain_bytes, a large cached block and the segments left with no page in
  *   use go back (RSS and mapped bytes fall) while the program only sleeps;
  *   without the thread they stay (the control);
- * - the thread stops when asked, and a child of fork starts without it.
+ * - by default the thread starts itself: an allocation slow path after
+ *   something freed waited for the purge delay starts it, and the memory
+ *   freed after that goes back while the program sleeps;
+ * - the thread stops when asked; fork stops it (the parent counts one thread
+ *   right after fork returns, as CPython's fork warning does) and the next
+ *   allocation while something is due starts it again in parent and child.
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -151,9 +156,48 @@ static void free_then_sleep(unsigned wait_ms, size_t *rss_drop, size_t *map_drop
     *map_drop = map0 - map_low;
 }
 
+/* Threads of this process (/proc/self/status), as CPython counts them at fork. */
+static int threads_now(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    int n = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "Threads: %d", &n) == 1) break;
+    fclose(f);
+    return n;
+}
+
+/* Something due (a cached large block), then an allocation above 1 KiB: the
+ * thread starts itself if it is on. */
+static void make_due_then_allocate(void) {
+    tl_pool_free(tl_pool_malloc(300000));
+    tl_pool_free(tl_pool_malloc(3000));
+}
+
+/* The default: nobody calls tl_pool_purge_thread, the thread starts itself,
+ * and what is freed afterwards goes back while the program sleeps. */
+static void test_purge_thread_starts_itself(void) {
+    if (TL_UNDER_TSAN) return; /* no RSS figures there */
+    make_due_then_allocate();
+    CHECK(tl_pool_purge_thread_running() == 1);
+    size_t rss_drop, map_drop;
+    free_then_sleep(10000, &rss_drop, &map_drop);
+    CHECK(rss_drop >= 72 * MIB);
+    CHECK(map_drop >= 68 * MIB);
+    printf("     started by itself, while asleep: RSS fell %zu KiB, mapped bytes %zu KiB\n",
+           rss_drop >> 10, map_drop >> 10);
+    configure(TL_POOL_DEFAULT_RETAIN, TL_POOL_DEFAULT_PURGE_DELAY_MS);
+    tl_pool_collect(1);
+}
+
 static void test_purge_thread_gives_back_while_idle(void) {
     size_t rss_drop, map_drop;
-    /* Control: no thread, no call: the memory stays for a later call. */
+    /* Control: the thread off, no call: the memory stays for a later call,
+     * and it does not start itself. */
+    CHECK(tl_pool_purge_thread(0) == 0);
+    CHECK(tl_pool_purge_thread_running() == 0);
+    make_due_then_allocate();
     CHECK(tl_pool_purge_thread_running() == 0);
     free_then_sleep(600, &rss_drop, &map_drop);
     CHECK(rss_drop < 8 * MIB && map_drop < 8 * MIB);
@@ -177,30 +221,40 @@ static void test_purge_thread_gives_back_while_idle(void) {
     tl_pool_collect(1);
 }
 
-static void test_fork_child_starts_without_the_thread(void) {
+static void test_fork_stops_the_thread_until_needed(void) {
     CHECK(tl_pool_purge_thread(1) == 0);
+    CHECK(TL_UNDER_TSAN || threads_now() == 2); /* TSan has a thread of its own */
     pid_t pid = fork();
     CHECK(pid >= 0);
     if (pid == 0) {
         int ok = tl_pool_purge_thread_running() == 0;
         if (!TL_UNDER_TSAN) {
+            make_due_then_allocate();
+            ok &= tl_pool_purge_thread_running() == 1; /* started itself */
+            ok &= tl_pool_purge_thread(0) == 0 && tl_pool_purge_thread_running() == 0;
             ok &= tl_pool_purge_thread(1) == 0 && tl_pool_purge_thread_running() == 1;
             tl_pool_free(tl_pool_malloc(100000));
             ok &= tl_pool_purge_thread(0) == 0 && tl_pool_purge_thread_running() == 0;
         }
         _exit(ok ? 0 : 1);
     }
+    /* The parent, right after fork returns: one thread, this one. */
+    CHECK(TL_UNDER_TSAN || threads_now() == 1);
+    CHECK(tl_pool_purge_thread_running() == 0);
     int st = 0;
     waitpid(pid, &st, 0);
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    make_due_then_allocate();
     CHECK(tl_pool_purge_thread_running() == 1);
     CHECK(tl_pool_purge_thread(0) == 0);
+    CHECK(TL_UNDER_TSAN || threads_now() == 1);
 }
 
 int main(void) {
     RUN(test_burst_leaves_at_once); /* first: the bound at its start */
+    RUN(test_purge_thread_starts_itself);
     RUN(test_churn_raises_the_eager_bound);
     RUN(test_purge_thread_gives_back_while_idle);
-    RUN(test_fork_child_starts_without_the_thread);
+    RUN(test_fork_stops_the_thread_until_needed);
     TEST_MAIN_END();
 }

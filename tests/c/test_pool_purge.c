@@ -279,9 +279,11 @@ static void test_large_resident_bound_covers_big_mappings(void) {
     char *b = tl_pool_malloc(20 * MIB); /* too big for the cached block to serve */
     CHECK(b != NULL);
     if (b) memset(b, 2, 20 * MIB);
-    tl_pool_free(c); /* checks the bound: the 20 MiB live are the most now */
+    tl_pool_free(c); /* checks the bound: the 20 MiB live and c are the most now */
     tl_pool_large_cache_info(&li);
-    CHECK(li.resident_bytes <= 2 * MIB);
+    /* The 6 MiB block went; the block just freed (2 MiB and its header page)
+     * may stay, within the recent most. */
+    CHECK(li.resident_bytes <= 2 * MIB + 8192);
     CHECK(li.num_purged >= 1);
     tl_pool_free(b);
     CHECK(tl_pool_configure(NULL) == 0);

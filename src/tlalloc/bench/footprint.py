@@ -30,7 +30,7 @@ Example:
     $ tlalloc bench footprint                  # every workload, 3 rounds
     $ tlalloc bench footprint --rounds 7 --json footprint.json
     $ tlalloc bench footprint --workloads threads,sqlite --quick
-    $ tlalloc bench footprint --purge-thread   # also tlalloc with its purge thread on
+    $ tlalloc bench footprint --purge-thread   # also tlalloc with its purge thread from the start
 """
 
 from __future__ import annotations
@@ -57,7 +57,9 @@ from tlalloc.bench._common import (
 from tlalloc.bench._preload import detect_allocators, gnu_time, installed_preload, parse_preloads, run_once
 
 WORKLOADS = ("git-log", "gcc", "numpy", "sqlite", "threads")
-# --purge-thread: libtlalloc.so again, with its background purge thread on.
+# --purge-thread: libtlalloc.so again, its background purge thread started by
+# the library's constructor (by default the thread starts itself later, at an
+# allocation once something freed waits for the purge delay).
 PURGE_ENV = "TLALLOC_POOL_PURGE_THREAD"
 PURGE_VARIANT = "tlalloc+purge"
 
@@ -251,8 +253,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preload", action="append", default=[], metavar="NAME=PATH",
                         help="another allocator to preload (repeatable)")
     parser.add_argument("--purge-thread", action="store_true",
-                        help="also run libtlalloc.so with its background purge thread "
-                             "(TLALLOC_POOL_PURGE_THREAD=1) as the allocator 'tlalloc+purge'")
+                        help="also run libtlalloc.so with its background purge thread started "
+                             "at once (TLALLOC_POOL_PURGE_THREAD=1; by default it starts itself "
+                             "once something is due) as the allocator 'tlalloc+purge'")
     parser.add_argument("--git-repo", metavar="DIR", default=None,
                         help="repository for git-log (default: the one holding the current directory)")
     parser.add_argument("--idle", type=idle_seconds, default=2.0,
