@@ -163,9 +163,11 @@ typedef struct tl_score_opts {
  * float64 input) dot product of the cosine kernels, the same bits, rounded
  * once to float32. l2, float32 working precision: |q|^2 + |c|^2 - 2 q.c in
  * float64 from the float32 dot and squared norms of the cosine kernels,
- * clamped at 0, rounded once to float32; its absolute error is about
- * d * 2^-24 * (|q|^2 + |c|^2) at worst (cancellation: small distances between
- * long vectors lose relative precision); float64 working precision: the sum of
+ * clamped at 0, rounded once to float32; its absolute error is within
+ * (d + 2) * 2^-23 * (|q|^2 + |c|^2) (each float32 sum errs by at most d * 2^-24
+ * of its magnitude; cancellation: small distances between long vectors lose
+ * relative precision); dot likewise within d * 2^-24 * |q| |c| plus the final
+ * rounding; float64 working precision: the sum of
  * (q_j - c_j)^2 directly (the expansion with cand_norms or normalized).
  * Unlike cosine, dot and l2 take no range-edge slow path: sums that under- or
  * overflow the working precision give what it gives (0, inf).
