@@ -184,6 +184,10 @@ int tl_score_topk_batch(tl_scratch *s, const tl_mat *queries, const tl_mat *cand
                         const tl_score_opts *opts, size_t k, int64_t *idx, float *scores, size_t ld,
                         size_t *count);
 
+/* The rows a mask keeps: bytes at mask + i * stride for i < n that are not 0.
+ * A contiguous mask is counted eight bytes per step. */
+size_t tl_allow_mask_count(const uint8_t *mask, ptrdiff_t stride, size_t n);
+
 /* Check n row ids for tl_score_opts.allow_ids against `rows`: TL_K_OK, or
  * TL_K_EINVAL with *bad_pos the first id out of [0, rows) (*dup 0) or the
  * first repeat of an earlier id (*dup 1). Cost: O(n) when the ids ascend,

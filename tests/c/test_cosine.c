@@ -490,6 +490,17 @@ static void test_topk_metrics_and_filters(void) {
             CHECK(tl_score_topk_batch(&s, &qm, &cm, NULL, &o, K, idx, sc, 10, &cnt) == TL_K_OK && cnt == K);
             for (size_t t = 0; t < K; t++) CHECK(mask[idx[t]]);
         }
+        /* mask counts: bytes of any nonzero value, every length around a word */
+        for (size_t len = 0; len < 40; len++) {
+            uint8_t mb[40];
+            size_t want = 0;
+            for (size_t i = 0; i < len; i++) {
+                mb[i] = (uint8_t)(rnd() % 3 == 0 ? 0 : (rnd() % 255) + 1);
+                want += mb[i] != 0;
+            }
+            CHECK(tl_allow_mask_count(mb, 1, len) == want);
+            CHECK(tl_allow_mask_count(mb, 0, len) == (len && mb[0] ? len : 0));
+        }
         int64_t bad[4] = {3, 9, 300, 1}, dupe[4] = {8, 2, 5, 2}, neg[2] = {0, -1};
         size_t pos = 99;
         int dup = -1;

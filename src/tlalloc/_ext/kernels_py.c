@@ -411,12 +411,9 @@ static int tl_py_allow(PyObject *obj, npy_intp n, tl_score_opts *o, PyArrayObjec
                          (Py_ssize_t)n, (Py_ssize_t)len);
             return -1;
         }
-        const char *p = PyArray_DATA(a);
-        npy_intp st = PyArray_STRIDE(a, 0), c = 0;
-        for (npy_intp i = 0; i < n; i++) c += p[i * st] != 0;
-        o->allow_mask = (const uint8_t *)p;
-        o->mask_stride = st;
-        *kept = c;
+        o->allow_mask = PyArray_DATA(a);
+        o->mask_stride = PyArray_STRIDE(a, 0);
+        *kept = (npy_intp)tl_allow_mask_count(o->allow_mask, o->mask_stride, (size_t)n);
         return 0;
     }
     if (!PyArray_ISINTEGER(a) && len != 0) {
