@@ -709,3 +709,37 @@ def test_metrics_and_filters_release_the_gil(metric: str) -> None:
     finally:
         sys.setswitchinterval(old)
     assert seen and seen[-1] > 0
+
+
+def test_threads_scoring_one_corpus_get_single_thread_bits() -> None:
+    # Eight threads share one corpus, one mask and one id array (without the GIL
+    # on a free-threaded build): every call gives the bits of a lone call.
+    import threading
+
+    q, c = data(6, 3000, 96, seed=11)
+    mask = np.arange(3000) % 5 == 1
+    ids = np.flatnonzero(mask)[::-1].copy()
+    calls = [
+        {"metric": "l2", "allow": mask, "top_k": 7},
+        {"metric": "dot", "allow": ids},
+        {"metric": "cosine", "normalized": True, "top_k": 4},
+        {"metric": "l2"},
+    ]
+    want = [kernels.cosine_similarity(q, c, **kw) for kw in calls]
+    errors: list[str] = []
+
+    def work(t: int) -> None:
+        for r in range(20):
+            j = (t + r) % len(calls)
+            got = kernels.cosine_similarity(q, c, **calls[j])
+            pairs = zip(got, want[j], strict=True) if isinstance(got, tuple) else [(got, want[j])]
+            for a, b in pairs:
+                if a.shape != b.shape or a.tobytes() != b.tobytes():
+                    errors.append(f"thread {t} call {j}")
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
