@@ -252,15 +252,19 @@ static const int64_t *tl_rowsel_block(tl_rowsel *sel, size_t pos, size_t B, int6
     if (sel->ids) return sel->ids + pos;
     if (!sel->mask) return NULL;
     size_t got = 0, i = sel->next;
-    while (got < want) { /* a kept row lies ahead (the count says so): i stays below rows */
+    while (got < want && i < sel->rows) { /* the count says a kept row lies ahead */
         if (sel->mask_stride == 1)
             for (uint64_t w; i + 8 <= sel->rows; i += 8) {
                 memcpy(&w, sel->mask + i, 8);
                 if (w) break;
             }
-        if (sel->mask[(ptrdiff_t)i * sel->mask_stride]) buf[got++] = (int64_t)i;
+        if (i < sel->rows && sel->mask[(ptrdiff_t)i * sel->mask_stride]) buf[got++] = (int64_t)i;
         i++;
     }
+    /* Only a mask changed during the call (by another thread) runs out early:
+     * its block is padded with row 0, so that every read and write stays
+     * within the rows and the result counted at the start. */
+    for (; got < want; got++) buf[got] = 0;
     sel->next = i;
     return buf;
 }

@@ -390,9 +390,9 @@ fail:
 }
 
 /* allow=: None, a boolean mask of n, or row ids (any integer dtype; empty:
- * any dtype). Fills o's filter (ids as int64, contiguous: *ids_arr keeps them
- * alive; the mask is read in place) and *kept, the rows chosen. 0, or -1 with
- * an exception set. Range and repeats of ids are checked by the kernel. */
+ * any dtype). Fills o's filter from a private copy (*arr keeps it alive) and
+ * *kept, the rows chosen. 0, or -1 with an exception set. Range and repeats of
+ * ids are checked by the kernel. */
 static int tl_py_allow(PyObject *obj, npy_intp n, tl_score_opts *o, PyArrayObject **arr, npy_intp *kept) {
     *kept = n;
     if (obj == Py_None) return 0;
@@ -411,8 +411,14 @@ static int tl_py_allow(PyObject *obj, npy_intp n, tl_score_opts *o, PyArrayObjec
                          (Py_ssize_t)n, (Py_ssize_t)len);
             return -1;
         }
-        o->allow_mask = PyArray_DATA(a);
-        o->mask_stride = PyArray_STRIDE(a, 0);
+        /* a private copy (n bytes): the count that sizes the result and the
+         * rows the kernel scores then come from the same bytes, whatever other
+         * threads write to the caller's mask meanwhile */
+        PyArrayObject *c = (PyArrayObject *)PyArray_NewCopy(a, NPY_CORDER);
+        if (!c) return -1;
+        Py_SETREF(*arr, c);
+        o->allow_mask = PyArray_DATA(c);
+        o->mask_stride = 1;
         *kept = (npy_intp)tl_allow_mask_count(o->allow_mask, o->mask_stride, (size_t)n);
         return 0;
     }
@@ -433,12 +439,12 @@ static int tl_py_allow(PyObject *obj, npy_intp n, tl_score_opts *o, PyArrayObjec
             }
         }
     }
-    if (PyArray_TYPE(a) != NPY_INT64 || !PyArray_IS_C_CONTIGUOUS(a) || !PyArray_ISALIGNED(a) ||
-        !PyArray_ISNOTSWAPPED(a)) {
+    {   /* a private int64 copy (8 bytes an id): the kernel checks the ids it then uses */
         PyArray_Descr *dt = PyArray_DescrFromType(NPY_INT64); /* stolen below */
-        PyArrayObject *c = dt ? (PyArrayObject *)PyArray_FromAny((PyObject *)a, dt, 1, 1,
-                                                                 NPY_ARRAY_FORCECAST | NPY_ARRAY_CARRAY, NULL)
-                              : NULL;
+        PyArrayObject *c =
+            dt ? (PyArrayObject *)PyArray_FromAny((PyObject *)a, dt, 1, 1,
+                                                  NPY_ARRAY_FORCECAST | NPY_ARRAY_CARRAY | NPY_ARRAY_ENSURECOPY, NULL)
+               : NULL;
         if (!c) return -1;
         Py_SETREF(*arr, c);
     }
