@@ -749,3 +749,28 @@ def test_threads_scoring_one_corpus_get_single_thread_bits() -> None:
     for th in threads:
         th.join()
     assert errors == []
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_allow_with_candidate_norms(isa: str, metric: str) -> None:
+    q, c = data(3, 120, 20, seed=5)
+    norms = np.linalg.norm(c.astype(np.float64), axis=1) * 1.5
+    full = kernels.cosine_similarity(q, c, metric=metric, candidate_norms=norms)
+    ids = np.array([100, 3, 4, 5, 77])
+    exact(kernels.cosine_similarity(q, c, metric=metric, candidate_norms=norms, allow=ids), full[:, ids])
+    exact(kernels.cosine_similarity(q[0], c, metric=metric, candidate_norms=norms, allow=ids), full[0, ids])
+    if metric == "l2":  # |c|^2 taken as norms^2
+        q64, c64 = q.astype(np.float64), c.astype(np.float64)
+        want = (q64**2).sum(1)[:, None] + norms[None, :] ** 2 - 2 * q64 @ c64.T
+        assert np.all(np.abs(full - want) <= metric_tolerance(q, c * 1.5))
+
+
+def test_allow_leaves_the_callers_arrays_unchanged() -> None:
+    q, c = data(1, 30, 8)
+    mask = np.arange(30) % 4 == 0
+    ids = np.array([9, 2, 20])
+    before_m, before_i = mask.copy(), ids.copy()
+    kernels.cosine_similarity(q[0], c, allow=mask, top_k=3)
+    kernels.cosine_similarity(q[0], c, allow=ids, top_k=3)
+    np.testing.assert_array_equal(mask, before_m)
+    np.testing.assert_array_equal(ids, before_i)
