@@ -383,10 +383,10 @@ static int tl_cosine_run32(tl_scratch *s, const tl_mat *Q, const tl_mat *C, cons
     /* Queries as float32, query i at qbuf + i * qs floats; their norms. */
     const size_t qs = ((d * sizeof(float) + 127) & ~(size_t)63) / sizeof(float);
     char *qraw = tl_scratch_alloc(s, m * qs * sizeof(float) + 64, TL_DEFAULT_ALIGN);
-    double *qn = tl_scratch_alloc(s, 2 * m * sizeof(double) + 1, TL_DEFAULT_ALIGN);
+    double *qn = tl_scratch_alloc(s, m * sizeof(double) + 1, TL_DEFAULT_ALIGN);
     unsigned char *q_ok = tl_scratch_alloc(s, m + 1, 1);
-    if (!qraw || !qn || !q_ok) return TL_K_ENOMEM;
-    double *qsq = qn + m; /* squared norms (l2) */
+    double *qsq = metric == TL_METRIC_L2 ? tl_scratch_alloc(s, m * sizeof(double) + 1, TL_DEFAULT_ALIGN) : NULL;
+    if (!qraw || !qn || !q_ok || (metric == TL_METRIC_L2 && !qsq)) return TL_K_ENOMEM;
     float *qbuf = (float *)(qraw + mis);
     const float lo = (float)d * 0x1p-100f; /* see tl_nrm32_ok */
     int any_q_edge = 0;
@@ -395,7 +395,7 @@ static int tl_cosine_run32(tl_scratch *s, const tl_mat *Q, const tl_mat *C, cons
         tl_convert_f32((const char *)Q->data + (ptrdiff_t)i * Q->row_stride, Q->dtype, Q->col_stride, d, qi);
         qops.dotnorm(qi, (const char *)qi, 0, 1, &plan0, &qdot, &qq, 1);
         qn[i] = sqrt((double)qq);
-        qsq[i] = (double)qq;
+        if (qsq) qsq[i] = (double)qq; /* l2 */
         q_ok[i] = (unsigned char)tl_nrm32_ok(qq, lo);
         any_q_edge |= !q_ok[i];
     }
@@ -414,10 +414,11 @@ static int tl_cosine_run32(tl_scratch *s, const tl_mat *Q, const tl_mat *C, cons
     float *dot = tl_scratch_alloc(s, (m + 2) * B * sizeof(float), TL_DEFAULT_ALIGN);
     /* cnd: the given norms, 1 (unit), or (m > 1) sqrt of the computed ones,
      * taken once per row rather than once per (query, row): the same bits. */
-    double *cnd = tl_scratch_alloc(s, B * sizeof(double), TL_DEFAULT_ALIGN);
+    const int want_cnd = cn_in || unit || m > 1;
+    double *cnd = want_cnd ? tl_scratch_alloc(s, B * sizeof(double), TL_DEFAULT_ALIGN) : NULL;
     float *blk = direct ? NULL : tl_scratch_alloc(s, B * d * sizeof(float) + 1, TL_DEFAULT_ALIGN);
     int64_t *idbuf = sel->mask ? tl_scratch_alloc(s, B * sizeof(int64_t), TL_DEFAULT_ALIGN) : NULL;
-    if (!dot || !cnd || (!direct && !blk) || (sel->mask && !idbuf)) return TL_K_ENOMEM;
+    if (!dot || (want_cnd && !cnd) || (!direct && !blk) || (sel->mask && !idbuf)) return TL_K_ENOMEM;
     float *nrm = dot + m * B, *score = nrm + B;
     const tl_scores32_fn scores = tl_scores32_pick();
     const int stream = m == 1 && n * d * es > tl_cosine_set_stream_bytes((size_t)-1);
@@ -534,17 +535,17 @@ static int tl_cosine_run64(tl_scratch *s, const tl_mat *Q, const tl_mat *C, cons
     const int unit = o->normalized && metric != TL_METRIC_DOT;
     const int given = cn_in || unit; /* norms from outside: cnd */
     double *q = tl_scratch_alloc(s, m * d * sizeof(double) + 1, TL_DEFAULT_ALIGN);
-    double *qn = tl_scratch_alloc(s, 2 * m * sizeof(double) + 1, TL_DEFAULT_ALIGN);
+    double *qn = tl_scratch_alloc(s, m * sizeof(double) + 1, TL_DEFAULT_ALIGN);
     unsigned char *q_ok = tl_scratch_alloc(s, m + 1, 1);
-    if (!q || !qn || !q_ok) return TL_K_ENOMEM;
-    double *qsq = qn + m;
+    double *qsq = metric == TL_METRIC_L2 ? tl_scratch_alloc(s, m * sizeof(double) + 1, TL_DEFAULT_ALIGN) : NULL;
+    if (!q || !qn || !q_ok || (metric == TL_METRIC_L2 && !qsq)) return TL_K_ENOMEM;
     const double lo = (double)d * 0x1p-960; /* as tl_nrm32_ok, for doubles */
     for (size_t i = 0; i < m; i++) {
         double *qi = q + i * d, qdot, qq;
         tl_convert_f64((const char *)Q->data + (ptrdiff_t)i * Q->row_stride, Q->dtype, Q->col_stride, d, qi);
         tl_dotnorm64(qi, qi, 0, 1, d, &qdot, &qq);
         qn[i] = sqrt(qq);
-        qsq[i] = qq;
+        if (qsq) qsq[i] = qq; /* l2 */
         q_ok[i] = (unsigned char)tl_nrm64_ok(qq, lo);
     }
     const size_t B = tl_rows_per_block(d, sizeof(double), n);
