@@ -526,13 +526,12 @@ typedef struct tl_py_cos_call {
 static int tl_py_cos_work(void *ctx, tl_scratch *s, tl_py_nogil *g) {
     tl_py_cos_call *c = ctx;
     (void)g;
-    if (c->o->allow_ids) {
-        int rc = tl_allow_check(s, c->o->allow_ids, c->o->n_allow, c->c->rows, &c->bad_pos, &c->dup);
-        if (rc != TL_K_OK) return rc;
-    }
-    if (c->k >= 0)
-        return tl_score_topk_batch(s, c->q, c->c, c->cn, c->o, (size_t)c->k, c->ri, c->rs, c->ld, c->count);
-    return tl_score_batch(s, c->q, c->c, c->cn, c->o, c->out, c->ors, c->ocs);
+    int rc = c->k >= 0 ? tl_score_topk_batch(s, c->q, c->c, c->cn, c->o, (size_t)c->k, c->ri, c->rs, c->ld, c->count)
+                       : tl_score_batch(s, c->q, c->c, c->cn, c->o, c->out, c->ors, c->ocs);
+    /* the binding checked everything else: the ids are at fault; find which */
+    if (rc == TL_K_EINVAL && c->o->allow_ids)
+        rc = tl_allow_check(s, c->o->allow_ids, c->o->n_allow, c->c->rows, &c->bad_pos, &c->dup);
+    return rc;
 }
 
 static const char *const tl_metric_names[3] = {"cosine", "dot", "l2"};
