@@ -151,7 +151,7 @@ def test_cosine_longdouble_and_byteswapped() -> None:
         ({"out": np.zeros(2, np.float64)}, TypeError, "out must have dtype float32"),
         ({"out": np.zeros(3, np.float32)}, ValueError, r"out must have shape \(2,\)"),
         ({"out": [0.0, 0.0]}, TypeError, "out must be a numpy.ndarray"),
-        ({"out": np.zeros(2, np.float32), "top_k": 1}, TypeError, "out cannot be combined"),
+        ({"out": np.zeros(2, np.float32), "top_k": 1}, TypeError, "out with top_k must be a pair"),
         ({"_scratch": "mmap"}, ValueError, "_scratch must be one of"),
     ],
 )

@@ -205,19 +205,68 @@ typedef struct tl_cos_sink {
     tl_topk_item *heaps; /* query i's heap at heaps + i * k */
     size_t *sizes;
     size_t k;
+    int lower_better; /* l2: the heaps keep -score, so the nearest rank first */
 } tl_cos_sink;
 
-/* Scores of query qi for rows i0 .. i0 + nb - 1. */
-static void tl_cos_emit(const tl_cos_sink *sk, size_t qi, size_t i0, const float *score, size_t nb) {
+/* Scores of query qi for the chosen rows at positions pos0 .. pos0 + nb - 1,
+ * whose row ids are ids[r] (ids NULL: pos0 + r, no filter). */
+static void tl_cos_emit(const tl_cos_sink *sk, size_t qi, size_t pos0, const int64_t *ids, const float *score,
+                        size_t nb) {
     if (sk->heaps) {
         tl_topk_item *h = sk->heaps + qi * sk->k;
         size_t *size = sk->sizes + qi;
-        for (size_t r = 0; r < nb; r++)
-            if (tl_topk_may_enter(h, *size, sk->k, score[r])) tl_topk_push(h, size, sk->k, score[r], (int64_t)(i0 + r));
+        if (!ids && !sk->lower_better) { /* the common case: one compare per row */
+            for (size_t r = 0; r < nb; r++)
+                if (tl_topk_may_enter(h, *size, sk->k, score[r]))
+                    tl_topk_push(h, size, sk->k, score[r], (int64_t)(pos0 + r));
+            return;
+        }
+        for (size_t r = 0; r < nb; r++) {
+            float v = sk->lower_better ? -score[r] : score[r];
+            if (tl_topk_may_enter(h, *size, sk->k, v))
+                tl_topk_push(h, size, sk->k, v, ids ? ids[r] : (int64_t)(pos0 + r));
+        }
         return;
     }
-    char *o = (char *)sk->out + (ptrdiff_t)qi * sk->out_rs + (ptrdiff_t)i0 * sk->out_cs;
+    char *o = (char *)sk->out + (ptrdiff_t)qi * sk->out_rs + (ptrdiff_t)pos0 * sk->out_cs;
     for (size_t r = 0; r < nb; r++) *(float *)(o + (ptrdiff_t)r * sk->out_cs) = score[r];
+}
+
+/* The chosen rows of a call: all rows, a list of ids, or a mask. */
+typedef struct tl_rowsel {
+    size_t n;           /* chosen rows */
+    const int64_t *ids; /* allow_ids, or NULL */
+    const uint8_t *mask;
+    ptrdiff_t mask_stride;
+    size_t rows; /* of the corpus */
+    size_t next; /* mask: the next row to look at */
+} tl_rowsel;
+
+/* The next block of nb = min(B, n - pos) chosen rows, from position pos on
+ * (blocks are taken in order): their row ids, or NULL for rows pos .. pos +
+ * nb - 1 (no filter). A mask is scanned from where the last block stopped,
+ * eight bytes at a time across zeros when it is contiguous. */
+static const int64_t *tl_rowsel_block(tl_rowsel *sel, size_t pos, size_t B, int64_t *buf, size_t *nb) {
+    const size_t want = sel->n - pos < B ? sel->n - pos : B;
+    *nb = want;
+    if (sel->ids) return sel->ids + pos;
+    if (!sel->mask) return NULL;
+    size_t got = 0, i = sel->next;
+    while (got < want && i < sel->rows) { /* the count says a kept row lies ahead */
+        if (sel->mask_stride == 1)
+            for (uint64_t w; i + 8 <= sel->rows; i += 8) {
+                memcpy(&w, sel->mask + i, 8);
+                if (w) break;
+            }
+        if (i < sel->rows && sel->mask[(ptrdiff_t)i * sel->mask_stride]) buf[got++] = (int64_t)i;
+        i++;
+    }
+    /* Only a mask changed during the call (by another thread) runs out early:
+     * its block is padded with row 0, so that every read and write stays
+     * within the rows and the result counted at the start. */
+    for (; got < want; got++) buf[got] = 0;
+    sel->next = i;
+    return buf;
 }
 
 /* ---- range edges (slow path) ------------------------------------------------------
@@ -276,17 +325,47 @@ static void tl_cos_load_norms(const tl_vec *cn, size_t i0, size_t nb, double *ds
     tl_convert_f64((const char *)cn->data + (ptrdiff_t)i0 * cn->stride, cn->dtype, cn->stride, nb, dst);
 }
 
+/* l2 from a dot product and squared norms (float32 sums, float64 arithmetic):
+ * |q|^2 + |c|^2 - 2 q.c, clamped at 0 (rounding can take a tiny distance
+ * below), rounded once. |c|^2 is nrm[r], or cnd[r]^2 (given norms), or 1
+ * (unit). NaN stays NaN. */
+static void tl_l2_scores32(const float *dot, const float *nrm, const double *cnd, int unit, size_t nb, double qq,
+                           float *score) {
+    for (size_t r = 0; r < nb; r++) {
+        double cc = unit ? 1.0 : nrm ? (double)nrm[r] : cnd[r] * cnd[r];
+        double v = qq + cc - 2.0 * (double)dot[r];
+        score[r] = v < 0.0 ? 0.0f : (float)v;
+    }
+}
+
+/* Given norms of the chosen rows ids[r] (NULL: pos0 + r) as doubles. */
+static void tl_cos_load_norms_at(const tl_vec *cn, size_t pos0, const int64_t *ids, size_t nb, double *dst) {
+    if (!ids) {
+        tl_cos_load_norms(cn, pos0, nb, dst);
+        return;
+    }
+    for (size_t r = 0; r < nb; r++)
+        tl_convert_f64((const char *)cn->data + (ptrdiff_t)ids[r] * cn->stride, cn->dtype, cn->stride, 1, dst + r);
+}
+
 /* ---- float32 working precision ---------------------------------------------------- */
 
 static int tl_cosine_run32(tl_scratch *s, const tl_mat *Q, const tl_mat *C, const tl_vec *cn_in,
-                           const tl_cos_sink *sk) {
-    const size_t n = C->rows, d = C->cols, m = Q->rows;
+                           const tl_score_opts *o, tl_rowsel *sel, const tl_cos_sink *sk) {
+    const size_t n = sel->n, d = C->cols, m = Q->rows;
+    const tl_metric metric = o->metric;
+    const int unit = o->normalized && metric != TL_METRIC_DOT;
+    /* The row kernels compute squared norms only where a score needs them;
+     * else they run dots only (one FMA per element, not two). */
+    const int need_nrm = !cn_in && !unit && metric != TL_METRIC_DOT;
+    /* cosine with norms from outside (given, or 1): cnd holds them */
+    const int given = metric == TL_METRIC_COSINE && !need_nrm;
     /* Rows are read in place when they are contiguous and aligned, in a kind
      * the ISA reads in registers; else converted into scratch as float32. */
     const size_t es = tl_dtype_size(C->dtype);
     const tl_cos_kind kind = C->dtype == TL_F16 ? TL_CK_F16 : C->dtype == TL_BF16 ? TL_CK_BF16 : TL_CK_F32;
     tl_cos_ops ops, qops;
-    int direct = tl_is_contig(C->data, C->col_stride, es) && (C->row_stride % (ptrdiff_t)es == 0 || n <= 1);
+    int direct = tl_is_contig(C->data, C->col_stride, es) && (C->row_stride % (ptrdiff_t)es == 0 || C->rows <= 1);
     if (!direct || !tl_cos_ops_pick(kind, &ops)) {
         direct = 0;
         tl_cos_ops_pick(TL_CK_F32, &ops);
@@ -298,7 +377,7 @@ static int tl_cosine_run32(tl_scratch *s, const tl_mat *Q, const tl_mat *C, cons
      * lines (a split load costs twice); the query copies are placed with the
      * same misalignment so that their loads line up with the rows'. */
     size_t mis = 0;
-    if (direct && kind == TL_CK_F32 && (n <= 1 || C->row_stride % 64 == 0)) mis = (uintptr_t)C->data & 63;
+    if (direct && kind == TL_CK_F32 && (C->rows <= 1 || C->row_stride % 64 == 0)) mis = (uintptr_t)C->data & 63;
     const tl_cos_plan plan = tl_cos_plan_make(d, mis, ops.lanes), plan0 = tl_cos_plan_make(d, 0, qops.lanes);
 
     /* Queries as float32, query i at qbuf + i * qs floats; their norms. */
@@ -306,7 +385,8 @@ static int tl_cosine_run32(tl_scratch *s, const tl_mat *Q, const tl_mat *C, cons
     char *qraw = tl_scratch_alloc(s, m * qs * sizeof(float) + 64, TL_DEFAULT_ALIGN);
     double *qn = tl_scratch_alloc(s, m * sizeof(double) + 1, TL_DEFAULT_ALIGN);
     unsigned char *q_ok = tl_scratch_alloc(s, m + 1, 1);
-    if (!qraw || !qn || !q_ok) return TL_K_ENOMEM;
+    double *qsq = metric == TL_METRIC_L2 ? tl_scratch_alloc(s, m * sizeof(double) + 1, TL_DEFAULT_ALIGN) : NULL;
+    if (!qraw || !qn || !q_ok || (metric == TL_METRIC_L2 && !qsq)) return TL_K_ENOMEM;
     float *qbuf = (float *)(qraw + mis);
     const float lo = (float)d * 0x1p-100f; /* see tl_nrm32_ok */
     int any_q_edge = 0;
@@ -315,6 +395,7 @@ static int tl_cosine_run32(tl_scratch *s, const tl_mat *Q, const tl_mat *C, cons
         tl_convert_f32((const char *)Q->data + (ptrdiff_t)i * Q->row_stride, Q->dtype, Q->col_stride, d, qi);
         qops.dotnorm(qi, (const char *)qi, 0, 1, &plan0, &qdot, &qq, 1);
         qn[i] = sqrt((double)qq);
+        if (qsq) qsq[i] = (double)qq; /* l2 */
         q_ok[i] = (unsigned char)tl_nrm32_ok(qq, lo);
         any_q_edge |= !q_ok[i];
     }
@@ -331,38 +412,63 @@ static int tl_cosine_run32(tl_scratch *s, const tl_mat *Q, const tl_mat *C, cons
         if (B > 256) B = 256;
     }
     float *dot = tl_scratch_alloc(s, (m + 2) * B * sizeof(float), TL_DEFAULT_ALIGN);
-    /* cnd: the given norms, or (m > 1) sqrt of the computed ones, taken once
-     * per row rather than once per (query, row): the same bits either way. */
-    double *cnd = cn_in || m > 1 ? tl_scratch_alloc(s, B * sizeof(double), TL_DEFAULT_ALIGN) : NULL;
+    /* cnd: the given norms, 1 (unit), or (m > 1) sqrt of the computed ones,
+     * taken once per row rather than once per (query, row): the same bits. */
+    const int want_cnd = cn_in || unit || m > 1;
+    double *cnd = want_cnd ? tl_scratch_alloc(s, B * sizeof(double), TL_DEFAULT_ALIGN) : NULL;
     float *blk = direct ? NULL : tl_scratch_alloc(s, B * d * sizeof(float) + 1, TL_DEFAULT_ALIGN);
-    if (!dot || ((cn_in || m > 1) && !cnd) || (!direct && !blk)) return TL_K_ENOMEM;
+    int64_t *idbuf = sel->mask ? tl_scratch_alloc(s, B * sizeof(int64_t), TL_DEFAULT_ALIGN) : NULL;
+    if (!dot || (want_cnd && !cnd) || (!direct && !blk) || (sel->mask && !idbuf)) return TL_K_ENOMEM;
     float *nrm = dot + m * B, *score = nrm + B;
     const tl_scores32_fn scores = tl_scores32_pick();
     const int stream = m == 1 && n * d * es > tl_cosine_set_stream_bytes((size_t)-1);
-    for (size_t i0 = 0; i0 < n; i0 += B) {
-        if (i0 != 0 && tl_k_interrupted()) return TL_K_EINTR; /* a block: <= 256 rows */
-        size_t nb = n - i0 < B ? n - i0 : B;
-        const char *rows;
-        ptrdiff_t rs;
-        if (direct) {
-            rows = (const char *)C->data + (ptrdiff_t)i0 * C->row_stride;
-            rs = C->row_stride;
-        } else {
+    if (unit)
+        for (size_t r = 0; r < B; r++) cnd[r] = 1.0;
+    for (size_t pos = 0; pos < n; pos += B) {
+        if (pos != 0 && tl_k_interrupted()) return TL_K_EINTR; /* a block: <= 256 rows */
+        size_t nb;
+        const int64_t *bid = tl_rowsel_block(sel, pos, B, idbuf, &nb);
+        if (!direct)
             for (size_t r = 0; r < nb; r++)
-                tl_convert_f32((const char *)C->data + (ptrdiff_t)(i0 + r) * C->row_stride, C->dtype,
-                               C->col_stride, d, blk + r * d);
-            rows = (const char *)blk;
-            rs = (ptrdiff_t)(d * sizeof(float));
+                tl_convert_f32((const char *)C->data + (ptrdiff_t)(bid ? (size_t)bid[r] : pos + r) * C->row_stride,
+                               C->dtype, C->col_stride, d, blk + r * d);
+        /* The block's dots (and norms): one kernel call per run of adjacent
+         * chosen rows (the whole block without a filter). */
+        for (size_t r0 = 0, r1; r0 < nb; r0 = r1) {
+            const char *rows;
+            ptrdiff_t rs = C->row_stride;
+            r1 = nb;
+            if (!direct) {
+                rows = (const char *)blk + (ptrdiff_t)(r0 * d * sizeof(float));
+                rs = (ptrdiff_t)(d * sizeof(float));
+            } else if (!bid) {
+                rows = (const char *)C->data + (ptrdiff_t)pos * C->row_stride;
+            } else {
+                for (r1 = r0 + 1; r1 < nb && bid[r1] == bid[r1 - 1] + 1; r1++) {
+                }
+                rows = (const char *)C->data + (ptrdiff_t)bid[r0] * C->row_stride;
+            }
+            if (m == 1) {
+                ops.dotnorm(qbuf, rows, rs, r1 - r0, &plan, dot + r0, need_nrm ? nrm + r0 : NULL, stream);
+            } else {
+                if (need_nrm) ops.norms(rows, rs, r1 - r0, &plan, nrm + r0);
+                ops.dots(qbuf, (ptrdiff_t)qs, m, rows, rs, r1 - r0, &plan, dot + r0, B);
+            }
         }
-        if (m == 1) { /* given norms: dots only (one FMA per 8 elements, not two) */
-            ops.dotnorm(qbuf, rows, rs, nb, &plan, dot, cn_in ? NULL : nrm, stream);
-        } else {
-            if (!cn_in) ops.norms(rows, rs, nb, &plan, nrm);
-            ops.dots(qbuf, (ptrdiff_t)qs, m, rows, rs, nb, &plan, dot, B);
+        if (metric == TL_METRIC_DOT) { /* the dot products are the scores */
+            for (size_t i = 0; i < m; i++) tl_cos_emit(sk, i, pos, bid, dot + i * B, nb);
+            continue;
+        }
+        if (cn_in) tl_cos_load_norms_at(cn_in, pos, bid, nb, cnd);
+        if (metric == TL_METRIC_L2) {
+            for (size_t i = 0; i < m; i++) {
+                tl_l2_scores32(dot + i * B, need_nrm ? nrm : NULL, cnd, unit, nb, qsq[i], score);
+                tl_cos_emit(sk, i, pos, bid, score, nb);
+            }
+            continue;
         }
         int row_edge = 0; /* one branch per block: the scans below vectorise */
-        if (cn_in) {
-            tl_cos_load_norms(cn_in, i0, nb, cnd);
+        if (given) {
             for (size_t r = 0; r < nb; r++) row_edge |= !tl_cn32_ok(cnd[r], lo);
         } else {
             for (size_t r = 0; r < nb; r++) row_edge |= !tl_nrm32_ok(nrm[r], lo);
@@ -370,9 +476,9 @@ static int tl_cosine_run32(tl_scratch *s, const tl_mat *Q, const tl_mat *C, cons
                 for (size_t r = 0; r < nb; r++) cnd[r] = sqrt((double)nrm[r]);
         }
         for (size_t i = 0; i < m; i++) {
-            scores(dot + i * B, cn_in || m > 1 ? NULL : nrm, cnd, nb, qn[i], score);
+            scores(dot + i * B, given || m > 1 ? NULL : nrm, cnd, nb, qn[i], score);
             for (size_t r = 0; TL_UNLIKELY(row_edge || any_q_edge) && r < nb; r++) {
-                int ok = q_ok[i] && (cn_in ? tl_cn32_ok(cnd[r], lo) : tl_nrm32_ok(nrm[r], lo));
+                int ok = q_ok[i] && (given ? tl_cn32_ok(cnd[r], lo) : tl_nrm32_ok(nrm[r], lo));
                 if (ok) continue;
                 if (!wide) { /* range edge: slow path */
                     wide = tl_scratch_alloc(s, 2 * d * sizeof(double) + 1, TL_DEFAULT_ALIGN);
@@ -380,11 +486,13 @@ static int tl_cosine_run32(tl_scratch *s, const tl_mat *Q, const tl_mat *C, cons
                 }
                 const float *qi = qbuf + i * qs;
                 for (size_t j = 0; j < d; j++) wide[j] = (double)qi[j];
-                tl_convert_f64(rows + (ptrdiff_t)r * rs, rows_dtype, (ptrdiff_t)tl_dtype_size(rows_dtype), d,
-                               wide + d);
-                score[r] = tl_cos_score_scaled(wide, wide + d, d, cn_in ? cnd[r] : -1.0);
+                const char *row = !direct ? (const char *)(blk + r * d)
+                                          : (const char *)C->data +
+                                                (ptrdiff_t)(bid ? (size_t)bid[r] : pos + r) * C->row_stride;
+                tl_convert_f64(row, rows_dtype, (ptrdiff_t)tl_dtype_size(rows_dtype), d, wide + d);
+                score[r] = tl_cos_score_scaled(wide, wide + d, d, given ? cnd[r] : -1.0);
             }
-            tl_cos_emit(sk, i, i0, score, nb);
+            tl_cos_emit(sk, i, pos, bid, score, nb);
         }
     }
     return TL_K_OK;
@@ -414,56 +522,123 @@ static double tl_dot64(const double *x, const double *y, size_t d) {
     return a;
 }
 
+static double tl_l2_64(const double *x, const double *y, size_t d) {
+    double a = 0.0;
+    for (size_t j = 0; j < d; j++) a += (x[j] - y[j]) * (x[j] - y[j]);
+    return a;
+}
+
 static int tl_cosine_run64(tl_scratch *s, const tl_mat *Q, const tl_mat *C, const tl_vec *cn_in,
-                           const tl_cos_sink *sk) {
-    const size_t n = C->rows, d = C->cols, m = Q->rows;
+                           const tl_score_opts *o, tl_rowsel *sel, const tl_cos_sink *sk) {
+    const size_t n = sel->n, d = C->cols, m = Q->rows;
+    const tl_metric metric = o->metric;
+    const int unit = o->normalized && metric != TL_METRIC_DOT;
+    const int given = cn_in || unit; /* norms from outside: cnd */
     double *q = tl_scratch_alloc(s, m * d * sizeof(double) + 1, TL_DEFAULT_ALIGN);
     double *qn = tl_scratch_alloc(s, m * sizeof(double) + 1, TL_DEFAULT_ALIGN);
     unsigned char *q_ok = tl_scratch_alloc(s, m + 1, 1);
-    if (!q || !qn || !q_ok) return TL_K_ENOMEM;
+    double *qsq = metric == TL_METRIC_L2 ? tl_scratch_alloc(s, m * sizeof(double) + 1, TL_DEFAULT_ALIGN) : NULL;
+    if (!q || !qn || !q_ok || (metric == TL_METRIC_L2 && !qsq)) return TL_K_ENOMEM;
     const double lo = (double)d * 0x1p-960; /* as tl_nrm32_ok, for doubles */
     for (size_t i = 0; i < m; i++) {
         double *qi = q + i * d, qdot, qq;
         tl_convert_f64((const char *)Q->data + (ptrdiff_t)i * Q->row_stride, Q->dtype, Q->col_stride, d, qi);
         tl_dotnorm64(qi, qi, 0, 1, d, &qdot, &qq);
         qn[i] = sqrt(qq);
+        if (qsq) qsq[i] = qq; /* l2 */
         q_ok[i] = (unsigned char)tl_nrm64_ok(qq, lo);
     }
     const size_t B = tl_rows_per_block(d, sizeof(double), n);
     double *dot = tl_scratch_alloc(s, 3 * B * sizeof(double), TL_DEFAULT_ALIGN);
     double *blk = tl_scratch_alloc(s, B * d * sizeof(double) + 1, TL_DEFAULT_ALIGN);
     float *score = tl_scratch_alloc(s, B * sizeof(float), TL_DEFAULT_ALIGN);
-    if (!dot || !blk || !score) return TL_K_ENOMEM;
+    int64_t *idbuf = sel->mask ? tl_scratch_alloc(s, B * sizeof(int64_t), TL_DEFAULT_ALIGN) : NULL;
+    if (!dot || !blk || !score || (sel->mask && !idbuf)) return TL_K_ENOMEM;
     double *nrm = dot + B, *cnd = nrm + B;
-    for (size_t i0 = 0; i0 < n; i0 += B) {
-        if (i0 != 0 && tl_k_interrupted()) return TL_K_EINTR;
-        size_t nb = n - i0 < B ? n - i0 : B;
+    if (unit)
+        for (size_t r = 0; r < B; r++) cnd[r] = 1.0;
+    for (size_t pos = 0; pos < n; pos += B) {
+        if (pos != 0 && tl_k_interrupted()) return TL_K_EINTR;
+        size_t nb;
+        const int64_t *bid = tl_rowsel_block(sel, pos, B, idbuf, &nb);
         for (size_t r = 0; r < nb; r++)
-            tl_convert_f64((const char *)C->data + (ptrdiff_t)(i0 + r) * C->row_stride, C->dtype, C->col_stride,
-                           d, blk + r * d);
-        if (cn_in) tl_cos_load_norms(cn_in, i0, nb, cnd);
+            tl_convert_f64((const char *)C->data + (ptrdiff_t)(bid ? (size_t)bid[r] : pos + r) * C->row_stride,
+                           C->dtype, C->col_stride, d, blk + r * d);
+        if (cn_in) tl_cos_load_norms_at(cn_in, pos, bid, nb, cnd);
         for (size_t i = 0; i < m; i++) {
             const double *qi = q + i * d;
-            if (m == 1 && !cn_in) {
-                tl_dotnorm64(qi, blk, d, nb, d, dot, nrm);
+            if (metric == TL_METRIC_DOT) {
+                for (size_t r = 0; r < nb; r++) score[r] = (float)tl_dot64(qi, blk + r * d, d);
+            } else if (metric == TL_METRIC_L2) {
+                for (size_t r = 0; r < nb; r++) {
+                    double v = given ? qsq[i] + cnd[r] * cnd[r] - 2.0 * tl_dot64(qi, blk + r * d, d)
+                                     : tl_l2_64(qi, blk + r * d, d);
+                    score[r] = v < 0.0 ? 0.0f : (float)v;
+                }
             } else {
-                if (i == 0 && !cn_in)
-                    for (size_t r = 0; r < nb; r++) nrm[r] = tl_dot64(blk + r * d, blk + r * d, d);
-                for (size_t r = 0; r < nb; r++) dot[r] = tl_dot64(qi, blk + r * d, d);
+                if (m == 1 && !given) {
+                    tl_dotnorm64(qi, blk, d, nb, d, dot, nrm);
+                } else {
+                    if (i == 0 && !given)
+                        for (size_t r = 0; r < nb; r++) nrm[r] = tl_dot64(blk + r * d, blk + r * d, d);
+                    for (size_t r = 0; r < nb; r++) dot[r] = tl_dot64(qi, blk + r * d, d);
+                }
+                for (size_t r = 0; r < nb; r++) {
+                    double cn = given ? cnd[r] : sqrt(nrm[r]);
+                    int ok = q_ok[i] && (given ? tl_nrm64_ok(cn * cn, lo) : tl_nrm64_ok(nrm[r], lo));
+                    score[r] = TL_UNLIKELY(!ok) ? tl_cos_score_scaled(qi, blk + r * d, d, given ? cn : -1.0)
+                                                : tl_cos_score(dot[r], qn[i], cn);
+                }
             }
-            for (size_t r = 0; r < nb; r++) {
-                double cn = cn_in ? cnd[r] : sqrt(nrm[r]);
-                int ok = q_ok[i] && (cn_in ? tl_nrm64_ok(cn * cn, lo) : tl_nrm64_ok(nrm[r], lo));
-                score[r] = TL_UNLIKELY(!ok) ? tl_cos_score_scaled(qi, blk + r * d, d, cn_in ? cn : -1.0)
-                                            : tl_cos_score(dot[r], qn[i], cn);
-            }
-            tl_cos_emit(sk, i, i0, score, nb);
+            tl_cos_emit(sk, i, pos, bid, score, nb);
         }
     }
     return TL_K_OK;
 }
 
 /* ---- entry points ------------------------------------------------------------------ */
+
+int tl_allow_check(tl_scratch *s, const int64_t *ids, size_t n, size_t rows, size_t *bad_pos, int *dup) {
+    size_t j = 0;
+    for (; j < n; j++) { /* ascending ids: range and order in one pass */
+        if (ids[j] < 0 || (uint64_t)ids[j] >= rows) goto bad_range;
+        if (j && ids[j] <= ids[j - 1]) break;
+    }
+    if (j == n) return TL_K_OK;
+    uint64_t *seen = tl_scratch_alloc(s, ((rows + 63) / 64) * sizeof(uint64_t) + 8, TL_DEFAULT_ALIGN);
+    if (!seen) return TL_K_ENOMEM;
+    memset(seen, 0, ((rows + 63) / 64) * sizeof(uint64_t));
+    for (j = 0; j < n; j++) {
+        if (ids[j] < 0 || (uint64_t)ids[j] >= rows) goto bad_range;
+        uint64_t bit = (uint64_t)1 << (ids[j] & 63), *w = seen + (ids[j] >> 6);
+        if (*w & bit) {
+            *bad_pos = j;
+            *dup = 1;
+            return TL_K_EINVAL;
+        }
+        *w |= bit;
+    }
+    return TL_K_OK;
+bad_range:
+    *bad_pos = j;
+    *dup = 0;
+    return TL_K_EINVAL;
+}
+
+size_t tl_allow_mask_count(const uint8_t *mask, ptrdiff_t stride, size_t n) {
+    size_t kept = 0, i = 0;
+    if (stride == 1)
+        for (; i + 8 <= n; i += 8) { /* each byte folded onto its low bit: 1 if it is not 0 */
+            uint64_t w;
+            memcpy(&w, mask + i, 8);
+            w |= w >> 4;
+            w |= w >> 2;
+            w |= w >> 1;
+            kept += (size_t)(((w & 0x0101010101010101ull) * 0x0101010101010101ull) >> 56); /* byte sum */
+        }
+    for (; i < n; i++) kept += mask[(ptrdiff_t)i * stride] != 0;
+    return kept;
+}
 
 static int tl_cosine_check(const tl_mat *Q, const tl_mat *C, const tl_vec *cn) {
     if (!tl_dtype_is_float(Q->dtype) || !tl_dtype_is_float(C->dtype)) return TL_K_EINVAL;
@@ -472,53 +647,96 @@ static int tl_cosine_check(const tl_mat *Q, const tl_mat *C, const tl_vec *cn) {
     return TL_K_OK;
 }
 
-static int tl_cosine_dispatch(tl_scratch *s, const tl_mat *Q, const tl_mat *C, const tl_vec *cn,
-                              const tl_cos_sink *sk) {
-    if (Q->dtype == TL_F64 || C->dtype == TL_F64) return tl_cosine_run64(s, Q, C, cn, sk);
-    return tl_cosine_run32(s, Q, C, cn, sk);
-}
-
-int tl_cosine_batch(tl_scratch *s, const tl_mat *queries, const tl_mat *cand, const tl_vec *cand_norms,
-                    float *out, ptrdiff_t out_row_stride, ptrdiff_t out_col_stride) {
-    tl_scratch_set_kernel(s, TL_SCRATCH_COSINE);
-    int rc = tl_cosine_check(queries, cand, cand_norms);
+/* Check a call and find its chosen rows. */
+static int tl_score_setup(tl_scratch *s, const tl_mat *Q, const tl_mat *C, const tl_vec *cn, const tl_score_opts *o,
+                          tl_rowsel *sel) {
+    int rc = tl_cosine_check(Q, C, cn);
     if (rc != TL_K_OK) return rc;
-    if (cand->rows == 0 || queries->rows == 0) return TL_K_OK;
-    tl_cos_sink sk = {out, out_row_stride, out_col_stride, NULL, NULL, 0};
-    return tl_cosine_dispatch(s, queries, cand, cand_norms, &sk);
+    if ((unsigned)o->metric > TL_METRIC_L2 || (o->normalized && cn) || (o->allow_ids && o->allow_mask))
+        return TL_K_EINVAL;
+    *sel = (tl_rowsel){C->rows, NULL, NULL, 0, C->rows, 0};
+    if (o->allow_ids) {
+        size_t bad;
+        int dup;
+        rc = tl_allow_check(s, o->allow_ids, o->n_allow, C->rows, &bad, &dup);
+        if (rc != TL_K_OK) return rc;
+        sel->ids = o->allow_ids;
+        sel->n = o->n_allow;
+    } else if (o->allow_mask) {
+        sel->mask = o->allow_mask; /* one pass over the mask (rows bytes), none over the corpus */
+        sel->mask_stride = o->mask_stride;
+        sel->n = tl_allow_mask_count(o->allow_mask, o->mask_stride, C->rows);
+    }
+    return TL_K_OK;
 }
 
-int tl_cosine_topk_batch(tl_scratch *s, const tl_mat *queries, const tl_mat *cand, const tl_vec *cand_norms,
-                         size_t k, int64_t *idx, float *scores, size_t *count) {
+static int tl_cosine_dispatch(tl_scratch *s, const tl_mat *Q, const tl_mat *C, const tl_vec *cn,
+                              const tl_score_opts *o, tl_rowsel *sel, const tl_cos_sink *sk) {
+    if (Q->dtype == TL_F64 || C->dtype == TL_F64) return tl_cosine_run64(s, Q, C, cn, o, sel, sk);
+    return tl_cosine_run32(s, Q, C, cn, o, sel, sk);
+}
+
+static const tl_score_opts tl_score_cosine = {TL_METRIC_COSINE, 0, NULL, 0, NULL, 0};
+
+int tl_score_batch(tl_scratch *s, const tl_mat *queries, const tl_mat *cand, const tl_vec *cand_norms,
+                   const tl_score_opts *opts, float *out, ptrdiff_t out_row_stride, ptrdiff_t out_col_stride) {
     tl_scratch_set_kernel(s, TL_SCRATCH_COSINE);
-    int rc = tl_cosine_check(queries, cand, cand_norms);
+    if (!opts) opts = &tl_score_cosine;
+    tl_rowsel sel;
+    int rc = tl_score_setup(s, queries, cand, cand_norms, opts, &sel);
+    if (rc != TL_K_OK) return rc;
+    if (sel.n == 0 || queries->rows == 0) return TL_K_OK;
+    tl_cos_sink sk = {out, out_row_stride, out_col_stride, NULL, NULL, 0, 0};
+    return tl_cosine_dispatch(s, queries, cand, cand_norms, opts, &sel, &sk);
+}
+
+int tl_score_topk_batch(tl_scratch *s, const tl_mat *queries, const tl_mat *cand, const tl_vec *cand_norms,
+                        const tl_score_opts *opts, size_t k, int64_t *idx, float *scores, size_t ld,
+                        size_t *count) {
+    tl_scratch_set_kernel(s, TL_SCRATCH_COSINE);
+    if (!opts) opts = &tl_score_cosine;
     *count = 0;
+    tl_rowsel sel;
+    int rc = tl_score_setup(s, queries, cand, cand_norms, opts, &sel);
     if (rc != TL_K_OK) return rc;
     const size_t m = queries->rows;
-    if (k > cand->rows) k = cand->rows;
+    if (k > sel.n) k = sel.n;
+    if (ld == 0) ld = k;
+    if (ld < k) return TL_K_EINVAL;
     if (k == 0 || m == 0) {
         *count = k;
         return TL_K_OK;
     }
     if (m > SIZE_MAX / sizeof(tl_topk_item) / k) return TL_K_ENOMEM;
-    tl_cos_sink sk = {NULL, 0, 0, NULL, NULL, k};
+    const int lower = opts->metric == TL_METRIC_L2;
+    tl_cos_sink sk = {NULL, 0, 0, NULL, NULL, k, lower};
     sk.heaps = tl_scratch_alloc(s, m * k * sizeof(tl_topk_item), TL_DEFAULT_ALIGN);
     sk.sizes = tl_scratch_alloc(s, m * sizeof(size_t), TL_DEFAULT_ALIGN);
     if (!sk.heaps || !sk.sizes) return TL_K_ENOMEM;
     memset(sk.sizes, 0, m * sizeof(size_t));
-    rc = tl_cosine_dispatch(s, queries, cand, cand_norms, &sk);
+    rc = tl_cosine_dispatch(s, queries, cand, cand_norms, opts, &sel, &sk);
     if (rc != TL_K_OK) return rc;
     for (size_t i = 0; i < m; i++) {
         tl_topk_item *h = sk.heaps + i * k;
         tl_assert(sk.sizes[i] == k); /* every row enters until the heap holds k */
         tl_topk_finish(h, sk.sizes[i]);
         for (size_t t = 0; t < sk.sizes[i]; t++) {
-            idx[i * k + t] = h[t].idx;
-            scores[i * k + t] = h[t].val;
+            idx[i * ld + t] = h[t].idx;
+            scores[i * ld + t] = lower ? -h[t].val : h[t].val;
         }
     }
     *count = k;
     return TL_K_OK;
+}
+
+int tl_cosine_batch(tl_scratch *s, const tl_mat *queries, const tl_mat *cand, const tl_vec *cand_norms,
+                    float *out, ptrdiff_t out_row_stride, ptrdiff_t out_col_stride) {
+    return tl_score_batch(s, queries, cand, cand_norms, NULL, out, out_row_stride, out_col_stride);
+}
+
+int tl_cosine_topk_batch(tl_scratch *s, const tl_mat *queries, const tl_mat *cand, const tl_vec *cand_norms,
+                         size_t k, int64_t *idx, float *scores, size_t *count) {
+    return tl_score_topk_batch(s, queries, cand, cand_norms, NULL, k, idx, scores, 0, count);
 }
 
 /* The single-query form is the batched form with one query. */

@@ -126,6 +126,74 @@ int tl_cosine_batch(tl_scratch *s, const tl_mat *queries, const tl_mat *cand, co
 int tl_cosine_topk_batch(tl_scratch *s, const tl_mat *queries, const tl_mat *cand, const tl_vec *cand_norms,
                          size_t k, int64_t *idx, float *scores, size_t *count);
 
+/* ---- metrics and filters -------------------------------------------------------
+ * The general form of the two calls above. With opts NULL (or zeroed) it is
+ * exactly tl_cosine_batch / tl_cosine_topk_batch. */
+typedef enum tl_metric {
+    TL_METRIC_COSINE = 0, /* dot(q, c) / (|q| |c|), clamped to [-1, 1]; higher is better */
+    TL_METRIC_DOT = 1,    /* dot(q, c); higher is better */
+    TL_METRIC_L2 = 2      /* |q - c|^2 (squared Euclidean, >= 0); LOWER is better */
+} tl_metric;
+
+typedef struct tl_score_opts {
+    tl_metric metric;
+    /* Nonzero: every candidate has unit norm; |c_i| is taken as 1 and never
+     * read (cosine: dot / |q|; l2: |q|^2 + 1 - 2 dot; dot: no effect). Not
+     * together with cand_norms. */
+    int normalized;
+    /* Filter (at most one of the two): only the chosen rows are scored and
+     * ranked. allow_ids: n_allow distinct row ids in [0, rows), any order;
+     * allow_mask: rows bytes at allow_mask + i * mask_stride, nonzero keeps row
+     * i. Only chosen rows are read (runs of adjacent rows go through the row
+     * kernels together, so a mask that keeps every row costs what no filter
+     * does); the mask itself is read once per call. */
+    const int64_t *allow_ids;
+    size_t n_allow;
+    const uint8_t *allow_mask;
+    ptrdiff_t mask_stride;
+} tl_score_opts;
+
+/* Scores of every query against the chosen rows: query i's score for the
+ * j-th chosen row (allow_ids[j], or the j-th kept row of the mask in
+ * ascending order; row j without a filter) goes to out + i * out_row_stride +
+ * j * out_col_stride. A chosen row's score has the same bits as without a
+ * filter.
+ *
+ * Precision: cosine as tl_cosine_batch. dot: the float32 (float64 for any
+ * float64 input) dot product of the cosine kernels, the same bits, rounded
+ * once to float32. l2, float32 working precision: |q|^2 + |c|^2 - 2 q.c in
+ * float64 from the float32 dot and squared norms of the cosine kernels,
+ * clamped at 0, rounded once to float32; its absolute error is within
+ * (d + 2) * 2^-23 * (|q|^2 + |c|^2) (each float32 sum errs by at most d * 2^-24
+ * of its magnitude; cancellation: small distances between long vectors lose
+ * relative precision); dot likewise within d * 2^-24 * |q| |c| plus the final
+ * rounding; float64 working precision: the sum of
+ * (q_j - c_j)^2 directly (the expansion with cand_norms or normalized).
+ * Unlike cosine, dot and l2 take no range-edge slow path: sums that under- or
+ * overflow the working precision give what it gives (0, inf).
+ * TL_K_EINVAL also for an unknown metric, normalized with cand_norms, both
+ * filters, or an allow_ids entry out of range or repeated (tl_allow_check). */
+int tl_score_batch(tl_scratch *s, const tl_mat *queries, const tl_mat *cand, const tl_vec *cand_norms,
+                   const tl_score_opts *opts, float *out, ptrdiff_t out_row_stride, ptrdiff_t out_col_stride);
+
+/* The k best chosen rows per query, best first (l2: the nearest; ties to the
+ * lower row id; NaN last): count = min(k, chosen rows) entries per query,
+ * query i's at idx + i * ld and scores + i * ld (ld: elements, 0 means count;
+ * else at least count). idx holds row ids of cand. */
+int tl_score_topk_batch(tl_scratch *s, const tl_mat *queries, const tl_mat *cand, const tl_vec *cand_norms,
+                        const tl_score_opts *opts, size_t k, int64_t *idx, float *scores, size_t ld,
+                        size_t *count);
+
+/* The rows a mask keeps: bytes at mask + i * stride for i < n that are not 0.
+ * A contiguous mask is counted eight bytes per step. */
+size_t tl_allow_mask_count(const uint8_t *mask, ptrdiff_t stride, size_t n);
+
+/* Check n row ids for tl_score_opts.allow_ids against `rows`: TL_K_OK, or
+ * TL_K_EINVAL with *bad_pos the first id out of [0, rows) (*dup 0) or the
+ * first repeat of an earlier id (*dup 1). Cost: O(n) when the ids ascend,
+ * else a bitmap of rows bits in scratch. */
+int tl_allow_check(tl_scratch *s, const int64_t *ids, size_t n, size_t rows, size_t *bad_pos, int *dup);
+
 /* Testing aid: single-query calls whose candidates span more than `bytes`
  * read one row at a time (the order that keeps DRAM streaming), smaller ones
  * three rows interleaved (faster from cache). Both give the same bits. Returns

@@ -119,9 +119,12 @@ def _cosine_similarity(
     queries: Any,
     candidates: Any,
     top_k: int | None,
-    out: NDArray[np.float32] | None,
+    out: NDArray[np.float32] | tuple[NDArray[np.int64], NDArray[np.float32]] | None,
     candidate_norms: Any,
     scratch: _Scratch,
+    metric: Literal["cosine", "dot", "l2"] = ...,
+    normalized: bool = ...,
+    allow: Any = ...,
     /,
 ) -> NDArray[np.float32] | tuple[NDArray[np.int64], NDArray[np.float32]]: ...
 def _cosine_stream_bytes(nbytes: int | None, /) -> int: ...

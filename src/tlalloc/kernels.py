@@ -56,6 +56,7 @@ from tlalloc import _tlalloc
 __all__ = [
     "MAX_DEPTH",
     "cosine_similarity",
+    "Metric",
     "spread_activation",
     "decay",
     "scratch_strategy",
@@ -65,6 +66,8 @@ __all__ = [
 ]
 
 ScratchStrategy = Literal["thread", "shared", "malloc"]
+#: What :func:`cosine_similarity` scores: cosine, inner product, squared Euclidean distance.
+Metric = Literal["cosine", "dot", "l2"]
 
 
 class _DefaultTau(float):
@@ -175,11 +178,14 @@ def cosine_similarity(
     candidates: ArrayLike,
     *,
     top_k: int | None = None,
-    out: NDArray[np.float32] | None = None,
+    out: NDArray[np.float32] | tuple[NDArray[np.int64], NDArray[np.float32]] | None = None,
     candidate_norms: ArrayLike | None = None,
+    metric: Metric = "cosine",
+    normalized: bool = False,
+    allow: ArrayLike | None = None,
     _scratch: ScratchStrategy | None = None,
 ) -> NDArray[np.float32] | tuple[NDArray[np.int64], NDArray[np.float32]]:
-    """Cosine similarity of one query, or of each of ``m`` queries, with every row of ``candidates``.
+    """Cosine similarity (or dot product, or squared distance) of one or ``m`` queries with ``candidates``.
 
     ``score[i] = dot(q, c_i) / (|q| * |c_i|)`` as float32; a zero or non-finite
     norm gives 0, and scores are clamped to [-1, 1]. One fused pass over the
@@ -193,6 +199,12 @@ def cosine_similarity(
     returns; the candidates are read from memory once for all queries, and their
     norms computed once.
 
+    ``metric="dot"`` scores ``dot(q, c_i)`` (the same dot products, without the
+    norms); ``metric="l2"`` scores the squared Euclidean distance
+    ``|q - c_i|^2``, for which lower is better: ``top_k`` then returns the
+    nearest rows, nearest first. ``allow`` restricts a call to some rows: only
+    those are read, scored and ranked.
+
     Args:
         queries: shape ``(d,)`` (one query) or ``(m, d)``; a float dtype.
         candidates: shape ``(n, d)``; a float dtype.
@@ -200,21 +212,37 @@ def cosine_similarity(
             (per query), best first, ties to the lower index (``top_k > n``
             returns all n). Selection uses a bounded heap in scratch, not a sort.
         out: float32 array of shape ``(n,)`` (one query) or ``(m, n)`` to write
-            the scores to (not with ``top_k``).
+            the scores to; with ``top_k``, a pair ``(indices, scores)`` of
+            C-contiguous int64 and float32 arrays of shape ``(top_k,)`` or
+            ``(m, top_k)`` (the result is views of them, cut to the rows found;
+            entries past those get index -1 and score NaN).
         candidate_norms: optional ``(n,)`` float32 or float64 array of the
             candidates' norms, for a fixed corpus: used instead of computing
             ``|c_i|`` (every value must be finite and >= 0; a norm of 0 gives 0).
+        metric: ``"cosine"`` (default), ``"dot"`` or ``"l2"`` (squared
+            Euclidean distance, lower is better).
+        normalized: the candidates have unit norm: ``|c_i|`` is taken as 1 and
+            not computed (cosine: ``dot / |q|``; l2: ``|q|^2 + 1 - 2 dot``).
+            Not with ``candidate_norms``.
+        allow: a boolean mask of shape ``(n,)``, or an array of distinct row ids
+            in ``[0, n)``: only those rows are scored and ranked. Scores then
+            have one column per chosen row (mask: in row order; ids: in the
+            order given); ``top_k`` indices are row ids of ``candidates``.
         _scratch: benchmarking aid, see :func:`scratch_strategy`.
 
     Returns:
         float32 scores of shape ``(n,)`` or ``(m, n)``, or ``(int64 indices,
-        float32 scores)`` of shape ``(k,)`` or ``(m, k)`` with ``k = min(top_k, n)``.
+        float32 scores)`` of shape ``(k,)`` or ``(m, k)`` with ``k = min(top_k, n)``
+        (``n``: the rows ``allow`` chooses, if given).
 
     Raises:
         TypeError: a non-float dtype, ``out`` or ``candidate_norms`` of the wrong
-            dtype, ``top_k`` not an int.
+            dtype, ``top_k`` not an int, ``metric`` not a str, ``normalized`` not
+            a bool, ``allow`` neither boolean nor integer.
         ValueError: wrong dimensions or lengths, negative ``top_k``, ``out`` that
-            overlaps the inputs, a negative or non-finite candidate norm.
+            overlaps the inputs, a negative or non-finite candidate norm, an
+            unknown ``metric``, ``normalized`` with ``candidate_norms``, an
+            ``allow`` id out of range or repeated.
 
     Example:
         >>> import numpy as np
@@ -230,9 +258,16 @@ def cosine_similarity(
         [[0], [1]]
         >>> cosine_similarity(Q, c, candidate_norms=np.array([2.0, 3.0, 0.0, 1.0]))[1].tolist()
         [0.0, 1.0, 0.0, 0.0]
+        >>> cosine_similarity(q, c, metric="l2", top_k=2)
+        (array([0, 2]), array([1., 1.], dtype=float32))
+        >>> cosine_similarity(q, c, metric="dot", allow=[3, 0]).tolist()
+        [-1.0, 2.0]
+        >>> idx, best = np.empty(3, np.int64), np.empty(3, np.float32)
+        >>> cosine_similarity(q, c, top_k=3, out=(idx, best), allow=c[:, 0] != 0)[0].tolist()
+        [0, 3]
     """
     return _tlalloc._cosine_similarity(  # type: ignore[no-any-return]
-        queries, candidates, top_k, out, candidate_norms, _scratch
+        queries, candidates, top_k, out, candidate_norms, _scratch, metric, normalized, allow
     )
 
 

@@ -23,45 +23,90 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 
-def _rank(values: NDArray[np.float32], k: int) -> NDArray[np.int64]:
-    """Indices of the k largest values, best first, ties to the lower index."""
-    order = np.argsort(-values, kind="stable")
+def _rank(values: NDArray[np.float32], k: int, lower_better: bool = False) -> NDArray[np.int64]:
+    """Indices of the k best values (largest, or smallest), best first, ties to the lower index, NaN last."""
+    order = np.argsort(values if lower_better else -values, kind="stable")  # NaN sorts last
     return order[: min(k, values.shape[0])].astype(np.int64)
 
 
+def _allowed_rows(allow: ArrayLike | None, n: int) -> NDArray[np.int64] | None:
+    """Row ids chosen by ``allow`` (a boolean mask of n, or distinct ids in [0, n))."""
+    if allow is None:
+        return None
+    a = np.asarray(allow)
+    if a.dtype == np.bool_:
+        if a.shape != (n,):
+            raise ValueError(f"allow as a mask must have shape ({n},), got {a.shape}")
+        return np.flatnonzero(a).astype(np.int64)
+    if a.size and not np.issubdtype(a.dtype, np.integer):
+        raise TypeError(f"allow must be a boolean mask or an array of integer row ids, got dtype {a.dtype!r}")
+    ids = a.astype(np.int64).reshape(-1)
+    if ids.size and (ids.min() < 0 or ids.max() >= n):
+        raise ValueError(f"allow ids must be in [0, {n})")
+    if np.unique(ids).size != ids.size:
+        raise ValueError("allow ids must be distinct")
+    return ids
+
+
 def cosine_similarity(
-    query: ArrayLike, candidates: ArrayLike, *, top_k: int | None = None
+    query: ArrayLike,
+    candidates: ArrayLike,
+    *,
+    top_k: int | None = None,
+    metric: str = "cosine",
+    normalized: bool = False,
+    allow: ArrayLike | None = None,
 ) -> NDArray[np.float32] | tuple[NDArray[np.int64], NDArray[np.float32]]:
     """Cosine similarity in NumPy: ``(C @ q) / (norm(C, axis=1) * norm(q))`` plus the rules.
 
     Float64 if either input is float64, else float32; a zero or non-finite norm
-    gives 0; scores are clamped to [-1, 1].
+    gives 0; scores are clamped to [-1, 1]. ``metric="dot"`` gives ``C @ q``;
+    ``metric="l2"`` gives ``((C - q) ** 2).sum(axis=1)`` (lower is better: ``top_k``
+    ranks the smallest first); ``normalized=True`` takes every ``|c_i|`` as 1
+    (l2: ``|q|^2 + 1 - 2 C @ q``); ``allow`` keeps the rows a mask or an id
+    array chooses, in that order, and ``top_k`` returns their row ids.
 
     Example:
         >>> import numpy as np
         >>> cosine_similarity(np.array([1.0, 0.0]), np.array([[3.0, 0.0], [0.0, 0.0]])).tolist()
         [1.0, 0.0]
+        >>> cosine_similarity(np.array([1.0, 0.0]), np.array([[3.0, 0.0], [0.0, 0.0]]), metric="l2").tolist()
+        [4.0, 1.0]
     """
+    if metric not in ("cosine", "dot", "l2"):
+        raise ValueError(f"metric must be one of 'cosine', 'dot' or 'l2', got {metric!r}")
     q = np.asarray(query)
     c = np.asarray(candidates)
     wt = np.float64 if np.float64 in (q.dtype, c.dtype) else np.float32
     q = q.astype(wt, copy=False)
     c = c.astype(wt, copy=False)
+    rows = _allowed_rows(allow, c.shape[0])
+    if rows is not None:
+        c = c[rows]
     with np.errstate(all="ignore"):
         dots = c @ q
-        cn = np.linalg.norm(c, axis=1)
-        qn = np.linalg.norm(q)
-        s = dots / qn / cn
-    bad = ~np.isfinite(cn) | (cn == 0)
-    if not (np.isfinite(qn) and qn > 0):
-        bad[:] = True
-    s[bad] = 0
-    s[np.isnan(s)] = 0
-    s = np.clip(s, -1, 1).astype(np.float32)
+        if metric == "dot":
+            s = dots.astype(np.float32)
+        elif metric == "l2":
+            if normalized:
+                d2 = np.float64(q @ q) + 1.0 - 2.0 * dots.astype(np.float64)
+            else:
+                d2 = ((c - q) ** 2).sum(axis=1, dtype=np.float64)
+            s = np.maximum(d2, 0).astype(np.float32)
+        else:
+            cn = np.ones(c.shape[0], wt) if normalized else np.linalg.norm(c, axis=1)
+            qn = np.linalg.norm(q)
+            s = dots / qn / cn
+            bad = ~np.isfinite(cn) | (cn == 0)
+            if not (np.isfinite(qn) and qn > 0):
+                bad[:] = True
+            s[bad] = 0
+            s[np.isnan(s)] = 0
+            s = np.clip(s, -1, 1).astype(np.float32)
     if top_k is None:
         return s
-    idx = _rank(s, top_k)
-    return idx, s[idx]
+    idx = _rank(s, top_k, lower_better=metric == "l2")
+    return (idx if rows is None else rows[idx]), s[idx]
 
 
 def _csr(graph: Any) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:

@@ -313,6 +313,212 @@ static void test_avx512_matches_avx2(void) {
     free(c), free(q), free(h), free(b), free(o2), free(o5);
 }
 
+/* ---- metrics and filters ---------------------------------------------------------- */
+
+/* Reference dot, squared norms in float64 of the values as stored. */
+static void ref64(const float *q, const float *c, size_t d, double *dot, double *qq, double *cc) {
+    *dot = *qq = *cc = 0.0;
+    for (size_t j = 0; j < d; j++) {
+        *dot += (double)q[j] * c[j];
+        *qq += (double)q[j] * q[j];
+        *cc += (double)c[j] * c[j];
+    }
+}
+
+/* dot and l2 against float64 within the stated bound, for float32, float16
+ * and bfloat16 rows (values exact in all three), one query and batched, every
+ * ISA; dot equals the cosine kernels' dot (cosine with unit norms times |q|
+ * is not bit-exact, so the check is: normalized cosine == given norms of 1,
+ * bit for bit); a filter changes no chosen row's bits. */
+static void test_metrics_against_float64(void) {
+    enum { N = 37, D = 45, M = 5 };
+    static float c[N * D], q[M * D], out[M * N], out2[M * N];
+    static uint16_t ch[N * D], cb[N * D];
+    for (size_t i = 0; i < N * D; i++) {
+        c[i] = small_exact();
+        ch[i] = to_half(c[i]);
+        cb[i] = to_bf16(c[i]);
+    }
+    for (size_t i = 0; i < M * D; i++) q[i] = small_exact();
+    double ones[N];
+    for (size_t r = 0; r < N; r++) ones[r] = 1.0;
+    tl_vec onev = {ones, TL_F64, N, 8};
+    const tl_mat cms[3] = {{c, TL_F32, N, D, D * 4, 4}, {ch, TL_F16, N, D, D * 2, 2}, {cb, TL_BF16, N, D, D * 2, 2}};
+    for (int isa = 0; isa <= (int)tl_kernels_best_isa(); isa++) {
+        int prev = tl_kernels_set_isa((tl_isa)isa);
+        tl_scratch s;
+        CHECK(tl_scratch_begin(&s, TL_SCRATCH_THREAD, NULL) == 0);
+        for (size_t k = 0; k < 3; k++)
+            for (size_t m = 1; m <= M; m += M - 1) {
+                tl_mat qm = {q, TL_F32, m, D, D * 4, 4};
+                for (int metric = TL_METRIC_DOT; metric <= TL_METRIC_L2; metric++) {
+                    tl_score_opts o = {(tl_metric)metric, 0, NULL, 0, NULL, 0};
+                    CHECK(tl_score_batch(&s, &qm, &cms[k], NULL, &o, out, N * 4, 4) == TL_K_OK);
+                    for (size_t i = 0; i < m; i++)
+                        for (size_t r = 0; r < N; r++) {
+                            double dt, qq, cc;
+                            ref64(q + i * D, c + r * D, D, &dt, &qq, &cc);
+                            double want = metric == TL_METRIC_DOT ? dt : qq + cc - 2 * dt;
+                            double tol = (double)D * 0x1p-24 * (qq + cc) + fabs(want) * 0x1p-24;
+                            CHECK(fabs(out[i * N + r] - want) <= tol);
+                        }
+                    /* a filter keeping every other row, in reverse: the same bits */
+                    int64_t ids[N];
+                    size_t nid = 0;
+                    for (size_t r = N; r-- > 0;)
+                        if (r % 2 == 0) ids[nid++] = (int64_t)r;
+                    o.allow_ids = ids;
+                    o.n_allow = nid;
+                    CHECK(tl_score_batch(&s, &qm, &cms[k], NULL, &o, out2, N * 4, 4) == TL_K_OK);
+                    for (size_t i = 0; i < m; i++)
+                        for (size_t j = 0; j < nid; j++)
+                            CHECK(same_bits(out2[i * N + j], out[i * N + (size_t)ids[j]]));
+                }
+                /* normalized cosine is cosine with given norms of 1 */
+                tl_score_opts on = {TL_METRIC_COSINE, 1, NULL, 0, NULL, 0};
+                CHECK(tl_score_batch(&s, &qm, &cms[k], NULL, &on, out, N * 4, 4) == TL_K_OK);
+                CHECK(tl_cosine_batch(&s, &qm, &cms[k], &onev, out2, N * 4, 4) == TL_K_OK);
+                CHECK(memcmp(out, out2, m * N * 4) == 0);
+                /* normalized l2 is l2 with given norms of 1 */
+                on.metric = TL_METRIC_L2;
+                tl_score_opts ol = {TL_METRIC_L2, 0, NULL, 0, NULL, 0};
+                CHECK(tl_score_batch(&s, &qm, &cms[k], NULL, &on, out, N * 4, 4) == TL_K_OK);
+                CHECK(tl_score_batch(&s, &qm, &cms[k], &onev, &ol, out2, N * 4, 4) == TL_K_OK);
+                CHECK(memcmp(out, out2, m * N * 4) == 0);
+                /* normalized with given norms is refused */
+                CHECK(tl_score_batch(&s, &qm, &cms[k], &onev, &on, out, N * 4, 4) == TL_K_EINVAL);
+            }
+        /* the float64 path: dot and l2 directly */
+        static double c64[N * D];
+        for (size_t i = 0; i < N * D; i++) c64[i] = c[i];
+        tl_mat cm64 = {c64, TL_F64, N, D, D * 8, 8}, qm = {q, TL_F32, M, D, D * 4, 4};
+        for (int metric = TL_METRIC_DOT; metric <= TL_METRIC_L2; metric++) {
+            tl_score_opts o = {(tl_metric)metric, 0, NULL, 0, NULL, 0};
+            CHECK(tl_score_batch(&s, &qm, &cm64, NULL, &o, out, N * 4, 4) == TL_K_OK);
+            for (size_t i = 0; i < M; i++)
+                for (size_t r = 0; r < N; r++) {
+                    double dt, qq, cc, l2 = 0;
+                    ref64(q + i * D, c + r * D, D, &dt, &qq, &cc);
+                    for (size_t j = 0; j < D; j++) l2 += ((double)q[i * D + j] - c[r * D + j]) * ((double)q[i * D + j] - c[r * D + j]);
+                    CHECK(out[i * N + r] == (float)(metric == TL_METRIC_DOT ? dt : l2));
+                }
+        }
+        tl_score_opts bad = {(tl_metric)3, 0, NULL, 0, NULL, 0};
+        CHECK(tl_score_batch(&s, &qm, &cms[0], NULL, &bad, out, N * 4, 4) == TL_K_EINVAL);
+        tl_scratch_end(&s);
+        tl_kernels_set_isa((tl_isa)prev);
+    }
+}
+
+/* top-k per metric: l2 returns the nearest first, dot and cosine the largest;
+ * equal rows tie to the lower index; a mask keeping none, one or every row;
+ * ids out of range or repeated are refused with their position; ld spaces
+ * the rows of the result. */
+static void test_topk_metrics_and_filters(void) {
+    enum { N = 300, D = 20, K = 7 };
+    static float c[N * D], q[2 * D];
+    for (size_t i = 0; i < N * D; i++) c[i] = small_exact();
+    for (size_t i = 0; i < 2 * D; i++) q[i] = small_exact();
+    memcpy(c + 250 * D, c + 40 * D, D * 4); /* ties: rows 40 and 250, 41 and 251 */
+    memcpy(c + 251 * D, c + 41 * D, D * 4);
+    memcpy(c + 41 * D, q, D * 4); /* query 0's nearest: rows 41 and 251 (distance 0) */
+    memcpy(c + 251 * D, q, D * 4);
+    tl_mat cm = {c, TL_F32, N, D, D * 4, 4}, qm = {q, TL_F32, 2, D, D * 4, 4};
+    static uint8_t mask[N];
+    static float all[2 * N];
+    for (int isa = 0; isa <= (int)tl_kernels_best_isa(); isa++) {
+        int prev = tl_kernels_set_isa((tl_isa)isa);
+        tl_scratch s;
+        CHECK(tl_scratch_begin(&s, TL_SCRATCH_THREAD, NULL) == 0);
+        for (int metric = TL_METRIC_COSINE; metric <= TL_METRIC_L2; metric++) {
+            tl_score_opts o = {(tl_metric)metric, 0, NULL, 0, NULL, 0};
+            CHECK(tl_score_batch(&s, &qm, &cm, NULL, &o, all, N * 4, 4) == TL_K_OK);
+            int64_t idx[2 * 10];
+            float sc[2 * 10];
+            size_t cnt = 0;
+            CHECK(tl_score_topk_batch(&s, &qm, &cm, NULL, &o, K, idx, sc, 10, &cnt) == TL_K_OK && cnt == K);
+            for (size_t i = 0; i < 2; i++) {
+                const float sgn = metric == TL_METRIC_L2 ? -1.0f : 1.0f;
+                for (size_t t = 0; t < K; t++) {
+                    size_t id = (size_t)idx[i * 10 + t];
+                    CHECK(same_bits(sc[i * 10 + t], all[i * N + id]));
+                    /* everything outside is worse, or equal with a higher index */
+                    size_t better = 0;
+                    for (size_t r = 0; r < N; r++) {
+                        float a = sgn * all[i * N + r], b = sgn * all[i * N + id];
+                        better += a > b || (a == b && r < id);
+                    }
+                    CHECK(better == t);
+                }
+            }
+            if (metric == TL_METRIC_L2) CHECK(idx[0] == 41 && idx[1] == 251 && sc[0] == 0.0f && sc[1] == 0.0f);
+            /* masks: none, one, all */
+            o.allow_mask = mask;
+            o.mask_stride = 1;
+            memset(mask, 0, N);
+            CHECK(tl_score_topk_batch(&s, &qm, &cm, NULL, &o, K, idx, sc, 10, &cnt) == TL_K_OK && cnt == 0);
+            mask[123] = 1;
+            CHECK(tl_score_topk_batch(&s, &qm, &cm, NULL, &o, K, idx, sc, 10, &cnt) == TL_K_OK && cnt == 1);
+            CHECK(idx[0] == 123 && idx[10] == 123 && same_bits(sc[0], all[123]) && same_bits(sc[10], all[N + 123]));
+            float part[2 * N];
+            CHECK(tl_score_batch(&s, &qm, &cm, NULL, &o, part, N * 4, 4) == TL_K_OK);
+            CHECK(same_bits(part[0], all[123]) && same_bits(part[N], all[N + 123]));
+            memset(mask, 1, N);
+            int64_t idx2[2 * 10];
+            float sc2[2 * 10];
+            CHECK(tl_score_topk_batch(&s, &qm, &cm, NULL, &o, K, idx2, sc2, 10, &cnt) == TL_K_OK && cnt == K);
+            o.allow_mask = NULL;
+            CHECK(tl_score_topk_batch(&s, &qm, &cm, NULL, &o, K, idx, sc, 10, &cnt) == TL_K_OK && cnt == K);
+            for (size_t t = 0; t < K; t++) CHECK(idx[t] == idx2[t] && same_bits(sc[t], sc2[t]));
+            /* a sparse mask (every 37th row, plus a run) against the same ids */
+            int64_t ids[N];
+            size_t nid = 0;
+            for (size_t r = 0; r < N; r++) {
+                mask[r] = r % 37 == 5 || (r >= 200 && r < 212);
+                if (mask[r]) ids[nid++] = (int64_t)r;
+            }
+            o.allow_mask = mask;
+            CHECK(tl_score_batch(&s, &qm, &cm, NULL, &o, part, N * 4, 4) == TL_K_OK);
+            for (size_t i = 0; i < 2; i++)
+                for (size_t j = 0; j < nid; j++) CHECK(same_bits(part[i * N + j], all[i * N + (size_t)ids[j]]));
+            o.mask_stride = 0; /* stride 0: mask[0] (0) for every row */
+            CHECK(tl_score_topk_batch(&s, &qm, &cm, NULL, &o, K, idx, sc, 10, &cnt) == TL_K_OK && cnt == 0);
+            o.mask_stride = 1;
+            o.allow_mask = NULL;
+            o.allow_ids = ids;
+            o.n_allow = nid;
+            CHECK(tl_score_topk_batch(&s, &qm, &cm, NULL, &o, K, idx, sc, 10, &cnt) == TL_K_OK && cnt == K);
+            for (size_t t = 0; t < K; t++) CHECK(mask[idx[t]]);
+        }
+        /* mask counts: bytes of any nonzero value, every length around a word */
+        for (size_t len = 0; len < 40; len++) {
+            uint8_t mb[40];
+            size_t want = 0;
+            for (size_t i = 0; i < len; i++) {
+                mb[i] = (uint8_t)(rnd() % 3 == 0 ? 0 : (rnd() % 255) + 1);
+                want += mb[i] != 0;
+            }
+            CHECK(tl_allow_mask_count(mb, 1, len) == want);
+            CHECK(tl_allow_mask_count(mb, 0, len) == (len && mb[0] ? len : 0));
+        }
+        int64_t bad[4] = {3, 9, 300, 1}, dupe[4] = {8, 2, 5, 2}, neg[2] = {0, -1};
+        size_t pos = 99;
+        int dup = -1;
+        CHECK(tl_allow_check(&s, bad, 4, N, &pos, &dup) == TL_K_EINVAL && pos == 2 && dup == 0);
+        CHECK(tl_allow_check(&s, dupe, 4, N, &pos, &dup) == TL_K_EINVAL && pos == 3 && dup == 1);
+        CHECK(tl_allow_check(&s, neg, 2, N, &pos, &dup) == TL_K_EINVAL && pos == 1 && dup == 0);
+        CHECK(tl_allow_check(&s, dupe, 3, N, &pos, &dup) == TL_K_OK);
+        tl_score_opts o = {TL_METRIC_DOT, 0, dupe, 4, NULL, 0};
+        float out[2 * N];
+        CHECK(tl_score_batch(&s, &qm, &cm, NULL, &o, out, N * 4, 4) == TL_K_EINVAL);
+        o.allow_mask = mask; /* both filters */
+        o.n_allow = 3;
+        CHECK(tl_score_batch(&s, &qm, &cm, NULL, &o, out, N * 4, 4) == TL_K_EINVAL);
+        tl_scratch_end(&s);
+        tl_kernels_set_isa((tl_isa)prev);
+    }
+}
+
 int main(void) {
     RUN(test_batch_equals_single);
     RUN(test_stream_equals_interleaved);
@@ -321,6 +527,8 @@ int main(void) {
     RUN(test_given_norms_range_edges);
     RUN(test_empty_and_large_k);
     RUN(test_avx512_matches_avx2);
+    RUN(test_metrics_against_float64);
+    RUN(test_topk_metrics_and_filters);
     tl_thread_arena_release_current();
     TEST_MAIN_END();
 }

@@ -389,39 +389,169 @@ fail:
     return NULL;
 }
 
+/* allow=: None, a boolean mask of n, or row ids (any integer dtype; empty:
+ * any dtype). Fills o's filter from a private copy (*arr keeps it alive) and
+ * *kept, the rows chosen. 0, or -1 with an exception set. Range and repeats of
+ * ids are checked by the kernel. */
+static int tl_py_allow(PyObject *obj, npy_intp n, tl_score_opts *o, PyArrayObject **arr, npy_intp *kept) {
+    *kept = n;
+    if (obj == Py_None) return 0;
+    PyArrayObject *a = tl_py_array(obj);
+    if (!a) return -1;
+    *arr = a;
+    if (PyArray_NDIM(a) != 1) {
+        PyErr_Format(PyExc_ValueError, "allow must be 1-dimensional (a mask of %zd or row ids), got %d dimension(s)",
+                     (Py_ssize_t)n, PyArray_NDIM(a));
+        return -1;
+    }
+    const npy_intp len = PyArray_DIM(a, 0);
+    if (PyArray_TYPE(a) == NPY_BOOL) {
+        if (len != n) {
+            PyErr_Format(PyExc_ValueError, "allow as a mask must have shape (%zd,) (one per candidate), got (%zd,)",
+                         (Py_ssize_t)n, (Py_ssize_t)len);
+            return -1;
+        }
+        /* a private copy (n bytes): the count that sizes the result and the
+         * rows the kernel scores then come from the same bytes, whatever other
+         * threads write to the caller's mask meanwhile */
+        PyArrayObject *c = (PyArrayObject *)PyArray_NewCopy(a, NPY_CORDER);
+        if (!c) return -1;
+        Py_SETREF(*arr, c);
+        o->allow_mask = PyArray_DATA(c);
+        o->mask_stride = 1;
+        *kept = (npy_intp)tl_allow_mask_count(o->allow_mask, o->mask_stride, (size_t)n);
+        return 0;
+    }
+    if (!PyArray_ISINTEGER(a) && len != 0) {
+        PyErr_Format(PyExc_TypeError, "allow must be a boolean mask or an array of integer row ids, got dtype %R",
+                     (PyObject *)PyArray_DESCR(a));
+        return -1;
+    }
+    if (PyArray_TYPE(a) == NPY_UINT64 || PyArray_TYPE(a) == NPY_ULONGLONG || PyArray_TYPE(a) == NPY_ULONG) {
+        const char *p = PyArray_DATA(a); /* ids above INT64_MAX would wrap in the cast */
+        for (npy_intp i = 0; i < len; i++) {
+            uint64_t v;
+            memcpy(&v, p + i * PyArray_STRIDE(a, 0), 8);
+            if (v > (uint64_t)INT64_MAX) {
+                PyErr_Format(PyExc_ValueError, "allow[%zd] = %llu is out of range for %zd candidates", (Py_ssize_t)i,
+                             (unsigned long long)v, (Py_ssize_t)n);
+                return -1;
+            }
+        }
+    }
+    {   /* a private int64 copy (8 bytes an id): the kernel checks the ids it then uses */
+        PyArray_Descr *dt = PyArray_DescrFromType(NPY_INT64); /* stolen below */
+        PyArrayObject *c =
+            dt ? (PyArrayObject *)PyArray_FromAny((PyObject *)a, dt, 1, 1,
+                                                  NPY_ARRAY_FORCECAST | NPY_ARRAY_CARRAY | NPY_ARRAY_ENSURECOPY, NULL)
+               : NULL;
+        if (!c) return -1;
+        Py_SETREF(*arr, c);
+    }
+    o->allow_ids = PyArray_DATA(*arr);
+    o->n_allow = (size_t)len;
+    *kept = len;
+    return 0;
+}
+
+/* out= with top_k: a pair (indices, scores) of C-contiguous, writeable int64
+ * and float32 arrays of shape (k,) (one query) or (m, k). New references in
+ * *ri, *rs, or -1 with an exception set. */
+static int tl_py_topk_out(PyObject *obj, int batched, npy_intp mq, npy_intp k, PyArrayObject **ri,
+                          PyArrayObject **rs) {
+    if (!PyTuple_Check(obj) || PyTuple_GET_SIZE(obj) != 2) {
+        PyErr_Format(PyExc_TypeError, "out with top_k must be a pair (indices, scores) of arrays, got %.100s",
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    static const char *const names[2] = {"out[0] (indices)", "out[1] (scores)"};
+    static const int types[2] = {NPY_INT64, NPY_FLOAT};
+    static const char *const tnames[2] = {"int64", "float32"};
+    PyArrayObject **dst[2] = {ri, rs};
+    for (int t = 0; t < 2; t++) {
+        PyObject *x = PyTuple_GET_ITEM(obj, t);
+        if (!PyArray_Check(x)) {
+            PyErr_Format(PyExc_TypeError, "%s must be a numpy.ndarray, got %.100s", names[t], Py_TYPE(x)->tp_name);
+            return -1;
+        }
+        PyArrayObject *a = (PyArrayObject *)x;
+        if (PyArray_TYPE(a) != types[t] || !PyArray_ISNOTSWAPPED(a)) {
+            PyErr_Format(PyExc_TypeError, "%s must have dtype %s, got %R", names[t], tnames[t],
+                         (PyObject *)PyArray_DESCR(a));
+            return -1;
+        }
+        int ok = batched ? PyArray_NDIM(a) == 2 && PyArray_DIM(a, 0) == mq && PyArray_DIM(a, 1) == k
+                         : PyArray_NDIM(a) == 1 && PyArray_DIM(a, 0) == k;
+        if (!ok) {
+            PyObject *shape = PyObject_GetAttrString(x, "shape");
+            if (!shape) return -1;
+            if (batched)
+                PyErr_Format(PyExc_ValueError, "%s must have shape (%zd, %zd) (queries x top_k), got %R", names[t],
+                             (Py_ssize_t)mq, (Py_ssize_t)k, shape);
+            else
+                PyErr_Format(PyExc_ValueError, "%s must have shape (%zd,) (top_k), got %R", names[t], (Py_ssize_t)k,
+                             shape);
+            Py_DECREF(shape);
+            return -1;
+        }
+        if (!PyArray_ISWRITEABLE(a) || !PyArray_ISALIGNED(a) || !PyArray_IS_C_CONTIGUOUS(a)) {
+            PyErr_Format(PyExc_ValueError, "%s must be writeable, aligned and C-contiguous", names[t]);
+            return -1;
+        }
+        Py_INCREF(a);
+        *dst[t] = a;
+    }
+    if (tl_py_may_overlap(*ri, *rs)) {
+        PyErr_SetString(PyExc_ValueError, "out[0] (indices) and out[1] (scores) must not overlap");
+        return -1;
+    }
+    return 0;
+}
+
 /* One cosine call's arguments, for its work without the GIL. */
 typedef struct tl_py_cos_call {
     const tl_mat *q, *c;
     const tl_vec *cn; /* candidate norms, or NULL */
     Py_ssize_t k;     /* top_k, or -1: every score into out */
-    void *ri, *rs;    /* top_k: indices and scores */
+    void *ri, *rs;    /* top_k: indices and scores, query i's at + i * ld elements */
+    size_t ld;
     size_t *count;
     void *out;
     ptrdiff_t ors, ocs;
+    const tl_score_opts *o;
+    size_t bad_pos; /* TL_K_EINVAL from allow ids: the bad one's position */
+    int dup;        /* ... and whether it repeats an earlier one */
 } tl_py_cos_call;
 
 static int tl_py_cos_work(void *ctx, tl_scratch *s, tl_py_nogil *g) {
     tl_py_cos_call *c = ctx;
     (void)g;
-    if (c->k >= 0)
-        return tl_cosine_topk_batch(s, c->q, c->c, c->cn, (size_t)c->k, c->ri, c->rs, c->count);
-    return tl_cosine_batch(s, c->q, c->c, c->cn, c->out, c->ors, c->ocs);
+    int rc = c->k >= 0 ? tl_score_topk_batch(s, c->q, c->c, c->cn, c->o, (size_t)c->k, c->ri, c->rs, c->ld, c->count)
+                       : tl_score_batch(s, c->q, c->c, c->cn, c->o, c->out, c->ors, c->ocs);
+    /* the binding checked everything else: the ids are at fault; find which */
+    if (rc == TL_K_EINVAL && c->o->allow_ids)
+        rc = tl_allow_check(s, c->o->allow_ids, c->o->n_allow, c->c->rows, &c->bad_pos, &c->dup);
+    return rc;
 }
 
+static const char *const tl_metric_names[3] = {"cosine", "dot", "l2"};
+
 static PyObject *py_cosine(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "_cosine_similarity(queries, candidates, top_k, out, candidate_norms, scratch)");
+    if (nargs != 6 && nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "_cosine_similarity(queries, candidates, top_k, out, candidate_norms, scratch"
+                                         "[, metric, normalized, allow])");
         return NULL;
     }
     Py_ssize_t k;
     tl_scratch_kind kind;
     if (tl_py_scratch_kind(args[5], &kind) < 0 || tl_py_opt_count(args[2], "top_k", &k) < 0) return NULL;
-    PyObject *out_obj = args[3];
-    if (k >= 0 && out_obj != Py_None) {
-        PyErr_SetString(PyExc_TypeError, "out cannot be combined with top_k (top_k returns new arrays)");
+    int metric = TL_METRIC_COSINE, normalized = 0;
+    if (nargs == 9 && (tl_arg_choice(args[6], "metric", tl_metric_names, 3, &metric) < 0 ||
+                       tl_arg_flag(args[7], "normalized", &normalized) < 0))
         return NULL;
-    }
-    PyArrayObject *q = NULL, *c = NULL, *out = NULL, *ri = NULL, *rs = NULL, *cn = NULL;
+    PyObject *out_obj = args[3], *allow_obj = nargs == 9 ? args[8] : Py_None;
+    tl_score_opts opts = {(tl_metric)metric, normalized, NULL, 0, NULL, 0};
+    PyArrayObject *q = NULL, *c = NULL, *out = NULL, *ri = NULL, *rs = NULL, *cn = NULL, *allow = NULL;
     PyObject *result = NULL;
     tl_dtype qdt, cdt;
     q = tl_py_cos_array(args[0], "queries", &qdt);
@@ -447,10 +577,25 @@ static PyObject *py_cosine(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssi
         goto done;
     }
     if (args[4] != Py_None) {
+        if (normalized) {
+            PyErr_SetString(PyExc_ValueError, "normalized=True cannot be combined with candidate_norms "
+                                              "(normalized takes every norm as 1)");
+            goto done;
+        }
         cn = tl_py_cand_norms(args[4], n);
         if (!cn) goto done;
     }
-    if (out_obj != Py_None) {
+    npy_intp kept; /* the rows scored: n, or those allow chooses */
+    if (tl_py_allow(allow_obj, n, &opts, &allow, &kept) < 0) goto done;
+    if (k >= 0 && out_obj != Py_None) {
+        if (tl_py_topk_out(out_obj, batched, mq, k, &ri, &rs) < 0) goto done;
+        if (tl_py_may_overlap(ri, q) || tl_py_may_overlap(ri, c) || (cn && tl_py_may_overlap(ri, cn)) ||
+            tl_py_may_overlap(rs, q) || tl_py_may_overlap(rs, c) || (cn && tl_py_may_overlap(rs, cn)) ||
+            (allow && (tl_py_may_overlap(ri, allow) || tl_py_may_overlap(rs, allow)))) {
+            PyErr_SetString(PyExc_ValueError, "out must not overlap queries, candidates, candidate_norms or allow");
+            goto done;
+        }
+    } else if (out_obj != Py_None) {
         if (!PyArray_Check(out_obj)) {
             PyErr_Format(PyExc_TypeError, "out must be a numpy.ndarray, got %.100s", Py_TYPE(out_obj)->tp_name);
             goto done;
@@ -461,17 +606,17 @@ static PyObject *py_cosine(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssi
             PyErr_Format(PyExc_TypeError, "out must have dtype float32, got %R", (PyObject *)PyArray_DESCR(out));
             goto done;
         }
-        if (!batched && (PyArray_NDIM(out) != 1 || PyArray_DIM(out, 0) != n)) {
+        if (!batched && (PyArray_NDIM(out) != 1 || PyArray_DIM(out, 0) != kept)) {
             PyErr_Format(PyExc_ValueError, "out must have shape (%zd,), got %d dimension(s) of size %zd",
-                         (Py_ssize_t)n, PyArray_NDIM(out),
+                         (Py_ssize_t)kept, PyArray_NDIM(out),
                          PyArray_NDIM(out) ? (Py_ssize_t)PyArray_DIM(out, 0) : (Py_ssize_t)1);
             goto done;
         }
-        if (batched && (PyArray_NDIM(out) != 2 || PyArray_DIM(out, 0) != mq || PyArray_DIM(out, 1) != n)) {
+        if (batched && (PyArray_NDIM(out) != 2 || PyArray_DIM(out, 0) != mq || PyArray_DIM(out, 1) != kept)) {
             PyObject *shape = PyObject_GetAttrString((PyObject *)out, "shape");
             if (shape) {
                 PyErr_Format(PyExc_ValueError, "out must have shape (%zd, %zd) (queries x candidates), got %R",
-                             (Py_ssize_t)mq, (Py_ssize_t)n, shape);
+                             (Py_ssize_t)mq, (Py_ssize_t)kept, shape);
                 Py_DECREF(shape);
             }
             goto done;
@@ -480,17 +625,18 @@ static PyObject *py_cosine(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssi
             PyErr_SetString(PyExc_ValueError, "out must be writeable and aligned");
             goto done;
         }
-        if (tl_py_may_overlap(out, q) || tl_py_may_overlap(out, c) || (cn && tl_py_may_overlap(out, cn))) {
-            PyErr_SetString(PyExc_ValueError, "out must not overlap queries, candidates or candidate_norms");
+        if (tl_py_may_overlap(out, q) || tl_py_may_overlap(out, c) || (cn && tl_py_may_overlap(out, cn)) ||
+            (allow && tl_py_may_overlap(out, allow))) {
+            PyErr_SetString(PyExc_ValueError, "out must not overlap queries, candidates, candidate_norms or allow");
             goto done;
         }
     } else if (k < 0) {
-        npy_intp dims[2] = {mq, n};
+        npy_intp dims[2] = {mq, kept};
         out = (PyArrayObject *)PyArray_SimpleNew(batched ? 2 : 1, batched ? dims : dims + 1, NPY_FLOAT);
         if (!out) goto done;
     }
-    Py_ssize_t kk = k < 0 ? 0 : (k < n ? k : n);
-    if (k >= 0) {
+    Py_ssize_t kk = k < 0 ? 0 : (k < kept ? k : kept);
+    if (k >= 0 && !ri) {
         npy_intp dims[2] = {mq, kk};
         ri = (PyArrayObject *)PyArray_SimpleNew(batched ? 2 : 1, batched ? dims : dims + 1, NPY_INT64);
         rs = (PyArrayObject *)PyArray_SimpleNew(batched ? 2 : 1, batched ? dims : dims + 1, NPY_FLOAT);
@@ -507,17 +653,50 @@ static PyObject *py_cosine(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssi
     ptrdiff_t ors = out && batched ? PyArray_STRIDE(out, 0) : 0;
     ptrdiff_t ocs = out ? PyArray_STRIDE(out, batched) : 0;
     size_t count = 0;
+    /* top_k rows: kk entries (new arrays), or k (out=: entries past the
+     * count get index -1 and score NaN) */
+    const size_t ld = out_obj != Py_None ? (size_t)k : (size_t)kk;
     tl_py_cos_call call = {&qm, &cm, cn ? &cnv : NULL, k, ri ? PyArray_DATA(ri) : NULL,
-                           rs ? PyArray_DATA(rs) : NULL, &count, out ? PyArray_DATA(out) : NULL,
-                           ors, ocs};
+                           rs ? PyArray_DATA(rs) : NULL, ld, &count, out ? PyArray_DATA(out) : NULL,
+                           ors, ocs, &opts, 0, 0};
     tl_py_scratch_arg sa = {kind, arena};
     int rc = tl_py_run(tl_py_cos_work, &call, &sa, NULL);
     if (rc == TL_PY_RAISED) goto done;
+    if (rc == TL_K_EINVAL && opts.allow_ids) {
+        long long v = (long long)opts.allow_ids[call.bad_pos];
+        if (call.dup)
+            PyErr_Format(PyExc_ValueError, "allow[%zd] = %lld repeats an earlier row id (ids must be distinct)",
+                         (Py_ssize_t)call.bad_pos, v);
+        else
+            PyErr_Format(PyExc_ValueError, "allow[%zd] = %lld is out of range for %zd candidates",
+                         (Py_ssize_t)call.bad_pos, v, (Py_ssize_t)n);
+        goto done;
+    }
     if (rc != TL_K_OK) {
         tl_py_kernel_error(rc);
         goto done;
     }
-    if (k >= 0) {
+    if (k >= 0 && out_obj != Py_None && count < (size_t)k) {
+        int64_t *pi = PyArray_DATA(ri);
+        float *ps = PyArray_DATA(rs);
+        for (npy_intp i = 0; i < mq; i++)
+            for (size_t t = count; t < (size_t)k; t++) {
+                pi[(size_t)i * ld + t] = -1;
+                ps[(size_t)i * ld + t] = NAN;
+            }
+        /* the caller's arrays, cut to the entries found */
+        PyObject *stop = PyLong_FromSize_t(count), *cut = stop ? PySlice_New(NULL, stop, NULL) : NULL;
+        Py_XDECREF(stop);
+        if (!cut) goto done;
+        PyObject *key = batched ? PyTuple_Pack(2, Py_Ellipsis, cut) : (Py_INCREF(cut), cut);
+        Py_DECREF(cut);
+        if (!key) goto done;
+        PyObject *a = PyObject_GetItem((PyObject *)ri, key), *b = a ? PyObject_GetItem((PyObject *)rs, key) : NULL;
+        Py_DECREF(key);
+        if (b) result = PyTuple_Pack(2, a, b);
+        Py_XDECREF(a);
+        Py_XDECREF(b);
+    } else if (k >= 0) {
         result = PyTuple_Pack(2, (PyObject *)ri, (PyObject *)rs);
     } else {
         result = (PyObject *)out;
@@ -527,6 +706,7 @@ done:
     Py_XDECREF(q);
     Py_XDECREF(c);
     Py_XDECREF(cn);
+    Py_XDECREF(allow);
     Py_XDECREF(out);
     Py_XDECREF(ri);
     Py_XDECREF(rs);
