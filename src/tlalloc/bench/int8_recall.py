@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 
     payload["ext"] = list(_tlalloc._kernels_ext())
     print(describe_machine(payload["machine"]))
-    print(f"kernels: {payload['isa']}, extensions {payload['ext'] or 'none'}; load average {load_average()}")
+    print(f"kernels: {payload['isa']}, extensions {payload['ext'] or 'none'}; {load_average()}")
     if not args.skip_recall:
         try:
             rec = measure_recall(args.sentences, args.queries, (1, 10, 100))
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             r = sp[name]
             print(f"  {name:8s} {r['cpu_s'] * 1e3:8.1f} ms CPU  {r['wall_s'] * 1e3:8.1f} ms wall")
         print(f"  float32 / int8: {sp['speedup_cpu']:.2f}x (CPU), {sp['speedup_wall']:.2f}x (wall)")
-        print(f"load average after: {load_average()}")
+        print(f"after: {load_average()}")
     if args.json:
         write_json(args.json, payload)
     return 0
