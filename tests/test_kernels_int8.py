@@ -8,7 +8,9 @@ rounding of the score of the dequantized vectors.
 
 from __future__ import annotations
 
+import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -387,29 +389,40 @@ def test_many_threads_share_one_corpus() -> None:
 
 
 def test_scoring_releases_the_gil() -> None:
-    # While one thread runs a long int8 call, another thread gets to run Python.
+    # The main thread counts while another thread scores; the scorer reads the
+    # count just before and just after each call. With the switch interval at
+    # 10 s no thread is made to give up the GIL: a call that held it would see
+    # the count unchanged (0, exactly: sum(range(5_000_000)) in its place does);
+    # released, the counter runs during the call (~0.1 s here).
     rng = np.random.default_rng(12)
     corpus = quantize(rng.standard_normal((200_000, 256)).astype(np.float32))
-    Q = rng.standard_normal((8, 256)).astype(np.float32)
+    Q = rng.standard_normal((64, 256)).astype(np.float32)
+    count = [0]
+    during: list[int] = []
     done = threading.Event()
-    ticks = 0
 
     def scorer() -> None:
         try:
             for _ in range(3):
+                before = count[0]
                 cosine_similarity(Q, corpus, top_k=10)
+                during.append(count[0] - before)
         finally:
             done.set()
 
-    th = threading.Thread(target=scorer)
-    th.start()
-    while not done.is_set():
-        ticks += 1
-        done.wait(0.0005)
-    th.join()
-    # Holding the GIL, the scorer would let this loop run only between its calls
-    # (a few ticks); released, the loop runs every half millisecond of them.
-    assert ticks > 100
+    prev = sys.getswitchinterval()
+    sys.setswitchinterval(10.0)
+    try:
+        th = threading.Thread(target=scorer)
+        th.start()
+        while not done.is_set():
+            count[0] += 1
+            if count[0] % 256 == 0:
+                time.sleep(0)  # let the scorer have the GIL back after its call
+        th.join()
+    finally:
+        sys.setswitchinterval(prev)
+    assert len(during) == 3 and min(during) > 0, during
 
 
 # ------------------------------------------------------------------- recall on real embeddings
