@@ -129,6 +129,21 @@ def test_quantize_strided_and_bfloat16() -> None:
     np.testing.assert_array_equal(quantize(b).data, ref_quantize(b.astype(np.float64))[0])
 
 
+def test_large_corpus() -> None:
+    # 4 MiB and more of int8 is mapped on huge-page boundaries: same contents, same scores
+    rng = np.random.default_rng(4)
+    C = embeddings(rng, 6000, 768)
+    corpus = quantize(C)
+    q, s = ref_quantize(C)
+    np.testing.assert_array_equal(corpus.data, q)
+    np.testing.assert_array_equal(corpus.scale, s)
+    Q = embeddings(rng, 2, 768)
+    assert_float32_of(cosine_similarity(Q, corpus), ref_scores(Q, corpus))
+    del corpus  # unmapped; the views of a second one stay valid after it goes
+    data = quantize(C[:5000]).data
+    np.testing.assert_array_equal(data, q[:5000])
+
+
 def test_ties_round_to_even() -> None:
     # 127 * x / 127 lands on k + 0.5 for x = (k + 0.5): 0.5 -> 0, 1.5 -> 2, 2.5 -> 2
     C = np.array([[127.0, 0.5, 1.5, 2.5, -0.5, -1.5]])

