@@ -57,6 +57,8 @@ __all__ = [
     "MAX_DEPTH",
     "cosine_similarity",
     "Metric",
+    "quantize",
+    "QuantizedCorpus",
     "spread_activation",
     "decay",
     "scratch_strategy",
@@ -207,7 +209,8 @@ def cosine_similarity(
 
     Args:
         queries: shape ``(d,)`` (one query) or ``(m, d)``; a float dtype.
-        candidates: shape ``(n, d)``; a float dtype.
+        candidates: shape ``(n, d)``; a float dtype; or a :class:`QuantizedCorpus`
+            (int8 rows, 4x smaller than float32: see :func:`quantize`).
         top_k: if given, return ``(indices, scores)`` of the ``top_k`` best rows
             (per query), best first, ties to the lower index (``top_k > n``
             returns all n). Selection uses a bounded heap in scratch, not a sort.
@@ -266,9 +269,81 @@ def cosine_similarity(
         >>> cosine_similarity(q, c, top_k=3, out=(idx, best), allow=c[:, 0] != 0)[0].tolist()
         [0, 3]
     """
+    if isinstance(candidates, QuantizedCorpus):  # an int8 corpus: see quantize()
+        if candidate_norms is not None:
+            raise TypeError("candidate_norms cannot be given with a QuantizedCorpus (it holds its own norms)")
+        if normalized is not False:
+            raise ValueError("normalized=True cannot be given with a QuantizedCorpus (it has its own norms)")
+        if allow is not None:
+            raise ValueError("allow= is not supported for a QuantizedCorpus")
+        if metric == "l2":
+            raise ValueError("metric='l2' is not supported for a QuantizedCorpus: use 'cosine' or 'dot'")
+        return _tlalloc._score_int8(queries, candidates, top_k, out, metric, _scratch)
     return _tlalloc._cosine_similarity(  # type: ignore[no-any-return]
         queries, candidates, top_k, out, candidate_norms, _scratch, metric, normalized, allow
     )
+
+
+# ---------------------------------------------------------------------------- int8
+
+#: An int8 corpus made by :func:`quantize` (immutable; see its docstring).
+QuantizedCorpus = _tlalloc.QuantizedCorpus
+
+
+def quantize(C: ArrayLike, *, _scratch: ScratchStrategy | None = None) -> QuantizedCorpus:
+    """Quantize the rows of ``C`` to int8 with one float32 scale per row, for :func:`cosine_similarity`.
+
+    The scheme is symmetric, with one scale per row from the row's largest
+    magnitude (absmax; needs no calibration data, and a row's cosine does not
+    depend on its scale)::
+
+        scale[r] = max_j |C[r, j]| / 127                (0 for a row of zeros)
+        data[r, j] = round(C[r, j] / scale[r])          to nearest, ties to even, in [-127, 127]
+
+    so ``data[r] * scale[r]`` stands for ``C[r]`` within half a step. The result
+    is 4x smaller than float32 (``n * d`` bytes plus 12 per row), and scoring it
+    reads 1 byte per element: from DRAM about 3.5-4x faster than the float32
+    corpus. ``cosine_similarity(q, corpus)`` quantizes each query by the same
+    scheme, sums the integer dot products exactly in int32 (AVX512_VNNI,
+    AVX-VNNI or AVX2, all giving the same integers) and returns the cosine of
+    the two dequantized vectors, computed in float64 and rounded once to float32.
+    The only error is the quantization's; what it does to a ranking depends on
+    the data (on all-MiniLM-L6-v2 sentence embeddings, recall@10 against the
+    float32 ranking is reported by ``python -m tlalloc.bench.int8_recall``).
+
+    The result owns its memory and cannot be changed: its arrays (``data``,
+    ``scale``, and the per-row ``sum`` and ``sumsq`` of the int8 values that the
+    integer kernels rely on) are read-only views, and the type has no
+    constructor, so a corpus always holds what this function computed. One
+    corpus can be searched from many threads at once. The GIL is released while
+    it is computed.
+
+    Args:
+        C: shape ``(n, d)`` with ``d <= 65536``; float16, float32, float64 or
+            bfloat16, any strides; every value finite.
+        _scratch: benchmarking aid, see :func:`scratch_strategy`.
+
+    Returns:
+        A :class:`QuantizedCorpus` of shape ``(n, d)``.
+
+    Raises:
+        TypeError: ``C`` does not have a float dtype.
+        ValueError: ``C`` is not 2-dimensional, has more than 65,536 columns, or
+            holds a NaN or infinity (the message names the first one).
+
+    Example:
+        >>> import numpy as np
+        >>> C = np.array([[0.5, -1.0, 0.25], [3.0, 0.0, 0.0], [0.0, 0.0, 0.0]], np.float32)
+        >>> corpus = quantize(C)
+        >>> corpus
+        QuantizedCorpus(rows=3, cols=3, dtype=int8)
+        >>> corpus.data.tolist(), corpus.scale.tolist()
+        ([[64, -127, 32], [127, 0, 0], [0, 0, 0]], [0.007874015718698502, 0.023622047156095505, 0.0])
+        >>> idx, scores = cosine_similarity(np.array([1.0, -2.0, 0.5], np.float32), corpus, top_k=2)
+        >>> idx.tolist(), [round(float(s), 3) for s in scores]
+        ([0, 1], [1.0, 0.439])
+    """
+    return _tlalloc._quantize(C, _scratch)
 
 
 # ---------------------------------------------------------------------------- spread

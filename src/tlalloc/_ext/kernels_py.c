@@ -1307,6 +1307,463 @@ static PyObject *py_decay(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssiz
     return result;
 }
 
+/* ---- int8 corpora ------------------------------------------------------------------
+ * kernels.quantize(C) gives a QuantizedCorpus: an immutable object that owns
+ * one 64-byte-aligned block with the int8 rows, the float32 scales and the
+ * int32 sums and sums of squares, all written by tl_quantize_i8 and never
+ * again. The integer kernels trust the sums (the VNNI paths use sum_j c_j to
+ * unbias their products), so nothing outside this file can make or change
+ * one: the type has no constructor, no settable attribute and cannot be
+ * subclassed; its arrays are read-only views whose base is the object (NumPy
+ * refuses to make them writeable again). Being immutable, one corpus can be
+ * scored from any number of threads, with or without the GIL. */
+
+typedef struct tl_py_i8_corpus {
+    PyObject_HEAD
+    void *block;   /* rows, then scale, sum, sumsq */
+    size_t mapped; /* block's bytes if mapped (tl_os_map_anchored), 0 if from aligned_alloc */
+    int8_t *data;  /* rows x cols, row r at data + r * cols */
+    float *scale;
+    int32_t *sum, *sumsq;
+    npy_intp rows, cols;
+} tl_py_i8_corpus;
+
+static PyTypeObject TlI8Corpus_Type;
+
+static void i8_corpus_dealloc(PyObject *self) {
+    tl_py_i8_corpus *c = (tl_py_i8_corpus *)self;
+    if (c->mapped) tl_os_unmap_range(c->block, c->mapped);
+    else free(c->block);
+    Py_TYPE(self)->tp_free(self);
+}
+
+/* A corpus of rows x cols with its block allocated (contents unset), or NULL
+ * with MemoryError. Sizes are checked for overflow (a broadcast view can claim
+ * 2**40 rows without holding them). */
+static tl_py_i8_corpus *i8_corpus_alloc(npy_intp rows, npy_intp cols) {
+    size_t n = (size_t)rows, d = (size_t)cols;
+    if (d && n > (SIZE_MAX / 2) / d) return (tl_py_i8_corpus *)PyErr_NoMemory();
+    size_t data_bytes = (n * d + 63) & ~(size_t)63;
+    if (n > (SIZE_MAX / 2 - data_bytes) / 12) return (tl_py_i8_corpus *)PyErr_NoMemory();
+    /* Large corpora are mapped on huge-page boundaries, with the advice NumPy
+     * also gives its large arrays: a DRAM pass over 4 KiB pages costs a TLB
+     * miss per page (36-40 ms instead of 26-28 ms for 1,000,000 x 768). */
+    const size_t align = data_bytes >= ((size_t)4 << 20) ? (size_t)2 << 20 : 64;
+    if (data_bytes + 12 * n > SIZE_MAX / 2 - align) return (tl_py_i8_corpus *)PyErr_NoMemory();
+    size_t total = (data_bytes + 12 * n + align - 1) & ~(align - 1);
+    tl_py_i8_corpus *c = PyObject_New(tl_py_i8_corpus, &TlI8Corpus_Type);
+    if (!c) return NULL;
+    c->mapped = align > 64 ? total : 0;
+    c->block = c->mapped ? tl_os_map_anchored(total, align, 0) : aligned_alloc(64, total ? total : 64);
+    if (!c->block) {
+        c->mapped = 0;
+        Py_DECREF(c);
+        return (tl_py_i8_corpus *)PyErr_NoMemory();
+    }
+    if (c->mapped) (void)tl_os_advise_huge(c->block, total); /* advice only: 4 KiB pages work too */
+    c->data = c->block;
+    c->scale = (float *)((char *)c->block + data_bytes);
+    c->sum = (int32_t *)(c->scale + n);
+    c->sumsq = c->sum + n;
+    c->rows = rows;
+    c->cols = cols;
+    return c;
+}
+
+/* A read-only view of nd dims over `ptr` (owned by `self`), or NULL. */
+static PyObject *i8_corpus_view(PyObject *self, void *ptr, int type_num, int nd, npy_intp *dims) {
+    PyObject *a = PyArray_NewFromDescr(&PyArray_Type, PyArray_DescrFromType(type_num), nd, dims, NULL, ptr, 0,
+                                       NULL);
+    if (!a) return NULL;
+    if (PyArray_SetBaseObject((PyArrayObject *)a, Py_NewRef(self)) < 0) {
+        Py_DECREF(a);
+        return NULL;
+    }
+    return a;
+}
+
+static PyObject *i8_corpus_get_data(PyObject *self, void *Py_UNUSED(c)) {
+    tl_py_i8_corpus *c = (tl_py_i8_corpus *)self;
+    npy_intp dims[2] = {c->rows, c->cols};
+    return i8_corpus_view(self, c->data, NPY_INT8, 2, dims);
+}
+
+static PyObject *i8_corpus_get_scale(PyObject *self, void *Py_UNUSED(c)) {
+    tl_py_i8_corpus *c = (tl_py_i8_corpus *)self;
+    return i8_corpus_view(self, c->scale, NPY_FLOAT, 1, &c->rows);
+}
+
+static PyObject *i8_corpus_get_sum(PyObject *self, void *Py_UNUSED(c)) {
+    tl_py_i8_corpus *c = (tl_py_i8_corpus *)self;
+    return i8_corpus_view(self, c->sum, NPY_INT32, 1, &c->rows);
+}
+
+static PyObject *i8_corpus_get_sumsq(PyObject *self, void *Py_UNUSED(c)) {
+    tl_py_i8_corpus *c = (tl_py_i8_corpus *)self;
+    return i8_corpus_view(self, c->sumsq, NPY_INT32, 1, &c->rows);
+}
+
+static PyObject *i8_corpus_get_shape(PyObject *self, void *Py_UNUSED(c)) {
+    tl_py_i8_corpus *c = (tl_py_i8_corpus *)self;
+    return Py_BuildValue("(nn)", (Py_ssize_t)c->rows, (Py_ssize_t)c->cols);
+}
+
+static PyObject *i8_corpus_get_nbytes(PyObject *self, void *Py_UNUSED(c)) {
+    tl_py_i8_corpus *c = (tl_py_i8_corpus *)self;
+    return PyLong_FromSize_t((size_t)c->rows * ((size_t)c->cols + 12));
+}
+
+/* dequantize(): the float32 values the rows stand for, data[r, j] * scale[r]. */
+static PyObject *i8_corpus_dequantize(PyObject *self, PyObject *Py_UNUSED(ignored)) {
+    tl_py_i8_corpus *c = (tl_py_i8_corpus *)self;
+    npy_intp dims[2] = {c->rows, c->cols};
+    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT);
+    if (!out) return NULL;
+    float *o = PyArray_DATA(out);
+    Py_BEGIN_ALLOW_THREADS
+    for (npy_intp r = 0; r < c->rows; r++)
+        for (npy_intp j = 0; j < c->cols; j++)
+            o[r * c->cols + j] = (float)c->data[r * c->cols + j] * c->scale[r];
+    Py_END_ALLOW_THREADS
+    return (PyObject *)out;
+}
+
+static PyObject *i8_corpus_repr(PyObject *self) {
+    tl_py_i8_corpus *c = (tl_py_i8_corpus *)self;
+    return PyUnicode_FromFormat("QuantizedCorpus(rows=%zd, cols=%zd, dtype=int8)", (Py_ssize_t)c->rows,
+                                (Py_ssize_t)c->cols);
+}
+
+static Py_ssize_t i8_corpus_len(PyObject *self) { return (Py_ssize_t)((tl_py_i8_corpus *)self)->rows; }
+
+static PyGetSetDef i8_corpus_getset[] = {
+    {"data", i8_corpus_get_data, NULL, "The int8 rows, shape (n, d) (read-only).", NULL},
+    {"scale", i8_corpus_get_scale, NULL, "One float32 scale per row: row r stands for data[r] * scale[r].", NULL},
+    {"sum", i8_corpus_get_sum, NULL, "int32 sum of each row's int8 values.", NULL},
+    {"sumsq", i8_corpus_get_sumsq, NULL, "int32 sum of the squares of each row's int8 values.", NULL},
+    {"shape", i8_corpus_get_shape, NULL, "(n, d).", NULL},
+    {"nbytes", i8_corpus_get_nbytes, NULL, "Bytes held: n * d for the rows plus 12 per row.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef i8_corpus_methods[] = {
+    {"dequantize", i8_corpus_dequantize, METH_NOARGS,
+     "dequantize() -> float32 array (n, d): data[r, j] * scale[r], the values the corpus stands for."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PySequenceMethods i8_corpus_as_seq = {.sq_length = i8_corpus_len};
+
+static PyTypeObject TlI8Corpus_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "tlalloc.kernels.QuantizedCorpus",
+    .tp_basicsize = sizeof(tl_py_i8_corpus),
+    .tp_dealloc = i8_corpus_dealloc,
+    .tp_repr = i8_corpus_repr,
+    .tp_as_sequence = &i8_corpus_as_seq,
+    .tp_flags = Py_TPFLAGS_DEFAULT, /* no BASETYPE, no tp_new: made by quantize() only */
+    .tp_doc = "An int8 corpus with one float32 scale per row, made by tlalloc.kernels.quantize() (immutable).",
+    .tp_getset = i8_corpus_getset,
+    .tp_methods = i8_corpus_methods,
+};
+
+/* The first non-finite element of row `r` of src, as "C[r, j] = value is not
+ * finite" (GIL held; the kernel reported the row, this names the column). */
+static void i8_bad_row_error(PyArrayObject *src, size_t r) {
+    const char *row = (const char *)PyArray_DATA(src) + (npy_intp)r * PyArray_STRIDE(src, 0);
+    for (npy_intp j = 0; j < PyArray_DIM(src, 1); j++) {
+        PyObject *v = PyArray_GETITEM(src, row + j * PyArray_STRIDE(src, 1));
+        if (!v) return;
+        double x = PyFloat_AsDouble(v);
+        if (x == -1.0 && PyErr_Occurred()) {
+            Py_DECREF(v);
+            return;
+        }
+        if (!isfinite(x)) {
+            PyErr_Format(PyExc_ValueError, "C[%zu, %zd] = %R is not finite (int8 quantization needs finite values)",
+                         r, (Py_ssize_t)j, v);
+            Py_DECREF(v);
+            return;
+        }
+        Py_DECREF(v);
+    }
+    PyErr_Format(PyExc_ValueError, "C row %zu has a non-finite value (changed while it was quantized?)", r);
+}
+
+typedef struct tl_py_quantize_call {
+    tl_mat src;
+    tl_py_i8_corpus *dst;
+    size_t bad_row;
+} tl_py_quantize_call;
+
+static int tl_py_quantize_work(void *ctx, tl_scratch *s, tl_py_nogil *g) {
+    tl_py_quantize_call *c = ctx;
+    (void)g;
+    return tl_quantize_i8(s, &c->src, c->dst->data, (ptrdiff_t)c->dst->cols, c->dst->scale, c->dst->sum,
+                          c->dst->sumsq, &c->bad_row);
+}
+
+/* _quantize(C, scratch) -> QuantizedCorpus. */
+static PyObject *py_quantize(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_quantize(C, scratch)");
+        return NULL;
+    }
+    tl_scratch_kind kind;
+    if (tl_py_scratch_kind(args[1], &kind) < 0) return NULL;
+    tl_dtype dt;
+    PyArrayObject *src = tl_py_cos_array(args[0], "C", &dt);
+    if (!src) return NULL;
+    tl_py_i8_corpus *corpus = NULL;
+    if (PyArray_NDIM(src) != 2) {
+        PyErr_Format(PyExc_ValueError, "C must be 2-dimensional (n, d), got %d dimension(s)", PyArray_NDIM(src));
+        goto fail;
+    }
+    if (PyArray_DIM(src, 1) > TL_I8_MAX_COLS) {
+        PyErr_Format(PyExc_ValueError, "C has %zd columns; an int8 corpus holds at most %d per row",
+                     (Py_ssize_t)PyArray_DIM(src, 1), TL_I8_MAX_COLS);
+        goto fail;
+    }
+    corpus = i8_corpus_alloc(PyArray_DIM(src, 0), PyArray_DIM(src, 1));
+    if (!corpus) goto fail;
+    tl_arena *arena;
+    if (tl_py_scratch_arena(kind, &arena) < 0) goto fail;
+    tl_py_quantize_call call = {{PyArray_DATA(src), dt, (size_t)corpus->rows, (size_t)corpus->cols,
+                                 PyArray_STRIDE(src, 0), PyArray_STRIDE(src, 1)},
+                                corpus, 0};
+    tl_py_scratch_arg sa = {kind, arena};
+    int rc = tl_py_run(tl_py_quantize_work, &call, &sa, NULL);
+    if (rc == TL_PY_RAISED) goto fail;
+    if (rc == TL_K_EINVAL) {
+        i8_bad_row_error(src, call.bad_row);
+        goto fail;
+    }
+    if (rc != TL_K_OK) {
+        tl_py_kernel_error(rc);
+        goto fail;
+    }
+    Py_DECREF(src);
+    return (PyObject *)corpus;
+fail:
+    Py_DECREF(src);
+    Py_XDECREF(corpus);
+    return NULL;
+}
+
+/* One int8 scoring call's arguments, for its work without the GIL. */
+typedef struct tl_py_i8_call {
+    tl_mat q;
+    tl_i8_mat c;
+    tl_i8_metric metric;
+    Py_ssize_t k; /* top_k, or -1: every score into out */
+    int64_t *ri;
+    float *rs;
+    size_t count;
+    float *out;
+    ptrdiff_t ors, ocs;
+} tl_py_i8_call;
+
+static int tl_py_i8_work(void *ctx, tl_scratch *s, tl_py_nogil *g) {
+    tl_py_i8_call *c = ctx;
+    (void)g;
+    if (c->k >= 0) return tl_i8_topk_batch(s, &c->q, &c->c, c->metric, (size_t)c->k, c->ri, c->rs, &c->count);
+    return tl_i8_score_batch(s, &c->q, &c->c, c->metric, c->out, c->ors, c->ocs);
+}
+
+static const char *const tl_i8_metric_names[2] = {"cosine", "dot"};
+
+/* _score_int8(queries, corpus, top_k, out, metric, scratch): cosine_similarity
+ * (and metric="dot") against a QuantizedCorpus. The corpus's memory is its own,
+ * so out can only overlap the queries. */
+static PyObject *py_score_int8(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "_score_int8(queries, corpus, top_k, out, metric, scratch)");
+        return NULL;
+    }
+    if (!Py_IS_TYPE(args[1], &TlI8Corpus_Type)) {
+        PyErr_Format(PyExc_TypeError, "candidates must be a QuantizedCorpus made by tlalloc.kernels.quantize(), "
+                     "got %.100s", Py_TYPE(args[1])->tp_name);
+        return NULL;
+    }
+    tl_py_i8_corpus *corpus = (tl_py_i8_corpus *)args[1];
+    Py_ssize_t k;
+    int metric = TL_I8_COSINE;
+    tl_scratch_kind kind;
+    if (tl_py_scratch_kind(args[5], &kind) < 0 || tl_py_opt_count(args[2], "top_k", &k) < 0 ||
+        tl_arg_choice(args[4], "metric", tl_i8_metric_names, 2, &metric) < 0)
+        return NULL;
+    PyObject *out_obj = args[3];
+    if (k >= 0 && out_obj != Py_None) {
+        PyErr_SetString(PyExc_TypeError, "out cannot be combined with top_k (top_k returns new arrays)");
+        return NULL;
+    }
+    PyArrayObject *q = NULL, *out = NULL, *ri = NULL, *rs = NULL;
+    PyObject *result = NULL;
+    tl_dtype qdt;
+    q = tl_py_cos_array(args[0], "queries", &qdt);
+    if (!q) goto done;
+    const int batched = PyArray_NDIM(q) == 2;
+    if (PyArray_NDIM(q) != 1 && !batched) {
+        PyErr_Format(PyExc_ValueError, "queries must be 1-dimensional (d,) or 2-dimensional (m, d), got %d dimension(s)",
+                     PyArray_NDIM(q));
+        goto done;
+    }
+    npy_intp mq = batched ? PyArray_DIM(q, 0) : 1, d = PyArray_DIM(q, batched), n = corpus->rows;
+    if (corpus->cols != d) {
+        PyErr_Format(PyExc_ValueError, "candidates has rows of %zd values; queries of length %zd do not match",
+                     (Py_ssize_t)corpus->cols, (Py_ssize_t)d);
+        goto done;
+    }
+    npy_intp dims[2] = {mq, n};
+    if (out_obj != Py_None) {
+        if (!PyArray_Check(out_obj)) {
+            PyErr_Format(PyExc_TypeError, "out must be a numpy.ndarray, got %.100s", Py_TYPE(out_obj)->tp_name);
+            goto done;
+        }
+        out = (PyArrayObject *)Py_NewRef(out_obj);
+        if (PyArray_TYPE(out) != NPY_FLOAT || !PyArray_ISNOTSWAPPED(out)) {
+            PyErr_Format(PyExc_TypeError, "out must have dtype float32, got %R", (PyObject *)PyArray_DESCR(out));
+            goto done;
+        }
+        const int want = batched ? 2 : 1;
+        if (PyArray_NDIM(out) != want || PyArray_DIM(out, 0) != dims[2 - want] ||
+            (batched && PyArray_DIM(out, 1) != n)) {
+            PyObject *shape = PyObject_GetAttrString((PyObject *)out, "shape");
+            if (shape) {
+                if (batched)
+                    PyErr_Format(PyExc_ValueError, "out must have shape (%zd, %zd) (queries x candidates), got %R",
+                                 (Py_ssize_t)mq, (Py_ssize_t)n, shape);
+                else
+                    PyErr_Format(PyExc_ValueError, "out must have shape (%zd,), got %R", (Py_ssize_t)n, shape);
+                Py_DECREF(shape);
+            }
+            goto done;
+        }
+        if (!PyArray_ISWRITEABLE(out) || !PyArray_ISALIGNED(out)) {
+            PyErr_SetString(PyExc_ValueError, "out must be writeable and aligned");
+            goto done;
+        }
+        if (tl_py_may_overlap(out, q)) {
+            PyErr_SetString(PyExc_ValueError, "out must not overlap queries");
+            goto done;
+        }
+    } else if (k < 0) {
+        out = (PyArrayObject *)PyArray_SimpleNew(batched ? 2 : 1, batched ? dims : dims + 1, NPY_FLOAT);
+        if (!out) goto done;
+    }
+    if (k >= 0) {
+        npy_intp kd[2] = {mq, k < n ? k : n};
+        ri = (PyArrayObject *)PyArray_SimpleNew(batched ? 2 : 1, batched ? kd : kd + 1, NPY_INT64);
+        rs = (PyArrayObject *)PyArray_SimpleNew(batched ? 2 : 1, batched ? kd : kd + 1, NPY_FLOAT);
+        if (!ri || !rs) goto done;
+    }
+    tl_arena *arena;
+    if (tl_py_scratch_arena(kind, &arena) < 0) goto done;
+    /* A 1-D query is the batched form with one query (row stride 0). */
+    tl_py_i8_call call = {
+        {PyArray_DATA(q), qdt, (size_t)mq, (size_t)d, batched ? PyArray_STRIDE(q, 0) : 0, PyArray_STRIDE(q, batched)},
+        {corpus->data, (size_t)n, (size_t)d, (ptrdiff_t)d, corpus->scale, corpus->sum, corpus->sumsq},
+        (tl_i8_metric)metric,
+        k,
+        ri ? PyArray_DATA(ri) : NULL,
+        rs ? PyArray_DATA(rs) : NULL,
+        0,
+        out ? PyArray_DATA(out) : NULL,
+        out && batched ? PyArray_STRIDE(out, 0) : 0,
+        out ? PyArray_STRIDE(out, batched) : 0};
+    tl_py_scratch_arg sa = {kind, arena};
+    int rc = tl_py_run(tl_py_i8_work, &call, &sa, NULL);
+    if (rc == TL_PY_RAISED) goto done;
+    if (rc != TL_K_OK) {
+        tl_py_kernel_error(rc);
+        goto done;
+    }
+    result = k >= 0 ? PyTuple_Pack(2, (PyObject *)ri, (PyObject *)rs) : Py_NewRef((PyObject *)out);
+done:
+    Py_XDECREF(q);
+    Py_XDECREF(out);
+    Py_XDECREF(ri);
+    Py_XDECREF(rs);
+    return result;
+}
+
+/* Optional extensions (tl_kernels_ext) by name, as a tuple. */
+static const char *const tl_ext_names[2] = {"avx512_vnni", "avx_vnni"};
+static const unsigned tl_ext_bits[2] = {TL_EXT_AVX512_VNNI, TL_EXT_AVX_VNNI};
+
+static PyObject *tl_py_ext_tuple(unsigned ext) {
+    PyObject *t = PyTuple_New((ext & TL_EXT_AVX512_VNNI ? 1 : 0) + (ext & TL_EXT_AVX_VNNI ? 1 : 0));
+    Py_ssize_t i = 0;
+    for (int b = 0; t && b < 2; b++) {
+        if (!(ext & tl_ext_bits[b])) continue;
+        PyObject *s = PyUnicode_FromString(tl_ext_names[b]);
+        if (!s) {
+            Py_CLEAR(t);
+            break;
+        }
+        PyTuple_SET_ITEM(t, i++, s);
+    }
+    return t;
+}
+
+static PyObject *py_ext(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
+    return tl_py_ext_tuple(tl_kernels_ext());
+}
+
+static PyObject *py_best_ext(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored)) {
+    return tl_py_ext_tuple(tl_kernels_best_ext());
+}
+
+/* Testing aid: use only the named extensions (an iterable of names, e.g. () or
+ * ("avx_vnni",)); returns the previous set. */
+static PyObject *py_set_ext(PyObject *Py_UNUSED(m), PyObject *arg) {
+    if (PyUnicode_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "ext must be a tuple of names ('avx512_vnni', 'avx_vnni'), got %R", arg);
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(arg, "ext must be a tuple of names ('avx512_vnni', 'avx_vnni')");
+    if (!seq) return NULL;
+    unsigned ext = 0;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+        int which = -1;
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        if (item == Py_None || tl_arg_choice(item, "ext", tl_ext_names, 2, &which) < 0 || which < 0) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_TypeError, "ext must hold 'avx512_vnni' or 'avx_vnni', got %R", item);
+            Py_DECREF(seq);
+            return NULL;
+        }
+        ext |= tl_ext_bits[which];
+    }
+    Py_DECREF(seq);
+    int prev = tl_kernels_set_ext(ext);
+    if (prev < 0) {
+        PyObject *want = tl_py_ext_tuple(ext), *best = tl_py_ext_tuple(tl_kernels_best_ext());
+        if (want && best) PyErr_Format(PyExc_ValueError, "this CPU does not support %R (it has %R)", want, best);
+        Py_XDECREF(want);
+        Py_XDECREF(best);
+        return NULL;
+    }
+    return tl_py_ext_tuple((unsigned)prev);
+}
+
+static PyMethodDef tl_i8_methods[] = {
+    {"_quantize", (PyCFunction)(void (*)(void))py_quantize, METH_FASTCALL,
+     "_quantize(C, scratch) -> QuantizedCorpus: see tlalloc.kernels.quantize."},
+    {"_score_int8", (PyCFunction)(void (*)(void))py_score_int8, METH_FASTCALL,
+     "_score_int8(queries, corpus, top_k, out, metric, scratch): see tlalloc.kernels.cosine_similarity."},
+    {"_kernels_ext", py_ext, METH_NOARGS, "Optional extensions the int8 kernels use now (a tuple of names)."},
+    {"_kernels_best_ext", py_best_ext, METH_NOARGS, "Optional extensions this CPU supports (a tuple of names)."},
+    {"_kernels_set_ext", py_set_ext, METH_O,
+     "Testing aid: use only the named extensions (a tuple of names); returns the previous ones."},
+    {NULL, NULL, 0, NULL},
+};
+
+static int tl_py_i8_init(PyObject *m) {
+    if (PyType_Ready(&TlI8Corpus_Type) < 0) return -1;
+    if (PyModule_AddObjectRef(m, "QuantizedCorpus", (PyObject *)&TlI8Corpus_Type) < 0) return -1;
+    return PyModule_AddFunctions(m, tl_i8_methods);
+}
+
 /* ---- introspection (tests and benchmarks) ------------------------------------------- */
 
 static const char *const tl_isa_names[3] = {"portable", "avx2", "avx512"};
@@ -1409,4 +1866,7 @@ static PyMethodDef kernel_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-int tl_py_kernels_init(PyObject *m) { return PyModule_AddFunctions(m, kernel_methods); }
+int tl_py_kernels_init(PyObject *m) {
+    if (tl_py_i8_init(m) < 0) return -1;
+    return PyModule_AddFunctions(m, kernel_methods);
+}
