@@ -438,7 +438,7 @@ def test_normalized_with_candidate_norms_is_refused() -> None:
         (
             {"metric": "euclidean"},
             ValueError,
-            "metric must be one of 'cosine', 'dot' or 'l2', got 'euclidean'",
+            "metric must be one of 'cosine', 'dot', 'l2', got 'euclidean'",
         ),
         ({"metric": 2}, TypeError, "metric must be one of"),
         ({"normalized": 1}, TypeError, "normalized must be True or False, got 1"),

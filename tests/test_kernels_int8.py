@@ -353,7 +353,7 @@ def test_score_bad_input() -> None:
     buf = np.zeros(66, np.float32)
     with pytest.raises(ValueError, match="out must not overlap queries"):
         cosine_similarity(buf[10:26], corpus, out=buf[:50])
-    with pytest.raises(ValueError, match="metric must be one of 'cosine' or 'dot', got 'l1'"):
+    with pytest.raises(ValueError, match="metric must be one of 'cosine', 'dot', got 'l1'"):
         _tlalloc._score_int8(q, corpus, None, None, "l1", None)
 
 
@@ -380,7 +380,7 @@ def test_set_ext_rules() -> None:
         assert _tlalloc._kernels_ext() == ()
         with pytest.raises(TypeError, match="ext must be a tuple of names"):
             _tlalloc._kernels_set_ext("avx_vnni")
-        with pytest.raises(ValueError, match="ext must be one of 'avx512_vnni' or 'avx_vnni', got 'sse'"):
+        with pytest.raises(ValueError, match="ext must be one of 'avx512_vnni', 'avx_vnni', got 'sse'"):
             _tlalloc._kernels_set_ext(("sse",))
         assert _tlalloc._kernels_ext() == ()
     finally:
