@@ -185,3 +185,51 @@ def test_threads_share_a_graph() -> None:
         assert isinstance(r, tuple)
         np.testing.assert_array_equal(r[0], want[0])
         np.testing.assert_array_equal(r[1], want[1])
+
+
+_SIGINT_CHILD = """
+import os, signal, sys, threading
+import numpy as np
+from tlalloc import kernels
+n = 2000
+ring = (np.arange(n + 1), (np.arange(n) + 1) % n, np.ones(n))
+threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+try:
+    kernels.spread_activation_many(ring, [np.arange(n)] * 8, decay_rate=0.0, threshold=0.0,
+                                   max_depth=kernels.MAX_DEPTH, _engine=sys.argv[1])
+except KeyboardInterrupt:
+    print("interrupted")
+else:
+    print("finished")
+"""
+
+
+@pytest.mark.parametrize("engine", ["dense", "sparse"])
+def test_ctrl_c_stops_a_long_call(engine: str) -> None:
+    import subprocess
+
+    r = subprocess.run([sys.executable, "-c", _SIGINT_CHILD, engine], capture_output=True, text=True,
+                       timeout=120)
+    assert r.stdout.strip() == "interrupted", (r.stdout, r.stderr[-2000:])
+
+
+def test_a_signal_handler_that_returns_lets_the_call_finish() -> None:
+    import os
+    import signal
+
+    n = 2000
+    ring = (np.arange(n + 1), (np.arange(n) + 1) % n, np.ones(n))
+    sets = [np.arange(n), [0], []]
+    kw = dict(decay_rate=0.0, threshold=0.0, max_depth=20000)
+    want = kernels.spread_activation_many(ring, sets, **kw)
+    seen: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda sig, frame: seen.append(sig))
+    try:
+        t = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT))
+        t.start()
+        got = kernels.spread_activation_many(ring, sets, **kw)
+        t.join()
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert seen == [signal.SIGINT]
+    np.testing.assert_array_equal(got, want)
