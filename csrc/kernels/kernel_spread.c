@@ -315,11 +315,21 @@ static size_t tl_topk_scan(const double *total, const uint32_t *node, size_t cou
 }
 #undef TL_ID
 
-static int tl_spread_topk(tl_spread_state *st, tl_topk_item *h, size_t k, int64_t *idx, float *val,
+/* The top-k heap of min(k, n) items: taken from scratch when the first set
+ * ranks its totals, after its traversal (the order docs/kernels.md gives for a
+ * call's scratch: state and frontier, then the heap), and kept for the others. */
+static tl_topk_item *tl_spread_heap(tl_scratch *s, tl_topk_item **hp, size_t k) {
+    if (!*hp) *hp = tl_scratch_alloc(s, k * sizeof(tl_topk_item), TL_DEFAULT_ALIGN);
+    return *hp;
+}
+
+static int tl_spread_topk(tl_spread_state *st, tl_topk_item **hp, size_t k, int64_t *idx, float *val,
                           size_t *count) {
     if (k > st->n) k = st->n;
     *count = 0;
     if (k == 0) return TL_K_OK;
+    tl_topk_item *h = tl_spread_heap(st->s, hp, k);
+    if (!h) return TL_K_ENOMEM;
     size_t hs = tl_topk_scan(st->total, st->node, st->count, h, k, 1);
     tl_topk_finish(h, hs);
     size_t out = 0, hi = 0;
@@ -353,9 +363,9 @@ static int tl_spread_fail(tl_spread_error *err, tl_graph_fault fault, int64_t po
 }
 
 /* Dense engine for one seed set. `cur` holds 3 * n doubles of scratch (any
- * contents), `h` room for min(k, n) heap items when top-k is asked for; both
- * are reused from set to set by the many-set entry point. */
-static int tl_spread_dense(double *cur, tl_topk_item *h, const tl_csr *g, const int64_t *seeds,
+ * contents), reused from set to set by the many-set entry point, as is the
+ * heap *hp (see tl_spread_heap). */
+static int tl_spread_dense(tl_scratch *s, double *cur, tl_topk_item **hp, const tl_csr *g, const int64_t *seeds,
                            size_t nseeds, const double *activation, size_t nact,
                            const tl_spread_params *p, float *dense, size_t k, int64_t *top_idx,
                            float *top_val, size_t *count, tl_spread_error *err) {
@@ -394,6 +404,8 @@ static int tl_spread_dense(double *cur, tl_topk_item *h, const tl_csr *g, const 
     }
     if (k > n) k = n;
     if (k == 0) return TL_K_OK;
+    tl_topk_item *h = tl_spread_heap(s, hp, k);
+    if (!h) return TL_K_ENOMEM;
     size_t hs = tl_topk_scan(total, NULL, n, h, k, 0);
     tl_topk_finish(h, hs);
     for (size_t i = 0; i < hs; i++) {
@@ -436,7 +448,7 @@ static int tl_spread_frontier_reserve(tl_spread_state *st, size_t F) {
 }
 
 /* Sparse engine for one seed set, in the (empty) state `st`. */
-static int tl_spread_sparse(tl_spread_state *st_, tl_topk_item *h, const tl_csr *g,
+static int tl_spread_sparse(tl_spread_state *st_, tl_topk_item **hp, const tl_csr *g,
                             const int64_t *seeds, size_t nseeds, const double *activation,
                             size_t nact, const tl_spread_params *p, float *dense, size_t k,
                             int64_t *top_idx, float *top_val, size_t *count,
@@ -514,7 +526,7 @@ static int tl_spread_sparse(tl_spread_state *st_, tl_topk_item *h, const tl_csr 
     if (dense) {
         for (size_t i = 0; i < st.count; i++) dense[st.node[i]] = (float)st.total[i];
     } else {
-        rc = tl_spread_topk(&st, h, k, top_idx, top_val, count);
+        rc = tl_spread_topk(&st, hp, k, top_idx, top_val, count);
     }
 out:
     *st_ = st;
@@ -546,10 +558,6 @@ static int tl_spread_sets(tl_scratch *s, const tl_csr *g, const int64_t *seeds, 
                           size_t *count, tl_spread_error *err) {
     const size_t n = g->n;
     tl_topk_item *h = NULL;
-    if (!dense && k > 0) {
-        h = tl_scratch_alloc(s, (k < n ? k : n) * sizeof(tl_topk_item), TL_DEFAULT_ALIGN);
-        if (!h) return TL_K_ENOMEM;
-    }
     double *darr = NULL;
     tl_spread_state st;
     int rc = TL_K_OK;
@@ -572,9 +580,9 @@ static int tl_spread_sets(tl_scratch *s, const tl_csr *g, const int64_t *seeds, 
         size_t *c = dense ? NULL : count + i;
         if (c) *c = 0;
         if (engine == TL_SPREAD_DENSE)
-            rc = tl_spread_dense(darr, h, g, seeds + a, ns, act, na, p, d, k, ti, tv, c, err);
+            rc = tl_spread_dense(s, darr, &h, g, seeds + a, ns, act, na, p, d, k, ti, tv, c, err);
         else {
-            rc = tl_spread_sparse(&st, h, g, seeds + a, ns, act, na, p, d, k, ti, tv, c, err);
+            rc = tl_spread_sparse(&st, &h, g, seeds + a, ns, act, na, p, d, k, ti, tv, c, err);
             tl_spread_state_clear(&st);
         }
         if (rc != TL_K_OK) {
