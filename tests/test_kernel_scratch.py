@@ -77,9 +77,11 @@ def spread_buffers(graph: tuple[np.ndarray, np.ndarray, np.ndarray], seeds: list
                    top_k: int | None = None, engine: str = "auto") -> list[tuple[int, int]]:
     """Scratch of spread_activation. Dense engine (n <= 4096): 24 n. Sparse engine:
     per reserve of c slots 24 c + 4 c + 4 T(c) (T(c): the hash table, a power of two
-    >= max(16, 2 c)); per step 32 F (F: the step's frontier). Reserves: c0 = min(n,
+    >= max(16, 2 c)); the frontier arrays (below). Reserves: c0 = min(n,
     max(64, seeds)); a step whose frontier has E edges, with R nodes reached so far,
-    reserves c' = min(n, max(2 c, R + E)) when R + E > c. Top-k: 16 min(k, n).
+    reserves c' = min(n, max(2 c, R + E)) when R + E > c. The frontier arrays (32 bytes
+    per entry) are kept from step to step and grown to max(F, 2 f) when a frontier of F
+    does not fit the f entries they hold. Top-k: 16 min(k, n).
 
     R, F and E come from running the spreading itself (the same order of additions as
     the kernel, so the same frontier)."""
@@ -106,11 +108,14 @@ def spread_buffers(graph: tuple[np.ndarray, np.ndarray, np.ndarray], seeds: list
         reached[s] = True
     deg = np.diff(indptr)
     w64 = weights.astype(np.float64)
+    fcap = 0
     for _ in range(max_depth):
         front = np.flatnonzero((cur >= threshold) & (cur != 0.0))
         if len(front) == 0:
             break
-        bufs += [(16 * len(front), 64), (16 * len(front), 64)]
+        if len(front) > fcap:
+            fcap = max(len(front), 2 * fcap)
+            bufs += [(16 * fcap, 64), (16 * fcap, 64)]
         need = min(n, int(reached.sum()) + int(deg[front].sum()))
         if need > cap:
             reserve(need)

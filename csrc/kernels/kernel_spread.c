@@ -49,6 +49,7 @@ typedef struct tl_spread_state {
     size_t count, cap;     /* slots used; slots allocated */
     uint64_t *fr, *fr_tmp; /* this step's frontier keys: node << 32 | slot */
     int64_t *ra, *rb;      /* and their row ranges */
+    size_t fcap;           /* frontier entries fr/ra have room for */
     uint32_t *table;       /* hash index: slot + 1, or 0 for empty */
     size_t tmask;
     unsigned tshift;
@@ -314,11 +315,20 @@ static size_t tl_topk_scan(const double *total, const uint32_t *node, size_t cou
 }
 #undef TL_ID
 
-static int tl_spread_topk(tl_spread_state *st, size_t k, int64_t *idx, float *val, size_t *count) {
+/* The top-k heap of min(k, n) items: taken from scratch when the first set
+ * ranks its totals, after its traversal (the order docs/kernels.md gives for a
+ * call's scratch: state and frontier, then the heap), and kept for the others. */
+static tl_topk_item *tl_spread_heap(tl_scratch *s, tl_topk_item **hp, size_t k) {
+    if (!*hp) *hp = tl_scratch_alloc(s, k * sizeof(tl_topk_item), TL_DEFAULT_ALIGN);
+    return *hp;
+}
+
+static int tl_spread_topk(tl_spread_state *st, tl_topk_item **hp, size_t k, int64_t *idx, float *val,
+                          size_t *count) {
     if (k > st->n) k = st->n;
     *count = 0;
     if (k == 0) return TL_K_OK;
-    tl_topk_item *h = tl_scratch_alloc(st->s, k * sizeof(tl_topk_item), TL_DEFAULT_ALIGN);
+    tl_topk_item *h = tl_spread_heap(st->s, hp, k);
     if (!h) return TL_K_ENOMEM;
     size_t hs = tl_topk_scan(st->total, st->node, st->count, h, k, 1);
     tl_topk_finish(h, hs);
@@ -352,15 +362,16 @@ static int tl_spread_fail(tl_spread_error *err, tl_graph_fault fault, int64_t po
     return TL_K_EGRAPH;
 }
 
-static int tl_spread_dense(tl_scratch *s, const tl_csr *g, const int64_t *seeds, size_t nseeds,
-                           const double *activation, size_t nact, const tl_spread_params *p,
-                           float *dense, size_t k, int64_t *top_idx, float *top_val, size_t *count,
-                           tl_spread_error *err) {
+/* Dense engine for one seed set. `cur` holds 3 * n doubles of scratch (any
+ * contents), reused from set to set by the many-set entry point, as is the
+ * heap *hp (see tl_spread_heap). */
+static int tl_spread_dense(tl_scratch *s, double *cur, tl_topk_item **hp, const tl_csr *g, const int64_t *seeds,
+                           size_t nseeds, const double *activation, size_t nact,
+                           const tl_spread_params *p, float *dense, size_t k, int64_t *top_idx,
+                           float *top_val, size_t *count, tl_spread_error *err) {
     const size_t n = g->n;
     const int ip64 = g->indptr_dtype == TL_I64, idx64 = g->indices_dtype == TL_I64;
     const int w64 = g->data_dtype == TL_F64;
-    double *cur = tl_scratch_alloc(s, 3 * n * sizeof(double), TL_DEFAULT_ALIGN);
-    if (!cur) return TL_K_ENOMEM;
     double *next = cur + n, *total = next + n;
     memset(cur, 0, 2 * n * sizeof(double));
     for (size_t j = 0; j < nseeds; j++) cur[seeds[j]] += activation[nact == 1 ? 0 : j];
@@ -393,7 +404,7 @@ static int tl_spread_dense(tl_scratch *s, const tl_csr *g, const int64_t *seeds,
     }
     if (k > n) k = n;
     if (k == 0) return TL_K_OK;
-    tl_topk_item *h = tl_scratch_alloc(s, k * sizeof(tl_topk_item), TL_DEFAULT_ALIGN);
+    tl_topk_item *h = tl_spread_heap(s, hp, k);
     if (!h) return TL_K_ENOMEM;
     size_t hs = tl_topk_scan(total, NULL, n, h, k, 0);
     tl_topk_finish(h, hs);
@@ -405,20 +416,50 @@ static int tl_spread_dense(tl_scratch *s, const tl_csr *g, const int64_t *seeds,
     return TL_K_OK;
 }
 
-static int tl_spread_sparse(tl_scratch *s, const tl_csr *g, const int64_t *seeds, size_t nseeds,
-                            const double *activation, size_t nact, const tl_spread_params *p,
-                            float *dense, size_t k, int64_t *top_idx, float *top_val,
-                            size_t *count, tl_spread_error *err) {
+/* Empty the touched set of a state for the next seed set, keeping its
+ * capacity: each node's table entry is removed in the reverse order of
+ * insertion (with linear probing, the entries a later key probed past were all
+ * inserted before it, so they are still there when it is looked up), or the
+ * whole table is cleared when that is cheaper (more than 1/8 of it in use). */
+static void tl_spread_state_clear(tl_spread_state *st) {
+    if (st->count * 8 >= st->tmask + 1) {
+        memset(st->table, 0, (st->tmask + 1) * sizeof(uint32_t));
+    } else {
+        for (size_t i = st->count; i-- > 0;) {
+            size_t h = tl_hash(st->node[i], st->tshift);
+            while (st->table[h] != i + 1) h = (h + 1) & st->tmask;
+            st->table[h] = 0;
+        }
+    }
+    st->count = 0;
+}
+
+/* Frontier arrays for F entries, kept from step to step and set to set. */
+static int tl_spread_frontier_reserve(tl_spread_state *st, size_t F) {
+    if (F <= st->fcap) return TL_K_OK;
+    size_t cap = st->fcap * 2 > F ? st->fcap * 2 : F;
+    st->fr = tl_scratch_alloc(st->s, 2 * cap * sizeof(uint64_t), TL_DEFAULT_ALIGN);
+    st->ra = tl_scratch_alloc(st->s, 2 * cap * sizeof(int64_t), TL_DEFAULT_ALIGN);
+    if (!st->fr || !st->ra) return TL_K_ENOMEM;
+    st->fr_tmp = st->fr + cap;
+    st->rb = st->ra + cap;
+    st->fcap = cap;
+    return TL_K_OK;
+}
+
+/* Sparse engine for one seed set, in the (empty) state `st`. */
+static int tl_spread_sparse(tl_spread_state *st_, tl_topk_item **hp, const tl_csr *g,
+                            const int64_t *seeds, size_t nseeds, const double *activation,
+                            size_t nact, const tl_spread_params *p, float *dense, size_t k,
+                            int64_t *top_idx, float *top_val, size_t *count,
+                            tl_spread_error *err) {
     const size_t n = g->n;
     const int ip64 = g->indptr_dtype == TL_I64, idx64 = g->indices_dtype == TL_I64;
     const int w64 = g->data_dtype == TL_F64;
-    tl_spread_state st;
-    memset(&st, 0, sizeof st);
-    st.s = s;
-    st.n = n;
+    tl_spread_state st = *st_; /* a local copy (kept in registers), written back at the end */
     size_t cap0 = nseeds > 64 ? nseeds : 64;
     int rc = tl_spread_reserve(&st, cap0 < n ? cap0 : n);
-    if (rc != TL_K_OK) return rc;
+    if (rc != TL_K_OK) goto out;
     for (size_t j = 0; j < nseeds; j++) { /* duplicate seeds add up, in order */
         uint32_t sl = tl_slot_get(&st, (uint32_t)seeds[j]);
         st.cur[sl] += activation[nact == 1 ? 0 : j];
@@ -430,17 +471,17 @@ static int tl_spread_sparse(tl_scratch *s, const tl_csr *g, const int64_t *seeds
     const double f = exp(-p->decay_rate);
     const double thr = p->threshold;
     for (size_t depth = 0; depth < p->max_depth; depth++) {
-        if (depth != 0 && tl_k_interrupted()) return TL_K_EINTR;
+        if (depth != 0 && tl_k_interrupted()) {
+            rc = TL_K_EINTR;
+            goto out;
+        }
         /* The frontier: O(touched). Its arrays are sized to it, in scratch (a
          * few bytes per frontier node; the slots and the table dominate). */
         size_t F = 0;
         for (size_t i = 0; i < st.count; i++) F += st.cur[i] >= thr && st.cur[i] != 0.0;
         if (F == 0) break;
-        st.fr = tl_scratch_alloc(s, 2 * F * sizeof(uint64_t), TL_DEFAULT_ALIGN);
-        st.ra = tl_scratch_alloc(s, 2 * F * sizeof(int64_t), TL_DEFAULT_ALIGN);
-        if (!st.fr || !st.ra) return TL_K_ENOMEM;
-        st.fr_tmp = st.fr + F;
-        st.rb = st.ra + F;
+        rc = tl_spread_frontier_reserve(&st, F);
+        if (rc != TL_K_OK) goto out;
         F = 0;
         for (size_t i = 0; i < st.count; i++)
             if (st.cur[i] >= thr && st.cur[i] != 0.0) st.fr[F++] = ((uint64_t)st.node[i] << 32) | i;
@@ -452,8 +493,10 @@ static int tl_spread_sparse(tl_scratch *s, const tl_csr *g, const int64_t *seeds
                 __builtin_prefetch((const char *)g->indptr + (st.fr[i + 8] >> 32) * (ip64 ? 8 : 4));
             size_t u = (size_t)(st.fr[i] >> 32);
             int64_t a = tl_ld_int(g->indptr, ip64, u), b = tl_ld_int(g->indptr, ip64, u + 1);
-            if (TL_UNLIKELY(a < 0 || a > b || b > (int64_t)g->nnz))
-                return tl_spread_fail(err, TL_FAULT_INDPTR, (int64_t)u, a, b);
+            if (TL_UNLIKELY(a < 0 || a > b || b > (int64_t)g->nnz)) {
+                rc = tl_spread_fail(err, TL_FAULT_INDPTR, (int64_t)u, a, b);
+                goto out;
+            }
             st.ra[i] = a;
             st.rb[i] = b;
             edges += (uint64_t)(b - a);
@@ -463,7 +506,7 @@ static int tl_spread_sparse(tl_scratch *s, const tl_csr *g, const int64_t *seeds
         if (need > n) need = n;
         if (need > st.cap) {
             rc = tl_spread_reserve(&st, (size_t)need);
-            if (rc != TL_K_OK) return rc;
+            if (rc != TL_K_OK) goto out;
         }
         switch (idx64 * 2 + w64) {
         case 0: rc = tl_spread_rows(&st, g, F, f, 0, 0, err); break;
@@ -471,7 +514,7 @@ static int tl_spread_sparse(tl_scratch *s, const tl_csr *g, const int64_t *seeds
         case 2: rc = tl_spread_rows(&st, g, F, f, 1, 0, err); break;
         default: rc = tl_spread_rows(&st, g, F, f, 1, 1, err); break;
         }
-        if (rc != TL_K_OK) return rc;
+        if (rc != TL_K_OK) goto out;
         for (size_t i = 0; i < st.count; i++) st.total[i] += st.next[i]; /* total += new */
         if (depth + 1 == p->max_depth) break; /* last step: only the totals are needed */
         double *t = st.cur; /* pulse = new; new = 0 */
@@ -482,9 +525,72 @@ static int tl_spread_sparse(tl_scratch *s, const tl_csr *g, const int64_t *seeds
 
     if (dense) {
         for (size_t i = 0; i < st.count; i++) dense[st.node[i]] = (float)st.total[i];
-        return TL_K_OK;
+    } else {
+        rc = tl_spread_topk(&st, hp, k, top_idx, top_val, count);
     }
-    return tl_spread_topk(&st, k, top_idx, top_val, count);
+out:
+    *st_ = st;
+    return rc;
+}
+
+/* ---- entry points ---------------------------------------------------------------------- */
+
+/* Checks shared by both entry points: dtypes, sizes and the graph's ends. */
+static int tl_spread_check(const tl_csr *g, size_t nact, size_t nseeds, int want, tl_spread_error *err) {
+    const size_t n = g->n;
+    const int ip64 = g->indptr_dtype == TL_I64;
+    if ((!ip64 && g->indptr_dtype != TL_I32) ||
+        (g->indices_dtype != TL_I64 && g->indices_dtype != TL_I32) ||
+        (g->data_dtype != TL_F64 && g->data_dtype != TL_F32) || n >= ((size_t)1 << 31) ||
+        (nact != 1 && nact != nseeds) || (nseeds && nact == 0) || !want)
+        return TL_K_EINVAL;
+    int64_t first = tl_ld_int(g->indptr, ip64, 0), last = tl_ld_int(g->indptr, ip64, n);
+    if (first != 0 || last != (int64_t)g->nnz) return tl_spread_fail(err, TL_FAULT_SHAPE, 0, first, last);
+    return TL_K_OK;
+}
+
+/* Run nsets seed sets (set i: seeds[set_ptr[i] .. set_ptr[i+1])) with one
+ * engine and one state, emptied between sets. */
+static int tl_spread_sets(tl_scratch *s, const tl_csr *g, const int64_t *seeds, const size_t *set_ptr,
+                          size_t nsets, const double *activation, size_t nact,
+                          const tl_spread_params *p, int engine, float *dense, size_t dense_stride,
+                          size_t k, int64_t *top_idx, float *top_val, size_t top_stride,
+                          size_t *count, tl_spread_error *err) {
+    const size_t n = g->n;
+    tl_topk_item *h = NULL;
+    double *darr = NULL;
+    tl_spread_state st;
+    int rc = TL_K_OK;
+    if (engine == TL_SPREAD_DENSE) {
+        darr = tl_scratch_alloc(s, 3 * n * sizeof(double), TL_DEFAULT_ALIGN);
+        if (!darr) return TL_K_ENOMEM;
+    } else {
+        memset(&st, 0, sizeof st);
+        st.s = s;
+        st.n = n;
+    }
+    for (size_t i = 0; i < nsets; i++) {
+        if (i != 0 && tl_k_interrupted()) return TL_K_EINTR;
+        const size_t a = set_ptr[i], ns = set_ptr[i + 1] - a;
+        const double *act = nact == 1 ? activation : activation + a;
+        const size_t na = nact == 1 ? 1 : ns;
+        float *d = dense ? dense + i * dense_stride : NULL;
+        int64_t *ti = dense ? NULL : top_idx + i * top_stride;
+        float *tv = dense ? NULL : top_val + i * top_stride;
+        size_t *c = dense ? NULL : count + i;
+        if (c) *c = 0;
+        if (engine == TL_SPREAD_DENSE)
+            rc = tl_spread_dense(s, darr, &h, g, seeds + a, ns, act, na, p, d, k, ti, tv, c, err);
+        else {
+            rc = tl_spread_sparse(&st, &h, g, seeds + a, ns, act, na, p, d, k, ti, tv, c, err);
+            tl_spread_state_clear(&st);
+        }
+        if (rc != TL_K_OK) {
+            if (rc == TL_K_EGRAPH) err->set = (int64_t)i;
+            return rc;
+        }
+    }
+    return TL_K_OK;
 }
 
 int tl_spread_activation(tl_scratch *s, const tl_csr *g, const int64_t *seeds, size_t nseeds,
@@ -497,22 +603,49 @@ int tl_spread_activation(tl_scratch *s, const tl_csr *g, const int64_t *seeds, s
     memset(err, 0, sizeof *err);
     if (count) *count = 0;
     const size_t n = g->n;
-    const int ip64 = g->indptr_dtype == TL_I64;
-    if ((!ip64 && g->indptr_dtype != TL_I32) ||
-        (g->indices_dtype != TL_I64 && g->indices_dtype != TL_I32) ||
-        (g->data_dtype != TL_F64 && g->data_dtype != TL_F32) || n >= ((size_t)1 << 31) ||
-        (nact != 1 && nact != nseeds) || (nseeds && nact == 0) || (!dense && !count))
-        return TL_K_EINVAL;
-    /* O(1) shape checks, then every seed. */
-    int64_t first = tl_ld_int(g->indptr, ip64, 0), last = tl_ld_int(g->indptr, ip64, n);
-    if (first != 0 || last != (int64_t)g->nnz) return tl_spread_fail(err, TL_FAULT_SHAPE, 0, first, last);
-    for (size_t j = 0; j < nseeds; j++)
+    int rc = tl_spread_check(g, nact, nseeds, dense || count, err);
+    if (rc != TL_K_OK) return rc;
+    for (size_t j = 0; j < nseeds; j++) /* every seed */
         if (seeds[j] < 0 || (uint64_t)seeds[j] >= n)
             return tl_spread_fail(err, TL_FAULT_SEED, (int64_t)j, seeds[j], 0);
     if (n == 0) return TL_K_OK;
-    if (p->engine == TL_SPREAD_DENSE || (p->engine == TL_SPREAD_AUTO && n <= TL_SPREAD_DENSE_MAX))
-        return tl_spread_dense(s, g, seeds, nseeds, activation, nact, p, dense, k, top_idx, top_val,
-                               count, err);
-    return tl_spread_sparse(s, g, seeds, nseeds, activation, nact, p, dense, k, top_idx, top_val,
-                            count, err);
+    int engine = p->engine;
+    if (engine == TL_SPREAD_AUTO) engine = n <= TL_SPREAD_DENSE_MAX ? TL_SPREAD_DENSE : TL_SPREAD_SPARSE;
+    const size_t ptr[2] = {0, nseeds};
+    rc = tl_spread_sets(s, g, seeds, ptr, 1, activation, nact, p, engine, dense, 0, k, top_idx,
+                        top_val, 0, count, err);
+    err->set = 0;
+    return rc;
+}
+
+int tl_spread_activation_many(tl_scratch *s, const tl_csr *g, const int64_t *seeds,
+                              const size_t *set_ptr, size_t nsets, const double *activation,
+                              size_t nact, const tl_spread_params *p, float *dense, size_t k,
+                              int64_t *top_idx, float *top_val, size_t *count,
+                              tl_spread_error *err) {
+    tl_spread_error dummy;
+    tl_scratch_set_kernel(s, TL_SCRATCH_SPREAD);
+    if (!err) err = &dummy;
+    memset(err, 0, sizeof *err);
+    const size_t n = g->n, nseeds = nsets ? set_ptr[nsets] : 0;
+    if (count)
+        for (size_t i = 0; i < nsets; i++) count[i] = 0;
+    if (nsets && set_ptr[0] != 0) return TL_K_EINVAL;
+    for (size_t i = 0; i < nsets; i++)
+        if (set_ptr[i + 1] < set_ptr[i]) return TL_K_EINVAL;
+    int rc = tl_spread_check(g, nact, nseeds, dense || count, err);
+    if (rc != TL_K_OK) return rc;
+    for (size_t i = 0; i < nsets; i++) /* every seed of every set, before any work */
+        for (size_t j = set_ptr[i]; j < set_ptr[i + 1]; j++)
+            if (seeds[j] < 0 || (uint64_t)seeds[j] >= n) {
+                rc = tl_spread_fail(err, TL_FAULT_SEED, (int64_t)(j - set_ptr[i]), seeds[j], 0);
+                err->set = (int64_t)i;
+                return rc;
+            }
+    if (n == 0 || nsets == 0) return TL_K_OK;
+    int engine = p->engine;
+    if (engine == TL_SPREAD_AUTO) engine = n <= TL_SPREAD_DENSE_MAX ? TL_SPREAD_DENSE : TL_SPREAD_SPARSE;
+    const size_t kk = k < n ? k : n;
+    return tl_spread_sets(s, g, seeds, set_ptr, nsets, activation, nact, p, engine, dense, n, k,
+                          top_idx, top_val, kk, count, err);
 }

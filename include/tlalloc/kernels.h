@@ -299,6 +299,7 @@ typedef enum tl_graph_fault {
 
 typedef struct tl_spread_error {
     tl_graph_fault fault;
+    int64_t set; /* tl_spread_activation_many: the seed set being run (SEED: holding the seed) */
     int64_t pos;
     int64_t ivalue, ivalue2;
     double fvalue;
@@ -324,6 +325,26 @@ int tl_spread_activation(tl_scratch *s, const tl_csr *g, const int64_t *seeds, s
                          const double *activation, size_t nact, const tl_spread_params *p,
                          float *dense, size_t k, int64_t *top_idx, float *top_val,
                          size_t *count, tl_spread_error *err);
+
+/* Spreading activation from nsets seed sets in one call: set i is
+ * seeds[set_ptr[i] .. set_ptr[i+1]) (set_ptr[0] == 0, non-decreasing), with
+ * activation[set_ptr[i] ..] (nact == set_ptr[nsets]) or activation[0] for every
+ * seed (nact == 1). Set i's result is exactly tl_spread_activation's for those
+ * seeds, written to dense + i * n (n floats, zero-filled by the caller) or, if
+ * dense is NULL, to top_idx/top_val + i * min(k, n) with its count in count[i].
+ *
+ * Every seed of every set is checked before any work (TL_FAULT_SEED with
+ * err->set and err->pos the set and the position within it; other faults name
+ * the set in err->set). The sets run back to back in one engine whose state
+ * (slots, hash table, frontier, heap) is emptied between sets (O(touched)) and
+ * grown, never rebuilt from empty or freed, across them: the single call's
+ * setup (argument checks, GIL hand-off, scratch bracket, growing the table from
+ * 64 slots) is paid once. Scratch: what the largest set needs. */
+int tl_spread_activation_many(tl_scratch *s, const tl_csr *g, const int64_t *seeds,
+                              const size_t *set_ptr, size_t nsets, const double *activation,
+                              size_t nact, const tl_spread_params *p, float *dense, size_t k,
+                              int64_t *top_idx, float *top_val, size_t *count,
+                              tl_spread_error *err);
 
 /* ---- decay ------------------------------------------------------------------------ */
 

@@ -142,6 +142,21 @@ def _spread_activation(
     engine: Literal["auto", "dense", "sparse"],
     /,
 ) -> NDArray[np.float32] | tuple[NDArray[np.int64], NDArray[np.float32]]: ...
+def _spread_activation_many(
+    indptr: Any,
+    indices: Any,
+    data: Any,
+    seed_ids: Any,
+    set_indptr: Any,
+    activation: Any,
+    decay_rate: float,
+    threshold: float,
+    max_depth: int,
+    top_k: int | None,
+    scratch: _Scratch,
+    engine: Literal["auto", "dense", "sparse"],
+    /,
+) -> NDArray[np.float32] | tuple[NDArray[np.int64], NDArray[np.float32]]: ...
 def _decay(
     strengths: Any,
     ages: Any,

@@ -325,6 +325,72 @@ static void test_spread_faults_one_engine(void) {
     CHECK(out[0] > 1.0f && out[1] > 0 && out[2] > 0);
 }
 
+/* Many seed sets in one call: each set's result is the single call's, bit for
+ * bit, with every engine and scratch kind; empty sets in between; a bad seed
+ * names its set and its position there, before any output is written. */
+static void test_spread_many_sets(void) {
+    enum { N = 20000, SETS = 6 };
+    graph g = random_graph(N, 6);
+    tl_csr csr = {g.n, g.nnz, g.indptr, TL_I64, g.indices, TL_I32, g.data, TL_F32};
+    int64_t seeds[] = {5, 17, 5, /* empty */ 19999, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 42};
+    size_t ptr[SETS + 1] = {0, 3, 3, 4, 14, 15, 16};
+    double act[16];
+    for (int i = 0; i < 16; i++) act[i] = 0.25 * (i % 5) - 0.25;
+    const tl_scratch_kind kinds[3] = {TL_SCRATCH_THREAD, TL_SCRATCH_SHARED, TL_SCRATCH_MALLOC};
+    float *dense = calloc((size_t)SETS * N, 4), *one = calloc(N, 4);
+    int64_t ti[SETS * 12], ti1[12];
+    float tv[SETS * 12], tv1[12];
+    size_t cnt[SETS], cnt1;
+    for (int e = 0; e < 3; e++) {
+        for (int kk = 0; kk < 3; kk++) {
+            tl_spread_params p = {0.5, 0.002, 5, (tl_spread_engine)e};
+            tl_scratch s;
+            memset(dense, 0, (size_t)SETS * N * 4);
+            CHECK(tl_scratch_begin(&s, kinds[kk], NULL) == 0);
+            CHECK(tl_spread_activation_many(&s, &csr, seeds, ptr, SETS, act, 16, &p, dense, 0, NULL, NULL,
+                                            NULL, NULL) == TL_K_OK);
+            CHECK(tl_spread_activation_many(&s, &csr, seeds, ptr, SETS, act, 16, &p, NULL, 12, ti, tv, cnt,
+                                            NULL) == TL_K_OK);
+            tl_scratch_end(&s);
+            for (int i = 0; i < SETS; i++) {
+                memset(one, 0, N * 4);
+                CHECK(tl_scratch_begin(&s, kinds[kk], NULL) == 0);
+                CHECK(tl_spread_activation(&s, &csr, seeds + ptr[i], ptr[i + 1] - ptr[i], act + ptr[i],
+                                           ptr[i + 1] - ptr[i] ? ptr[i + 1] - ptr[i] : 1, &p, one, 0,
+                                           NULL, NULL, NULL, NULL) == TL_K_OK);
+                CHECK(tl_spread_activation(&s, &csr, seeds + ptr[i], ptr[i + 1] - ptr[i], act + ptr[i],
+                                           ptr[i + 1] - ptr[i] ? ptr[i + 1] - ptr[i] : 1, &p, NULL, 12,
+                                           ti1, tv1, &cnt1, NULL) == TL_K_OK);
+                tl_scratch_end(&s);
+                CHECK(memcmp(one, dense + (size_t)i * N, N * 4) == 0);
+                CHECK(cnt[i] == cnt1 && cnt1 == 12);
+                CHECK(memcmp(ti1, ti + i * 12, sizeof ti1) == 0 && memcmp(tv1, tv + i * 12, sizeof tv1) == 0);
+            }
+        }
+    }
+    /* a bad seed: set 3, position 2; nothing written */
+    seeds[6] = N;
+    tl_spread_error err;
+    tl_spread_params p = {0.5, 0.002, 5, TL_SPREAD_AUTO};
+    tl_scratch s;
+    memset(dense, 0, (size_t)SETS * N * 4);
+    CHECK(tl_scratch_begin(&s, TL_SCRATCH_THREAD, NULL) == 0);
+    CHECK(tl_spread_activation_many(&s, &csr, seeds, ptr, SETS, act, 1, &p, dense, 0, NULL, NULL, NULL, &err) ==
+          TL_K_EGRAPH);
+    CHECK(err.fault == TL_FAULT_SEED && err.set == 3 && err.pos == 2 && err.ivalue == N);
+    for (size_t i = 0; i < (size_t)SETS * N; i++) CHECK(dense[i] == 0.0f);
+    /* set boundaries out of order, or not starting at 0 */
+    size_t bad[3] = {0, 5, 4};
+    CHECK(tl_spread_activation_many(&s, &csr, seeds, bad, 2, act, 1, &p, dense, 0, NULL, NULL, NULL, &err) ==
+          TL_K_EINVAL);
+    size_t bad0[2] = {1, 4};
+    CHECK(tl_spread_activation_many(&s, &csr, seeds, bad0, 1, act, 1, &p, dense, 0, NULL, NULL, NULL, &err) ==
+          TL_K_EINVAL);
+    tl_scratch_end(&s);
+    free(dense), free(one);
+    free_graph(&g);
+}
+
 static void test_spread_faults(void) {
     for (int e = 0; e < 3; e++) {
         engine = (tl_spread_engine)e;
@@ -628,6 +694,7 @@ int main(void) {
     RUN(test_spread_matches_reference);
     RUN(test_spread_small_graphs);
     RUN(test_spread_faults);
+    RUN(test_spread_many_sets);
     RUN(test_decay_models);
     RUN(test_decay_layouts_and_ages);
     RUN(test_scratch_overflow_is_counted);

@@ -830,6 +830,15 @@ static PyObject *tl_py_graph_error(const tl_spread_error *e, size_t n, size_t nn
  * second; kernels.py publishes it as MAX_DEPTH. */
 #define TL_PY_MAX_DEPTH 1000000
 
+/* The engine named by `obj` (tl_spread_engine), or -1 with ValueError. */
+static long tl_py_spread_engine(PyObject *obj) {
+    static const char *const engines[3] = {"auto", "dense", "sparse"};
+    for (int i = 0; i < 3 && PyUnicode_Check(obj); i++)
+        if (PyUnicode_CompareWithASCIIString(obj, engines[i]) == 0) return i;
+    PyErr_Format(PyExc_ValueError, "_engine must be 'auto', 'dense' or 'sparse', got %R", obj);
+    return -1;
+}
+
 /* One spreading call's arguments, for its work without the GIL. */
 typedef struct tl_py_spread_call {
     const tl_csr *g;
@@ -861,11 +870,7 @@ static PyObject *py_spread(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssi
         return NULL;
     }
     long engine = -1;
-    static const char *const engines[3] = {"auto", "dense", "sparse"};
-    for (int i = 0; i < 3 && PyUnicode_Check(args[10]); i++)
-        if (PyUnicode_CompareWithASCIIString(args[10], engines[i]) == 0) engine = i;
-    if (engine < 0)
-        return PyErr_Format(PyExc_ValueError, "_engine must be 'auto', 'dense' or 'sparse', got %R", args[10]);
+    if ((engine = tl_py_spread_engine(args[10])) < 0) return NULL;
     PyArrayObject *ip = NULL, *ix = NULL, *w = NULL, *seeds = NULL, *act = NULL;
     PyArrayObject *dense = NULL, *ri = NULL, *rv = NULL;
     PyObject *result = NULL;
@@ -1009,6 +1014,221 @@ done:
     Py_XDECREF(ix);
     Py_XDECREF(w);
     Py_XDECREF(seeds);
+    Py_XDECREF(act);
+    Py_XDECREF(dense);
+    Py_XDECREF(ri);
+    Py_XDECREF(rv);
+    return result;
+}
+
+/* One many-set call's arguments, for its work without the GIL. */
+typedef struct tl_py_spread_many_call {
+    const tl_csr *g;
+    const int64_t *seeds;
+    const size_t *set_ptr;
+    size_t nsets;
+    const double *act;
+    size_t nact;
+    const tl_spread_params *p;
+    float *dense;
+    size_t k;
+    int64_t *ri;
+    float *rv;
+    size_t *count;
+    tl_spread_error *err;
+} tl_py_spread_many_call;
+
+static int tl_py_spread_many_work(void *ctx, tl_scratch *s, tl_py_nogil *g) {
+    tl_py_spread_many_call *c = ctx;
+    (void)g;
+    return tl_spread_activation_many(s, c->g, c->seeds, c->set_ptr, c->nsets, c->act, c->nact, c->p,
+                                     c->dense, c->k, c->ri, c->rv, c->count, c->err);
+}
+
+/* _spread_activation_many(indptr, indices, data, seed_ids, set_ptr, activation,
+ *                         decay_rate, threshold, max_depth, top_k, scratch, engine)
+ * Set i is seed_ids[set_ptr[i]:set_ptr[i+1]]; activation is a number or one
+ * value per entry of seed_ids. Returns float32 (nsets, n), or int64 and float32
+ * arrays of shape (nsets, min(top_k, n)). */
+static PyObject *py_spread_many(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 12) {
+        PyErr_SetString(PyExc_TypeError, "_spread_activation_many takes 12 arguments");
+        return NULL;
+    }
+    long engine = tl_py_spread_engine(args[11]);
+    if (engine < 0) return NULL;
+    PyArrayObject *ip = NULL, *ix = NULL, *w = NULL, *seeds = NULL, *ptr = NULL, *act = NULL;
+    PyArrayObject *dense = NULL, *ri = NULL, *rv = NULL;
+    PyObject *result = NULL;
+    size_t *set_ptr = NULL;
+    tl_scratch_kind kind;
+    Py_ssize_t k, depth;
+    double decay_rate, threshold;
+    if (tl_py_scratch_kind(args[10], &kind) < 0) return NULL;
+    if (tl_py_real(args[6], "decay_rate", &decay_rate) < 0 || tl_py_real(args[7], "threshold", &threshold) < 0)
+        return NULL;
+    if (!(decay_rate >= 0.0) || decay_rate == INFINITY)
+        return PyErr_Format(PyExc_ValueError, "decay_rate must be finite and >= 0, got %R", args[6]);
+    if (threshold != threshold) return PyErr_Format(PyExc_ValueError, "threshold must not be NaN, got %R", args[7]);
+    if (args[8] == Py_None) return PyErr_Format(PyExc_TypeError, "max_depth must be an int, got None");
+    if (tl_py_opt_count(args[8], "max_depth", &depth) < 0 || tl_py_opt_count(args[9], "top_k", &k) < 0)
+        return NULL;
+    if (depth > TL_PY_MAX_DEPTH)
+        return PyErr_Format(PyExc_ValueError, "max_depth must be <= %d (tlalloc.kernels.MAX_DEPTH), got %R",
+                            TL_PY_MAX_DEPTH, args[8]);
+    if (!(ip = tl_py_index_array(args[0], "graph.indptr"))) goto done;
+    if (!(ix = tl_py_index_array(args[1], "graph.indices"))) goto done;
+    if (!(w = tl_py_weight_array(args[2]))) goto done;
+    npy_intp nip = PyArray_DIM(ip, 0), nnz = PyArray_DIM(ix, 0);
+    if (nip < 1) {
+        PyErr_SetString(PyExc_ValueError, "graph.indptr must have at least one element (n + 1 for n nodes), got 0");
+        goto done;
+    }
+    if ((npy_uintp)(nip - 1) >= ((npy_uintp)1 << 31)) {
+        PyErr_Format(PyExc_ValueError, "graphs of at most 2**31 - 1 nodes are supported, got %zd", (Py_ssize_t)(nip - 1));
+        goto done;
+    }
+    if (PyArray_DIM(w, 0) != nnz) {
+        PyErr_Format(PyExc_ValueError, "graph.data must have the length of graph.indices (%zd), got %zd",
+                     (Py_ssize_t)nnz, (Py_ssize_t)PyArray_DIM(w, 0));
+        goto done;
+    }
+    /* seed ids and set boundaries: private int64 copies (read without the GIL) */
+    {
+        PyArrayObject *s0 = tl_py_index_array(args[3], "seed_ids");
+        if (!s0) goto done;
+        if (tl_py_check_u64_ids(s0, "seed_ids", (Py_ssize_t)(nip - 1)) < 0) {
+            Py_DECREF(s0);
+            goto done;
+        }
+        seeds = (PyArrayObject *)PyArray_FromAny((PyObject *)s0, PyArray_DescrFromType(NPY_INT64), 1, 1,
+                                                 NPY_ARRAY_FORCECAST | NPY_ARRAY_IN_ARRAY | NPY_ARRAY_ENSURECOPY, NULL);
+        Py_DECREF(s0);
+        if (!seeds) goto done;
+        PyArrayObject *p0 = tl_py_index_array(args[4], "set_indptr");
+        if (!p0) goto done;
+        ptr = (PyArrayObject *)PyArray_FromAny((PyObject *)p0, PyArray_DescrFromType(NPY_INT64), 1, 1,
+                                               NPY_ARRAY_FORCECAST | NPY_ARRAY_IN_ARRAY | NPY_ARRAY_ENSURECOPY, NULL);
+        Py_DECREF(p0);
+        if (!ptr) goto done;
+    }
+    npy_intp ns = PyArray_DIM(seeds, 0), np1 = PyArray_DIM(ptr, 0);
+    const int64_t *pv = PyArray_DATA(ptr);
+    if (np1 < 1 || pv[0] != 0 || pv[np1 - 1] != (int64_t)ns) {
+        PyErr_Format(PyExc_ValueError,
+                     "set_indptr must start at 0 and end at len(seed_ids) = %zd, got %zd value(s)%s",
+                     (Py_ssize_t)ns, (Py_ssize_t)np1, np1 ? " with other ends" : "");
+        goto done;
+    }
+    for (npy_intp i = 0; i + 1 < np1; i++)
+        if (pv[i + 1] < pv[i]) {
+            PyErr_Format(PyExc_ValueError, "set_indptr must be non-decreasing: set_indptr[%zd] = %lld > set_indptr[%zd] = %lld",
+                         (Py_ssize_t)i, (long long)pv[i], (Py_ssize_t)(i + 1), (long long)pv[i + 1]);
+            goto done;
+        }
+    size_t nsets = (size_t)(np1 - 1);
+    set_ptr = PyMem_Malloc(np1 * sizeof(size_t));
+    if (!set_ptr) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (npy_intp i = 0; i < np1; i++) set_ptr[i] = (size_t)pv[i];
+    /* activation: a number or one per seed id, finite */
+    {
+        PyArrayObject *a0 = tl_py_array(args[5]);
+        if (!a0) goto done;
+        int tn = PyArray_TYPE(a0);
+        if (!(PyTypeNum_ISFLOAT(tn) || PyTypeNum_ISINTEGER(tn)) || PyTypeNum_ISBOOL(tn)) {
+            PyErr_Format(PyExc_TypeError, "activation must be a real number or one per seed, got dtype %R",
+                         (PyObject *)PyArray_DESCR(a0));
+            Py_DECREF(a0);
+            goto done;
+        }
+        if (PyArray_NDIM(a0) > 1 || (PyArray_NDIM(a0) == 1 && PyArray_DIM(a0, 0) != ns)) {
+            PyErr_Format(PyExc_ValueError,
+                         "activation must be a number or have one value per seed (%zd), got %zd values",
+                         (Py_ssize_t)ns, (Py_ssize_t)PyArray_SIZE(a0));
+            Py_DECREF(a0);
+            goto done;
+        }
+        act = (PyArrayObject *)PyArray_FromAny((PyObject *)a0, PyArray_DescrFromType(NPY_DOUBLE), 0, 1,
+                                               NPY_ARRAY_FORCECAST | NPY_ARRAY_IN_ARRAY | NPY_ARRAY_ENSURECOPY,
+                                               NULL);
+        Py_DECREF(a0);
+        if (!act) goto done;
+        const double *av = PyArray_DATA(act);
+        for (npy_intp i = 0; i < PyArray_SIZE(act); i++)
+            if (!isfinite(av[i])) {
+                PyObject *v = PyFloat_FromDouble(av[i]);
+                if (PyArray_NDIM(act) == 0)
+                    PyErr_Format(PyExc_ValueError, "activation must be finite, got %R", v);
+                else
+                    PyErr_Format(PyExc_ValueError, "activation[%zd] = %R is not finite", (Py_ssize_t)i, v);
+                Py_XDECREF(v);
+                goto done;
+            }
+    }
+    size_t n = (size_t)(nip - 1);
+    size_t kk = k < 0 ? 0 : ((size_t)k < n ? (size_t)k : n);
+    if (k < 0) {
+        npy_intp dims[2] = {(npy_intp)nsets, (npy_intp)n};
+        dense = (PyArrayObject *)PyArray_ZEROS(2, dims, NPY_FLOAT, 0);
+        if (!dense) goto done;
+    } else {
+        npy_intp dims[2] = {(npy_intp)nsets, (npy_intp)kk};
+        ri = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_INT64);
+        rv = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_FLOAT);
+        if (!ri || !rv) goto done;
+    }
+    size_t *counts = PyMem_Calloc(nsets ? nsets : 1, sizeof(size_t));
+    if (!counts) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    tl_arena *arena;
+    if (tl_py_scratch_arena(kind, &arena) < 0) {
+        PyMem_Free(counts);
+        goto done;
+    }
+    tl_csr g = {n, (size_t)nnz, PyArray_DATA(ip), (tl_dtype)tl_py_dtype(ip), PyArray_DATA(ix),
+                (tl_dtype)tl_py_dtype(ix), PyArray_DATA(w), (tl_dtype)tl_py_dtype(w)};
+    tl_spread_params p = {decay_rate, threshold, (size_t)depth, (tl_spread_engine)engine};
+    tl_spread_error err;
+    memset(&err, 0, sizeof err);
+    size_t nact = PyArray_NDIM(act) == 0 ? 1 : (size_t)ns;
+    if (ns == 0) nact = 1; /* no seed reads it */
+    tl_py_spread_many_call call = {&g, PyArray_DATA(seeds), set_ptr, nsets, PyArray_DATA(act), nact, &p,
+                                   dense ? PyArray_DATA(dense) : NULL, kk,
+                                   ri ? PyArray_DATA(ri) : NULL, rv ? PyArray_DATA(rv) : NULL, counts, &err};
+    tl_py_scratch_arg sa = {kind, arena};
+    int rc = tl_py_run(tl_py_spread_many_work, &call, &sa, NULL);
+    PyMem_Free(counts); /* every set's count is min(top_k, n): the rows are full */
+    if (rc == TL_PY_RAISED) goto done;
+    if (rc == TL_K_EGRAPH) {
+        if (err.fault == TL_FAULT_SEED)
+            PyErr_Format(PyExc_ValueError, "seed set %lld: seeds[%lld] = %lld is out of range for a graph of %zu nodes",
+                         (long long)err.set, (long long)err.pos, (long long)err.ivalue, n);
+        else
+            tl_py_graph_error(&err, n, (size_t)nnz);
+        goto done;
+    }
+    if (rc != TL_K_OK) {
+        tl_py_kernel_error(rc);
+        goto done;
+    }
+    if (dense) {
+        result = (PyObject *)dense;
+        Py_INCREF(result);
+    } else {
+        result = PyTuple_Pack(2, (PyObject *)ri, (PyObject *)rv);
+    }
+done:
+    PyMem_Free(set_ptr);
+    Py_XDECREF(ip);
+    Py_XDECREF(ix);
+    Py_XDECREF(w);
+    Py_XDECREF(seeds);
+    Py_XDECREF(ptr);
     Py_XDECREF(act);
     Py_XDECREF(dense);
     Py_XDECREF(ri);
@@ -1843,6 +2063,9 @@ static PyMethodDef kernel_methods[] = {
     {"_spread_activation", (PyCFunction)(void (*)(void))py_spread, METH_FASTCALL,
      "_spread_activation(indptr, indices, data, seeds, activation, decay_rate, threshold, max_depth, "
      "top_k, scratch, engine): see tlalloc.kernels."},
+    {"_spread_activation_many", (PyCFunction)(void (*)(void))py_spread_many, METH_FASTCALL,
+     "_spread_activation_many(indptr, indices, data, seed_ids, set_indptr, activation, decay_rate, threshold, "
+     "max_depth, top_k, scratch, engine): see tlalloc.kernels.spread_activation_many."},
     {"_decay", (PyCFunction)(void (*)(void))py_decay, METH_FASTCALL,
      "_decay(strengths, ages, model, tau, half_life, alpha, out, scratch): see tlalloc.kernels."},
     {"_set_thread_scratch", py_set_thread_scratch, METH_O,
