@@ -1,5 +1,5 @@
 /* thread.c: one arena per thread, created on first use, released at thread exit
- * (docs/arena.md, "Threads").
+ * (docs/arena.md, "Threads"; identity, liveness and fork: docs/threads.md).
  *
  * The calling thread's arena sits in a C11 thread-local pointer, so finding it
  * costs one TLS read. A pthread key with a destructor drops the thread's

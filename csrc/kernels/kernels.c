@@ -1,5 +1,5 @@
-/* kernels.c: what the three kernels share: element types and their conversion,
- * and the run-time choice of instruction set. */
+/* kernels.c: what the kernels share: element types and their conversion, and
+ * the run-time choice of instruction set (docs/kernels.md). */
 #include <math.h>
 #include <stdatomic.h>
 

@@ -1,6 +1,7 @@
 /* platform/fork.c: the core's pthread_atfork handlers. They take the locks of
  * every subsystem that registered (platform/fork.h) before fork, release them
- * after, and let each subsystem repair its state in the child.
+ * after, and let each subsystem repair its state in the child (what a child
+ * keeps: docs/threads.md, "Fork").
  *
  * Prepare takes the locks in the one order in which any thread ever nests them
  * (outer first); this list is that order, and no code may take a lock of the

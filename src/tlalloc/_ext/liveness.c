@@ -1,5 +1,6 @@
 /* liveness.c: exact live-array counts on free-threaded CPython (arena_py.c
- * counts the live arrays of a scope as its region's references).
+ * counts the live arrays of a scope as its region's references; docs/threads.md,
+ * "Liveness without the GIL").
  *
  * Why the count is exact without the GIL (free-threaded builds). CPython's
  * biased reference counting defers a drop made by a thread other than an

@@ -1,6 +1,7 @@
 /* thread_arena_py.c: thread_arena() and scratch(): one arena object per OS
  * thread, released at the thread's exit and, in a forked child, for every
- * thread that does not exist there (the story is told at thread_arena()). */
+ * thread that does not exist there (the story is told at thread_arena(); what
+ * holds, in short: docs/threads.md). */
 #include "arena_py.h"
 
 #include <pthread.h>
