@@ -660,7 +660,8 @@ static tl_page *tl_heap_find_page(tl_heap *h, unsigned c) {
      *    only if none has any: carving such blocks faults in fresh pages,
      *    while the freed ones sit idle. The slow half of rptest x2's runs
      *    (`tlalloc bench mimalloc-bench --benchmarks rptest --threads 2`)
-     *    took 0.65-0.72 s so, against 0.75-0.77 s (BENCHMARKS.md). Smaller
+     *    took 0.65-0.72 s so, against 0.75-0.77 s
+     *    (docs/benchmark-log/mimalloc-bench.md). Smaller
      *    blocks are carved at once: xmalloc-test x1 (64-byte blocks a
      *    consumer thread frees) ran at 0.81x the speed taking the freed ones
      *    first (why is not measured: likely their cache lines on the

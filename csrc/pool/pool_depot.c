@@ -28,16 +28,17 @@
  * returns pages and takes them again within a fraction of a second. Given
  * back at once, each such page is faulted in again (the kernel zeroes it):
  * mstress at 4 threads took 88,000 minor faults and 0.19 s of system time a
- * run so, against 13,000 and 0.03 s with a 64 MiB limit (BENCHMARKS.md,
- * "Lazy purge of the depot").
+ * run so, against 13,000 and 0.03 s with a 64 MiB limit
+ * (docs/benchmark-log/mimalloc-bench.md, "Lazy purge of the depot").
  *
  * No system call under the lock on the paths threads take on their own: a
  * thread heap maps a new segment with the lock released (tl_depot_take), and
  * the lazy purge queues its madvise and munmap calls for tl_depot_unlock,
  * which makes them after the release. A thread that waits on the lock sleeps,
  * and the scheduler wakes it on the waker's core; with two threads on two
- * cores, one then waits a 4 ms tick while the other core idles (BENCHMARKS.md,
- * "rptest x2: system calls under the depot lock"). The paths a caller asks
+ * cores, one then waits a 4 ms tick while the other core idles
+ * (docs/benchmark-log/mimalloc-bench.md, "rptest x2: system calls under the
+ * depot lock"). The paths a caller asks
  * for (tl_pool_collect, a limit or delay of 0) and the locked global heap
  * still make them under the lock.
  */
@@ -408,8 +409,9 @@ TL_NOINLINE TL_COLD static void tl_depot_purge_unlocked(tl_page *pages, tl_segme
  * purge are made here, after the release. A thread that waits on the lock
  * sleeps in the kernel, and the waker's wake-up moves it to the waker's core,
  * where it waits for the next tick (4 ms) while another core idles: with 2
- * threads, rptest's peak live bytes doubled so (BENCHMARKS.md, "rptest x2:
- * system calls under the depot lock"). Cost when nothing is queued: two loads. */
+ * threads, rptest's peak live bytes doubled so
+ * (docs/benchmark-log/mimalloc-bench.md, "rptest x2: system calls under the
+ * depot lock"). Cost when nothing is queued: two loads. */
 void tl_depot_unlock(void) {
     tl_page *pages = tl_purge_pages;
     tl_segment *segs = tl_purge_segs;

@@ -297,8 +297,8 @@ static void tl_purge_due(uint64_t now, int force) {
  *   blocks before they exit, and whose successors allocate as much again
  *   (mstress: 25 rounds of 4 threads), had every round's blocks purged and
  *   faulted in again: 2x mimalloc's page faults, 0.73x its speed at 4
- *   threads (BENCHMARKS.md, "mstress: the large cache's bound follows the
- *   recent most").
+ *   threads (docs/benchmark-log/mimalloc-bench.md, "mstress: the large
+ *   cache's bound follows the recent most").
  * - Bounding the cached bytes alone by the most plus retain_bytes, instead of
  *   the sum, raised the churn's peak RSS to 1.12x NumPy's default in a
  *   60-second run (1.06x with the bound at the live bytes now, 1.00x with
@@ -536,8 +536,9 @@ static int tl_tcache_put(tl_heap *h, tl_segment *s, uint64_t now) {
  * program then writes again. malloc-large (20 live blocks of 5-25 MiB, a
  * random one replaced 2,000 times) spent a fifth of its time in the kernel's
  * clear_page_rep with a quarter, 0.90-0.98x glibc's speed, and 1.17-1.19x
- * with three quarters at about the same peak RSS (BENCHMARKS.md, "malloc-large:
- * a looser fit above 4 MiB"); a half, in a scratch build, was in between.
+ * with three quarters at about the same peak RSS
+ * (docs/benchmark-log/mimalloc-bench.md, "malloc-large: a looser fit above
+ * 4 MiB"); a half, in a scratch build, was in between.
  * Up to 4 MiB the quarter stays: NumPy's churn of arrays up to 2 MB keeps its
  * RSS within 1.1x of NumPy's default. Cost: the slack of a live block stays
  * resident. */
