@@ -862,6 +862,46 @@ static int tl_py_spread_work(void *ctx, tl_scratch *s, tl_py_nogil *g) {
                                 c->ri, c->rv, c->count, c->err);
 }
 
+/* activation: a number or one value per seed (ns of them), finite. Returns a
+ * private float64 copy (0-d or 1-d), checked here and read later with the GIL
+ * released, or NULL with an exception set. */
+static PyArrayObject *tl_py_activation(PyObject *arg, npy_intp ns) {
+    PyArrayObject *a0 = tl_py_array(arg);
+    if (!a0) return NULL;
+    int tn = PyArray_TYPE(a0);
+    if (!(PyTypeNum_ISFLOAT(tn) || PyTypeNum_ISINTEGER(tn)) || PyTypeNum_ISBOOL(tn)) {
+        PyErr_Format(PyExc_TypeError, "activation must be a real number or one per seed, got dtype %R",
+                     (PyObject *)PyArray_DESCR(a0));
+        Py_DECREF(a0);
+        return NULL;
+    }
+    if (PyArray_NDIM(a0) > 1 || (PyArray_NDIM(a0) == 1 && PyArray_DIM(a0, 0) != ns)) {
+        PyErr_Format(PyExc_ValueError,
+                     "activation must be a number or have one value per seed (%zd), got %zd values",
+                     (Py_ssize_t)ns, (Py_ssize_t)PyArray_SIZE(a0));
+        Py_DECREF(a0);
+        return NULL;
+    }
+    PyArrayObject *act = (PyArrayObject *)PyArray_FromAny(
+        (PyObject *)a0, PyArray_DescrFromType(NPY_DOUBLE), 0, 1,
+        NPY_ARRAY_FORCECAST | NPY_ARRAY_IN_ARRAY | NPY_ARRAY_ENSURECOPY, NULL);
+    Py_DECREF(a0);
+    if (!act) return NULL;
+    const double *av = PyArray_DATA(act);
+    for (npy_intp i = 0; i < PyArray_SIZE(act); i++)
+        if (!isfinite(av[i])) {
+            PyObject *v = PyFloat_FromDouble(av[i]);
+            if (PyArray_NDIM(act) == 0)
+                PyErr_Format(PyExc_ValueError, "activation must be finite, got %R", v);
+            else
+                PyErr_Format(PyExc_ValueError, "activation[%zd] = %R is not finite", (Py_ssize_t)i, v);
+            Py_XDECREF(v);
+            Py_DECREF(act);
+            return NULL;
+        }
+    return act;
+}
+
 /* _spread_activation(indptr, indices, data, seeds, activation, decay_rate,
  *                    threshold, max_depth, top_k, scratch, engine) */
 static PyObject *py_spread(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs) {
@@ -932,42 +972,8 @@ static PyObject *py_spread(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssi
         if (!seeds) goto done;
     }
     npy_intp ns = PyArray_SIZE(seeds);
-    /* activation: a number or one per seed, finite */
-    {
-        PyArrayObject *a0 = tl_py_array(args[4]);
-        if (!a0) goto done;
-        int tn = PyArray_TYPE(a0);
-        if (!(PyTypeNum_ISFLOAT(tn) || PyTypeNum_ISINTEGER(tn)) || PyTypeNum_ISBOOL(tn)) {
-            PyErr_Format(PyExc_TypeError, "activation must be a real number or one per seed, got dtype %R",
-                         (PyObject *)PyArray_DESCR(a0));
-            Py_DECREF(a0);
-            goto done;
-        }
-        if (PyArray_NDIM(a0) > 1 || (PyArray_NDIM(a0) == 1 && PyArray_DIM(a0, 0) != ns)) {
-            PyErr_Format(PyExc_ValueError,
-                         "activation must be a number or have one value per seed (%zd), got %zd values",
-                         (Py_ssize_t)ns, (Py_ssize_t)PyArray_SIZE(a0));
-            Py_DECREF(a0);
-            goto done;
-        }
-        /* A private copy: it is checked here and read later with the GIL released. */
-        act = (PyArrayObject *)PyArray_FromAny((PyObject *)a0, PyArray_DescrFromType(NPY_DOUBLE), 0, 1,
-                                               NPY_ARRAY_FORCECAST | NPY_ARRAY_IN_ARRAY | NPY_ARRAY_ENSURECOPY,
-                                               NULL);
-        Py_DECREF(a0);
-        if (!act) goto done;
-        const double *av = PyArray_DATA(act);
-        for (npy_intp i = 0; i < PyArray_SIZE(act); i++)
-            if (!isfinite(av[i])) {
-                PyObject *v = PyFloat_FromDouble(av[i]);
-                if (PyArray_NDIM(act) == 0)
-                    PyErr_Format(PyExc_ValueError, "activation must be finite, got %R", v);
-                else
-                    PyErr_Format(PyExc_ValueError, "activation[%zd] = %R is not finite", (Py_ssize_t)i, v);
-                Py_XDECREF(v);
-                goto done;
-            }
-    }
+    act = tl_py_activation(args[4], ns);
+    if (!act) goto done;
     size_t n = (size_t)(nip - 1);
     if (k < 0) {
         npy_intp dims[1] = {(npy_intp)n};
@@ -1133,41 +1139,8 @@ static PyObject *py_spread_many(PyObject *Py_UNUSED(m), PyObject *const *args, P
         goto done;
     }
     for (npy_intp i = 0; i < np1; i++) set_ptr[i] = (size_t)pv[i];
-    /* activation: a number or one per seed id, finite */
-    {
-        PyArrayObject *a0 = tl_py_array(args[5]);
-        if (!a0) goto done;
-        int tn = PyArray_TYPE(a0);
-        if (!(PyTypeNum_ISFLOAT(tn) || PyTypeNum_ISINTEGER(tn)) || PyTypeNum_ISBOOL(tn)) {
-            PyErr_Format(PyExc_TypeError, "activation must be a real number or one per seed, got dtype %R",
-                         (PyObject *)PyArray_DESCR(a0));
-            Py_DECREF(a0);
-            goto done;
-        }
-        if (PyArray_NDIM(a0) > 1 || (PyArray_NDIM(a0) == 1 && PyArray_DIM(a0, 0) != ns)) {
-            PyErr_Format(PyExc_ValueError,
-                         "activation must be a number or have one value per seed (%zd), got %zd values",
-                         (Py_ssize_t)ns, (Py_ssize_t)PyArray_SIZE(a0));
-            Py_DECREF(a0);
-            goto done;
-        }
-        act = (PyArrayObject *)PyArray_FromAny((PyObject *)a0, PyArray_DescrFromType(NPY_DOUBLE), 0, 1,
-                                               NPY_ARRAY_FORCECAST | NPY_ARRAY_IN_ARRAY | NPY_ARRAY_ENSURECOPY,
-                                               NULL);
-        Py_DECREF(a0);
-        if (!act) goto done;
-        const double *av = PyArray_DATA(act);
-        for (npy_intp i = 0; i < PyArray_SIZE(act); i++)
-            if (!isfinite(av[i])) {
-                PyObject *v = PyFloat_FromDouble(av[i]);
-                if (PyArray_NDIM(act) == 0)
-                    PyErr_Format(PyExc_ValueError, "activation must be finite, got %R", v);
-                else
-                    PyErr_Format(PyExc_ValueError, "activation[%zd] = %R is not finite", (Py_ssize_t)i, v);
-                Py_XDECREF(v);
-                goto done;
-            }
-    }
+    act = tl_py_activation(args[5], ns);
+    if (!act) goto done;
     size_t n = (size_t)(nip - 1);
     size_t kk = k < 0 ? 0 : ((size_t)k < n ? (size_t)k : n);
     if (k < 0) {
