@@ -46,6 +46,47 @@ def python_subprocess():
     return run_python
 
 
+def counts_during(calls, *, until_nonzero: bool = False, switch_interval: float = 0.5) -> list[int]:
+    """Run ``calls`` one after another in a worker thread while this thread
+    counts, and return how far the count advanced during each call. With a long
+    switch interval no thread is made to give up the GIL, so a call that holds
+    it sees 0 exactly, and one that releases it lets the count run (if the OS
+    schedules this thread meanwhile: ``until_nonzero`` stops at the first call
+    that saw it run, for tests that try several calls on a busy machine).
+    The caller skips on a free-threaded build without the GIL: there is none."""
+    import threading
+    import time
+
+    count = [0]
+    seen: list[int] = []
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            for call in calls:
+                before = count[0]
+                call()
+                seen.append(count[0] - before)
+                if until_nonzero and seen[-1]:
+                    break
+        finally:
+            done.set()
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(switch_interval)
+    try:
+        th = threading.Thread(target=work)
+        th.start()
+        while not done.is_set():
+            count[0] += 1
+            if count[0] % 256 == 0:
+                time.sleep(0)  # let the worker have the GIL back between its calls
+        th.join()
+    finally:
+        sys.setswitchinterval(old)
+    return seen
+
+
 def wait_for(cond, timeout: float = 10.0) -> bool:
     """Poll ``cond`` until it is true or ``timeout`` seconds pass (threads finish
     their OS-level exit, and so release their arenas, a little after ``join()``)."""

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import counts_during
 from tlalloc import huffman
 from tlalloc.huffman import ALLOCATORS, CorruptStreamError
 
@@ -154,29 +155,9 @@ def test_encode_and_decode_release_the_gil() -> None:
         # scheduled at all for those few milliseconds on a busy machine).
         pytest.skip("the GIL is disabled")
     data = text(1 << 20, seed=9)
-    counter = 0
-    seen: list[int] = []
-    done = threading.Event()
-
-    def work() -> None:
-        before = counter
-        enc = huffman.encode(data, allocator="global-lock").data
-        seen.append(counter - before)
-        before = counter
-        huffman.decode(enc)
-        seen.append(counter - before)
-        done.set()
-
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(0.5)
-    try:
-        th = threading.Thread(target=work)
-        th.start()
-        while not done.is_set():
-            counter += 1
-        th.join()
-    finally:
-        sys.setswitchinterval(old)
+    enc = huffman.encode(data, allocator="global-lock").data
+    seen = counts_during([lambda: huffman.encode(data, allocator="global-lock"),
+                          lambda: huffman.decode(enc)])
     assert len(seen) == 2 and seen[0] > 0 and seen[1] > 0
 
 

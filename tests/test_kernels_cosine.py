@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from conftest import counts_during
 from tlalloc import _tlalloc, kernels
 
 try:
@@ -682,38 +683,15 @@ def test_metrics_and_filters_release_the_gil(metric: str) -> None:
     # With a long switch interval, the main thread runs while the worker is in
     # the kernel only if the kernel released the GIL.
     import sys
-    import threading
 
     if not getattr(sys, "_is_gil_enabled", lambda: True)():
         pytest.skip("the GIL is disabled")
     q, c = data(4, 20_000, 256)
     mask = np.ones(20_000, bool)
     mask[::3] = False
-    counter = 0
-    seen: list[int] = []
-    done = threading.Event()
-
-    def work() -> None:
-        for _ in range(
-            100
-        ):  # until the main thread ran during a call (a busy machine may not schedule it at once)
-            before = counter
-            kernels.cosine_similarity(q, c, metric=metric, allow=mask, top_k=10)
-            seen.append(counter - before)
-            if seen[-1]:
-                break
-        done.set()
-
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(0.5)
-    try:
-        th = threading.Thread(target=work)
-        th.start()
-        while not done.is_set():
-            counter += 1
-        th.join()
-    finally:
-        sys.setswitchinterval(old)
+    # until the main thread ran during a call (a busy machine may not schedule it at once)
+    seen = counts_during([lambda: kernels.cosine_similarity(q, c, metric=metric, allow=mask, top_k=10)] * 100,
+                         until_nonzero=True)
     assert seen and seen[-1] > 0
 
 

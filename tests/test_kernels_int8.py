@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 
 import numpy as np
 import pytest
 
+from conftest import counts_during
 from tlalloc import _tlalloc, kernels
 from tlalloc.kernels import QuantizedCorpus, cosine_similarity, quantize
 
@@ -432,31 +432,7 @@ def test_scoring_releases_the_gil() -> None:
     rng = np.random.default_rng(12)
     corpus = quantize(rng.standard_normal((200_000, 256)).astype(np.float32))
     Q = rng.standard_normal((64, 256)).astype(np.float32)
-    count = [0]
-    during: list[int] = []
-    done = threading.Event()
-
-    def scorer() -> None:
-        try:
-            for _ in range(3):
-                before = count[0]
-                cosine_similarity(Q, corpus, top_k=10)
-                during.append(count[0] - before)
-        finally:
-            done.set()
-
-    prev = sys.getswitchinterval()
-    sys.setswitchinterval(10.0)
-    try:
-        th = threading.Thread(target=scorer)
-        th.start()
-        while not done.is_set():
-            count[0] += 1
-            if count[0] % 256 == 0:
-                time.sleep(0)  # let the scorer have the GIL back after its call
-        th.join()
-    finally:
-        sys.setswitchinterval(prev)
+    during = counts_during([lambda: cosine_similarity(Q, corpus, top_k=10)] * 3, switch_interval=10.0)
     assert len(during) == 3 and max(during) > 0, during
 
 

@@ -8,6 +8,7 @@ import threading
 import numpy as np
 import pytest
 
+from conftest import counts_during
 from tlalloc import kernels
 
 ENGINES = ["auto", "dense", "sparse"]
@@ -143,27 +144,8 @@ def test_the_gil_is_released() -> None:
         pytest.skip("the GIL is disabled")
     n = 4000
     ring = (np.arange(n + 1), (np.arange(n) + 1) % n, np.ones(n))  # every node spreads every step
-    done = threading.Event()
-    counter = 0
-    seen: list[int] = []
-
-    def work() -> None:
-        before = counter
-        kernels.spread_activation_many(ring, [np.arange(n)] * 4, decay_rate=0.0, threshold=0.0,
-                                       max_depth=3000, _engine="sparse")
-        seen.append(counter - before)
-        done.set()
-
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(0.5)
-    try:
-        th = threading.Thread(target=work)
-        th.start()
-        while not done.is_set():
-            counter += 1
-        th.join()
-    finally:
-        sys.setswitchinterval(old)
+    seen = counts_during([lambda: kernels.spread_activation_many(
+        ring, [np.arange(n)] * 4, decay_rate=0.0, threshold=0.0, max_depth=3000, _engine="sparse")])
     assert seen and seen[0] > 0
 
 
