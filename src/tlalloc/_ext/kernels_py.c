@@ -862,6 +862,57 @@ static int tl_py_spread_work(void *ctx, tl_scratch *s, tl_py_nogil *g) {
                                 c->ri, c->rv, c->count, c->err);
 }
 
+/* The spreading parameters a[0..3] = decay_rate, threshold, max_depth, top_k
+ * (None: no top-k), by the rules of docs/kernels.md. 0, or -1 with an
+ * exception set. */
+static int tl_py_spread_scalars(PyObject *const *a, double *decay_rate, double *threshold, Py_ssize_t *depth,
+                                Py_ssize_t *k) {
+    if (tl_py_real(a[0], "decay_rate", decay_rate) < 0 || tl_py_real(a[1], "threshold", threshold) < 0) return -1;
+    if (!(*decay_rate >= 0.0) || *decay_rate == INFINITY) {
+        PyErr_Format(PyExc_ValueError, "decay_rate must be finite and >= 0, got %R", a[0]);
+        return -1;
+    }
+    if (*threshold != *threshold) {
+        PyErr_Format(PyExc_ValueError, "threshold must not be NaN, got %R", a[1]);
+        return -1;
+    }
+    if (a[2] == Py_None) {
+        PyErr_Format(PyExc_TypeError, "max_depth must be an int, got None");
+        return -1;
+    }
+    if (tl_py_opt_count(a[2], "max_depth", depth) < 0 || tl_py_opt_count(a[3], "top_k", k) < 0) return -1;
+    if (*depth > TL_PY_MAX_DEPTH) {
+        PyErr_Format(PyExc_ValueError, "max_depth must be <= %d (tlalloc.kernels.MAX_DEPTH), got %R",
+                     TL_PY_MAX_DEPTH, a[2]);
+        return -1;
+    }
+    return 0;
+}
+
+/* The graph a[0..2] = indptr, indices, data as arrays (*ip, *ix, *w: new
+ * references, set as far as they got, for the caller to release), with the
+ * lengths the kernel needs. 0, or -1 with an exception set. */
+static int tl_py_graph(PyObject *const *a, PyArrayObject **ip, PyArrayObject **ix, PyArrayObject **w) {
+    if (!(*ip = tl_py_index_array(a[0], "graph.indptr"))) return -1;
+    if (!(*ix = tl_py_index_array(a[1], "graph.indices"))) return -1;
+    if (!(*w = tl_py_weight_array(a[2]))) return -1;
+    npy_intp nip = PyArray_DIM(*ip, 0), nnz = PyArray_DIM(*ix, 0);
+    if (nip < 1) {
+        PyErr_SetString(PyExc_ValueError, "graph.indptr must have at least one element (n + 1 for n nodes), got 0");
+        return -1;
+    }
+    if ((npy_uintp)(nip - 1) >= ((npy_uintp)1 << 31)) {
+        PyErr_Format(PyExc_ValueError, "graphs of at most 2**31 - 1 nodes are supported, got %zd", (Py_ssize_t)(nip - 1));
+        return -1;
+    }
+    if (PyArray_DIM(*w, 0) != nnz) {
+        PyErr_Format(PyExc_ValueError, "graph.data must have the length of graph.indices (%zd), got %zd",
+                     (Py_ssize_t)nnz, (Py_ssize_t)PyArray_DIM(*w, 0));
+        return -1;
+    }
+    return 0;
+}
+
 /* activation: a number or one value per seed (ns of them), finite. Returns a
  * private float64 copy (0-d or 1-d), checked here and read later with the GIL
  * released, or NULL with an exception set. */
@@ -918,35 +969,10 @@ static PyObject *py_spread(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssi
     Py_ssize_t k, depth;
     double decay_rate, threshold;
     if (tl_py_scratch_kind(args[9], &kind) < 0) return NULL;
-    if (tl_py_real(args[5], "decay_rate", &decay_rate) < 0 || tl_py_real(args[6], "threshold", &threshold) < 0)
-        return NULL;
-    if (!(decay_rate >= 0.0) || decay_rate == INFINITY)
-        return PyErr_Format(PyExc_ValueError, "decay_rate must be finite and >= 0, got %R", args[5]);
-    if (threshold != threshold) return PyErr_Format(PyExc_ValueError, "threshold must not be NaN, got %R", args[6]);
-    if (args[7] == Py_None) return PyErr_Format(PyExc_TypeError, "max_depth must be an int, got None");
-    if (tl_py_opt_count(args[7], "max_depth", &depth) < 0 || tl_py_opt_count(args[8], "top_k", &k) < 0)
-        return NULL;
-    if (depth > TL_PY_MAX_DEPTH)
-        return PyErr_Format(PyExc_ValueError, "max_depth must be <= %d (tlalloc.kernels.MAX_DEPTH), got %R",
-                            TL_PY_MAX_DEPTH, args[7]);
+    if (tl_py_spread_scalars(args + 5, &decay_rate, &threshold, &depth, &k) < 0) return NULL;
 
-    if (!(ip = tl_py_index_array(args[0], "graph.indptr"))) goto done;
-    if (!(ix = tl_py_index_array(args[1], "graph.indices"))) goto done;
-    if (!(w = tl_py_weight_array(args[2]))) goto done;
+    if (tl_py_graph(args, &ip, &ix, &w) < 0) goto done;
     npy_intp nip = PyArray_DIM(ip, 0), nnz = PyArray_DIM(ix, 0);
-    if (nip < 1) {
-        PyErr_SetString(PyExc_ValueError, "graph.indptr must have at least one element (n + 1 for n nodes), got 0");
-        goto done;
-    }
-    if ((npy_uintp)(nip - 1) >= ((npy_uintp)1 << 31)) {
-        PyErr_Format(PyExc_ValueError, "graphs of at most 2**31 - 1 nodes are supported, got %zd", (Py_ssize_t)(nip - 1));
-        goto done;
-    }
-    if (PyArray_DIM(w, 0) != nnz) {
-        PyErr_Format(PyExc_ValueError, "graph.data must have the length of graph.indices (%zd), got %zd",
-                     (Py_ssize_t)nnz, (Py_ssize_t)PyArray_DIM(w, 0));
-        goto done;
-    }
     /* seeds: an int or a 1-D sequence of ints */
     {
         PyArrayObject *s0 = tl_py_array(args[3]);
@@ -1071,34 +1097,9 @@ static PyObject *py_spread_many(PyObject *Py_UNUSED(m), PyObject *const *args, P
     Py_ssize_t k, depth;
     double decay_rate, threshold;
     if (tl_py_scratch_kind(args[10], &kind) < 0) return NULL;
-    if (tl_py_real(args[6], "decay_rate", &decay_rate) < 0 || tl_py_real(args[7], "threshold", &threshold) < 0)
-        return NULL;
-    if (!(decay_rate >= 0.0) || decay_rate == INFINITY)
-        return PyErr_Format(PyExc_ValueError, "decay_rate must be finite and >= 0, got %R", args[6]);
-    if (threshold != threshold) return PyErr_Format(PyExc_ValueError, "threshold must not be NaN, got %R", args[7]);
-    if (args[8] == Py_None) return PyErr_Format(PyExc_TypeError, "max_depth must be an int, got None");
-    if (tl_py_opt_count(args[8], "max_depth", &depth) < 0 || tl_py_opt_count(args[9], "top_k", &k) < 0)
-        return NULL;
-    if (depth > TL_PY_MAX_DEPTH)
-        return PyErr_Format(PyExc_ValueError, "max_depth must be <= %d (tlalloc.kernels.MAX_DEPTH), got %R",
-                            TL_PY_MAX_DEPTH, args[8]);
-    if (!(ip = tl_py_index_array(args[0], "graph.indptr"))) goto done;
-    if (!(ix = tl_py_index_array(args[1], "graph.indices"))) goto done;
-    if (!(w = tl_py_weight_array(args[2]))) goto done;
+    if (tl_py_spread_scalars(args + 6, &decay_rate, &threshold, &depth, &k) < 0) return NULL;
+    if (tl_py_graph(args, &ip, &ix, &w) < 0) goto done;
     npy_intp nip = PyArray_DIM(ip, 0), nnz = PyArray_DIM(ix, 0);
-    if (nip < 1) {
-        PyErr_SetString(PyExc_ValueError, "graph.indptr must have at least one element (n + 1 for n nodes), got 0");
-        goto done;
-    }
-    if ((npy_uintp)(nip - 1) >= ((npy_uintp)1 << 31)) {
-        PyErr_Format(PyExc_ValueError, "graphs of at most 2**31 - 1 nodes are supported, got %zd", (Py_ssize_t)(nip - 1));
-        goto done;
-    }
-    if (PyArray_DIM(w, 0) != nnz) {
-        PyErr_Format(PyExc_ValueError, "graph.data must have the length of graph.indices (%zd), got %zd",
-                     (Py_ssize_t)nnz, (Py_ssize_t)PyArray_DIM(w, 0));
-        goto done;
-    }
     /* seed ids and set boundaries: private int64 copies (read without the GIL) */
     {
         PyArrayObject *s0 = tl_py_index_array(args[3], "seed_ids");
