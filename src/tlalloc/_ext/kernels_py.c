@@ -839,11 +839,14 @@ static long tl_py_spread_engine(PyObject *obj) {
     return -1;
 }
 
-/* One spreading call's arguments, for its work without the GIL. */
+/* One spreading call's arguments, for its work without the GIL: one seed set
+ * (set_ptr NULL), or nsets sets delimited by set_ptr (spread_activation_many). */
 typedef struct tl_py_spread_call {
     const tl_csr *g;
     const int64_t *seeds;
     size_t nseeds;
+    const size_t *set_ptr;
+    size_t nsets;
     const double *act;
     size_t nact;
     const tl_spread_params *p;
@@ -858,6 +861,9 @@ typedef struct tl_py_spread_call {
 static int tl_py_spread_work(void *ctx, tl_scratch *s, tl_py_nogil *g) {
     tl_py_spread_call *c = ctx;
     (void)g;
+    if (c->set_ptr)
+        return tl_spread_activation_many(s, c->g, c->seeds, c->set_ptr, c->nsets, c->act, c->nact, c->p,
+                                         c->dense, c->k, c->ri, c->rv, c->count, c->err);
     return tl_spread_activation(s, c->g, c->seeds, c->nseeds, c->act, c->nact, c->p, c->dense, c->k,
                                 c->ri, c->rv, c->count, c->err);
 }
@@ -1021,9 +1027,11 @@ static PyObject *py_spread(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssi
     size_t count = 0;
     size_t nact = PyArray_NDIM(act) == 0 ? 1 : (size_t)ns;
     if (ns == 0) nact = 0;
-    tl_py_spread_call call = {&g, PyArray_DATA(seeds), (size_t)ns, PyArray_DATA(act), nact, &p,
-                              dense ? PyArray_DATA(dense) : NULL, k < 0 ? 0 : (size_t)k,
-                              ri ? PyArray_DATA(ri) : NULL, rv ? PyArray_DATA(rv) : NULL, &count, &err};
+    tl_py_spread_call call = {.g = &g, .seeds = PyArray_DATA(seeds), .nseeds = (size_t)ns,
+                              .act = PyArray_DATA(act), .nact = nact, .p = &p,
+                              .dense = dense ? PyArray_DATA(dense) : NULL, .k = k < 0 ? 0 : (size_t)k,
+                              .ri = ri ? PyArray_DATA(ri) : NULL, .rv = rv ? PyArray_DATA(rv) : NULL,
+                              .count = &count, .err = &err};
     tl_py_scratch_arg sa = {kind, arena};
     int rc = tl_py_run(tl_py_spread_work, &call, &sa, NULL);
     if (rc == TL_PY_RAISED) goto done;
@@ -1051,30 +1059,6 @@ done:
     Py_XDECREF(ri);
     Py_XDECREF(rv);
     return result;
-}
-
-/* One many-set call's arguments, for its work without the GIL. */
-typedef struct tl_py_spread_many_call {
-    const tl_csr *g;
-    const int64_t *seeds;
-    const size_t *set_ptr;
-    size_t nsets;
-    const double *act;
-    size_t nact;
-    const tl_spread_params *p;
-    float *dense;
-    size_t k;
-    int64_t *ri;
-    float *rv;
-    size_t *count;
-    tl_spread_error *err;
-} tl_py_spread_many_call;
-
-static int tl_py_spread_many_work(void *ctx, tl_scratch *s, tl_py_nogil *g) {
-    tl_py_spread_many_call *c = ctx;
-    (void)g;
-    return tl_spread_activation_many(s, c->g, c->seeds, c->set_ptr, c->nsets, c->act, c->nact, c->p,
-                                     c->dense, c->k, c->ri, c->rv, c->count, c->err);
 }
 
 /* _spread_activation_many(indptr, indices, data, seed_ids, set_ptr, activation,
@@ -1171,11 +1155,13 @@ static PyObject *py_spread_many(PyObject *Py_UNUSED(m), PyObject *const *args, P
     memset(&err, 0, sizeof err);
     size_t nact = PyArray_NDIM(act) == 0 ? 1 : (size_t)ns;
     if (ns == 0) nact = 1; /* no seed reads it */
-    tl_py_spread_many_call call = {&g, PyArray_DATA(seeds), set_ptr, nsets, PyArray_DATA(act), nact, &p,
-                                   dense ? PyArray_DATA(dense) : NULL, kk,
-                                   ri ? PyArray_DATA(ri) : NULL, rv ? PyArray_DATA(rv) : NULL, counts, &err};
+    tl_py_spread_call call = {.g = &g, .seeds = PyArray_DATA(seeds), .nseeds = (size_t)ns,
+                              .set_ptr = set_ptr, .nsets = nsets, .act = PyArray_DATA(act), .nact = nact,
+                              .p = &p, .dense = dense ? PyArray_DATA(dense) : NULL, .k = kk,
+                              .ri = ri ? PyArray_DATA(ri) : NULL, .rv = rv ? PyArray_DATA(rv) : NULL,
+                              .count = counts, .err = &err};
     tl_py_scratch_arg sa = {kind, arena};
-    int rc = tl_py_run(tl_py_spread_many_work, &call, &sa, NULL);
+    int rc = tl_py_run(tl_py_spread_work, &call, &sa, NULL);
     PyMem_Free(counts); /* every set's count is min(top_k, n): the rows are full */
     if (rc == TL_PY_RAISED) goto done;
     if (rc == TL_K_EGRAPH) {
