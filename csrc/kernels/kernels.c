@@ -44,16 +44,21 @@ tl_isa tl_kernels_best_isa(void) {
     return TL_ISA_PORTABLE;
 }
 
-/* One relaxed load after the first call; a race on the first call stores the
+/* The choice held in *slot (-1: not made yet), made by best() on first use.
+ * One relaxed load after the first call; a race on the first call stores the
  * same value twice. */
-tl_isa tl_kernels_isa(void) {
-    int v = atomic_load_explicit(&g_isa, memory_order_relaxed);
+static inline int tl_chosen(_Atomic int *slot, int (*best)(void)) {
+    int v = atomic_load_explicit(slot, memory_order_relaxed);
     if (TL_UNLIKELY(v < 0)) {
-        v = (int)tl_kernels_best_isa();
-        atomic_store_explicit(&g_isa, v, memory_order_relaxed);
+        v = best();
+        atomic_store_explicit(slot, v, memory_order_relaxed);
     }
-    return (tl_isa)v;
+    return v;
 }
+
+static int tl_best_isa_int(void) { return (int)tl_kernels_best_isa(); }
+
+tl_isa tl_kernels_isa(void) { return (tl_isa)tl_chosen(&g_isa, tl_best_isa_int); }
 
 int tl_kernels_set_isa(tl_isa isa) {
     if ((int)isa < 0 || isa > tl_kernels_best_isa()) return -1;
@@ -76,14 +81,9 @@ unsigned tl_kernels_best_ext(void) {
     return e;
 }
 
-unsigned tl_kernels_ext(void) {
-    int v = atomic_load_explicit(&g_ext, memory_order_relaxed);
-    if (TL_UNLIKELY(v < 0)) {
-        v = (int)tl_kernels_best_ext();
-        atomic_store_explicit(&g_ext, v, memory_order_relaxed);
-    }
-    return (unsigned)v;
-}
+static int tl_best_ext_int(void) { return (int)tl_kernels_best_ext(); }
+
+unsigned tl_kernels_ext(void) { return (unsigned)tl_chosen(&g_ext, tl_best_ext_int); }
 
 int tl_kernels_set_ext(unsigned ext) {
     if (ext & ~tl_kernels_best_ext()) return -1;
