@@ -110,10 +110,16 @@ TL_TARGET_AVX512 TL_AI void tl5_group(const float *q, const char *const *c, cons
     }
     for (size_t j = head; j + 16 <= dm; j += 16) {
         __m512 qv = D ? _mm512_loadu_ps(q + j) : _mm512_setzero_ps();
+        /* One load of each vector: unpinned, GCC folds the query and the row
+         * into each FMA that reads them as a memory operand (2R + R loads for
+         * 2R FMAs instead of R + 1), which held four rows in L1 at 44 bytes a
+         * cycle; pinned, 51 (bench/c/cosine_isa.c single, 16 rows). */
+        if (D && R > 1) TL5_IN_REG(qv);
 #pragma GCC unroll 4
         for (int i = 0; i < R; i++) {
             if (PF) _mm_prefetch(c[i] + 2 * j + TL5_PF_BYTES, _MM_HINT_T0);
             __m512 x = tl5_ld(c[i], j, k);
+            if (D && W) TL5_IN_REG(x);
             if (D) a[i] = _mm512_fmadd_ps(qv, x, a[i]);
             if (W) b[i] = _mm512_fmadd_ps(x, x, b[i]);
         }
