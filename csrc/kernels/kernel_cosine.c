@@ -102,7 +102,7 @@ static int tl_cos_ops_pick(tl_cos_kind k, tl_cos_ops *ops) {
     if (isa == TL_ISA_AVX512 && tl_cos_ops_avx512(k, ops)) return 1;
     if (isa != TL_ISA_PORTABLE && tl_cos_ops_avx2(k, ops)) return 1;
     if (k != TL_CK_F32) return 0;
-    *ops = (tl_cos_ops){tl_dn_portable, tl_norms_portable, tl_dots_portable, 8};
+    *ops = (tl_cos_ops){tl_dn_portable, tl_norms_portable, tl_dots_portable, 8, NULL};
     return 1;
 }
 
@@ -399,6 +399,17 @@ static int tl_cosine_run32(tl_scratch *s, const tl_mat *Q, const tl_mat *C, cons
         q_ok[i] = (unsigned char)tl_nrm32_ok(qq, lo);
         any_q_edge |= !q_ok[i];
     }
+    /* The queries as the row kernels read them: qbuf, or a copy in their own
+     * layout (ops.query: the vdpbf16ps kernels), kqs floats apart. */
+    const float *kq = qbuf;
+    size_t kqs = qs;
+    if (ops.query) {
+        kqs = ((d + 31) & ~(size_t)31) + 16; /* + 16: queries start at different offsets in a cache line */
+        float *qp = tl_scratch_alloc(s, m * kqs * sizeof(float) + 1, TL_DEFAULT_ALIGN);
+        if (!qp) return TL_K_ENOMEM;
+        for (size_t i = 0; i < m; i++) ops.query(qbuf + i * qs, d, qp + i * kqs);
+        kq = qp;
+    }
     double *wide = NULL; /* a query and a row in float64, for the slow path */
 
     /* Rows per block: for one query, up to 256 (polling and the score pass
@@ -449,10 +460,10 @@ static int tl_cosine_run32(tl_scratch *s, const tl_mat *Q, const tl_mat *C, cons
                 rows = (const char *)C->data + (ptrdiff_t)bid[r0] * C->row_stride;
             }
             if (m == 1) {
-                ops.dotnorm(qbuf, rows, rs, r1 - r0, &plan, dot + r0, need_nrm ? nrm + r0 : NULL, stream);
+                ops.dotnorm(kq, rows, rs, r1 - r0, &plan, dot + r0, need_nrm ? nrm + r0 : NULL, stream);
             } else {
                 if (need_nrm) ops.norms(rows, rs, r1 - r0, &plan, nrm + r0);
-                ops.dots(qbuf, (ptrdiff_t)qs, m, rows, rs, r1 - r0, &plan, dot + r0, B);
+                ops.dots(kq, (ptrdiff_t)kqs, m, rows, rs, r1 - r0, &plan, dot + r0, B);
             }
         }
         if (metric == TL_METRIC_DOT) { /* the dot products are the scores */

@@ -258,6 +258,204 @@ TL_TARGET_AVX512 TL_AI void tl5_dots(const float *q, ptrdiff_t qs, size_t m, con
     }
 }
 
+/* ---- bfloat16 rows with vdpbf16ps (AVX512_BF16) -------------------------------------
+ * A 32-bit word of a bfloat16 row holds elements 2i (low half) and 2i + 1
+ * (high half): word << 16 is element 2i as float32, word & 0xffff0000 element
+ * 2i + 1, two cheap integer operations instead of a widening shuffle and a
+ * shift per 16 elements. The query comes in the matching "pair layout"
+ * (tl5p_query): per block of 32 elements, its 16 even elements, then
+ * its 16 odd ones, zero past d. Per block of 32 elements of a row:
+ *   dot:  ae += qe * xe, ao += qo * xo (two FMA chains), dot = hsum(ae + ao);
+ *   norm: b = vdpbf16ps(b, x, x): lane i adds x[2i+1]^2, then x[2i]^2, each
+ *         product exact (8-bit significands), each sum rounded to nearest even,
+ *         with bfloat16 subnormal inputs and float32 subnormal sums taken as 0
+ *         (what the instruction defines; a norm that small takes the slow path,
+ *         see tl_nrm32_ok). norm = hsum(b).
+ * The dot is the FMA arithmetic of the other paths in another order, and the
+ * norm sums the same exact squares in another order: both within float32
+ * rounding of the other paths, not their bits (docs/kernels.md). Single,
+ * batched and streaming forms share this order, hence their bits. The last
+ * block is a masked load (lanes past d read as 0, never touched). */
+#define TL_TARGET_AVX512BF16 \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")))
+
+/* The query in the pair layout: per block of 32 elements its even elements,
+ * then its odd ones (two vpermt2ps per block); zeros past d up to the next
+ * multiple of 32. Once per query and call. */
+TL_TARGET_AVX512BF16 static void tl5p_query(const float *q, size_t d, float *dst) {
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i od = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    for (size_t j = 0; j < d; j += 32) {
+        const size_t left = d - j;
+        __m512 lo, hi;
+        if (left >= 32) {
+            lo = _mm512_loadu_ps(q + j);
+            hi = _mm512_loadu_ps(q + j + 16);
+        } else {
+            lo = _mm512_maskz_loadu_ps(tl5_mask(left < 16 ? left : 16), q + j);
+            hi = _mm512_maskz_loadu_ps(tl5_mask(left > 16 ? left - 16 : 0), q + j + 16);
+        }
+        _mm512_storeu_ps(dst + j, _mm512_permutex2var_ps(lo, ev, hi));
+        _mm512_storeu_ps(dst + j + 16, _mm512_permutex2var_ps(lo, od, hi));
+    }
+}
+
+TL_TARGET_AVX512BF16 TL_AI __m512i tl5p_ld(const char *c, size_t t, size_t d) {
+    const size_t left = d - 32 * t;
+    if (left >= 32) return _mm512_loadu_si512((const void *)(c + 64 * t));
+    return _mm512_maskz_loadu_epi16((__mmask32)((1u << left) - 1u), c + 64 * t);
+}
+
+TL_TARGET_AVX512BF16 TL_AI __m512 tl5p_even(__m512i x) { return _mm512_castsi512_ps(_mm512_slli_epi32(x, 16)); }
+TL_TARGET_AVX512BF16 TL_AI __m512 tl5p_odd(__m512i x) {
+    return _mm512_castsi512_ps(_mm512_and_si512(x, _mm512_set1_epi32((int)0xffff0000u)));
+}
+
+/* Dot (D) and norm (W) of R <= 4 rows at c[0..R-1]; q in the pair layout. */
+TL_TARGET_AVX512BF16 TL_AI void tl5p_group(const float *q, const char *const *c, const size_t *o, size_t d,
+                                           float *dot, float *nrm, int R, int D, int W, int PF) {
+    const size_t nblk = (d + 31) / 32;
+    __m512 ae[4], ao[4], b[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < R; i++) ae[i] = ao[i] = b[i] = _mm512_setzero_ps();
+    for (size_t t = 0; t < nblk; t++) {
+        __m512 qe = _mm512_setzero_ps(), qo = _mm512_setzero_ps();
+        if (D) {
+            qe = _mm512_loadu_ps(q + 32 * t);
+            qo = _mm512_loadu_ps(q + 32 * t + 16);
+            TL5_IN_REG(qe);
+            TL5_IN_REG(qo);
+        }
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++) {
+            if (PF) _mm_prefetch(c[i] + 64 * t + TL5_PF_BYTES, _MM_HINT_T0);
+            __m512i x = tl5p_ld(c[i], t, d);
+            TL5_IN_REG(x);
+            if (D) {
+                ae[i] = _mm512_fmadd_ps(qe, tl5p_even(x), ae[i]);
+                ao[i] = _mm512_fmadd_ps(qo, tl5p_odd(x), ao[i]);
+            }
+            if (W) b[i] = _mm512_dpbf16_ps(b[i], (__m512bh)x, (__m512bh)x);
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < R; i++) {
+        if (D) dot[o[i]] = tl5_hsum(_mm512_add_ps(ae[i], ao[i]));
+        if (W) nrm[o[i]] = tl5_hsum(b[i]);
+    }
+}
+
+/* As tl5_rows: four adjacent rows in cache, the two halves' rows streaming. */
+TL_TARGET_AVX512BF16 TL_AI void tl5p_rows(const float *q, const char *rows, ptrdiff_t rs, size_t nrows, size_t d,
+                                          float *dot, float *nrm, int stream, int D, int W) {
+    size_t r = 0;
+    if (stream) {
+        const size_t h = nrows / 2;
+        for (; r < h; r++) {
+            const char *c[2] = {rows + (ptrdiff_t)r * rs, rows + (ptrdiff_t)(r + h) * rs};
+            const size_t o[2] = {r, r + h};
+            tl5p_group(q, c, o, d, dot, nrm, 2, D, W, 1);
+        }
+        r = 2 * h;
+    } else {
+        for (; r + 4 <= nrows; r += 4) {
+            const char *c[4] = {rows + (ptrdiff_t)r * rs, rows + (ptrdiff_t)(r + 1) * rs,
+                                rows + (ptrdiff_t)(r + 2) * rs, rows + (ptrdiff_t)(r + 3) * rs};
+            const size_t o[4] = {r, r + 1, r + 2, r + 3};
+            tl5p_group(q, c, o, d, dot, nrm, 4, D, W, 0);
+        }
+    }
+    for (; r < nrows; r++) {
+        const char *c[1] = {rows + (ptrdiff_t)r * rs};
+        const size_t o[1] = {r};
+        tl5p_group(q, c, o, d, dot, nrm, 1, D, W, 0);
+    }
+}
+
+/* Dots of Q <= 3 queries (pair layout, at q + i * qs floats) with R <= 4 rows:
+ * per block the even products of every pair, then the odd ones (24
+ * accumulators, 4 row vectors, 1 query vector), the same two chains per pair
+ * as tl5p_group. */
+TL_TARGET_AVX512BF16 TL_AI void tl5p_tile(const float *q, ptrdiff_t qs, const char *rows, ptrdiff_t rs, size_t d,
+                                          float *dot, size_t ldd, int Q, int R) {
+    const size_t nblk = (d + 31) / 32;
+    __m512 ae[3][4], ao[3][4], x[4];
+#pragma GCC unroll 3
+    for (int i = 0; i < Q; i++)
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) ae[i][r] = ao[i][r] = _mm512_setzero_ps();
+    for (size_t t = 0; t < nblk; t++) {
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            x[r] = tl5p_even(tl5p_ld(rows + r * rs, t, d));
+            TL5_IN_REG(x[r]);
+        }
+#pragma GCC unroll 3
+        for (int i = 0; i < Q; i++) {
+            __m512 qv = _mm512_loadu_ps(q + i * qs + 32 * t);
+            TL5_IN_REG(qv);
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) ae[i][r] = _mm512_fmadd_ps(qv, x[r], ae[i][r]);
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            x[r] = tl5p_odd(tl5p_ld(rows + r * rs, t, d));
+            TL5_IN_REG(x[r]);
+        }
+#pragma GCC unroll 3
+        for (int i = 0; i < Q; i++) {
+            __m512 qv = _mm512_loadu_ps(q + i * qs + 32 * t + 16);
+            TL5_IN_REG(qv);
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) ao[i][r] = _mm512_fmadd_ps(qv, x[r], ao[i][r]);
+        }
+    }
+#pragma GCC unroll 3
+    for (int i = 0; i < Q; i++)
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) dot[(size_t)i * ldd + (size_t)r] = tl5_hsum(_mm512_add_ps(ae[i][r], ao[i][r]));
+}
+
+TL_TARGET_AVX512BF16 TL_AI void tl5p_tile_rows(const float *q, ptrdiff_t qs, const char *rows, ptrdiff_t rs,
+                                               size_t nrows, size_t d, float *dot, size_t ldd, int Q) {
+    size_t r = 0;
+    for (; r + 4 <= nrows; r += 4) tl5p_tile(q, qs, rows + (ptrdiff_t)r * rs, rs, d, dot + r, ldd, Q, 4);
+    switch (nrows - r) {
+    case 3: tl5p_tile(q, qs, rows + (ptrdiff_t)r * rs, rs, d, dot + r, ldd, Q, 3); break;
+    case 2: tl5p_tile(q, qs, rows + (ptrdiff_t)r * rs, rs, d, dot + r, ldd, Q, 2); break;
+    case 1: tl5p_tile(q, qs, rows + (ptrdiff_t)r * rs, rs, d, dot + r, ldd, Q, 1); break;
+    default: break;
+    }
+}
+
+TL_TARGET_AVX512BF16 static void tl5p_dn(const float *q, const char *rows, ptrdiff_t rs, size_t nrows,
+                                         const tl_cos_plan *p, float *dot, float *nrm, int stream) {
+    const size_t d = p->dm + p->rem;
+    if (nrm && stream)
+        tl5p_rows(q, rows, rs, nrows, d, dot, nrm, 1, 1, 1);
+    else if (nrm)
+        tl5p_rows(q, rows, rs, nrows, d, dot, nrm, 0, 1, 1);
+    else if (stream)
+        tl5p_rows(q, rows, rs, nrows, d, dot, NULL, 1, 1, 0);
+    else
+        tl5p_rows(q, rows, rs, nrows, d, dot, NULL, 0, 1, 0);
+}
+
+TL_TARGET_AVX512BF16 static void tl5p_norms(const char *rows, ptrdiff_t rs, size_t nrows, const tl_cos_plan *p,
+                                            float *nrm) {
+    tl5p_rows(NULL, rows, rs, nrows, p->dm + p->rem, NULL, nrm, 1, 0, 1);
+}
+
+/* All m queries against a block of rows: three queries at a time. */
+TL_TARGET_AVX512BF16 static void tl5p_dots(const float *q, ptrdiff_t qs, size_t m, const char *rows, ptrdiff_t rs,
+                                           size_t nrows, const tl_cos_plan *p, float *dot, size_t ldd) {
+    const size_t d = p->dm + p->rem;
+    size_t i = 0;
+    for (; i + 3 <= m; i += 3) tl5p_tile_rows(q + (ptrdiff_t)i * qs, qs, rows, rs, nrows, d, dot + i * ldd, ldd, 3);
+    if (m - i == 2) tl5p_tile_rows(q + (ptrdiff_t)i * qs, qs, rows, rs, nrows, d, dot + i * ldd, ldd, 2);
+    if (m - i == 1) tl5p_tile_rows(q + (ptrdiff_t)i * qs, qs, rows, rs, nrows, d, dot + i * ldd, ldd, 1);
+}
+
 #define TL5_INSTANCE(SUF, K)                                                                              \
     TL_TARGET_AVX512 static void tl5_dn_##SUF(const float *q, const char *rows, ptrdiff_t rs, size_t nrows, \
                                               const tl_cos_plan *p, float *dot, float *nrm, int stream) {   \
@@ -286,9 +484,14 @@ TL5_INSTANCE(bf16, TL_CK_BF16)
 
 int tl_cos_ops_avx512(tl_cos_kind k, tl_cos_ops *ops) {
     switch (k) {
-    case TL_CK_F32: *ops = (tl_cos_ops){tl5_dn_f32, tl5_norms_f32, tl5_dots_f32, 16}; return 1;
-    case TL_CK_F16: *ops = (tl_cos_ops){tl5_dn_f16, tl5_norms_f16, tl5_dots_f16, 16}; return 1;
-    case TL_CK_BF16: *ops = (tl_cos_ops){tl5_dn_bf16, tl5_norms_bf16, tl5_dots_bf16, 16}; return 1;
+    case TL_CK_F32: *ops = (tl_cos_ops){tl5_dn_f32, tl5_norms_f32, tl5_dots_f32, 16, NULL}; return 1;
+    case TL_CK_F16: *ops = (tl_cos_ops){tl5_dn_f16, tl5_norms_f16, tl5_dots_f16, 16, NULL}; return 1;
+    case TL_CK_BF16:
+        if (tl_kernels_ext() & TL_EXT_AVX512_BF16)
+            *ops = (tl_cos_ops){tl5p_dn, tl5p_norms, tl5p_dots, 16, tl5p_query};
+        else
+            *ops = (tl_cos_ops){tl5_dn_bf16, tl5_norms_bf16, tl5_dots_bf16, 16, NULL};
+        return 1;
     }
     return 0;
 }
