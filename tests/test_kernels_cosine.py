@@ -131,6 +131,28 @@ def test_bfloat16_is_read_as_its_float32_top_half() -> None:
     np.testing.assert_allclose(got, kernels.cosine_similarity(q, as_f32), atol=5e-7)
 
 
+@needs_bf16
+@pytest.mark.parametrize("n", [1, 4, 5, 11])  # around the in-cache group of four rows
+def test_bfloat16_corpus_every_tail_against_float64(isa: str, stream_bytes: None, n: int) -> None:
+    # Every length of a row's last block up to 32 elements x 4 rows and past it:
+    # within the documented bound of a float64 computation of the values as
+    # stored, (4 (d/16 + 6) + 8) 2^-24 / 2 (the vdpbf16ps path sums in another
+    # order; the others are tighter); batched, streaming and one query alike, bit
+    # for bit.
+    for d in range(0, 133):
+        q, c = data(7, n, d, seed=d)
+        cb = c.astype(BF16)
+        tol = (4 * (d / 16 + 6) + 8) * 2.0**-24 / 2
+        got = kernels.cosine_similarity(q, cb)
+        np.testing.assert_allclose(got, reference(q, cb), rtol=0, atol=tol)
+        _tlalloc._cosine_stream_bytes(0)
+        for i in range(len(q)):
+            exact(kernels.cosine_similarity(q[i], cb), got[i])
+        _tlalloc._cosine_stream_bytes(1 << 60)
+        for i in range(len(q)):
+            exact(kernels.cosine_similarity(q[i], cb), got[i])
+
+
 def test_float64_batched_equals_single() -> None:
     q, c = data(5, 31, 19, seed=5)
     q64 = q.astype(np.float64)

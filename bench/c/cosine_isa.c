@@ -128,7 +128,8 @@ static void run_cell(cell *ce, int rounds) {
  * for about 2 ms of CPU time (one call of 16 rows is under a microsecond),
  * every ISA in turn, alternating which goes first; the best and median rounds
  * per call, the corpus bytes per call over the median as GB/s and as bytes per
- * cycle of the core (clock measured by a chain of dependent adds). */
+ * cycle of the core (clock measured by a chain of dependent adds). First, what
+ * each level gives a plain read (bench_read), the ceiling to compare with. */
 static double ghz;
 
 static void calibrate_clock(void) {
@@ -232,6 +233,73 @@ static void run_single(const single_cell *sc, const float *q, int rounds) {
     free(dot);
 }
 
+/* What the memory gives one core: float32 read and summed (8 independent add
+ * chains), either as one sequential stream or as the kernels read a block,
+ * four rows of DIM at a time (four streams), in 64-byte (zmm) loads, or 32-byte
+ * (ymm) ones for the sequential case. Bytes per call / best time. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+__attribute__((target("avx512f"), noinline)) static float read_seq512(const float *p, size_t n) {
+    __m512 a[8];
+    for (int i = 0; i < 8; i++) a[i] = _mm512_setzero_ps();
+    for (size_t j = 0; j + 128 <= n; j += 128)
+        for (int i = 0; i < 8; i++) a[i] = _mm512_add_ps(a[i], _mm512_loadu_ps(p + j + 16 * (size_t)i));
+    for (int i = 1; i < 8; i++) a[0] = _mm512_add_ps(a[0], a[i]);
+    return _mm512_reduce_add_ps(a[0]);
+}
+__attribute__((target("avx2"), noinline)) static float read_seq256(const float *p, size_t n) {
+    __m256 a[8];
+    for (int i = 0; i < 8; i++) a[i] = _mm256_setzero_ps();
+    for (size_t j = 0; j + 64 <= n; j += 64)
+        for (int i = 0; i < 8; i++) a[i] = _mm256_add_ps(a[i], _mm256_loadu_ps(p + j + 8 * (size_t)i));
+    for (int i = 1; i < 8; i++) a[0] = _mm256_add_ps(a[0], a[i]);
+    float o[8];
+    _mm256_storeu_ps(o, a[0]);
+    return o[0];
+}
+__attribute__((target("avx512f"), noinline)) static float read_rows4(const float *p, size_t n) {
+    __m512 a[8];
+    for (int i = 0; i < 8; i++) a[i] = _mm512_setzero_ps();
+    for (size_t r = 0; r + 4 * DIM <= n; r += 4 * DIM)
+        for (size_t j = 0; j < DIM; j += 32)
+            for (int i = 0; i < 4; i++) {
+                a[2 * i] = _mm512_add_ps(a[2 * i], _mm512_loadu_ps(p + r + (size_t)i * DIM + j));
+                a[2 * i + 1] = _mm512_add_ps(a[2 * i + 1], _mm512_loadu_ps(p + r + (size_t)i * DIM + j + 16));
+            }
+    for (int i = 1; i < 8; i++) a[0] = _mm512_add_ps(a[0], a[i]);
+    return _mm512_reduce_add_ps(a[0]);
+}
+
+static void bench_read(const float *c, int rounds) {
+    static const size_t ns[] = {16, 200, 1000, 100000};
+    static const char *lv[] = {"L1", "L2", "L3", "DRAM"};
+    float (*fn[3])(const float *, size_t) = {read_seq256, read_seq512, read_rows4};
+    static const char *nm[3] = {"1 stream ymm", "1 stream zmm", "4 rows zmm"};
+    volatile float sink = 0;
+    printf("read bandwidth of one core (float32 summed, best of %d rounds):\n", rounds);
+    for (int i = 0; i < 4; i++) {
+        const size_t n = ns[i] * DIM;
+        const double bytes = (double)n * 4;
+        size_t reps = (size_t)(2e-3 * 30e9 / bytes) + 1;
+        printf("  %6zu rows %-4s", ns[i], lv[i]);
+        for (int k = 0; k < 3; k++) {
+            double best = 1e9;
+            for (int r = 0; r < rounds; r++) {
+                double t0 = cpu_now();
+                for (size_t j = 0; j < reps; j++) sink = fn[k](c, n);
+                double dt = (cpu_now() - t0) / (double)reps;
+                best = dt < best ? dt : best;
+            }
+            printf("  %s %6.1f GB/s %5.1f B/cyc", nm[k], bytes / best / 1e9, bytes / best / 1e9 / ghz);
+        }
+        printf("\n");
+    }
+    (void)sink;
+}
+#else
+static void bench_read(const float *c, int rounds) { (void)c, (void)rounds; }
+#endif
+
 static void bench_single(const float *q, int rounds) {
     const size_t N = 100000;
     float *c = aligned_alloc(64, sizeof(float) * N * DIM);
@@ -244,6 +312,7 @@ static void bench_single(const float *q, int rounds) {
     }
     calibrate_clock();
     printf("clock %.2f GHz (dependent adds); d = %d; per call: median of %d rounds\n", ghz, DIM, rounds);
+    if (tl_kernels_best_isa() == TL_ISA_AVX512) bench_read(c, rounds > 15 ? 15 : rounds);
     static const size_t ns[] = {16, 200, 1000, 100000};
     static const char *lv[] = {"L1", "L2", "L3", "DRAM"};
     for (int kk = 0; kk < 3; kk++)
