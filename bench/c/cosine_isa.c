@@ -122,7 +122,7 @@ static void run_cell(cell *ce, int rounds) {
 /* ---- single: one query through the cache levels ---------------------------------
  * The row kernel alone (tl_cos_ops .dotnorm, in-cache order, norms computed) and
  * the whole call with top 10 (tl_cosine_topk: query conversion, scores, heap),
- * for corpora that live in L1 (16 rows), L2 (200 rows, 600 KiB of float32),
+ * for corpora that live in L1 (8 rows, 24 KiB), L2 (200 rows, 600 KiB of float32),
  * L3 (1,000 rows, 3 MiB) and DRAM (100,000 rows, 307 MB; the kernel in its
  * streaming order), float32 / float16 / bfloat16. Each round times enough calls
  * for about 2 ms of CPU time (one call of 16 rows is under a microsecond),
@@ -241,16 +241,20 @@ static void run_single(const single_cell *sc, const float *q, int rounds) {
 #include <immintrin.h>
 __attribute__((target("avx512f"), noinline)) static float read_seq512(const float *p, size_t n) {
     __m512 a[8];
+#pragma GCC unroll 8
     for (int i = 0; i < 8; i++) a[i] = _mm512_setzero_ps();
     for (size_t j = 0; j + 128 <= n; j += 128)
+#pragma GCC unroll 8
         for (int i = 0; i < 8; i++) a[i] = _mm512_add_ps(a[i], _mm512_loadu_ps(p + j + 16 * (size_t)i));
     for (int i = 1; i < 8; i++) a[0] = _mm512_add_ps(a[0], a[i]);
     return _mm512_reduce_add_ps(a[0]);
 }
 __attribute__((target("avx2"), noinline)) static float read_seq256(const float *p, size_t n) {
     __m256 a[8];
+#pragma GCC unroll 8
     for (int i = 0; i < 8; i++) a[i] = _mm256_setzero_ps();
     for (size_t j = 0; j + 64 <= n; j += 64)
+#pragma GCC unroll 8
         for (int i = 0; i < 8; i++) a[i] = _mm256_add_ps(a[i], _mm256_loadu_ps(p + j + 8 * (size_t)i));
     for (int i = 1; i < 8; i++) a[0] = _mm256_add_ps(a[0], a[i]);
     float o[8];
@@ -259,9 +263,11 @@ __attribute__((target("avx2"), noinline)) static float read_seq256(const float *
 }
 __attribute__((target("avx512f"), noinline)) static float read_rows4(const float *p, size_t n) {
     __m512 a[8];
+#pragma GCC unroll 8
     for (int i = 0; i < 8; i++) a[i] = _mm512_setzero_ps();
     for (size_t r = 0; r + 4 * DIM <= n; r += 4 * DIM)
         for (size_t j = 0; j < DIM; j += 32)
+#pragma GCC unroll 4
             for (int i = 0; i < 4; i++) {
                 a[2 * i] = _mm512_add_ps(a[2 * i], _mm512_loadu_ps(p + r + (size_t)i * DIM + j));
                 a[2 * i + 1] = _mm512_add_ps(a[2 * i + 1], _mm512_loadu_ps(p + r + (size_t)i * DIM + j + 16));
@@ -271,7 +277,7 @@ __attribute__((target("avx512f"), noinline)) static float read_rows4(const float
 }
 
 static void bench_read(const float *c, int rounds) {
-    static const size_t ns[] = {16, 200, 1000, 100000};
+    static const size_t ns[] = {8, 200, 1000, 100000};
     static const char *lv[] = {"L1", "L2", "L3", "DRAM"};
     float (*fn[3])(const float *, size_t) = {read_seq256, read_seq512, read_rows4};
     static const char *nm[3] = {"1 stream ymm", "1 stream zmm", "4 rows zmm"};
@@ -313,7 +319,7 @@ static void bench_single(const float *q, int rounds) {
     calibrate_clock();
     printf("clock %.2f GHz (dependent adds); d = %d; per call: median of %d rounds\n", ghz, DIM, rounds);
     if (tl_kernels_best_isa() == TL_ISA_AVX512) bench_read(c, rounds > 15 ? 15 : rounds);
-    static const size_t ns[] = {16, 200, 1000, 100000};
+    static const size_t ns[] = {8, 200, 1000, 100000};
     static const char *lv[] = {"L1", "L2", "L3", "DRAM"};
     for (int kk = 0; kk < 3; kk++)
         for (int i = 0; i < 4; i++) {
