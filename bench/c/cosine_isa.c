@@ -158,11 +158,11 @@ static double time_kernel(tl_isa isa, const single_cell *sc, const float *q, siz
     tl_cos_ops ops;
     int have = isa == TL_ISA_AVX512 ? tl_cos_ops_avx512(sc->kind, &ops) : tl_cos_ops_avx2(sc->kind, &ops);
     if (!have) abort();
-    const tl_cos_plan plan = tl_cos_plan_make(DIM, 0, ops.lanes);
+    const tl_cos_plan plan = ops.plan ? ops.plan(DIM, 0) : tl_cos_plan_make(DIM, 0, ops.lanes);
     const int stream = sc->nrows * DIM * sc->es > ((size_t)4 << 20);
-    float qk[DIM + 32];
+    float qk[DIM + 64];
     if (ops.query) { /* the kernels' own query layout, as the call makes it */
-        ops.query(q, DIM, qk);
+        ops.query(q, &plan, qk);
         q = qk;
     }
     double t0 = cpu_now();

@@ -102,7 +102,7 @@ static int tl_cos_ops_pick(tl_cos_kind k, tl_cos_ops *ops) {
     if (isa == TL_ISA_AVX512 && tl_cos_ops_avx512(k, ops)) return 1;
     if (isa != TL_ISA_PORTABLE && tl_cos_ops_avx2(k, ops)) return 1;
     if (k != TL_CK_F32) return 0;
-    *ops = (tl_cos_ops){tl_dn_portable, tl_norms_portable, tl_dots_portable, 8, NULL};
+    *ops = (tl_cos_ops){tl_dn_portable, tl_norms_portable, tl_dots_portable, 8, NULL, NULL};
     return 1;
 }
 
@@ -378,7 +378,11 @@ static int tl_cosine_run32(tl_scratch *s, const tl_mat *Q, const tl_mat *C, cons
      * same misalignment so that their loads line up with the rows'. */
     size_t mis = 0;
     if (direct && kind == TL_CK_F32 && (C->rows <= 1 || C->row_stride % 64 == 0)) mis = (uintptr_t)C->data & 63;
-    const tl_cos_plan plan = tl_cos_plan_make(d, mis, ops.lanes), plan0 = tl_cos_plan_make(d, 0, qops.lanes);
+    /* Kernels with their own plan (16-bit rows through vdpbf16ps) align their
+     * blocks to the rows' 64-byte boundaries themselves. */
+    const size_t rmis = direct && (C->rows <= 1 || C->row_stride % 64 == 0) ? (uintptr_t)C->data & 63 : 0;
+    const tl_cos_plan plan = ops.plan ? ops.plan(d, rmis) : tl_cos_plan_make(d, mis, ops.lanes);
+    const tl_cos_plan plan0 = tl_cos_plan_make(d, 0, qops.lanes);
 
     /* Queries as float32, query i at qbuf + i * qs floats; their norms. */
     const size_t qs = ((d * sizeof(float) + 127) & ~(size_t)63) / sizeof(float);
@@ -404,10 +408,10 @@ static int tl_cosine_run32(tl_scratch *s, const tl_mat *Q, const tl_mat *C, cons
     const float *kq = qbuf;
     size_t kqs = qs;
     if (ops.query) {
-        kqs = ((d + 31) & ~(size_t)31) + 16; /* + 16: queries start at different offsets in a cache line */
+        kqs = ((d + 63) & ~(size_t)31) + 16; /* + 16: queries not a power of two apart */
         float *qp = tl_scratch_alloc(s, m * kqs * sizeof(float) + 1, TL_DEFAULT_ALIGN);
         if (!qp) return TL_K_ENOMEM;
-        for (size_t i = 0; i < m; i++) ops.query(qbuf + i * qs, d, qp + i * kqs);
+        for (size_t i = 0; i < m; i++) ops.query(qbuf + i * qs, &plan, qp + i * kqs);
         kq = qp;
     }
     double *wide = NULL; /* a query and a row in float64, for the slow path */

@@ -294,9 +294,16 @@ TL_TARGET_AVX512 TL_AI void tl5_dots(const float *q, ptrdiff_t qs, size_t m, con
  * A 32-bit word of a bfloat16 row holds elements 2i (low half) and 2i + 1
  * (high half): word << 16 is element 2i as float32, word & 0xffff0000 element
  * 2i + 1, two cheap integer operations instead of a widening shuffle and a
- * shift per 16 elements. The query comes in the matching "pair layout"
- * (tl5p_query): per block of 32 elements, its 16 even elements, then
- * its 16 odd ones, zero past d. Per block of 32 elements of a row:
+ * shift per 16 elements. Blocks of 32 elements start at 64-byte boundaries:
+ * the row is read as if it began o = p->head elements earlier (o = its
+ * address modulo 64, over 2; rows that share one misalignment, see
+ * tl_cos_plan), block t covering elements 32t - o .. 32t - o + 31, the lanes
+ * outside the row masked (not read, taken as 0). A 64-byte load that crosses a
+ * cache line costs twice: NumPy's large arrays start 16 bytes past a boundary,
+ * where the unaligned blocks took 1.28x the time (1,000 x 768). The query
+ * comes in the matching "pair layout" (tl5p_query): per block, the 16 even
+ * elements, then the 16 odd ones, of the same 32 (zero outside the query).
+ * Per block of a row:
  *   dot:  ae += qe * xe, ao += qo * xo (two FMA chains), dot = hsum(ae + ao);
  *   norm: b = vdpbf16ps(b, x, x): lane i adds x[2i+1]^2, then x[2i]^2, each
  *         product exact (8-bit significands), each sum rounded to nearest even,
@@ -306,36 +313,44 @@ TL_TARGET_AVX512 TL_AI void tl5_dots(const float *q, ptrdiff_t qs, size_t m, con
  * The dot is the FMA arithmetic of the other paths in another order, and the
  * norm sums the same exact squares in another order: both within float32
  * rounding of the other paths, not their bits (docs/kernels.md). Single,
- * batched and streaming forms share this order, hence their bits. The last
- * block is a masked load (lanes past d read as 0, never touched). */
+ * batched and streaming forms share this order, hence their bits. */
 #define TL_TARGET_AVX512BF16 \
     __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c")))
 
-/* The query in the pair layout: per block of 32 elements its even elements,
- * then its odd ones (two vpermt2ps per block); zeros past d up to the next
- * multiple of 32. Once per query and call. */
-TL_TARGET_AVX512BF16 static void tl5p_query(const float *q, size_t d, float *dst) {
+/* Lanes of block t whose elements (32t - o + lane) lie in [0, d). */
+TL_AI uint32_t tl5p_lanes(ptrdiff_t start, size_t d) {
+    const ptrdiff_t lo = start < 0 ? -start : 0, n = (ptrdiff_t)d - start;
+    const uint32_t below = n >= 32 ? 0xffffffffu : n <= 0 ? 0u : (1u << n) - 1u;
+    return below & ~((1u << lo) - 1u); /* lo < 32: start > -32 */
+}
+
+/* Blocks of a row of d elements read from o elements before it. */
+TL_AI size_t tl5p_blocks(size_t d, size_t o) { return d ? (o + d + 31) / 32 : 0; }
+
+/* The query in the pair layout of plan p (two vpermt2ps per block); the
+ * buffer holds 32 * tl5p_blocks floats. Once per query and call. */
+TL_TARGET_AVX512BF16 static void tl5p_query(const float *q, const tl_cos_plan *p, float *dst) {
     const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i od = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    for (size_t j = 0; j < d; j += 32) {
-        const size_t left = d - j;
-        __m512 lo, hi;
-        if (left >= 32) {
-            lo = _mm512_loadu_ps(q + j);
-            hi = _mm512_loadu_ps(q + j + 16);
-        } else {
-            lo = _mm512_maskz_loadu_ps(tl5_mask(left < 16 ? left : 16), q + j);
-            hi = _mm512_maskz_loadu_ps(tl5_mask(left > 16 ? left - 16 : 0), q + j + 16);
-        }
-        _mm512_storeu_ps(dst + j, _mm512_permutex2var_ps(lo, ev, hi));
-        _mm512_storeu_ps(dst + j + 16, _mm512_permutex2var_ps(lo, od, hi));
+    const size_t o = p->head, d = p->dm + p->rem, nb = tl5p_blocks(d, o);
+    for (size_t t = 0; t < nb; t++) {
+        const ptrdiff_t start = (ptrdiff_t)(32 * t) - (ptrdiff_t)o;
+        const uint32_t m = tl5p_lanes(start, d);
+        /* masked lanes are not read: the address may precede q (integer arithmetic) */
+        const float *at = (const float *)((uintptr_t)q + (uintptr_t)(start * (ptrdiff_t)sizeof(float)));
+        __m512 lo = _mm512_maskz_loadu_ps((__mmask16)(m & 0xffffu), at);
+        __m512 hi = _mm512_maskz_loadu_ps((__mmask16)(m >> 16), at + 16);
+        _mm512_storeu_ps(dst + 32 * t, _mm512_permutex2var_ps(lo, ev, hi));
+        _mm512_storeu_ps(dst + 32 * t + 16, _mm512_permutex2var_ps(lo, od, hi));
     }
 }
 
-TL_TARGET_AVX512BF16 TL_AI __m512i tl5p_ld(const char *c, size_t t, size_t d) {
-    const size_t left = d - 32 * t;
-    if (left >= 32) return _mm512_loadu_si512((const void *)(c + 64 * t));
-    return _mm512_maskz_loadu_epi16((__mmask32)((1u << left) - 1u), c + 64 * t);
+/* Block t of row c (first and last may be partial: masked). */
+TL_TARGET_AVX512BF16 TL_AI __m512i tl5p_ld(const char *c, size_t t, size_t d, size_t o) {
+    const ptrdiff_t start = (ptrdiff_t)(32 * t) - (ptrdiff_t)o;
+    const char *at = (const char *)((uintptr_t)c + (uintptr_t)(2 * start));
+    if (start >= 0 && (size_t)start + 32 <= d) return _mm512_loadu_si512((const void *)at);
+    return _mm512_maskz_loadu_epi16((__mmask32)tl5p_lanes(start, d), at);
 }
 
 TL_TARGET_AVX512BF16 TL_AI __m512 tl5p_even(__m512i x) { return _mm512_castsi512_ps(_mm512_slli_epi32(x, 16)); }
@@ -345,8 +360,8 @@ TL_TARGET_AVX512BF16 TL_AI __m512 tl5p_odd(__m512i x) {
 
 /* Dot (D) and norm (W) of R <= 4 rows at c[0..R-1]; q in the pair layout. */
 TL_TARGET_AVX512BF16 TL_AI void tl5p_group(const float *q, const char *const *c, const size_t *o, size_t d,
-                                           float *dot, float *nrm, int R, int D, int W, int PF) {
-    const size_t nblk = (d + 31) / 32;
+                                           size_t lead, float *dot, float *nrm, int R, int D, int W, int PF) {
+    const size_t nblk = tl5p_blocks(d, lead);
     __m512 ae[4], ao[4], b[4];
 #pragma GCC unroll 4
     for (int i = 0; i < R; i++) ae[i] = ao[i] = b[i] = _mm512_setzero_ps();
@@ -361,7 +376,7 @@ TL_TARGET_AVX512BF16 TL_AI void tl5p_group(const float *q, const char *const *c,
 #pragma GCC unroll 4
         for (int i = 0; i < R; i++) {
             if (PF) _mm_prefetch(c[i] + 64 * t + TL5_PF_BYTES, _MM_HINT_T0);
-            __m512i x = tl5p_ld(c[i], t, d);
+            __m512i x = tl5p_ld(c[i], t, d, lead);
             TL5_IN_REG(x);
             if (D) {
                 ae[i] = _mm512_fmadd_ps(qe, tl5p_even(x), ae[i]);
@@ -379,14 +394,14 @@ TL_TARGET_AVX512BF16 TL_AI void tl5p_group(const float *q, const char *const *c,
 
 /* As tl5_rows: four adjacent rows in cache, the two halves' rows streaming. */
 TL_TARGET_AVX512BF16 TL_AI void tl5p_rows(const float *q, const char *rows, ptrdiff_t rs, size_t nrows, size_t d,
-                                          float *dot, float *nrm, int stream, int D, int W) {
+                                          size_t lead, float *dot, float *nrm, int stream, int D, int W) {
     size_t r = 0;
     if (stream) {
         const size_t h = nrows / 2;
         for (; r < h; r++) {
             const char *c[2] = {rows + (ptrdiff_t)r * rs, rows + (ptrdiff_t)(r + h) * rs};
             const size_t o[2] = {r, r + h};
-            tl5p_group(q, c, o, d, dot, nrm, 2, D, W, 1);
+            tl5p_group(q, c, o, d, lead, dot, nrm, 2, D, W, 1);
         }
         r = 2 * h;
     } else {
@@ -394,13 +409,13 @@ TL_TARGET_AVX512BF16 TL_AI void tl5p_rows(const float *q, const char *rows, ptrd
             const char *c[4] = {rows + (ptrdiff_t)r * rs, rows + (ptrdiff_t)(r + 1) * rs,
                                 rows + (ptrdiff_t)(r + 2) * rs, rows + (ptrdiff_t)(r + 3) * rs};
             const size_t o[4] = {r, r + 1, r + 2, r + 3};
-            tl5p_group(q, c, o, d, dot, nrm, 4, D, W, 0);
+            tl5p_group(q, c, o, d, lead, dot, nrm, 4, D, W, 0);
         }
     }
     for (; r < nrows; r++) {
         const char *c[1] = {rows + (ptrdiff_t)r * rs};
         const size_t o[1] = {r};
-        tl5p_group(q, c, o, d, dot, nrm, 1, D, W, 0);
+        tl5p_group(q, c, o, d, lead, dot, nrm, 1, D, W, 0);
     }
 }
 
@@ -409,8 +424,8 @@ TL_TARGET_AVX512BF16 TL_AI void tl5p_rows(const float *q, const char *rows, ptrd
  * accumulators, 4 row vectors, 1 query vector), the same two chains per pair
  * as tl5p_group. */
 TL_TARGET_AVX512BF16 TL_AI void tl5p_tile(const float *q, ptrdiff_t qs, const char *rows, ptrdiff_t rs, size_t d,
-                                          float *dot, size_t ldd, int Q, int R) {
-    const size_t nblk = (d + 31) / 32;
+                                          size_t lead, float *dot, size_t ldd, int Q, int R) {
+    const size_t nblk = tl5p_blocks(d, lead);
     __m512 ae[3][4], ao[3][4], x[4];
 #pragma GCC unroll 3
     for (int i = 0; i < Q; i++)
@@ -419,7 +434,7 @@ TL_TARGET_AVX512BF16 TL_AI void tl5p_tile(const float *q, ptrdiff_t qs, const ch
     for (size_t t = 0; t < nblk; t++) {
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
-            x[r] = tl5p_even(tl5p_ld(rows + r * rs, t, d));
+            x[r] = tl5p_even(tl5p_ld(rows + r * rs, t, d, lead));
             TL5_IN_REG(x[r]);
         }
 #pragma GCC unroll 3
@@ -431,7 +446,7 @@ TL_TARGET_AVX512BF16 TL_AI void tl5p_tile(const float *q, ptrdiff_t qs, const ch
         }
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
-            x[r] = tl5p_odd(tl5p_ld(rows + r * rs, t, d));
+            x[r] = tl5p_odd(tl5p_ld(rows + r * rs, t, d, lead));
             TL5_IN_REG(x[r]);
         }
 #pragma GCC unroll 3
@@ -449,43 +464,50 @@ TL_TARGET_AVX512BF16 TL_AI void tl5p_tile(const float *q, ptrdiff_t qs, const ch
 }
 
 TL_TARGET_AVX512BF16 TL_AI void tl5p_tile_rows(const float *q, ptrdiff_t qs, const char *rows, ptrdiff_t rs,
-                                               size_t nrows, size_t d, float *dot, size_t ldd, int Q) {
+                                               size_t nrows, size_t d, size_t lead, float *dot, size_t ldd, int Q) {
     size_t r = 0;
-    for (; r + 4 <= nrows; r += 4) tl5p_tile(q, qs, rows + (ptrdiff_t)r * rs, rs, d, dot + r, ldd, Q, 4);
+    for (; r + 4 <= nrows; r += 4) tl5p_tile(q, qs, rows + (ptrdiff_t)r * rs, rs, d, lead, dot + r, ldd, Q, 4);
     switch (nrows - r) {
-    case 3: tl5p_tile(q, qs, rows + (ptrdiff_t)r * rs, rs, d, dot + r, ldd, Q, 3); break;
-    case 2: tl5p_tile(q, qs, rows + (ptrdiff_t)r * rs, rs, d, dot + r, ldd, Q, 2); break;
-    case 1: tl5p_tile(q, qs, rows + (ptrdiff_t)r * rs, rs, d, dot + r, ldd, Q, 1); break;
+    case 3: tl5p_tile(q, qs, rows + (ptrdiff_t)r * rs, rs, d, lead, dot + r, ldd, Q, 3); break;
+    case 2: tl5p_tile(q, qs, rows + (ptrdiff_t)r * rs, rs, d, lead, dot + r, ldd, Q, 2); break;
+    case 1: tl5p_tile(q, qs, rows + (ptrdiff_t)r * rs, rs, d, lead, dot + r, ldd, Q, 1); break;
     default: break;
     }
 }
 
 TL_TARGET_AVX512BF16 static void tl5p_dn(const float *q, const char *rows, ptrdiff_t rs, size_t nrows,
                                          const tl_cos_plan *p, float *dot, float *nrm, int stream) {
-    const size_t d = p->dm + p->rem;
+    const size_t d = p->dm + p->rem, o = p->head;
     if (nrm && stream)
-        tl5p_rows(q, rows, rs, nrows, d, dot, nrm, 1, 1, 1);
+        tl5p_rows(q, rows, rs, nrows, d, o, dot, nrm, 1, 1, 1);
     else if (nrm)
-        tl5p_rows(q, rows, rs, nrows, d, dot, nrm, 0, 1, 1);
+        tl5p_rows(q, rows, rs, nrows, d, o, dot, nrm, 0, 1, 1);
     else if (stream)
-        tl5p_rows(q, rows, rs, nrows, d, dot, NULL, 1, 1, 0);
+        tl5p_rows(q, rows, rs, nrows, d, o, dot, NULL, 1, 1, 0);
     else
-        tl5p_rows(q, rows, rs, nrows, d, dot, NULL, 0, 1, 0);
+        tl5p_rows(q, rows, rs, nrows, d, o, dot, NULL, 0, 1, 0);
 }
 
 TL_TARGET_AVX512BF16 static void tl5p_norms(const char *rows, ptrdiff_t rs, size_t nrows, const tl_cos_plan *p,
                                             float *nrm) {
-    tl5p_rows(NULL, rows, rs, nrows, p->dm + p->rem, NULL, nrm, 1, 0, 1);
+    tl5p_rows(NULL, rows, rs, nrows, p->dm + p->rem, p->head, NULL, nrm, 1, 0, 1);
 }
 
 /* All m queries against a block of rows: three queries at a time. */
 TL_TARGET_AVX512BF16 static void tl5p_dots(const float *q, ptrdiff_t qs, size_t m, const char *rows, ptrdiff_t rs,
                                            size_t nrows, const tl_cos_plan *p, float *dot, size_t ldd) {
-    const size_t d = p->dm + p->rem;
+    const size_t d = p->dm + p->rem, o = p->head;
     size_t i = 0;
-    for (; i + 3 <= m; i += 3) tl5p_tile_rows(q + (ptrdiff_t)i * qs, qs, rows, rs, nrows, d, dot + i * ldd, ldd, 3);
-    if (m - i == 2) tl5p_tile_rows(q + (ptrdiff_t)i * qs, qs, rows, rs, nrows, d, dot + i * ldd, ldd, 2);
-    if (m - i == 1) tl5p_tile_rows(q + (ptrdiff_t)i * qs, qs, rows, rs, nrows, d, dot + i * ldd, ldd, 1);
+    for (; i + 3 <= m; i += 3) tl5p_tile_rows(q + (ptrdiff_t)i * qs, qs, rows, rs, nrows, d, o, dot + i * ldd, ldd, 3);
+    if (m - i == 2) tl5p_tile_rows(q + (ptrdiff_t)i * qs, qs, rows, rs, nrows, d, o, dot + i * ldd, ldd, 2);
+    if (m - i == 1) tl5p_tile_rows(q + (ptrdiff_t)i * qs, qs, rows, rs, nrows, d, o, dot + i * ldd, ldd, 1);
+}
+
+/* The plan of the pair kernels: head = o, the elements before the row that
+ * its first block covers (0..31), dm + rem = d. */
+static tl_cos_plan tl5p_plan(size_t d, size_t mis) {
+    tl_cos_plan p = {(mis & 63) / 2, d, 0};
+    return p;
 }
 
 #define TL5_INSTANCE(SUF, K)                                                                              \
@@ -516,13 +538,13 @@ TL5_INSTANCE(bf16, TL_CK_BF16)
 
 int tl_cos_ops_avx512(tl_cos_kind k, tl_cos_ops *ops) {
     switch (k) {
-    case TL_CK_F32: *ops = (tl_cos_ops){tl5_dn_f32, tl5_norms_f32, tl5_dots_f32, 16, NULL}; return 1;
-    case TL_CK_F16: *ops = (tl_cos_ops){tl5_dn_f16, tl5_norms_f16, tl5_dots_f16, 16, NULL}; return 1;
+    case TL_CK_F32: *ops = (tl_cos_ops){tl5_dn_f32, tl5_norms_f32, tl5_dots_f32, 16, NULL, NULL}; return 1;
+    case TL_CK_F16: *ops = (tl_cos_ops){tl5_dn_f16, tl5_norms_f16, tl5_dots_f16, 16, NULL, NULL}; return 1;
     case TL_CK_BF16:
         if (tl_kernels_ext() & TL_EXT_AVX512_BF16)
-            *ops = (tl_cos_ops){tl5p_dn, tl5p_norms, tl5p_dots, 16, tl5p_query};
+            *ops = (tl_cos_ops){tl5p_dn, tl5p_norms, tl5p_dots, 16, tl5p_query, tl5p_plan};
         else
-            *ops = (tl_cos_ops){tl5_dn_bf16, tl5_norms_bf16, tl5_dots_bf16, 16, NULL};
+            *ops = (tl_cos_ops){tl5_dn_bf16, tl5_norms_bf16, tl5_dots_bf16, 16, NULL, NULL};
         return 1;
     }
     return 0;

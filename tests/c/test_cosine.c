@@ -403,6 +403,35 @@ static void test_bf16_dot_instruction(void) {
             tl_scratch_end(&s);
         }
     }
+    /* rows at every 2-byte offset from a 64-byte boundary, sharing it (row
+     * stride a multiple of 64 bytes): the blocks start at the boundaries */
+    static const size_t dsh[] = {1, 5, 31, 32, 33, 63, 64, 65, 100, 161};
+    enum { NS = 9, MS = 4, RSH = 192 }; /* RSH: row stride in elements, 384 bytes */
+    static uint16_t sh[NS * RSH + 64] __attribute__((aligned(64)));
+    for (size_t off = 0; off < 32; off++)
+        for (size_t di = 0; di < sizeof dsh / sizeof dsh[0]; di++) {
+            const size_t d = dsh[di];
+            uint16_t *cb = sh + off;
+            for (size_t i = 0; i < NS * RSH; i++) cb[i] = to_bf16((float)((double)(rnd() >> 11) / 9007199254740992.0 - 0.5));
+            for (size_t i = 0; i < MS * d; i++) q[i] = (float)((double)(rnd() >> 11) / 9007199254740992.0 - 0.5);
+            const double tol = (4.0 * ((double)d / 16 + 6) + 8) * 0x1p-24;
+            tl_mat cm = {cb, TL_BF16, NS, d, 2 * RSH, 2}, qm = {q, TL_F32, MS, d, (ptrdiff_t)(4 * d), 4};
+            tl_scratch s;
+            CHECK(tl_scratch_begin(&s, TL_SCRATCH_THREAD, NULL) == 0);
+            CHECK(tl_cosine_batch(&s, &qm, &cm, NULL, out[0], NS * 4, 4) == TL_K_OK);
+            for (size_t i = 0; i < MS; i++) {
+                tl_vec qv = {q + i * d, TL_F32, d, 4};
+                CHECK(tl_cosine_similarity(&s, &qv, &cm, one, 4) == TL_K_OK);
+                size_t old = tl_cosine_set_stream_bytes(0);
+                CHECK(tl_cosine_similarity(&s, &qv, &cm, st, 4) == TL_K_OK);
+                tl_cosine_set_stream_bytes(old);
+                for (size_t r = 0; r < NS; r++) {
+                    CHECK(same_bits(out[0][i * NS + r], one[r]) && same_bits(one[r], st[r]));
+                    CHECK(fabs((double)one[r] - ref_cos(q + i * d, cb + r * RSH, d)) <= tol / 2);
+                }
+            }
+            tl_scratch_end(&s);
+        }
     /* rows of 1e-30: their float32 squares underflow; the slow path scores them */
     enum { D = 40 };
     static float qs[D];
