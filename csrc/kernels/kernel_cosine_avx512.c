@@ -345,46 +345,67 @@ TL_TARGET_AVX512BF16 static void tl5p_query(const float *q, const tl_cos_plan *p
     }
 }
 
-/* Block t of row c (first and last may be partial: masked). */
-TL_TARGET_AVX512BF16 TL_AI __m512i tl5p_ld(const char *c, size_t t, size_t d, size_t o) {
-    const ptrdiff_t start = (ptrdiff_t)(32 * t) - (ptrdiff_t)o;
-    const char *at = (const char *)((uintptr_t)c + (uintptr_t)(2 * start));
-    if (start >= 0 && (size_t)start + 32 <= d) return _mm512_loadu_si512((const void *)at);
-    return _mm512_maskz_loadu_epi16((__mmask32)tl5p_lanes(start, d), at);
-}
 
 TL_TARGET_AVX512BF16 TL_AI __m512 tl5p_even(__m512i x) { return _mm512_castsi512_ps(_mm512_slli_epi32(x, 16)); }
 TL_TARGET_AVX512BF16 TL_AI __m512 tl5p_odd(__m512i x) {
     return _mm512_castsi512_ps(_mm512_and_si512(x, _mm512_set1_epi32((int)0xffff0000u)));
 }
 
-/* Dot (D) and norm (W) of R <= 4 rows at c[0..R-1]; q in the pair layout. */
+/* Which blocks of a row of d elements, read from lead elements before it, are
+ * whole: [*lo, *hi); the others (first, last) are masked. */
+TL_AI void tl5p_whole(size_t d, size_t lead, size_t *lo, size_t *hi) {
+    *lo = lead ? 1 : 0;
+    *hi = (lead + d) / 32;
+    if (*hi < *lo) *hi = *lo;
+}
+
+/* Block t of a row whose blocks start at v (the row's address less 2 * lead
+ * bytes, as an integer: it may precede the row): whole (W1) or masked. */
+TL_TARGET_AVX512BF16 TL_AI __m512i tl5p_blk(uintptr_t v, size_t t, size_t d, size_t lead, int whole) {
+    if (whole) return _mm512_loadu_si512((const void *)(v + 64 * t));
+    return _mm512_maskz_loadu_epi16((__mmask32)tl5p_lanes((ptrdiff_t)(32 * t) - (ptrdiff_t)lead, d),
+                                    (const void *)(v + 64 * t));
+}
+
+/* One block t of R rows: the dot chains (D) and the norm chain (W). */
+#define TL5P_STEP(t, whole)                                                                       \
+    do {                                                                                          \
+        __m512 qe = _mm512_setzero_ps(), qo = _mm512_setzero_ps();                                \
+        if (D) {                                                                                  \
+            qe = _mm512_loadu_ps(q + 32 * (t));                                                   \
+            qo = _mm512_loadu_ps(q + 32 * (t) + 16);                                              \
+            TL5_IN_REG(qe);                                                                       \
+            TL5_IN_REG(qo);                                                                       \
+        }                                                                                         \
+        _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {                                     \
+            if (PF) _mm_prefetch((const char *)(v[i] + 64 * (t)) + TL5_PF_BYTES, _MM_HINT_T0);   \
+            __m512i x = tl5p_blk(v[i], (t), d, lead, (whole));                                    \
+            TL5_IN_REG(x);                                                                        \
+            if (D) {                                                                              \
+                ae[i] = _mm512_fmadd_ps(qe, tl5p_even(x), ae[i]);                                 \
+                ao[i] = _mm512_fmadd_ps(qo, tl5p_odd(x), ao[i]);                                  \
+            }                                                                                     \
+            if (W) b[i] = _mm512_dpbf16_ps(b[i], (__m512bh)x, (__m512bh)x);                       \
+        }                                                                                         \
+    } while (0)
+
+/* Dot (D) and norm (W) of R <= 4 rows at c[0..R-1]; q in the pair layout.
+ * The masked first block (lead > 0), the whole ones, the masked last one. */
 TL_TARGET_AVX512BF16 TL_AI void tl5p_group(const float *q, const char *const *c, const size_t *o, size_t d,
                                            size_t lead, float *dot, float *nrm, int R, int D, int W, int PF) {
     const size_t nblk = tl5p_blocks(d, lead);
+    size_t lo, hi;
+    tl5p_whole(d, lead, &lo, &hi);
+    uintptr_t v[4];
     __m512 ae[4], ao[4], b[4];
 #pragma GCC unroll 4
-    for (int i = 0; i < R; i++) ae[i] = ao[i] = b[i] = _mm512_setzero_ps();
-    for (size_t t = 0; t < nblk; t++) {
-        __m512 qe = _mm512_setzero_ps(), qo = _mm512_setzero_ps();
-        if (D) {
-            qe = _mm512_loadu_ps(q + 32 * t);
-            qo = _mm512_loadu_ps(q + 32 * t + 16);
-            TL5_IN_REG(qe);
-            TL5_IN_REG(qo);
-        }
-#pragma GCC unroll 4
-        for (int i = 0; i < R; i++) {
-            if (PF) _mm_prefetch(c[i] + 64 * t + TL5_PF_BYTES, _MM_HINT_T0);
-            __m512i x = tl5p_ld(c[i], t, d, lead);
-            TL5_IN_REG(x);
-            if (D) {
-                ae[i] = _mm512_fmadd_ps(qe, tl5p_even(x), ae[i]);
-                ao[i] = _mm512_fmadd_ps(qo, tl5p_odd(x), ao[i]);
-            }
-            if (W) b[i] = _mm512_dpbf16_ps(b[i], (__m512bh)x, (__m512bh)x);
-        }
+    for (int i = 0; i < R; i++) {
+        ae[i] = ao[i] = b[i] = _mm512_setzero_ps();
+        v[i] = (uintptr_t)c[i] - 2 * lead;
     }
+    if (lo && nblk) TL5P_STEP(0, 0);
+    for (size_t t = lo; t < hi; t++) TL5P_STEP(t, 1);
+    if (hi < nblk) TL5P_STEP(hi, 0);
 #pragma GCC unroll 4
     for (int i = 0; i < R; i++) {
         if (D) dot[o[i]] = tl5_hsum(_mm512_add_ps(ae[i], ao[i]));
@@ -423,40 +444,52 @@ TL_TARGET_AVX512BF16 TL_AI void tl5p_rows(const float *q, const char *rows, ptrd
  * per block the even products of every pair, then the odd ones (24
  * accumulators, 4 row vectors, 1 query vector), the same two chains per pair
  * as tl5p_group. */
+TL_TARGET_AVX512BF16 TL_AI void tl5p_tile_blk(const float *q, ptrdiff_t qs, const uintptr_t *v, size_t t, size_t d,
+                                              size_t lead, int whole, __m512 ae[3][4], __m512 ao[3][4], int Q,
+                                              int R) {
+    __m512 x[4];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) {
+        x[r] = tl5p_even(tl5p_blk(v[r], t, d, lead, whole));
+        TL5_IN_REG(x[r]);
+    }
+#pragma GCC unroll 3
+    for (int i = 0; i < Q; i++) {
+        __m512 qv = _mm512_loadu_ps(q + i * qs + 32 * t);
+        TL5_IN_REG(qv);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) ae[i][r] = _mm512_fmadd_ps(qv, x[r], ae[i][r]);
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) {
+        x[r] = tl5p_odd(tl5p_blk(v[r], t, d, lead, whole));
+        TL5_IN_REG(x[r]);
+    }
+#pragma GCC unroll 3
+    for (int i = 0; i < Q; i++) {
+        __m512 qv = _mm512_loadu_ps(q + i * qs + 32 * t + 16);
+        TL5_IN_REG(qv);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) ao[i][r] = _mm512_fmadd_ps(qv, x[r], ao[i][r]);
+    }
+}
+
 TL_TARGET_AVX512BF16 TL_AI void tl5p_tile(const float *q, ptrdiff_t qs, const char *rows, ptrdiff_t rs, size_t d,
                                           size_t lead, float *dot, size_t ldd, int Q, int R) {
     const size_t nblk = tl5p_blocks(d, lead);
-    __m512 ae[3][4], ao[3][4], x[4];
+    size_t lo, hi;
+    tl5p_whole(d, lead, &lo, &hi);
+    uintptr_t v[4];
+    __m512 ae[3][4], ao[3][4];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) v[r] = (uintptr_t)(rows + r * rs) - 2 * lead;
 #pragma GCC unroll 3
     for (int i = 0; i < Q; i++)
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) ae[i][r] = ao[i][r] = _mm512_setzero_ps();
-    for (size_t t = 0; t < nblk; t++) {
-#pragma GCC unroll 4
-        for (int r = 0; r < R; r++) {
-            x[r] = tl5p_even(tl5p_ld(rows + r * rs, t, d, lead));
-            TL5_IN_REG(x[r]);
-        }
-#pragma GCC unroll 3
-        for (int i = 0; i < Q; i++) {
-            __m512 qv = _mm512_loadu_ps(q + i * qs + 32 * t);
-            TL5_IN_REG(qv);
-#pragma GCC unroll 4
-            for (int r = 0; r < R; r++) ae[i][r] = _mm512_fmadd_ps(qv, x[r], ae[i][r]);
-        }
-#pragma GCC unroll 4
-        for (int r = 0; r < R; r++) {
-            x[r] = tl5p_odd(tl5p_ld(rows + r * rs, t, d, lead));
-            TL5_IN_REG(x[r]);
-        }
-#pragma GCC unroll 3
-        for (int i = 0; i < Q; i++) {
-            __m512 qv = _mm512_loadu_ps(q + i * qs + 32 * t + 16);
-            TL5_IN_REG(qv);
-#pragma GCC unroll 4
-            for (int r = 0; r < R; r++) ao[i][r] = _mm512_fmadd_ps(qv, x[r], ao[i][r]);
-        }
-    }
+    if (lo && nblk) tl5p_tile_blk(q, qs, v, 0, d, lead, 0, ae, ao, Q, R);
+    for (size_t t = lo; t < hi; t++) tl5p_tile_blk(q, qs, v, t, d, lead, 1, ae, ao, Q, R);
+    if (hi < nblk) tl5p_tile_blk(q, qs, v, hi, d, lead, 0, ae, ao, Q, R);
 #pragma GCC unroll 3
     for (int i = 0; i < Q; i++)
 #pragma GCC unroll 4
