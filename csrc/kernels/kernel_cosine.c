@@ -7,7 +7,9 @@
  * kernel_cosine_avx512.c for the AVX-512 one, below for the
  * portable one): equal rows get bit-identical scores (which makes "ties to the
  * lower index" meaningful), the batched form equals the single-query form row
- * by row, and the loop order chosen by size does not change a bit.
+ * by row, and the loop order chosen by size does not change a bit. (The
+ * vdpbf16ps kernels for bfloat16 rows have their own sequence, the same in all
+ * their forms; tl_cos_ops.query and .plan give their query layout and cut.)
  *
  * Memory traffic is the cost that matters from DRAM:
  *   - one query: dot and norm fused, one pass; rows read three at a time from

@@ -25,6 +25,8 @@
  * Elements are widened in registers: float16 with vcvtph2ps on zmm (exact),
  * bfloat16 by a 16-bit shift (exact). Heads and tails are masked loads
  * (AVX512BW for 16-bit elements): no stack copy, no read past the row.
+ * With AVX512_BF16 (TL_EXT_AVX512_BF16), bfloat16 rows take the tl5p_
+ * kernels below instead: another order, within float32 rounding.
  */
 #include "kernels_internal.h"
 
