@@ -153,6 +153,32 @@ def test_bfloat16_corpus_every_tail_against_float64(isa: str, stream_bytes: None
             exact(kernels.cosine_similarity(q[i], cb), got[i])
 
 
+@needs_bf16
+@pytest.mark.skipif(
+    "avx512_bf16" not in _tlalloc._kernels_best_ext(), reason="no avx512_bf16 extension to force on and off"
+)
+def test_bfloat16_with_and_without_the_dot_instruction() -> None:
+    # vdpbf16ps (AVX512_BF16) sums the same exact products in another order:
+    # within the documented bound of the AVX-512 path without it and of AVX2,
+    # which give the same bits as each other.
+    q, c = data(5, 301, 768, seed=21)
+    cb = c.astype(BF16)
+    tol = (4 * (768 / 16 + 6) + 8) * 2.0**-24
+    prev_isa, prev_ext = _tlalloc._kernels_set_isa("avx512"), _tlalloc._kernels_ext()
+    try:
+        _tlalloc._kernels_set_ext(_tlalloc._kernels_best_ext())
+        with_dp = kernels.cosine_similarity(q, cb)
+        _tlalloc._kernels_set_ext(tuple(e for e in _tlalloc._kernels_best_ext() if e != "avx512_bf16"))
+        without = kernels.cosine_similarity(q, cb)
+        _tlalloc._kernels_set_isa("avx2")
+        exact(kernels.cosine_similarity(q, cb), without)
+    finally:
+        _tlalloc._kernels_set_ext(prev_ext)
+        _tlalloc._kernels_set_isa(prev_isa)
+    np.testing.assert_allclose(with_dp, without, rtol=0, atol=tol)
+    np.testing.assert_allclose(with_dp, reference(q, cb), rtol=0, atol=tol / 2)
+
+
 def test_float64_batched_equals_single() -> None:
     q, c = data(5, 31, 19, seed=5)
     q64 = q.astype(np.float64)
