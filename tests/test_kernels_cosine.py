@@ -131,6 +131,54 @@ def test_bfloat16_is_read_as_its_float32_top_half() -> None:
     np.testing.assert_allclose(got, kernels.cosine_similarity(q, as_f32), atol=5e-7)
 
 
+@needs_bf16
+@pytest.mark.parametrize("n", [1, 4, 5, 11])  # around the in-cache group of four rows
+def test_bfloat16_corpus_every_tail_against_float64(isa: str, stream_bytes: None, n: int) -> None:
+    # Every length of a row's last block up to 32 elements x 4 rows and past it:
+    # within the documented bound of a float64 computation of the values as
+    # stored, (4 (d/16 + 6) + 8) 2^-24 / 2 (the vdpbf16ps path sums in another
+    # order; the others are tighter); batched, streaming and one query alike, bit
+    # for bit.
+    for d in range(0, 133):
+        q, c = data(7, n, d, seed=d)
+        cb = c.astype(BF16)
+        tol = (4 * (d / 16 + 6) + 8) * 2.0**-24 / 2
+        got = kernels.cosine_similarity(q, cb)
+        np.testing.assert_allclose(got, reference(q, cb), rtol=0, atol=tol)
+        _tlalloc._cosine_stream_bytes(0)
+        for i in range(len(q)):
+            exact(kernels.cosine_similarity(q[i], cb), got[i])
+        _tlalloc._cosine_stream_bytes(1 << 60)
+        for i in range(len(q)):
+            exact(kernels.cosine_similarity(q[i], cb), got[i])
+
+
+@needs_bf16
+@pytest.mark.skipif(
+    "avx512_bf16" not in _tlalloc._kernels_best_ext(), reason="no avx512_bf16 extension to force on and off"
+)
+def test_bfloat16_with_and_without_the_dot_instruction() -> None:
+    # vdpbf16ps (AVX512_BF16) sums the same exact products in another order:
+    # within the documented bound of the AVX-512 path without it and of AVX2,
+    # which give the same bits as each other.
+    q, c = data(5, 301, 768, seed=21)
+    cb = c.astype(BF16)
+    tol = (4 * (768 / 16 + 6) + 8) * 2.0**-24
+    prev_isa, prev_ext = _tlalloc._kernels_set_isa("avx512"), _tlalloc._kernels_ext()
+    try:
+        _tlalloc._kernels_set_ext(_tlalloc._kernels_best_ext())
+        with_dp = kernels.cosine_similarity(q, cb)
+        _tlalloc._kernels_set_ext(tuple(e for e in _tlalloc._kernels_best_ext() if e != "avx512_bf16"))
+        without = kernels.cosine_similarity(q, cb)
+        _tlalloc._kernels_set_isa("avx2")
+        exact(kernels.cosine_similarity(q, cb), without)
+    finally:
+        _tlalloc._kernels_set_ext(prev_ext)
+        _tlalloc._kernels_set_isa(prev_isa)
+    np.testing.assert_allclose(with_dp, without, rtol=0, atol=tol)
+    np.testing.assert_allclose(with_dp, reference(q, cb), rtol=0, atol=tol / 2)
+
+
 def test_float64_batched_equals_single() -> None:
     q, c = data(5, 31, 19, seed=5)
     q64 = q.astype(np.float64)

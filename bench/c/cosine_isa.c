@@ -1,6 +1,6 @@
 /* cosine_isa: the cosine kernels under each instruction set, side by side.
  *
- *   build/c/bench/cosine_isa [incache|batch|dram|all] [--rounds R]
+ *   build/c/bench/cosine_isa [incache|batch|dram|all|single] [--rounds R]
  *
  * Each cell runs the same call under every ISA the CPU has (portable is left
  * out: it is not a contender), interleaved round by round so that load on a
@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "kernels/kernels_internal.h"
 #include "tlalloc.h"
 
 enum { DIM = 768 };
@@ -118,6 +119,222 @@ static void run_cell(cell *ce, int rounds) {
     free(t), free(out);
 }
 
+/* ---- single: one query through the cache levels ---------------------------------
+ * The row kernel alone (tl_cos_ops .dotnorm, in-cache order, norms computed) and
+ * the whole call with top 10 (tl_cosine_topk: query conversion, scores, heap),
+ * for corpora that live in L1 (8 rows, 24 KiB), L2 (200 rows, 600 KiB of float32),
+ * L3 (1,000 rows, 3 MiB) and DRAM (100,000 rows, 307 MB; the kernel in its
+ * streaming order), float32 / float16 / bfloat16. Each round times enough calls
+ * for about 2 ms of CPU time (one call of 16 rows is under a microsecond),
+ * every ISA in turn, alternating which goes first; the best and median rounds
+ * per call, the corpus bytes per call over the median as GB/s and as bytes per
+ * cycle of the core (clock measured by a chain of dependent adds). First, what
+ * each level gives a plain read (bench_read), the ceiling to compare with. */
+static double ghz;
+
+static void calibrate_clock(void) {
+    double best = 1e9;
+    for (int t = 0; t < 5; t++) {
+        uint64_t x = 0;
+        const uint64_t n = 50000000;
+        double t0 = cpu_now();
+        for (uint64_t i = 0; i < n; i++) __asm__ volatile("add $1, %0" : "+r"(x)); /* 1 cycle each */
+        double dt = cpu_now() - t0;
+        best = dt < best ? dt : best;
+    }
+    ghz = 50000000.0 / best / 1e9;
+}
+
+typedef struct single_cell {
+    const char *kind_name;
+    tl_cos_kind kind;
+    tl_dtype dtype;
+    const void *rows;
+    size_t nrows, es;
+    const char *level;
+} single_cell;
+
+static double time_kernel(tl_isa isa, const single_cell *sc, const float *q, size_t reps, float *dot, float *nrm) {
+    tl_cos_ops ops;
+    int have = isa == TL_ISA_AVX512 ? tl_cos_ops_avx512(sc->kind, &ops) : tl_cos_ops_avx2(sc->kind, &ops);
+    if (!have) abort();
+    const tl_cos_plan plan = ops.plan ? ops.plan(DIM, 0) : tl_cos_plan_make(DIM, 0, ops.lanes);
+    const int stream = sc->nrows * DIM * sc->es > ((size_t)4 << 20);
+    float qk[DIM + 64];
+    if (ops.query) { /* the kernels' own query layout, as the call makes it */
+        ops.query(q, &plan, qk);
+        q = qk;
+    }
+    double t0 = cpu_now();
+    for (size_t i = 0; i < reps; i++)
+        ops.dotnorm(q, (const char *)sc->rows, (ptrdiff_t)(DIM * sc->es), sc->nrows, &plan, dot, nrm, stream);
+    return (cpu_now() - t0) / (double)reps;
+}
+
+static double time_call(tl_isa isa, const single_cell *sc, const float *q, size_t reps, int64_t *idx, float *sco) {
+    tl_kernels_set_isa(isa);
+    tl_vec qv = {q, TL_F32, DIM, 4};
+    tl_mat c = {sc->rows, sc->dtype, sc->nrows, DIM, (ptrdiff_t)(DIM * sc->es), (ptrdiff_t)sc->es};
+    size_t count;
+    double t0 = cpu_now();
+    for (size_t i = 0; i < reps; i++) {
+        tl_scratch s;
+        tl_scratch_begin(&s, TL_SCRATCH_THREAD, NULL);
+        if (tl_cosine_topk(&s, &qv, &c, 10, idx, sco, &count) != TL_K_OK) abort();
+        tl_scratch_end(&s);
+    }
+    return (cpu_now() - t0) / (double)reps;
+}
+
+static void run_single(const single_cell *sc, const float *q, int rounds) {
+    const double bytes = (double)(sc->nrows * DIM * sc->es);
+    size_t reps = (size_t)(2e-3 * 30e9 / (bytes + 4096)); /* about 2 ms at 30 GB/s */
+    if (reps < 1) reps = 1;
+    float *dot = malloc(sizeof(float) * sc->nrows * 2 * 2), *nrm = dot + sc->nrows;
+    int64_t idx[2][10] = {{0}};
+    float sco[2][10] = {{0}};
+    if (!dot) abort();
+    for (int what = 0; what < 2; what++) {
+        double *t = malloc(sizeof(double) * (size_t)rounds * (size_t)n_isa);
+        if (!t) abort();
+        for (int r = 0; r < rounds; r++)
+            for (int k = 0; k < n_isa; k++) {
+                int ki = (r & 1) ? n_isa - 1 - k : k;
+                t[(size_t)ki * (size_t)rounds + (size_t)r] =
+                    what == 0 ? time_kernel(isas[ki], sc, q, reps, dot + (size_t)ki * 2 * sc->nrows,
+                                            nrm + (size_t)ki * 2 * sc->nrows)
+                              : time_call(isas[ki], sc, q, reps, idx[ki], sco[ki]);
+            }
+        double med[3];
+        printf("%-5s %6zu rows %-4s %-6s", sc->kind_name, sc->nrows, sc->level, what ? "topk10" : "kernel");
+        for (int k = 0; k < n_isa; k++) {
+            double *tk = t + (size_t)k * (size_t)rounds;
+            qsort(tk, (size_t)rounds, sizeof(double), cmp_d);
+            med[k] = tk[rounds / 2];
+            printf("  %-6s %9.2f us (best %9.2f) %6.1f GB/s %5.1f B/cyc", isa_name[isas[k]], med[k] * 1e6, tk[0] * 1e6,
+                   bytes / med[k] / 1e9, bytes / med[k] / 1e9 / ghz);
+        }
+        if (n_isa > 1) printf("  avx2/avx512 %.2fx", med[0] / med[n_isa - 1]);
+        printf("\n");
+        fflush(stdout);
+        free(t);
+    }
+    if (n_isa > 1) { /* a fast wrong kernel must not win */
+        const size_t kk = sc->nrows < 10 ? sc->nrows : 10;
+        if (memcmp(idx[0], idx[n_isa - 1], kk * sizeof idx[0][0])) {
+            fprintf(stderr, "%s %zu rows: the ISAs rank differently\n", sc->kind_name, sc->nrows);
+            exit(1);
+        }
+        for (size_t i = 0; i < kk; i++)
+            if (fabsf(sco[0][i] - sco[n_isa - 1][i]) > 1e-5f) {
+                fprintf(stderr, "%s %zu rows: scores differ\n", sc->kind_name, sc->nrows);
+                exit(1);
+            }
+    }
+    free(dot);
+}
+
+/* What the memory gives one core: float32 read and summed (8 independent add
+ * chains), either as one sequential stream or as the kernels read a block,
+ * four rows of DIM at a time (four streams), in 64-byte (zmm) loads, or 32-byte
+ * (ymm) ones for the sequential case. Bytes per call / best time. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+__attribute__((target("avx512f"), noinline)) static float read_seq512(const float *p, size_t n) {
+    __m512 a[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) a[i] = _mm512_setzero_ps();
+    for (size_t j = 0; j + 128 <= n; j += 128)
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) a[i] = _mm512_add_ps(a[i], _mm512_loadu_ps(p + j + 16 * (size_t)i));
+    for (int i = 1; i < 8; i++) a[0] = _mm512_add_ps(a[0], a[i]);
+    return _mm512_reduce_add_ps(a[0]);
+}
+__attribute__((target("avx2"), noinline)) static float read_seq256(const float *p, size_t n) {
+    __m256 a[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) a[i] = _mm256_setzero_ps();
+    for (size_t j = 0; j + 64 <= n; j += 64)
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) a[i] = _mm256_add_ps(a[i], _mm256_loadu_ps(p + j + 8 * (size_t)i));
+    for (int i = 1; i < 8; i++) a[0] = _mm256_add_ps(a[0], a[i]);
+    float o[8];
+    _mm256_storeu_ps(o, a[0]);
+    return o[0];
+}
+__attribute__((target("avx512f"), noinline)) static float read_rows4(const float *p, size_t n) {
+    __m512 a[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) a[i] = _mm512_setzero_ps();
+    for (size_t r = 0; r + 4 * DIM <= n; r += 4 * DIM)
+        for (size_t j = 0; j < DIM; j += 32)
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; i++) {
+                a[2 * i] = _mm512_add_ps(a[2 * i], _mm512_loadu_ps(p + r + (size_t)i * DIM + j));
+                a[2 * i + 1] = _mm512_add_ps(a[2 * i + 1], _mm512_loadu_ps(p + r + (size_t)i * DIM + j + 16));
+            }
+    for (int i = 1; i < 8; i++) a[0] = _mm512_add_ps(a[0], a[i]);
+    return _mm512_reduce_add_ps(a[0]);
+}
+
+static void bench_read(const float *c, int rounds) {
+    static const size_t ns[] = {8, 200, 1000, 100000};
+    static const char *lv[] = {"L1", "L2", "L3", "DRAM"};
+    float (*fn[3])(const float *, size_t) = {read_seq256, read_seq512, read_rows4};
+    static const char *nm[3] = {"1 stream ymm", "1 stream zmm", "4 rows zmm"};
+    volatile float sink = 0;
+    printf("read bandwidth of one core (float32 summed, best of %d rounds):\n", rounds);
+    for (int i = 0; i < 4; i++) {
+        const size_t n = ns[i] * DIM;
+        const double bytes = (double)n * 4;
+        size_t reps = (size_t)(2e-3 * 30e9 / bytes) + 1;
+        printf("  %6zu rows %-4s", ns[i], lv[i]);
+        for (int k = 0; k < 3; k++) {
+            double best = 1e9;
+            for (int r = 0; r < rounds; r++) {
+                double t0 = cpu_now();
+                for (size_t j = 0; j < reps; j++) sink = fn[k](c, n);
+                double dt = (cpu_now() - t0) / (double)reps;
+                best = dt < best ? dt : best;
+            }
+            printf("  %s %6.1f GB/s %5.1f B/cyc", nm[k], bytes / best / 1e9, bytes / best / 1e9 / ghz);
+        }
+        printf("\n");
+    }
+    (void)sink;
+}
+#else
+static void bench_read(const float *c, int rounds) { (void)c, (void)rounds; }
+#endif
+
+static void bench_single(const float *q, int rounds) {
+    const size_t N = 100000;
+    float *c = aligned_alloc(64, sizeof(float) * N * DIM);
+    uint16_t *h = aligned_alloc(64, 2 * N * DIM), *b = aligned_alloc(64, 2 * N * DIM);
+    if (!c || !h || !b) abort();
+    for (size_t i = 0; i < N * DIM; i++) {
+        c[i] = frand();
+        h[i] = to_half(c[i]);
+        b[i] = to_bf16(c[i]);
+    }
+    calibrate_clock();
+    printf("clock %.2f GHz (dependent adds); d = %d; per call: median of %d rounds\n", ghz, DIM, rounds);
+    if (tl_kernels_best_isa() == TL_ISA_AVX512) bench_read(c, rounds > 15 ? 15 : rounds);
+    static const size_t ns[] = {8, 200, 1000, 100000};
+    static const char *lv[] = {"L1", "L2", "L3", "DRAM"};
+    for (int kk = 0; kk < 3; kk++)
+        for (int i = 0; i < 4; i++) {
+            /* a 16-bit corpus of 200 rows is 300 KiB, of 1,000 rows 1.5 MiB */
+            single_cell sc = {kk == 0 ? "f32" : kk == 1 ? "f16" : "bf16",
+                              kk == 0 ? TL_CK_F32 : kk == 1 ? TL_CK_F16 : TL_CK_BF16,
+                              kk == 0 ? TL_F32 : kk == 1 ? TL_F16 : TL_BF16,
+                              kk == 0 ? (const void *)c : kk == 1 ? (const void *)h : (const void *)b,
+                              ns[i], kk == 0 ? 4u : 2u, lv[i]};
+            run_single(&sc, q, ns[i] >= 100000 ? (rounds > 15 ? 15 : rounds) : rounds);
+        }
+    free(c), free(h), free(b);
+}
+
 int main(int argc, char **argv) {
     const char *what = "all";
     int rounds = 0;
@@ -133,6 +350,14 @@ int main(int argc, char **argv) {
         return 0;
     }
     int all = !strcmp(what, "all");
+    if (!strcmp(what, "single")) { /* not part of all: it takes a while */
+        float *q1 = malloc(sizeof(float) * DIM);
+        for (size_t i = 0; i < DIM; i++) q1[i] = frand();
+        bench_single(q1, rounds ? rounds : 41);
+        free(q1);
+        tl_thread_arena_release_current();
+        return 0;
+    }
     float *q = malloc(sizeof(float) * 256 * DIM);
     for (size_t i = 0; i < 256 * DIM; i++) q[i] = frand();
     if (all || !strcmp(what, "incache")) {

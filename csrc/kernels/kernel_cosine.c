@@ -7,7 +7,9 @@
  * kernel_cosine_avx512.c for the AVX-512 one, below for the
  * portable one): equal rows get bit-identical scores (which makes "ties to the
  * lower index" meaningful), the batched form equals the single-query form row
- * by row, and the loop order chosen by size does not change a bit.
+ * by row, and the loop order chosen by size does not change a bit. (The
+ * vdpbf16ps kernels for bfloat16 rows have their own sequence, the same in all
+ * their forms; tl_cos_ops.query and .plan give their query layout and cut.)
  *
  * Memory traffic is the cost that matters from DRAM:
  *   - one query: dot and norm fused, one pass; rows read three at a time from
@@ -102,7 +104,7 @@ static int tl_cos_ops_pick(tl_cos_kind k, tl_cos_ops *ops) {
     if (isa == TL_ISA_AVX512 && tl_cos_ops_avx512(k, ops)) return 1;
     if (isa != TL_ISA_PORTABLE && tl_cos_ops_avx2(k, ops)) return 1;
     if (k != TL_CK_F32) return 0;
-    *ops = (tl_cos_ops){tl_dn_portable, tl_norms_portable, tl_dots_portable, 8};
+    *ops = (tl_cos_ops){tl_dn_portable, tl_norms_portable, tl_dots_portable, 8, NULL, NULL};
     return 1;
 }
 
@@ -378,7 +380,11 @@ static int tl_cosine_run32(tl_scratch *s, const tl_mat *Q, const tl_mat *C, cons
      * same misalignment so that their loads line up with the rows'. */
     size_t mis = 0;
     if (direct && kind == TL_CK_F32 && (C->rows <= 1 || C->row_stride % 64 == 0)) mis = (uintptr_t)C->data & 63;
-    const tl_cos_plan plan = tl_cos_plan_make(d, mis, ops.lanes), plan0 = tl_cos_plan_make(d, 0, qops.lanes);
+    /* Kernels with their own plan (16-bit rows through vdpbf16ps) align their
+     * blocks to the rows' 64-byte boundaries themselves. */
+    const size_t rmis = direct && (C->rows <= 1 || C->row_stride % 64 == 0) ? (uintptr_t)C->data & 63 : 0;
+    const tl_cos_plan plan = ops.plan ? ops.plan(d, rmis) : tl_cos_plan_make(d, mis, ops.lanes);
+    const tl_cos_plan plan0 = tl_cos_plan_make(d, 0, qops.lanes);
 
     /* Queries as float32, query i at qbuf + i * qs floats; their norms. */
     const size_t qs = ((d * sizeof(float) + 127) & ~(size_t)63) / sizeof(float);
@@ -398,6 +404,17 @@ static int tl_cosine_run32(tl_scratch *s, const tl_mat *Q, const tl_mat *C, cons
         if (qsq) qsq[i] = (double)qq; /* l2 */
         q_ok[i] = (unsigned char)tl_nrm32_ok(qq, lo);
         any_q_edge |= !q_ok[i];
+    }
+    /* The queries as the row kernels read them: qbuf, or a copy in their own
+     * layout (ops.query: the vdpbf16ps kernels), kqs floats apart. */
+    const float *kq = qbuf;
+    size_t kqs = qs;
+    if (ops.query) {
+        kqs = ((d + 63) & ~(size_t)31) + 16; /* + 16: queries not a power of two apart */
+        float *qp = tl_scratch_alloc(s, m * kqs * sizeof(float) + 1, TL_DEFAULT_ALIGN);
+        if (!qp) return TL_K_ENOMEM;
+        for (size_t i = 0; i < m; i++) ops.query(qbuf + i * qs, &plan, qp + i * kqs);
+        kq = qp;
     }
     double *wide = NULL; /* a query and a row in float64, for the slow path */
 
@@ -449,10 +466,10 @@ static int tl_cosine_run32(tl_scratch *s, const tl_mat *Q, const tl_mat *C, cons
                 rows = (const char *)C->data + (ptrdiff_t)bid[r0] * C->row_stride;
             }
             if (m == 1) {
-                ops.dotnorm(qbuf, rows, rs, r1 - r0, &plan, dot + r0, need_nrm ? nrm + r0 : NULL, stream);
+                ops.dotnorm(kq, rows, rs, r1 - r0, &plan, dot + r0, need_nrm ? nrm + r0 : NULL, stream);
             } else {
                 if (need_nrm) ops.norms(rows, rs, r1 - r0, &plan, nrm + r0);
-                ops.dots(qbuf, (ptrdiff_t)qs, m, rows, rs, r1 - r0, &plan, dot + r0, B);
+                ops.dots(kq, (ptrdiff_t)kqs, m, rows, rs, r1 - r0, &plan, dot + r0, B);
             }
         }
         if (metric == TL_METRIC_DOT) { /* the dot products are the scores */

@@ -340,9 +340,9 @@ TL_COS_INSTANCE(bf16, TL_CK_BF16)
 
 int tl_cos_ops_avx2(tl_cos_kind k, tl_cos_ops *ops) {
     switch (k) {
-    case TL_CK_F32: *ops = (tl_cos_ops){tl_dn_f32, tl_norms_f32, tl_dots_f32, 8}; return 1;
-    case TL_CK_F16: *ops = (tl_cos_ops){tl_dn_f16, tl_norms_f16, tl_dots_f16, 8}; return 1;
-    case TL_CK_BF16: *ops = (tl_cos_ops){tl_dn_bf16, tl_norms_bf16, tl_dots_bf16, 8}; return 1;
+    case TL_CK_F32: *ops = (tl_cos_ops){tl_dn_f32, tl_norms_f32, tl_dots_f32, 8, NULL, NULL}; return 1;
+    case TL_CK_F16: *ops = (tl_cos_ops){tl_dn_f16, tl_norms_f16, tl_dots_f16, 8, NULL, NULL}; return 1;
+    case TL_CK_BF16: *ops = (tl_cos_ops){tl_dn_bf16, tl_norms_bf16, tl_dots_bf16, 8, NULL, NULL}; return 1;
     }
     return 0;
 }

@@ -82,6 +82,12 @@ typedef struct tl_cos_ops {
     void (*dots)(const float *q, ptrdiff_t qs, size_t m, const char *rows, ptrdiff_t rs, size_t nrows,
                  const tl_cos_plan *p, float *dot, size_t ldd);
     size_t lanes; /* the plan these kernels read (tl_cos_plan_make) */
+    /* NULL: the kernels read each query as its d float32. Else they read it
+     * as query(q, plan, dst) lays it out in dst (up to d + 62 floats). */
+    void (*query)(const float *q, const tl_cos_plan *p, float *dst);
+    /* NULL: tl_cos_plan_make(d, mis, lanes). Else the kernels' own plan for
+     * rows at mis bytes past a 64-byte boundary. */
+    tl_cos_plan (*plan)(size_t d, size_t mis);
 } tl_cos_ops;
 /* Fill *ops and return 1 where the build has AVX2 (AVX-512) kernels (x86), else 0. */
 int tl_cos_ops_avx2(tl_cos_kind k, tl_cos_ops *ops);

@@ -64,10 +64,12 @@ tl_isa tl_kernels_best_isa(void);
 
 /* Optional extensions a path uses where the CPU has them and the instruction
  * set in use allows (tl_kernels_isa): AVX512_VNNI (vpdpbusd on zmm) under
- * TL_ISA_AVX512, AVX-VNNI (vpdpbusd on ymm) under TL_ISA_AVX2 or above. Only
- * the int8 corpus kernels use them; results are identical with and without
- * (exact integer sums). */
-enum { TL_EXT_AVX512_VNNI = 1u, TL_EXT_AVX_VNNI = 2u };
+ * TL_ISA_AVX512, AVX-VNNI (vpdpbusd on ymm) under TL_ISA_AVX2 or above: the
+ * int8 corpus kernels, results identical with and without (exact integer
+ * sums). AVX512_BF16 (vdpbf16ps) under TL_ISA_AVX512: the float32 kernels for
+ * a bfloat16 corpus, the same exact products summed in another order, so
+ * within float32 rounding of the path without it (docs/kernels.md). */
+enum { TL_EXT_AVX512_VNNI = 1u, TL_EXT_AVX_VNNI = 2u, TL_EXT_AVX512_BF16 = 4u };
 unsigned tl_kernels_ext(void);
 unsigned tl_kernels_best_ext(void);
 /* Testing aid: use only the extensions in `ext` (a subset of

@@ -257,7 +257,11 @@ static void test_empty_and_large_k(void) {
  * batched (with given norms too). */
 static void test_avx512_matches_avx2(void) {
     if (tl_kernels_best_isa() < TL_ISA_AVX512) return;
-    static const size_t ds[] = {1, 3, 7, 8, 9, 15, 16, 17, 23, 24, 25, 31, 32, 33, 40, 47, 48, 100, 257, 768};
+    /* every tail of the in-cache group (16 lanes x 4 rows), then longer rows */
+    static const size_t ds[] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16, 17,  18,  19, 20,
+                                21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37,  38,  39, 40,
+                                41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57,  58,  59, 60,
+                                61, 62, 63, 64, 65, 79, 80, 81, 95, 96, 97, 100, 127, 128, 129, 257, 768};
     enum { N = 13, M = 7, DMAX = 768 };
     float *c = aligned_alloc(64, sizeof(float) * (N * DMAX + 16)), *q = malloc(sizeof(float) * M * DMAX);
     uint16_t *h = aligned_alloc(64, 2 * N * DMAX), *b = aligned_alloc(64, 2 * N * DMAX);
@@ -297,9 +301,12 @@ static void test_avx512_matches_avx2(void) {
                     for (int k = 0; k < 2; k++) {
                         tl_scratch s;
                         int prev = tl_kernels_set_isa(k ? TL_ISA_AVX512 : TL_ISA_AVX2);
+                        /* without vdpbf16ps: bfloat16 rows in the order of AVX2 (see test_bf16_dot_instruction) */
+                        int prev_ext = tl_kernels_set_ext(tl_kernels_best_ext() & ~(unsigned)TL_EXT_AVX512_BF16);
                         CHECK(tl_scratch_begin(&s, TL_SCRATCH_THREAD, NULL) == 0);
                         CHECK(tl_cosine_batch(&s, &qm, cs[t], nn, outs[k], N * 4, 4) == TL_K_OK);
                         tl_scratch_end(&s);
+                        tl_kernels_set_ext((unsigned)prev_ext);
                         tl_kernels_set_isa((tl_isa)prev);
                     }
                     for (size_t i = 0; i < qm.rows * N; i++) {
@@ -311,6 +318,150 @@ static void test_avx512_matches_avx2(void) {
         }
     }
     free(c), free(q), free(h), free(b), free(o2), free(o5);
+}
+
+/* bfloat16 rows through vdpbf16ps (AVX512_BF16): the documented arithmetic
+ * (products exact, float32 sums in the pair order) is within
+ *   tol(d) = (4 * (d / 16 + 6) + 8) * 2^-24
+ * of a float64 reference and of the paths without the instruction (AVX-512
+ * and AVX2: each within half of it); within the path, one query, batched,
+ * streaming and given norms (dots only) give the same bits. Every tail of the
+ * in-cache group (32 elements x 4 rows), row counts around the group of 4 and
+ * the batched tile of 3 queries; rows of 1e-30 (squares underflow) score 1
+ * against themselves. */
+static double ref_cos(const float *q, const uint16_t *c, size_t d) {
+    double dot = 0, qq = 0, cc = 0;
+    for (size_t j = 0; j < d; j++) {
+        uint32_t b = (uint32_t)c[j] << 16;
+        float x;
+        memcpy(&x, &b, 4);
+        dot += (double)q[j] * x, qq += (double)q[j] * q[j], cc += (double)x * x;
+    }
+    if (!(qq > 0) || !(cc > 0)) return 0.0;
+    return dot / sqrt(qq) / sqrt(cc);
+}
+
+static void test_bf16_dot_instruction(void) {
+    if (!(tl_kernels_best_ext() & TL_EXT_AVX512_BF16)) return;
+    enum { N = 11, M = 7, DMAX = 161 };
+    static float q[M * DMAX], out[4][M * N], one[N], st[N], gn[M * N], gn1[N];
+    static uint16_t c[N * DMAX];
+    static double nv[N];
+    const unsigned all = tl_kernels_best_ext(), plain = all & ~(unsigned)TL_EXT_AVX512_BF16;
+    const int prev_isa = tl_kernels_set_isa(TL_ISA_AVX512), prev_ext = tl_kernels_set_ext(all);
+    for (size_t d = 0; d <= DMAX; d++) {
+        for (size_t i = 0; i < M * d; i++) q[i] = (float)((double)(rnd() >> 11) / 9007199254740992.0 - 0.5);
+        for (size_t i = 0; i < N * d; i++) c[i] = to_bf16((float)((double)(rnd() >> 11) / 9007199254740992.0 - 0.5));
+        if (d) memcpy(c + 6 * d, c + 2 * d, 2 * d); /* a tie */
+        for (size_t r = 0; r < N; r++) {
+            double a = 0;
+            for (size_t j = 0; j < d; j++) {
+                uint32_t b = (uint32_t)c[r * d + j] << 16;
+                float x;
+                memcpy(&x, &b, 4);
+                a += (double)x * x;
+            }
+            nv[r] = sqrt(a);
+        }
+        const double tol = (4.0 * ((double)d / 16 + 6) + 8) * 0x1p-24;
+        for (size_t n = 1; n <= N; n++) { /* every row count around the group of 4 */
+            tl_vec nvv = {nv, TL_F64, n, 8};
+            tl_mat cm = {c, TL_BF16, n, d, (ptrdiff_t)(2 * d), 2};
+            tl_mat qm = {q, TL_F32, M, d, (ptrdiff_t)(4 * d), 4};
+            /* 0: vdpbf16ps, 1: AVX-512 without it, 2: AVX2 */
+            for (int k = 0; k < 3; k++) {
+                tl_kernels_set_isa(k == 2 ? TL_ISA_AVX2 : TL_ISA_AVX512);
+                tl_kernels_set_ext(k == 0 ? all : plain);
+                tl_scratch s;
+                CHECK(tl_scratch_begin(&s, TL_SCRATCH_THREAD, NULL) == 0);
+                CHECK(tl_cosine_batch(&s, &qm, &cm, NULL, out[k], (ptrdiff_t)(n * 4), 4) == TL_K_OK);
+                tl_scratch_end(&s);
+            }
+            tl_kernels_set_isa(TL_ISA_AVX512);
+            tl_kernels_set_ext(all);
+            tl_scratch s;
+            CHECK(tl_scratch_begin(&s, TL_SCRATCH_THREAD, NULL) == 0);
+            CHECK(tl_cosine_batch(&s, &qm, &cm, &nvv, gn, (ptrdiff_t)(n * 4), 4) == TL_K_OK);
+            for (size_t i = 0; i < M; i++) {
+                tl_vec qv = {q + i * d, TL_F32, d, 4};
+                tl_mat q1 = {q + i * d, TL_F32, 1, d, (ptrdiff_t)(4 * d), 4};
+                CHECK(tl_cosine_similarity(&s, &qv, &cm, one, 4) == TL_K_OK);
+                size_t old = tl_cosine_set_stream_bytes(0);
+                CHECK(tl_cosine_similarity(&s, &qv, &cm, st, 4) == TL_K_OK);
+                tl_cosine_set_stream_bytes(old);
+                CHECK(tl_cosine_batch(&s, &q1, &cm, &nvv, gn1, (ptrdiff_t)(n * 4), 4) == TL_K_OK);
+                for (size_t r = 0; r < n; r++) {
+                    const float v = out[0][i * n + r];
+                    CHECK(same_bits(v, one[r]) && same_bits(v, st[r]) && same_bits(gn[i * n + r], gn1[r]));
+                    CHECK(fabs((double)v - ref_cos(q + i * d, c + r * d, d)) <= tol / 2);
+                    CHECK(fabs((double)gn[i * n + r] - ref_cos(q + i * d, c + r * d, d)) <= tol / 2);
+                    CHECK(fabsf(v - out[1][i * n + r]) <= tol && fabsf(v - out[2][i * n + r]) <= tol);
+                    CHECK(same_bits(out[1][i * n + r], out[2][i * n + r])); /* the order of AVX2 */
+                }
+                if (d && n > 6) CHECK(same_bits(one[2], one[6])); /* equal rows, equal bits */
+            }
+            tl_scratch_end(&s);
+        }
+    }
+    /* rows at every 2-byte offset from a 64-byte boundary, sharing it (row
+     * stride a multiple of 64 bytes): the blocks start at the boundaries */
+    static const size_t dsh[] = {1, 5, 31, 32, 33, 63, 64, 65, 100, 161};
+    enum { NS = 9, MS = 4, RSH = 192 }; /* RSH: row stride in elements, 384 bytes */
+    static uint16_t sh[NS * RSH + 64] __attribute__((aligned(64)));
+    for (size_t off = 0; off < 32; off++)
+        for (size_t di = 0; di < sizeof dsh / sizeof dsh[0]; di++) {
+            const size_t d = dsh[di];
+            uint16_t *cb = sh + off;
+            for (size_t i = 0; i < NS * RSH; i++) cb[i] = to_bf16((float)((double)(rnd() >> 11) / 9007199254740992.0 - 0.5));
+            for (size_t i = 0; i < MS * d; i++) q[i] = (float)((double)(rnd() >> 11) / 9007199254740992.0 - 0.5);
+            const double tol = (4.0 * ((double)d / 16 + 6) + 8) * 0x1p-24;
+            tl_mat cm = {cb, TL_BF16, NS, d, 2 * RSH, 2}, qm = {q, TL_F32, MS, d, (ptrdiff_t)(4 * d), 4};
+            tl_scratch s;
+            CHECK(tl_scratch_begin(&s, TL_SCRATCH_THREAD, NULL) == 0);
+            CHECK(tl_cosine_batch(&s, &qm, &cm, NULL, out[0], NS * 4, 4) == TL_K_OK);
+            for (size_t i = 0; i < MS; i++) {
+                tl_vec qv = {q + i * d, TL_F32, d, 4};
+                CHECK(tl_cosine_similarity(&s, &qv, &cm, one, 4) == TL_K_OK);
+                size_t old = tl_cosine_set_stream_bytes(0);
+                CHECK(tl_cosine_similarity(&s, &qv, &cm, st, 4) == TL_K_OK);
+                tl_cosine_set_stream_bytes(old);
+                for (size_t r = 0; r < NS; r++) {
+                    CHECK(same_bits(out[0][i * NS + r], one[r]) && same_bits(one[r], st[r]));
+                    CHECK(fabs((double)one[r] - ref_cos(q + i * d, cb + r * RSH, d)) <= tol / 2);
+                }
+            }
+            tl_scratch_end(&s);
+        }
+    /* rows of 1e-30: their float32 squares underflow; the slow path scores them */
+    enum { D = 40 };
+    static float qs[D];
+    static uint16_t cs[2][D];
+    for (size_t j = 0; j < D; j++) {
+        cs[0][j] = cs[1][j] = to_bf16(1e-30f * (float)(j + 1));
+        uint32_t b = (uint32_t)cs[0][j] << 16;
+        memcpy(&qs[j], &b, 4);
+    }
+    tl_vec qv = {qs, TL_F32, D, 4};
+    tl_mat cm = {cs, TL_BF16, 2, D, 2 * D, 2};
+    float o[2];
+    tl_scratch s;
+    CHECK(tl_scratch_begin(&s, TL_SCRATCH_THREAD, NULL) == 0);
+    CHECK(tl_cosine_similarity(&s, &qv, &cm, o, 4) == TL_K_OK);
+    CHECK(fabsf(o[0] - 1.0f) <= 1e-6f && fabsf(o[1] - 1.0f) <= 1e-6f);
+    tl_scratch_end(&s);
+    tl_kernels_set_ext((unsigned)prev_ext);
+    tl_kernels_set_isa((tl_isa)prev_isa);
+}
+
+/* The extension bits: a subset of what the CPU has, BF16 only with AVX-512. */
+static void test_ext_choice(void) {
+    const unsigned best = tl_kernels_best_ext();
+    if (best & TL_EXT_AVX512_BF16) CHECK(tl_kernels_best_isa() == TL_ISA_AVX512);
+    CHECK((tl_kernels_ext() & ~best) == 0);
+    if (!(best & TL_EXT_AVX512_BF16)) CHECK(tl_kernels_set_ext(best | TL_EXT_AVX512_BF16) == -1);
+    int prev = tl_kernels_set_ext(0);
+    CHECK(prev >= 0 && tl_kernels_ext() == 0);
+    CHECK(tl_kernels_set_ext((unsigned)prev) == 0 && tl_kernels_ext() == (unsigned)prev);
 }
 
 /* ---- metrics and filters ---------------------------------------------------------- */
@@ -527,6 +678,8 @@ int main(void) {
     RUN(test_given_norms_range_edges);
     RUN(test_empty_and_large_k);
     RUN(test_avx512_matches_avx2);
+    RUN(test_bf16_dot_instruction);
+    RUN(test_ext_choice);
     RUN(test_metrics_against_float64);
     RUN(test_topk_metrics_and_filters);
     tl_thread_arena_release_current();
