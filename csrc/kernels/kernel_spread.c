@@ -53,6 +53,7 @@ typedef struct tl_spread_state {
     uint32_t *table;       /* hash index: slot + 1, or 0 for empty */
     size_t tmask;
     unsigned tshift;
+    uint32_t *slot_of;     /* or, instead of the table, n entries: node -> slot + 1, 0: untouched */
 } tl_spread_state;
 
 /* ---- index: node id -> slot ------------------------------------------------------ */
@@ -63,6 +64,7 @@ static inline size_t tl_hash(uint32_t v, unsigned shift) {
 
 /* The slot of node v, -1 if untouched. */
 static inline int64_t tl_slot_find(const tl_spread_state *st, uint32_t v) {
+    if (st->slot_of) return (int64_t)st->slot_of[v] - 1;
     for (size_t h = tl_hash(v, st->tshift);; h = (h + 1) & st->tmask) {
         uint32_t e = st->table[h];
         if (e == 0) return -1;
@@ -71,9 +73,22 @@ static inline int64_t tl_slot_find(const tl_spread_state *st, uint32_t v) {
 }
 
 /* The slot of node v, created if needed. Capacity is reserved beforehand, so
- * this never allocates. Cost: a multiply-shift hash, ~1.3 probes of a 4-byte
- * table entry and a compare against the (L1-resident) node array. */
-static inline uint32_t tl_slot_get(tl_spread_state *st, uint32_t v) {
+ * this never allocates. Cost: with the hash table, a multiply-shift hash, ~1.3
+ * probes of a 4-byte table entry, each with a compare against the node array
+ * (two dependent loads a probe); with `direct` (st->slot_of, the many-set
+ * engine), one load of slot_of[v] and no compare. */
+static inline __attribute__((always_inline)) uint32_t tl_slot_get(tl_spread_state *st, uint32_t v,
+                                                                  int direct) {
+    if (direct) {
+        const uint32_t e = st->slot_of[v];
+        if (e != 0) return e - 1;
+        tl_assert(st->count < st->cap);
+        const uint32_t ns = (uint32_t)st->count++;
+        st->node[ns] = v;
+        st->cur[ns] = st->next[ns] = st->total[ns] = 0.0;
+        st->slot_of[v] = ns + 1;
+        return ns;
+    }
     for (size_t h = tl_hash(v, st->tshift);; h = (h + 1) & st->tmask) {
         uint32_t e = st->table[h];
         if (e == 0) {
@@ -110,6 +125,7 @@ TL_NOINLINE static int tl_spread_reserve(tl_spread_state *st, size_t need) {
     st->next = d + cap;
     st->total = d + 2 * cap;
     st->cap = cap;
+    if (st->slot_of) return TL_K_OK; /* the direct map needs no rebuild */
     { /* rebuild the hash table at load <= 1/2 */
         size_t tsize = 16;
         unsigned bits = 4;
@@ -188,21 +204,30 @@ TL_NOINLINE TL_COLD static int tl_edge_fault(tl_spread_error *err, int64_t e, in
  * one combined check, a hash lookup and an add. */
 static inline __attribute__((always_inline)) int
 tl_spread_rows(tl_spread_state *st, const tl_csr *g, size_t F, double f, int idx64, int w64,
-               tl_spread_error *err) {
+               int direct, tl_spread_error *err) {
     const uint64_t n = st->n;
     for (size_t i = 0; i < F; i++) {
         if (TL_UNLIKELY((i & 4095) == 4095) && tl_k_interrupted()) return TL_K_EINTR;
         if (i + 4 < F) { /* rows of big graphs are cache misses: fetch ahead */
             __builtin_prefetch((const char *)g->indices + st->ra[i + 4] * (idx64 ? 8 : 4));
             __builtin_prefetch((const char *)g->data + st->ra[i + 4] * (w64 ? 8 : 4));
+            if (direct && st->rb[i + 4] > st->ra[i + 4]) { /* and the row's last lines */
+                __builtin_prefetch((const char *)g->indices + (st->rb[i + 4] - 1) * (idx64 ? 8 : 4));
+                __builtin_prefetch((const char *)g->data + (st->rb[i + 4] - 1) * (w64 ? 8 : 4));
+            }
         }
+        if (direct && i + 2 < F) /* the direct map's entries for row i + 2's targets */
+            for (int64_t e = st->ra[i + 2]; e < st->rb[i + 2]; e++) {
+                uint64_t v = (uint64_t)tl_ld_int(g->indices, idx64, (size_t)e);
+                if (v < n) __builtin_prefetch(st->slot_of + v);
+            }
         const uint32_t su = (uint32_t)st->fr[i];
         const double p = st->cur[su];
         for (int64_t e = st->ra[i]; e < st->rb[i]; e++) {
             int64_t v = tl_ld_int(g->indices, idx64, (size_t)e);
             double w = w64 ? ((const double *)g->data)[e] : (double)((const float *)g->data)[e];
             if (TL_UNLIKELY(((uint64_t)v >= n) | !isfinite(w))) return tl_edge_fault(err, e, v, w, n);
-            uint32_t sv = tl_slot_get(st, (uint32_t)v);
+            uint32_t sv = tl_slot_get(st, (uint32_t)v, direct);
             st->next[sv] += p * w * f;
         }
     }
@@ -422,7 +447,12 @@ static int tl_spread_dense(tl_scratch *s, double *cur, tl_topk_item **hp, const 
  * inserted before it, so they are still there when it is looked up), or the
  * whole table is cleared when that is cheaper (more than 1/8 of it in use). */
 static void tl_spread_state_clear(tl_spread_state *st) {
-    if (st->count * 8 >= st->tmask + 1) {
+    if (st->slot_of) { /* direct map: its touched entries, or all of it (4n bytes) */
+        if (st->count * 16 >= st->n)
+            memset(st->slot_of, 0, st->n * sizeof(uint32_t));
+        else
+            for (size_t i = 0; i < st->count; i++) st->slot_of[st->node[i]] = 0;
+    } else if (st->count * 8 >= st->tmask + 1) {
         memset(st->table, 0, (st->tmask + 1) * sizeof(uint32_t));
     } else {
         for (size_t i = st->count; i-- > 0;) {
@@ -461,7 +491,7 @@ static int tl_spread_sparse(tl_spread_state *st_, tl_topk_item **hp, const tl_cs
     int rc = tl_spread_reserve(&st, cap0 < n ? cap0 : n);
     if (rc != TL_K_OK) goto out;
     for (size_t j = 0; j < nseeds; j++) { /* duplicate seeds add up, in order */
-        uint32_t sl = tl_slot_get(&st, (uint32_t)seeds[j]);
+        uint32_t sl = tl_slot_get(&st, (uint32_t)seeds[j], st.slot_of != NULL);
         st.cur[sl] += activation[nact == 1 ? 0 : j];
     }
     memcpy(st.total, st.cur, st.count * sizeof(double));
@@ -508,11 +538,15 @@ static int tl_spread_sparse(tl_spread_state *st_, tl_topk_item **hp, const tl_cs
             rc = tl_spread_reserve(&st, (size_t)need);
             if (rc != TL_K_OK) goto out;
         }
-        switch (idx64 * 2 + w64) {
-        case 0: rc = tl_spread_rows(&st, g, F, f, 0, 0, err); break;
-        case 1: rc = tl_spread_rows(&st, g, F, f, 0, 1, err); break;
-        case 2: rc = tl_spread_rows(&st, g, F, f, 1, 0, err); break;
-        default: rc = tl_spread_rows(&st, g, F, f, 1, 1, err); break;
+        switch ((st.slot_of != NULL) * 4 + idx64 * 2 + w64) {
+        case 0: rc = tl_spread_rows(&st, g, F, f, 0, 0, 0, err); break;
+        case 1: rc = tl_spread_rows(&st, g, F, f, 0, 1, 0, err); break;
+        case 2: rc = tl_spread_rows(&st, g, F, f, 1, 0, 0, err); break;
+        case 3: rc = tl_spread_rows(&st, g, F, f, 1, 1, 0, err); break;
+        case 4: rc = tl_spread_rows(&st, g, F, f, 0, 0, 1, err); break;
+        case 5: rc = tl_spread_rows(&st, g, F, f, 0, 1, 1, err); break;
+        case 6: rc = tl_spread_rows(&st, g, F, f, 1, 0, 1, err); break;
+        default: rc = tl_spread_rows(&st, g, F, f, 1, 1, 1, err); break;
         }
         if (rc != TL_K_OK) goto out;
         for (size_t i = 0; i < st.count; i++) st.total[i] += st.next[i]; /* total += new */
@@ -568,6 +602,11 @@ static int tl_spread_sets(tl_scratch *s, const tl_csr *g, const int64_t *seeds, 
         memset(&st, 0, sizeof st);
         st.s = s;
         st.n = n;
+        if (engine == TL_SPREAD_INDEXED) { /* the direct map, zeroed once per call */
+            st.slot_of = tl_scratch_alloc(s, n * sizeof(uint32_t), TL_DEFAULT_ALIGN);
+            if (!st.slot_of) return TL_K_ENOMEM;
+            memset(st.slot_of, 0, n * sizeof(uint32_t));
+        }
     }
     for (size_t i = 0; i < nsets; i++) {
         if (i != 0 && tl_k_interrupted()) return TL_K_EINTR;
@@ -644,7 +683,8 @@ int tl_spread_activation_many(tl_scratch *s, const tl_csr *g, const int64_t *see
             }
     if (n == 0 || nsets == 0) return TL_K_OK;
     int engine = p->engine;
-    if (engine == TL_SPREAD_AUTO) engine = n <= TL_SPREAD_DENSE_MAX ? TL_SPREAD_DENSE : TL_SPREAD_SPARSE;
+    if (engine == TL_SPREAD_AUTO)
+        engine = n <= TL_SPREAD_DENSE_MAX ? TL_SPREAD_DENSE : nsets > 1 ? TL_SPREAD_INDEXED : TL_SPREAD_SPARSE;
     const size_t kk = k < n ? k : n;
     return tl_spread_sets(s, g, seeds, set_ptr, nsets, activation, nact, p, engine, dense, n, k,
                           top_idx, top_val, kk, count, err);

@@ -277,7 +277,8 @@ typedef struct tl_csr {
 typedef enum tl_spread_engine {
     TL_SPREAD_AUTO = 0,   /* DENSE for n <= TL_SPREAD_DENSE_MAX, else SPARSE */
     TL_SPREAD_DENSE = 1,  /* arrays of n doubles: O(n) per step */
-    TL_SPREAD_SPARSE = 2  /* touched nodes only: O(edges crossed) */
+    TL_SPREAD_SPARSE = 2, /* touched nodes only: O(edges crossed) */
+    TL_SPREAD_INDEXED = 3 /* arrays of n doubles, never cleared, and bitmaps: O(edges crossed + n / 64) */
 } tl_spread_engine;
 
 typedef struct tl_spread_params {

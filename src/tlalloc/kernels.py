@@ -382,7 +382,7 @@ def spread_activation(
     max_depth: int = 4,
     top_k: int | None = None,
     _scratch: ScratchStrategy | None = None,
-    _engine: Literal["auto", "dense", "sparse"] = "auto",
+    _engine: Literal["auto", "dense", "sparse", "indexed"] = "auto",
 ) -> NDArray[np.float32] | tuple[NDArray[np.int64], NDArray[np.float32]]:
     """Spread activation from ``seeds`` along the weighted edges of ``graph``.
 
@@ -525,7 +525,7 @@ def spread_activation_many(
     max_depth: int = 4,
     top_k: int | None = None,
     _scratch: ScratchStrategy | None = None,
-    _engine: Literal["auto", "dense", "sparse"] = "auto",
+    _engine: Literal["auto", "dense", "sparse", "indexed"] = "auto",
 ) -> NDArray[np.float32] | tuple[NDArray[np.int64], NDArray[np.float32]]:
     """:func:`spread_activation` from several seed sets in one call.
 
