@@ -54,6 +54,7 @@ typedef struct tl_spread_state {
     size_t tmask;
     unsigned tshift;
     uint32_t *slot_of;     /* or, instead of the table, n entries: node -> slot + 1, 0: untouched */
+    int may_map;           /* reserve may replace the table with slot_of (many sets) */
 } tl_spread_state;
 
 /* ---- index: node id -> slot ------------------------------------------------------ */
@@ -103,6 +104,10 @@ static inline __attribute__((always_inline)) uint32_t tl_slot_get(tl_spread_stat
     }
 }
 
+/* A call for many sets replaces the hash table by a direct map once the
+ * touched nodes reach n / TL_MAP_FRACTION. */
+#define TL_MAP_FRACTION 16
+
 /* Make room for `need` slots (need <= n). Arrays move to bigger scratch blocks;
  * the old ones stay until the end of the call (at most as much again). */
 TL_NOINLINE static int tl_spread_reserve(tl_spread_state *st, size_t need) {
@@ -125,6 +130,15 @@ TL_NOINLINE static int tl_spread_reserve(tl_spread_state *st, size_t need) {
     st->next = d + cap;
     st->total = d + 2 * cap;
     st->cap = cap;
+    if (!st->slot_of && st->may_map && cap >= st->n / TL_MAP_FRACTION) {
+        /* Switch to the direct map for the rest of the call: 4n bytes to clear,
+         * paid once, less than the work of the cap / 2 slots already made. */
+        uint32_t *map = tl_scratch_alloc(s, st->n * sizeof(uint32_t), TL_DEFAULT_ALIGN);
+        if (!map) return TL_K_ENOMEM;
+        memset(map, 0, st->n * sizeof(uint32_t));
+        for (size_t i = 0; i < st->count; i++) map[st->node[i]] = (uint32_t)i + 1;
+        st->slot_of = map;
+    }
     if (st->slot_of) return TL_K_OK; /* the direct map needs no rebuild */
     { /* rebuild the hash table at load <= 1/2 */
         size_t tsize = 16;
@@ -199,6 +213,15 @@ TL_NOINLINE TL_COLD static int tl_edge_fault(tl_spread_error *err, int64_t e, in
     return TL_K_EGRAPH;
 }
 
+/* How far ahead (edges) the direct map's entries are fetched. */
+#define TL_MAP_AHEAD 32
+
+/* Prefetch slot_of[v] for any v (integer arithmetic: a v out of range forms no
+ * out-of-bounds pointer; the prefetch of a wild address does not fault). */
+static inline void tl_prefetch_map(const uint32_t *slot_of, uint64_t v) {
+    __builtin_prefetch((const void *)((uintptr_t)slot_of + (uintptr_t)(v * sizeof(uint32_t))));
+}
+
 /* Spread the pulse of every frontier row (sparse engine). Specialised per index
  * and weight type by always_inline with constant flags. Per edge: two loads,
  * one combined check, a hash lookup and an add. */
@@ -216,14 +239,21 @@ tl_spread_rows(tl_spread_state *st, const tl_csr *g, size_t F, double f, int idx
                 __builtin_prefetch((const char *)g->data + (st->rb[i + 4] - 1) * (w64 ? 8 : 4));
             }
         }
-        if (direct && i + 2 < F) /* the direct map's entries for row i + 2's targets */
-            for (int64_t e = st->ra[i + 2]; e < st->rb[i + 2]; e++) {
-                uint64_t v = (uint64_t)tl_ld_int(g->indices, idx64, (size_t)e);
-                if (v < n) __builtin_prefetch(st->slot_of + v);
-            }
+        /* The direct map's entries (L2, a dependent load each) for the first
+         * TL_MAP_AHEAD targets of row i + 2, and in a long row for the target
+         * TL_MAP_AHEAD edges ahead. An index out of range only prefetches a
+         * useless line: no check here (the edge loop checks it). */
+        if (direct && i + 2 < F) {
+            const int64_t a2 = st->ra[i + 2];
+            const int64_t b2 = st->rb[i + 2] - a2 > TL_MAP_AHEAD ? a2 + TL_MAP_AHEAD : st->rb[i + 2];
+            for (int64_t e = a2; e < b2; e++)
+                tl_prefetch_map(st->slot_of, (uint64_t)tl_ld_int(g->indices, idx64, (size_t)e));
+        }
         const uint32_t su = (uint32_t)st->fr[i];
         const double p = st->cur[su];
         for (int64_t e = st->ra[i]; e < st->rb[i]; e++) {
+            if (direct && e + TL_MAP_AHEAD < st->rb[i])
+                tl_prefetch_map(st->slot_of, (uint64_t)tl_ld_int(g->indices, idx64, (size_t)(e + TL_MAP_AHEAD)));
             int64_t v = tl_ld_int(g->indices, idx64, (size_t)e);
             double w = w64 ? ((const double *)g->data)[e] : (double)((const float *)g->data)[e];
             if (TL_UNLIKELY(((uint64_t)v >= n) | !isfinite(w))) return tl_edge_fault(err, e, v, w, n);
@@ -587,7 +617,7 @@ static int tl_spread_check(const tl_csr *g, size_t nact, size_t nseeds, int want
  * engine and one state, emptied between sets. */
 static int tl_spread_sets(tl_scratch *s, const tl_csr *g, const int64_t *seeds, const size_t *set_ptr,
                           size_t nsets, const double *activation, size_t nact,
-                          const tl_spread_params *p, int engine, float *dense, size_t dense_stride,
+                          const tl_spread_params *p, int engine, int many_auto, float *dense, size_t dense_stride,
                           size_t k, int64_t *top_idx, float *top_val, size_t top_stride,
                           size_t *count, tl_spread_error *err) {
     const size_t n = g->n;
@@ -607,6 +637,7 @@ static int tl_spread_sets(tl_scratch *s, const tl_csr *g, const int64_t *seeds, 
             if (!st.slot_of) return TL_K_ENOMEM;
             memset(st.slot_of, 0, n * sizeof(uint32_t));
         }
+        st.may_map = many_auto;
     }
     for (size_t i = 0; i < nsets; i++) {
         if (i != 0 && tl_k_interrupted()) return TL_K_EINTR;
@@ -651,7 +682,7 @@ int tl_spread_activation(tl_scratch *s, const tl_csr *g, const int64_t *seeds, s
     int engine = p->engine;
     if (engine == TL_SPREAD_AUTO) engine = n <= TL_SPREAD_DENSE_MAX ? TL_SPREAD_DENSE : TL_SPREAD_SPARSE;
     const size_t ptr[2] = {0, nseeds};
-    rc = tl_spread_sets(s, g, seeds, ptr, 1, activation, nact, p, engine, dense, 0, k, top_idx,
+    rc = tl_spread_sets(s, g, seeds, ptr, 1, activation, nact, p, engine, 0, dense, 0, k, top_idx,
                         top_val, 0, count, err);
     err->set = 0;
     return rc;
@@ -683,9 +714,9 @@ int tl_spread_activation_many(tl_scratch *s, const tl_csr *g, const int64_t *see
             }
     if (n == 0 || nsets == 0) return TL_K_OK;
     int engine = p->engine;
-    if (engine == TL_SPREAD_AUTO)
-        engine = n <= TL_SPREAD_DENSE_MAX ? TL_SPREAD_DENSE : nsets > 1 ? TL_SPREAD_INDEXED : TL_SPREAD_SPARSE;
+    const int many_auto = engine == TL_SPREAD_AUTO && n > TL_SPREAD_DENSE_MAX;
+    if (engine == TL_SPREAD_AUTO) engine = n <= TL_SPREAD_DENSE_MAX ? TL_SPREAD_DENSE : TL_SPREAD_SPARSE;
     const size_t kk = k < n ? k : n;
-    return tl_spread_sets(s, g, seeds, set_ptr, nsets, activation, nact, p, engine, dense, n, k,
+    return tl_spread_sets(s, g, seeds, set_ptr, nsets, activation, nact, p, engine, many_auto, dense, n, k,
                           top_idx, top_val, kk, count, err);
 }
