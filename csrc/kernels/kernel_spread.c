@@ -213,8 +213,12 @@ TL_NOINLINE TL_COLD static int tl_edge_fault(tl_spread_error *err, int64_t e, in
     return TL_K_EGRAPH;
 }
 
-/* How far ahead (edges) the direct map's entries are fetched. */
+/* How far ahead (edges) the direct map's entries are fetched, and (frontier
+ * rows) the rows' lines in the direct map's loop. */
 #define TL_MAP_AHEAD 32
+#ifndef TL_ROW_AHEAD
+#define TL_ROW_AHEAD 10
+#endif
 
 /* Prefetch slot_of[v] for any v (integer arithmetic: a v out of range forms no
  * out-of-bounds pointer; the prefetch of a wild address does not fault). */
@@ -231,12 +235,20 @@ tl_spread_rows(tl_spread_state *st, const tl_csr *g, size_t F, double f, int idx
     const uint64_t n = st->n;
     for (size_t i = 0; i < F; i++) {
         if (TL_UNLIKELY((i & 4095) == 4095) && tl_k_interrupted()) return TL_K_EINTR;
-        if (i + 4 < F) { /* rows of big graphs are cache misses: fetch ahead */
+        /* Rows of big graphs are cache misses: fetch ahead. The direct map's
+         * loop, whose edges cost less, reads row i + 2's targets now (below), so
+         * it fetches rows further ahead, their first and last lines. */
+        if (!direct && i + 4 < F) {
             __builtin_prefetch((const char *)g->indices + st->ra[i + 4] * (idx64 ? 8 : 4));
             __builtin_prefetch((const char *)g->data + st->ra[i + 4] * (w64 ? 8 : 4));
-            if (direct && st->rb[i + 4] > st->ra[i + 4]) { /* and the row's last lines */
-                __builtin_prefetch((const char *)g->indices + (st->rb[i + 4] - 1) * (idx64 ? 8 : 4));
-                __builtin_prefetch((const char *)g->data + (st->rb[i + 4] - 1) * (w64 ? 8 : 4));
+        }
+        if (direct && i + TL_ROW_AHEAD < F) {
+            const int64_t a = st->ra[i + TL_ROW_AHEAD], b = st->rb[i + TL_ROW_AHEAD];
+            __builtin_prefetch((const char *)g->indices + a * (idx64 ? 8 : 4));
+            __builtin_prefetch((const char *)g->data + a * (w64 ? 8 : 4));
+            if (b > a) {
+                __builtin_prefetch((const char *)g->indices + (b - 1) * (idx64 ? 8 : 4));
+                __builtin_prefetch((const char *)g->data + (b - 1) * (w64 ? 8 : 4));
             }
         }
         /* The direct map's entries (L2, a dependent load each) for the first
