@@ -5,7 +5,7 @@
  *   max_depth times: new[v] += pulse[u] * w * f for every edge u -> v (weight w)
  *                    of every u with pulse[u] >= threshold; total += new; pulse = new
  *
- * Two engines compute it, both adding contributions in exactly the order of
+ * Two engines compute it (the second in two forms), all adding contributions in exactly the order of
  * the loop above (u ascending, edges in CSR order) in float64, so the result is
  * the reference's bit for bit:
  *
@@ -19,6 +19,11 @@
  *   step collects the frontier (slots with pulse >= threshold) and sorts it by
  *   node id (radix sort), so the cost of a call grows with the edges the pulse
  *   crosses, never with n.
+ *   A call for many seed sets (tl_spread_activation_many) may find the slots
+ *   through a direct map of n slot numbers instead of the table ("indexed"):
+ *   once a set has touched n / TL_MAP_FRACTION nodes, clearing 4n bytes once
+ *   costs less than the work already done, and each edge then costs one map
+ *   load instead of hash probes with compares.
  *
  * Nodes whose pulse is exactly 0 do not spread (they would only add zeros).
  *

@@ -340,7 +340,11 @@ int tl_spread_activation(tl_scratch *s, const tl_csr *g, const int64_t *seeds, s
  * (slots, hash table, frontier, heap) is emptied between sets (O(touched)) and
  * grown, never rebuilt from empty or freed, across them: the single call's
  * setup (argument checks, GIL hand-off, scratch bracket, growing the table from
- * 64 slots) is paid once. Scratch: what the largest set needs. */
+ * 64 slots) is paid once. With TL_SPREAD_AUTO on a graph above
+ * TL_SPREAD_DENSE_MAX nodes, the state replaces its hash table by a direct map
+ * of n slot numbers (4n bytes of scratch, cleared once) as soon as a set has
+ * touched n / 16 nodes; TL_SPREAD_INDEXED uses the map from the start.
+ * Scratch: what the largest set needs, plus 4n bytes with the map. */
 int tl_spread_activation_many(tl_scratch *s, const tl_csr *g, const int64_t *seeds,
                               const size_t *set_ptr, size_t nsets, const double *activation,
                               size_t nact, const tl_spread_params *p, float *dense, size_t k,
