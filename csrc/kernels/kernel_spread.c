@@ -5,9 +5,9 @@
  *   max_depth times: new[v] += pulse[u] * w * f for every edge u -> v (weight w)
  *                    of every u with pulse[u] >= threshold; total += new; pulse = new
  *
- * Two engines compute it (the second in two forms), all adding contributions in exactly the order of
- * the loop above (u ascending, edges in CSR order) in float64, so the result is
- * the reference's bit for bit:
+ * Two engines compute it (the second in two forms), all adding contributions
+ * in exactly the order of the loop above (u ascending, edges in CSR order) in
+ * float64, so the result is the reference's bit for bit:
  *
  * - dense, for graphs of at most TL_SPREAD_DENSE_MAX nodes: pulse, next pulse
  *   and total are plain arrays of n doubles in scratch (at most 96 KiB), and each
