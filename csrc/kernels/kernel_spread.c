@@ -232,8 +232,9 @@ static inline void tl_prefetch_map(const uint32_t *slot_of, uint64_t v) {
 }
 
 /* Spread the pulse of every frontier row (sparse engine). Specialised per index
- * and weight type by always_inline with constant flags. Per edge: two loads,
- * one combined check, a hash lookup and an add. */
+ * and weight type and per slot index (hash table, or `direct` map) by
+ * always_inline with constant flags. Per edge: two loads, one combined check,
+ * a slot lookup (hash probes, or one map load fetched ahead) and an add. */
 static inline __attribute__((always_inline)) int
 tl_spread_rows(tl_spread_state *st, const tl_csr *g, size_t F, double f, int idx64, int w64,
                int direct, tl_spread_error *err) {
