@@ -7,6 +7,8 @@ import threading
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import counts_during
 from tlalloc import kernels
@@ -128,6 +130,42 @@ def test_sets_before_and_after_the_state_moves_to_the_direct_map(
     assert touched[:3] == [1, 2, 0]
     if params["max_depth"] >= 3:
         assert max(touched) >= n // 16  # the move did happen
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n=st.integers(4097, 9000),
+    deg=st.integers(0, 12),
+    wide=st.booleans(),
+    sets=st.lists(st.lists(st.integers(0, 4096), max_size=40), max_size=6),
+    decay=st.floats(0.0, 2.0),
+    thr=st.floats(-0.1, 0.2),
+    depth=st.integers(0, 6),
+    engine=st.sampled_from(ENGINES),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_random_graphs_sets_and_parameters(n: int, deg: int, wide: bool, sets: list[list[int]], decay: float,
+                                           thr: float, depth: int, engine: str, seed: int) -> None:
+    # Any graph above the dense engine's size, any sets (empty, repeated seeds,
+    # hundreds of them), any parameters: each row is the single call's.
+    rng = np.random.default_rng(seed)
+    indptr = np.concatenate([[0], np.cumsum(rng.integers(0, 2 * deg + 1, n))]).astype(np.int64)
+    indices = rng.integers(0, n, int(indptr[-1]))
+    weights = rng.random(len(indices))
+    g = (indptr, indices.astype(np.int64 if wide else np.int32),
+         weights.astype(np.float64 if wide else np.float32))
+    sets = sets + [rng.integers(0, n, 300).tolist()] if seed % 3 == 0 else sets  # a large set
+    act = [rng.uniform(-1.0, 2.0, len(s)) for s in sets]
+    kw = dict(decay_rate=decay, threshold=thr, max_depth=depth)
+    got = kernels.spread_activation_many(g, sets, activation=act, _engine=engine, **kw)
+    ids, vals = kernels.spread_activation_many(g, sets, activation=act, top_k=9, _engine=engine, **kw)
+    assert got.shape == (len(sets), n) and ids.shape == (len(sets), 9)
+    for i, s in enumerate(sets):
+        want = kernels.spread_activation(g, s, activation=act[i], **kw)
+        np.testing.assert_array_equal(_bits(got[i]), _bits(want))
+        wi, wv = kernels.spread_activation(g, s, activation=act[i], top_k=9, **kw)
+        np.testing.assert_array_equal(ids[i], wi)
+        np.testing.assert_array_equal(_bits(vals[i]), _bits(wv))
 
 
 def test_empty_sets_and_no_sets() -> None:
