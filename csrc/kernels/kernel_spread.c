@@ -5,9 +5,9 @@
  *   max_depth times: new[v] += pulse[u] * w * f for every edge u -> v (weight w)
  *                    of every u with pulse[u] >= threshold; total += new; pulse = new
  *
- * Two engines compute it, both adding contributions in exactly the order of
- * the loop above (u ascending, edges in CSR order) in float64, so the result is
- * the reference's bit for bit:
+ * Two engines compute it (the second in two forms), all adding contributions
+ * in exactly the order of the loop above (u ascending, edges in CSR order) in
+ * float64, so the result is the reference's bit for bit:
  *
  * - dense, for graphs of at most TL_SPREAD_DENSE_MAX nodes: pulse, next pulse
  *   and total are plain arrays of n doubles in scratch (at most 96 KiB), and each
@@ -19,6 +19,11 @@
  *   step collects the frontier (slots with pulse >= threshold) and sorts it by
  *   node id (radix sort), so the cost of a call grows with the edges the pulse
  *   crosses, never with n.
+ *   A call for many seed sets (tl_spread_activation_many) may find the slots
+ *   through a direct map of n slot numbers instead of the table ("indexed"):
+ *   once a set has touched n / TL_MAP_FRACTION nodes, clearing 4n bytes once
+ *   costs less than the work already done, and each edge then costs one map
+ *   load instead of hash probes with compares.
  *
  * Nodes whose pulse is exactly 0 do not spread (they would only add zeros).
  *
@@ -53,6 +58,8 @@ typedef struct tl_spread_state {
     uint32_t *table;       /* hash index: slot + 1, or 0 for empty */
     size_t tmask;
     unsigned tshift;
+    uint32_t *slot_of;     /* or, instead of the table, n entries: node -> slot + 1, 0: untouched */
+    int may_map;           /* reserve may replace the table with slot_of (many sets) */
 } tl_spread_state;
 
 /* ---- index: node id -> slot ------------------------------------------------------ */
@@ -63,6 +70,7 @@ static inline size_t tl_hash(uint32_t v, unsigned shift) {
 
 /* The slot of node v, -1 if untouched. */
 static inline int64_t tl_slot_find(const tl_spread_state *st, uint32_t v) {
+    if (st->slot_of) return (int64_t)st->slot_of[v] - 1;
     for (size_t h = tl_hash(v, st->tshift);; h = (h + 1) & st->tmask) {
         uint32_t e = st->table[h];
         if (e == 0) return -1;
@@ -71,9 +79,22 @@ static inline int64_t tl_slot_find(const tl_spread_state *st, uint32_t v) {
 }
 
 /* The slot of node v, created if needed. Capacity is reserved beforehand, so
- * this never allocates. Cost: a multiply-shift hash, ~1.3 probes of a 4-byte
- * table entry and a compare against the (L1-resident) node array. */
-static inline uint32_t tl_slot_get(tl_spread_state *st, uint32_t v) {
+ * this never allocates. Cost: with the hash table, a multiply-shift hash, ~1.3
+ * probes of a 4-byte table entry, each with a compare against the node array
+ * (two dependent loads a probe); with `direct` (st->slot_of, the many-set
+ * engine), one load of slot_of[v] and no compare. */
+static inline __attribute__((always_inline)) uint32_t tl_slot_get(tl_spread_state *st, uint32_t v,
+                                                                  int direct) {
+    if (direct) {
+        const uint32_t e = st->slot_of[v];
+        if (e != 0) return e - 1;
+        tl_assert(st->count < st->cap);
+        const uint32_t ns = (uint32_t)st->count++;
+        st->node[ns] = v;
+        st->cur[ns] = st->next[ns] = st->total[ns] = 0.0;
+        st->slot_of[v] = ns + 1;
+        return ns;
+    }
     for (size_t h = tl_hash(v, st->tshift);; h = (h + 1) & st->tmask) {
         uint32_t e = st->table[h];
         if (e == 0) {
@@ -87,6 +108,10 @@ static inline uint32_t tl_slot_get(tl_spread_state *st, uint32_t v) {
         if (st->node[e - 1] == v) return e - 1;
     }
 }
+
+/* A call for many sets replaces the hash table by a direct map once the
+ * touched nodes reach n / TL_MAP_FRACTION. */
+#define TL_MAP_FRACTION 16
 
 /* Make room for `need` slots (need <= n). Arrays move to bigger scratch blocks;
  * the old ones stay until the end of the call (at most as much again). */
@@ -110,6 +135,16 @@ TL_NOINLINE static int tl_spread_reserve(tl_spread_state *st, size_t need) {
     st->next = d + cap;
     st->total = d + 2 * cap;
     st->cap = cap;
+    if (!st->slot_of && st->may_map && cap >= st->n / TL_MAP_FRACTION) {
+        /* Switch to the direct map for the rest of the call: 4n bytes to clear,
+         * paid once, less than the work of the cap / 2 slots already made. */
+        uint32_t *map = tl_scratch_alloc(s, st->n * sizeof(uint32_t), TL_DEFAULT_ALIGN);
+        if (!map) return TL_K_ENOMEM;
+        memset(map, 0, st->n * sizeof(uint32_t));
+        for (size_t i = 0; i < st->count; i++) map[st->node[i]] = (uint32_t)i + 1;
+        st->slot_of = map;
+    }
+    if (st->slot_of) return TL_K_OK; /* the direct map needs no rebuild */
     { /* rebuild the hash table at load <= 1/2 */
         size_t tsize = 16;
         unsigned bits = 4;
@@ -183,26 +218,64 @@ TL_NOINLINE TL_COLD static int tl_edge_fault(tl_spread_error *err, int64_t e, in
     return TL_K_EGRAPH;
 }
 
+/* How far ahead (edges) the direct map's entries are fetched, and (frontier
+ * rows) the rows' lines in the direct map's loop. */
+#define TL_MAP_AHEAD 32
+#ifndef TL_ROW_AHEAD
+#define TL_ROW_AHEAD 10
+#endif
+
+/* Prefetch slot_of[v] for any v (integer arithmetic: a v out of range forms no
+ * out-of-bounds pointer; the prefetch of a wild address does not fault). */
+static inline void tl_prefetch_map(const uint32_t *slot_of, uint64_t v) {
+    __builtin_prefetch((const void *)((uintptr_t)slot_of + (uintptr_t)(v * sizeof(uint32_t))));
+}
+
 /* Spread the pulse of every frontier row (sparse engine). Specialised per index
- * and weight type by always_inline with constant flags. Per edge: two loads,
- * one combined check, a hash lookup and an add. */
+ * and weight type and per slot index (hash table, or `direct` map) by
+ * always_inline with constant flags. Per edge: two loads, one combined check,
+ * a slot lookup (hash probes, or one map load fetched ahead) and an add. */
 static inline __attribute__((always_inline)) int
 tl_spread_rows(tl_spread_state *st, const tl_csr *g, size_t F, double f, int idx64, int w64,
-               tl_spread_error *err) {
+               int direct, tl_spread_error *err) {
     const uint64_t n = st->n;
     for (size_t i = 0; i < F; i++) {
         if (TL_UNLIKELY((i & 4095) == 4095) && tl_k_interrupted()) return TL_K_EINTR;
-        if (i + 4 < F) { /* rows of big graphs are cache misses: fetch ahead */
+        /* Rows of big graphs are cache misses: fetch ahead. The direct map's
+         * loop, whose edges cost less, reads row i + 2's targets now (below), so
+         * it fetches rows further ahead, their first and last lines. */
+        if (!direct && i + 4 < F) {
             __builtin_prefetch((const char *)g->indices + st->ra[i + 4] * (idx64 ? 8 : 4));
             __builtin_prefetch((const char *)g->data + st->ra[i + 4] * (w64 ? 8 : 4));
+        }
+        if (direct && i + TL_ROW_AHEAD < F) {
+            const int64_t a = st->ra[i + TL_ROW_AHEAD], b = st->rb[i + TL_ROW_AHEAD];
+            __builtin_prefetch((const char *)g->indices + a * (idx64 ? 8 : 4));
+            __builtin_prefetch((const char *)g->data + a * (w64 ? 8 : 4));
+            if (b > a) {
+                __builtin_prefetch((const char *)g->indices + (b - 1) * (idx64 ? 8 : 4));
+                __builtin_prefetch((const char *)g->data + (b - 1) * (w64 ? 8 : 4));
+            }
+        }
+        /* The direct map's entries (L2, a dependent load each) for the first
+         * TL_MAP_AHEAD targets of row i + 2, and in a long row for the target
+         * TL_MAP_AHEAD edges ahead. An index out of range only prefetches a
+         * useless line: no check here (the edge loop checks it). */
+        if (direct && i + 2 < F) {
+            const int64_t a2 = st->ra[i + 2];
+            const int64_t b2 = st->rb[i + 2] - a2 > TL_MAP_AHEAD ? a2 + TL_MAP_AHEAD : st->rb[i + 2];
+            for (int64_t e = a2; e < b2; e++)
+                tl_prefetch_map(st->slot_of, (uint64_t)tl_ld_int(g->indices, idx64, (size_t)e));
         }
         const uint32_t su = (uint32_t)st->fr[i];
         const double p = st->cur[su];
         for (int64_t e = st->ra[i]; e < st->rb[i]; e++) {
+            if (direct && e + TL_MAP_AHEAD < st->rb[i])
+                tl_prefetch_map(st->slot_of, (uint64_t)tl_ld_int(g->indices, idx64, (size_t)(e + TL_MAP_AHEAD)));
             int64_t v = tl_ld_int(g->indices, idx64, (size_t)e);
             double w = w64 ? ((const double *)g->data)[e] : (double)((const float *)g->data)[e];
             if (TL_UNLIKELY(((uint64_t)v >= n) | !isfinite(w))) return tl_edge_fault(err, e, v, w, n);
-            uint32_t sv = tl_slot_get(st, (uint32_t)v);
+            uint32_t sv = tl_slot_get(st, (uint32_t)v, direct);
             st->next[sv] += p * w * f;
         }
     }
@@ -422,7 +495,12 @@ static int tl_spread_dense(tl_scratch *s, double *cur, tl_topk_item **hp, const 
  * inserted before it, so they are still there when it is looked up), or the
  * whole table is cleared when that is cheaper (more than 1/8 of it in use). */
 static void tl_spread_state_clear(tl_spread_state *st) {
-    if (st->count * 8 >= st->tmask + 1) {
+    if (st->slot_of) { /* direct map: its touched entries, or all of it (4n bytes) */
+        if (st->count * 16 >= st->n)
+            memset(st->slot_of, 0, st->n * sizeof(uint32_t));
+        else
+            for (size_t i = 0; i < st->count; i++) st->slot_of[st->node[i]] = 0;
+    } else if (st->count * 8 >= st->tmask + 1) {
         memset(st->table, 0, (st->tmask + 1) * sizeof(uint32_t));
     } else {
         for (size_t i = st->count; i-- > 0;) {
@@ -461,7 +539,7 @@ static int tl_spread_sparse(tl_spread_state *st_, tl_topk_item **hp, const tl_cs
     int rc = tl_spread_reserve(&st, cap0 < n ? cap0 : n);
     if (rc != TL_K_OK) goto out;
     for (size_t j = 0; j < nseeds; j++) { /* duplicate seeds add up, in order */
-        uint32_t sl = tl_slot_get(&st, (uint32_t)seeds[j]);
+        uint32_t sl = tl_slot_get(&st, (uint32_t)seeds[j], st.slot_of != NULL);
         st.cur[sl] += activation[nact == 1 ? 0 : j];
     }
     memcpy(st.total, st.cur, st.count * sizeof(double));
@@ -508,11 +586,15 @@ static int tl_spread_sparse(tl_spread_state *st_, tl_topk_item **hp, const tl_cs
             rc = tl_spread_reserve(&st, (size_t)need);
             if (rc != TL_K_OK) goto out;
         }
-        switch (idx64 * 2 + w64) {
-        case 0: rc = tl_spread_rows(&st, g, F, f, 0, 0, err); break;
-        case 1: rc = tl_spread_rows(&st, g, F, f, 0, 1, err); break;
-        case 2: rc = tl_spread_rows(&st, g, F, f, 1, 0, err); break;
-        default: rc = tl_spread_rows(&st, g, F, f, 1, 1, err); break;
+        switch ((st.slot_of != NULL) * 4 + idx64 * 2 + w64) {
+        case 0: rc = tl_spread_rows(&st, g, F, f, 0, 0, 0, err); break;
+        case 1: rc = tl_spread_rows(&st, g, F, f, 0, 1, 0, err); break;
+        case 2: rc = tl_spread_rows(&st, g, F, f, 1, 0, 0, err); break;
+        case 3: rc = tl_spread_rows(&st, g, F, f, 1, 1, 0, err); break;
+        case 4: rc = tl_spread_rows(&st, g, F, f, 0, 0, 1, err); break;
+        case 5: rc = tl_spread_rows(&st, g, F, f, 0, 1, 1, err); break;
+        case 6: rc = tl_spread_rows(&st, g, F, f, 1, 0, 1, err); break;
+        default: rc = tl_spread_rows(&st, g, F, f, 1, 1, 1, err); break;
         }
         if (rc != TL_K_OK) goto out;
         for (size_t i = 0; i < st.count; i++) st.total[i] += st.next[i]; /* total += new */
@@ -553,7 +635,7 @@ static int tl_spread_check(const tl_csr *g, size_t nact, size_t nseeds, int want
  * engine and one state, emptied between sets. */
 static int tl_spread_sets(tl_scratch *s, const tl_csr *g, const int64_t *seeds, const size_t *set_ptr,
                           size_t nsets, const double *activation, size_t nact,
-                          const tl_spread_params *p, int engine, float *dense, size_t dense_stride,
+                          const tl_spread_params *p, int engine, int many_auto, float *dense, size_t dense_stride,
                           size_t k, int64_t *top_idx, float *top_val, size_t top_stride,
                           size_t *count, tl_spread_error *err) {
     const size_t n = g->n;
@@ -568,6 +650,12 @@ static int tl_spread_sets(tl_scratch *s, const tl_csr *g, const int64_t *seeds, 
         memset(&st, 0, sizeof st);
         st.s = s;
         st.n = n;
+        if (engine == TL_SPREAD_INDEXED) { /* the direct map, zeroed once per call */
+            st.slot_of = tl_scratch_alloc(s, n * sizeof(uint32_t), TL_DEFAULT_ALIGN);
+            if (!st.slot_of) return TL_K_ENOMEM;
+            memset(st.slot_of, 0, n * sizeof(uint32_t));
+        }
+        st.may_map = many_auto;
     }
     for (size_t i = 0; i < nsets; i++) {
         if (i != 0 && tl_k_interrupted()) return TL_K_EINTR;
@@ -612,7 +700,7 @@ int tl_spread_activation(tl_scratch *s, const tl_csr *g, const int64_t *seeds, s
     int engine = p->engine;
     if (engine == TL_SPREAD_AUTO) engine = n <= TL_SPREAD_DENSE_MAX ? TL_SPREAD_DENSE : TL_SPREAD_SPARSE;
     const size_t ptr[2] = {0, nseeds};
-    rc = tl_spread_sets(s, g, seeds, ptr, 1, activation, nact, p, engine, dense, 0, k, top_idx,
+    rc = tl_spread_sets(s, g, seeds, ptr, 1, activation, nact, p, engine, 0, dense, 0, k, top_idx,
                         top_val, 0, count, err);
     err->set = 0;
     return rc;
@@ -644,8 +732,9 @@ int tl_spread_activation_many(tl_scratch *s, const tl_csr *g, const int64_t *see
             }
     if (n == 0 || nsets == 0) return TL_K_OK;
     int engine = p->engine;
+    const int many_auto = engine == TL_SPREAD_AUTO && n > TL_SPREAD_DENSE_MAX;
     if (engine == TL_SPREAD_AUTO) engine = n <= TL_SPREAD_DENSE_MAX ? TL_SPREAD_DENSE : TL_SPREAD_SPARSE;
     const size_t kk = k < n ? k : n;
-    return tl_spread_sets(s, g, seeds, set_ptr, nsets, activation, nact, p, engine, dense, n, k,
+    return tl_spread_sets(s, g, seeds, set_ptr, nsets, activation, nact, p, engine, many_auto, dense, n, k,
                           top_idx, top_val, kk, count, err);
 }

@@ -279,7 +279,8 @@ typedef struct tl_csr {
 typedef enum tl_spread_engine {
     TL_SPREAD_AUTO = 0,   /* DENSE for n <= TL_SPREAD_DENSE_MAX, else SPARSE */
     TL_SPREAD_DENSE = 1,  /* arrays of n doubles: O(n) per step */
-    TL_SPREAD_SPARSE = 2  /* touched nodes only: O(edges crossed) */
+    TL_SPREAD_SPARSE = 2, /* touched nodes only: O(edges crossed) */
+    TL_SPREAD_INDEXED = 3 /* arrays of n doubles, never cleared, and bitmaps: O(edges crossed + n / 64) */
 } tl_spread_engine;
 
 typedef struct tl_spread_params {
@@ -341,7 +342,11 @@ int tl_spread_activation(tl_scratch *s, const tl_csr *g, const int64_t *seeds, s
  * (slots, hash table, frontier, heap) is emptied between sets (O(touched)) and
  * grown, never rebuilt from empty or freed, across them: the single call's
  * setup (argument checks, GIL hand-off, scratch bracket, growing the table from
- * 64 slots) is paid once. Scratch: what the largest set needs. */
+ * 64 slots) is paid once. With TL_SPREAD_AUTO on a graph above
+ * TL_SPREAD_DENSE_MAX nodes, the state replaces its hash table by a direct map
+ * of n slot numbers (4n bytes of scratch, cleared once) as soon as a set has
+ * touched n / 16 nodes; TL_SPREAD_INDEXED uses the map from the start.
+ * Scratch: what the largest set needs, plus 4n bytes with the map. */
 int tl_spread_activation_many(tl_scratch *s, const tl_csr *g, const int64_t *seeds,
                               const size_t *set_ptr, size_t nsets, const double *activation,
                               size_t nact, const tl_spread_params *p, float *dense, size_t k,

@@ -139,7 +139,7 @@ def _spread_activation(
     max_depth: int,
     top_k: int | None,
     scratch: _Scratch,
-    engine: Literal["auto", "dense", "sparse"],
+    engine: Literal["auto", "dense", "sparse", "indexed"],
     /,
 ) -> NDArray[np.float32] | tuple[NDArray[np.int64], NDArray[np.float32]]: ...
 def _spread_activation_many(
@@ -154,7 +154,7 @@ def _spread_activation_many(
     max_depth: int,
     top_k: int | None,
     scratch: _Scratch,
-    engine: Literal["auto", "dense", "sparse"],
+    engine: Literal["auto", "dense", "sparse", "indexed"],
     /,
 ) -> NDArray[np.float32] | tuple[NDArray[np.int64], NDArray[np.float32]]: ...
 def _decay(

@@ -382,7 +382,7 @@ def spread_activation(
     max_depth: int = 4,
     top_k: int | None = None,
     _scratch: ScratchStrategy | None = None,
-    _engine: Literal["auto", "dense", "sparse"] = "auto",
+    _engine: Literal["auto", "dense", "sparse", "indexed"] = "auto",
 ) -> NDArray[np.float32] | tuple[NDArray[np.int64], NDArray[np.float32]]:
     """Spread activation from ``seeds`` along the weighted edges of ``graph``.
 
@@ -426,8 +426,10 @@ def spread_activation(
         top_k: if given, return ``(node ids, activations)`` of the ``top_k`` most
             activated nodes, best first, ties to the lower id; no O(n) output.
         _scratch: benchmarking aid, see :func:`scratch_strategy`.
-        _engine: testing aid: ``"dense"`` or ``"sparse"`` forces one of the two
-            engines (same results); ``"auto"`` picks by graph size.
+        _engine: testing aid: ``"dense"``, ``"sparse"`` or ``"indexed"`` (the
+            sparse engine's slots found through an array of n slot numbers
+            instead of a hash table) forces one engine (same results);
+            ``"auto"`` picks by graph size.
 
     Returns:
         float32 totals of shape ``(n,)``, or ``(int64 ids, float32 activations)``.
@@ -525,17 +527,21 @@ def spread_activation_many(
     max_depth: int = 4,
     top_k: int | None = None,
     _scratch: ScratchStrategy | None = None,
-    _engine: Literal["auto", "dense", "sparse"] = "auto",
+    _engine: Literal["auto", "dense", "sparse", "indexed"] = "auto",
 ) -> NDArray[np.float32] | tuple[NDArray[np.int64], NDArray[np.float32]]:
     """:func:`spread_activation` from several seed sets in one call.
 
     Result row ``i`` equals ``spread_activation(graph, seed_sets[i], ...)`` bit
     for bit. The call checks the arguments, the graph's ends and every seed of
     every set once, before any work, then runs the sets back to back with the
-    GIL released, in one traversal state (touched nodes, hash table, frontier,
+    GIL released, in one traversal state (touched nodes, their index, frontier,
     top-k heap) that is emptied between sets and never shrunk or freed:
     what a loop of calls pays per call (argument checks, the GIL hand-off, a
-    scratch bracket, growing the hash table from empty) it pays once. See
+    scratch bracket, growing the state from empty) it pays once. Once a set has
+    touched n / 16 nodes, the touched nodes are found through an array of n
+    slot numbers (cleared once per call) instead of a hash table, with the
+    rows and slot numbers fetched ahead: about 1.6-2x faster than a loop of
+    single calls when the pulse reaches a large part of the graph. See
     docs/kernels.md for the measured gain.
 
     Args:
@@ -552,7 +558,9 @@ def spread_activation_many(
             1-D array parallel to the flat ``seed_sets``.
         decay_rate, threshold, max_depth, top_k: as for :func:`spread_activation`.
         _scratch: benchmarking aid, see :func:`scratch_strategy`.
-        _engine: testing aid, as for :func:`spread_activation`.
+        _engine: testing aid, as for :func:`spread_activation`; ``"indexed"``
+            uses the array of n slot numbers from the start (``"sparse"``: the
+            hash table throughout).
 
     Returns:
         float32 totals of shape ``(len(sets), n)``, or with ``top_k`` a pair of

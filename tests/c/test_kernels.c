@@ -242,11 +242,12 @@ static void check_spread_engine(const graph *g, const int64_t *seeds, size_t ns,
     free(want), free(got), free(ti), free(tv);
 }
 
-/* Both engines and every instruction set (the top-k scan is vectorised), bit for bit. */
+/* Every engine (auto, dense, sparse, indexed) and every instruction set (the
+ * top-k scan is vectorised), bit for bit. */
 static void check_spread_case(const graph *g, const int64_t *seeds, size_t ns, double thr, size_t depth) {
     for (int isa = 0; isa <= (int)tl_kernels_best_isa(); isa++) {
         int prev = tl_kernels_set_isa((tl_isa)isa);
-        for (int e = 0; e < 3; e++) {
+        for (int e = 0; e < 4; e++) {
             engine = (tl_spread_engine)e;
             check_spread_engine(g, seeds, ns, thr, depth);
         }
@@ -325,9 +326,10 @@ static void test_spread_faults_one_engine(void) {
     CHECK(out[0] > 1.0f && out[1] > 0 && out[2] > 0);
 }
 
-/* Many seed sets in one call: each set's result is the single call's, bit for
- * bit, with every engine and scratch kind; empty sets in between; a bad seed
- * names its set and its position there, before any output is written. */
+/* Many seed sets in one call: each set's result is the single call's (default
+ * engine), bit for bit, with every engine and scratch kind; empty sets in
+ * between; a bad seed names its set and its position there, before any output
+ * is written. */
 static void test_spread_many_sets(void) {
     enum { N = 20000, SETS = 6 };
     graph g = random_graph(N, 6);
@@ -341,9 +343,10 @@ static void test_spread_many_sets(void) {
     int64_t ti[SETS * 12], ti1[12];
     float tv[SETS * 12], tv1[12];
     size_t cnt[SETS], cnt1;
-    for (int e = 0; e < 3; e++) {
+    for (int e = 0; e < 4; e++) {
         for (int kk = 0; kk < 3; kk++) {
             tl_spread_params p = {0.5, 0.002, 5, (tl_spread_engine)e};
+            const tl_spread_params p1 = {0.5, 0.002, 5, TL_SPREAD_AUTO};
             tl_scratch s;
             memset(dense, 0, (size_t)SETS * N * 4);
             CHECK(tl_scratch_begin(&s, kinds[kk], NULL) == 0);
@@ -356,10 +359,10 @@ static void test_spread_many_sets(void) {
                 memset(one, 0, N * 4);
                 CHECK(tl_scratch_begin(&s, kinds[kk], NULL) == 0);
                 CHECK(tl_spread_activation(&s, &csr, seeds + ptr[i], ptr[i + 1] - ptr[i], act + ptr[i],
-                                           ptr[i + 1] - ptr[i] ? ptr[i + 1] - ptr[i] : 1, &p, one, 0,
+                                           ptr[i + 1] - ptr[i] ? ptr[i + 1] - ptr[i] : 1, &p1, one, 0,
                                            NULL, NULL, NULL, NULL) == TL_K_OK);
                 CHECK(tl_spread_activation(&s, &csr, seeds + ptr[i], ptr[i + 1] - ptr[i], act + ptr[i],
-                                           ptr[i + 1] - ptr[i] ? ptr[i + 1] - ptr[i] : 1, &p, NULL, 12,
+                                           ptr[i + 1] - ptr[i] ? ptr[i + 1] - ptr[i] : 1, &p1, NULL, 12,
                                            ti1, tv1, &cnt1, NULL) == TL_K_OK);
                 tl_scratch_end(&s);
                 CHECK(memcmp(one, dense + (size_t)i * N, N * 4) == 0);
@@ -391,8 +394,58 @@ static void test_spread_many_sets(void) {
     free_graph(&g);
 }
 
+/* A call for many sets starts with the hash table and moves to the direct map
+ * once a set has touched n / 16 nodes (here in the third set, mid-way through
+ * its steps); sets before, during and after the move match the reference. The
+ * same sets with int64 indices and float64 weights (the other specialisations
+ * of the direct map's loop), on the indexed engine from the start. */
+static void test_spread_many_moves_to_the_direct_map(void) {
+    enum { N = 20000, SETS = 5 };
+    graph g = random_graph(N, 6);
+    for (size_t u = 0; u <= N; u++) /* nodes 0..99 have no edges */
+        g.indptr[u] = u < 100 ? 0 : (int64_t)((u - 100) * 6);
+    g.nnz = (size_t)g.indptr[N];
+    int64_t seeds[] = {0, 1, 2, 500, 9000, 3, 4000};
+    size_t ptr[SETS + 1] = {0, 1, 3, 5, 6, 7};
+    const double act = 1.0;
+    int64_t *ix64 = malloc(g.nnz * 8);
+    double *w64 = malloc(g.nnz * 8);
+    for (size_t e = 0; e < g.nnz; e++) ix64[e] = g.indices[e], w64[e] = g.data[e];
+    const tl_csr forms[2] = {{g.n, g.nnz, g.indptr, TL_I64, g.indices, TL_I32, g.data, TL_F32},
+                             {g.n, g.nnz, g.indptr, TL_I64, ix64, TL_I64, w64, TL_F64}};
+    float *dense = calloc((size_t)SETS * N, 4), *want = calloc(N, 4);
+    int64_t ti[SETS * 8];
+    float tv[SETS * 8];
+    size_t cnt[SETS];
+    for (int form = 0; form < 2; form++) {
+        tl_spread_params p = {0.5, 0.002, 5, form ? TL_SPREAD_INDEXED : TL_SPREAD_AUTO};
+        tl_scratch s;
+        memset(dense, 0, (size_t)SETS * N * 4);
+        CHECK(tl_scratch_begin(&s, TL_SCRATCH_THREAD, NULL) == 0);
+        CHECK(tl_spread_activation_many(&s, &forms[form], seeds, ptr, SETS, &act, 1, &p, dense, 0, NULL, NULL,
+                                        NULL, NULL) == TL_K_OK);
+        CHECK(tl_spread_activation_many(&s, &forms[form], seeds, ptr, SETS, &act, 1, &p, NULL, 8, ti, tv, cnt,
+                                        NULL) == TL_K_OK);
+        tl_scratch_end(&s);
+        size_t reached = 0;
+        for (int i = 0; i < SETS; i++) {
+            ref_spread(&g, seeds + ptr[i], ptr[i + 1] - ptr[i], 1.0, 0.5, 0.002, 5, want);
+            CHECK(memcmp(want, dense + (size_t)i * N, N * 4) == 0);
+            size_t touched = 0;
+            for (size_t v = 0; v < N; v++) touched += want[v] != 0.0f;
+            if (i < 2) CHECK(touched == ptr[i + 1] - ptr[i]); /* isolated seeds */
+            if (i == 2) reached = touched;
+            CHECK(cnt[i] == 8);
+            for (int j = 0; j < 8; j++) CHECK(tv[i * 8 + j] == want[ti[i * 8 + j]]);
+        }
+        CHECK(reached >= N / 16); /* the third set did move the state to the map */
+    }
+    free(dense), free(want), free(ix64), free(w64);
+    free_graph(&g);
+}
+
 static void test_spread_faults(void) {
-    for (int e = 0; e < 3; e++) {
+    for (int e = 0; e < 4; e++) {
         engine = (tl_spread_engine)e;
         test_spread_faults_one_engine();
     }
@@ -694,6 +747,7 @@ int main(void) {
     RUN(test_spread_matches_reference);
     RUN(test_spread_small_graphs);
     RUN(test_spread_faults);
+    RUN(test_spread_many_moves_to_the_direct_map);
     RUN(test_spread_many_sets);
     RUN(test_decay_models);
     RUN(test_decay_layouts_and_ages);

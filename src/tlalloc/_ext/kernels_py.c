@@ -832,10 +832,10 @@ static PyObject *tl_py_graph_error(const tl_spread_error *e, size_t n, size_t nn
 
 /* The engine named by `obj` (tl_spread_engine), or -1 with ValueError. */
 static long tl_py_spread_engine(PyObject *obj) {
-    static const char *const engines[3] = {"auto", "dense", "sparse"};
-    for (int i = 0; i < 3 && PyUnicode_Check(obj); i++)
+    static const char *const engines[4] = {"auto", "dense", "sparse", "indexed"};
+    for (int i = 0; i < 4 && PyUnicode_Check(obj); i++)
         if (PyUnicode_CompareWithASCIIString(obj, engines[i]) == 0) return i;
-    PyErr_Format(PyExc_ValueError, "_engine must be 'auto', 'dense' or 'sparse', got %R", obj);
+    PyErr_Format(PyExc_ValueError, "_engine must be 'auto', 'dense', 'sparse' or 'indexed', got %R", obj);
     return -1;
 }
 
