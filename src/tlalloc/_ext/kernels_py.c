@@ -320,8 +320,8 @@ static int tl_py_scratch_open(tl_scratch *s, const tl_py_scratch_arg *sa) {
  * (about 2 us and more) that the hand-off is a small part of them.
  *
  * A call run with the GIL held is not polled for Ctrl-C: it is short by
- * construction (its bytes bound its work, at tens of GB/s in cache), so a
- * signal waits microseconds for it. Calls that use the shared scratch arena
+ * construction (its estimate bounds its work, which runs at tens of GB/s in
+ * cache), so a signal waits microseconds for it. Calls that use the shared scratch arena
  * always release the GIL: tl_scratch_begin may wait there for another
  * thread's call, and no thread may wait while it holds the GIL.
  *
@@ -357,13 +357,17 @@ static size_t tl_py_bytes3(size_t a, size_t b, size_t c) {
     return abc;
 }
 
-/* A spreading call's estimate: every edge counted as a cache line (its target
- * is a random access), the whole graph once per seed set (a bound: a walk
- * that stops early touches less). */
+/* A spreading call's estimate, a bound: every step may walk the whole graph
+ * (a cycle with decay_rate=0 does, up to max_depth steps), every edge counted
+ * as a cache line (its target is a random access) and every node as 16 bytes
+ * of state; the seeding and max_depth steps per seed set. A walk that stops
+ * early touches less, so a call that keeps the GIL is short whatever it
+ * meets. */
 #define TL_PY_EDGE_BYTES 64
-static size_t tl_py_spread_bytes(size_t n, size_t nnz, size_t nsets) {
-    size_t per = tl_py_bytes3(nnz, TL_PY_EDGE_BYTES, 1), nodes = tl_py_bytes3(n, 16, 1);
-    return per > SIZE_MAX - nodes ? SIZE_MAX : tl_py_bytes3(per + nodes, nsets, 1);
+static size_t tl_py_spread_bytes(size_t n, size_t nnz, size_t depth, size_t nsets) {
+    size_t edges = tl_py_bytes3(nnz, TL_PY_EDGE_BYTES, 1), nodes = tl_py_bytes3(n, 16, 1);
+    size_t steps = depth >= SIZE_MAX - 1 ? SIZE_MAX : depth + 1;
+    return edges > SIZE_MAX - nodes ? SIZE_MAX : tl_py_bytes3(edges + nodes, steps, nsets);
 }
 
 /* work(ctx) inside a scratch scope if `sa` is given; the work's code. */
@@ -1127,7 +1131,7 @@ static PyObject *py_spread(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssi
                               .ri = ri ? PyArray_DATA(ri) : NULL, .rv = rv ? PyArray_DATA(rv) : NULL,
                               .count = &count, .err = &err};
     tl_py_scratch_arg sa = {kind, arena};
-    int rc = tl_py_run(tl_py_spread_work, &call, &sa, NULL, tl_py_spread_bytes(n, (size_t)nnz, 1));
+    int rc = tl_py_run(tl_py_spread_work, &call, &sa, NULL, tl_py_spread_bytes(n, (size_t)nnz, (size_t)depth, 1));
     if (rc == TL_PY_RAISED) goto done;
     if (rc == TL_K_EGRAPH) {
         tl_py_graph_error(&err, n, (size_t)nnz);
@@ -1255,7 +1259,7 @@ static PyObject *py_spread_many(PyObject *Py_UNUSED(m), PyObject *const *args, P
                               .ri = ri ? PyArray_DATA(ri) : NULL, .rv = rv ? PyArray_DATA(rv) : NULL,
                               .count = counts, .err = &err};
     tl_py_scratch_arg sa = {kind, arena};
-    int rc = tl_py_run(tl_py_spread_work, &call, &sa, NULL, tl_py_spread_bytes(n, (size_t)nnz, nsets));
+    int rc = tl_py_run(tl_py_spread_work, &call, &sa, NULL, tl_py_spread_bytes(n, (size_t)nnz, (size_t)depth, nsets));
     PyMem_Free(counts); /* every set's count is min(top_k, n): the rows are full */
     if (rc == TL_PY_RAISED) goto done;
     if (rc == TL_K_EGRAPH) {
