@@ -3,9 +3,10 @@
  * The functions here are private (_cosine_similarity, _spread_activation,
  * _decay); tlalloc/kernels.py wraps them with the public signatures. Every
  * argument is checked here, before any memory is touched, with an exception
- * that names the argument and the value; then the GIL is released, scratch is
- * taken from the chosen strategy (thread: the calling thread's arena) and the C
- * kernel runs. Checks cost O(1) per argument, except the ages check of decay
+ * that names the argument and the value; then the GIL is released (unless the
+ * call is too short for that to pay: "short calls keep the GIL" below),
+ * scratch is taken from the chosen strategy (thread: the calling thread's
+ * arena) and the C kernel runs. Checks cost O(1) per argument, except the ages check of decay
  * (one pass) and conversions of unusual dtypes (a NumPy copy).
  *
  * Caller memory read with the GIL released (another thread may write it
