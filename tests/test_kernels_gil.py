@@ -48,11 +48,11 @@ def _calls(size: str) -> dict[str, Callable[[], Any]]:
     g = _graph(nodes, 3, seed=4)
     s = rng.random(n, dtype=np.float32)
     a = (rng.random(n) * 1e5).astype(np.float32)
+    ids = np.arange(0, rows, 2)
     return {
         "cosine": lambda: kernels.cosine_similarity(q, c),
         "cosine top_k": lambda: kernels.cosine_similarity(q[0], c, top_k=5),
-        "cosine l2 allow": lambda: kernels.cosine_similarity(q, c, metric="l2", allow=np.arange(0, rows, 2),
-                                                             top_k=3),
+        "cosine l2 allow": lambda: kernels.cosine_similarity(q, c, metric="l2", allow=ids, top_k=3),
         "int8": lambda: kernels.cosine_similarity(q, corpus),
         "int8 top_k": lambda: kernels.cosine_similarity(q[1], corpus, top_k=4),
         "quantize": lambda: kernels.quantize(c).data,
