@@ -307,18 +307,22 @@ static int tl_py_scratch_open(tl_scratch *s, const tl_py_scratch_arg *sa) {
 
 /* ---- short calls keep the GIL ------------------------------------------------------
  * Releasing the GIL and taking it back is a cost of its own: uncontended, a
- * mutex, a condition variable and the thread state's bookkeeping (about
- * 0.1 us on 3.11); when other threads wait for the GIL, a hand-off to one of
- * them and a wait for it to come back (futex calls, a few us of CPU). It pays
- * when the work is long enough for other threads to do something meanwhile,
- * and only then: a kernel call estimates its work as the bytes it reads (the
- * corpus rows it scores, the graph a spreading step may walk, the arrays
- * decay streams) and runs calls below TL_PY_KEEP_GIL_BYTES with the GIL held,
- * as NumPy's loops below 500 elements do. The threshold is measured (tlalloc
- * bench kernels, "short calls from many threads"): with two threads calling
- * in a loop, the CPU time per call of calls below it does not grow from one
- * thread to two when the GIL is kept, and the calls above it run long enough
- * (about 2 us and more) that the hand-off is a small part of them.
+ * mutex, a condition variable and the thread state's bookkeeping, measured
+ * at 0.05-0.08 us of CPU per call (a decay of 1,000 float32 values: 0.49 us
+ * with the GIL kept, 0.57 us released on 3.11; 0.69 and 0.76 us on 3.13t);
+ * when other threads wait for the GIL, a hand-off on top. It pays when the
+ * work is long enough for other threads to do something meanwhile, and only
+ * then: a kernel call estimates its work as the bytes it reads (the corpus
+ * rows it scores, the graph a spreading walk may cross, the arrays decay
+ * streams) and runs calls below TL_PY_KEEP_GIL_BYTES with the GIL held, as
+ * NumPy's loops below 500 elements do. 64 KiB is about 1.3 us of kernel work
+ * at the kernels' in-cache rate of about 50 bytes per ns (cosine over 300 x
+ * 768 float32 rows: 920 KB in 10 us; decay of 10,000: 120 KB in 2.4 us;
+ * spreading over 10,000 edges counted at 64 bytes each: 14 us), so above it
+ * a release costs at most about 6 % of a call, and below it no thread waits
+ * more than about a microsecond for the GIL. tlalloc bench kernels ("short
+ * calls from many threads") measures the CPU time per call from 1 and 2
+ * threads at sizes on both sides.
  *
  * A call run with the GIL held is not polled for Ctrl-C: it is short by
  * construction (its estimate bounds its work, which runs at tens of GB/s in
