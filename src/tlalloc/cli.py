@@ -42,7 +42,7 @@ DEFAULT_SUITE = "mix"
 # a suite that shows another's figures is composed here, never by importing it.
 SECTIONS: dict[str, tuple[str, ...]] = {
     "mix": ("tlalloc.bench.kernel_compare", "tlalloc.bench.scratch"),
-    "kernels": ("tlalloc.bench.cosine_peers",),
+    "kernels": ("tlalloc.bench.cosine_peers", "tlalloc.bench.kernel_threads"),
 }
 
 

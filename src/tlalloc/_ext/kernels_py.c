@@ -3,9 +3,10 @@
  * The functions here are private (_cosine_similarity, _spread_activation,
  * _decay); tlalloc/kernels.py wraps them with the public signatures. Every
  * argument is checked here, before any memory is touched, with an exception
- * that names the argument and the value; then the GIL is released, scratch is
- * taken from the chosen strategy (thread: the calling thread's arena) and the C
- * kernel runs. Checks cost O(1) per argument, except the ages check of decay
+ * that names the argument and the value; then the GIL is released (unless the
+ * call is too short for that to pay: "short calls keep the GIL" below),
+ * scratch is taken from the chosen strategy (thread: the calling thread's
+ * arena) and the C kernel runs. Checks cost O(1) per argument, except the ages check of decay
  * (one pass) and conversions of unusual dtypes (a NumPy copy).
  *
  * Caller memory read with the GIL released (another thread may write it
@@ -55,6 +56,24 @@ static PyArrayObject *tl_py_array(PyObject *obj) {
     return (PyArrayObject *)PyArray_FromAny(obj, NULL, 0, 0, 0, NULL);
 }
 
+/* Borrowed arrays. The arrays a call reads (a corpus, a graph, strengths) are
+ * often the same objects in every thread. Their reference count is the one
+ * write a call would make to them: on a free-threaded build an INCREF/DECREF
+ * of an object another thread created is an atomic add on its header's cache
+ * line, which every calling core then takes in turn. The binding does not
+ * make it: an argument that is already a usable ndarray is used as borrowed
+ * (the caller holds its arguments for the whole call, with or without the
+ * GIL), and only a converted copy is a new reference. tl_py_array_arg returns
+ * such a reference and tl_py_drop releases one, given the argument. */
+static PyArrayObject *tl_py_array_arg(PyObject *obj) {
+    if (PyArray_Check(obj)) return (PyArrayObject *)obj;
+    return (PyArrayObject *)PyArray_FromAny(obj, NULL, 0, 0, 0, NULL);
+}
+
+static void tl_py_drop(PyArrayObject *a, PyObject *arg) {
+    if (a && (PyObject *)a != arg) Py_DECREF(a);
+}
+
 /* New reference: `a` cast to `type_num` (native order), a NumPy copy. */
 static PyArrayObject *tl_py_cast(PyArrayObject *a, int type_num) {
     PyArray_Descr *d = PyArray_DescrFromType(type_num);
@@ -63,20 +82,21 @@ static PyArrayObject *tl_py_cast(PyArrayObject *a, int type_num) {
 }
 
 /* A float array for `name`: float16/32/64 as is; long double or swapped byte
- * order converted to float64 (copy); anything else TypeError. New reference. */
+ * order converted to float64 (copy); anything else TypeError. Borrowed or new
+ * (tl_py_array_arg's rule: release with tl_py_drop(a, obj)). */
 static PyArrayObject *tl_py_float_array(PyObject *obj, const char *name) {
-    PyArrayObject *a = tl_py_array(obj);
+    PyArrayObject *a = tl_py_array_arg(obj);
     if (!a) return NULL;
     int tn = PyArray_TYPE(a);
     if (!PyTypeNum_ISFLOAT(tn)) {
         PyErr_Format(PyExc_TypeError, "%s must have a floating-point dtype (float16, float32 or float64), got %R",
                      name, (PyObject *)PyArray_DESCR(a));
-        Py_DECREF(a);
+        tl_py_drop(a, obj);
         return NULL;
     }
     if (tl_py_dtype(a) < 0 || !PyArray_ISALIGNED(a)) {
         PyArrayObject *c = tl_py_cast(a, tn == NPY_HALF ? NPY_HALF : tn == NPY_FLOAT ? NPY_FLOAT : NPY_DOUBLE);
-        Py_DECREF(a);
+        tl_py_drop(a, obj);
         return c;
     }
     return a;
@@ -285,28 +305,107 @@ static int tl_py_scratch_open(tl_scratch *s, const tl_py_scratch_arg *sa) {
 /* tl_py_run returns this when the signal handlers (or `restart`) raised. */
 #define TL_PY_RAISED (-100)
 
-/* Run work(ctx) with the GIL released (polled for SIGINT on the main thread),
- * inside a scratch scope if `sa` is given. When a poll stops it (TL_K_EINTR),
- * run the signal handlers with the GIL held: if they raise (Ctrl-C's
- * KeyboardInterrupt), return TL_PY_RAISED; else call `restart` (if any: it
- * rewinds the work's input, -1 with an exception set on failure) and run the
- * work again from the start. Returns the work's code otherwise. */
+/* ---- short calls keep the GIL ------------------------------------------------------
+ * Releasing the GIL and taking it back is a cost of its own: uncontended, a
+ * mutex, a condition variable and the thread state's bookkeeping, measured
+ * at 0.05-0.08 us of CPU per call (a decay of 1,000 float32 values: 0.49 us
+ * with the GIL kept, 0.57 us released on 3.11; 0.69 and 0.76 us on 3.13t);
+ * when other threads wait for the GIL, a hand-off on top. It pays when the
+ * work is long enough for other threads to do something meanwhile, and only
+ * then: a kernel call estimates its work as the bytes it reads (the corpus
+ * rows it scores, the graph a spreading walk may cross, the arrays decay
+ * streams) and runs calls below TL_PY_KEEP_GIL_BYTES with the GIL held, as
+ * NumPy's loops below 500 elements do. 64 KiB is about 1.3 us of kernel work
+ * at the kernels' in-cache rate of about 50 bytes per ns (cosine over 300 x
+ * 768 float32 rows: 920 KB in 10 us; decay of 10,000: 120 KB in 2.4 us;
+ * spreading over 10,000 edges counted at 64 bytes each: 14 us), so above it
+ * a release costs at most about 6 % of a call, and below it no thread waits
+ * more than about a microsecond for the GIL. tlalloc bench kernels ("short
+ * calls from many threads") measures the CPU time per call from 1 and 2
+ * threads at sizes on both sides.
+ *
+ * A call run with the GIL held is not polled for Ctrl-C: it is short by
+ * construction (its estimate bounds its work, which runs at tens of GB/s in
+ * cache), so a signal waits microseconds for it. Calls that use the shared scratch arena
+ * always release the GIL: tl_scratch_begin may wait there for another
+ * thread's call, and no thread may wait while it holds the GIL.
+ *
+ * A free-threaded build has no GIL to keep, but releasing still detaches the
+ * thread state (an atomic exchange and the QSBR bookkeeping) and attaching
+ * again may wait for a stop-the-world pause (the GC's): a detached thread
+ * lets such a pause proceed without it. The same threshold applies there,
+ * for that reason and for the same cost balance. */
+#define TL_PY_KEEP_GIL_BYTES_DEFAULT ((size_t)64 << 10)
+
+static size_t tl_py_keep_gil_bytes = TL_PY_KEEP_GIL_BYTES_DEFAULT; /* testing aid may change it */
+
+/* _kernels_keep_gil_bytes(n=None): the threshold; n sets it, returns the previous one. */
+static PyObject *py_keep_gil_bytes(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs) {
+    size_t prev = __atomic_load_n(&tl_py_keep_gil_bytes, __ATOMIC_RELAXED);
+    if (nargs > 1) {
+        PyErr_SetString(PyExc_TypeError, "_kernels_keep_gil_bytes(n=None)");
+        return NULL;
+    }
+    if (nargs == 1 && args[0] != Py_None) {
+        Py_ssize_t v;
+        if (tl_arg_count(args[0], "n", 0, PY_SSIZE_T_MAX, &v) < 0) return NULL;
+        __atomic_store_n(&tl_py_keep_gil_bytes, (size_t)v, __ATOMIC_RELAXED);
+    }
+    return PyLong_FromSize_t(prev);
+}
+
+/* a * b * c, or SIZE_MAX where that overflows (a zero-stride view can claim
+ * 2**40 rows): a work estimate in bytes. */
+static size_t tl_py_bytes3(size_t a, size_t b, size_t c) {
+    size_t ab, abc;
+    if (__builtin_mul_overflow(a, b, &ab) || __builtin_mul_overflow(ab, c, &abc)) return SIZE_MAX;
+    return abc;
+}
+
+/* A spreading call's estimate, a bound: every step may walk the whole graph
+ * (a cycle with decay_rate=0 does, up to max_depth steps), every edge counted
+ * as a cache line (its target is a random access) and every node as 16 bytes
+ * of state; the seeding and max_depth steps per seed set. A walk that stops
+ * early touches less, so a call that keeps the GIL is short whatever it
+ * meets. */
+#define TL_PY_EDGE_BYTES 64
+static size_t tl_py_spread_bytes(size_t n, size_t nnz, size_t depth, size_t nsets) {
+    size_t edges = tl_py_bytes3(nnz, TL_PY_EDGE_BYTES, 1), nodes = tl_py_bytes3(n, 16, 1);
+    size_t steps = depth >= SIZE_MAX - 1 ? SIZE_MAX : depth + 1;
+    return edges > SIZE_MAX - nodes ? SIZE_MAX : tl_py_bytes3(edges + nodes, steps, nsets);
+}
+
+/* work(ctx) inside a scratch scope if `sa` is given; the work's code. */
+static int tl_py_run_work(tl_py_work_fn work, void *ctx, const tl_py_scratch_arg *sa, tl_py_nogil *g) {
+    if (!sa) return work(ctx, NULL, g);
+    tl_scratch s;
+    int rc = tl_py_scratch_open(&s, sa);
+    if (rc == TL_K_OK) {
+        rc = work(ctx, &s, g);
+        tl_scratch_end(&s);
+    }
+    return rc;
+}
+
+/* Run work(ctx), inside a scratch scope if `sa` is given: with the GIL held if
+ * its estimated `bytes` are below the threshold above (never polled), else
+ * with the GIL released (polled for SIGINT on the main thread). When a poll
+ * stops it (TL_K_EINTR), run the signal handlers with the GIL held: if they
+ * raise (Ctrl-C's KeyboardInterrupt), return TL_PY_RAISED; else call
+ * `restart` (if any: it rewinds the work's input, -1 with an exception set on
+ * failure) and run the work again from the start. Returns the work's code
+ * otherwise. */
 static int tl_py_run(tl_py_work_fn work, void *ctx, const tl_py_scratch_arg *sa,
-                     int (*restart)(void *ctx)) {
+                     int (*restart)(void *ctx), size_t bytes) {
+    if (bytes < __atomic_load_n(&tl_py_keep_gil_bytes, __ATOMIC_RELAXED) &&
+        !(sa && sa->kind == TL_SCRATCH_SHARED)) {
+        tl_py_nogil held = {NULL, 0, 0}; /* not polled: the work cannot stop with TL_K_EINTR */
+        return tl_py_run_work(work, ctx, sa, &held);
+    }
     for (;;) {
         tl_py_nogil g;
         tl_py_nogil_begin(&g);
-        int rc;
-        if (sa) {
-            tl_scratch s;
-            rc = tl_py_scratch_open(&s, sa);
-            if (rc == TL_K_OK) {
-                rc = work(ctx, &s, &g);
-                tl_scratch_end(&s);
-            }
-        } else {
-            rc = work(ctx, NULL, &g);
-        }
+        int rc = tl_py_run_work(work, ctx, sa, &g);
         tl_py_nogil_end(&g);
         if (rc != TL_K_EINTR) return rc;
         if (PyErr_CheckSignals() < 0) return TL_PY_RAISED;
@@ -333,10 +432,10 @@ static int tl_py_is_bf16(PyArrayObject *a) {
 
 /* A cosine input for `name`: a float array (tl_py_float_array's rule) or a
  * bfloat16 one (read in place: the kernel reads 16-bit elements through memcpy
- * or aligned vector loads, so any alignment works). *dtype gets its tl_dtype. */
+ * or aligned vector loads, so any alignment works). *dtype gets its tl_dtype.
+ * Borrowed or new: release with tl_py_drop(a, obj). */
 static PyArrayObject *tl_py_cos_array(PyObject *obj, const char *name, tl_dtype *dtype) {
-    if (PyArray_Check(obj) && tl_py_is_bf16((PyArrayObject *)obj)) {
-        Py_INCREF(obj);
+    if (PyArray_Check(obj) && tl_py_is_bf16((PyArrayObject *)obj)) { /* borrowed */
         *dtype = TL_BF16;
         return (PyArrayObject *)obj;
     }
@@ -348,9 +447,10 @@ static PyArrayObject *tl_py_cos_array(PyObject *obj, const char *name, tl_dtype 
 /* candidate_norms: shape (n,), float32 or float64, every value finite and >= 0
  * (one pass, with the GIL held: the kernel reads them again, but they only
  * enter arithmetic, where a value changed meanwhile gives another score).
- * New reference, or NULL with an exception set. */
+ * Borrowed or new (release with tl_py_drop(a, obj)), or NULL with an
+ * exception set. */
 static PyArrayObject *tl_py_cand_norms(PyObject *obj, npy_intp n) {
-    PyArrayObject *a = tl_py_array(obj);
+    PyArrayObject *a = tl_py_array_arg(obj);
     if (!a) return NULL;
     int tn = PyArray_TYPE(a);
     if ((tn != NPY_FLOAT && tn != NPY_DOUBLE) || !PyArray_ISNOTSWAPPED(a)) {
@@ -366,7 +466,7 @@ static PyArrayObject *tl_py_cand_norms(PyObject *obj, npy_intp n) {
     }
     if (!PyArray_ISALIGNED(a)) {
         PyArrayObject *c = tl_py_cast(a, tn);
-        Py_DECREF(a);
+        tl_py_drop(a, obj);
         if (!c) return NULL;
         a = c;
     }
@@ -385,7 +485,7 @@ static PyArrayObject *tl_py_cand_norms(PyObject *obj, npy_intp n) {
     }
     return a;
 fail:
-    Py_DECREF(a);
+    tl_py_drop(a, obj);
     return NULL;
 }
 
@@ -600,8 +700,7 @@ static PyObject *py_cosine(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssi
             PyErr_Format(PyExc_TypeError, "out must be a numpy.ndarray, got %.100s", Py_TYPE(out_obj)->tp_name);
             goto done;
         }
-        out = (PyArrayObject *)out_obj;
-        Py_INCREF(out);
+        out = (PyArrayObject *)out_obj; /* borrowed */
         if (PyArray_TYPE(out) != NPY_FLOAT || !PyArray_ISNOTSWAPPED(out)) {
             PyErr_Format(PyExc_TypeError, "out must have dtype float32, got %R", (PyObject *)PyArray_DESCR(out));
             goto done;
@@ -660,7 +759,8 @@ static PyObject *py_cosine(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssi
                            rs ? PyArray_DATA(rs) : NULL, ld, &count, out ? PyArray_DATA(out) : NULL,
                            ors, ocs, &opts, 0, 0};
     tl_py_scratch_arg sa = {kind, arena};
-    int rc = tl_py_run(tl_py_cos_work, &call, &sa, NULL);
+    int rc = tl_py_run(tl_py_cos_work, &call, &sa, NULL,
+                       tl_py_bytes3((size_t)mq, (size_t)kept, (size_t)d * (size_t)PyArray_ITEMSIZE(c)));
     if (rc == TL_PY_RAISED) goto done;
     if (rc == TL_K_EINVAL && opts.allow_ids) {
         long long v = (long long)opts.allow_ids[call.bad_pos];
@@ -703,11 +803,11 @@ static PyObject *py_cosine(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssi
         Py_INCREF(result);
     }
 done:
-    Py_XDECREF(q);
-    Py_XDECREF(c);
-    Py_XDECREF(cn);
+    tl_py_drop(q, args[0]);
+    tl_py_drop(c, args[1]);
+    tl_py_drop(cn, args[4]);
     Py_XDECREF(allow);
-    Py_XDECREF(out);
+    tl_py_drop(out, out_obj);
     Py_XDECREF(ri);
     Py_XDECREF(rs);
     return result;
@@ -742,28 +842,28 @@ static int tl_py_check_u64_ids(PyArrayObject *a, const char *name, Py_ssize_t n_
 }
 
 /* A contiguous 1-D index array (int32 or int64; other integer types are cast to
- * int64, a copy). New reference. */
+ * int64, a copy). Borrowed or new: release with tl_py_drop(a, obj). */
 static PyArrayObject *tl_py_index_array(PyObject *obj, const char *name) {
-    PyArrayObject *a = tl_py_array(obj);
+    PyArrayObject *a = tl_py_array_arg(obj);
     if (!a) return NULL;
     if (!PyTypeNum_ISINTEGER(PyArray_TYPE(a))) {
         PyErr_Format(PyExc_TypeError, "%s must have an integer dtype, got %R", name, (PyObject *)PyArray_DESCR(a));
-        Py_DECREF(a);
+        tl_py_drop(a, obj);
         return NULL;
     }
     if (PyArray_NDIM(a) != 1) {
         PyErr_Format(PyExc_ValueError, "%s must be 1-dimensional, got %d dimension(s)", name, PyArray_NDIM(a));
-        Py_DECREF(a);
+        tl_py_drop(a, obj);
         return NULL;
     }
     int t = tl_py_dtype(a);
     if ((t == TL_I32 || t == TL_I64) && PyArray_IS_C_CONTIGUOUS(a) && PyArray_ISALIGNED(a)) return a;
     if (tl_py_check_u64_ids(a, name, -1) < 0) {
-        Py_DECREF(a);
+        tl_py_drop(a, obj);
         return NULL;
     }
     PyArrayObject *c = tl_py_cast(a, NPY_INT64);
-    Py_DECREF(a);
+    tl_py_drop(a, obj);
     if (c && !PyArray_IS_C_CONTIGUOUS(c)) { /* cast of a contiguous copy is contiguous */
         PyArrayObject *cc = (PyArrayObject *)PyArray_NewCopy(c, NPY_CORDER);
         Py_DECREF(c);
@@ -772,25 +872,27 @@ static PyArrayObject *tl_py_index_array(PyObject *obj, const char *name) {
     return c;
 }
 
+/* graph.data as float32 or float64, contiguous (other dtypes: a float64
+ * copy). Borrowed or new: release with tl_py_drop(a, obj). */
 static PyArrayObject *tl_py_weight_array(PyObject *obj) {
-    PyArrayObject *a = tl_py_array(obj);
+    PyArrayObject *a = tl_py_array_arg(obj);
     if (!a) return NULL;
     int tn = PyArray_TYPE(a);
     if (!(PyTypeNum_ISFLOAT(tn) || PyTypeNum_ISINTEGER(tn))) {
         PyErr_Format(PyExc_TypeError, "graph.data must have a real numeric dtype, got %R", (PyObject *)PyArray_DESCR(a));
-        Py_DECREF(a);
+        tl_py_drop(a, obj);
         return NULL;
     }
     if (PyArray_NDIM(a) != 1) {
         PyErr_Format(PyExc_ValueError, "graph.data must be 1-dimensional, got %d dimension(s)", PyArray_NDIM(a));
-        Py_DECREF(a);
+        tl_py_drop(a, obj);
         return NULL;
     }
     int t = tl_py_dtype(a);
     if ((t == TL_F32 || t == TL_F64) && PyArray_IS_C_CONTIGUOUS(a) && PyArray_ISALIGNED(a)) return a;
     PyArrayObject *c = (PyArrayObject *)PyArray_FromAny((PyObject *)a, PyArray_DescrFromType(NPY_DOUBLE), 1, 1,
                                                         NPY_ARRAY_FORCECAST | NPY_ARRAY_IN_ARRAY, NULL);
-    Py_DECREF(a);
+    tl_py_drop(a, obj);
     return c;
 }
 
@@ -895,8 +997,9 @@ static int tl_py_spread_scalars(PyObject *const *a, double *decay_rate, double *
     return 0;
 }
 
-/* The graph a[0..2] = indptr, indices, data as arrays (*ip, *ix, *w: new
- * references, set as far as they got, for the caller to release), with the
+/* The graph a[0..2] = indptr, indices, data as arrays (*ip, *ix, *w: borrowed
+ * or new, set as far as they got, for the caller to release with
+ * tl_py_drop(*ip, a[0]) and so on), with the
  * lengths the kernel needs. 0, or -1 with an exception set. */
 static int tl_py_graph(PyObject *const *a, PyArrayObject **ip, PyArrayObject **ix, PyArrayObject **w) {
     if (!(*ip = tl_py_index_array(a[0], "graph.indptr"))) return -1;
@@ -1033,7 +1136,7 @@ static PyObject *py_spread(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssi
                               .ri = ri ? PyArray_DATA(ri) : NULL, .rv = rv ? PyArray_DATA(rv) : NULL,
                               .count = &count, .err = &err};
     tl_py_scratch_arg sa = {kind, arena};
-    int rc = tl_py_run(tl_py_spread_work, &call, &sa, NULL);
+    int rc = tl_py_run(tl_py_spread_work, &call, &sa, NULL, tl_py_spread_bytes(n, (size_t)nnz, (size_t)depth, 1));
     if (rc == TL_PY_RAISED) goto done;
     if (rc == TL_K_EGRAPH) {
         tl_py_graph_error(&err, n, (size_t)nnz);
@@ -1050,9 +1153,9 @@ static PyObject *py_spread(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssi
         result = PyTuple_Pack(2, (PyObject *)ri, (PyObject *)rv);
     }
 done:
-    Py_XDECREF(ip);
-    Py_XDECREF(ix);
-    Py_XDECREF(w);
+    tl_py_drop(ip, args[0]);
+    tl_py_drop(ix, args[1]);
+    tl_py_drop(w, args[2]);
     Py_XDECREF(seeds);
     Py_XDECREF(act);
     Py_XDECREF(dense);
@@ -1089,18 +1192,18 @@ static PyObject *py_spread_many(PyObject *Py_UNUSED(m), PyObject *const *args, P
         PyArrayObject *s0 = tl_py_index_array(args[3], "seed_ids");
         if (!s0) goto done;
         if (tl_py_check_u64_ids(s0, "seed_ids", (Py_ssize_t)(nip - 1)) < 0) {
-            Py_DECREF(s0);
+            tl_py_drop(s0, args[3]);
             goto done;
         }
         seeds = (PyArrayObject *)PyArray_FromAny((PyObject *)s0, PyArray_DescrFromType(NPY_INT64), 1, 1,
                                                  NPY_ARRAY_FORCECAST | NPY_ARRAY_IN_ARRAY | NPY_ARRAY_ENSURECOPY, NULL);
-        Py_DECREF(s0);
+        tl_py_drop(s0, args[3]);
         if (!seeds) goto done;
         PyArrayObject *p0 = tl_py_index_array(args[4], "set_indptr");
         if (!p0) goto done;
         ptr = (PyArrayObject *)PyArray_FromAny((PyObject *)p0, PyArray_DescrFromType(NPY_INT64), 1, 1,
                                                NPY_ARRAY_FORCECAST | NPY_ARRAY_IN_ARRAY | NPY_ARRAY_ENSURECOPY, NULL);
-        Py_DECREF(p0);
+        tl_py_drop(p0, args[4]);
         if (!ptr) goto done;
     }
     npy_intp ns = PyArray_DIM(seeds, 0), np1 = PyArray_DIM(ptr, 0);
@@ -1161,7 +1264,7 @@ static PyObject *py_spread_many(PyObject *Py_UNUSED(m), PyObject *const *args, P
                               .ri = ri ? PyArray_DATA(ri) : NULL, .rv = rv ? PyArray_DATA(rv) : NULL,
                               .count = counts, .err = &err};
     tl_py_scratch_arg sa = {kind, arena};
-    int rc = tl_py_run(tl_py_spread_work, &call, &sa, NULL);
+    int rc = tl_py_run(tl_py_spread_work, &call, &sa, NULL, tl_py_spread_bytes(n, (size_t)nnz, (size_t)depth, nsets));
     PyMem_Free(counts); /* every set's count is min(top_k, n): the rows are full */
     if (rc == TL_PY_RAISED) goto done;
     if (rc == TL_K_EGRAPH) {
@@ -1184,9 +1287,9 @@ static PyObject *py_spread_many(PyObject *Py_UNUSED(m), PyObject *const *args, P
     }
 done:
     PyMem_Free(set_ptr);
-    Py_XDECREF(ip);
-    Py_XDECREF(ix);
-    Py_XDECREF(w);
+    tl_py_drop(ip, args[0]);
+    tl_py_drop(ix, args[1]);
+    tl_py_drop(w, args[2]);
     Py_XDECREF(seeds);
     Py_XDECREF(ptr);
     Py_XDECREF(act);
@@ -1222,7 +1325,7 @@ static int tl_py_time_constant(PyObject *obj, const char *name, double *out) {
 
 /* The arguments of one decay call, checked and converted. */
 typedef struct tl_py_decay_args {
-    PyArrayObject *s, *a, *out; /* strengths, ages, out (NULL: made here); owned */
+    PyArrayObject *s, *a, *out; /* strengths, ages, out (NULL: made here): borrowed or new */
     int res_type;               /* NPY_FLOAT or NPY_DOUBLE */
     tl_dtype sd, ad, od;        /* of s, a and the result */
     tl_decay_params p;
@@ -1230,7 +1333,8 @@ typedef struct tl_py_decay_args {
 } tl_py_decay_args;
 
 /* Check and convert _decay's arguments into *d (whose arrays the caller
- * releases, also on failure). Returns 0, or -1 with an exception set. */
+ * releases with tl_py_drop, also on failure). Returns 0, or -1 with an
+ * exception set. */
 static int tl_py_decay_parse(PyObject *const *args, tl_py_decay_args *d) {
     long model = -1;
     if (PyUnicode_Check(args[2])) {
@@ -1265,7 +1369,7 @@ static int tl_py_decay_parse(PyObject *const *args, tl_py_decay_args *d) {
     if (tl_py_scratch_kind(args[7], &d->sa.kind) < 0) return -1;
     PyObject *out_obj = args[6];
     if (!(d->s = tl_py_float_array(args[0], "strengths"))) return -1;
-    if (!(d->a = tl_py_array(args[1]))) return -1;
+    if (!(d->a = tl_py_array_arg(args[1]))) return -1;
     int tn = PyArray_TYPE(d->a);
     if (!(PyTypeNum_ISFLOAT(tn) || PyTypeNum_ISINTEGER(tn)) || PyTypeNum_ISBOOL(tn)) {
         PyErr_Format(PyExc_TypeError, "ages must have an integer or floating-point dtype, got %R",
@@ -1274,7 +1378,8 @@ static int tl_py_decay_parse(PyObject *const *args, tl_py_decay_args *d) {
     }
     if (tl_py_dtype(d->a) < 0 || !PyArray_ISALIGNED(d->a)) { /* long double, swapped: copy */
         PyArrayObject *c = tl_py_cast(d->a, PyTypeNum_ISFLOAT(tn) ? NPY_DOUBLE : (PyTypeNum_ISSIGNED(tn) ? NPY_INT64 : NPY_UINT64));
-        Py_SETREF(d->a, c);
+        tl_py_drop(d->a, args[1]);
+        d->a = c;
         if (!d->a) return -1;
     }
     d->res_type = PyArray_TYPE(d->s) == NPY_DOUBLE ? NPY_DOUBLE : NPY_FLOAT;
@@ -1283,8 +1388,7 @@ static int tl_py_decay_parse(PyObject *const *args, tl_py_decay_args *d) {
             PyErr_Format(PyExc_TypeError, "out must be a numpy.ndarray, got %.100s", Py_TYPE(out_obj)->tp_name);
             return -1;
         }
-        d->out = (PyArrayObject *)out_obj;
-        Py_INCREF(d->out);
+        d->out = (PyArrayObject *)out_obj; /* borrowed */
         if (PyArray_TYPE(d->out) != d->res_type || !PyArray_ISNOTSWAPPED(d->out)) {
             PyErr_Format(PyExc_TypeError, "out must have dtype %s (the result type for strengths of dtype %R), got %R",
                          d->res_type == NPY_DOUBLE ? "float64" : "float32", (PyObject *)PyArray_DESCR(d->s),
@@ -1301,6 +1405,12 @@ static int tl_py_decay_parse(PyObject *const *args, tl_py_decay_args *d) {
     d->od = d->res_type == NPY_DOUBLE ? TL_F64 : TL_F32;
     d->p = (tl_decay_params){(tl_decay_model)model, scale, alpha};
     return tl_py_scratch_arena(d->sa.kind, &d->sa.arena);
+}
+
+/* A decay call's estimate: n elements of strengths, ages and the result. */
+static size_t tl_py_decay_bytes(const tl_py_decay_args *d, size_t n) {
+    size_t each = (size_t)PyArray_ITEMSIZE(d->s) + (size_t)PyArray_ITEMSIZE(d->a) + (d->od == TL_F64 ? 8 : 4);
+    return tl_py_bytes3(n, each, 1);
 }
 
 /* 1-D arrays of one length, in one pass: ages checked, then decayed. */
@@ -1410,7 +1520,7 @@ static PyObject *tl_py_decay_call_1d(tl_py_decay_args *d, int *done) {
         if (!(d->out = (PyArrayObject *)PyArray_SimpleNew(1, dims, d->res_type))) return NULL;
     }
     tl_py_decay_1d call = {d, (size_t)n, 0};
-    int rc = tl_py_run(tl_py_decay_1d_work, &call, NULL, NULL);
+    int rc = tl_py_run(tl_py_decay_1d_work, &call, NULL, NULL, tl_py_decay_bytes(d, (size_t)n));
     if (rc == TL_PY_RAISED) return NULL;
     if (rc == TL_K_EAGES)
         return tl_py_age_error((const char *)PyArray_DATA(a) + (npy_intp)call.bad * PyArray_STRIDE(a, 0), a,
@@ -1437,17 +1547,18 @@ static PyObject *tl_py_decay_call_iter(tl_py_decay_args *d) {
     PyArrayObject *res = NpyIter_GetOperandArray(it)[2];
     Py_INCREF(res);
     if (NpyIter_GetIterSize(it) > 0) {
+        const size_t bytes = tl_py_decay_bytes(d, (size_t)NpyIter_GetIterSize(it));
         tl_py_decay_iter c = {d, it, NpyIter_GetIterNext(it, NULL), NpyIter_GetDataPtrArray(it),
                               NpyIter_GetInnerStrideArray(it), NpyIter_GetInnerLoopSizePtr(it), NULL};
         int rc = TL_PY_RAISED;
-        if (c.next) rc = tl_py_run(tl_py_decay_check_work, &c, NULL, tl_py_decay_iter_reset);
+        if (c.next) rc = tl_py_run(tl_py_decay_check_work, &c, NULL, tl_py_decay_iter_reset, bytes);
         if (rc == TL_K_EAGES) {
             tl_py_age_error(c.badp, d->a, 0, 0);
             rc = TL_PY_RAISED;
         } else if (rc == TL_K_OK) {
             rc = tl_py_decay_iter_reset(&c) < 0
                      ? TL_PY_RAISED
-                     : tl_py_run(tl_py_decay_iter_work, &c, &d->sa, tl_py_decay_iter_reset);
+                     : tl_py_run(tl_py_decay_iter_work, &c, &d->sa, tl_py_decay_iter_reset, bytes);
         }
         if (rc != TL_K_OK && rc != TL_PY_RAISED) {
             tl_py_kernel_error(rc);
@@ -1481,9 +1592,9 @@ static PyObject *py_decay(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssiz
         result = tl_py_decay_call_1d(&d, &done);
         if (!done) result = tl_py_decay_call_iter(&d);
     }
-    Py_XDECREF(d.s);
-    Py_XDECREF(d.a);
-    Py_XDECREF(d.out);
+    tl_py_drop(d.s, args[0]);
+    tl_py_drop(d.a, args[1]);
+    tl_py_drop(d.out, args[6]);
     return result;
 }
 
@@ -1711,7 +1822,8 @@ static PyObject *py_quantize(PyObject *Py_UNUSED(m), PyObject *const *args, Py_s
                                  PyArray_STRIDE(src, 0), PyArray_STRIDE(src, 1)},
                                 corpus, 0};
     tl_py_scratch_arg sa = {kind, arena};
-    int rc = tl_py_run(tl_py_quantize_work, &call, &sa, NULL);
+    int rc = tl_py_run(tl_py_quantize_work, &call, &sa, NULL,
+                       tl_py_bytes3((size_t)corpus->rows, (size_t)corpus->cols, (size_t)PyArray_ITEMSIZE(src)));
     if (rc == TL_PY_RAISED) goto fail;
     if (rc == TL_K_EINVAL) {
         i8_bad_row_error(src, call.bad_row);
@@ -1721,10 +1833,10 @@ static PyObject *py_quantize(PyObject *Py_UNUSED(m), PyObject *const *args, Py_s
         tl_py_kernel_error(rc);
         goto fail;
     }
-    Py_DECREF(src);
+    tl_py_drop(src, args[0]);
     return (PyObject *)corpus;
 fail:
-    Py_DECREF(src);
+    tl_py_drop(src, args[0]);
     Py_XDECREF(corpus);
     return NULL;
 }
@@ -1799,7 +1911,7 @@ static PyObject *py_score_int8(PyObject *Py_UNUSED(m), PyObject *const *args, Py
             PyErr_Format(PyExc_TypeError, "out must be a numpy.ndarray, got %.100s", Py_TYPE(out_obj)->tp_name);
             goto done;
         }
-        out = (PyArrayObject *)Py_NewRef(out_obj);
+        out = (PyArrayObject *)out_obj; /* borrowed */
         if (PyArray_TYPE(out) != NPY_FLOAT || !PyArray_ISNOTSWAPPED(out)) {
             PyErr_Format(PyExc_TypeError, "out must have dtype float32, got %R", (PyObject *)PyArray_DESCR(out));
             goto done;
@@ -1851,7 +1963,7 @@ static PyObject *py_score_int8(PyObject *Py_UNUSED(m), PyObject *const *args, Py
         out && batched ? PyArray_STRIDE(out, 0) : 0,
         out ? PyArray_STRIDE(out, batched) : 0};
     tl_py_scratch_arg sa = {kind, arena};
-    int rc = tl_py_run(tl_py_i8_work, &call, &sa, NULL);
+    int rc = tl_py_run(tl_py_i8_work, &call, &sa, NULL, tl_py_bytes3((size_t)mq, (size_t)n, (size_t)d));
     if (rc == TL_PY_RAISED) goto done;
     if (rc != TL_K_OK) {
         tl_py_kernel_error(rc);
@@ -1859,8 +1971,8 @@ static PyObject *py_score_int8(PyObject *Py_UNUSED(m), PyObject *const *args, Py
     }
     result = k >= 0 ? PyTuple_Pack(2, (PyObject *)ri, (PyObject *)rs) : Py_NewRef((PyObject *)out);
 done:
-    Py_XDECREF(q);
-    Py_XDECREF(out);
+    tl_py_drop(q, args[0]);
+    tl_py_drop(out, out_obj);
     Py_XDECREF(ri);
     Py_XDECREF(rs);
     return result;
@@ -2033,6 +2145,9 @@ static PyMethodDef kernel_methods[] = {
     {"_get_thread_scratch", py_get_thread_scratch, METH_NOARGS,
      "The calling thread's default scratch strategy."},
     {"_set_default_tau", py_set_default_tau, METH_O, "Register decay()'s default tau object."},
+    {"_kernels_keep_gil_bytes", (PyCFunction)(void (*)(void))py_keep_gil_bytes, METH_FASTCALL,
+     "_kernels_keep_gil_bytes(n=None) -> int: calls whose estimated work is below n bytes keep the GIL; "
+     "n sets it (testing and measuring aid), returns the previous value."},
     {"_kernels_set_main_thread", py_set_main_thread, METH_O,
      "Record the main thread's ident (the only thread whose kernel calls poll for SIGINT)."},
     {"_kernels_isa", py_isa, METH_NOARGS, "Instruction set the kernels use now."},
