@@ -1979,13 +1979,18 @@ done:
 }
 
 /* Optional extensions (tl_kernels_ext) by name, as a tuple. */
-static const char *const tl_ext_names[2] = {"avx512_vnni", "avx_vnni"};
-static const unsigned tl_ext_bits[2] = {TL_EXT_AVX512_VNNI, TL_EXT_AVX_VNNI};
+#define TL_PY_NUM_EXT 3
+static const char *const tl_ext_names[TL_PY_NUM_EXT] = {"avx512_vnni", "avx_vnni", "avx512_bf16"};
+static const unsigned tl_ext_bits[TL_PY_NUM_EXT] = {TL_EXT_AVX512_VNNI, TL_EXT_AVX_VNNI,
+                                                    TL_EXT_AVX512_BF16};
+#define TL_PY_EXT_LIST "'avx512_vnni', 'avx_vnni', 'avx512_bf16'"
 
 static PyObject *tl_py_ext_tuple(unsigned ext) {
-    PyObject *t = PyTuple_New((ext & TL_EXT_AVX512_VNNI ? 1 : 0) + (ext & TL_EXT_AVX_VNNI ? 1 : 0));
+    Py_ssize_t n = 0;
+    for (int b = 0; b < TL_PY_NUM_EXT; b++) n += (ext & tl_ext_bits[b]) != 0;
+    PyObject *t = PyTuple_New(n);
     Py_ssize_t i = 0;
-    for (int b = 0; t && b < 2; b++) {
+    for (int b = 0; t && b < TL_PY_NUM_EXT; b++) {
         if (!(ext & tl_ext_bits[b])) continue;
         PyObject *s = PyUnicode_FromString(tl_ext_names[b]);
         if (!s) {
@@ -2009,18 +2014,18 @@ static PyObject *py_best_ext(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored
  * ("avx_vnni",)); returns the previous set. */
 static PyObject *py_set_ext(PyObject *Py_UNUSED(m), PyObject *arg) {
     if (PyUnicode_Check(arg)) {
-        PyErr_Format(PyExc_TypeError, "ext must be a tuple of names ('avx512_vnni', 'avx_vnni'), got %R", arg);
+        PyErr_Format(PyExc_TypeError, "ext must be a tuple of names (" TL_PY_EXT_LIST "), got %R", arg);
         return NULL;
     }
-    PyObject *seq = PySequence_Fast(arg, "ext must be a tuple of names ('avx512_vnni', 'avx_vnni')");
+    PyObject *seq = PySequence_Fast(arg, "ext must be a tuple of names (" TL_PY_EXT_LIST ")");
     if (!seq) return NULL;
     unsigned ext = 0;
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
         int which = -1;
         PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
-        if (item == Py_None || tl_arg_choice(item, "ext", tl_ext_names, 2, &which) < 0 || which < 0) {
+        if (item == Py_None || tl_arg_choice(item, "ext", tl_ext_names, TL_PY_NUM_EXT, &which) < 0 || which < 0) {
             if (!PyErr_Occurred())
-                PyErr_Format(PyExc_TypeError, "ext must hold 'avx512_vnni' or 'avx_vnni', got %R", item);
+                PyErr_Format(PyExc_TypeError, "ext must hold one of " TL_PY_EXT_LIST ", got %R", item);
             Py_DECREF(seq);
             return NULL;
         }
