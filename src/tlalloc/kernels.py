@@ -1,6 +1,7 @@
 """Compute kernels whose scratch memory comes from the calling thread's arena.
 
-Three kernels, written in C, that release the GIL while they run and take every
+Three kernels, written in C, that release the GIL while they run (all but calls
+below an estimated 64 KiB of work, for which that costs more than it gives) and take every
 temporary buffer from the calling thread's arena (a pointer bump, no lock), so
 that they scale with threads:
 
