@@ -137,6 +137,7 @@ setup(
                 "-pthread",
                 "-Wl,--version-script=csrc/pool/libtlalloc.map",
                 "-Wl,-z,defs",
+                "-Wl,-Bsymbolic-functions",  # malloc -> tl_pool_malloc without the PLT (Makefile)
             ],
         ),
         Extension(

@@ -297,3 +297,66 @@ def test_interrupt_reports_the_finished_runs(tmp_path: Path, monkeypatch: pytest
     assert data["interrupted"] and data["rounds"] == 1
     assert [r["speed"]["glibc"] for r in data["summary"]["rows"]] == [2.0, 2.0]
     assert "2 interleaved round(s)" not in capsys.readouterr().out
+
+
+def test_cpu_metric_per_kind_of_program() -> None:
+    by_name = {b.name: b for b in mb.BENCHES}
+    # A rate over a fixed wall time: scaled by the share of it spent on a CPU.
+    assert mb.cpu_metric(by_name["larson"], 10.0, 4.0, 1.0) == 2.5
+    assert mb.cpu_metric(by_name["xmalloc-test"], 6.0, 2.0, 2.0) == 6.0
+    # A fixed amount of work: its CPU seconds, whatever the wall time.
+    assert mb.cpu_metric(by_name["malloc-large"], 9.0, 9.0, 1.5) == 1.5
+    assert mb.cpu_metric(by_name["mstress"], 9.0, 9.0, 3.0) == 3.0
+    # Already per CPU second.
+    assert mb.cpu_metric(by_name["rptest"], 7.0, 2.0, 1.0) == 7.0
+
+
+def _waiting_runs() -> list[mb.Config]:
+    """larson x2: "slow" reports twice fast's time but waited for a core half
+    its wall time; malloc-large: slow takes 3x fast's wall time, 1x its CPU."""
+    by_name = {b.name: b for b in mb.BENCHES}
+    larson = mb.Config(by_name["larson"], 2, ("2",), runs={
+        "fast": [{"round": 0, "time_s": 1.0, "wall_s": 2.0, "cpu_s": 2.0, "error": None,
+                  "maxrss_bytes": 10}],
+        "slow": [{"round": 0, "time_s": 2.0, "wall_s": 2.0, "cpu_s": 1.0, "error": None,
+                  "maxrss_bytes": 10}]})
+    large = mb.Config(by_name["malloc-large"], 1, (), runs={
+        "fast": [{"round": 0, "time_s": 1.0, "wall_s": 1.0, "cpu_s": 1.0, "error": None,
+                  "maxrss_bytes": 10}],
+        "slow": [{"round": 0, "time_s": 3.0, "wall_s": 3.0, "cpu_s": 1.0, "error": None,
+                  "maxrss_bytes": 10}]})
+    return [larson, large]
+
+
+def test_summarize_by_cpu_time() -> None:
+    cfgs = mb.configs_from_json({"runs": [
+        {"benchmark": c.bench.name, "threads": c.threads, "args": list(c.args), "runs": c.runs}
+        for c in _waiting_runs()]})
+    by_time = mb.summarize(cfgs, "fast")
+    by_cpu = mb.summarize(cfgs, "fast", "cpu")
+    assert [r["speed"]["slow"] for r in by_time["rows"]] == [2.0, 3.0]
+    assert [r["speed"]["slow"] for r in by_cpu["rows"]] == [1.0, 1.0]
+    assert by_cpu["metric"] == "cpu" and by_time["metric"] == "time"
+    with pytest.raises(ValueError, match="metric='wall'"):
+        mb.summarize(cfgs, "fast", "wall")
+
+
+def test_from_json_prints_an_earlier_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = _bench_dir(tmp_path)
+    out = tmp_path / "r.json"
+    assert mb.run(_args("--bench-dir", str(root), "--benchmarks", "larson", "--threads", "1",
+                        "--rounds", "1", "--allocators", "glibc,fast", "--preload",
+                        f"fast={_lib(tmp_path, 'fast')}", "--subject", "fast",
+                        "--json", str(out))) == 0
+    data = json.loads(out.read_text())
+    entry = data["runs"][0]["runs"]["fast"][0]
+    assert entry["cpu_time_s"] == pytest.approx(entry["time_s"] * entry["cpu_s"] / entry["wall_s"])
+    capsys.readouterr()
+    assert mb.run(_args("--from-json", str(out), "--subject", "fast", "--metric", "cpu",
+                        "--markdown")) == 0
+    text = capsys.readouterr().out
+    assert "speed from CPU time" in text and "larson" in text and "| larson | 1 |" in text
+    assert mb.run(_args("--from-json", str(out), "--subject", "nobody")) == 2
+    assert "--subject 'nobody' is not among" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--bench-dir is required"):
+        mb.run(_args("--rounds", "1"))

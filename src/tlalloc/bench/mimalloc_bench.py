@@ -38,6 +38,16 @@ says what peak RSS alone cannot. The library costs every allocation a call
 to ``malloc_usable_size`` and a thread-local add, under every allocator alike;
 speeds measured with ``--live`` include it.
 
+``--metric cpu`` compares CPU time instead (``cpu_metric``): the user+sys
+time of the fixed-work programs, and for the fixed-duration ones their
+reported time times the share of the run's wall time they spent on a CPU. On
+a machine shared with other work, a program that waits for a core loses wall
+time but not CPU time: there the wall-clock ratios of one program differ by
+half from round to round, the CPU ratios far less. It counts what the
+allocator costs, not what it waits for (an allocator whose threads sleep on a
+lock looks better by it, one whose threads spin does not). Every run records
+both; ``--from-json`` prints an earlier run's table again, by either metric.
+
 ``--short`` applies the reductions listed in ``SHORT_CHANGES`` (shorter fixed
 durations, fewer repetitions) to fit a 2-core machine's time budget; every run
 prints the exact arguments used.
@@ -47,12 +57,14 @@ Example:
     $ tlalloc bench mimalloc-bench --bench-dir /tmp/mimalloc-bench --tlalloc build/c/libtlalloc.so
     $ tlalloc bench mimalloc-bench --bench-dir /tmp/mimalloc-bench --quick
     $ tlalloc bench mimalloc-bench --bench-dir /tmp/mimalloc-bench --benchmarks rptest --live
+    $ tlalloc bench mimalloc-bench --from-json mb.json --metric cpu
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import math
 import os
 import re
@@ -104,6 +116,34 @@ class Bench:
     deterministic: bool = False  # output must match across allocators
     stdin: str | None = None  # a file under {SRC}
     max_threads: int | None = None
+    # What the metric is per (for --metric cpu): "work" (a fixed amount of work
+    # timed by the wall clock), "wall" (a rate over a fixed wall-clock time) or
+    # "cpu" (a rate per CPU second already).
+    per: str = "work"
+
+
+def cpu_metric(bench: Bench, metric: float, wall_s: float, cpu_s: float) -> float:
+    """The run's time per unit of work counted in CPU seconds instead of wall
+    seconds (``--metric cpu``): what a loaded machine changes least, since a
+    program that waits for a core loses wall time but not CPU time.
+
+    A fixed amount of work: the user+sys time. A rate over a fixed wall-clock
+    time (larson: operations per second of its run): the time bench.sh reports
+    times the share of the wall time the program spent on a CPU. A rate per
+    CPU second (rptest): unchanged.
+
+    Example:
+        >>> larson = next(b for b in BENCHES if b.name == "larson")
+        >>> cpu_metric(larson, 10.0, 4.0, 2.0)  # half the wall time on a CPU
+        5.0
+        >>> cpu_metric(BENCHES[0], 3.0, 3.0, 1.5)  # cfrac: its CPU seconds
+        1.5
+    """
+    if bench.per == "work":
+        return cpu_s
+    if bench.per == "wall":
+        return metric * cpu_s / wall_s if wall_s > 0 else float("nan")
+    return metric
 
 
 def _wall(out: str, wall: float, threads: int) -> float:
@@ -172,17 +212,19 @@ BENCHES: tuple[Bench, ...] = (
     Bench("cfrac", "cfrac", (CFRAC_NUMBER,), False, _cfrac, deterministic=True),
     Bench("espresso", "espresso", ("{SRC}/espresso/largest.espresso",), False, _wall),  # prints nothing
     Bench("barnes", "barnes", (), False, _expect(r"^COMPUTETIME"), stdin="barnes/input"),
-    Bench("larson", "larson", ("5", "8", "1000", "5000", "100", "4141", "{P}"), True, _larson),
+    Bench("larson", "larson", ("5", "8", "1000", "5000", "100", "4141", "{P}"), True, _larson,
+          per="wall"),
     Bench("larson-sized", "larson-sized", ("5", "8", "1000", "5000", "100", "4141", "{P}"), True,
-          _larson),
-    Bench("xmalloc-test", "xmalloc-test", ("-w", "{P}", "-t", "5", "-s", "64"), True, _xmalloc),
+          _larson, per="wall"),
+    Bench("xmalloc-test", "xmalloc-test", ("-w", "{P}", "-t", "5", "-s", "64"), True, _xmalloc,
+          per="wall"),
     Bench("mstress", "mstress", ("{P}", "50", "25"), True, _expect(r"^start with \d+ threads")),
     Bench("rptest", "rptest", ("{P}", "0", "1", "2", "500", "1000", "100", "8", "16000"), True,
-          _rptest),
+          _rptest, per="cpu"),
     Bench("cache-scratch", "cache-scratch", ("{P}", "1000", "1", "2000000", "{P}"), True, _wall),
     Bench("cache-thrash", "cache-thrash", ("{P}", "1000", "1", "2000000", "{P}"), True, _wall),
     Bench("glibc-simple", "glibc-simple", (), False, _wall),
-    Bench("glibc-thread", "glibc-thread", ("{P}",), True, _glibc_thread),
+    Bench("glibc-thread", "glibc-thread", ("{P}",), True, _glibc_thread, per="wall"),
     Bench("alloc-test", "alloc-test", ("{P}",), True, _alloc_test, max_threads=16),
     Bench("malloc-large", "malloc-large", (), False, _wall),
     Bench("mleak10", "mleak", ("5",), False, _expect(r"^Using \d+ threads")),
@@ -235,9 +277,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         >>> a.preload, a.rounds
         (['foo=/lib/foo.so'], 3)
     """
-    parser.add_argument("--bench-dir", required=True,
+    parser.add_argument("--bench-dir", default=None,
                         help="checkout of daanx/mimalloc-bench (its bench/ inputs; binaries in "
-                             "out/bench unless --bin-dir)")
+                             "out/bench unless --bin-dir); required unless --from-json")
     parser.add_argument("--bin-dir", default=None, help="folder of the built benchmark programs")
     parser.add_argument("--tlalloc", default=None, metavar="PATH",
                         help="libtlalloc.so (same as --preload tlalloc=PATH; default: the one "
@@ -255,6 +297,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", default="1,2,4,16",
                         help="thread counts for the threaded benchmarks (default 1,2,4,16)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--metric", choices=("time", "cpu"), default="time",
+                        help="what the speed ratios compare: bench.sh's time (default) or the "
+                             "CPU time per unit of work, which a loaded machine changes less "
+                             "(fixed-work programs: user+sys; larson and the other fixed-duration "
+                             "programs: their time times their CPU share of the wall time)"),
     parser.add_argument("--deadline", default=None, metavar="HH:MM",
                         help="after the first round, start no benchmark whose first-round runs "
                              "say it would end past this UTC time (later rounds may be partial)")
@@ -269,6 +316,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also measure each run's peak live bytes with liblivecount.so (PATH, or "
                              "by default the one installed with the package), preloaded before the "
                              "allocator, and give peak RSS per live byte")
+    parser.add_argument("--from-json", default=None, metavar="PATH",
+                        help="run nothing: summarize the runs a --json file of an earlier run "
+                             "holds (with --metric, --subject, --markdown)")
     parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
 
@@ -442,7 +492,10 @@ def run_matrix(configs: list[Config], allocators: dict[str, dict[str, Any]], bin
                 live_peak = read_live_peak(live_file) if live_file else None
                 metric, error = _check(cfg, r)
                 out_hash = hashlib.sha256(r["stdout"].encode()).hexdigest()[:16]
-                entry = {"round": rnd, "time_s": metric, "wall_s": r["wall_s"], "cpu_s": r["cpu_s"],
+                cpu_time = None if metric is None else cpu_metric(cfg.bench, metric, r["wall_s"],
+                                                                   r["cpu_s"])
+                entry = {"round": rnd, "time_s": metric, "cpu_time_s": cpu_time,
+                         "wall_s": r["wall_s"], "cpu_s": r["cpu_s"],
                          "maxrss_bytes": r["maxrss_bytes"], "minflt": r["minflt"],
                          "nvcsw": r["nvcsw"], "nivcsw": r["nivcsw"],
                          "error": error, "stdout_sha256": out_hash}
@@ -470,10 +523,11 @@ def run_matrix(configs: list[Config], allocators: dict[str, dict[str, Any]], bin
     return done
 
 
-def summarize(configs: list[Config], subject: str) -> dict[str, Any]:
+def summarize(configs: list[Config], subject: str, metric: str = "time") -> dict[str, Any]:
     """Per config: median time and peak RSS per allocator, the subject's ratios
     (speed: other's time / subject's, per round and of the medians; RSS: subject's /
-    other's), and failures; then the geometric means and the goals.
+    other's), and failures; then the geometric means and the goals. ``metric``
+    "time" takes bench.sh's time of each run, "cpu" its CPU time (cpu_metric).
 
     Example:
         >>> b = BENCHES[0]
@@ -484,11 +538,15 @@ def summarize(configs: list[Config], subject: str) -> dict[str, Any]:
         >>> s["rows"][0]["speed"]["glibc"], s["rows"][0]["rss_ratio"]["glibc"]
         (2.0, 2.0)
     """
+    if metric not in ("time", "cpu"):
+        raise ValueError(f"metric={metric!r}: expected 'time' or 'cpu'")
+    tkey = "time_s" if metric == "time" else "cpu_time_s"
     rows = []
     names = list(configs[0].runs) if configs else []
     for cfg in configs:
-        ok = {a: [e for e in es if e["error"] is None] for a, es in cfg.runs.items()}
-        med_t = {a: _median([e["time_s"] for e in es]) for a, es in ok.items()}
+        ok = {a: [e for e in es if e["error"] is None and e.get(tkey) is not None]
+              for a, es in cfg.runs.items()}
+        med_t = {a: _median([e[tkey] for e in es]) for a, es in ok.items()}
         med_rss = {a: _median([e["maxrss_bytes"] for e in es]) for a, es in ok.items()}
         failures = {a: [e["error"] for e in es if e["error"]] for a, es in cfg.runs.items()}
         row: dict[str, Any] = {
@@ -498,7 +556,7 @@ def summarize(configs: list[Config], subject: str) -> dict[str, Any]:
             "rss_ratio": {}, "runs": len(ok.get(subject, []))}
         # Per allocator and round: time, peak RSS, RSS per live byte (--live);
         # for the medians and the 95% intervals (ratio_interval).
-        by_round = {a: ({e["round"]: e["time_s"] for e in es},
+        by_round = {a: ({e["round"]: e[tkey] for e in es},
                         {e["round"]: e["maxrss_bytes"] for e in es},
                         {e["round"]: e["maxrss_bytes"] / e["live_peak_bytes"] for e in es
                          if e.get("live_peak_bytes")}) for a, es in ok.items()}
@@ -517,7 +575,7 @@ def summarize(configs: list[Config], subject: str) -> dict[str, Any]:
                     continue
                 a_t, a_rss, a_rpl = by_round[a]
                 row["speed"][a] = med_t[a] / med_t[subject]
-                row["speed_rounds"][a] = [e["time_s"] / subj_t[e["round"]] for e in ok[a]
+                row["speed_rounds"][a] = [e[tkey] / subj_t[e["round"]] for e in ok[a]
                                           if e["round"] in subj_t]
                 row["rss_ratio"][a] = med_rss[subject] / med_rss[a] if med_rss[a] else float("nan")
                 intervals = {"speed_ci": ratio_interval(a_t, subj_t),
@@ -548,8 +606,8 @@ def summarize(configs: list[Config], subject: str) -> dict[str, Any]:
                 rows, "rss_per_live_ratio", "mimalloc", 1.2, "over")
     failed = [f"{_row_label(r)} {a}" for r in rows for a in r["failures"]]
     goals["no failed run"] = {"met": not failed, "failed": failed}
-    return {"subject": subject, "rows": rows, "geomean_speed": geo, "geomean_rss_ratio": geo_rss,
-            "goals": goals}
+    return {"subject": subject, "metric": metric, "rows": rows, "geomean_speed": geo,
+            "geomean_rss_ratio": geo_rss, "goals": goals}
 
 
 def _cell_goal(rows: list[dict[str, Any]], key: str, a: str, bound: float,
@@ -705,6 +763,58 @@ def format_markdown(s: dict[str, Any], allocators: list[str]) -> str:
     return "\n".join(lines)
 
 
+def configs_from_json(data: dict[str, Any]) -> list[Config]:
+    """The configs, with their runs, of a ``--json`` file's contents; a run
+    without a CPU time (a file written before there was one) gets it from its
+    wall and CPU seconds (cpu_metric).
+
+    Example:
+        >>> run = {"round": 0, "time_s": 8.0, "wall_s": 4.0, "cpu_s": 2.0, "error": None,
+        ...        "maxrss_bytes": 1}
+        >>> c = configs_from_json({"runs": [{"benchmark": "larson", "threads": 2,
+        ...                                  "args": ["2"], "runs": {"glibc": [run]}}]})
+        >>> c[0].label, c[0].runs["glibc"][0]["cpu_time_s"]
+        ('larson x2', 4.0)
+    """
+    by_name = {b.name: b for b in BENCHES}
+    configs = []
+    for item in data["runs"]:
+        name = item["benchmark"]
+        if name not in by_name:
+            raise ValueError(f"--from-json: unknown benchmark {name!r}")
+        bench = by_name[name]
+        runs: dict[str, list[dict[str, Any]]] = {}
+        for a, entries in item["runs"].items():
+            runs[a] = []
+            for e in entries:
+                e = dict(e)
+                if e.get("cpu_time_s") is None and e.get("time_s") is not None:
+                    e["cpu_time_s"] = cpu_metric(bench, e["time_s"], e["wall_s"], e["cpu_s"])
+                runs[a].append(e)
+        configs.append(Config(bench, int(item["threads"]), tuple(item["args"]), runs=runs))
+    return configs
+
+
+def _from_json(args: argparse.Namespace) -> int:
+    with open(args.from_json) as f:
+        data = json.load(f)
+    configs = configs_from_json(data)
+    allocators = list(data.get("allocators") or (configs[0].runs if configs else []))
+    if args.subject not in allocators:
+        print(f"tlalloc bench mimalloc-bench: --subject {args.subject!r} is not among the "
+              f"allocators of {args.from_json} ({', '.join(allocators)})", file=sys.stderr)
+        return 2
+    s = summarize(configs, args.subject, args.metric)
+    print(f"{args.from_json}: {data.get('rounds', '?')} round(s); load average "
+          f"{data.get('load_start', '?')} at start, {data.get('load_end', '?')} at end; "
+          f"speed from {'CPU time' if args.metric == 'cpu' else 'bench.sh' + chr(39) + 's time'}")
+    print(format_summary(s, allocators))
+    if args.markdown:
+        print()
+        print(format_markdown(s, allocators))
+    return 0
+
+
 def _commit(root: Path) -> str | None:
     try:
         r = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
@@ -729,6 +839,10 @@ def run(args: argparse.Namespace) -> int:
         >>> run(p.parse_args(["--bench-dir", "/nonexistent"]))
         2
     """
+    if args.from_json:
+        return _from_json(args)
+    if args.bench_dir is None:
+        raise ValueError("--bench-dir is required (the mimalloc-bench checkout) unless --from-json")
     root = Path(args.bench_dir)
     bin_dir = Path(args.bin_dir) if args.bin_dir else root / "out" / "bench"
     src_dir = root / "bench"
@@ -797,10 +911,12 @@ def run(args: argparse.Namespace) -> int:
         done = max((e["round"] + 1 for c in configs for es in c.runs.values() for e in es), default=0)
         log(f"interrupted in round {done}: the results below are of the runs finished so far")
     load_end = _load()
-    s = summarize(configs, args.subject)
+    s = summarize(configs, args.subject, args.metric)
     print()
     print(f"{done} interleaved round(s) in {time.time() - t0:.0f} s; load average {load_start} at "
-          f"start, {load_end} at end. Speed = other's time / {args.subject}'s (>1: {args.subject} "
+          f"start, {load_end} at end. Speed = other's "
+          + ("CPU time (--metric cpu)" if args.metric == "cpu" else "time")
+          + f" / {args.subject}'s (>1: {args.subject} "
           f"faster), medians over rounds; RSS/x = {args.subject}'s peak RSS / x's.")
     print(format_summary(s, list(allocators)))
     if args.markdown:
