@@ -1,7 +1,8 @@
 """Compute kernels whose scratch memory comes from the calling thread's arena.
 
 Three kernels, written in C, that release the GIL while they run (all but calls
-below an estimated 64 KiB of work, for which that costs more than it gives) and take every
+below an estimated 1 MiB of work, 64 KiB on a free-threaded build, for which that
+costs more than it gives) and take every
 temporary buffer from the calling thread's arena (a pointer bump, no lock), so
 that they scale with threads:
 

@@ -315,14 +315,15 @@ static int tl_py_scratch_open(tl_scratch *s, const tl_py_scratch_arg *sa) {
  * then: a kernel call estimates its work as the bytes it reads (the corpus
  * rows it scores, the graph a spreading walk may cross, the arrays decay
  * streams) and runs calls below TL_PY_KEEP_GIL_BYTES with the GIL held, as
- * NumPy's loops below 500 elements do. 64 KiB is about 1.3 us of kernel work
- * at the kernels' in-cache rate of about 50 bytes per ns (cosine over 300 x
- * 768 float32 rows: 920 KB in 10 us; decay of 10,000: 120 KB in 2.4 us;
- * spreading over 10,000 edges counted at 64 bytes each: 14 us), so above it
- * a release costs at most about 6 % of a call, and below it no thread waits
- * more than about a microsecond for the GIL. tlalloc bench kernels ("short
- * calls from many threads") measures the CPU time per call from 1 and 2
- * threads at sizes on both sides.
+ * NumPy's loops below 500 elements do. With the GIL, what decides is the
+ * hand-off when another thread waits for it: two threads calling in a loop
+ * paid 1.4-2.4 us of CPU more per call for releasing it (spreading over 50
+ * nodes 2.2 -> 4.6 us, decay of 10,000 values 2.5 -> 3.9 us, cosine over
+ * 300 x 768 float32 rows 9.2 -> 11.2 us; `python -m tlalloc.bench.kernel_threads`
+ * on 3.11, Zen 5, load 1.4), so a release costs under 10 % of a call only from
+ * about 20 us of work: 1 MiB at the kernels' in-cache rate of about 50 bytes
+ * per ns. The same cells with the GIL kept below 1 MiB: 0.97-1.23x. A thread
+ * waits at most that long for the GIL (the switch interval is 5 ms).
  *
  * A call run with the GIL held is not polled for Ctrl-C: it is short by
  * construction (its estimate bounds its work, which runs at tens of GB/s in
@@ -330,12 +331,17 @@ static int tl_py_scratch_open(tl_scratch *s, const tl_py_scratch_arg *sa) {
  * always release the GIL: tl_scratch_begin may wait there for another
  * thread's call, and no thread may wait while it holds the GIL.
  *
- * A free-threaded build has no GIL to keep, but releasing still detaches the
- * thread state (an atomic exchange and the QSBR bookkeeping) and attaching
- * again may wait for a stop-the-world pause (the GC's): a detached thread
- * lets such a pause proceed without it. The same threshold applies there,
- * for that reason and for the same cost balance. */
+ * A free-threaded build has no GIL to keep and no hand-off, but releasing
+ * still detaches the thread state (an atomic exchange and the QSBR
+ * bookkeeping: 0.07 us of CPU, a decay of 1,000 values 0.69 against 0.76 us)
+ * and attaching again may wait for a stop-the-world pause (the GC's), which a
+ * detached thread lets proceed without it: there the threshold is 64 KiB,
+ * about 1.3 us of work, above which detaching costs under 6 % of a call. */
+#ifdef Py_GIL_DISABLED
 #define TL_PY_KEEP_GIL_BYTES_DEFAULT ((size_t)64 << 10)
+#else
+#define TL_PY_KEEP_GIL_BYTES_DEFAULT ((size_t)1 << 20)
+#endif
 
 static size_t tl_py_keep_gil_bytes = TL_PY_KEEP_GIL_BYTES_DEFAULT; /* testing aid may change it */
 
