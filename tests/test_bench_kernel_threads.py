@@ -84,3 +84,16 @@ def test_main_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert len(data["kernel_threads"]["cells"]) == len(kernel_threads.SIZES)
     with pytest.raises(SystemExit):
         kernel_threads.main(["--rounds", "0"])
+
+
+def test_keep_gil_bytes_runs_under_that_threshold_and_restores_it(tmp_path: Path) -> None:
+    from tlalloc import _tlalloc
+
+    before = _tlalloc._kernels_keep_gil_bytes()
+    out = tmp_path / "t.json"
+    args = ["--quick", "--rounds", "1", "--duration", "0.005", "--json", str(out)]
+    assert kernel_threads.main([*args, "--keep-gil-bytes", "65536"]) == 0
+    assert json.loads(out.read_text())["kernel_threads"]["keep_gil_bytes"] == 65536
+    assert _tlalloc._kernels_keep_gil_bytes() == before
+    with pytest.raises(SystemExit):
+        kernel_threads.main([*args, "--keep-gil-bytes", "0"])

@@ -319,8 +319,8 @@ static int tl_py_scratch_open(tl_scratch *s, const tl_py_scratch_arg *sa) {
  * hand-off when another thread waits for it: two threads calling in a loop
  * paid 1.4-2.4 us of CPU more per call for releasing it (spreading over 50
  * nodes 2.2 -> 4.6 us, decay of 10,000 values 2.5 -> 3.9 us, cosine over
- * 300 x 768 float32 rows 9.2 -> 11.2 us; `python -m tlalloc.bench.kernel_threads`
- * on 3.11, Zen 5, load 1.4), so a release costs under 10 % of a call only from
+ * 300 x 768 float32 rows 9.2 -> 11.2 us; `python -m tlalloc.bench.kernel_threads
+ * --keep-gil-bytes 65536` against the default on 3.11, Zen 5, load 1.4), so a release costs under 10 % of a call only from
  * about 20 us of work: 1 MiB at the kernels' in-cache rate of about 50 bytes
  * per ns. The same cells with the GIL kept below 1 MiB: 0.97-1.23x. A thread
  * waits at most that long for the GIL (the switch interval is 5 ms).

@@ -240,11 +240,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds per measurement; default 0.2")
     p.add_argument("--quick", action="store_true", help="smoke run: the small size of each kernel")
     p.add_argument("--json", metavar="PATH", help="write the figures as JSON")
+    p.add_argument("--keep-gil-bytes", type=positive_int, default=None, metavar="N",
+                   help="run with calls below N bytes of estimated work keeping the GIL instead of "
+                        "the build's default (to compare thresholds)")
     args = p.parse_args(argv)
     info = machine_info()
     print(f"machine: {describe_machine(info)}")
     print(f"{load_average()} (before the run)")
-    r = compare(rounds=args.rounds, duration=args.duration, quick=args.quick)
+    prev = None if args.keep_gil_bytes is None else _tlalloc._kernels_keep_gil_bytes(args.keep_gil_bytes)
+    try:
+        r = compare(rounds=args.rounds, duration=args.duration, quick=args.quick)
+    finally:
+        if prev is not None:
+            _tlalloc._kernels_keep_gil_bytes(prev)
     print(report(r))
     print(f"{load_average()} (after the run)")
     if args.json:
