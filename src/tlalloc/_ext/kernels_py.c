@@ -1068,6 +1068,30 @@ static PyArrayObject *tl_py_activation(PyObject *arg, npy_intp ns) {
     return act;
 }
 
+/* What a spreading call returns after tl_py_run gave `rc`: the dense array or
+ * the (indices, scores) pair, or NULL with the error set (a graph or seed
+ * fault named as the kernel found it; with `many`, the seed's set named too). */
+static PyObject *tl_py_spread_result(int rc, const tl_spread_error *err, size_t n, size_t nnz, int many,
+                                     PyArrayObject *dense, PyArrayObject *ri, PyArrayObject *rv) {
+    if (rc == TL_PY_RAISED) return NULL;
+    if (rc == TL_K_EGRAPH) {
+        if (many && err->fault == TL_FAULT_SEED)
+            return PyErr_Format(PyExc_ValueError,
+                                "seed set %lld: seeds[%lld] = %lld is out of range for a graph of %zu nodes",
+                                (long long)err->set, (long long)err->pos, (long long)err->ivalue, n);
+        return tl_py_graph_error(err, n, nnz);
+    }
+    if (rc != TL_K_OK) {
+        tl_py_kernel_error(rc);
+        return NULL;
+    }
+    if (dense) {
+        Py_INCREF(dense);
+        return (PyObject *)dense;
+    }
+    return PyTuple_Pack(2, (PyObject *)ri, (PyObject *)rv);
+}
+
 /* _spread_activation(indptr, indices, data, seeds, activation, decay_rate,
  *                    threshold, max_depth, top_k, scratch, engine) */
 static PyObject *py_spread(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs) {
@@ -1143,21 +1167,7 @@ static PyObject *py_spread(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssi
                               .count = &count, .err = &err};
     tl_py_scratch_arg sa = {kind, arena};
     int rc = tl_py_run(tl_py_spread_work, &call, &sa, NULL, tl_py_spread_bytes(n, (size_t)nnz, (size_t)depth, 1));
-    if (rc == TL_PY_RAISED) goto done;
-    if (rc == TL_K_EGRAPH) {
-        tl_py_graph_error(&err, n, (size_t)nnz);
-        goto done;
-    }
-    if (rc != TL_K_OK) {
-        tl_py_kernel_error(rc);
-        goto done;
-    }
-    if (dense) {
-        result = (PyObject *)dense;
-        Py_INCREF(result);
-    } else {
-        result = PyTuple_Pack(2, (PyObject *)ri, (PyObject *)rv);
-    }
+    result = tl_py_spread_result(rc, &err, n, (size_t)nnz, 0, dense, ri, rv);
 done:
     tl_py_drop(ip, args[0]);
     tl_py_drop(ix, args[1]);
@@ -1272,25 +1282,7 @@ static PyObject *py_spread_many(PyObject *Py_UNUSED(m), PyObject *const *args, P
     tl_py_scratch_arg sa = {kind, arena};
     int rc = tl_py_run(tl_py_spread_work, &call, &sa, NULL, tl_py_spread_bytes(n, (size_t)nnz, (size_t)depth, nsets));
     PyMem_Free(counts); /* every set's count is min(top_k, n): the rows are full */
-    if (rc == TL_PY_RAISED) goto done;
-    if (rc == TL_K_EGRAPH) {
-        if (err.fault == TL_FAULT_SEED)
-            PyErr_Format(PyExc_ValueError, "seed set %lld: seeds[%lld] = %lld is out of range for a graph of %zu nodes",
-                         (long long)err.set, (long long)err.pos, (long long)err.ivalue, n);
-        else
-            tl_py_graph_error(&err, n, (size_t)nnz);
-        goto done;
-    }
-    if (rc != TL_K_OK) {
-        tl_py_kernel_error(rc);
-        goto done;
-    }
-    if (dense) {
-        result = (PyObject *)dense;
-        Py_INCREF(result);
-    } else {
-        result = PyTuple_Pack(2, (PyObject *)ri, (PyObject *)rv);
-    }
+    result = tl_py_spread_result(rc, &err, n, (size_t)nnz, 1, dense, ri, rv);
 done:
     PyMem_Free(set_ptr);
     tl_py_drop(ip, args[0]);
