@@ -179,30 +179,43 @@ TL_TARGET_AVX512 TL_AI void tl5_group(const float *q, const char *const *c, cons
 /* nrows rows: four adjacent at a time (in cache), or rows r and r + h of the
  * block's two halves (stream: two sequential address streams for the
  * prefetchers); the same bits either way. */
+/* The row loop both row kernels share: GROUP(c, o, R, S) runs one group of R
+ * rows at addresses c[] whose results go to o[]; S is 1 for the two halves'
+ * streaming pairs, 0 otherwise. Expands in a function with rows, rs, nrows
+ * and stream in scope. */
+#define TL5_ROW_GROUPS(GROUP)                                                                  \
+    do {                                                                                       \
+        size_t r = 0;                                                                          \
+        if (stream) {                                                                          \
+            const size_t h = nrows / 2;                                                        \
+            for (; r < h; r++) {                                                               \
+                const char *c[2] = {rows + (ptrdiff_t)r * rs, rows + (ptrdiff_t)(r + h) * rs}; \
+                const size_t o[2] = {r, r + h};                                                \
+                GROUP(c, o, 2, 1);                                                             \
+            }                                                                                  \
+            r = 2 * h;                                                                         \
+        } else {                                                                               \
+            for (; r + 4 <= nrows; r += 4) {                                                   \
+                const char *c[4] = {rows + (ptrdiff_t)r * rs, rows + (ptrdiff_t)(r + 1) * rs,  \
+                                    rows + (ptrdiff_t)(r + 2) * rs,                            \
+                                    rows + (ptrdiff_t)(r + 3) * rs};                           \
+                const size_t o[4] = {r, r + 1, r + 2, r + 3};                                  \
+                GROUP(c, o, 4, 0);                                                             \
+            }                                                                                  \
+        }                                                                                      \
+        for (; r < nrows; r++) {                                                               \
+            const char *c[1] = {rows + (ptrdiff_t)r * rs};                                     \
+            const size_t o[1] = {r};                                                           \
+            GROUP(c, o, 1, 0);                                                                 \
+        }                                                                                      \
+    } while (0)
+
 TL_TARGET_AVX512 TL_AI void tl5_rows(const float *q, const char *rows, ptrdiff_t rs, size_t nrows,
                                      const tl_cos_plan *p, float *dot, float *nrm, int k, int stream, int D, int W) {
-    size_t r = 0;
-    if (stream) {
-        const size_t h = nrows / 2;
-        for (; r < h; r++) {
-            const char *c[2] = {rows + (ptrdiff_t)r * rs, rows + (ptrdiff_t)(r + h) * rs};
-            const size_t o[2] = {r, r + h};
-            tl5_group(q, c, o, p, dot, nrm, k, 2, D, W, k != TL_CK_F32);
-        }
-        r = 2 * h;
-    } else {
-        for (; r + 4 <= nrows; r += 4) {
-            const char *c[4] = {rows + (ptrdiff_t)r * rs, rows + (ptrdiff_t)(r + 1) * rs,
-                                rows + (ptrdiff_t)(r + 2) * rs, rows + (ptrdiff_t)(r + 3) * rs};
-            const size_t o[4] = {r, r + 1, r + 2, r + 3};
-            tl5_group(q, c, o, p, dot, nrm, k, 4, D, W, 0);
-        }
-    }
-    for (; r < nrows; r++) {
-        const char *c[1] = {rows + (ptrdiff_t)r * rs};
-        const size_t o[1] = {r};
-        tl5_group(q, c, o, p, dot, nrm, k, 1, D, W, 0);
-    }
+    /* streaming pairs of 16-bit rows prefetch ahead (tl5_group's PF) */
+#define TL5_GROUP(c, o, R, S) tl5_group(q, c, o, p, dot, nrm, k, R, D, W, (S) && k != TL_CK_F32)
+    TL5_ROW_GROUPS(TL5_GROUP);
+#undef TL5_GROUP
 }
 
 /* Dot products of Q <= 6 queries (at q + i * qs floats) with R <= 4 rows: one
@@ -418,28 +431,9 @@ TL_TARGET_AVX512BF16 TL_AI void tl5p_group(const float *q, const char *const *c,
 /* As tl5_rows: four adjacent rows in cache, the two halves' rows streaming. */
 TL_TARGET_AVX512BF16 TL_AI void tl5p_rows(const float *q, const char *rows, ptrdiff_t rs, size_t nrows, size_t d,
                                           size_t lead, float *dot, float *nrm, int stream, int D, int W) {
-    size_t r = 0;
-    if (stream) {
-        const size_t h = nrows / 2;
-        for (; r < h; r++) {
-            const char *c[2] = {rows + (ptrdiff_t)r * rs, rows + (ptrdiff_t)(r + h) * rs};
-            const size_t o[2] = {r, r + h};
-            tl5p_group(q, c, o, d, lead, dot, nrm, 2, D, W, 1);
-        }
-        r = 2 * h;
-    } else {
-        for (; r + 4 <= nrows; r += 4) {
-            const char *c[4] = {rows + (ptrdiff_t)r * rs, rows + (ptrdiff_t)(r + 1) * rs,
-                                rows + (ptrdiff_t)(r + 2) * rs, rows + (ptrdiff_t)(r + 3) * rs};
-            const size_t o[4] = {r, r + 1, r + 2, r + 3};
-            tl5p_group(q, c, o, d, lead, dot, nrm, 4, D, W, 0);
-        }
-    }
-    for (; r < nrows; r++) {
-        const char *c[1] = {rows + (ptrdiff_t)r * rs};
-        const size_t o[1] = {r};
-        tl5p_group(q, c, o, d, lead, dot, nrm, 1, D, W, 0);
-    }
+#define TL5P_GROUP(c, o, R, S) tl5p_group(q, c, o, d, lead, dot, nrm, R, D, W, S)
+    TL5_ROW_GROUPS(TL5P_GROUP);
+#undef TL5P_GROUP
 }
 
 /* Dots of Q <= 3 queries (pair layout, at q + i * qs floats) with R <= 4 rows:
